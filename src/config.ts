@@ -1,0 +1,320 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseServicesFile, ServicesFileError, type ServiceDefinition } from './auth/services-file.js';
+
+/**
+ * The only reader of the environment. loadConfig validates every variable of API.md's table
+ * (and the few operational ones documented in config/example.env) and returns a frozen object.
+ * An invalid value throws ConfigError whose message is one line naming the variable.
+ */
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    readonly problem: string,
+  ) {
+    super(`${variable}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export type StoreConfig =
+  | { readonly kind: 'sqlite'; readonly sqlitePath: string }
+  | {
+      readonly kind: 'redis';
+      readonly redisUrl: string | null;
+      readonly clusterNodes: readonly { readonly host: string; readonly port: number }[] | null;
+      /** Key prefix, so that several deployments can share one Redis. */
+      readonly keyPrefix: string;
+    };
+
+export type KeysConfig =
+  | {
+      readonly kind: 'local';
+      readonly localKeyFile: string;
+      /** Older master key files kept so that data keys wrapped before a rotation still open. */
+      readonly previousKeyFiles: readonly string[];
+      /** Whether a missing key file may be generated (never in production). */
+      readonly mayGenerate: boolean;
+    }
+  | {
+      readonly kind: 'aws-kms';
+      readonly kmsKeyId: string;
+      readonly region: string | null;
+      readonly endpoint: string | null;
+    };
+
+export interface ProviderCredentials {
+  readonly clientId: string;
+  readonly clientSecret: string;
+}
+
+export interface Config {
+  readonly nodeEnv: string;
+  readonly production: boolean;
+  readonly port: number;
+  /** External base URL without a trailing slash; every redirect URI is built from it. */
+  readonly publicUrl: string;
+  readonly store: StoreConfig;
+  readonly keys: KeysConfig;
+  readonly keyCache: { readonly maxEntries: number; readonly maxAgeMs: number };
+  readonly audience: string;
+  readonly servicesFile: string | null;
+  readonly services: readonly ServiceDefinition[];
+  readonly providersFile: string | null;
+  /** Client credentials by provider id, from LINKVAULT_PROVIDER_<ID>_CLIENT_ID/_CLIENT_SECRET. */
+  readonly providerCredentials: ReadonlyMap<string, ProviderCredentials>;
+  readonly allowInsecureProviderUrls: boolean;
+  /** Allowed return_to origins (scheme://host[:port]). */
+  readonly returnUrlAllowlist: readonly string[];
+  readonly dormantLinkDays: number | null;
+  readonly sessionTtlSeconds: number;
+  /** The built-in Sandbox CRM provider (never in production). */
+  readonly sandbox: boolean;
+  readonly backgroundRefresh: boolean;
+  readonly providerTimeoutMs: number;
+  readonly shutdownTimeoutMs: number;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** Directory for development defaults (SQLite file, generated key). */
+  readonly dataDir: string;
+  /** Credentials for a catalogue provider id (looked up by its env-variable form), or null when not enabled. */
+  readonly providerCredentialFor: (providerId: string) => ProviderCredentials | null;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function text(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const value = text(env, name);
+  if (value === undefined) return fallback;
+  if (value === 'true' || value === '1') return true;
+  if (value === 'false' || value === '0') return false;
+  throw new ConfigError(name, `must be true or false, got "${value}"`);
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = text(env, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) throw new ConfigError(name, `must be a whole number, got "${value}"`);
+  const n = Number(value);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function url(name: string, value: string, allowHttp: boolean): URL {
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch {
+    throw new ConfigError(name, `must be an absolute URL, got "${value}"`);
+  }
+  if (parsed.protocol !== 'https:' && !(allowHttp && parsed.protocol === 'http:')) {
+    throw new ConfigError(name, `must use https${allowHttp ? ' or http' : ''}, got "${parsed.protocol}"`);
+  }
+  if (parsed.username || parsed.password) throw new ConfigError(name, 'must not carry credentials');
+  if (parsed.search || parsed.hash) throw new ConfigError(name, 'must not have a query or fragment');
+  return parsed;
+}
+
+/** The env-variable form of a provider id: upper-cased, non-alphanumerics as `_`. */
+export function providerEnvName(providerId: string): string {
+  return providerId.toUpperCase().replace(/[^A-Z0-9]/g, '_');
+}
+
+function parseClusterNodes(name: string, value: string): { host: string; port: number }[] {
+  return value.split(',').map((part) => {
+    const seed = part.trim();
+    const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(seed);
+    const port = m ? Number(m[2]) : 0;
+    if (!m || port < 1 || port > 65535) throw new ConfigError(name, `each seed must be host:port, got "${seed}"`);
+    return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+  });
+}
+
+function parseOrigin(name: string, value: string, production: boolean): string {
+  const parsed = url(name, value, !production);
+  if (parsed.pathname !== '/' || value.replace(/\/$/, '') !== parsed.origin) {
+    throw new ConfigError(name, `each entry must be an origin (scheme://host[:port]) with no path, got "${value}"`);
+  }
+  return parsed.origin;
+}
+
+/** Reads, validates and freezes the configuration. Throws ConfigError on the first problem. */
+export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
+  const nodeEnv = text(env, 'NODE_ENV') ?? 'development';
+  const production = nodeEnv === 'production';
+  const dataDir = resolve(cwd, 'data');
+
+  const port = int(env, 'LINKVAULT_PORT', 3000, 0, 65535);
+  const publicUrlRaw = text(env, 'LINKVAULT_PUBLIC_URL') ?? `http://localhost:${port}`;
+  const publicUrlParsed = url('LINKVAULT_PUBLIC_URL', publicUrlRaw, !production);
+  const publicUrl = publicUrlParsed.href.replace(/\/$/, '');
+
+  const allowInsecureProviderUrls = bool(env, 'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS', false);
+  if (production && allowInsecureProviderUrls) {
+    throw new ConfigError('LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS', 'must not be true when NODE_ENV=production');
+  }
+
+  // ---- store ----
+  const storeKind = text(env, 'LINKVAULT_STORE') ?? 'sqlite';
+  let store: StoreConfig;
+  if (storeKind === 'sqlite') {
+    store = { kind: 'sqlite', sqlitePath: resolve(cwd, text(env, 'LINKVAULT_SQLITE_PATH') ?? './data/linkvault.db') };
+  } else if (storeKind === 'redis') {
+    const redisUrl = text(env, 'LINKVAULT_REDIS_URL') ?? null;
+    const clusterRaw = text(env, 'LINKVAULT_REDIS_CLUSTER_NODES');
+    if (redisUrl && clusterRaw) {
+      throw new ConfigError('LINKVAULT_REDIS_URL', 'set either LINKVAULT_REDIS_URL or LINKVAULT_REDIS_CLUSTER_NODES, not both');
+    }
+    if (!redisUrl && !clusterRaw) {
+      throw new ConfigError('LINKVAULT_REDIS_URL', 'is required when LINKVAULT_STORE=redis (or set LINKVAULT_REDIS_CLUSTER_NODES for a Redis Cluster)');
+    }
+    if (redisUrl) {
+      let parsed: URL;
+      try {
+        parsed = new URL(redisUrl);
+      } catch {
+        throw new ConfigError('LINKVAULT_REDIS_URL', 'must be a redis:// or rediss:// URL');
+      }
+      if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
+        throw new ConfigError('LINKVAULT_REDIS_URL', `must be a redis:// or rediss:// URL, got "${parsed.protocol}"`);
+      }
+    }
+    const keyPrefix = text(env, 'LINKVAULT_REDIS_PREFIX') ?? 'lv';
+    if (!/^[A-Za-z0-9_.-]{1,32}$/.test(keyPrefix)) throw new ConfigError('LINKVAULT_REDIS_PREFIX', 'must be 1-32 characters of letters, digits, _ . -');
+    store = {
+      kind: 'redis',
+      redisUrl,
+      clusterNodes: clusterRaw ? parseClusterNodes('LINKVAULT_REDIS_CLUSTER_NODES', clusterRaw) : null,
+      keyPrefix,
+    };
+  } else {
+    throw new ConfigError('LINKVAULT_STORE', `must be sqlite or redis, got "${storeKind}"`);
+  }
+
+  // ---- keys ----
+  const keysKind = text(env, 'LINKVAULT_KEYS') ?? 'local';
+  let keys: KeysConfig;
+  if (keysKind === 'local') {
+    const localKeyFile = resolve(cwd, text(env, 'LINKVAULT_LOCAL_KEY_FILE') ?? './data/master.key');
+    if (production && !existsSync(localKeyFile)) {
+      throw new ConfigError('LINKVAULT_LOCAL_KEY_FILE', `${localKeyFile} does not exist; production never generates a master key (create one, or use LINKVAULT_KEYS=aws-kms)`);
+    }
+    const previous = (text(env, 'LINKVAULT_LOCAL_PREVIOUS_KEY_FILES') ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+      .map((p) => resolve(cwd, p));
+    for (const p of previous) {
+      if (!existsSync(p)) throw new ConfigError('LINKVAULT_LOCAL_PREVIOUS_KEY_FILES', `${p} does not exist`);
+    }
+    keys = { kind: 'local', localKeyFile, previousKeyFiles: previous, mayGenerate: !production };
+  } else if (keysKind === 'aws-kms') {
+    const kmsKeyId = text(env, 'LINKVAULT_KMS_KEY_ID');
+    if (!kmsKeyId) throw new ConfigError('LINKVAULT_KMS_KEY_ID', 'is required when LINKVAULT_KEYS=aws-kms');
+    const region = text(env, 'AWS_REGION') ?? text(env, 'AWS_DEFAULT_REGION') ?? null;
+    if (!region) throw new ConfigError('AWS_REGION', 'is required when LINKVAULT_KEYS=aws-kms');
+    const endpointRaw = text(env, 'AWS_ENDPOINT_URL_KMS') ?? text(env, 'AWS_ENDPOINT_URL') ?? null;
+    const endpoint = endpointRaw ? url('AWS_ENDPOINT_URL_KMS', endpointRaw, !production).href : null;
+    keys = { kind: 'aws-kms', kmsKeyId, region, endpoint };
+  } else {
+    throw new ConfigError('LINKVAULT_KEYS', `must be local or aws-kms, got "${keysKind}"`);
+  }
+
+  const keyCache = {
+    maxEntries: int(env, 'LINKVAULT_KEY_CACHE_MAX_ENTRIES', 10_000, 0, 10_000_000),
+    maxAgeMs: int(env, 'LINKVAULT_KEY_CACHE_MAX_AGE_SECONDS', 300, 0, 86_400) * 1000,
+  };
+
+  const audience = text(env, 'LINKVAULT_AUDIENCE') ?? 'linkvault';
+
+  // ---- services ----
+  const servicesVar = text(env, 'LINKVAULT_SERVICES_FILE');
+  const defaultServices = resolve(cwd, 'config/services.json');
+  const servicesFile = servicesVar ? resolve(cwd, servicesVar) : existsSync(defaultServices) ? defaultServices : null;
+  let services: ServiceDefinition[] = [];
+  if (servicesFile) {
+    let json: unknown;
+    try {
+      json = JSON.parse(readFileSync(servicesFile, 'utf8'));
+    } catch (err) {
+      throw new ConfigError('LINKVAULT_SERVICES_FILE', `cannot read ${servicesFile} as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    try {
+      services = parseServicesFile(json, env);
+    } catch (err) {
+      if (err instanceof ServicesFileError) throw new ConfigError('LINKVAULT_SERVICES_FILE', `${servicesFile}: ${err.message}`);
+      throw err;
+    }
+  }
+
+  const providersVar = text(env, 'LINKVAULT_PROVIDERS_FILE');
+  const providersFile = providersVar ? resolve(cwd, providersVar) : null;
+  if (providersFile && !existsSync(providersFile)) throw new ConfigError('LINKVAULT_PROVIDERS_FILE', `${providersFile} does not exist`);
+
+  // ---- provider credentials ----
+  const providerCredentials = new Map<string, ProviderCredentials>();
+  const credentialPattern = /^LINKVAULT_PROVIDER_([A-Z0-9_]+)_CLIENT_(ID|SECRET)$/;
+  const halves = new Map<string, { id?: string; secret?: string }>();
+  for (const [name, value] of Object.entries(env)) {
+    const m = credentialPattern.exec(name);
+    if (!m || value === undefined || value.trim() === '') continue;
+    const entry = halves.get(m[1]!) ?? {};
+    if (m[2] === 'ID') entry.id = value.trim();
+    else entry.secret = value.trim();
+    halves.set(m[1]!, entry);
+  }
+  for (const [envId, entry] of halves) {
+    if (!entry.id) throw new ConfigError(`LINKVAULT_PROVIDER_${envId}_CLIENT_ID`, `is required because LINKVAULT_PROVIDER_${envId}_CLIENT_SECRET is set`);
+    if (!entry.secret) throw new ConfigError(`LINKVAULT_PROVIDER_${envId}_CLIENT_SECRET`, `is required because LINKVAULT_PROVIDER_${envId}_CLIENT_ID is set`);
+    providerCredentials.set(envId, { clientId: entry.id, clientSecret: entry.secret });
+  }
+
+  // ---- browser-facing ----
+  const allowRaw = text(env, 'LINKVAULT_RETURN_URL_ALLOWLIST');
+  const returnUrlAllowlist = allowRaw
+    ? allowRaw.split(',').map((o) => parseOrigin('LINKVAULT_RETURN_URL_ALLOWLIST', o.trim(), production))
+    : [publicUrlParsed.origin];
+
+  const dormantRaw = text(env, 'LINKVAULT_DORMANT_LINK_DAYS');
+  const dormantLinkDays = dormantRaw === undefined ? null : int(env, 'LINKVAULT_DORMANT_LINK_DAYS', 0, 1, 36_500);
+
+  const sandbox = bool(env, 'LINKVAULT_SANDBOX', !production);
+  if (production && sandbox) throw new ConfigError('LINKVAULT_SANDBOX', 'the sandbox provider is refused when NODE_ENV=production');
+
+  const logLevel = (text(env, 'LINKVAULT_LOG_LEVEL') ?? 'info') as Config['logLevel'];
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigError('LINKVAULT_LOG_LEVEL', `must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`);
+  }
+
+  const config: Config = {
+    nodeEnv,
+    production,
+    port,
+    publicUrl,
+    store: Object.freeze(store),
+    keys: Object.freeze(keys),
+    keyCache: Object.freeze(keyCache),
+    audience,
+    servicesFile,
+    services: Object.freeze(services),
+    providersFile,
+    providerCredentials,
+    allowInsecureProviderUrls,
+    returnUrlAllowlist: Object.freeze(returnUrlAllowlist),
+    dormantLinkDays,
+    sessionTtlSeconds: int(env, 'LINKVAULT_SESSION_TTL_SECONDS', 900, 60, 86_400),
+    sandbox,
+    backgroundRefresh: bool(env, 'LINKVAULT_BACKGROUND_REFRESH', true),
+    providerTimeoutMs: int(env, 'LINKVAULT_PROVIDER_TIMEOUT_SECONDS', 10, 1, 120) * 1000,
+    shutdownTimeoutMs: int(env, 'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS', 10, 1, 300) * 1000,
+    logLevel,
+    dataDir,
+    providerCredentialFor: (providerId) => providerCredentials.get(providerEnvName(providerId)) ?? null,
+  };
+  return Object.freeze(config);
+}

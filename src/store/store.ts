@@ -1,0 +1,201 @@
+/**
+ * The Store port: everything linkvault keeps. Two adapters implement it (sqlite-store.ts,
+ * redis-store.ts) and one contract suite (test/store/store-contract.ts) runs against each.
+ *
+ * Failure behaviour, for every method: when the backing store cannot be reached or does not
+ * answer within about a second, the method rejects with LinkvaultError('store_unavailable')
+ * (503, Retry-After). No method ever hangs. Values are stored as given: the store never sees
+ * plaintext token material, only SealedRecord objects that keys/vault.ts produced.
+ */
+
+/** A sealed record as produced by keys/vault.ts: `{v, alg, kid, edk, iv, ct, tag}`, binary fields base64url. */
+export interface SealedRecord {
+  readonly v: 1;
+  readonly alg: 'A256GCM';
+  /** Id of the master key (local) or KMS key that wrapped `edk`. */
+  readonly kid: string;
+  /** The wrapped (encrypted) data key. */
+  readonly edk: string;
+  readonly iv: string;
+  readonly ct: string;
+  readonly tag: string;
+}
+
+export type LinkStatus = 'active' | 'needs_reauth' | 'revoked';
+
+export interface LinkRecord {
+  readonly id: string;
+  readonly tenantId: string;
+  readonly userId: string;
+  readonly providerId: string;
+  readonly status: LinkStatus;
+  /** Monotonic version; every successful write stores `expectedVersion + 1`. Fencing for refresh and revoke. */
+  readonly version: number;
+  /** The provider's stable account id (OIDC `sub`, HubSpot hub id, ...), used to recognise a reconnect. */
+  readonly providerAccountId: string | null;
+  readonly grantedScopes: readonly string[];
+  /** Non-secret per-link metadata returned with tokens (instance_url, api_domain, hub_id, ...). */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Per-link endpoint template variables (Salesforce login host, Zoho accounts server, MS tenant). */
+  readonly endpointVariables: Readonly<Record<string, string>>;
+  /** The sealed token set; null once shredded (revoked) or never obtained. */
+  readonly tokens: SealedRecord | null;
+  /** When the current access token expires (ms since epoch); null when it does not expire or is unknown. */
+  readonly accessTokenExpiresAtMs: number | null;
+  readonly createdAtMs: number;
+  readonly updatedAtMs: number;
+  readonly lastRefreshedAtMs: number | null;
+  readonly lastUsedAtMs: number | null;
+}
+
+export interface LinkFilter {
+  readonly tenantId?: string;
+  readonly userId?: string;
+  readonly providerId?: string;
+  readonly status?: LinkStatus;
+  readonly providerAccountId?: string;
+}
+
+export interface SessionRecord {
+  readonly id: string;
+  readonly tenantId: string;
+  readonly userId: string;
+  /** Providers this session may connect; empty means every enabled provider. */
+  readonly providers: readonly string[];
+  readonly returnTo: string | null;
+  /** The service that minted the session. */
+  readonly serviceId: string;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number;
+}
+
+/** Server-side state of one authorization request, keyed by a hash of `state`. Opaque JSON to the store. */
+export type FlowStateRecord = Readonly<Record<string, unknown>>;
+
+export interface GrantRecord {
+  readonly id: string;
+  readonly serviceId: string;
+  readonly tenantId: string | null;
+  readonly providerId: string | null;
+  readonly linkId: string | null;
+  /** Allowed scopes; null means every scope the link was granted. */
+  readonly scopes: readonly string[] | null;
+  readonly purpose: string;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number | null;
+}
+
+export interface RevocationRecordRow {
+  readonly linkId: string;
+  /** The full revocation record as the API returns it (snake_case JSON), no token material. */
+  readonly record: Readonly<Record<string, unknown>>;
+}
+
+export interface AuditEvent {
+  /** Assigned by the store on append; strictly increasing. */
+  readonly seq?: string;
+  readonly atMs: number;
+  readonly type: string;
+  readonly requestId?: string | null;
+  readonly data: Readonly<Record<string, unknown>>;
+}
+
+export interface QueueJob {
+  readonly id: string;
+  readonly kind: string;
+  readonly payload: Readonly<Record<string, unknown>>;
+  readonly attempts: number;
+  readonly runAtMs: number;
+  /** Set on a claimed job; proves ownership to complete or reschedule it. */
+  readonly leaseToken?: string;
+}
+
+export interface JobStatusRecord {
+  readonly id: string;
+  readonly status: Readonly<Record<string, unknown>>;
+}
+
+export interface Store {
+  readonly kind: 'sqlite' | 'redis';
+
+  /** Resolves when the store answers a trivial command; rejects store_unavailable otherwise. */
+  ping(): Promise<void>;
+  /** Closes connections; idempotent. */
+  close(): Promise<void>;
+
+  // ---- links ----
+  /** The link, or null when absent. */
+  getLink(id: string): Promise<LinkRecord | null>;
+  /** Links matching every given field, newest first, at most `limit` (default 1000). */
+  listLinks(filter: LinkFilter, limit?: number): Promise<LinkRecord[]>;
+  /**
+   * Compare-and-set write. `expectedVersion` null means "create; fail if it exists".
+   * Stores the link with version `(expectedVersion ?? 0) + 1` and returns the stored record, or
+   * null when the current version differs (or the link exists, on create). Indexes stay consistent atomically.
+   */
+  saveLink(link: LinkRecord, expectedVersion: number | null): Promise<LinkRecord | null>;
+  /** Sets lastUsedAtMs without a version bump (best effort, monotonic: never moves backwards). */
+  touchLink(id: string, lastUsedAtMs: number): Promise<void>;
+
+  // ---- one-time flow state ----
+  /** Stores state under `key` for `ttlSeconds`. */
+  putFlowState(key: string, value: FlowStateRecord, ttlSeconds: number): Promise<void>;
+  /** Atomically reads and deletes: at most one caller ever gets the value; null when absent or expired. */
+  takeFlowState(key: string): Promise<FlowStateRecord | null>;
+
+  // ---- sessions ----
+  /** Stores a session until `expiresAtMs`. */
+  putSession(session: SessionRecord): Promise<void>;
+  /** The session, or null when absent or expired. */
+  getSession(id: string): Promise<SessionRecord | null>;
+  deleteSession(id: string): Promise<void>;
+
+  // ---- grants ----
+  putGrant(grant: GrantRecord): Promise<void>;
+  getGrant(id: string): Promise<GrantRecord | null>;
+  /** Grants of one service (all grants when serviceId is omitted), oldest first. */
+  listGrants(serviceId?: string): Promise<GrantRecord[]>;
+  /** True when a grant was deleted. */
+  deleteGrant(id: string): Promise<boolean>;
+
+  // ---- revocation records ----
+  putRevocation(row: RevocationRecordRow): Promise<void>;
+  getRevocation(linkId: string): Promise<RevocationRecordRow | null>;
+
+  // ---- locks ----
+  /** Takes the lock for `ttlMs` when free (or expired); returns an owner token, or null when held by another. */
+  acquireLock(name: string, ttlMs: number): Promise<string | null>;
+  /** Extends the lock only when `owner` still holds it. */
+  extendLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** Releases only when `owner` still holds it; true when released. */
+  releaseLock(name: string, owner: string): Promise<boolean>;
+
+  // ---- audit log (append-only) ----
+  /** Appends and returns the assigned sequence id. Rejects (store_unavailable) rather than dropping the event. */
+  appendAudit(event: AuditEvent): Promise<string>;
+  /** Events with seq strictly after `afterSeq` (from the start when omitted), oldest first, at most `limit`. */
+  readAudit(afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
+
+  // ---- durable work queue ----
+  /** Adds a job (idempotent by id: an existing job with this id is left as it is). */
+  enqueue(job: Omit<QueueJob, 'leaseToken'>): Promise<void>;
+  /**
+   * Claims up to `limit` jobs due at `nowMs`, leasing each for `leaseMs`: a claimed job is invisible
+   * to other claimers until the lease ends, then due again (a crashed worker's job comes back).
+   */
+  claimJobs(nowMs: number, limit: number, leaseMs: number): Promise<QueueJob[]>;
+  /** Removes a claimed job; false when the lease was lost. */
+  completeJob(id: string, leaseToken: string): Promise<boolean>;
+  /** Puts a claimed job back for `runAtMs` with its attempt count and payload updated; false when the lease was lost. */
+  rescheduleJob(id: string, leaseToken: string, runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean>;
+  /** Number of jobs queued (due or not). */
+  countJobs(): Promise<number>;
+
+  // ---- background job status (bulk revocations) ----
+  putJobStatus(row: JobStatusRecord): Promise<void>;
+  getJobStatus(id: string): Promise<JobStatusRecord | null>;
+
+  // ---- maintenance ----
+  /** Every link id, for rewrap and scans; an async iterator so large stores stream. */
+  scanLinkIds(): AsyncIterable<string>;
+}
