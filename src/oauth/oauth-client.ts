@@ -29,3 +29,41 @@ export interface TokenSet {
   /** Non-secret members of the token response (instance_url, api_domain, hub_id, ...) for metadata capture. */
   readonly extra: Readonly<Record<string, unknown>>;
 }
+
+/** Per-link endpoint template variables (Salesforce login host, Zoho accounts server, Microsoft tenant). */
+export type EndpointVariables = Readonly<Record<string, string>>;
+
+export type RevocationOutcome = 'confirmed' | 'unsupported';
+
+/**
+ * The token-endpoint half of the port, used after a link exists (token release, revocation).
+ * The authorization half (building the authorization URL, the code exchange) is added by the
+ * connect flow in this same file.
+ */
+export interface OAuthTokenClient {
+  /**
+   * One refresh_token grant at the provider's token endpoint, endpoint variables applied, bounded by
+   * the provider timeout and never retried (a retry could replay a rotated refresh token).
+   * Resolves with the new token set; when the provider does not rotate, `refreshToken` is null and
+   * the caller keeps the old one. Rejects as classified at the top of this file.
+   */
+  refresh(request: {
+    readonly providerId: string;
+    readonly endpointVariables: EndpointVariables;
+    readonly refreshToken: Secret;
+    readonly scopes?: readonly string[];
+  }): Promise<TokenSet>;
+
+  /**
+   * Revokes one token at the provider in the catalogue's style (RFC 7009 with token_type_hint, or a
+   * named custom style). Resolves 'confirmed' when the provider acknowledged it and 'unsupported'
+   * when the catalogue says the provider offers no revocation. Rejects as classified above
+   * (provider_unavailable for 503/timeouts: RFC 7009 §2.2.1, the token may still be alive).
+   */
+  revoke(request: {
+    readonly providerId: string;
+    readonly endpointVariables: EndpointVariables;
+    readonly token: Secret;
+    readonly tokenTypeHint: 'refresh_token' | 'access_token';
+  }): Promise<RevocationOutcome>;
+}
