@@ -67,3 +67,54 @@ export interface OAuthTokenClient {
     readonly tokenTypeHint: 'refresh_token' | 'access_token';
   }): Promise<RevocationOutcome>;
 }
+
+/** What the connect flow must remember between the redirect and the callback (kept server-side, sealed). */
+export interface AuthorizationChecks {
+  /** ≥128 random bits, single use. */
+  readonly state: Secret;
+  /** PKCE S256 verifier (RFC 7636), null only when the provider cannot do PKCE. */
+  readonly codeVerifier: Secret | null;
+  /** OIDC nonce, null for plain OAuth 2.0 providers. */
+  readonly nonce: Secret | null;
+  /** Issuer the response must come from (RFC 9207), null when the provider has no issuer identifier. */
+  readonly expectedIssuer: string | null;
+  /** The exact redirect URI sent, built from the configured public URL (never the Host header). */
+  readonly redirectUri: string;
+}
+
+export interface AuthorizationStart {
+  /** Where to send the browser. Carries state, challenge and nonce (protocol values), never a token. */
+  readonly url: URL;
+  readonly checks: AuthorizationChecks;
+}
+
+export interface CompletedAuthorization {
+  readonly tokens: TokenSet;
+  /** Validated ID token claims (signature, iss, aud, exp, nonce) for OIDC providers; null otherwise. */
+  readonly idTokenClaims: Readonly<Record<string, unknown>> | null;
+}
+
+/** The whole port: the authorization half (connect) plus the token half (release, revoke). */
+export interface OAuthClient extends OAuthTokenClient {
+  /** Builds the authorization request: fresh state, PKCE S256 when the provider supports it, nonce for OIDC. */
+  startAuthorization(request: {
+    readonly providerId: string;
+    readonly endpointVariables: EndpointVariables;
+    readonly redirectUri: string;
+    readonly scopes?: readonly string[];
+  }): Promise<AuthorizationStart>;
+
+  /**
+   * Validates the authorization response (state, `iss` per RFC 9207 — required when the provider's
+   * metadata advertises authorization_response_iss_parameter_supported — and provider `error=`
+   * answers, which reject provider_denied with the escaped code in extra.provider_error) and exchanges the code
+   * exactly once, with a timeout, never retried; validates the token response (access token, bearer
+   * type, size cap, ID token + nonce for OIDC).
+   */
+  completeAuthorization(request: {
+    readonly providerId: string;
+    readonly endpointVariables: EndpointVariables;
+    readonly callbackUrl: URL;
+    readonly checks: AuthorizationChecks;
+  }): Promise<CompletedAuthorization>;
+}
