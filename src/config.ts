@@ -53,6 +53,8 @@ export interface Config {
   readonly nodeEnv: string;
   readonly production: boolean;
   readonly port: number;
+  /** Listen address (LINKVAULT_HOST); null means every interface. */
+  readonly host: string | null;
   /** External base URL without a trailing slash; every redirect URI is built from it. */
   readonly publicUrl: string;
   readonly store: StoreConfig;
@@ -72,6 +74,12 @@ export interface Config {
   /** The built-in Sandbox CRM provider (never in production). */
   readonly sandbox: boolean;
   readonly backgroundRefresh: boolean;
+  /** How often the background refresher looks for links about to expire (LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS). */
+  readonly backgroundRefreshIntervalMs: number;
+  /** Links whose access token expires within this window are refreshed ahead of time (LINKVAULT_REFRESH_LEAD_SECONDS). */
+  readonly refreshLeadMs: number;
+  /** TTL of the per-link refresh lock (LINKVAULT_REFRESH_LOCK_TTL_SECONDS); longer than one provider call. */
+  readonly refreshLockTtlMs: number;
   readonly providerTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -150,6 +158,10 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
   const dataDir = resolve(cwd, 'data');
 
   const port = int(env, 'LINKVAULT_PORT', 3000, 0, 65535);
+  const host = text(env, 'LINKVAULT_HOST') ?? null;
+  if (host !== null && !/^(\[?[0-9a-fA-F:.]+\]?|[A-Za-z0-9.-]{1,253})$/.test(host)) {
+    throw new ConfigError('LINKVAULT_HOST', `must be an IP address or host name, got "${host}"`);
+  }
   const publicUrlRaw = text(env, 'LINKVAULT_PUBLIC_URL') ?? `http://localhost:${port}`;
   const publicUrlParsed = url('LINKVAULT_PUBLIC_URL', publicUrlRaw, !production);
   const publicUrl = publicUrlParsed.href.replace(/\/$/, '');
@@ -286,6 +298,14 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
   const sandbox = bool(env, 'LINKVAULT_SANDBOX', !production);
   if (production && sandbox) throw new ConfigError('LINKVAULT_SANDBOX', 'the sandbox provider is refused when NODE_ENV=production');
 
+  const providerTimeoutMs = int(env, 'LINKVAULT_PROVIDER_TIMEOUT_SECONDS', 10, 1, 120) * 1000;
+  // The refresh lock must outlive one provider call: a holder still waiting on a healthy but slow
+  // provider must not see a second replica spend the same refresh token (RFC 9700 §4.14.2 reuse detection).
+  const refreshLockTtlMs = int(env, 'LINKVAULT_REFRESH_LOCK_TTL_SECONDS', providerTimeoutMs / 1000 + 5, 2, 600) * 1000;
+  if (refreshLockTtlMs < providerTimeoutMs + 1000) {
+    throw new ConfigError('LINKVAULT_REFRESH_LOCK_TTL_SECONDS', `must be at least LINKVAULT_PROVIDER_TIMEOUT_SECONDS + 1 (${providerTimeoutMs / 1000 + 1})`);
+  }
+
   const logLevel = (text(env, 'LINKVAULT_LOG_LEVEL') ?? 'info') as Config['logLevel'];
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError('LINKVAULT_LOG_LEVEL', `must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`);
@@ -295,6 +315,7 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     nodeEnv,
     production,
     port,
+    host: host === null ? null : host.replace(/^\[|\]$/g, ''),
     publicUrl,
     store: Object.freeze(store),
     keys: Object.freeze(keys),
@@ -310,7 +331,10 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     sessionTtlSeconds: int(env, 'LINKVAULT_SESSION_TTL_SECONDS', 900, 60, 86_400),
     sandbox,
     backgroundRefresh: bool(env, 'LINKVAULT_BACKGROUND_REFRESH', true),
-    providerTimeoutMs: int(env, 'LINKVAULT_PROVIDER_TIMEOUT_SECONDS', 10, 1, 120) * 1000,
+    backgroundRefreshIntervalMs: int(env, 'LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS', 60, 1, 3600) * 1000,
+    refreshLeadMs: int(env, 'LINKVAULT_REFRESH_LEAD_SECONDS', 300, 0, 86_400) * 1000,
+    refreshLockTtlMs,
+    providerTimeoutMs,
     shutdownTimeoutMs: int(env, 'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS', 10, 1, 300) * 1000,
     logLevel,
     dataDir,

@@ -33,6 +33,7 @@ export const ERROR_CATALOGUE = {
   method_not_allowed: { status: 405, title: 'Method not allowed on this route' },
   not_acceptable: { status: 406, title: 'No acceptable representation' },
   reauth_required: { status: 409, title: 'The link needs the user to reconnect' },
+  refresh_not_possible: { status: 409, title: 'The link has no refresh token; force_refresh cannot be honoured' },
   conflict: { status: 409, title: 'The resource changed concurrently; retry' },
   link_revoked: { status: 410, title: 'The link has been revoked' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
@@ -48,6 +49,7 @@ export const ERROR_CATALOGUE = {
   audit_unavailable: { status: 503, title: 'The audit log is unavailable; nothing was released' },
   sealed_record_invalid: { status: 500, title: 'Internal error' },
   shutting_down: { status: 503, title: 'The service is shutting down' },
+  not_ready: { status: 503, title: 'A dependency of the service is not ready' },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

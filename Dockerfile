@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# linkvault image: compiled JavaScript, production dependencies only, unprivileged user.
+#   docker build -t linkvault .
+#   docker run -p 3000:3000 -v linkvault-data:/app/data -e NODE_ENV=production ... linkvault
+ARG NODE_VERSION=24
+
+# ---- native build tools (better-sqlite3 compiles when no prebuilt binary fits) ----
+FROM node:${NODE_VERSION}-bookworm-slim AS build-tools
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json ./
+
+# ---- compile TypeScript to dist/ ----
+FROM build-tools AS build
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+# tsc emits only .js; non-TypeScript files under src/ (page templates, assets) are copied alongside.
+RUN npm run build \
+ && find src -type f ! -name '*.ts' -exec cp --parents {} dist/ \;
+
+# ---- production node_modules (native modules built here, with the tools) ----
+FROM build-tools AS prod-deps
+RUN npm ci --omit=dev && npm cache clean --force
+
+# ---- runtime ----
+FROM node:${NODE_VERSION}-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=prod-deps /app/node_modules ./node_modules
+COPY package.json ./
+COPY --from=build /app/dist ./dist
+COPY bin ./bin
+COPY config ./config
+# The data volume holds the SQLite file and a local master key when those are used; it must be
+# writable by the unprivileged user and nothing else.
+RUN mkdir -p /app/data && chown node:node /app/data && chmod 0700 /app/data
+USER node
+VOLUME ["/app/data"]
+EXPOSE 3000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.LINKVAULT_PORT || 3000) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# Exec form: node runs as PID 1 and receives `docker stop`'s SIGTERM itself (linkvault handles it).
+CMD ["node", "bin/linkvault.js", "serve"]

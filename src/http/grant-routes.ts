@@ -1,0 +1,144 @@
+import { Router, type NextFunction, type Request, type Response } from 'express';
+import { LinkvaultError } from '../errors.js';
+import { MAX_PURPOSE_CHARS, type GrantInput, type Grants } from '../links/grants.js';
+import type { GrantRecord } from '../store/store.js';
+import { authenticatedService, type ServiceAuth } from './service-auth.js';
+import { safeName } from './token-routes.js';
+
+/**
+ * Grants administration (role `admin`): POST /v1/grants, GET /v1/grants?service_id=,
+ * DELETE /v1/grants/:id. Shapes are checked here; the rules of a grant live in links/grants.ts.
+ */
+
+export interface GrantRouterDeps {
+  readonly auth: ServiceAuth;
+  readonly grants: Grants;
+}
+
+const BODY_MEMBERS = new Set(['service_id', 'tenant_id', 'provider_id', 'link_id', 'scopes', 'purpose', 'expires_at']);
+const MAX_ID_CHARS = 256;
+const MAX_SCOPES = 100;
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/;
+/** RFC 3339 §5.6 date-time (seconds required, fraction optional, Z or a numeric offset). */
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+/** Printable, no control characters: ids are echoed back and logged. */
+const ID_TEXT = /^[^\u0000-\u001f\u007f]+$/;
+
+function invalid(parameter: string, detail: string): LinkvaultError {
+  return new LinkvaultError('invalid_request', { detail, extra: { parameter } });
+}
+
+function optionalId(b: Record<string, unknown>, name: string): string | null {
+  const v = b[name];
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ID_CHARS || !ID_TEXT.test(v)) throw invalid(name, `${name} must be a string of 1-${MAX_ID_CHARS} printable characters`);
+  return v;
+}
+
+/** Parses an RFC 3339 timestamp strictly (a real calendar date) into ms since epoch. */
+export function parseRfc3339(value: string): number | null {
+  const m = RFC3339.exec(value);
+  if (!m) return null;
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number];
+  if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 60) return null;
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (day > daysInMonth) return null;
+  const ms = Date.parse(value.toUpperCase());
+  return Number.isFinite(ms) ? ms : null;
+}
+
+/** Strict body check for POST /v1/grants. */
+export function parseGrantBody(body: unknown): GrantInput {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('body', 'The body must be a JSON object');
+  const b = body as Record<string, unknown>;
+  for (const key of Object.keys(b)) if (!BODY_MEMBERS.has(key)) throw invalid(safeName(key), 'Unknown member in the request body');
+
+  const serviceId = optionalId(b, 'service_id');
+  if (serviceId === null) throw invalid('service_id', 'service_id is required');
+
+  let scopes: string[] | null = null;
+  if (b.scopes !== undefined && b.scopes !== null) {
+    if (!Array.isArray(b.scopes) || b.scopes.length === 0 || b.scopes.length > MAX_SCOPES) throw invalid('scopes', `scopes must be an array of 1-${MAX_SCOPES} scope strings (omit it for every scope of the link)`);
+    for (const s of b.scopes) if (typeof s !== 'string' || !SCOPE_TOKEN.test(s)) throw invalid('scopes', 'each scope must be a scope token (RFC 6749 §3.3)');
+    scopes = b.scopes as string[];
+  }
+
+  if (typeof b.purpose !== 'string' || b.purpose.trim().length === 0 || b.purpose.trim().length > MAX_PURPOSE_CHARS || !ID_TEXT.test(b.purpose)) {
+    throw invalid('purpose', `purpose is required: 1-${MAX_PURPOSE_CHARS} printable characters`);
+  }
+
+  let expiresAtMs: number | null = null;
+  if (b.expires_at !== undefined && b.expires_at !== null) {
+    const ms = typeof b.expires_at === 'string' ? parseRfc3339(b.expires_at) : null;
+    if (ms === null) throw invalid('expires_at', 'expires_at must be an RFC 3339 date-time');
+    expiresAtMs = ms;
+  }
+
+  return {
+    serviceId,
+    tenantId: optionalId(b, 'tenant_id'),
+    providerId: optionalId(b, 'provider_id'),
+    linkId: optionalId(b, 'link_id'),
+    scopes,
+    purpose: b.purpose,
+    expiresAtMs,
+  };
+}
+
+/** The API's Grant JSON. */
+export function grantJson(grant: GrantRecord): Record<string, unknown> {
+  return {
+    id: grant.id,
+    service_id: grant.serviceId,
+    tenant_id: grant.tenantId,
+    provider_id: grant.providerId,
+    link_id: grant.linkId,
+    scopes: grant.scopes,
+    purpose: grant.purpose,
+    created_at: new Date(grant.createdAtMs).toISOString(),
+    expires_at: grant.expiresAtMs === null ? null : new Date(grant.expiresAtMs).toISOString(),
+  };
+}
+
+export function createGrantRouter(deps: GrantRouterDeps): Router {
+  const router = Router();
+  const { auth, grants } = deps;
+  const admin = [auth.authenticate, auth.requireRole('admin')];
+
+  router.post('/v1/grants', ...admin, async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      const input = parseGrantBody(req.body);
+      const grant = await grants.create(input, { serviceId: authenticatedService(res).id, requestId: req.requestId });
+      res.status(201).setHeader('Cache-Control', 'no-store');
+      res.json(grantJson(grant));
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  router.get('/v1/grants', ...admin, async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      for (const key of Object.keys(req.query)) if (key !== 'service_id') throw invalid(safeName(key), 'Unknown query parameter');
+      const raw = req.query.service_id;
+      if (raw !== undefined && (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_ID_CHARS)) throw invalid('service_id', 'service_id must be a single non-empty value');
+      const list = await grants.list(raw);
+      res.setHeader('Cache-Control', 'no-store');
+      res.json({ grants: list.map(grantJson) });
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  router.delete('/v1/grants/:id', ...admin, async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      const id = req.params.id;
+      if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_CHARS) throw new LinkvaultError('grant_not_found');
+      await grants.remove(id, { serviceId: authenticatedService(res).id, requestId: req.requestId });
+      res.status(204).end();
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  return router;
+}

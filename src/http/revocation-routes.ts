@@ -1,0 +1,131 @@
+import { Router, type Request, type Response } from 'express';
+import { LinkvaultError } from '../errors.js';
+import type { SessionRecord } from '../store/store.js';
+import { normaliseReason, type Revocation } from '../links/revocation.js';
+import { checkCallerId } from '../links/sessions.js';
+import { authenticatedService, type ServiceAuth } from './service-auth.js';
+
+/**
+ * Revocation routes (API.md): thin — parse, authorize, call links/revocation.ts, shape the reply.
+ *
+ *   DELETE /v1/links/{id}            service `links:revoke`  → 200 RevocationRecord
+ *   DELETE /v1/me/links/{id}         session bearer          → 200 RevocationRecord (another user's link: 404)
+ *   GET    /v1/links/{id}/revocation service `links:read`    → RevocationRecord
+ *   POST   /v1/revocations           service `admin`         → 202 {job_id, matched}
+ *   GET    /v1/revocations/{job_id}  service `admin`         → bulk progress
+ *
+ * An optional JSON body `{reason}` on the DELETEs is recorded as the revocation's reason.
+ */
+
+export interface RevocationRouterDeps {
+  readonly revocation: Revocation;
+  readonly auth: ServiceAuth;
+  readonly sessions: { resolveSession(token: unknown): Promise<SessionRecord> };
+}
+
+const MAX_LINK_ID_CHARS = 512;
+const PROVIDER_ID = /^[a-z][a-z0-9-]{0,62}$/;
+const JOB_ID = /^rvj_[0-9a-f-]{36}$/;
+
+function linkIdOf(req: Request): string {
+  const id = req.params.id;
+  // Too long to be one of ours: the same answer as any unknown link.
+  if (typeof id !== 'string' || id === '' || id.length > MAX_LINK_ID_CHARS) throw new LinkvaultError('link_not_found');
+  return id;
+}
+
+function bodyObject(req: Request): Record<string, unknown> {
+  const body: unknown = req.body;
+  if (body === undefined) return {};
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new LinkvaultError('invalid_request', { detail: 'The body must be a JSON object' });
+  return body as Record<string, unknown>;
+}
+
+function onlyMembers(body: Record<string, unknown>, allowed: readonly string[]): void {
+  for (const key of Object.keys(body)) {
+    if (!allowed.includes(key)) throw new LinkvaultError('invalid_request', { detail: `Unknown member "${key.slice(0, 64).replace(/[^\w.-]/g, '?')}"`, extra: { parameter: 'body' } });
+  }
+}
+
+function reasonOf(body: Record<string, unknown>, fallback: string): string {
+  if (body.reason !== undefined && (typeof body.reason !== 'string' || body.reason.trim() === '' || body.reason.length > 200)) {
+    throw new LinkvaultError('invalid_request', { detail: 'reason must be a non-empty string of at most 200 characters', extra: { parameter: 'reason' } });
+  }
+  return normaliseReason(body.reason, fallback);
+}
+
+/** The session a `Authorization: Bearer <session token>` names; 401 otherwise. */
+async function sessionOf(req: Request, res: Response, deps: RevocationRouterDeps): Promise<SessionRecord> {
+  const header = req.headers.authorization;
+  const token = typeof header === 'string' && /^bearer /i.test(header) ? header.slice(7).trim() : undefined;
+  try {
+    return await deps.sessions.resolveSession(token);
+  } catch (err) {
+    res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
+    throw err;
+  }
+}
+
+export function createRevocationRouter(deps: RevocationRouterDeps): Router {
+  const router = Router();
+  const { revocation, auth } = deps;
+
+  router.delete('/v1/links/:id', auth.authenticate, auth.requireRole('links:revoke'), async (req, res) => {
+    const service = authenticatedService(res);
+    const body = bodyObject(req);
+    onlyMembers(body, ['reason']);
+    const { record } = await revocation.revokeLink(linkIdOf(req), {
+      revokedBy: 'service',
+      serviceId: service.id,
+      reason: reasonOf(body, 'service_request'),
+      requestId: req.requestId,
+    });
+    res.status(200).json(record);
+  });
+
+  router.delete('/v1/me/links/:id', async (req, res) => {
+    const session = await sessionOf(req, res, deps);
+    const body = bodyObject(req);
+    onlyMembers(body, ['reason']);
+    // Another user's link answers exactly like a missing one (404, never 403): no existence oracle.
+    const { record } = await revocation.revokeLink(
+      linkIdOf(req),
+      { revokedBy: 'user', serviceId: session.serviceId, reason: reasonOf(body, 'user_request'), requestId: req.requestId },
+      { tenantId: session.tenantId, userId: session.userId },
+    );
+    res.status(200).json(record);
+  });
+
+  router.get('/v1/links/:id/revocation', auth.authenticate, auth.requireRole('links:read'), async (req, res) => {
+    res.status(200).json(await revocation.getRecord(linkIdOf(req)));
+  });
+
+  router.post('/v1/revocations', auth.authenticate, auth.requireRole('admin'), async (req, res) => {
+    const service = authenticatedService(res);
+    const body = bodyObject(req);
+    onlyMembers(body, ['tenant_id', 'user_id', 'provider_id', 'reason']);
+    const tenantId = body.tenant_id === undefined ? null : checkCallerId(body.tenant_id, 'tenant_id');
+    const userId = body.user_id === undefined ? null : checkCallerId(body.user_id, 'user_id');
+    let providerId: string | null = null;
+    if (body.provider_id !== undefined) {
+      if (typeof body.provider_id !== 'string' || !PROVIDER_ID.test(body.provider_id)) {
+        throw new LinkvaultError('invalid_request', { detail: 'provider_id must be a provider id', extra: { parameter: 'provider_id' } });
+      }
+      providerId = body.provider_id;
+    }
+    if (body.reason === undefined) throw new LinkvaultError('invalid_request', { detail: 'reason is required', extra: { parameter: 'reason' } });
+    const reason = reasonOf(body, 'bulk');
+    if (!tenantId && !providerId) throw new LinkvaultError('invalid_request', { detail: 'tenant_id (or provider_id) is required', extra: { parameter: 'tenant_id' } });
+    if (userId && !tenantId) throw new LinkvaultError('invalid_request', { detail: 'user_id needs tenant_id', extra: { parameter: 'tenant_id' } });
+    const started = await revocation.startBulk({ tenantId, userId, providerId }, { revokedBy: 'admin', serviceId: service.id, reason, requestId: req.requestId });
+    res.status(202).json(started);
+  });
+
+  router.get('/v1/revocations/:job_id', auth.authenticate, auth.requireRole('admin'), async (req, res) => {
+    const jobId = req.params.job_id;
+    if (typeof jobId !== 'string' || !JOB_ID.test(jobId)) throw new LinkvaultError('job_not_found');
+    res.status(200).json(await revocation.getBulkStatus(jobId));
+  });
+
+  return router;
+}

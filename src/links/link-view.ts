@@ -1,0 +1,46 @@
+import type { LinkRecord, LinkStatus } from '../store/store.js';
+
+/**
+ * The public shape of a link (API.md `Link`): snake_case, RFC 3339 UTC times. Built by
+ * allowlist from the record, so the sealed token set, the provider account id and the
+ * endpoint variables (a Salesforce My Domain host, a Zoho data center) never reach a caller.
+ */
+export interface LinkJson {
+  readonly id: string;
+  readonly tenant_id: string;
+  readonly user_id: string;
+  readonly provider_id: string;
+  readonly status: LinkStatus;
+  readonly granted_scopes: readonly string[];
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly created_at: string;
+  readonly updated_at: string;
+  readonly last_refreshed_at: string | null;
+  readonly last_used_at: string | null;
+}
+
+/** RFC 3339 in UTC (`2026-01-02T03:04:05.678Z`). */
+export function toRfc3339(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function optionalTime(ms: number | null): string | null {
+  return ms === null ? null : toRfc3339(ms);
+}
+
+/** The API view of a link. Never tokens, never endpoint variables. */
+export function toLinkJson(link: LinkRecord): LinkJson {
+  return {
+    id: link.id,
+    tenant_id: link.tenantId,
+    user_id: link.userId,
+    provider_id: link.providerId,
+    status: link.status,
+    granted_scopes: [...link.grantedScopes],
+    metadata: { ...link.metadata },
+    created_at: toRfc3339(link.createdAtMs),
+    updated_at: toRfc3339(link.updatedAtMs),
+    last_refreshed_at: optionalTime(link.lastRefreshedAtMs),
+    last_used_at: optionalTime(link.lastUsedAtMs),
+  };
+}

@@ -1,0 +1,48 @@
+import type { Logger } from 'pino';
+import type { StoreConfig } from '../config.js';
+import type { Metrics } from '../metrics.js';
+import { checkRedisPersistence } from './redis-persistence.js';
+import { RedisStore, createRedisClient, describeRedisError, waitForRedisReady } from './redis-store.js';
+import { SqliteStore } from './sqlite-store.js';
+import type { Store } from './store.js';
+
+/** How long start-up waits for Redis before giving up with store_unavailable. */
+const REDIS_STARTUP_TIMEOUT_MS = 5000;
+
+/**
+ * Builds the configured Store. Every operation that fails with store_unavailable is counted in
+ * `metrics.storeErrors{store}`. For Redis, waits until the client is ready (rejects
+ * store_unavailable after 5 s) and logs a warning when persistence settings put acknowledged
+ * writes at risk (see redis-persistence.ts).
+ */
+export async function createStore(config: StoreConfig, deps: { metrics: Metrics; log?: Logger }): Promise<Store> {
+  const onUnavailable = (): void => deps.metrics.storeErrors.inc({ store: config.kind });
+  if (config.kind === 'sqlite') {
+    return new SqliteStore({ path: config.sqlitePath, log: deps.log, onUnavailable });
+  }
+
+  const target = config.clusterNodes ? { clusterNodes: config.clusterNodes } : config.redisUrl ? { url: config.redisUrl } : null;
+  if (!target) throw new Error('redis store: set a Redis URL or cluster nodes');
+  const client = createRedisClient(target);
+  // Until the store is built nobody else listens: keep ioredis from printing connection errors.
+  const quiet = (): void => undefined;
+  client.on('error', quiet);
+  try {
+    await waitForRedisReady(client, REDIS_STARTUP_TIMEOUT_MS);
+  } catch (err) {
+    client.disconnect();
+    onUnavailable();
+    throw err;
+  } finally {
+    client.off('error', quiet);
+  }
+  const store = new RedisStore({ client, keyPrefix: config.keyPrefix, log: deps.log, onUnavailable });
+  try {
+    const report = await checkRedisPersistence(client);
+    if (!report.ok) deps.log?.warn({ store: 'redis', problems: report.problems }, 'Redis persistence settings put acknowledged writes at risk');
+    if (report.unknown.length) deps.log?.info({ store: 'redis', unknown: report.unknown }, 'Redis persistence settings could not be read (CONFIG disabled); confirm them with your provider');
+  } catch (err) {
+    deps.log?.warn({ store: 'redis', err: describeRedisError(err) }, 'Redis persistence settings could not be checked');
+  }
+  return store;
+}

@@ -1,0 +1,131 @@
+import { ApiError, basePath, callApi, fragmentParam, hasSession, isSessionError, revealSessionToken } from './page-session.js';
+import { externalLink, h, indexProviders, replaceChildren, scopeItems, showNotice } from './render-dom.js';
+import { POPUP_CONTEXT_KEY, postResultToOpener } from './popup-result.js';
+
+/**
+ * The hosted connect page (connect_url, and the page the connect SDK opens). It lists the
+ * providers the session may connect, what each will ask for, and the privacy note; Connect sends
+ * the browser to the connect route, which redirects to the provider.
+ *
+ * Popup mode (display=popup, opened by the SDK): the server has already checked the opener's
+ * origin against the allowlist and rendered it as data-opener-origin; it is kept, with the
+ * SDK's nonce, in sessionStorage so that the result page (same tab, after the provider) knows
+ * where to post the outcome. Nothing secret goes there.
+ */
+
+const body = document.body;
+const display = fragmentParam('display') === 'popup' ? 'popup' : 'page';
+const onlyProvider = fragmentParam('provider');
+const nonce = fragmentParam('nonce');
+const openerOrigin = body.dataset.openerOrigin || null;
+const originRejected = body.dataset.originRejected === 'true';
+const isPopup = display === 'popup' && window.opener !== null;
+
+const notice = document.getElementById('notice');
+const list = document.getElementById('providers');
+const loading = document.getElementById('loading');
+const title = document.getElementById('page-title');
+const lead = document.getElementById('page-lead');
+const popupActions = document.getElementById('popup-actions');
+const cancelButton = document.getElementById('cancel');
+
+function popupContext() {
+  return { origin: openerOrigin, nonce: nonce || '', provider: onlyProvider || '' };
+}
+
+function finishPopup(result) {
+  postResultToOpener(popupContext(), result);
+  window.close();
+}
+
+function closeButton() {
+  return h('button', { type: 'button', class: 'button button-secondary', onclick: () => window.close() }, 'Close this window');
+}
+
+function fail(titleText, message, errorCode) {
+  loading.hidden = true;
+  popupActions.hidden = true;
+  if (isPopup && openerOrigin) {
+    postResultToOpener(popupContext(), { status: 'error', error: errorCode });
+    showNotice(notice, 'error', titleText, message, closeButton());
+  } else {
+    showNotice(notice, 'error', titleText, message);
+  }
+}
+
+function startConnect(provider, button) {
+  for (const b of list.querySelectorAll('button')) b.disabled = true;
+  button.textContent = `Opening ${provider.name}\u2026`;
+  if (isPopup) sessionStorage.setItem(POPUP_CONTEXT_KEY, JSON.stringify(popupContext()));
+  else sessionStorage.removeItem(POPUP_CONTEXT_KEY);
+  const query = new URLSearchParams({ session: revealSessionToken() });
+  if (isPopup) query.set('display', 'popup');
+  // replace(): the connect route's URL carries the session, so it is kept out of the tab's back history.
+  window.location.replace(`${basePath}/v1/connect/${encodeURIComponent(provider.id)}?${query}`);
+}
+
+function providerCard(provider) {
+  const scopeNames = Array.isArray(provider.scopes) ? provider.scopes.map((s) => s && s.name).filter((n) => typeof n === 'string') : [];
+  const headingId = `provider-${provider.id}-name`;
+  const button = h('button', { type: 'button', class: 'button button-primary', 'aria-describedby': headingId }, isPopup || onlyProvider ? `Continue to ${provider.name}` : `Connect ${provider.name}`);
+  button.addEventListener('click', () => startConnect(provider, button));
+  const policy = externalLink(provider.privacy && provider.privacy.policy_url, `${provider.name} privacy policy`);
+  return h(
+    'li',
+    { class: 'card' },
+    h('div', { class: 'card-head' }, h('h2', { id: headingId, class: 'card-title' }, provider.name), provider.category ? h('span', { class: 'tag' }, provider.category.toUpperCase()) : null),
+    scopeNames.length
+      ? [h('p', { class: 'card-text' }, `${provider.name} will ask you to allow this app to:`), h('ul', { class: 'scope-list' }, scopeItems(scopeNames, provider))]
+      : h('p', { class: 'card-text' }, `${provider.name} will show you the access it grants before you agree.`),
+    policy ? h('p', { class: 'card-links' }, policy) : null,
+    h('div', { class: 'card-actions' }, button),
+  );
+}
+
+/** The providers this session may connect, in catalogue order. */
+async function loadAllowedProviders() {
+  const [catalogue, session] = await Promise.all([callApi('/v1/providers', { auth: false }), callApi('/v1/me/session')]);
+  const allowed = session && Array.isArray(session.providers) && session.providers.length > 0 ? new Set(session.providers) : null;
+  return [...indexProviders(catalogue).values()].filter((p) => (allowed === null || allowed.has(p.id)) && (!onlyProvider || p.id === onlyProvider));
+}
+
+async function main() {
+  if (display === 'popup' && originRejected) {
+    // The server refused the opener's origin, so no result may be posted to it. Only the bare
+    // error code (no link, no session data) goes out, to whichever page opened us, so that the
+    // developer sees why instead of a popup that never answers.
+    if (window.opener) postResultToOpener({ origin: '*', nonce: nonce || '', provider: onlyProvider || '' }, { status: 'error', error: 'origin_not_allowed' });
+    fail('This site cannot connect accounts', 'The page that opened this window is not allowed to use linkvault. Contact the app\u2019s support.', 'origin_not_allowed');
+    return;
+  }
+  if (isPopup) {
+    popupActions.hidden = false;
+    cancelButton.addEventListener('click', () => finishPopup({ status: 'cancelled' }));
+  }
+  if (!hasSession()) {
+    fail('This link has expired', 'Connect links work once and only for a short time. Go back to the app and start again.', 'session_expired');
+    return;
+  }
+
+  let providers;
+  try {
+    providers = await loadAllowedProviders();
+  } catch (error) {
+    if (isSessionError(error)) fail('This link has expired', 'Connect links work once and only for a short time. Go back to the app and start again.', 'session_expired');
+    else fail('Something went wrong', error instanceof ApiError && error.status === 0 ? error.message : 'linkvault could not load the list of providers. Try again in a moment.', error instanceof ApiError && error.code ? error.code : 'flow_failed');
+    return;
+  }
+  loading.hidden = true;
+  if (providers.length === 0) {
+    fail('Nothing to connect', onlyProvider ? 'This provider is not available for this app.' : 'No providers are available for this app.', 'provider_not_allowed');
+    return;
+  }
+  if (providers.length === 1) {
+    title.textContent = `Connect ${providers[0].name}`;
+    lead.textContent = `You will sign in on ${providers[0].name}\u2019s own site. linkvault never sees your password.`;
+  }
+  replaceChildren(list, providers.map(providerCard));
+  list.hidden = false;
+}
+
+main();

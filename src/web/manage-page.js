@@ -1,0 +1,198 @@
+import { ApiError, callApi, hasSession, isSessionError, revealSessionToken } from './page-session.js';
+import { externalLink, h, indexProviders, replaceChildren, scopeItems, showNotice, timeElement } from './render-dom.js';
+
+/**
+ * "My linked accounts" (manage_url): the user's links with status, granted access and dates;
+ * Reconnect for links that need it (through the connect SDK, popup first); Revoke behind a
+ * confirmation, after which the revocation record's guidance is shown: what the provider
+ * confirmed, its settings page, the instructions and its privacy policy.
+ */
+
+const notice = document.getElementById('notice');
+const list = document.getElementById('links');
+const loading = document.getElementById('loading');
+const dialog = document.getElementById('confirm');
+const dialogText = document.getElementById('confirm-text');
+const dialogTitle = document.getElementById('confirm-title');
+const confirmButton = document.getElementById('confirm-revoke');
+const keepButton = document.getElementById('confirm-cancel');
+
+const STATUS_LABELS = { active: 'Active', needs_reauth: 'Needs reconnecting', revoked: 'Revoked' };
+const STATUS_ORDER = { needs_reauth: 0, active: 1, revoked: 2 };
+const EXPIRED_TEXT = 'For your security this page only works for a short time and not after a reload. Open your linked accounts again from the app.';
+
+let providers = new Map();
+
+function providerName(id) {
+  const provider = providers.get(id);
+  return provider && typeof provider.name === 'string' ? provider.name : id;
+}
+
+function sessionExpired() {
+  loading.hidden = true;
+  list.hidden = true;
+  showNotice(notice, 'error', 'This page has expired', EXPIRED_TEXT);
+}
+
+function apiFailure(error, what) {
+  if (isSessionError(error)) return sessionExpired();
+  showNotice(notice, 'error', `Could not ${what}`, error instanceof ApiError && error.status === 0 ? error.message : 'Something went wrong on our side. Try again in a moment.');
+}
+
+/** Asks for confirmation in a modal dialog; resolves true when the user confirmed. */
+function confirmRevoke(name) {
+  dialogTitle.textContent = `Revoke ${name} access?`;
+  dialogText.textContent = `The app will no longer be able to use your ${name} account. linkvault deletes the access it holds and asks ${name} to end it too. To use it again later you would connect it again.`;
+  confirmButton.textContent = `Revoke ${name} access`;
+  return new Promise((resolve) => {
+    const onClose = () => {
+      dialog.removeEventListener('close', onClose);
+      resolve(dialog.returnValue === 'confirm');
+    };
+    dialog.addEventListener('close', onClose);
+    dialog.returnValue = '';
+    dialog.showModal();
+    keepButton.focus();
+  });
+}
+
+confirmButton.addEventListener('click', () => dialog.close('confirm'));
+keepButton.addEventListener('click', () => dialog.close('cancel'));
+
+function providerStatusSentence(name, status) {
+  switch (status) {
+    case 'confirmed':
+      return `${name} confirmed that the access has ended.`;
+    case 'unsupported':
+      return `${name} does not let apps end access themselves, so the app may still be listed in your ${name} account. Remove it there to be sure.`;
+    case 'pending':
+      return `linkvault is still asking ${name} to end the access and will keep trying. You can also remove it yourself.`;
+    default:
+      return `${name} did not confirm that the access has ended. Remove the app in your ${name} settings to be sure.`;
+  }
+}
+
+/** The revocation record's guidance, as a section with a focusable heading. */
+function guidanceSection(record, fallbackName) {
+  const guidance = (record && record.guidance) || {};
+  const name = typeof guidance.provider_name === 'string' && guidance.provider_name !== '' ? guidance.provider_name : fallbackName;
+  const providerStatus = record && record.provider_revocation ? record.provider_revocation.status : 'failed';
+  const headingId = `guidance-${record && record.link_id ? record.link_id : 'revoked'}`;
+  const settings = externalLink(guidance.settings_url, `Open your ${name} settings`, { class: 'button button-secondary' });
+  const policy = externalLink(guidance.privacy_policy_url, `${name} privacy policy`);
+  return h(
+    'section',
+    { class: 'guidance', 'aria-labelledby': headingId },
+    h('h3', { id: headingId, class: 'guidance-title', tabindex: '-1' }, `${name} access revoked`),
+    h('p', null, 'Revoked on ', timeElement(record && record.revoked_at, 'just now'), '. The app can no longer use this account, and linkvault has deleted the access it held.'),
+    h('p', { class: `provider-status provider-status-${providerStatus}` }, providerStatusSentence(name, providerStatus)),
+    typeof guidance.instructions === 'string' && guidance.instructions !== ''
+      ? [h('h4', { class: 'guidance-subtitle' }, `Check in ${name}`), h('p', { class: 'instructions' }, guidance.instructions)]
+      : null,
+    settings || policy ? h('p', { class: 'guidance-links' }, settings, policy) : null,
+  );
+}
+
+async function revoke(link, card) {
+  const name = providerName(link.provider_id);
+  if (!(await confirmRevoke(name))) return;
+  const actions = card.querySelector('.card-actions');
+  for (const button of actions.querySelectorAll('button')) button.disabled = true;
+  const status = card.querySelector('.status');
+  const previousStatus = status.textContent;
+  status.textContent = 'Revoking\u2026';
+  let record;
+  try {
+    record = await callApi(`/v1/me/links/${encodeURIComponent(link.id)}`, { method: 'DELETE' });
+  } catch (error) {
+    status.textContent = previousStatus;
+    for (const button of actions.querySelectorAll('button')) button.disabled = false;
+    if (error instanceof ApiError && (error.code === 'link_revoked' || error.code === 'link_not_found')) {
+      await loadLinks();
+      showNotice(notice, 'info', `${name} was already revoked`, 'The list has been updated.');
+      return;
+    }
+    apiFailure(error, `revoke ${name}`);
+    return;
+  }
+  status.textContent = STATUS_LABELS.revoked;
+  status.className = 'status status-revoked';
+  card.classList.add('card-revoked');
+  const guidance = guidanceSection(record, name);
+  actions.replaceWith(guidance);
+  guidance.querySelector('.guidance-title').focus();
+}
+
+async function reconnect(link, button) {
+  const name = providerName(link.provider_id);
+  button.disabled = true;
+  try {
+    await window.linkvault.connect({ sessionToken: revealSessionToken(), provider: link.provider_id });
+  } catch (error) {
+    button.disabled = false;
+    const code = error && error.code;
+    if (code === 'cancelled' || code === 'popup_closed') return;
+    if (code === 'session_expired') return sessionExpired();
+    showNotice(notice, 'error', `Could not reconnect ${name}`, `${name} did not complete the connection. Try again in a moment.`);
+    return;
+  }
+  await loadLinks();
+  showNotice(notice, 'success', `${name} is connected again`, 'The app can use this account again.');
+}
+
+function linkCard(link) {
+  const name = providerName(link.provider_id);
+  const provider = providers.get(link.provider_id);
+  const headingId = `link-${link.id}-name`;
+  const scopes = Array.isArray(link.granted_scopes) ? link.granted_scopes.filter((s) => typeof s === 'string') : [];
+  const card = h('li', { class: `card${link.status === 'revoked' ? ' card-revoked' : ''}` });
+  const actions = h('div', { class: 'card-actions' });
+  if (link.status === 'needs_reauth') {
+    const button = h('button', { type: 'button', class: 'button button-primary', 'aria-describedby': headingId }, `Reconnect ${name}`);
+    button.addEventListener('click', () => reconnect(link, button));
+    actions.append(button);
+  }
+  if (link.status !== 'revoked') {
+    actions.append(h('button', { type: 'button', class: 'button button-danger', 'aria-describedby': headingId, onclick: () => revoke(link, card) }, `Revoke ${name} access`));
+  }
+  replaceChildren(
+    card,
+    h('div', { class: 'card-head' }, h('h2', { id: headingId, class: 'card-title' }, name), h('span', { class: `status status-${link.status}` }, STATUS_LABELS[link.status] || link.status)),
+    link.status === 'needs_reauth' ? h('p', { class: 'card-text attention' }, `${name} asked to be connected again before the app can use it.`) : null,
+    h(
+      'dl',
+      { class: 'facts' },
+      h('div', null, h('dt', null, 'Linked'), h('dd', null, timeElement(link.created_at, 'Unknown'))),
+      h('div', null, h('dt', null, 'Last used'), h('dd', null, timeElement(link.last_used_at, 'Not used yet'))),
+    ),
+    scopes.length ? [h('h3', { class: 'card-subtitle' }, 'Access granted'), h('ul', { class: 'scope-list' }, scopeItems(scopes, provider))] : null,
+    actions.childElementCount ? actions : null,
+  );
+  return card;
+}
+
+async function loadLinks() {
+  const [catalogue, mine] = await Promise.all([callApi('/v1/providers', { auth: false }), callApi('/v1/me/links')]);
+  providers = indexProviders(catalogue);
+  const links = (mine && Array.isArray(mine.links) ? mine.links : []).slice().sort((a, b) => (STATUS_ORDER[a.status] ?? 3) - (STATUS_ORDER[b.status] ?? 3) || String(b.created_at).localeCompare(String(a.created_at)));
+  loading.hidden = true;
+  if (links.length === 0) {
+    list.hidden = true;
+    showNotice(notice, 'info', 'No linked accounts', 'You have not connected any accounts to this app yet.');
+    return;
+  }
+  replaceChildren(list, links.map(linkCard));
+  list.hidden = false;
+}
+
+async function main() {
+  if (!hasSession()) return sessionExpired();
+  try {
+    await loadLinks();
+  } catch (error) {
+    loading.hidden = true;
+    apiFailure(error, 'load your linked accounts');
+  }
+}
+
+main();
