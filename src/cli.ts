@@ -99,7 +99,8 @@ const rewrap: CliCommand = {
       import('./keys/vault.js'),
       import('./keys/rewrap.js'),
     ]);
-    const log = createLogger({ level: config.logLevel });
+    // Logs go to stderr so that stdout carries only the result line.
+    const log = createLogger({ level: config.logLevel, destination: process.stderr });
     const metrics = new Metrics();
     const store = await createStore(config.store, { metrics, log });
     try {
@@ -112,6 +113,17 @@ const rewrap: CliCommand = {
     } finally {
       await store.close();
     }
+  },
+};
+
+const devToken: CliCommand = {
+  name: 'dev-token',
+  summary: 'print a 300-second service JWT for the development service "dev" (sandbox on, outside production)',
+  async run(_args, ctx) {
+    const config = configOf(ctx);
+    const { signDevToken } = await import('./auth/dev-service.js');
+    ctx.out(signDevToken(config));
+    return 0;
   },
 };
 
@@ -132,7 +144,7 @@ const help: CliCommand = {
  * The subcommand table. Add a command by appending an entry; import heavy modules inside `run`
  * (dynamic import) so `check-config` and `help` stay fast and do not open stores.
  */
-export const COMMANDS: CliCommand[] = [serve, checkConfig, rewrap, help];
+export const COMMANDS: CliCommand[] = [serve, checkConfig, rewrap, devToken, help];
 
 /** The single line for an error that stops a command; never a stack trace. */
 export function describeFailure(err: unknown): string {

@@ -50,6 +50,7 @@ export const ERROR_CATALOGUE = {
   sealed_record_invalid: { status: 500, title: 'Internal error' },
   shutting_down: { status: 503, title: 'The service is shutting down' },
   not_ready: { status: 503, title: 'A dependency of the service is not ready' },
+  authorization_code_rejected: { status: 400, title: 'The provider refused the authorization code (expired, already used, or from another flow); connect again' },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -176,9 +176,17 @@ export async function startService(config: Config, overrides: ServiceOverrides =
     httpServer.keepAliveTimeout = 65_000;
     httpServer.headersTimeout = 66_000;
     httpServer.requestTimeout = 60_000;
-    // While closing, answer on existing connections with Connection: close so clients do not reuse them.
+    // While closing, every response still to be written says Connection: close, so clients do not
+    // reuse a connection we are about to end (RFC 9112 §9.6). Responses begun before the signal are
+    // tracked so that they get the header too.
+    const unanswered = new Set<ServerResponse>();
     httpServer.prependListener('request', (_req, res) => {
-      if (closing) res.setHeader('Connection', 'close');
+      if (closing) {
+        res.setHeader('Connection', 'close');
+        return;
+      }
+      unanswered.add(res);
+      res.once('close', () => unanswered.delete(res));
     });
 
     await new Promise<void>((resolve, reject) => {
@@ -198,6 +206,8 @@ export async function startService(config: Config, overrides: ServiceOverrides =
     const close = (): Promise<void> =>
       (closed ??= (async () => {
         closing = true;
+        for (const res of unanswered) if (!res.headersSent) res.setHeader('Connection', 'close');
+        unanswered.clear();
         log.info({ timeout_ms: config.shutdownTimeoutMs }, 'shutting down: refusing new connections, finishing requests in flight');
         const drained = new Promise<void>((resolve) => httpServer.close(() => resolve()));
         // Node closes idle keep-alive sockets on close(); do it explicitly so none holds shutdown open.

@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { COMMANDS } from '../src/cli.js';
+import { LocalKeyProvider } from '../src/keys/local-key-provider.js';
+import { createVault } from '../src/keys/vault.js';
+import { tokenSetIdentity } from '../src/links/token-vault.js';
+import { Metrics } from '../src/metrics.js';
+import { SqliteStore } from '../src/store/sqlite-store.js';
 
 const BIN = join(import.meta.dirname, '../bin/linkvault.js');
 const cwd = mkdtempSync(join(tmpdir(), 'linkvault-cli-'));
@@ -16,9 +23,9 @@ interface Outcome {
 }
 
 /** Runs `node bin/linkvault.js <args>` in a temp directory with only `env` (plus PATH) set. */
-function runCli(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
+function runCli(args: string[], env: Record<string, string> = {}, dir: string = cwd): Promise<Outcome> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [BIN, ...args], { cwd: dir, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
     });
   });
@@ -92,6 +99,70 @@ describe('linkvault (other commands)', () => {
     const outcome = await runCli(['help']);
     assert.equal(outcome.code, 0);
     assert.equal(outcome.stderr, '');
-    for (const name of ['serve', 'check-config', 'rewrap', 'help']) assert.match(outcome.stdout, new RegExp(`^  ${name} +\\S`, 'm'));
+    for (const { name } of COMMANDS) assert.match(outcome.stdout, new RegExp(`^  ${name} +\\S`, 'm'));
+    for (const name of ['serve', 'check-config', 'rewrap', 'help']) assert.ok(COMMANDS.some((c) => c.name === name));
+  });
+
+  test('when a command is in the table, then the README documents it', () => {
+    const readme = readFileSync(join(import.meta.dirname, '../README.md'), 'utf8');
+    const missing = COMMANDS.filter(({ name }) => !readme.includes(`| \`linkvault ${name}`));
+    assert.deepEqual(missing.map((c) => c.name), []);
+  });
+});
+
+describe('linkvault serve and rewrap against real files', () => {
+  test('when a start-up step finds bad configuration (a group-readable key in production), then serve exits 1 with the one line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'linkvault-cli-serve-'));
+    try {
+      mkdirSync(join(dir, 'data'));
+      writeFileSync(join(dir, 'data/master.key'), randomBytes(32), { mode: 0o644 });
+      const outcome = await runCli(['serve'], { NODE_ENV: 'production', LINKVAULT_PUBLIC_URL: 'https://vault.example.com', LINKVAULT_PORT: '0' }, dir);
+      assertOneConfigLine(outcome, 'LINKVAULT_LOCAL_KEY_FILE');
+      assert.match(outcome.stderr, /chmod 600/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('when the master key was rotated, then rewrap moves every link to the current key and prints the counts', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'linkvault-cli-rewrap-'));
+    try {
+      mkdirSync(join(dir, 'data'), { mode: 0o700 });
+      const oldKey = join(dir, 'data/old.key');
+      const newKey = join(dir, 'data/master.key');
+      writeFileSync(oldKey, randomBytes(32), { mode: 0o600 });
+      writeFileSync(newKey, randomBytes(32), { mode: 0o600 });
+
+      // A link sealed under the old key, and one without tokens.
+      const metrics = new Metrics();
+      const oldProvider = await LocalKeyProvider.load({ keyFile: oldKey, mayGenerate: false, metrics });
+      const oldVault = createVault({ keys: oldProvider, metrics, maxEntries: 0, maxAgeMs: 0 });
+      const now = Date.now();
+      const base = { tenantId: 't1', userId: 'u1', providerId: 'sandbox', status: 'active' as const, version: 0, providerAccountId: null, grantedScopes: [], metadata: {}, endpointVariables: {}, accessTokenExpiresAtMs: null, createdAtMs: now, updatedAtMs: now, lastRefreshedAtMs: null, lastUsedAtMs: null };
+      const store = new SqliteStore({ path: join(dir, 'data/linkvault.db') });
+      const sealed = await oldVault.seal(tokenSetIdentity({ id: 'l1', tenantId: 't1', providerId: 'sandbox' }), Buffer.from('token-set-bytes'));
+      assert.ok(await store.saveLink({ ...base, id: 'l1', tokens: sealed }, null));
+      assert.ok(await store.saveLink({ ...base, id: 'l2', tokens: null }, null));
+      await store.close();
+
+      const outcome = await runCli(['rewrap'], { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: 'data/old.key', LINKVAULT_LOG_LEVEL: 'silent' }, dir);
+      const newProvider = await LocalKeyProvider.load({ keyFile: newKey, mayGenerate: false, metrics });
+      assert.equal(outcome.stderr, '');
+      assert.equal(outcome.stdout, `linkvault: rewrap done: scanned=2 rewrapped=1 skipped=1 conflicts=0 failed=0 current_key=${newProvider.currentKeyId()}\n`);
+      assert.equal(outcome.code, 0);
+
+      // The record now opens with the new key alone.
+      const reopened = new SqliteStore({ path: join(dir, 'data/linkvault.db') });
+      try {
+        const link = await reopened.getLink('l1');
+        assert.equal(link!.tokens!.kid, newProvider.currentKeyId());
+        const newVault = createVault({ keys: newProvider, metrics, maxEntries: 0, maxAgeMs: 0 });
+        assert.equal((await newVault.open(tokenSetIdentity(link!), link!.tokens!)).toString(), 'token-set-bytes');
+      } finally {
+        await reopened.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

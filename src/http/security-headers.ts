@@ -12,7 +12,6 @@ export function securityHeaders(options: { hsts: boolean }): RequestHandler {
     res.setHeader('Referrer-Policy', 'no-referrer');
     res.setHeader('X-Frame-Options', 'DENY');
     res.setHeader('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
-    res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
     // HSTS only when we are served over https (RFC 6797 §7.2: ignored over http anyway, and
     // wrong for a plain-http development setup). No includeSubDomains: sibling hosts are not ours.
     if (options.hsts) res.setHeader('Strict-Transport-Security', 'max-age=31536000');

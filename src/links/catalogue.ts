@@ -238,7 +238,7 @@ function isObject(v: unknown): v is Json {
 
 function onlyFields(obj: Json, allowed: readonly string[], where: string): void {
   for (const key of Object.keys(obj)) {
-    if (!allowed.includes(key)) fail(`${where}unknown field "${key}"`);
+    if (!allowed.includes(key)) fail(`unknown field "${where}${key}"`);
   }
 }
 

@@ -368,6 +368,21 @@ export function createConnect(deps: ConnectDeps): Connect {
     };
   }
 
+  /**
+   * The code exchange (the port validates iss, error=, the token response and the ID token). The
+   * port classifies `invalid_grant` as reauth_required, which is what it means for a refresh; for a
+   * code it means the code is spent, expired or was not issued for this flow's PKCE verifier and
+   * redirect URI (RFC 6749 §5.2, RFC 7636 §4.6: a code injected from another flow lands here).
+   */
+  async function exchangeCode(flow: FlowState, state: string, endpointVariables: EndpointVariables, callbackUrl: URL) {
+    try {
+      return await oauth.completeAuthorization({ providerId: flow.providerId, endpointVariables, callbackUrl, checks: checksOf(state, flow) });
+    } catch (err) {
+      if (isLinkvaultError(err, 'reauth_required')) throw new LinkvaultError('authorization_code_rejected', { cause: err });
+      throw err;
+    }
+  }
+
   /** Serialises connects of one account so two tabs finishing at once cannot create two links. */
   async function withAccountLock<T>(flow: FlowState, accountId: string | null, work: () => Promise<T>): Promise<T> {
     if (accountId === null) return work();
@@ -518,12 +533,7 @@ export function createConnect(deps: ConnectDeps): Connect {
       const endpointVariables = resolveCallbackVariables(flow, params);
       const callbackUrl = new URL(`${buildRedirectUri(flow.providerId)}${request.rawQuery === '' ? '' : `?${request.rawQuery}`}`);
 
-      const { tokens, idTokenClaims } = await oauth.completeAuthorization({
-        providerId: flow.providerId,
-        endpointVariables,
-        callbackUrl,
-        checks: checksOf(state, flow),
-      });
+      const { tokens, idTokenClaims } = await exchangeCode(flow, state, endpointVariables, callbackUrl);
 
       const metadata = captureMetadata(entry, tokens.extra);
       const accountId = accountIdOf(entry, tokens, idTokenClaims);

@@ -230,9 +230,10 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       throw err;
     }
     const refreshedAtMs = now();
+    const captured = captureFrom(link, fresh);
     let base = link;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const metadata = { ...withoutKey(base.metadata, REFRESH_UNCERTAIN_KEY), ...(deps.captureMetadata?.(link.providerId, fresh.extra) ?? {}) };
+      const metadata = { ...withoutKey(base.metadata, REFRESH_UNCERTAIN_KEY), ...captured };
       const next: LinkRecord = {
         ...base,
         status: 'active',
@@ -276,6 +277,20 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       base = current;
     }
     throw new LinkvaultError('conflict', { detail: 'The link kept changing during a refresh; retry' });
+  }
+
+  /**
+   * Metadata from the refresh answer. Never fails the refresh: the new tokens are already issued
+   * (and the old refresh token maybe spent), so unacceptable metadata keeps the old values.
+   */
+  function captureFrom(link: LinkRecord, fresh: TokenSet): Record<string, string> {
+    if (!deps.captureMetadata) return {};
+    try {
+      return deps.captureMetadata(link.providerId, fresh.extra);
+    } catch (err) {
+      log.warn({ link_id: link.id, provider: link.providerId, err }, 'refresh answer metadata refused; keeping the previous metadata');
+      return {};
+    }
   }
 
   /** Classifies a failed refresh (oauth-client.ts) and decides what callers get. */

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Config } from '../config.js';
 import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { Vault } from '../keys/vault.js';
 import type { Metrics } from '../metrics.js';
@@ -90,6 +91,14 @@ export const DEFAULT_REVOCATION_WORKER_OPTIONS: RevocationWorkerOptions = {
   dormantSweepIntervalMs: 3_600_000,
 };
 
+/** Worker options from the configuration (main.ts): the lease covers two provider calls and a throttle wait. */
+export function revocationWorkerOptionsFrom(config: Pick<Config, 'dormantLinkDays' | 'providerTimeoutMs'>): Partial<RevocationWorkerOptions> {
+  return {
+    dormantLinkDays: config.dormantLinkDays,
+    leaseMs: 2 * config.providerTimeoutMs + DEFAULT_REVOCATION_WORKER_OPTIONS.maxThrottleWaitMs + 10_000,
+  };
+}
+
 export type RevocationWorkerStore = Pick<
   Store,
   | 'claimJobs'
@@ -142,12 +151,13 @@ type TokenHint = 'refresh_token' | 'access_token';
 type Role = 'primary' | 'orphan' | 'wait' | 'takeover' | 'superseded';
 
 /**
- * Per-provider GCRA throttle (a token bucket in one timestamp per provider). `delayMs` says how
- * long a call must wait; `take` books the next slot. `slowDown` pauses a provider and halves its
- * rate; successes recover the rate by 5% of the configured one each.
+ * Per-provider GCRA throttle (a token bucket kept as one timestamp per provider). `delayMs` says
+ * how long a call must wait; `take` books the next slot. `slowDown` (a 429 or 503) pauses the
+ * provider and halves its rate; the rate then climbs back linearly, by a tenth of the configured
+ * rate per second without another slow-down (additive increase, multiplicative decrease).
  */
 export class ProviderThrottle {
-  readonly #states = new Map<string, { tatMs: number; pausedUntilMs: number; rate: number }>();
+  readonly #states = new Map<string, { tatMs: number; pausedUntilMs: number; floorRate: number; slowedAtMs: number }>();
 
   constructor(
     private readonly ratePerSecond: number,
@@ -158,16 +168,23 @@ export class ProviderThrottle {
   #state(providerId: string) {
     let s = this.#states.get(providerId);
     if (!s) {
-      s = { tatMs: 0, pausedUntilMs: 0, rate: this.ratePerSecond };
+      s = { tatMs: 0, pausedUntilMs: 0, floorRate: this.ratePerSecond, slowedAtMs: 0 };
       this.#states.set(providerId, s);
     }
     return s;
   }
 
+  /** The rate in force now (calls per second). */
+  rate(providerId: string): number {
+    const s = this.#state(providerId);
+    const recovered = s.floorRate + (this.ratePerSecond / 10) * (Math.max(0, this.now() - Math.max(s.slowedAtMs, s.pausedUntilMs)) / 1000);
+    return Math.min(this.ratePerSecond, recovered);
+  }
+
   /** Earliest time (ms) a call may go. */
   #earliest(providerId: string): number {
     const s = this.#state(providerId);
-    const intervalMs = 1000 / s.rate;
+    const intervalMs = 1000 / this.rate(providerId);
     const toleranceMs = intervalMs * Math.max(0, this.burst - 1);
     return Math.max(this.now(), s.tatMs - toleranceMs, s.pausedUntilMs);
   }
@@ -176,24 +193,22 @@ export class ProviderThrottle {
     return Math.max(0, this.#earliest(providerId) - this.now());
   }
 
-  /** Books a slot; resolves the delay (ms) until it. */
+  /** Books a slot; returns the delay (ms) until it. */
   take(providerId: string): number {
     const s = this.#state(providerId);
     const at = this.#earliest(providerId);
-    s.tatMs = Math.max(s.tatMs, at) + 1000 / s.rate;
+    s.tatMs = Math.max(s.tatMs, at) + 1000 / this.rate(providerId);
     return Math.max(0, at - this.now());
   }
 
   slowDown(providerId: string, pauseMs: number): void {
     const s = this.#state(providerId);
-    s.pausedUntilMs = Math.max(s.pausedUntilMs, this.now() + pauseMs);
-    s.rate = Math.max(this.ratePerSecond / 16, s.rate / 2);
+    const nowMs = this.now();
+    // Several calls in flight may each come back 429: halve once per pause, not once per answer.
+    if (nowMs >= s.pausedUntilMs) s.floorRate = Math.max(this.ratePerSecond / 16, this.rate(providerId) / 2);
+    s.slowedAtMs = nowMs;
+    s.pausedUntilMs = Math.max(s.pausedUntilMs, nowMs + pauseMs);
     s.tatMs = Math.max(s.tatMs, s.pausedUntilMs);
-  }
-
-  succeeded(providerId: string): void {
-    const s = this.#state(providerId);
-    s.rate = Math.min(this.ratePerSecond, s.rate + this.ratePerSecond * 0.05);
   }
 }
 
@@ -319,7 +334,11 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
     const tokens = await openTokenSet(vault, { id: p.link_id, tenantId: p.tenant_id, providerId: p.provider_id }, p.sealed);
     let steps: TokenHint[] = p.steps ? [...p.steps] : stepsFor(entry.revocation.style, entry.revocation.tokenTypeHint, tokens.refreshToken !== null);
     let primaryDone = p.primary_done === true;
+    // An attempt is one run of this job that reached for the provider (however many tokens it sent).
     let attempts = job.attempts;
+    let attempted = false;
+    const revokedTokens: TokenHint[] = [...(p.revoked_tokens ?? [])];
+    const progress = (): Partial<ProviderRevocationPayload> => ({ steps, primary_done: primaryDone, revoked_tokens: revokedTokens });
 
     while (steps.length > 0) {
       const hint = steps[0]!;
@@ -333,29 +352,32 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
       const waitMs = throttle.delayMs(p.provider_id);
       if (waitMs > options.maxThrottleWaitMs) {
         // Throttled (or paused by a Retry-After): come back when the provider has room; no attempt spent.
-        await store.rescheduleJob(job.id, job.leaseToken, now() + waitMs, attempts, { ...p, steps, primary_done: primaryDone });
+        await store.rescheduleJob(job.id, job.leaseToken, now() + waitMs, attempts, { ...p, ...progress() });
         return;
       }
       const booked = throttle.take(p.provider_id);
       if (booked > 0) await sleep(booked);
 
-      attempts += 1;
+      if (!attempted) {
+        attempted = true;
+        attempts += 1;
+      }
       try {
         const outcome = await oauth.revoke({ providerId: p.provider_id, endpointVariables: p.endpoint_variables, token, tokenTypeHint: hint });
-        throttle.succeeded(p.provider_id);
         if (outcome === 'unsupported') {
           await finish(job, p, role, 'unsupported', attempts, 'unsupported');
           return;
         }
-        await auditQuietly(REVOCATION_AUDIT.providerOutcome, { ...ref, outcome: 'confirmed', token_type_hint: hint, attempts }, p.request_id);
+        revokedTokens.push(hint);
         if (isPrimary) primaryDone = true;
         steps = steps.slice(1);
       } catch (err) {
         const code = isLinkvaultError(err) ? err.code : 'internal_error';
         const retryAfterSeconds = isLinkvaultError(err) ? err.retryAfterSeconds : undefined;
-        if (code === 'provider_unavailable' && retryAfterSeconds !== undefined) {
-          // 429 or 503 with Retry-After: the provider asks every caller to wait, not only this job.
-          throttle.slowDown(p.provider_id, Math.min(MAX_RETRY_AFTER_MS, retryAfterSeconds * 1000));
+        if (code === 'provider_unavailable') {
+          // 429, 5xx or no answer: the provider needs every caller to back off, not only this job.
+          // Retry-After (RFC 9110 §10.2.3) says for how long; without it, one backoff step.
+          throttle.slowDown(p.provider_id, retryAfterSeconds !== undefined ? Math.min(MAX_RETRY_AFTER_MS, retryAfterSeconds * 1000) : Math.min(options.backoffBaseMs, 5_000));
         }
         if (code === 'reauth_required' || (code === 'provider_error' && providerErrorOf(err) === 'invalid_token')) {
           // The provider says the token is no longer valid: nothing left alive to revoke.
@@ -367,7 +389,7 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
         const retryable = code === 'provider_unavailable' || code === 'provider_misconfigured' || code === 'store_unavailable' || code === 'key_service_unavailable' || code === 'internal_error';
         if (!retryable) {
           if (isPrimary) {
-            await finish(job, p, role, 'failed', attempts, 'failed', code);
+            await finish(job, p, role, 'failed', attempts, 'failed', code, revokedTokens);
             return;
           }
           // The secondary token (the access token after its refresh token) is best effort:
@@ -377,18 +399,18 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
           continue;
         }
         if (attempts >= options.maxAttempts) {
-          await finish(job, p, role, primaryDone ? 'confirmed' : 'failed', attempts, primaryDone ? 'confirmed' : 'failed', code);
+          await finish(job, p, role, primaryDone ? 'confirmed' : 'failed', attempts, primaryDone ? 'confirmed' : 'failed', code, revokedTokens);
           return;
         }
         const delay = backoffMs(attempts, options, retryAfterSeconds);
         log.warn({ ...ref, job_id: job.id, attempts, error_code: code, retry_in_ms: delay }, 'revocation at the provider failed; will retry');
         await auditQuietly(REVOCATION_AUDIT.providerOutcome, { ...ref, outcome: 'retry', token_type_hint: hint, attempts, error_code: code }, p.request_id);
         if (role === 'primary') await updateRecord(p.link_id, primaryDone ? 'confirmed' : 'pending', attempts);
-        await store.rescheduleJob(job.id, job.leaseToken, now() + delay, attempts, { ...p, steps, primary_done: primaryDone });
+        await store.rescheduleJob(job.id, job.leaseToken, now() + delay, attempts, { ...p, ...progress() });
         return;
       }
     }
-    await finish(job, p, role, primaryDone ? 'confirmed' : 'failed', attempts, primaryDone ? 'confirmed' : 'failed');
+    await finish(job, p, role, primaryDone ? 'confirmed' : 'failed', attempts, primaryDone ? 'confirmed' : 'failed', undefined, revokedTokens);
   }
 
   function providerErrorOf(err: unknown): string | undefined {
@@ -409,6 +431,7 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
     attempts: number,
     outcome: string,
     errorCode?: string,
+    revokedTokens: readonly TokenHint[] = [],
   ): Promise<void> {
     const ref = { link_id: p.link_id, tenant_id: p.tenant_id, user_id: p.user_id, provider_id: p.provider_id };
     if (role === 'primary' && status) await updateRecord(p.link_id, status, attempts);
@@ -421,7 +444,7 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
     }
     metrics.revocations.inc({ provider: p.provider_id, outcome });
     const type = role === 'primary' ? REVOCATION_AUDIT.providerOutcome : REVOCATION_AUDIT.orphanTokens;
-    await auditQuietly(type, { ...ref, outcome, final: true, attempts, ...(errorCode ? { error_code: errorCode } : {}), job_role: role }, p.request_id);
+    await auditQuietly(type, { ...ref, outcome, final: true, attempts, tokens_revoked: revokedTokens, ...(errorCode ? { error_code: errorCode } : {}), job_role: role }, p.request_id);
     await auditQuietly(REVOCATION_AUDIT.shredded, { ...ref, where: 'revocation_job' }, p.request_id);
     log.info({ ...ref, outcome, attempts, job_role: role }, 'revocation at the provider ended');
   }

@@ -122,6 +122,8 @@ export interface ProviderRevocationPayload {
   /** Filled by the worker: token types still to revoke (first = primary), and whether the primary is done. */
   readonly steps?: readonly ('refresh_token' | 'access_token')[];
   readonly primary_done?: boolean;
+  /** Filled by the worker: token types the provider confirmed revoked so far. */
+  readonly revoked_tokens?: readonly ('refresh_token' | 'access_token')[];
 }
 
 export interface BulkRevocationPayload {

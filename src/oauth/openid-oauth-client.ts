@@ -296,6 +296,8 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
   function applyQuirks(ctx: CallContext, response: Response, bytes: Uint8Array): Response {
     const { entry } = ctx;
     const status = response.status;
+    // RFC 7009 §2.2: the content of a successful revocation answer is ignored; some providers answer 204.
+    if (ctx.kind === 'revoke' && entry.revocation.style === 'rfc7009' && status >= 200 && status < 300) return new Response(null, { status: 200 });
     if (NULL_BODY_STATUSES.has(status)) return new Response(null, response);
     const contentType = (response.headers.get('content-type') ?? '').toLowerCase();
     const text = new TextDecoder().decode(bytes);
@@ -368,7 +370,7 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
     if (ctx.tooLarge) {
       result = new LinkvaultError(ctx.kind === 'discovery' ? 'provider_misconfigured' : 'invalid_token_response', {
         detail: `${provider} answered with an oversized body`,
-        cause: safeCause(err),
+        cause: new Error(`response body over the ${ctx.kind === 'discovery' ? DISCOVERY_MAX_BYTES : TOKEN_RESPONSE_MAX_BYTES}-byte cap`),
       });
     } else if (ctx.transport !== null) {
       // RFC 9700 §4.14: a refresh that reached the provider may have rotated the refresh token.
@@ -400,7 +402,16 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
       result = new LinkvaultError('internal_error', { detail: 'OAuth call failed before reaching the provider', cause: safeCause(err) });
     }
     log?.warn(
-      { provider_id: ctx.entry.id, call: ctx.kind, status, provider_error: code, code: result.code, transport: ctx.transport, library_code: errorCodeOf(err) ?? null },
+      {
+        provider_id: ctx.entry.id,
+        call: ctx.kind,
+        status,
+        // Provider-chosen text reaches the log only when it looks like an error code.
+        provider_error: code === null ? null : /^[A-Za-z0-9_.-]{1,64}$/.test(code) ? code : 'unrecognised',
+        code: result.code,
+        transport: ctx.transport,
+        library_code: errorCodeOf(err) ?? null,
+      },
       'provider call failed',
     );
     return result;
@@ -520,7 +531,7 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
   // ---------------------------------------------------------------- revocation styles
 
   async function revokeCustom(entry: ProviderEntry, credentials: ProviderCredentials, url: string, token: Secret): Promise<RevocationOutcome> {
-    return withCall('revoke', entry, async (ctx) => {
+    return withCall('revoke', entry, async (ctx): Promise<RevocationOutcome> => {
       const headers: Record<string, string> = {};
       let method = 'POST';
       let body: string | undefined;
@@ -649,7 +660,12 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
       }
       // Never retried: the provider may rotate the refresh token on the first attempt (RFC 9700 §4.14.2).
       const result = await withCall('refresh', entry, () => client.refreshTokenGrant(cfg, request.refreshToken.reveal(), parameters));
-      return toTokenSet(entry, result);
+      const tokens = toTokenSet(entry, result);
+      // The port's contract: refreshToken is null when the provider did not rotate (some echo the old one back).
+      if (tokens.refreshToken !== null && safeEqual(tokens.refreshToken.reveal(), request.refreshToken.reveal())) {
+        return Object.freeze({ ...tokens, refreshToken: null });
+      }
+      return tokens;
     },
 
     async revoke(request): Promise<RevocationOutcome> {
@@ -680,13 +696,8 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
         await withCall('revoke', entry, () => client.tokenRevocation(cfg, request.token.reveal(), { token_type_hint: request.tokenTypeHint }));
         return 'confirmed';
       } catch (err) {
-        if (err instanceof LinkvaultError && err.code === 'provider_error') {
-          const status = err.extra?.provider_status;
-          // RFC 7009 §2.2: any 200 is confirmation; some providers answer 204 instead.
-          if (typeof status === 'number' && status >= 200 && status < 300) return 'confirmed';
-          // RFC 7009 §2.2 says an invalid token gets 200; Salesforce and Zoho answer invalid_token instead.
-          if (err.extra?.provider_error === 'invalid_token') return 'confirmed';
-        }
+        // RFC 7009 §2.2 says an invalid token gets 200; Salesforce and Zoho answer 400 invalid_token instead.
+        if (err instanceof LinkvaultError && err.code === 'provider_error' && err.extra?.provider_error === 'invalid_token') return 'confirmed';
         throw err;
       }
     },

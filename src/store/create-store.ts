@@ -6,16 +6,16 @@ import { RedisStore, createRedisClient, describeRedisError, waitForRedisReady } 
 import { SqliteStore } from './sqlite-store.js';
 import type { Store } from './store.js';
 
-/** How long start-up waits for Redis before giving up with store_unavailable. */
+/** How long start-up waits for Redis by default before giving up with store_unavailable. */
 const REDIS_STARTUP_TIMEOUT_MS = 5000;
 
 /**
  * Builds the configured Store. Every operation that fails with store_unavailable is counted in
  * `metrics.storeErrors{store}`. For Redis, waits until the client is ready (rejects
- * store_unavailable after 5 s) and logs a warning when persistence settings put acknowledged
+ * store_unavailable after `startupTimeoutMs`, default 5 s) and logs a warning when persistence settings put acknowledged
  * writes at risk (see redis-persistence.ts).
  */
-export async function createStore(config: StoreConfig, deps: { metrics: Metrics; log?: Logger }): Promise<Store> {
+export async function createStore(config: StoreConfig, deps: { metrics: Metrics; log?: Logger; startupTimeoutMs?: number }): Promise<Store> {
   const onUnavailable = (): void => deps.metrics.storeErrors.inc({ store: config.kind });
   if (config.kind === 'sqlite') {
     return new SqliteStore({ path: config.sqlitePath, log: deps.log, onUnavailable });
@@ -28,7 +28,7 @@ export async function createStore(config: StoreConfig, deps: { metrics: Metrics;
   const quiet = (): void => undefined;
   client.on('error', quiet);
   try {
-    await waitForRedisReady(client, REDIS_STARTUP_TIMEOUT_MS);
+    await waitForRedisReady(client, deps.startupTimeoutMs ?? REDIS_STARTUP_TIMEOUT_MS);
   } catch (err) {
     client.disconnect();
     onUnavailable();

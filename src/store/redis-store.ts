@@ -472,10 +472,14 @@ export class RedisStore implements Store {
   async ping(): Promise<void> {
     const client = this.#client;
     if (client instanceof Cluster) {
-      // Ready only when every master answers: a dead master means a third of the links are unreachable.
+      // Ready only when every master answers and sees the cluster as whole: with a master down,
+      // the links in its slots are unreachable (and PING alone still succeeds on the others).
       const masters = client.nodes('master');
       if (masters.length === 0) throw this.#fail(new LinkvaultError('store_unavailable', { detail: 'no Redis Cluster master known', retryAfterSeconds: 1 }));
-      await Promise.all(masters.map((node) => this.#call(() => node.ping())));
+      const infos = await Promise.all(masters.map((node) => this.#call(() => node.call('CLUSTER', 'INFO'))));
+      if (!infos.every((info) => /^cluster_state:ok\b/m.test(String(info)))) {
+        throw this.#fail(new LinkvaultError('store_unavailable', { detail: 'the Redis Cluster state is not ok', retryAfterSeconds: 1 }));
+      }
       return;
     }
     await this.#call(() => client.ping());

@@ -509,7 +509,7 @@ export class SqliteStore implements Store {
   async enqueue(job: Omit<QueueJob, 'leaseToken'>): Promise<void> {
     await this.#run(() => {
       checkJob(job);
-      this.#s.enqueue.run(job.id, job.kind, JSON.stringify(job.payload), job.attempts, job.runAtMs);
+      this.#s.enqueue.run({ id: job.id, kind: job.kind, payload: JSON.stringify(job.payload), attempts: job.attempts, run_at_ms: job.runAtMs });
     });
   }
 
@@ -523,7 +523,7 @@ export class SqliteStore implements Store {
           const due = this.#s.dueJobs.all(nowMs, limit);
           return due.map((row) => {
             const leaseToken = randomToken();
-            this.#s.leaseJob.run(leaseToken, nowMs + leaseMs, row.id);
+            this.#s.leaseJob.run({ lease_token: leaseToken, lease_until_ms: nowMs + leaseMs, id: row.id });
             return { id: row.id, kind: row.kind, payload: JSON.parse(row.payload) as Record<string, unknown>, attempts: row.attempts, runAtMs: row.run_at_ms, leaseToken };
           });
         })
@@ -638,12 +638,14 @@ function prepareStatements(db: Db) {
       'SELECT seq, at_ms, type, request_id, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?',
     ),
 
-    enqueue: db.prepare<[string, string, string, number, number]>(
+    enqueue: db.prepare<[{ id: string; kind: string; payload: string; attempts: number; run_at_ms: number }]>(
       `INSERT INTO queue (id, kind, payload, attempts, run_at_ms, lease_token, lease_until_ms, due_at_ms)
-       VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?5) ON CONFLICT (id) DO NOTHING`,
+       VALUES (@id, @kind, @payload, @attempts, @run_at_ms, NULL, NULL, @run_at_ms) ON CONFLICT (id) DO NOTHING`,
     ),
     dueJobs: db.prepare<[number, number], QueueRow>('SELECT id, kind, payload, attempts, run_at_ms FROM queue WHERE due_at_ms <= ? ORDER BY due_at_ms, id LIMIT ?'),
-    leaseJob: db.prepare<[string, number, string]>('UPDATE queue SET lease_token = ?1, lease_until_ms = ?2, due_at_ms = ?2 WHERE id = ?3'),
+    leaseJob: db.prepare<[{ lease_token: string; lease_until_ms: number; id: string }]>(
+      'UPDATE queue SET lease_token = @lease_token, lease_until_ms = @lease_until_ms, due_at_ms = @lease_until_ms WHERE id = @id',
+    ),
     completeJob: db.prepare<[string, string]>('DELETE FROM queue WHERE id = ? AND lease_token = ?'),
     rescheduleJob: db.prepare<[{ id: string; lease_token: string; run_at_ms: number; attempts: number; payload: string | null }]>(
       `UPDATE queue SET run_at_ms = @run_at_ms, due_at_ms = @run_at_ms, attempts = @attempts, payload = coalesce(@payload, payload),

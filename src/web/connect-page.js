@@ -64,6 +64,11 @@ function startConnect(provider, button) {
   window.location.replace(`${basePath}/v1/connect/${encodeURIComponent(provider.id)}?${query}`);
 }
 
+/** 'crm' → 'CRM', 'productivity' → 'Productivity'. */
+function categoryLabel(category) {
+  return category.length <= 3 ? category.toUpperCase() : category.charAt(0).toUpperCase() + category.slice(1).replace(/[_-]/g, ' ');
+}
+
 function providerCard(provider) {
   const scopeNames = Array.isArray(provider.scopes) ? provider.scopes.map((s) => s && s.name).filter((n) => typeof n === 'string') : [];
   const headingId = `provider-${provider.id}-name`;
@@ -73,7 +78,7 @@ function providerCard(provider) {
   return h(
     'li',
     { class: 'card' },
-    h('div', { class: 'card-head' }, h('h2', { id: headingId, class: 'card-title' }, provider.name), provider.category ? h('span', { class: 'tag' }, provider.category.toUpperCase()) : null),
+    h('div', { class: 'card-head' }, h('h2', { id: headingId, class: 'card-title' }, provider.name), provider.category ? h('span', { class: 'tag' }, categoryLabel(provider.category)) : null),
     scopeNames.length
       ? [h('p', { class: 'card-text' }, `${provider.name} will ask you to allow this app to:`), h('ul', { class: 'scope-list' }, scopeItems(scopeNames, provider))]
       : h('p', { class: 'card-text' }, `${provider.name} will show you the access it grants before you agree.`),
@@ -82,11 +87,10 @@ function providerCard(provider) {
   );
 }
 
-/** The providers this session may connect, in catalogue order. */
+/** The providers this session may connect (GET /v1/me/providers), in catalogue order. */
 async function loadAllowedProviders() {
-  const [catalogue, session] = await Promise.all([callApi('/v1/providers', { auth: false }), callApi('/v1/me/session')]);
-  const allowed = session && Array.isArray(session.providers) && session.providers.length > 0 ? new Set(session.providers) : null;
-  return [...indexProviders(catalogue).values()].filter((p) => (allowed === null || allowed.has(p.id)) && (!onlyProvider || p.id === onlyProvider));
+  const mine = await callApi('/v1/me/providers');
+  return [...indexProviders(mine).values()].filter((p) => !onlyProvider || p.id === onlyProvider);
 }
 
 async function main() {

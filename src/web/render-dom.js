@@ -1,6 +1,6 @@
 /**
  * DOM building for the pages. Text only ever goes in through textContent and attributes through
- * setAttribute: no innerHTML, no HTML strings, so data from the API (provider names, scope
+ * setAttribute: never an HTML-parsing sink, never an HTML string, so data from the API (provider names, scope
  * descriptions, instructions) cannot become markup. The pages' CSP also demands Trusted Types
  * with no policy, which makes every HTML-string sink throw should one ever slip in.
  */

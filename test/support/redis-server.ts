@@ -25,6 +25,8 @@ export interface StartRedisOptions {
   readonly appendfsync?: string;
   /** e.g. `noeviction` (Redis's default) or `allkeys-lru`. */
   readonly maxmemoryPolicy?: string;
+  /** Further redis-server arguments, e.g. `['--rename-command', 'CONFIG', '']` to disable CONFIG. */
+  readonly extraArgs?: readonly string[];
 }
 
 /** One running (or stopped) redis-server process. */
@@ -37,7 +39,10 @@ export interface RedisServerHandle {
   readonly pid: number;
   /** Stops the server (SIGTERM, then SIGKILL after 5 s) and removes its temp dir. Idempotent. */
   stop(): Promise<void>;
-  /** Sends `signal` (default SIGKILL) and resolves when the process has exited; the dir is kept. */
+  /**
+   * Sends `signal` (default SIGKILL) and resolves when the process has exited; the dir is kept.
+   * SIGSTOP and SIGCONT freeze and thaw the server (a hung Redis) and resolve at once.
+   */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts the server again on the same port and dir (after kill, or stops it first); resolves when ready. */
   restart(): Promise<void>;
@@ -187,6 +192,10 @@ async function startServer(bin: string, args: readonly string[], busPort: boolea
   let stopped = false;
 
   const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+    if (signal === 'SIGSTOP' || signal === 'SIGCONT') {
+      current.kill(signal);
+      return;
+    }
     const exited = waitForExit(current);
     current.kill(signal);
     await exited;
@@ -202,7 +211,10 @@ async function startServer(bin: string, args: readonly string[], busPort: boolea
     kill,
     async restart() {
       if (stopped) throw new Error('restart after stop()');
-      if (current.exitCode === null && current.signalCode === null) await kill('SIGTERM');
+      if (current.exitCode === null && current.signalCode === null) {
+        current.kill('SIGCONT');
+        await kill('SIGTERM');
+      }
       current = await spawnRedis({ bin, port, dir, args });
     },
     async stop() {
@@ -210,6 +222,7 @@ async function startServer(bin: string, args: readonly string[], busPort: boolea
       stopped = true;
       if (current.exitCode === null && current.signalCode === null) {
         const exited = waitForExit(current);
+        current.kill('SIGCONT');
         current.kill('SIGTERM');
         const timer = setTimeout(() => current.kill('SIGKILL'), 5000);
         await exited;
@@ -231,6 +244,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisSer
   const args: string[] = ['--appendonly', opts.appendonly ? 'yes' : 'no'];
   if (opts.appendfsync) args.push('--appendfsync', opts.appendfsync);
   if (opts.maxmemoryPolicy) args.push('--maxmemory-policy', opts.maxmemoryPolicy);
+  if (opts.extraArgs) args.push(...opts.extraArgs);
   return startServer(bin, args, false);
 }
 

@@ -1,0 +1,97 @@
+import { Router, type Request, type RequestHandler, type Response } from 'express';
+import { LinkvaultError } from '../errors.js';
+import { toLinkJson } from '../links/link-view.js';
+import { checkCallerId, type Sessions } from '../links/sessions.js';
+import type { LinkFilter, LinkStatus, SessionRecord, Store } from '../store/store.js';
+import type { ServiceAuth } from './service-auth.js';
+import { parseStrictQuery, rawQueryOf } from './strict-query.js';
+
+/**
+ * Link read routes: services list and read links (role links:read); the browser, holding a
+ * session bearer, lists the links of that session's own tenant and user. No route here returns
+ * token material: toLinkJson builds the view by allowlist.
+ */
+
+export interface LinkRouterDeps {
+  readonly store: Pick<Store, 'getLink' | 'listLinks'>;
+  readonly sessions: Pick<Sessions, 'resolveSession'>;
+  readonly serviceAuth: ServiceAuth;
+}
+
+const LINK_ID = /^lnk_[A-Za-z0-9_-]{1,64}$/;
+const PROVIDER_ID = /^[a-z][a-z0-9-]{0,62}$/;
+const STATUSES: readonly LinkStatus[] = ['active', 'needs_reauth', 'revoked'];
+const LIST_FILTERS = new Set(['tenant_id', 'user_id', 'provider_id', 'status']);
+const LIST_QUERY_LIMITS = { maxQueryChars: 2048, maxParams: 8, maxValueChars: 256 } as const;
+
+function invalid(parameter: string, detail: string): LinkvaultError {
+  return new LinkvaultError('invalid_request', { detail, extra: { parameter } });
+}
+
+function parseListFilter(req: Request): LinkFilter {
+  const query = parseStrictQuery(req, LIST_QUERY_LIMITS);
+  const filter: { -readonly [K in keyof LinkFilter]: LinkFilter[K] } = {};
+  for (const [name, value] of query.values) {
+    if (!LIST_FILTERS.has(name)) {
+      const shown = /^[A-Za-z0-9_.-]{1,64}$/.test(name) ? name : null;
+      throw new LinkvaultError('invalid_request', {
+        detail: shown ? `Unknown filter "${shown}" (known: tenant_id, user_id, provider_id, status)` : 'Unknown filter',
+        ...(shown ? { extra: { parameter: shown } } : {}),
+      });
+    }
+    if (name === 'tenant_id') filter.tenantId = checkCallerId(value, 'tenant_id');
+    else if (name === 'user_id') filter.userId = checkCallerId(value, 'user_id');
+    else if (name === 'provider_id') {
+      if (!PROVIDER_ID.test(value)) throw invalid('provider_id', 'provider_id must be a provider id');
+      filter.providerId = value;
+    } else {
+      if (!(STATUSES as readonly string[]).includes(value)) throw invalid('status', 'status must be active, needs_reauth or revoked');
+      filter.status = value as LinkStatus;
+    }
+  }
+  return filter;
+}
+
+/** The session a browser's `Authorization: Bearer <session token>` names; 401 session_expired otherwise. */
+async function sessionOf(req: Request, res: Response, sessions: Pick<Sessions, 'resolveSession'>): Promise<SessionRecord> {
+  const header = req.headers.authorization;
+  const token = typeof header === 'string' && header.length <= 512 && /^bearer /i.test(header) ? header.slice(7).trim() : undefined;
+  try {
+    return await sessions.resolveSession(token);
+  } catch (err) {
+    // RFC 6750 §3: a 401 for bearer auth names the scheme.
+    res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
+    throw err;
+  }
+}
+
+export function createLinkRouter(deps: LinkRouterDeps): Router {
+  const { store, sessions, serviceAuth } = deps;
+  const router = Router();
+
+  const listLinks: RequestHandler = async (req, res) => {
+    const filter = parseListFilter(req);
+    const links = await store.listLinks(filter);
+    res.json({ links: links.map(toLinkJson) });
+  };
+
+  const getLink: RequestHandler = async (req, res) => {
+    const id = req.params.id;
+    const link = typeof id === 'string' && LINK_ID.test(id) ? await store.getLink(id) : null;
+    if (!link) throw new LinkvaultError('link_not_found');
+    res.json(toLinkJson(link));
+  };
+
+  const myLinks: RequestHandler = async (req, res) => {
+    const session = await sessionOf(req, res, sessions);
+    // No query parameters are accepted here: the session alone says whose links these are.
+    if (rawQueryOf(req) !== '') throw new LinkvaultError('invalid_request', { detail: 'This route takes no query parameters' });
+    const links = await store.listLinks({ tenantId: session.tenantId, userId: session.userId });
+    res.json({ links: links.map(toLinkJson) });
+  };
+
+  router.get('/v1/links', serviceAuth.authenticate, serviceAuth.requireRole('links:read'), listLinks);
+  router.get('/v1/links/:id', serviceAuth.authenticate, serviceAuth.requireRole('links:read'), getLink);
+  router.get('/v1/me/links', myLinks);
+  return router;
+}

@@ -1,0 +1,37 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { ProviderCredentials } from '../../src/config.js';
+import { loadCatalogue, type Catalogue } from '../../src/links/catalogue.js';
+
+/** Path of the shipped catalogue. */
+export const BUILTIN_PROVIDERS_FILE = resolve(import.meta.dirname, '../../config/providers.json');
+
+/** A raw (snake_case) entry of the shipped catalogue, deep-copied, with `overrides` shallow-merged over it. */
+export function shippedEntry(id: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  const file = JSON.parse(readFileSync(BUILTIN_PROVIDERS_FILE, 'utf8')) as { providers: Record<string, unknown>[] };
+  const entry = file.providers.find((p) => p.id === id);
+  if (!entry) throw new Error(`no shipped provider ${id}`);
+  return { ...structuredClone(entry), ...overrides };
+}
+
+/**
+ * A catalogue made of `entries` only (written to a temp file, loaded through loadCatalogue, file
+ * removed), with http:// endpoints allowed and every entry enabled with `credentials`
+ * (or per id from `credentialsById`).
+ */
+export function createTestCatalogue(
+  entries: readonly Record<string, unknown>[],
+  credentials: ProviderCredentials | Readonly<Record<string, ProviderCredentials>> = { clientId: 'test-client', clientSecret: 'test-secret' },
+): Catalogue {
+  const dir = mkdtempSync(join(tmpdir(), 'linkvault-catalogue-'));
+  try {
+    const file = join(dir, 'providers.json');
+    writeFileSync(file, JSON.stringify({ providers: entries }));
+    const byId = (id: string): ProviderCredentials | null =>
+      'clientId' in credentials ? (credentials as ProviderCredentials) : ((credentials as Record<string, ProviderCredentials>)[id] ?? null);
+    return loadCatalogue({ builtinFile: file, extraFile: null, config: { allowInsecureProviderUrls: true, providerCredentialFor: byId } });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
