@@ -201,6 +201,9 @@ export class SqliteStore implements Store {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
       db.pragma('foreign_keys = ON');
+      // Shredding (revocation) must leave no copy of a sealed token set or wrapped data key in the
+      // file: freed cells are zeroed, and the WAL is truncated after a shred (#truncateWal).
+      db.pragma('secure_delete = ON');
       applySqliteMigrations(db, options.migrations ?? SQLITE_MIGRATIONS);
       this.#s = prepareStatements(db);
     } catch (err) {
@@ -336,7 +339,23 @@ export class SqliteStore implements Store {
           return stored;
         })
         .immediate();
+    }).then((stored) => {
+      if (stored && stored.tokens === null && expectedVersion !== null) this.#truncateWal();
+      return stored;
     });
+  }
+
+  /**
+   * Old WAL frames still hold earlier page images (sealed records, wrapped data keys) until the WAL is
+   * checkpointed and truncated; after a shred do that now rather than at the next automatic checkpoint.
+   * Best effort: a busy checkpoint is retried by the next shred or automatic checkpoint.
+   */
+  #truncateWal(): void {
+    try {
+      this.#db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch (err) {
+      this.#log?.warn({ err: { code: (err as { code?: string }).code } }, 'sqlite WAL truncate after shred failed; retried at the next checkpoint');
+    }
   }
 
   async touchLink(id: string, lastUsedAtMs: number): Promise<void> {
@@ -532,7 +551,11 @@ export class SqliteStore implements Store {
   }
 
   completeJob(id: string, leaseToken: string): Promise<boolean> {
-    return this.#run(() => this.#s.completeJob.run(checkId('id', id), checkId('leaseToken', leaseToken)).changes > 0);
+    // A finished job may have carried sealed material (a revocation's token set): truncate the WAL too.
+    return this.#run(() => this.#s.completeJob.run(checkId('id', id), checkId('leaseToken', leaseToken)).changes > 0).then((done) => {
+      if (done) this.#truncateWal();
+      return done;
+    });
   }
 
   rescheduleJob(id: string, leaseToken: string, runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean> {

@@ -11,7 +11,7 @@ import { eventually, providerEntry, startStack, tokenSet, type Stack } from './r
 
 const LINKS = 1000;
 const PROVIDER_LIMIT_PER_SECOND = 150;
-const WORKER_RATE_PER_SECOND = 100000;
+const WORKER_RATE_PER_SECOND = 125;
 
 /**
  * Bulk revocation (an erasure, a tenant, a provider) runs as a background job with progress, and
