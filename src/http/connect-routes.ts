@@ -1,14 +1,14 @@
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Config } from '../config.js';
 import { LinkvaultError } from '../errors.js';
-import type { Connect } from '../links/connect.js';
+import type { CallbackOutcome, Connect } from '../links/connect.js';
 import { FLOW_TTL_SECONDS } from '../links/connect.js';
 import { withResult } from '../links/return-to.js';
 import type { Sessions } from '../links/sessions.js';
-import { RESULT_PAGE_CSP, renderResultPage } from '../web/connect-result-page.js';
 import { toLinkvaultError } from './problem.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { parseStrictQuery } from './strict-query.js';
+import { connectResultLocation } from './web-routes.js';
 
 /**
  * The connect routes: a service mints a session (POST /v1/sessions), the browser starts a flow
@@ -18,6 +18,12 @@ import { parseStrictQuery } from './strict-query.js';
  * connect URL holds a session bearer and the callback URL a code and state, and neither may sit in
  * a cache or leave in a Referer (RFC 9700 §4.2.4). The request logger logs route templates only
  * (observe-requests.ts), never these query strings.
+ *
+ * Outcomes: a flow started in the page with a return_to ends with a 303 to return_to (API.md);
+ * a popup flow (`display=popup`, the SDK), a flow without return_to, and any callback that cannot
+ * be trusted end with a 303 to the hosted result page (/connect/result, web-routes.ts), which shows
+ * the outcome and, in a popup, posts it to the opener. Clients that ask for JSON get JSON instead
+ * (problem+json with the real status for errors).
  *
  * The browser-binding cookie is named `lv_flow` (`__Secure-lv_flow` when the public URL is https)
  * and scoped to `Path=<public path>/v1/oauth/callback/<provider>`: it is sent to that one callback
@@ -52,36 +58,15 @@ function noStore(_req: Request, res: Response, next: NextFunction): void {
   next();
 }
 
-const RESULT_TEXT: Readonly<Record<string, { title: string; message: string }>> = {
-  connected: { title: 'Account connected', message: 'Your account is connected.' },
-  provider_denied: { title: 'Connection cancelled', message: 'The provider did not grant access, so nothing was connected.' },
-  flow_binding_mismatch: { title: 'Connection not completed', message: 'This link was opened in a different browser than the one that started the connection. Start again from the same browser.' },
-  invalid_state: { title: 'Connection not completed', message: 'This connection attempt is unknown, expired or was already used. Start again.' },
-  session_expired: { title: 'Session expired', message: 'The connection session has expired. Go back to the application and start again.' },
-};
-
-function pageText(code: string): { title: string; message: string } {
-  return RESULT_TEXT[code] ?? { title: 'Connection not completed', message: 'The account could not be connected. Start again, and contact support if it keeps failing.' };
-}
-
-/** Browser routes answer HTML (no script, strict CSP) unless the client asks for JSON. */
+/** Browser routes answer with redirects to pages unless the client asks for JSON (API tools, tests). */
 function wantsHtml(req: Request): boolean {
   return req.accepts(['text/html', 'application/problem+json', 'application/json']) === 'text/html';
 }
 
-function sendPage(res: Response, status: number, code: string | null): void {
-  const text = pageText(code ?? 'connected');
-  res
-    .status(status)
-    .setHeader('Content-Security-Policy', RESULT_PAGE_CSP)
-    .type('text/html; charset=utf-8')
-    .send(renderResultPage({ title: text.title, message: text.message, code }));
-}
-
-function sendBrowserError(req: Request, res: Response, err: unknown, next: NextFunction): void {
-  const problem = toLinkvaultError(err);
-  if (problem.status >= 500 || !wantsHtml(req)) return next(problem);
-  sendPage(res, problem.status, problem.code);
+/** The provider's own error code (RFC 6749 §4.1.2.1) as the OAuth adapter classified it: a fixed set, or 'unknown'. */
+function providerErrorOf(err: LinkvaultError): string | null {
+  const value = err.extra?.provider_error;
+  return typeof value === 'string' && /^[a-z_]{1,64}$/.test(value) ? value : null;
 }
 
 function secureCookies(publicUrl: string): boolean {
@@ -176,12 +161,18 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
       if (typeof providerId !== 'string' || !PROVIDER_ID.test(providerId)) throw new LinkvaultError('provider_not_found');
       const query = parseStrictQuery(req, CONNECT_QUERY_LIMITS);
       const parameters: Record<string, string> = {};
-      for (const [name, value] of query.values) if (name !== 'session') parameters[name] = value;
-      const started = await connect.startConnect({ sessionToken: query.values.get('session'), providerId, parameters });
+      for (const [name, value] of query.values) if (name !== 'session' && name !== 'display') parameters[name] = value;
+      const display = query.values.get('display') ?? 'page';
+      if (display !== 'page' && display !== 'popup') throw new LinkvaultError('invalid_request', { detail: 'display must be page or popup', extra: { parameter: 'display' } });
+      const started = await connect.startConnect({ sessionToken: query.values.get('session'), providerId, parameters, display });
       res.append('Set-Cookie', bindingCookie(config.publicUrl, providerId, started.bindingCookieValue, FLOW_TTL_SECONDS));
       res.redirect(302, started.redirectUrl.href);
     } catch (err) {
-      sendBrowserError(req, res, err, next);
+      const problem = toLinkvaultError(err);
+      if (!wantsHtml(req)) return next(problem);
+      // The hosted result page tells the user (and, in popup mode, the opener) what went wrong.
+      const providerId = typeof req.params.provider_id === 'string' && PROVIDER_ID.test(req.params.provider_id) ? req.params.provider_id : null;
+      res.redirect(303, connectResultLocation(config.publicUrl, { status: 'error', error: problem.code, providerId }));
     }
   };
 
@@ -190,26 +181,35 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
     const validProvider = typeof providerId === 'string' && PROVIDER_ID.test(providerId);
     // The binding cookie has done its job (or failed it) whatever happens: clear it.
     if (validProvider) res.append('Set-Cookie', bindingCookie(config.publicUrl, providerId, '', 0));
+    let outcome: CallbackOutcome;
     try {
       if (!validProvider) throw new LinkvaultError('invalid_state', { detail: 'Unknown callback' });
       // Malformed or oversized input is refused before the flow state is even looked up.
       const query = parseStrictQuery(req, CALLBACK_QUERY_LIMITS);
-      const outcome = await connect.completeCallback({
+      outcome = await connect.completeCallback({
         providerId,
         rawQuery: query.raw,
         bindingCookieValue: readBindingCookie(req, bindingCookieName(config.publicUrl)),
         requestId: req.requestId,
       });
-      if (outcome.status === 'connected') {
-        if (outcome.returnTo) return res.redirect(303, withResult(outcome.returnTo, { status: 'connected', link_id: outcome.linkId }));
-        if (!wantsHtml(req)) return res.status(200).json({ status: 'connected', link_id: outcome.linkId });
-        return sendPage(res, 200, null);
-      }
-      if (outcome.returnTo) return res.redirect(303, withResult(outcome.returnTo, { status: 'error', error: outcome.error.code }));
-      throw outcome.error;
     } catch (err) {
-      sendBrowserError(req, res, err, next);
+      outcome = { status: 'error', error: toLinkvaultError(err), providerId: null, returnTo: null, display: null };
     }
+
+    // A flow started in the page with a return_to goes back to the app (API.md); a popup flow, or
+    // one without return_to, goes to the hosted result page (which answers the SDK's opener).
+    // returnTo is null whenever the flow could not be trusted, so such a request never learns it.
+    const toApp = outcome.returnTo !== null && outcome.display === 'page';
+    if (outcome.status === 'connected') {
+      const result = { status: 'connected', link_id: outcome.linkId, provider: outcome.providerId };
+      if (toApp) return res.redirect(303, withResult(outcome.returnTo!, result));
+      if (!wantsHtml(req)) return res.status(200).json(result);
+      return res.redirect(303, connectResultLocation(config.publicUrl, { status: 'connected', linkId: outcome.linkId, providerId: outcome.providerId }));
+    }
+    const error = outcome.error;
+    if (toApp) return res.redirect(303, withResult(outcome.returnTo!, { status: 'error', error: error.code, ...(outcome.providerId ? { provider: outcome.providerId } : {}) }));
+    if (!wantsHtml(req)) return next(error);
+    res.redirect(303, connectResultLocation(config.publicUrl, { status: 'error', error: error.code, providerId: outcome.providerId, providerError: providerErrorOf(error) }));
   };
 
   router.post('/v1/sessions', noStore, serviceAuth.authenticate, serviceAuth.requireRole('sessions'), createSessionRoute);

@@ -11,7 +11,9 @@ const JSON_TYPES = ['application/json', 'application/*+json'];
  * Paths whose bodies are not ours to type: a provider may answer an authorization request with
  * response_mode=form_post (OAuth 2.0 Form Post Response Mode), which the connect flow parses itself.
  */
-const FOREIGN_BODY_PREFIXES = ['/v1/oauth/callback/'];
+// Routes whose bodies are not ours to parse: provider redirects, and the built-in Sandbox CRM
+// (node-oidc-provider reads its own form-encoded token, revocation and login posts).
+const FOREIGN_BODY_PREFIXES = ['/v1/oauth/callback/', '/sandbox/'];
 
 function isForeign(path: string): boolean {
   return FOREIGN_BODY_PREFIXES.some((p) => path.startsWith(p));

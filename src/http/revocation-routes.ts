@@ -11,6 +11,7 @@ import { authenticatedService, type ServiceAuth } from './service-auth.js';
  *   DELETE /v1/links/{id}            service `links:revoke`  → 200 RevocationRecord
  *   DELETE /v1/me/links/{id}         session bearer          → 200 RevocationRecord (another user's link: 404)
  *   GET    /v1/links/{id}/revocation service `links:read`    → RevocationRecord
+ *   GET    /v1/me/links/{id}/revocation session bearer       → RevocationRecord of one of the user's links
  *   POST   /v1/revocations           service `admin`         → 202 {job_id, matched}
  *   GET    /v1/revocations/{job_id}  service `admin`         → bulk progress
  *
@@ -94,6 +95,12 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
       { tenantId: session.tenantId, userId: session.userId },
     );
     res.status(200).json(record);
+  });
+
+  // Not in API.md's table (an addition): the manage page shows a revoked link's guidance again.
+  router.get('/v1/me/links/:id/revocation', async (req, res) => {
+    const session = await sessionOf(req, res, deps);
+    res.status(200).json(await revocation.getRecord(linkIdOf(req), { tenantId: session.tenantId, userId: session.userId }));
   });
 
   router.get('/v1/links/:id/revocation', auth.authenticate, auth.requireRole('links:read'), async (req, res) => {

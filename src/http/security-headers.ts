@@ -2,8 +2,8 @@ import type { RequestHandler } from 'express';
 
 /**
  * Headers every response carries. The API answers JSON only, so the default CSP forbids
- * everything and framing; a route that renders a page (web/) sets its own, narrower-than-needed
- * policy over this one. Cache-Control: no-store on /v1/* because token, session and link
+ * everything and framing; a route that renders a page (web/) replaces it with its own, no wider
+ * than the page needs. Cache-Control: no-store on /v1/* because token, session and link
  * responses must never sit in a shared or browser cache (RFC 6749 §5.1, RFC 9111 §5.2.2.5).
  */
 export function securityHeaders(options: { hsts: boolean }): RequestHandler {

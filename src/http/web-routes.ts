@@ -12,8 +12,8 @@ import { renderConnectPage, renderManagePage, renderResultPage, type ConnectResu
 /**
  * What people see in the browser: the connect SDK (/sdk/connect.js), the hosted connect page
  * (/connect), "my linked accounts" (/manage), the connect result page (/connect/result), their
- * static assets (/assets/:name), and GET /v1/me/providers (the providers a session may connect,
- * which the connect page shows).
+ * static assets (/assets/:name), and the two provider lists the pages read: GET /v1/providers
+ * (API.md: every enabled provider) and GET /v1/me/providers (those a session may connect).
  *
  * Pages carry their own Content-Security-Policy over the API's deny-all default: scripts, styles
  * and images from linkvault's own origin only, no inline script or style, Trusted Types with no
@@ -241,6 +241,11 @@ export function createWebRouter(deps: WebRouterDeps): Router {
     sendStatic(req, res, file, ASSET_CACHE_CONTROL);
   };
 
+  /** GET /v1/providers (API.md): every enabled provider, for anyone. */
+  const allProviders: RequestHandler = (_req, res) => {
+    res.json({ providers: catalogue.enabled().map((entry) => catalogue.publicView(entry)) });
+  };
+
   /** GET /v1/me/providers: the enabled providers this session may connect, as GET /v1/providers shows them. */
   const myProviders: RequestHandler = async (req, res) => {
     const session = await sessionOf(req, res, sessions);
@@ -259,6 +264,7 @@ export function createWebRouter(deps: WebRouterDeps): Router {
   router.get('/connect/result', resultPage);
   router.get('/manage', (_req, res) => sendPage(res, 200, renderManagePage({ basePath }), { allowPopups: true }));
   router.get('/assets/:name', assetRoute);
+  router.get('/v1/providers', allProviders);
   router.get('/v1/me/providers', myProviders);
   return router;
 }

@@ -63,7 +63,11 @@ export interface StartConnectRequest {
   readonly providerId: string;
   /** The connect request's other parameters: template-variable values by parameter name (`instance_domain`, `tenant`, ...). */
   readonly parameters: Readonly<Record<string, string>>;
+  /** How the hosted connect page opened the flow: in the page itself, or in the SDK's popup (result goes back to the opener). */
+  readonly display?: ConnectDisplay;
 }
+
+export type ConnectDisplay = 'page' | 'popup';
 
 export interface StartedConnect {
   /** Where to send the browser (the provider's authorization endpoint). */
@@ -88,8 +92,8 @@ export interface CallbackRequest {
  * return URL, so it gets the plain result page.
  */
 export type CallbackOutcome =
-  | { readonly status: 'connected'; readonly linkId: string; readonly reconnected: boolean; readonly returnTo: string | null }
-  | { readonly status: 'error'; readonly error: LinkvaultError; readonly returnTo: string | null };
+  | { readonly status: 'connected'; readonly linkId: string; readonly providerId: string; readonly reconnected: boolean; readonly returnTo: string | null; readonly display: ConnectDisplay }
+  | { readonly status: 'error'; readonly error: LinkvaultError; readonly providerId: string | null; readonly returnTo: string | null; readonly display: ConnectDisplay | null };
 
 export interface Connect {
   startConnect(request: StartConnectRequest): Promise<StartedConnect>;
@@ -107,6 +111,7 @@ interface FlowState {
   readonly tenantId: string;
   readonly userId: string;
   readonly returnTo: string | null;
+  readonly display: ConnectDisplay;
   readonly endpointVariables: Readonly<Record<string, string>>;
   readonly requestedScopes: readonly string[];
   readonly expectedIssuer: string | null;
@@ -307,6 +312,7 @@ export function createConnect(deps: ConnectDeps): Connect {
       tenantId: session.tenantId,
       userId: session.userId,
       returnTo: session.returnTo,
+      display: request.display ?? 'page',
       endpointVariables,
       requestedScopes: [...requestedScopes],
       expectedIssuer: start.checks.expectedIssuer,
@@ -507,12 +513,12 @@ export function createConnect(deps: ConnectDeps): Connect {
 
   async function completeCallback(request: CallbackRequest): Promise<CallbackOutcome> {
     const providerLabel = metricProvider(request.providerId);
-    const fail = (error: unknown, returnTo: string | null): CallbackOutcome => {
+    const fail = (error: unknown, flow: FlowState | null): CallbackOutcome => {
       const e = isLinkvaultError(error) ? error : new LinkvaultError('internal_error', { cause: error });
       if (e.status >= 500) log.error({ err: e.cause ?? e, provider_id: providerLabel, error_code: e.code }, 'connect: callback failed');
       else log.info({ provider_id: providerLabel, error_code: e.code }, 'connect: callback refused');
       deps.metrics.connects.inc({ provider: providerLabel, outcome: e.code });
-      return { status: 'error', error: e, returnTo };
+      return { status: 'error', error: e, providerId: flow?.providerId ?? null, returnTo: flow?.returnTo ?? null, display: flow?.display ?? null };
     };
 
     const params = new URLSearchParams(request.rawQuery);
@@ -552,9 +558,9 @@ export function createConnect(deps: ConnectDeps): Connect {
         .catch((err: unknown) => log.error({ err, link_id: saved.link.id }, 'connect: audit of the connect failed'));
       deps.metrics.connects.inc({ provider: flow.providerId, outcome: saved.reconnected ? 'reconnected' : 'connected' });
       log.info({ link_id: saved.link.id, provider_id: flow.providerId, reconnected: saved.reconnected }, 'connect: link stored');
-      return { status: 'connected', linkId: saved.link.id, reconnected: saved.reconnected, returnTo: flow.returnTo };
+      return { status: 'connected', linkId: saved.link.id, providerId: flow.providerId, reconnected: saved.reconnected, returnTo: flow.returnTo, display: flow.display };
     } catch (err) {
-      return fail(err, flow.returnTo);
+      return fail(err, flow);
     }
   }
 

@@ -146,6 +146,8 @@ const DORMANT_LOCK = 'revocation:dormant-sweep';
 const DORMANT_LOCK_TTL_MS = 5 * 60_000;
 const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
 const BULK_PENDING_CHECKS_PER_SLICE = 1_000;
+/** stop() waits this long for work in progress. */
+const STOP_WAIT_MS = 5_000;
 
 type TokenHint = 'refresh_token' | 'access_token';
 type Role = 'primary' | 'orphan' | 'wait' | 'takeover' | 'superseded';
@@ -453,19 +455,20 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
     const p = parseProviderPayload(job.payload);
     const attempts = job.attempts + 1;
     const code = isLinkvaultError(err) ? err.code : 'internal_error';
-    if (p && !isTransient(err) && code === 'sealed_record_invalid') {
+    const link = p ? await store.getLink(p.link_id) : null;
+    const role = p ? classify(link, p, now(), options.takeoverGraceMs) : 'orphan';
+    // A revocation whose tombstone has not landed is never given up: the job is the only record of the request.
+    const mayGiveUp = role !== 'wait' && role !== 'takeover';
+    if (p && mayGiveUp && code === 'sealed_record_invalid') {
       // The sealed copy does not open (tampered, or its key destroyed): it can never be revoked by us.
-      const link = await store.getLink(p.link_id);
-      await finish(job, p, classify(link, p, now(), options.takeoverGraceMs), 'failed', attempts, 'failed', code);
+      await finish(job, p, role, 'failed', attempts, 'failed', code);
       return;
     }
-    if (p && attempts >= options.maxAttempts) {
-      const link = await store.getLink(p.link_id);
-      const role = classify(link, p, now(), options.takeoverGraceMs);
-      await finish(job, p, role === 'wait' || role === 'takeover' ? 'orphan' : role, 'failed', attempts, 'failed', code);
+    if (p && mayGiveUp && attempts >= options.maxAttempts) {
+      await finish(job, p, role, 'failed', attempts, 'failed', code);
       return;
     }
-    const delay = backoffMs(attempts, options, isLinkvaultError(err) ? err.retryAfterSeconds : undefined);
+    const delay = backoffMs(Math.min(attempts, options.maxAttempts), options, isLinkvaultError(err) ? err.retryAfterSeconds : undefined);
     log.warn({ job_id: job.id, link_id: p?.link_id, error_code: code, err: isLinkvaultError(err) ? undefined : err, retry_in_ms: delay }, 'revocation job failed; will retry');
     await store.rescheduleJob(job.id, job.leaseToken, now() + delay, attempts, job.payload);
   }
@@ -516,13 +519,8 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
             if (!count(result.record.provider_revocation.status)) pending.push(link.id);
           } catch (err) {
             if (isLinkvaultError(err, 'link_not_found')) continue;
-            if (isLinkvaultError(err, 'conflict')) {
-              // Its queued job finishes the tombstone; follow it through the record.
-              skipped.add(link.id);
-              counts.revoked++;
-              pending.push(link.id);
-              continue;
-            }
+            // The link kept changing under us: it is still live, so the next slice lists it again.
+            if (isLinkvaultError(err, 'conflict')) continue;
             if (isTransient(err)) {
               transientError = err;
               return;
@@ -705,7 +703,16 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
       unsubscribe?.();
       if (timer) clearTimeout(timer);
       if (dormantTimer) clearTimeout(dormantTimer);
-      await Promise.allSettled([current, sweeping]);
+      // Work in progress may wait on a provider; past the bound its lease hands it to the next start.
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([current, sweeping]),
+        new Promise<void>((resolve) => {
+          bound = setTimeout(resolve, STOP_WAIT_MS);
+          bound.unref();
+        }),
+      ]);
+      clearTimeout(bound);
       started = false;
     },
     wake,

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { Vault } from '../keys/vault.js';
+import type { Metrics } from '../metrics.js';
 import type { LinkFilter, LinkRecord, SealedRecord, Store } from '../store/store.js';
 import type { Audit } from './audit.js';
 import type { Catalogue } from './catalogue.js';
@@ -157,6 +158,8 @@ export interface RevocationDeps {
   readonly catalogue: Pick<Catalogue, 'get' | 'privacy'>;
   readonly audit: Pick<Audit, 'record'>;
   readonly log: Logger;
+  /** Counts revocations that end without a provider step (`unsupported`, nothing held); the worker counts the rest. */
+  readonly metrics?: Pick<Metrics, 'revocations'>;
   readonly now?: () => number;
 }
 
@@ -347,22 +350,7 @@ export function createRevocation(deps: RevocationDeps): Revocation {
       const sealed = link.tokens;
       if (status === 'pending' && sealed) {
         // The durable intent, written before the tombstone: the sealed tokens move into the job.
-        const payload: ProviderRevocationPayload = {
-          link_id: link.id,
-          tenant_id: link.tenantId,
-          user_id: link.userId,
-          provider_id: link.providerId,
-          link_version: link.version,
-          role: 'link',
-          sealed,
-          endpoint_variables: { ...link.endpointVariables },
-          revoked_by: actor.revokedBy,
-          service_id: actor.serviceId,
-          reason: actor.reason,
-          request_id: actor.requestId,
-          bulk_job_id: actor.bulkJobId ?? null,
-          requested_at_ms: atMs,
-        };
+        const payload = jobPayload(link, sealed, 'link', actor, atMs);
         await store.enqueue({ id: providerJobId(link.id, link.version), kind: PROVIDER_REVOCATION_JOB_KIND, payload: { ...payload }, attempts: 0, runAtMs: atMs });
       }
       const record = buildRecord(link, actor, status, atMs);
@@ -380,6 +368,7 @@ export function createRevocation(deps: RevocationDeps): Revocation {
         notifyQueued();
       } else {
         // No provider step: the tombstone was the last copy of the sealed tokens.
+        deps.metrics?.revocations.inc({ provider: link.providerId, outcome: status });
         await auditAfter(REVOCATION_AUDIT.providerOutcome, actor.requestId, { ...linkRef(link), outcome: status, attempts: 0 });
         if (sealed) await auditAfter(REVOCATION_AUDIT.shredded, actor.requestId, { ...linkRef(link), where: 'link' });
       }
@@ -402,22 +391,8 @@ export function createRevocation(deps: RevocationDeps): Revocation {
 
   async function revokeOrphanedTokens(link: LinkRecord, sealed: SealedRecord, requestId: string | null): Promise<void> {
     const atMs = now();
-    const payload: ProviderRevocationPayload = {
-      link_id: link.id,
-      tenant_id: link.tenantId,
-      user_id: link.userId,
-      provider_id: link.providerId,
-      link_version: link.version,
-      role: 'orphan',
-      sealed,
-      endpoint_variables: { ...link.endpointVariables },
-      revoked_by: 'service',
-      service_id: null,
-      reason: 'refresh_lost_to_revocation',
-      request_id: requestId,
-      bulk_job_id: null,
-      requested_at_ms: atMs,
-    };
+    const actor: RevocationActor = { revokedBy: 'service', serviceId: null, reason: 'refresh_lost_to_revocation', requestId };
+    const payload = jobPayload(link, sealed, 'orphan', actor, atMs);
     await store.enqueue({ id: `revoke-orphan:${link.id}:${randomUUID()}`, kind: PROVIDER_REVOCATION_JOB_KIND, payload: { ...payload }, attempts: 0, runAtMs: atMs });
     notifyQueued();
   }
@@ -475,6 +450,26 @@ export function createRevocation(deps: RevocationDeps): Revocation {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
+  };
+}
+
+/** The payload of a provider-revocation job for `link`'s `sealed` tokens. */
+function jobPayload(link: LinkRecord, sealed: SealedRecord, role: ProviderRevocationPayload['role'], actor: RevocationActor, atMs: number): ProviderRevocationPayload {
+  return {
+    link_id: link.id,
+    tenant_id: link.tenantId,
+    user_id: link.userId,
+    provider_id: link.providerId,
+    link_version: link.version,
+    role,
+    sealed,
+    endpoint_variables: { ...link.endpointVariables },
+    revoked_by: actor.revokedBy,
+    service_id: actor.serviceId,
+    reason: actor.reason,
+    request_id: actor.requestId,
+    bulk_job_id: actor.bulkJobId ?? null,
+    requested_at_ms: atMs,
   };
 }
 

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { ProviderCredentials } from '../config.js';
-import { escapeHtml } from '../web/connect-result-page.js';
+import { escapeHtml } from '../web/safe-html.js';
 
 /**
  * The built-in "Sandbox CRM": a real OpenID Provider (node-oidc-provider) mounted inside linkvault

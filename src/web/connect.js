@@ -40,9 +40,12 @@
     return new LinkvaultConnectError(code, MESSAGES[code] || MESSAGES.flow_failed, detail);
   }
 
-  /** Maps a result page's (or redirect's) error code onto the SDK's codes. */
-  function errorFromResult(status, error) {
-    if (status === 'cancelled' || error === 'access_denied' || error === 'cancelled') return fail('cancelled', error || null);
+  /**
+   * Maps a result page's (or redirect's) outcome onto the SDK's codes. `providerError` is the
+   * provider's own OAuth error (RFC 6749 §4.1.2.1): access_denied is the user saying no.
+   */
+  function errorFromResult(status, error, providerError) {
+    if (status === 'cancelled' || error === 'cancelled' || (error === 'provider_denied' && providerError === 'access_denied')) return fail('cancelled', error || null);
     if (error === 'session_expired' || error === 'unauthorized') return fail('session_expired', error);
     if (error === 'origin_not_allowed') return fail('origin_not_allowed', error);
     return fail('flow_failed', error || null);
@@ -164,7 +167,8 @@
     var linkId = url.searchParams.get('link_id');
     var error = url.searchParams.get('error');
     var provider = url.searchParams.get('provider');
-    ['status', 'link_id', 'error', 'provider'].forEach(function (name) {
+    var providerError = url.searchParams.get('provider_error');
+    ['status', 'link_id', 'error', 'provider', 'provider_error'].forEach(function (name) {
       url.searchParams.delete(name);
     });
     global.history.replaceState(global.history.state, '', url.pathname + url.search + url.hash);
@@ -177,7 +181,7 @@
     }
     if (!provider && pending && typeof pending.provider === 'string') provider = pending.provider;
     if (status === 'connected' && linkId) return { link_id: linkId, provider: provider };
-    throw errorFromResult(status, error);
+    throw errorFromResult(status, error, providerError);
   }
 
   global.linkvault = Object.freeze({

@@ -43,7 +43,6 @@ function apiFailure(error, what) {
 function confirmRevoke(name) {
   dialogTitle.textContent = `Revoke ${name} access?`;
   dialogText.textContent = `The app will no longer be able to use your ${name} account. linkvault deletes the access it holds and asks ${name} to end it too. To use it again later you would connect it again.`;
-  confirmButton.textContent = `Revoke ${name} access`;
   return new Promise((resolve) => {
     const onClose = () => {
       dialog.removeEventListener('close', onClose);
@@ -171,9 +170,21 @@ function linkCard(link) {
   return card;
 }
 
+/**
+ * Provider names, scope descriptions and privacy links from the public catalogue. Not worth
+ * failing the page for: without them links show provider ids.
+ */
+async function loadProviderNames() {
+  try {
+    return indexProviders(await callApi('/v1/providers', { auth: false }));
+  } catch {
+    return new Map();
+  }
+}
+
 async function loadLinks() {
-  const [catalogue, mine] = await Promise.all([callApi('/v1/providers', { auth: false }), callApi('/v1/me/links')]);
-  providers = indexProviders(catalogue);
+  const [catalogue, mine] = await Promise.all([loadProviderNames(), callApi('/v1/me/links')]);
+  providers = catalogue;
   const links = (mine && Array.isArray(mine.links) ? mine.links : []).slice().sort((a, b) => (STATUS_ORDER[a.status] ?? 3) - (STATUS_ORDER[b.status] ?? 3) || String(b.created_at).localeCompare(String(a.created_at)));
   loading.hidden = true;
   if (links.length === 0) {

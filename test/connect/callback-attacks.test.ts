@@ -130,7 +130,7 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     const answer = await h.callback(callbackUrl, flow.cookie);
     // The flow was ours and this browser's: the user goes back to the app with the error code.
     assert.equal(answer.status, 303);
-    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=issuer_mismatch`);
+    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=issuer_mismatch&provider=acme`);
     assert.equal(codeExchanges(), exchanges);
     assert.equal(await linksOf(tenant), 0);
   });
@@ -172,7 +172,7 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     const exchanges = codeExchanges();
     const answer = await h.callback(callbackUrl, flow.cookie);
     assert.equal(answer.status, 303);
-    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=provider_denied`);
+    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=acme`);
     assert.equal(codeExchanges(), exchanges);
     assert.equal(await linksOf(tenant), 0);
   });
@@ -211,14 +211,31 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     assert.equal(await linksOf(tenant), 1);
   });
 
-  test('the error page without return_to is static HTML: escaped, no script, CSP default-src none', async () => {
+  test('in a browser, an untrusted callback ends on the hosted result page with the error code and nothing else', async () => {
     const answer = await h.callback(`${h.publicUrl}/v1/oauth/callback/acme?state=%3Cscript%3Ealert(1)%3C%2Fscript%3E&code=x`, null, { headers: { accept: 'text/html' } });
-    assert.equal(answer.status, 400);
-    assert.equal(answer.headers.get('content-type'), 'text/html; charset=utf-8');
-    assert.equal(answer.headers.get('content-security-policy'), "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
-    assert.ok(!/<script/i.test(answer.text));
-    assert.ok(!/style/i.test(answer.text));
-    assert.match(answer.text, /Error code: <code>invalid_state<\/code>/);
+    assert.equal(answer.status, 303);
+    assert.equal(answer.location?.href, `${h.publicUrl}/connect/result?status=error&error=invalid_state`);
+    assert.equal(answer.headers.get('cache-control'), 'no-store');
+    const page = await h.request(answer.location!.pathname + answer.location!.search);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+    assert.ok(!page.text.includes('alert(1)'));
+    assert.match(page.text, /<code>invalid_state<\/code>/);
+  });
+
+  test('a popup flow goes to the hosted result page, never to return_to', async () => {
+    const { token, tenant } = await newSession(true);
+    const flow = await h.startFlow('acme', token, { display: 'popup' });
+    const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, { accountId: 'popup-user' });
+    const answer = await h.callback(callbackUrl, flow.cookie, { headers: { accept: 'text/html' } });
+    assert.equal(answer.status, 303);
+    const [link] = await h.store.listLinks({ tenantId: tenant });
+    assert.equal(answer.location?.href, `${h.publicUrl}/connect/result?status=connected&link_id=${link!.id}&provider=acme`);
+    // A denied popup flow reports the provider's code, so the page can say "cancelled".
+    const second = await newSession(true);
+    const denied = await h.startFlow('acme', second.token, { display: 'popup' });
+    const deniedAnswer = await h.callback(await oidc.completeLogin(denied.authorizationUrl, { accountId: 'popup-user', deny: true }), denied.cookie, { headers: { accept: 'text/html' } });
+    assert.equal(deniedAnswer.location?.href, `${h.publicUrl}/connect/result?status=error&error=provider_denied&provider_error=access_denied&provider=acme`);
   });
 
   test('a connect request is refused without a valid session, for a provider outside the session, or with unknown or repeated parameters', async () => {
@@ -231,11 +248,16 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
       [`/v1/connect/other?session=${restricted.session_token}&session=${restricted.session_token}`, 400, 'invalid_request'],
       [`/v1/connect/other?session=${restricted.session_token}&login_host=evil.example`, 400, 'invalid_request'],
       [`/v1/connect/other?session[]=${restricted.session_token}`, 400, 'invalid_request'],
+      [`/v1/connect/other?session=${restricted.session_token}&display=window`, 400, 'invalid_request'],
     ];
     for (const [path, status, code] of cases) {
       const answer = await h.request(path, { headers: JSON_ACCEPT });
       assertProblem(answer, status, code);
       assert.equal(answer.headers.getSetCookie().length, 0, `${path} set no cookie`);
     }
+    // A browser is sent to the hosted result page with the code instead.
+    const page = await h.request(`/v1/connect/acme?session=${restricted.session_token}`, { headers: { accept: 'text/html' } });
+    assert.equal(page.status, 303);
+    assert.equal(page.location?.href, `${h.publicUrl}/connect/result?status=error&error=provider_not_allowed&provider=acme`);
   });
 });

@@ -58,7 +58,8 @@ for (const mode of ['oidc', 'oauth'] as const) {
       assert.equal(done.headers.get('referrer-policy'), 'no-referrer');
       const location = done.location!;
       assert.equal(`${location.origin}${location.pathname}`, `${APP_ORIGIN}/settings/integrations`);
-      assert.deepEqual([...location.searchParams.keys()], ['status', 'link_id']);
+      assert.deepEqual([...location.searchParams.keys()], ['status', 'link_id', 'provider']);
+      assert.equal(location.searchParams.get('provider'), 'acme');
       assert.equal(location.searchParams.get('status'), 'connected');
       const linkId = location.searchParams.get('link_id')!;
       assert.match(linkId, /^lnk_[A-Za-z0-9_-]{22}$/);

@@ -121,7 +121,7 @@ describe('when a provider answers with its documented quirks', () => {
     const exchanges = sf.requests(sf.tokenPath);
     const { answer } = await roundTrip('sf-strict', { code: 'sf-code-2' }, 'tenant-sf-strict');
     assert.equal(answer.status, 303);
-    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=invalid_token_response`);
+    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=invalid_token_response&provider=sf-strict`);
     assert.equal(sf.requests(sf.tokenPath) - exchanges, 1);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-sf-strict' })).length, 0);
   });
@@ -130,7 +130,7 @@ describe('when a provider answers with its documented quirks', () => {
     slack.failNextWith('invalid_code');
     const failed = await roundTrip('slk', { code: 'slack-code-1' }, 'tenant-slack-bad');
     assert.equal(failed.answer.status, 303);
-    assert.equal(failed.answer.location?.href, `${APP_ORIGIN}/done?status=error&error=authorization_code_rejected`);
+    assert.equal(failed.answer.location?.href, `${APP_ORIGIN}/done?status=error&error=authorization_code_rejected&provider=slk`);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-slack-bad' })).length, 0);
 
     const { answer } = await roundTrip('slk', { code: 'slack-code-2' }, 'tenant-slack');
@@ -170,7 +170,7 @@ describe('when a provider answers with its documented quirks', () => {
     const before = zoho.requests();
     for (const server of ['https://accounts.evil.example', 'https://accounts.zoho.eu.evil.example', 'https://accounts.zoho.eu/../x', 'http://127.0.0.1:1']) {
       const { answer } = await roundTrip('zh', { code: 'whatever', 'accounts-server': server }, 'tenant-zoho-bad');
-      assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=invalid_request`, server);
+      assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=invalid_request&provider=zh`, server);
     }
     assert.equal(zoho.requests(), before);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-zoho-bad' })).length, 0);

@@ -40,8 +40,8 @@ describe('when a person connects the Sandbox CRM in a real browser', { skip: CHR
     await page.fill('#username', 'grace');
     await Promise.all([page.waitForURL(/\/sandbox\/interaction\//), page.click('button:has-text("Sign in")')]);
     assert.equal(await page.textContent('h2'), 'Allow access?');
-    await Promise.all([page.waitForURL(/\/v1\/oauth\/callback\/sandbox/), page.click('button:has-text("Allow")')]);
-    assert.equal(await page.textContent('h1'), 'Account connected');
+    await Promise.all([page.waitForURL(/\/connect\/result\?status=connected/), page.click('button:has-text("Allow")')]);
+    assert.equal(await page.textContent('h1'), 'Sandbox CRM is connected');
     assert.deepEqual(violations, []);
 
     const links = await h.store.listLinks({ tenantId: 'tenant-browser', userId: 'person' });

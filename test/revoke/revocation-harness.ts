@@ -8,7 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { createApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLinkRouter } from '../../src/http/link-routes.js';
@@ -42,6 +42,8 @@ export interface StackOptions {
   readonly providerTimeoutSeconds?: number;
   /** An OAuth client to use instead of the openid-client adapter (never given in these tests; kept for symmetry with main). */
   readonly oauth?: OAuthClient;
+  /** Logger for every part (default: silent). */
+  readonly log?: Logger;
 }
 
 export interface Stack {
@@ -133,9 +135,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   });
   const store = options.store;
   const now = Date.now;
+  const log = options.log ?? quiet;
   const audit = createAudit({ store, hmacKey: randomBytes(32), now });
-  const oauth = options.oauth ?? createOAuthClient({ catalogue, config });
-  const revocation = createRevocation({ store, vault, catalogue, audit, log: quiet, now });
+  const oauth = options.oauth ?? createOAuthClient({ catalogue, config, log });
+  const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
   const worker = createRevocationWorker({
     store,
     vault,
@@ -144,20 +147,20 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     revocation,
     audit,
     metrics,
-    log: quiet,
+    log,
     now,
     options: { pollIntervalMs: 50, backoffBaseMs: 100, backoffMaxMs: 1000, takeoverGraceMs: 500, ratePerSecond: 1000, burst: 1000, ...(options.worker ?? {}) },
   });
   const sessions = createSessions({ config, store, catalogue, now });
-  const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log: quiet, now, lockTtlMs: config.refreshLockTtlMs });
-  const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log: quiet, now });
+  const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log, now, lockTtlMs: config.refreshLockTtlMs });
+  const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
   const auth = createServiceAuth({ services: services.services, audience: services.audience });
   const app = createApp({
     config,
     store,
     keys,
     metrics,
-    log: quiet,
+    log,
     routers: [createTokenRouter({ auth, release }), createLinkRouter({ store, sessions, serviceAuth: auth }), createRevocationRouter({ revocation, auth, sessions })],
   });
   if (options.startWorker !== false) worker.start();

@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { PassThrough } from 'node:stream';
 import request from 'supertest';
+import { createLogger } from '../../src/log.js';
 import { isLinkvaultError } from '../../src/errors.js';
 import { parseRecord } from '../../src/links/revocation.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
@@ -26,9 +28,13 @@ describe('revocation while the provider is down', () => {
   let oidc: OidcServer;
   let front: ProviderSwitch;
   let stack: Stack;
+  let logged = '';
+  const issued: string[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'lv-revoke-down-'));
+    const lines = new PassThrough();
+    lines.on('data', (chunk: Buffer) => (logged += chunk.toString('utf8')));
     store = new SqliteStore({ path: join(dir, 'lv.db') });
     oidc = await startOidcServer({ mode: 'oauth', clients: [CLIENT] });
     front = await startProviderSwitch(oidc.url);
@@ -38,9 +44,13 @@ describe('revocation while the provider is down', () => {
       providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }],
       providerTimeoutSeconds: 1,
       worker: { maxAttempts: 4, backoffBaseMs: 100, backoffMaxMs: 300 },
+      log: createLogger({ level: 'debug', destination: lines }),
     });
   });
   after(async () => {
+    // Canary: every retry, timeout and failure above was logged, and no token reached a log line.
+    assert.ok(logged.includes('revocation at the provider failed; will retry'));
+    for (const token of issued) assert.equal(logged.includes(token), false, 'a token reached the log');
     await stack.close();
     await store.close();
     await front.close();
@@ -50,6 +60,7 @@ describe('revocation while the provider is down', () => {
 
   it('when the provider hangs, then the token route answers 410 at once and the revocation completes once the provider answers again', async () => {
     const tokens = await obtainTokens(stack, oidc, 'test-as', 'alice', REDIRECT);
+    issued.push(tokens.accessToken.reveal(), tokens.refreshToken!.reveal());
     const link = await stack.createLink({ tenantId: 'acme', userId: 'alice', providerId: 'test-as', tokens });
     front.set('/token/revocation', { kind: 'hang' });
 
@@ -90,6 +101,7 @@ describe('revocation while the provider is down', () => {
 
   it('when the provider answers 503 with Retry-After, then the retry waits that long', async () => {
     const tokens = await obtainTokens(stack, oidc, 'test-as', 'bob', REDIRECT);
+    issued.push(tokens.accessToken.reveal(), tokens.refreshToken!.reveal());
     const link = await stack.createLink({ tenantId: 'acme', userId: 'bob', providerId: 'test-as', tokens });
     front.set('/token/revocation', { kind: 'status', status: 503, retryAfterSeconds: 1 });
     const seenBefore = front.requests.filter((r) => r.path === '/token/revocation').length;
@@ -109,6 +121,7 @@ describe('revocation while the provider is down', () => {
 
   it('when the provider stays down, then the revocation is marked failed after the bounded attempts, audited, and the queued tokens are shredded', async () => {
     const tokens = await obtainTokens(stack, oidc, 'test-as', 'carol', REDIRECT);
+    issued.push(tokens.accessToken.reveal(), tokens.refreshToken!.reveal());
     const link = await stack.createLink({ tenantId: 'acme', userId: 'carol', providerId: 'test-as', tokens });
     front.set('/token/revocation', { kind: 'status', status: 503 });
     await request(stack.app).delete(`/v1/links/${link.id}`).set('Authorization', stack.services.bearer('crm-hs')).expect(200);

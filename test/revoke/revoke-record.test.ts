@@ -101,6 +101,8 @@ describe('revocation record and routes (provider without revocation)', () => {
     assert.equal(again.status, 200);
     assert.deepEqual(again.body, res.body);
 
+    assert.equal(stack.metrics.revocations.get({ provider: 'msft-like', outcome: 'unsupported' }), 1);
+
     // Every step audited, in order.
     const types = (await stack.auditEvents()).filter((e) => e.data.link_id === link.id).map((e) => [e.type, e.data.outcome ?? e.data.where ?? null]);
     assert.deepEqual(types, [

@@ -74,9 +74,16 @@ describe("a user's session cannot list or revoke another user's links", () => {
     assert.equal(res.body.reason, 'user_request');
     assert.equal(res.body.link_id, link.id);
 
+    const own = await request(stack.app).get(`/v1/me/links/${link.id}/revocation`).set('Authorization', `Bearer ${alice}`);
+    assert.equal(own.status, 200);
+    assert.deepEqual(own.body, res.body);
+
     const bob = await stack.sessionToken('acme', 'bob');
     const again = await request(stack.app).delete(`/v1/me/links/${link.id}`).set('Authorization', `Bearer ${bob}`);
     assert.equal(again.status, 404);
+    const peek = await request(stack.app).get(`/v1/me/links/${link.id}/revocation`).set('Authorization', `Bearer ${bob}`);
+    assert.equal(peek.status, 404);
+    assert.equal(peek.body.code, 'link_not_found');
     const mine = await request(stack.app).get('/v1/me/links').set('Authorization', `Bearer ${alice}`);
     const listed = mine.body.links.find((l: { id: string }) => l.id === link.id);
     assert.equal(listed.status, 'revoked');

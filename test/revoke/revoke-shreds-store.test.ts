@@ -57,14 +57,21 @@ describe('after a revoke, a scan of the store finds no sealed token and no wrapp
     try {
       const kept = await stack.createLink({ tenantId: 'acme', userId: 'keeper', providerId: 'test-as', tokens: await obtainTokens(stack, oidc, 'test-as', 'keeper', REDIRECT) });
       const gone = await revokeCompletely(stack, oidc, store, 'leaver');
+      const scan = (): { files: string[]; bytes: string } => {
+        const files = readdirSync(dir).filter((f) => f.startsWith('lv.db'));
+        return { files, bytes: files.map((f) => readFileSync(join(dir, f)).toString('latin1')).join('\n') };
+      };
+      // A copy taken while the service runs (database, WAL and shared-memory files), then the file at rest.
+      const running = scan();
       await stack.close();
       await store.close();
-      const files = readdirSync(dir).filter((f) => f.startsWith('lv.db'));
-      const bytes = files.map((f) => readFileSync(join(dir, f)).toString('latin1')).join('\n');
-      // The scan can see sealed records: the link that was not revoked is in the file.
-      assert.deepEqual(found(bytes, kept.tokens!), ['ct', 'edk', 'tag']);
-      assert.deepEqual(found(bytes, gone.sealed), [], `found in ${files.join(', ')}`);
-      for (const token of gone.tokens) assert.equal(bytes.includes(token), false);
+      const atRest = scan();
+      for (const { files, bytes } of [running, atRest]) {
+        // The scan can see sealed records: the link that was not revoked is in the files.
+        assert.deepEqual(found(bytes, kept.tokens!), ['ct', 'edk', 'tag']);
+        assert.deepEqual(found(bytes, gone.sealed), [], `found in ${files.join(', ')}`);
+        for (const token of gone.tokens) assert.equal(bytes.includes(token), false);
+      }
     } finally {
       await stack.close();
       await store.close();

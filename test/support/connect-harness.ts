@@ -12,6 +12,7 @@ import { createGrantRouter } from '../../src/http/grant-routes.js';
 import { createLinkRouter } from '../../src/http/link-routes.js';
 import { createServiceAuth } from '../../src/http/service-auth.js';
 import { createTokenRouter } from '../../src/http/token-routes.js';
+import { createWebRouter } from '../../src/http/web-routes.js';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { createVault, type Vault } from '../../src/keys/vault.js';
 import { createAudit, loadAuditKey, type Audit } from '../../src/links/audit.js';
@@ -34,7 +35,7 @@ import { makeTestServices, type TestServices } from './service-jwt.js';
  * server (the public URL must be known before providers register our redirect URI): a SQLite
  * file or a real Redis store, the local key provider, the vault, audit, the catalogue with the
  * test's providers as extra entries, the real OAuth adapter, sessions, the connect flow, and the
- * connect, link, token and grant routes inside createApp. Everything logged is captured.
+ * connect, link, token, grant and web (hosted pages) routes inside createApp. Everything logged is captured.
  */
 
 export const APP_ORIGIN = 'https://app.example.com';
@@ -157,6 +158,7 @@ export async function startConnectHarness(options: ConnectHarnessOptions = {}): 
     createLinkRouter({ store, sessions, serviceAuth }),
     createTokenRouter({ auth: serviceAuth, release }),
     createGrantRouter({ auth: serviceAuth, grants }),
+    createWebRouter({ config, sessions, catalogue }),
   ];
   if (sandbox) routers.push(sandbox.router);
   const app = createApp({ config, store, keys, metrics, log, routers });
