@@ -9,10 +9,9 @@ const JSON_TYPES = ['application/json', 'application/*+json'];
 
 /**
  * Paths whose bodies are not ours to type: a provider may answer an authorization request with
- * response_mode=form_post (OAuth 2.0 Form Post Response Mode), which the connect flow parses itself.
+ * response_mode=form_post (OAuth 2.0 Form Post Response Mode), which the connect flow parses itself;
+ * the built-in Sandbox CRM (node-oidc-provider) reads its own form-encoded token, revocation and login posts.
  */
-// Routes whose bodies are not ours to parse: provider redirects, and the built-in Sandbox CRM
-// (node-oidc-provider reads its own form-encoded token, revocation and login posts).
 const FOREIGN_BODY_PREFIXES = ['/v1/oauth/callback/', '/sandbox/'];
 
 function isForeign(path: string): boolean {
