@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { timingSafeEqual } from 'node:crypto';
 import * as client from 'openid-client';
 import type { Config, ProviderCredentials } from '../config.js';
-import { LinkvaultError, type ErrorCode } from '../errors.js';
+import { LinkvaultError } from '../errors.js';
 import type { Catalogue, ProviderEntry, ResolvedEndpoints } from '../links/catalogue.js';
 import { Secret } from '../secret.js';
 import type {
@@ -40,6 +40,11 @@ import type {
  * the per-provider redirect URI (RFC 9700 §4.4.2.2) that the connect routes use.
  *
  * Plain OAuth 2.0 entries never yield an ID token: one that arrives unasked is dropped unread.
+ *
+ * extra.maybe_delivered on provider_unavailable: false when the request provably never reached
+ * the provider (connection refused, DNS, TLS failure) or the provider said "not now" (429, 503);
+ * true for timeouts, connections dropped mid-answer, and other 5xx (the provider may have acted,
+ * e.g. rotated the refresh token, before failing).
  */
 
 /** Minimal logger (pino-compatible). Never given token material. */
@@ -766,9 +771,3 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
 
   return Object.freeze(oauth);
 }
-
-/** The error codes this adapter rejects with (documentation aid for callers and tests). */
-export const OAUTH_CLIENT_ERROR_CODES: readonly ErrorCode[] = [
-  'reauth_required', 'provider_misconfigured', 'provider_unavailable', 'provider_error', 'invalid_token_response',
-  'provider_denied', 'issuer_mismatch', 'invalid_state', 'invalid_request', 'provider_not_found',
-];

@@ -20,14 +20,14 @@ const nonce = fragmentParam('nonce');
 const openerOrigin = body.dataset.openerOrigin || null;
 const originRejected = body.dataset.originRejected === 'true';
 const isPopup = display === 'popup' && window.opener !== null;
+const EXPIRED_TEXT = 'Connect links only work for a short time. Go back to the app and start again.';
 
 const notice = document.getElementById('notice');
 const list = document.getElementById('providers');
 const loading = document.getElementById('loading');
 const title = document.getElementById('page-title');
 const lead = document.getElementById('page-lead');
-const popupActions = document.getElementById('popup-actions');
-const cancelButton = document.getElementById('cancel');
+const privacyNote = document.getElementById('privacy-note');
 
 function popupContext() {
   return { origin: openerOrigin, nonce: nonce || '', provider: onlyProvider || '' };
@@ -44,7 +44,9 @@ function closeButton() {
 
 function fail(titleText, message, errorCode) {
   loading.hidden = true;
-  popupActions.hidden = true;
+  // Nothing is listed, so the text that speaks about the list goes too.
+  lead.hidden = true;
+  privacyNote.hidden = true;
   if (isPopup && openerOrigin) {
     postResultToOpener(popupContext(), { status: 'error', error: errorCode });
     showNotice(notice, 'error', titleText, message, closeButton());
@@ -83,7 +85,13 @@ function providerCard(provider) {
       ? [h('p', { class: 'card-text' }, `${provider.name} will ask you to allow this app to:`), h('ul', { class: 'scope-list' }, scopeItems(scopeNames, provider))]
       : h('p', { class: 'card-text' }, `${provider.name} will show you the access it grants before you agree.`),
     policy ? h('p', { class: 'card-links' }, policy) : null,
-    h('div', { class: 'card-actions' }, button),
+    h(
+      'div',
+      { class: 'card-actions' },
+      button,
+      // In the SDK's popup the user can say no here, before ever reaching the provider.
+      isPopup ? h('button', { type: 'button', class: 'button button-secondary', onclick: () => finishPopup({ status: 'cancelled' }) }, 'Cancel') : null,
+    ),
   );
 }
 
@@ -102,12 +110,8 @@ async function main() {
     fail('This site cannot connect accounts', 'The page that opened this window is not allowed to use linkvault. Contact the app\u2019s support.', 'origin_not_allowed');
     return;
   }
-  if (isPopup) {
-    popupActions.hidden = false;
-    cancelButton.addEventListener('click', () => finishPopup({ status: 'cancelled' }));
-  }
   if (!hasSession()) {
-    fail('This link has expired', 'Connect links work once and only for a short time. Go back to the app and start again.', 'session_expired');
+    fail('This link has expired', EXPIRED_TEXT, 'session_expired');
     return;
   }
 
@@ -115,7 +119,7 @@ async function main() {
   try {
     providers = await loadAllowedProviders();
   } catch (error) {
-    if (isSessionError(error)) fail('This link has expired', 'Connect links work once and only for a short time. Go back to the app and start again.', 'session_expired');
+    if (isSessionError(error)) fail('This link has expired', EXPIRED_TEXT, 'session_expired');
     else fail('Something went wrong', error instanceof ApiError && error.status === 0 ? error.message : 'linkvault could not load the list of providers. Try again in a moment.', error instanceof ApiError && error.code ? error.code : 'flow_failed');
     return;
   }

@@ -116,6 +116,8 @@ async function revoke(link, card) {
   }
   status.textContent = STATUS_LABELS.revoked;
   status.className = 'status status-revoked';
+  const subtitle = card.querySelector('.card-subtitle');
+  if (subtitle) subtitle.textContent = 'Access it had';
   card.classList.add('card-revoked');
   const guidance = guidanceSection(record, name);
   actions.replaceWith(guidance);
@@ -147,12 +149,14 @@ function linkCard(link) {
   const card = h('li', { class: `card${link.status === 'revoked' ? ' card-revoked' : ''}` });
   const actions = h('div', { class: 'card-actions' });
   if (link.status === 'needs_reauth') {
-    const button = h('button', { type: 'button', class: 'button button-primary', 'aria-describedby': headingId }, `Reconnect ${name}`);
+    // Short visible labels keep both buttons on one line; the hidden part names the provider for
+    // screen readers' button lists, with the visible text kept at the start (WCAG 2.5.3 label in name).
+    const button = h('button', { type: 'button', class: 'button button-primary' }, 'Reconnect', h('span', { class: 'visually-hidden' }, ` ${name}`));
     button.addEventListener('click', () => reconnect(link, button));
     actions.append(button);
   }
   if (link.status !== 'revoked') {
-    actions.append(h('button', { type: 'button', class: 'button button-danger', 'aria-describedby': headingId, onclick: () => revoke(link, card) }, `Revoke ${name} access`));
+    actions.append(h('button', { type: 'button', class: 'button button-danger', onclick: () => revoke(link, card) }, 'Revoke access', h('span', { class: 'visually-hidden' }, ` to ${name}`)));
   }
   replaceChildren(
     card,
@@ -164,7 +168,7 @@ function linkCard(link) {
       h('div', null, h('dt', null, 'Linked'), h('dd', null, timeElement(link.created_at, 'Unknown'))),
       h('div', null, h('dt', null, 'Last used'), h('dd', null, timeElement(link.last_used_at, 'Not used yet'))),
     ),
-    scopes.length ? [h('h3', { class: 'card-subtitle' }, 'Access granted'), h('ul', { class: 'scope-list' }, scopeItems(scopes, provider))] : null,
+    scopes.length ? [h('h3', { class: 'card-subtitle' }, link.status === 'revoked' ? 'Access it had' : 'Access granted'), h('ul', { class: 'scope-list' }, scopeItems(scopes, provider))] : null,
     actions.childElementCount ? actions : null,
   );
   return card;

@@ -69,12 +69,11 @@ export function renderConnectPage(options: ConnectPageOptions): string {
 <div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
 <p id="loading" class="loading">Loading\u2026</p>
 <ul id="providers" class="card-list" aria-labelledby="page-title" hidden></ul>
-<section class="privacy-note" aria-labelledby="privacy-title">
+<section id="privacy-note" class="privacy-note" aria-labelledby="privacy-title">
 <h2 id="privacy-title">Your privacy</h2>
 <p>When you connect, the provider gives this app a key to use your account with the access listed above, and nothing more. linkvault keeps that key encrypted, releases it only to the parts of the app you approved, and never shows it to this page.</p>
 <p>You can revoke access at any time from your linked accounts page in the app, or in the provider\u2019s own settings. The provider\u2019s privacy policy applies to the data it holds.</p>
 </section>
-<div id="popup-actions" class="page-actions" hidden><button type="button" id="cancel" class="button button-secondary">Cancel</button></div>
 ${NOSCRIPT}`,
   });
 }

@@ -9,7 +9,7 @@ import { postResultToOpener, takePopupContext } from './popup-result.js';
 
 const data = document.body.dataset;
 const result = {
-  status: data.status === 'connected' ? 'connected' : 'error',
+  status: data.status === 'connected' || data.status === 'cancelled' ? data.status : 'error',
   link_id: data.linkId || null,
   provider: data.provider || null,
   error: data.error || null,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, beforeEach, test } from 'node:test';
 import { chromiumSkipReason, launchChromium, type Browser } from '../support/browser.js';
 import { startBrowserStack, type BrowserStack } from '../support/browser-stack.js';
 import { signInToSandbox } from '../support/sandbox-consent.js';
@@ -11,11 +11,17 @@ let browser: Browser;
 before(async () => {
   if (skip) return;
   stack = await startBrowserStack();
-  // Chromium's own popup blocker stays on: a connect() without a user gesture gets no popup.
+});
+beforeEach(async () => {
+  if (skip) return;
+  // A fresh profile per test (the sandbox remembers a sign-in). Chromium's own popup blocker stays
+  // on: a connect() without a user gesture gets no popup.
   browser = await launchChromium({ popupBlocking: true });
 });
-after(async () => {
+afterEach(async () => {
   await browser?.close();
+});
+after(async () => {
   await stack?.close();
 });
 

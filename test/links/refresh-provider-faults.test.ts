@@ -164,9 +164,13 @@ describe('refresh under provider faults', () => {
     const revokedBefore = standIn.revocationCounts().revoked;
     const liveBefore = new Set(standIn.liveRefreshTokens());
     const refreshesBefore = refreshes();
-    const pending = token();
+    // supertest sends on then(): start it now.
+    const pending = token().then((r) => r);
     // Revoke (tombstone: status revoked, tokens shredded, version bumped) once the provider has the request.
-    while (refreshes() === refreshesBefore) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; refreshes() === refreshesBefore; i++) {
+      assert.ok(i < 1000, 'the refresh never reached the provider');
+      await new Promise((r) => setTimeout(r, 5));
+    }
     const live = await current();
     assert.ok(await h.store.saveLink({ ...live, status: 'revoked', tokens: null, accessTokenExpiresAtMs: null, updatedAtMs: Date.now() }, live.version));
     const res = await pending;

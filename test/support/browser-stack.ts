@@ -32,6 +32,8 @@ export interface BrowserStack {
   readonly hostOrigin: string;
   readonly service: ServiceProcess;
   readonly services: TestServices;
+  /** The service's SQLite file (tests may open it with SqliteStore to set up a hard-to-reach state). */
+  readonly sqlitePath: string;
   /**
    * The host app's connect page, handed the session as its backend would (here: in the fragment).
    * `auto` makes it call connect() as soon as it loads, with no click (so with no user activation).
@@ -172,6 +174,7 @@ export async function startBrowserStack(): Promise<BrowserStack> {
     hostOrigin,
     service,
     services,
+    sqlitePath: join(dir, 'data/linkvault.db'),
     returnTo: `${hostOrigin}/return`,
     hostAppUrl: (sessionToken, options = {}) =>
       `${hostOrigin}/app#${new URLSearchParams({ session: sessionToken, provider: options.provider ?? 'sandbox', ...(options.auto ? { auto: '1' } : {}) })}`,

@@ -1,0 +1,103 @@
+import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { createBackgroundRefresher } from '../../src/links/background-refresher.js';
+import { createRefreshCoordinator, REFRESH_UNCERTAIN_KEY } from '../../src/links/refresh-coordinator.js';
+import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
+import { createTestOAuth, type TestOAuth } from '../support/provider-link.js';
+import { createReleaseHarness, type ReleaseHarness } from '../support/release-harness.js';
+
+/** Ahead-of-expiry refresh: which links, how often, one replica per link, clean stop. */
+
+describe('background refresher', () => {
+  let standIn: TokenEndpointStandIn;
+  let t: TestOAuth;
+  let h: ReleaseHarness;
+
+  before(async () => {
+    standIn = await startTokenEndpointStandIn({ rotate: true });
+    const url = standIn.url;
+    t = createTestOAuth({
+      entry: {
+        id: 'bg',
+        name: 'Background AS',
+        category: 'test',
+        issuer: null,
+        authorization_url: `${url}/authorize`,
+        token_url: standIn.tokenUrl,
+        revocation: { style: 'rfc7009', url: standIn.revocationUrl, token_type_hint: 'refresh_token' },
+        scopes: { default: ['api:read'], separator: ' ' },
+        pkce: true,
+        token_endpoint_auth_method: 'client_secret_post',
+        authorization_params: {},
+        template_variables: [],
+        capture_metadata: [],
+        api_hosts: ['127.0.0.1'],
+        privacy: { settings_url: `${url}/account`, instructions: 'Remove the app.', policy_url: `${url}/privacy` },
+        account_id: { from: 'none' },
+      },
+      clientId: standIn.client.clientId,
+      clientSecret: standIn.client.clientSecret,
+    });
+    h = await createReleaseHarness({ oauth: t.oauth });
+  });
+  after(async () => {
+    await h.close();
+    await standIn.close();
+  });
+
+  async function seed(expiresInMs: number | null, extra: { status?: 'active' | 'needs_reauth'; metadata?: Record<string, string>; refresh?: boolean } = {}) {
+    const rt = `rt_${randomBytes(12).toString('base64url')}`;
+    standIn.addRefreshToken(rt);
+    return h.seedLink({
+      providerId: 'bg',
+      refreshToken: extra.refresh === false ? null : rt,
+      expiresAtMs: expiresInMs === null ? null : Date.now() + expiresInMs,
+      grantedScopes: ['api:read'],
+      ...(extra.status ? { status: extra.status } : {}),
+      ...(extra.metadata ? { metadata: extra.metadata } : {}),
+    });
+  }
+
+  it('when two replicas run a round over the same store, then exactly the due links are refreshed, each once', async () => {
+    const soon = await seed(60_000);
+    const expired = await seed(-5_000);
+    const uncertain = await seed(3_600_000, { metadata: { [REFRESH_UNCERTAIN_KEY]: new Date().toISOString() } });
+    const later = await seed(3_600_000);
+    const never = await seed(null);
+    const reauth = await seed(10_000, { status: 'needs_reauth' });
+    const noRefresh = await seed(10_000, { refresh: false });
+    const before = standIn.tokenRequests().refresh_token ?? 0;
+
+    const second = createRefreshCoordinator({ store: h.store, vault: h.vault, oauth: t.oauth, audit: h.audit, metrics: h.metrics, log: h.log, now: Date.now, lockTtlMs: 15_000 });
+    const replicas = [h.coordinator, second].map((coordinator) =>
+      createBackgroundRefresher({ store: h.store, coordinator, log: h.log, now: Date.now, intervalMs: 60_000, leadMs: 300_000, jitterMs: 0 }),
+    );
+    const rounds = await Promise.all(replicas.map((r) => r.runOnce()));
+
+    assert.equal((standIn.tokenRequests().refresh_token ?? 0) - before, 3, 'soon, expired and uncertain; each once');
+    assert.equal(rounds[0]!.refreshed + rounds[1]!.refreshed, 3);
+    for (const link of [soon, expired, uncertain]) {
+      const now = (await h.store.getLink(link.id))!;
+      assert.equal(now.version, link.version + 1, link.id);
+      assert.ok(now.accessTokenExpiresAtMs! > Date.now() + 3000_000);
+      assert.ok(!(REFRESH_UNCERTAIN_KEY in now.metadata));
+    }
+    for (const link of [later, never, reauth, noRefresh]) assert.equal((await h.store.getLink(link.id))!.version, link.version, link.id);
+  });
+
+  it('when started, then rounds run on the interval; stop() ends them and resolves', async () => {
+    const due = await seed(1_000);
+    const refresher = createBackgroundRefresher({ store: h.store, coordinator: h.coordinator, log: h.log, now: Date.now, intervalMs: 20, leadMs: 300_000, jitterMs: 0 });
+    refresher.start();
+    for (let i = 0; (await h.store.getLink(due.id))!.version === due.version; i++) {
+      assert.ok(i < 400, 'the scheduled round never refreshed the due link');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await refresher.stop();
+    const count = standIn.tokenRequests().refresh_token ?? 0;
+    await seed(1_000);
+    await new Promise((r) => setTimeout(r, 100)); // time is the subject: no round may run after stop()
+    assert.equal(standIn.tokenRequests().refresh_token ?? 0, count);
+  });
+});
