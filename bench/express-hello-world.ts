@@ -1,6 +1,6 @@
 /**
- * The baseline for bench/token-release.ts: an Express 5 hello world, run as its own process like
- * the service, answering POST with a small JSON body. Prints `{"port": N}` once listening.
+ * The baseline for bench/token-release.ts: the Express 5 hello world (GET / → "Hello World!"),
+ * run as its own process like the service. Prints `{"port": N}` once listening.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,9 +8,8 @@ import express from 'express';
 
 const app = express();
 app.disable('x-powered-by');
-app.use(express.json());
-app.all('/', (_req, res) => {
-  res.json({ hello: 'world' });
+app.get('/', (_req, res) => {
+  res.send('Hello World!');
 });
 const server = createServer(app);
 server.keepAliveTimeout = 65_000;

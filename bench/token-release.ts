@@ -69,6 +69,8 @@ const cluster = await startReleaseCluster({
   clientId: client.client_id,
   clientSecret: client.client_secret,
   env: { LINKVAULT_LOG_LEVEL: 'warn' },
+  // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the service.
+  nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
 });
 const hello = await startHelloWorld();
 try {
@@ -86,7 +88,7 @@ try {
   if (probe.status !== 200) throw new Error(`token route: ${probe.status} ${await probe.text()}`);
 
   console.log(`node ${process.version}, ${CONNECTIONS} connections, ${SECONDS} s each (after a 2 s warm-up)`);
-  const base = await run(autocannon, 'express hello world', { url: hello.url, method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  const base = await run(autocannon, 'express hello world', { url: hello.url });
   const before = await (await fetch(`${service.url}/metrics`)).text();
   const token = await run(autocannon, 'token release', {
     url: `${service.url}/v1/links/${link.id}/token`,

@@ -25,6 +25,8 @@ export interface ServiceAuthOptions {
   readonly now?: () => number;
   /** Upper bound on the whole bearer value, checked before any parsing. */
   readonly maxTokenBytes?: number;
+  /** Verified tokens remembered until they expire (default 10 000; 0 turns the cache off). */
+  readonly verifiedCacheSize?: number;
 }
 
 export interface ServiceAuth {
@@ -42,6 +44,7 @@ const DEFAULT_MAX_TOKEN_BYTES = 8 * 1024;
 const MAX_HEADER_SEGMENT_CHARS = 1024;
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const GENERIC_DETAIL = 'A valid service token is required';
+const DEFAULT_VERIFIED_CACHE_SIZE = 10_000;
 
 interface KeyEntry {
   readonly service: AuthenticatedService;
@@ -60,6 +63,15 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
   const now = options.now ?? Date.now;
   const maxTokenBytes = options.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES;
   const audience = options.audience;
+  const cacheSize = options.verifiedCacheSize ?? DEFAULT_VERIFIED_CACHE_SIZE;
+  /**
+   * Backends reuse one JWT for its (≤ 300 s) lifetime; re-verifying the same bytes on every call
+   * is most of this middleware's cost. A token is remembered only after it fully verified, keyed
+   * by its exact text, and only until the instant verification itself would start failing
+   * (exp + clock tolerance). Keys are fixed for the life of the process, so nothing else can
+   * change the verdict. Insertion order evicts the oldest entry when full.
+   */
+  const verified = new Map<string, { service: AuthenticatedService; untilMs: number }>();
 
   // kid → key, built once. kids are unique across services (services-file.ts enforces it), so a
   // kid names exactly one key of exactly one service: the only key and alg we will ever try.
@@ -83,6 +95,11 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     if (authorization.length < 8 || authorization.slice(0, 7).toLowerCase() !== 'bearer ') return null;
     const token = authorization.slice(7).trim();
     if (Buffer.byteLength(token) > maxTokenBytes) return null;
+    const remembered = verified.get(token);
+    if (remembered) {
+      if (now() < remembered.untilMs) return remembered.service;
+      verified.delete(token);
+    }
 
     const firstDot = token.indexOf('.');
     if (firstDot <= 0 || firstDot > MAX_HEADER_SEGMENT_CHARS) return null;
@@ -120,6 +137,10 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     if (typeof exp !== 'number' || typeof iat !== 'number' || !Number.isFinite(exp) || !Number.isFinite(iat)) return null;
     if (exp - iat > MAX_SERVICE_JWT_LIFETIME_SECONDS || exp <= iat) return null;
     if (iat > nowSeconds + CLOCK_TOLERANCE_SECONDS) return null;
+    if (cacheSize > 0) {
+      if (verified.size >= cacheSize) verified.delete(verified.keys().next().value as string);
+      verified.set(token, { service: entry.service, untilMs: (exp + CLOCK_TOLERANCE_SECONDS) * 1000 });
+    }
     return entry.service;
   }
 

@@ -74,7 +74,7 @@ function categoryLabel(category) {
 function providerCard(provider) {
   const scopeNames = Array.isArray(provider.scopes) ? provider.scopes.map((s) => s && s.name).filter((n) => typeof n === 'string') : [];
   const headingId = `provider-${provider.id}-name`;
-  const button = h('button', { type: 'button', class: 'button button-primary', 'aria-describedby': headingId }, isPopup || onlyProvider ? `Continue to ${provider.name}` : `Connect ${provider.name}`);
+  const button = h('button', { type: 'button', class: 'button button-primary' }, isPopup || onlyProvider ? `Continue to ${provider.name}` : `Connect ${provider.name}`);
   button.addEventListener('click', () => startConnect(provider, button));
   const policy = externalLink(provider.privacy && provider.privacy.policy_url, `${provider.name} privacy policy`);
   return h(

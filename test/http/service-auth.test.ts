@@ -172,6 +172,16 @@ describe('service JWT authentication', () => {
     assert.equal(ok.status, 200);
   });
 
+  it('when a verified token is reused past its expiry, then the remembered verdict ends with it', async () => {
+    let clock = NOW_S * 1000;
+    const moving = buildApp(() => clock);
+    const bearer = t.bearer('crm-hs', { iat: NOW_S, lifetimeSeconds: 60 });
+    assert.equal((await request(moving).get('/who').set('Authorization', bearer)).status, 200);
+    assert.equal((await request(moving).get('/who').set('Authorization', bearer)).status, 200);
+    clock = (NOW_S + 60 + 31) * 1000; // past exp + the 30 s tolerance
+    assert.equal((await request(moving).get('/who').set('Authorization', bearer)).status, 401);
+  });
+
   it('when the clock is injected, then exp is judged against it', async () => {
     const future = buildApp(() => (NOW_S + 3600) * 1000);
     const res = await request(future).get('/who').set('Authorization', t.bearer('crm-hs'));

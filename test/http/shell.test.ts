@@ -176,6 +176,19 @@ describe('problem+json', () => {
     assert.equal(res.body.code, 'unsupported_media_type');
   });
 
+  test('when a path outside the /v1 API gets a form post, then the body is left for its own router to parse', async () => {
+    const forms = express.Router();
+    forms.post('/sandbox/interaction/:uid/login', express.urlencoded({ extended: false }), (req, res) => {
+      res.json({ form: req.body });
+    });
+    const res = await request(buildApp({ routers: [featureRouter(), forms] }))
+      .post('/sandbox/interaction/u1/login')
+      .set('Content-Type', 'application/x-www-form-urlencoded')
+      .send('login=alice');
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { form: { login: 'alice' } });
+  });
+
   test('when a POST has no body at all, then the route runs with no body', async () => {
     const res = await request(app).post('/v1/echo');
     assert.equal(res.status, 201);

@@ -43,6 +43,8 @@ export interface StartReleaseClusterOptions {
   readonly clientSecret: string;
   /** Extra LINKVAULT_* variables for every replica. */
   readonly env?: Record<string, string>;
+  /** Extra node command-line flags for every replica (e.g. --cpu-prof). */
+  readonly nodeArgs?: readonly string[];
 }
 
 export async function startReleaseCluster(options: StartReleaseClusterOptions): Promise<ReleaseCluster> {
@@ -74,7 +76,7 @@ export async function startReleaseCluster(options: StartReleaseClusterOptions): 
   const { oauth } = createTestOAuth({ entry: options.entry, clientId: options.clientId, clientSecret: options.clientSecret });
   const replicas: ReleaseServiceProcess[] = [];
   try {
-    replicas.push(...(await Promise.all(Array.from({ length: options.replicas }, () => startReleaseService({ cwd: dir, env })))));
+    replicas.push(...(await Promise.all(Array.from({ length: options.replicas }, () => startReleaseService({ cwd: dir, env, ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}) })))));
   } catch (err) {
     await Promise.all(replicas.map((r) => r.stop()));
     await store.close();

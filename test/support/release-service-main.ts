@@ -50,7 +50,8 @@ const server = createServer(app);
 server.keepAliveTimeout = 65_000;
 await new Promise<void>((resolve) => server.listen(config.port, config.host ?? '127.0.0.1', resolve));
 const port = (server.address() as AddressInfo).port;
-log.info({ port, pid: process.pid }, `linkvault listening on port ${port}`);
+// Written directly (not through the logger) so that the parent sees it at any log level.
+process.stdout.write(`${JSON.stringify({ msg: `linkvault listening on port ${port}`, port, pid: process.pid })}\n`);
 
 async function shutdown(): Promise<void> {
   await refresher.stop();

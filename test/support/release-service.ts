@@ -24,14 +24,14 @@ export interface ReleaseServiceProcess {
   stop(): Promise<void>;
 }
 
-export async function startReleaseService(options: { cwd: string; env: Record<string, string> }): Promise<ReleaseServiceProcess> {
+export async function startReleaseService(options: { cwd: string; env: Record<string, string>; nodeArgs?: readonly string[] }): Promise<ReleaseServiceProcess> {
   if (!hooked) {
     hooked = true;
     process.on('exit', () => {
       for (const c of live) c.kill('SIGKILL');
     });
   }
-  const child = spawn(process.execPath, ['--import', TSX, ENTRY], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', TSX, ENTRY], {
     cwd: options.cwd,
     env: { PATH: process.env.PATH ?? '', LINKVAULT_PORT: '0', LINKVAULT_HOST: '127.0.0.1', LINKVAULT_LOG_LEVEL: 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

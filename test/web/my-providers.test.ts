@@ -58,3 +58,14 @@ test('when the session names no providers, then every enabled provider comes bac
   );
   assert.deepEqual(res.body.providers.map((p: { id: string }) => p.id).sort(), ['google', 'hubspot', 'salesforce']);
 });
+
+test('when GET /v1/providers is called without credentials, then every enabled provider comes back (API.md), never a disabled one', async () => {
+  const res = await request(web.app).get('/v1/providers');
+  assert.equal(res.status, 200);
+  assert.deepEqual(
+    res.body.providers.map((p: { id: string }) => p.id),
+    web.catalogue.enabled().map((e) => e.id),
+  );
+  assert.deepEqual(res.body.providers[0], web.catalogue.publicView(web.catalogue.enabled()[0]!));
+  assert.ok(!res.body.providers.some((p: { id: string }) => p.id === 'zoho'), 'zoho has no credentials here');
+});
