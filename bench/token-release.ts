@@ -10,8 +10,10 @@
  *   2. POST /v1/links/:id/token
  * and prints requests/s, p50/p99 latency, the ratio, and key-service calls per release (from the
  * service's /metrics). Targets: ratio ≥ 0.6, p99 < 25 ms, 0 key-service calls per release.
+ * BENCH_EXPRESS_ONLY=1 serves the token route through Express instead of token-fast-path.ts.
  */
 import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startOidcServer } from '../test/support/oidc-server.js';
@@ -50,6 +52,22 @@ async function startHelloWorld(): Promise<{ url: string; stop: () => void }> {
   return { url: `http://127.0.0.1:${port}/`, stop: () => child.kill('SIGTERM') };
 }
 
+/** CPU seconds (user + system) a process has used, per thread name, from /proc (Linux; empty elsewhere). */
+function cpuByThread(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+    }
+  } catch {
+    // not Linux
+  }
+  return out;
+}
+
 function sumMetric(text: string, name: string, filter: RegExp = /.*/): number {
   let sum = 0;
   for (const line of text.split('\n')) {
@@ -68,7 +86,8 @@ const cluster = await startReleaseCluster({
   entry: oidc.catalogueEntry('benchas'),
   clientId: client.client_id,
   clientSecret: client.client_secret,
-  env: { LINKVAULT_LOG_LEVEL: 'warn' },
+  // BENCH_EXPRESS_ONLY=1 measures the token route through Express (no fast path).
+  env: { LINKVAULT_LOG_LEVEL: 'warn', ...(process.env.BENCH_EXPRESS_ONLY ? { LV_TEST_FAST_PATH: 'false' } : {}) },
   // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the service.
   nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
 });
@@ -87,9 +106,10 @@ try {
   const probe = await fetch(`${service.url}/v1/links/${link.id}/token`, { method: 'POST', headers: { authorization, 'content-type': 'application/json' }, body: '{}' });
   if (probe.status !== 200) throw new Error(`token route: ${probe.status} ${await probe.text()}`);
 
-  console.log(`node ${process.version}, ${CONNECTIONS} connections, ${SECONDS} s each (after a 2 s warm-up)`);
+  console.log(`node ${process.version}, ${CONNECTIONS} connections, ${SECONDS} s each (after a 2 s warm-up), token route ${process.env.BENCH_EXPRESS_ONLY ? 'through Express' : 'on the fast path'}`);
   const base = await run(autocannon, 'express hello world', { url: hello.url });
   const before = await (await fetch(`${service.url}/metrics`)).text();
+  const cpuBefore = cpuByThread(service.pid);
   const token = await run(autocannon, 'token release', {
     url: `${service.url}/v1/links/${link.id}/token`,
     method: 'POST',
@@ -97,12 +117,18 @@ try {
     body: '{}',
   });
   const afterText = await (await fetch(`${service.url}/metrics`)).text();
+  const cpuAfter = cpuByThread(service.pid);
   const released = sumMetric(afterText, 'linkvault_token_releases_total', /outcome="released"/) - sumMetric(before, 'linkvault_token_releases_total', /outcome="released"/);
   const keyCalls = sumMetric(afterText, 'linkvault_key_service_calls_total') - sumMetric(before, 'linkvault_key_service_calls_total');
   const ratio = token.requests.average / base.requests.average;
   console.log(`ratio (token / hello world): ${ratio.toFixed(2)}   target ≥ 0.6`);
   console.log(`token release p50 ${token.latency.p50} ms, p99 ${token.latency.p99} ms   target p99 < 25 ms`);
   console.log(`key-service calls per release: ${released ? (keyCalls / released).toFixed(4) : 'n/a'} (${keyCalls} calls / ${released} releases)   target 0`);
+  if (cpuAfter.size > 0) {
+    const used = [...cpuAfter].map(([name, t]) => [name, t - (cpuBefore.get(name) ?? 0)] as const).filter(([, t]) => t > 0.05);
+    const total = used.reduce((a, [, t]) => a + t, 0);
+    console.log(`service CPU during the token run (incl. warm-up): ${total.toFixed(1)} s = ${((total * 1e6) / Math.max(1, released)).toFixed(0)} µs per release  [${used.map(([n, t]) => `${n} ${t.toFixed(1)}s`).join(', ')}]`);
+  }
   console.log(`provider refreshes during the run: ${oidc.tokenRequests().refresh_token ?? 0}`);
 } finally {
   hello.stop();

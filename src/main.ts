@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,27 @@ import { createLogger } from './log.js';
 import { Metrics } from './metrics.js';
 import { createStore } from './store/create-store.js';
 import type { Store } from './store/store.js';
+import { DEV_SERVICE_ID, DEV_SERVICE_KID, loadDevService } from './auth/dev-service.js';
+import { createConnectRouter } from './http/connect-routes.js';
+import { createGrantRouter } from './http/grant-routes.js';
+import { createLinkRouter } from './http/link-routes.js';
+import { createRevocationRouter } from './http/revocation-routes.js';
+import { createServiceAuth } from './http/service-auth.js';
+import { createTokenFastPath } from './http/token-fast-path.js';
+import { createTokenRouter } from './http/token-routes.js';
+import { createWebRouter } from './http/web-routes.js';
+import { auditKeyLoader, createAudit } from './links/audit.js';
+import { createBackgroundRefresher } from './links/background-refresher.js';
+import { CatalogueError, loadCatalogue, type Catalogue } from './links/catalogue.js';
+import { createConnect } from './links/connect.js';
+import { createGrants } from './links/grants.js';
+import { createRefreshCoordinator } from './links/refresh-coordinator.js';
+import { createRevocation } from './links/revocation.js';
+import { createRevocationWorker, revocationWorkerOptionsFrom } from './links/revocation-worker.js';
+import { createSessions } from './links/sessions.js';
+import { createTokenRelease } from './links/token-release.js';
+import { createOAuthClient } from './oauth/openid-oauth-client.js';
+import { createSandboxProvider } from './oauth/sandbox-provider.js';
 
 /**
  * The composition root: config → logger → store → key provider → vault → features → HTTP
@@ -54,21 +75,75 @@ export interface Features {
   readonly routers: Router[];
   readonly readiness: ReadinessCheck[];
   readonly background: BackgroundTask[];
+  /**
+   * Answers the token route's plain case without Express (the hot path) and returns true, or
+   * returns false without touching the request, which then goes to the Express app.
+   */
+  readonly fastPath: ((req: IncomingMessage, res: ServerResponse) => boolean) | null;
 }
 
 /**
- * Builds the feature routers and background tasks from the adapters.
- *
- * ===== FEATURES: the lead wires the connect flow, token release, links, grants and revocation
- * here (push their routers onto `routers`, background workers onto `background`, extra
- * readiness checks onto `readiness`). Keep this the only place that composes them. =====
+ * Builds the features from the adapters: the catalogue (with the Sandbox CRM outside production),
+ * the OAuth client, service authentication, the audit log, sessions and the connect flow, grants
+ * and token release with its refresh coordinator, revocation and its worker, and the pages.
+ * This is the only place that composes them.
  */
 export async function buildFeatures(deps: FeatureDeps): Promise<Features> {
-  const routers: Router[] = [];
-  const readiness: ReadinessCheck[] = [];
+  const { config, store, keys, vault, metrics, log } = deps;
+  const now = Date.now;
   const background: BackgroundTask[] = [];
-  void deps;
-  return { routers, readiness, background };
+
+  const sandbox = config.sandbox ? await createSandboxProvider({ publicUrl: config.publicUrl, log }) : null;
+  if (sandbox) background.push({ name: 'sandbox', stop: () => sandbox.close() });
+  let catalogue: Catalogue;
+  try {
+    catalogue = loadCatalogue({ builtinFile: join(PACKAGE_ROOT, 'config', 'providers.json'), config, extraEntries: sandbox ? [sandbox] : [] });
+  } catch (err) {
+    if (err instanceof CatalogueError) throw new ConfigError(config.providersFile ? 'LINKVAULT_PROVIDERS_FILE' : 'config/providers.json', err.message);
+    throw err;
+  }
+  const oauth = createOAuthClient({ catalogue, config, log });
+
+  const dev = loadDevService(config);
+  if (dev?.created) log.warn({ key_file: dev.keyFile }, 'created the development service key; `linkvault dev-token` prints a 5-minute service JWT');
+  const services = dev && !config.services.some((s) => s.id === DEV_SERVICE_ID || s.keys.has(DEV_SERVICE_KID)) ? [...config.services, dev.service] : config.services;
+  const serviceIds = new Set(services.map((s) => s.id));
+  const auth = createServiceAuth({ services, audience: config.audience });
+
+  // A loader, not an awaited key: a key service that is down at start fails releases closed
+  // (503 audit_unavailable) instead of failing the start.
+  const audit = createAudit({ store, hmacKey: auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now }), now });
+
+  const sessions = createSessions({ config, store, catalogue, now });
+  const connect = createConnect({ config, store, sessions, catalogue, oauth, vault, metrics, log, audit, now });
+  background.push({ name: 'connect', stop: () => connect.idle() });
+
+  const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
+  const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
+  const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log, now, lockTtlMs: config.refreshLockTtlMs });
+  const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
+  if (config.backgroundRefresh) {
+    const refresher = createBackgroundRefresher({ store, coordinator, log, now, intervalMs: config.backgroundRefreshIntervalMs, leadMs: config.refreshLeadMs });
+    refresher.start();
+    background.push(refresher);
+  }
+
+  const revocationWorker = createRevocationWorker({ store, vault, oauth, catalogue, revocation, audit, metrics, log, now, options: revocationWorkerOptionsFrom(config) });
+  revocationWorker.start();
+  background.push(revocationWorker);
+
+  const routers: Router[] = [
+    createConnectRouter({ config, sessions, connect, serviceAuth: auth }),
+    createLinkRouter({ store, sessions, serviceAuth: auth }),
+    createTokenRouter({ auth, release }),
+    createGrantRouter({ auth, grants }),
+    createRevocationRouter({ revocation, auth, sessions }),
+    createWebRouter({ config, sessions, catalogue }),
+  ];
+  if (sandbox) routers.push(sandbox.router);
+
+  const fastPath = createTokenFastPath({ auth, release, metrics, log, hsts: config.publicUrl.startsWith('https:') });
+  return { routers, readiness: [], background, fastPath };
 }
 
 export interface ServiceOverrides {
@@ -169,7 +244,8 @@ export async function startService(config: Config, overrides: ServiceOverrides =
       ],
     });
 
-    const httpServer = createServer(app);
+    const fastPath = features.fastPath;
+    const httpServer = createServer(fastPath ? (req, res) => void (fastPath(req, res) || app(req, res)) : app);
     server = httpServer;
     // Longer than common load-balancer idle timeouts (60 s), so the balancer, not us, closes
     // idle connections and never reuses one we are closing; headersTimeout must exceed it.

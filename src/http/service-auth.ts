@@ -32,6 +32,8 @@ export interface ServiceAuthOptions {
 export interface ServiceAuth {
   /** Verifies the bearer JWT; sets `res.locals.service` or fails with 401 `unauthorized`. */
   readonly authenticate: RequestHandler;
+  /** The same check without Express: the service an Authorization header value proves, or null. Never throws. */
+  verify(authorization: string | undefined): AuthenticatedService | null;
   /** After `authenticate`: passes when the service holds `role`, else 403 `forbidden`. */
   requireRole(role: ServiceRole): RequestHandler;
 }
@@ -43,7 +45,10 @@ const DEFAULT_MAX_TOKEN_BYTES = 8 * 1024;
 /** The JOSE header is a handful of members; anything bigger is not ours. */
 const MAX_HEADER_SEGMENT_CHARS = 1024;
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
-const GENERIC_DETAIL = 'A valid service token is required';
+/** The 401 detail: the same whatever failed (no oracle). */
+export const UNAUTHORIZED_DETAIL = 'A valid service token is required';
+/** RFC 6750 §3: a 401 for bearer auth names the scheme. */
+export const WWW_AUTHENTICATE = 'Bearer error="invalid_token"';
 const DEFAULT_VERIFIED_CACHE_SIZE = 10_000;
 
 interface KeyEntry {
@@ -82,9 +87,8 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
   }
 
   function reject(next: NextFunction, res: Response): void {
-    // RFC 6750 §3: a 401 for bearer auth names the scheme.
-    res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
-    next(new LinkvaultError('unauthorized', { detail: GENERIC_DETAIL }));
+    res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
+    next(new LinkvaultError('unauthorized', { detail: UNAUTHORIZED_DETAIL }));
   }
 
   /** The service the bearer proves, or null. Never throws. */
@@ -155,12 +159,17 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     return (_req: Request, res: Response, next: NextFunction) => {
       const service = res.locals.service as AuthenticatedService | undefined;
       if (!service) return reject(next, res);
-      if (!service.roles.has(role)) return next(new LinkvaultError('forbidden', { detail: `This route requires the "${role}" role` }));
+      if (!service.roles.has(role)) return next(forbidden(role));
       next();
     };
   }
 
-  return { authenticate, requireRole };
+  return { authenticate, requireRole, verify };
+}
+
+/** 403 for a service without `role`. */
+export function forbidden(role: ServiceRole): LinkvaultError {
+  return new LinkvaultError('forbidden', { detail: `This route requires the "${role}" role` });
 }
 
 function decodeHeader(segment: string): Record<string, unknown> | null {

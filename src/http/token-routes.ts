@@ -1,7 +1,7 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { TokenRelease } from '../links/token-release.js';
-import { authenticatedService, type ServiceAuth } from './service-auth.js';
+import { authenticatedService, type AuthenticatedService, type ServiceAuth } from './service-auth.js';
 
 /**
  * POST /v1/links/:id/token — the hot path. Lean on purpose: the service keys were parsed at
@@ -74,48 +74,60 @@ function displayTokenType(tokenType: string): string {
 }
 
 /** Every 503 tells the caller when to come back. */
-function withRetryAfter(err: unknown): unknown {
+export function withRetryAfter(err: unknown): unknown {
   if (isLinkvaultError(err) && err.status === 503 && err.retryAfterSeconds === undefined) {
     return new LinkvaultError(err.code, { detail: err.detail, cause: err.cause ?? err, retryAfterSeconds: 1, extra: err.extra });
   }
   return err;
 }
 
+/** The route template, as metrics and logs label it. */
+export const TOKEN_ROUTE = '/v1/links/:id/token';
+
+/**
+ * The route's work once the caller is authenticated and holds `tokens`: checks the id and the
+ * body, releases, and serialises the answer. Shared by the Express route and the fast path
+ * (token-fast-path.ts) so that both answer identically. Rejects LinkvaultError (503s carry Retry-After).
+ */
+export async function answerTokenRequest(release: TokenRelease, service: AuthenticatedService, linkId: string | undefined, body: unknown, requestId: string): Promise<string> {
+  try {
+    if (typeof linkId !== 'string' || linkId.length === 0 || linkId.length > MAX_ID_CHARS) throw new LinkvaultError('link_not_found');
+    const parsed = parseTokenRequestBody(body);
+    const released = await release.release({
+      service,
+      linkId,
+      scopes: parsed.scopes,
+      ...(parsed.minValiditySeconds === undefined ? {} : { minValiditySeconds: parsed.minValiditySeconds }),
+      forceRefresh: parsed.forceRefresh,
+      requestId,
+    });
+    // The one place an access token is revealed: into this response body.
+    return JSON.stringify({
+      access_token: released.accessToken.reveal(),
+      token_type: displayTokenType(released.tokenType),
+      expires_at: released.expiresAtMs === null ? null : new Date(released.expiresAtMs).toISOString(),
+      scopes: released.scopes,
+      metadata: released.metadata,
+    });
+  } catch (err) {
+    throw withRetryAfter(err);
+  }
+}
+
 export function createTokenRouter(deps: TokenRouterDeps): Router {
   const router = Router();
   const { auth, release } = deps;
 
-  router.post('/v1/links/:id/token', auth.authenticate, auth.requireRole('tokens'), async (req: Request, res: Response, next: NextFunction) => {
+  router.post(TOKEN_ROUTE, auth.authenticate, auth.requireRole('tokens'), async (req: Request, res: Response, next: NextFunction) => {
     // Token-bearing: never stored by a cache, whatever the outcome (RFC 6749 §5.1).
     res.setHeader('Cache-Control', 'no-store');
     res.setHeader('Pragma', 'no-cache');
     try {
-      const linkId = req.params.id;
-      if (typeof linkId !== 'string' || linkId.length === 0 || linkId.length > MAX_ID_CHARS) throw new LinkvaultError('link_not_found');
-      const body = parseTokenRequestBody(req.body);
-      const released = await release.release({
-        service: authenticatedService(res),
-        linkId,
-        scopes: body.scopes,
-        ...(body.minValiditySeconds === undefined ? {} : { minValiditySeconds: body.minValiditySeconds }),
-        forceRefresh: body.forceRefresh,
-        requestId: req.requestId,
-      });
-      // The one place an access token is revealed: into this response body.
-      res
-        .status(200)
-        .type('application/json')
-        .send(
-          JSON.stringify({
-            access_token: released.accessToken.reveal(),
-            token_type: displayTokenType(released.tokenType),
-            expires_at: released.expiresAtMs === null ? null : new Date(released.expiresAtMs).toISOString(),
-            scopes: released.scopes,
-            metadata: released.metadata,
-          }),
-        );
+      const id = req.params.id;
+      const json = await answerTokenRequest(release, authenticatedService(res), typeof id === 'string' ? id : undefined, req.body, req.requestId);
+      res.status(200).type('application/json').send(json);
     } catch (err) {
-      next(withRetryAfter(err));
+      next(err);
     }
   });
 

@@ -18,43 +18,66 @@ import type { SealedRecord, Store } from '../store/store.js';
  */
 
 export interface Audit {
-  /** Appends one event; rejects audit_unavailable when it cannot be stored. Returns the sequence id. */
+  /** Appends one event; rejects audit_unavailable when it cannot be stored (or the key cannot be had). Returns the sequence id. */
   record(type: string, fields: Readonly<Record<string, unknown>>, requestId?: string | null): Promise<string>;
   /** The label under which `secret` appears in the audit log (for an operator's lookup). */
-  fingerprint(secret: Secret): string;
+  fingerprint(secret: Secret): Promise<string>;
 }
 
 export interface AuditDeps {
   readonly store: Pick<Store, 'appendAudit'>;
-  /** 32 random bytes (loadAuditKey), never a constant. */
-  readonly hmacKey: KeyObject | Buffer;
+  /**
+   * 32 random bytes, never a constant: the key itself, or a loader (auditKeyLoader) so that a key
+   * service that is down at start makes releases fail closed instead of the process not starting.
+   */
+  readonly hmacKey: KeyObject | Buffer | (() => Promise<KeyObject>);
   readonly now: () => number;
 }
 
 const MAC_BYTES = 16; // 128 bits: collision-free for an audit index, half the MAC kept back
 
-export function createAudit(deps: AuditDeps): Audit {
-  const key = Buffer.isBuffer(deps.hmacKey) ? createSecretKey(deps.hmacKey) : deps.hmacKey;
-  if (key.type !== 'secret' || (key.symmetricKeySize ?? 0) < 32) throw new Error('audit HMAC key must be a secret key of at least 32 bytes');
-  // Names the key without revealing it, so a rotated audit key's labels stay distinguishable.
-  const keyId = createHash('sha256').update(key.export()).digest('base64url').slice(0, 8);
+interface KeyMaterial {
+  readonly key: KeyObject;
+  /** Names the key without revealing it, so labels made under a rotated audit key stay distinguishable. */
+  readonly keyId: string;
+}
 
-  function fingerprint(secret: Secret): string {
-    const mac = createHmac('sha256', key).update(secret.reveal(), 'utf8').digest().subarray(0, MAC_BYTES);
-    return `hmac-sha256/128:${keyId}:${mac.toString('base64url')}`;
+function materialOf(input: KeyObject | Buffer): KeyMaterial {
+  const key = Buffer.isBuffer(input) ? createSecretKey(input) : input;
+  if (key.type !== 'secret' || (key.symmetricKeySize ?? 0) < 32) throw new Error('audit HMAC key must be a secret key of at least 32 bytes');
+  return { key, keyId: createHash('sha256').update(key.export()).digest('base64url').slice(0, 8) };
+}
+
+export function createAudit(deps: AuditDeps): Audit {
+  const source = deps.hmacKey;
+  let ready: KeyMaterial | null = typeof source === 'function' ? null : materialOf(source);
+
+  async function material(): Promise<KeyMaterial> {
+    if (ready) return ready;
+    try {
+      ready = materialOf(await (source as () => Promise<KeyObject>)());
+      return ready;
+    } catch (cause) {
+      throw new LinkvaultError('audit_unavailable', { cause, retryAfterSeconds: 1 });
+    }
   }
 
-  function scrub(value: unknown, depth: number): unknown {
-    if (value instanceof Secret) return fingerprint(value);
+  function label(m: KeyMaterial, secret: Secret): string {
+    const mac = createHmac('sha256', m.key).update(secret.reveal(), 'utf8').digest().subarray(0, MAC_BYTES);
+    return `hmac-sha256/128:${m.keyId}:${mac.toString('base64url')}`;
+  }
+
+  function scrub(m: KeyMaterial, value: unknown, depth: number): unknown {
+    if (value instanceof Secret) return label(m, value);
     if (depth > 4 || value === null || typeof value !== 'object') return value;
-    if (Array.isArray(value)) return value.map((v) => scrub(v, depth + 1));
+    if (Array.isArray(value)) return value.map((v) => scrub(m, v, depth + 1));
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = scrub(v, depth + 1);
+    for (const [k, v] of Object.entries(value)) out[k] = scrub(m, v, depth + 1);
     return out;
   }
 
   async function record(type: string, fields: Readonly<Record<string, unknown>>, requestId: string | null = null): Promise<string> {
-    const data = scrub(fields, 0) as Record<string, unknown>;
+    const data = scrub(await material(), fields, 0) as Record<string, unknown>;
     try {
       return await deps.store.appendAudit({ atMs: deps.now(), type, requestId, data });
     } catch (cause) {
@@ -62,7 +85,7 @@ export function createAudit(deps: AuditDeps): Audit {
     }
   }
 
-  return { record, fingerprint };
+  return { record, fingerprint: async (secret) => label(await material(), secret) };
 }
 
 // ---- the audit key ----
@@ -81,6 +104,30 @@ export interface AuditKeyDeps {
   readonly now: () => number;
   /** How long to wait for another replica that is creating the key (default 10 s). */
   readonly waitMs?: number;
+}
+
+/**
+ * loadAuditKey as a loader for createAudit: the first successful load is kept; a failed one (key
+ * service or store down) is retried on the next call; concurrent callers share one attempt.
+ */
+export function auditKeyLoader(deps: AuditKeyDeps): () => Promise<KeyObject> {
+  let loaded: KeyObject | null = null;
+  let pending: Promise<KeyObject> | null = null;
+  return () => {
+    if (loaded) return Promise.resolve(loaded);
+    pending ??= loadAuditKey(deps).then(
+      (key) => {
+        loaded = key;
+        pending = null;
+        return key;
+      },
+      (err: unknown) => {
+        pending = null;
+        throw err;
+      },
+    );
+    return pending;
+  };
 }
 
 /**

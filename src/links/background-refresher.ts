@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { LinkRecord, Store } from '../store/store.js';
-import { REFRESH_UNCERTAIN_KEY, type RefreshCoordinator } from './refresh-coordinator.js';
+import { refreshDue, REFRESH_UNCERTAIN_KEY, type RefreshCoordinator } from './refresh-coordinator.js';
 
 /**
  * Refreshes links ahead of expiry so that callers rarely wait on a provider: every interval it
@@ -66,8 +66,7 @@ export function createBackgroundRefresher(deps: BackgroundRefresherDeps): Backgr
   function isDue(link: LinkRecord, atMs: number): boolean {
     if (link.status !== 'active' || !link.tokens) return false;
     if (REFRESH_UNCERTAIN_KEY in link.metadata) return true;
-    if (link.accessTokenExpiresAtMs === null) return false;
-    return link.accessTokenExpiresAtMs - atMs < deps.leadMs + random() * jitterMs;
+    return refreshDue(link, atMs, deps.leadMs + random() * jitterMs);
   }
 
   async function* candidates(): AsyncGenerator<string> {

@@ -76,9 +76,23 @@ export interface RefreshCoordinator {
   inFlight(): number;
 }
 
-/** True when the token expires within `minValidityMs` (a token without expiry never is). */
-export function refreshDue(expiresAtMs: number | null, nowMs: number, minValidityMs: number): boolean {
-  return expiresAtMs !== null && expiresAtMs - nowMs < minValidityMs;
+/**
+ * A token issued less than this long ago is not refreshed again (unless forced): a refresh cannot
+ * return a longer-lived token than the one just issued, and asking on every call would burn the
+ * provider's limits (Zoho: 10 access tokens per refresh token per 10 minutes).
+ */
+export const MIN_REFRESH_INTERVAL_MS = 60_000;
+
+/**
+ * True when `link`'s access token expires within `minValidityMs` and refreshing can help: a token
+ * without expiry never is; a still-valid token issued (connected or refreshed) within
+ * MIN_REFRESH_INTERVAL_MS is not — its caller gets it with less validity than asked for.
+ */
+export function refreshDue(link: Pick<LinkRecord, 'accessTokenExpiresAtMs' | 'lastRefreshedAtMs' | 'createdAtMs'>, nowMs: number, minValidityMs: number): boolean {
+  const expiresAtMs = link.accessTokenExpiresAtMs;
+  if (expiresAtMs === null || expiresAtMs - nowMs >= minValidityMs) return false;
+  if (expiresAtMs > nowMs && nowMs - (link.lastRefreshedAtMs ?? link.createdAtMs) < MIN_REFRESH_INTERVAL_MS) return false;
+  return true;
 }
 
 function sameTokens(a: LinkRecord, b: LinkRecord): boolean {
@@ -96,7 +110,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
   // ---- entry points ----
 
   async function ensureFresh(link: LinkRecord, tokens: TokenSet, criteria: RefreshCriteria): Promise<FreshTokens> {
-    if (!criteria.force && !refreshDue(link.accessTokenExpiresAtMs, now(), criteria.minValidityMs)) return { link, tokens };
+    if (!criteria.force && !refreshDue(link, now(), criteria.minValidityMs)) return { link, tokens };
     if (!tokens.refreshToken) return withoutRefreshToken(link, tokens, criteria);
     return singleFlight(link.id, () => refreshAcrossReplicas(link, criteria));
   }
@@ -416,7 +430,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     checkUsable(current);
     // A refresh (or reconnect) stored since the caller looked: that is the result it waits for.
     if (!sameTokens(current, observed)) return true;
-    return !criteria.force && !refreshDue(current.accessTokenExpiresAtMs, now(), criteria.minValidityMs);
+    return !criteria.force && !refreshDue(current, now(), criteria.minValidityMs);
   }
 
   function stillValid(link: LinkRecord): boolean {

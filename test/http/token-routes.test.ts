@@ -34,8 +34,17 @@ describe('token route', () => {
     await oidc.close();
   });
 
-  const connect = (accessTokenExpiresAtMs?: number | null) =>
-    connectViaProvider({ oauth: t.oauth, completeLogin: (u, o) => oidc.completeLogin(u, o), store: h.store, vault: h.vault, providerId: 'acme', linkId: `lnk_route_${++n}`, ...(accessTokenExpiresAtMs === undefined ? {} : { accessTokenExpiresAtMs }) });
+  const connect = (accessTokenExpiresAtMs?: number | null, connectedAtMs = Date.now() - 3_480_000) =>
+    connectViaProvider({
+      oauth: t.oauth,
+      completeLogin: (u, o) => oidc.completeLogin(u, o),
+      store: h.store,
+      vault: h.vault,
+      providerId: 'acme',
+      linkId: `lnk_route_${++n}`,
+      connectedAtMs,
+      ...(accessTokenExpiresAtMs === undefined ? {} : { accessTokenExpiresAtMs }),
+    });
   const token = (linkId: string, body?: unknown) => {
     const req = request(h.app).post(`/v1/links/${linkId}/token`).set('Authorization', h.services.bearer('billing-hs'));
     return body === undefined ? req : req.send(body as object);
@@ -86,7 +95,7 @@ describe('token route', () => {
     assert.equal((await oidc.introspect(res.body.access_token)).active, true, 'the released token is the provider’s live token');
     const event = (await h.store.readAudit()).filter((e) => e.type === 'token.released' && e.data.link_id === link.id).at(-1);
     assert.ok(event);
-    assert.equal(event.data.access_token, h.audit.fingerprint(tokens.accessToken));
+    assert.equal(event.data.access_token, await h.audit.fingerprint(tokens.accessToken));
     assert.equal(event.data.service_id, 'billing');
     assert.equal(event.requestId, res.headers['x-request-id']);
     assert.ok(!JSON.stringify(await h.store.readAudit()).includes(tokens.accessToken.reveal()));
@@ -115,6 +124,21 @@ describe('token route', () => {
     assert.ok(Date.parse(beyond.body.expires_at) > Date.now() + 3000_000);
     assert.ok(now.link.lastRefreshedAtMs !== null);
     assert.equal((await oidc.introspect(beyond.body.access_token)).active, true);
+  });
+
+  it('when min_validity_seconds exceeds what a token just issued has, then it is served without refreshing again (unless forced)', async () => {
+    const link = await connect(Date.now() + 120_000, Date.now());
+    const before = refreshes();
+    const res = await token(link.id, { min_validity_seconds: 300 });
+    assert.equal(res.status, 200);
+    assert.equal(refreshes(), before, 'a token issued seconds ago is not refreshed for a longer one');
+    const forced = await token(link.id, { force_refresh: true });
+    assert.equal(forced.status, 200);
+    assert.equal(refreshes(), before + 1);
+    // The refreshed token is "just issued" too: asking for more validity than it has does not refresh again.
+    const again = await token(link.id, { min_validity_seconds: 86_400 });
+    assert.equal(again.body.access_token, forced.body.access_token);
+    assert.equal(refreshes(), before + 1);
   });
 
   it('when force_refresh is set, then the provider is asked even for a fresh token, and the next call reuses the result', async () => {

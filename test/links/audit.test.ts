@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { createVault } from '../../src/keys/vault.js';
-import { AUDIT_KEY_ROW_ID, createAudit, loadAuditKey } from '../../src/links/audit.js';
+import { AUDIT_KEY_ROW_ID, auditKeyLoader, createAudit, loadAuditKey } from '../../src/links/audit.js';
 import { Metrics } from '../../src/metrics.js';
 import { Secret } from '../../src/secret.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
@@ -36,11 +36,11 @@ describe('audit', () => {
       await audit.record('token.released', { link_id: 'l1', access_token: new Secret(raw), nested: { list: [new Secret(raw)] } }, 'req-1');
       const [event] = await d.store.readAudit();
       assert.ok(event);
-      const label = audit.fingerprint(new Secret(raw));
+      const label = await audit.fingerprint(new Secret(raw));
       assert.match(label, /^hmac-sha256\/128:[A-Za-z0-9_-]{8}:[A-Za-z0-9_-]{22}$/);
       assert.deepEqual({ ...event, seq: undefined }, { seq: undefined, atMs: 1_700_000_000_000, type: 'token.released', requestId: 'req-1', data: { link_id: 'l1', access_token: label, nested: { list: [label] } } });
       assert.ok(!JSON.stringify(event).includes(raw));
-      assert.notEqual(label, audit.fingerprint(new Secret(`${raw}x`)));
+      assert.notEqual(label, await audit.fingerprint(new Secret(`${raw}x`)));
     } finally {
       await d.store.close();
     }
@@ -53,10 +53,10 @@ describe('audit', () => {
       const load = () => loadAuditKey({ store: d.store, vault: d.vault, currentKeyId: () => d.keys.currentKeyId(), now: Date.now });
       const keys = await Promise.all([load(), load(), load(), load()]);
       const secret = new Secret('same-token');
-      const labels = keys.map((k) => createAudit({ store: d.store, hmacKey: k, now: Date.now }).fingerprint(secret));
+      const labels = await Promise.all(keys.map((k) => createAudit({ store: d.store, hmacKey: k, now: Date.now }).fingerprint(secret)));
       assert.equal(new Set(labels).size, 1, 'every replica derives the same label');
       const otherKey = await loadAuditKey({ store: other.store, vault: other.vault, currentKeyId: () => other.keys.currentKeyId(), now: Date.now });
-      assert.notEqual(createAudit({ store: other.store, hmacKey: otherKey, now: Date.now }).fingerprint(secret), labels[0], 'the key is per deployment, not a constant');
+      assert.notEqual(await createAudit({ store: other.store, hmacKey: otherKey, now: Date.now }).fingerprint(secret), labels[0], 'the key is per deployment, not a constant');
       const row = await d.store.getJobStatus(AUDIT_KEY_ROW_ID);
       assert.ok(row);
       const sealed = row.status.sealed as Record<string, string>;
@@ -89,6 +89,27 @@ describe('audit', () => {
     const audit = createAudit({ store: d.store, hmacKey: key, now: Date.now });
     await d.store.close();
     await assert.rejects(audit.record('token.released', { access_token: new Secret('t') }), (err: Error & { code?: string; retryAfterSeconds?: number }) => err.code === 'audit_unavailable' && err.retryAfterSeconds === 1);
+  });
+
+  it('when the key cannot be loaded yet (key service down at start), then records fail closed until it can', async () => {
+    const d = await deployment('lazy');
+    try {
+      let down = true;
+      const loader = auditKeyLoader({
+        store: d.store,
+        vault: { seal: (...a) => (down ? Promise.reject(new Error('key service down')) : d.vault.seal(...a)), open: (...a) => d.vault.open(...a) },
+        currentKeyId: () => d.keys.currentKeyId(),
+        now: Date.now,
+      });
+      const audit = createAudit({ store: d.store, hmacKey: loader, now: Date.now });
+      await assert.rejects(audit.record('token.released', { access_token: new Secret('t') }), (err: Error & { code?: string }) => err.code === 'audit_unavailable');
+      assert.deepEqual(await d.store.readAudit(), []);
+      down = false;
+      await audit.record('token.released', { access_token: new Secret('t') });
+      assert.equal((await d.store.readAudit()).length, 1);
+    } finally {
+      await d.store.close();
+    }
   });
 
   it('when the key is a constant-looking short buffer, then createAudit refuses it', () => {

@@ -138,7 +138,7 @@ export async function startBrowserStack(): Promise<BrowserStack> {
   const host = await startHostApp(hostPort, lvUrl);
   let service: ServiceProcess;
   try {
-    service = await (process.env.H7_DEV_STACK ? (await import('/tmp/h7/dev-process.ts' as string)).startDevProcess : startServiceProcess)({
+    service = await startServiceProcess({
       cwd: dir,
       env: {
         ...services.env,

@@ -48,6 +48,8 @@ export interface ConnectViaProviderOptions {
   /** Overrides the stored expiry of the access token (e.g. in the past, to make it due). */
   readonly accessTokenExpiresAtMs?: number | null;
   readonly redirectUri?: string;
+  /** The link's createdAtMs (default now); earlier makes a due token look not "just issued". */
+  readonly connectedAtMs?: number;
 }
 
 /** Runs a real authorization-code flow at the provider and stores the resulting link. */
@@ -71,7 +73,7 @@ export async function connectViaProvider(o: ConnectViaProviderOptions): Promise<
     endpointVariables: {},
     tokens: null,
     accessTokenExpiresAtMs: expiresAtMs,
-    createdAtMs: at,
+    createdAtMs: o.connectedAtMs ?? at,
     updatedAtMs: at,
     lastRefreshedAtMs: null,
     lastUsedAtMs: null,

@@ -1,12 +1,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Express } from 'express';
 import type { Logger } from 'pino';
 import { createApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createGrantRouter } from '../../src/http/grant-routes.js';
 import { createServiceAuth, type ServiceAuth } from '../../src/http/service-auth.js';
+import { createTokenFastPath } from '../../src/http/token-fast-path.js';
 import { createTokenRouter } from '../../src/http/token-routes.js';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { createVault, type Vault } from '../../src/keys/vault.js';
@@ -54,10 +56,14 @@ export interface SeedLinkOptions {
   readonly status?: LinkRecord['status'];
   readonly metadata?: Record<string, string>;
   readonly endpointVariables?: Record<string, string>;
+  /** When the link was connected (default: 10 minutes ago, so a token due for refresh is not "just issued"). */
+  readonly createdAtMs?: number;
 }
 
 export interface ReleaseHarness {
   readonly app: Express;
+  /** The request listener main.ts uses: the token fast path, then Express. */
+  readonly listener: (req: IncomingMessage, res: ServerResponse) => void;
   readonly config: Config;
   readonly store: Store;
   readonly vault: Vault;
@@ -127,6 +133,11 @@ export async function createReleaseHarness(options: ReleaseHarnessOptions = {}):
     routers: [createTokenRouter({ auth, release }), createGrantRouter({ auth, grants })],
   });
 
+  const fastPath = createTokenFastPath({ auth, release, metrics, log, hsts: false });
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
+    if (!fastPath(req, res)) app(req, res);
+  };
+
   async function seedLink(o: SeedLinkOptions = {}): Promise<LinkRecord> {
     const at = now();
     const id = o.id ?? `lnk_test_${process.pid}_${++seq}`;
@@ -143,7 +154,7 @@ export async function createReleaseHarness(options: ReleaseHarnessOptions = {}):
       endpointVariables: o.endpointVariables ?? {},
       tokens: null,
       accessTokenExpiresAtMs: o.expiresAtMs === undefined ? at + 3_600_000 : o.expiresAtMs,
-      createdAtMs: at,
+      createdAtMs: o.createdAtMs ?? at - 600_000,
       updatedAtMs: at,
       lastRefreshedAtMs: null,
       lastUsedAtMs: null,
@@ -165,6 +176,7 @@ export async function createReleaseHarness(options: ReleaseHarnessOptions = {}):
 
   return {
     app,
+    listener,
     config,
     store,
     vault,

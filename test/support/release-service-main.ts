@@ -13,10 +13,11 @@ import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createGrantRouter } from '../../src/http/grant-routes.js';
 import { createServiceAuth } from '../../src/http/service-auth.js';
+import { createTokenFastPath } from '../../src/http/token-fast-path.js';
 import { createTokenRouter } from '../../src/http/token-routes.js';
 import { createKeyProvider } from '../../src/keys/create-key-provider.js';
 import { createVault } from '../../src/keys/vault.js';
-import { createAudit, loadAuditKey } from '../../src/links/audit.js';
+import { auditKeyLoader, createAudit } from '../../src/links/audit.js';
 import { createBackgroundRefresher } from '../../src/links/background-refresher.js';
 import { loadCatalogue } from '../../src/links/catalogue.js';
 import { createGrants } from '../../src/links/grants.js';
@@ -37,7 +38,8 @@ const vault = createVault({ keys, metrics, maxEntries: config.keyCache.maxEntrie
 const catalogue = loadCatalogue({ builtinFile: join(import.meta.dirname, '../../config/providers.json'), config });
 const oauth = createOAuthClient({ catalogue, config, log });
 const auth = createServiceAuth({ services: config.services, audience: config.audience });
-const audit = createAudit({ store, hmacKey: await loadAuditKey({ store, vault, currentKeyId: () => keys.currentKeyId(), now }), now });
+// A loader, not an awaited key: a key service that is down at start fails releases closed (503) instead of the start.
+const audit = createAudit({ store, hmacKey: auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now }), now });
 const serviceIds = new Set(config.services.map((s) => s.id));
 const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
 const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log, now, lockTtlMs: config.refreshLockTtlMs });
@@ -46,7 +48,11 @@ const refresher = createBackgroundRefresher({ store, coordinator, log, now, inte
 if (config.backgroundRefresh) refresher.start();
 
 const app = createApp({ config, store, keys, metrics, log, routers: [createTokenRouter({ auth, release }), createGrantRouter({ auth, grants })] });
-const server = createServer(app);
+// The hot path skips Express for the plain case (LV_TEST_FAST_PATH=false measures without it).
+const fastPath = process.env.LV_TEST_FAST_PATH === 'false' ? () => false : createTokenFastPath({ auth, release, metrics, log, hsts: config.publicUrl.startsWith('https:') });
+const server = createServer((req, res) => {
+  if (!fastPath(req, res)) app(req, res);
+});
 server.keepAliveTimeout = 65_000;
 await new Promise<void>((resolve) => server.listen(config.port, config.host ?? '127.0.0.1', resolve));
 const port = (server.address() as AddressInfo).port;

@@ -1,0 +1,163 @@
+import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import request, { type Response } from 'supertest';
+import { LinkvaultError } from '../../src/errors.js';
+import { createTokenFastPath } from '../../src/http/token-fast-path.js';
+import type { Store } from '../../src/store/store.js';
+import { createReleaseHarness, type ReleaseHarness } from '../support/release-harness.js';
+
+/**
+ * The token fast path answers exactly as the Express route: every case is sent to the Express
+ * app alone and to fast path + Express, and the answers must match (status, body without the
+ * request id, the headers that matter). Plain cases must be taken by the fast path; unusual ones
+ * must be left to Express.
+ */
+
+const HEADERS = ['content-type', 'cache-control', 'pragma', 'x-content-type-options', 'referrer-policy', 'x-frame-options', 'content-security-policy', 'www-authenticate', 'retry-after', 'allow'];
+
+function normalise(res: Response): Record<string, unknown> {
+  const headers: Record<string, unknown> = {};
+  for (const h of HEADERS) headers[h] = res.headers[h];
+  const body = res.headers['content-type']?.includes('json') ? { ...(res.body as Record<string, unknown>) } : res.text;
+  if (typeof body === 'object') {
+    assert.equal(body.request_id ?? res.headers['x-request-id'], res.headers['x-request-id'], 'problem bodies carry the response’s request id');
+    delete body.request_id;
+  }
+  return { status: res.status, headers, body };
+}
+
+describe('token fast path', () => {
+  let h: ReleaseHarness;
+  let taken = 0;
+  let listener: (req: IncomingMessage, res: ServerResponse) => void;
+  let linkId: string;
+
+  before(async () => {
+    h = await createReleaseHarness();
+    const fast = createTokenFastPath({ auth: h.auth, release: h.release, metrics: h.metrics, log: h.log, hsts: false });
+    listener = (req, res) => {
+      if (fast(req, res)) taken++;
+      else h.app(req, res);
+    };
+    const link = await h.seedLink({ accessToken: 'fast-path-access-token' });
+    linkId = link.id;
+    await h.addGrant({ serviceId: 'billing', linkId });
+  });
+  after(() => h.close());
+
+  interface Case {
+    readonly name: string;
+    readonly method?: 'post' | 'get';
+    readonly path?: string;
+    readonly headers?: Record<string, string>;
+    readonly body?: string;
+    readonly auth?: string | null;
+    /** Whether the fast path must take it (else Express must). */
+    readonly fast: boolean;
+  }
+
+  const cases = (): Case[] => [
+    { name: 'happy path', body: '{}', fast: true },
+    { name: 'with options', body: '{"min_validity_seconds":30,"scopes":["read"]}', fast: true },
+    { name: 'no body (the client still declares Content-Length: 0)', body: undefined, headers: {}, fast: false },
+    { name: 'invalid JSON', body: '{', fast: true },
+    { name: 'JSON null', body: 'null', fast: true },
+    { name: 'JSON string', body: '"x"', fast: true },
+    { name: 'JSON array', body: '[1]', fast: true },
+    { name: 'unknown member', body: '{"nope":1}', fast: true },
+    { name: 'out of range', body: '{"min_validity_seconds":99999}', fast: true },
+    { name: 'no Authorization', body: '{}', auth: null, fast: true },
+    { name: 'bad Authorization', body: '{}', auth: 'Bearer abc.def.ghi', fast: true },
+    { name: 'service without the tokens role', body: '{}', auth: h.services.bearer('auditor-hs'), fast: true },
+    { name: 'unknown link', body: '{}', path: '/v1/links/lnk_nope/token', fast: true },
+    { name: 'no grant', body: '{}', auth: h.services.bearer('crm-hs'), fast: true },
+    { name: 'query string', body: '{}', path: `/v1/links/${linkId}/token?x=1`, fast: true },
+    { name: 'charset utf-8', body: '{}', headers: { 'content-type': 'application/json; charset=utf-8' }, fast: true },
+    { name: 'inbound request id', body: '{}', headers: { 'x-request-id': 'caller-id-123' }, fast: true },
+    { name: 'unsafe inbound request id', body: '{}', headers: { 'x-request-id': 'bad id\twith tab' }, fast: true },
+    { name: 'text/plain body', body: 'hello', headers: { 'content-type': 'text/plain' }, fast: false },
+    { name: 'latin-1 JSON', body: '{}', headers: { 'content-type': 'application/json; charset=iso-8859-1' }, fast: false },
+    { name: 'declared empty body without a type', body: undefined, headers: { 'content-length': '0' }, fast: false },
+    { name: 'oversized body', body: JSON.stringify({ scopes: ['x'.repeat(20_000)] }), fast: false },
+    { name: 'trailing slash', body: '{}', path: `/v1/links/${linkId}/token/`, fast: false },
+    { name: 'upper-case path', body: '{}', path: `/V1/LINKS/${linkId}/TOKEN`, fast: false },
+    { name: 'percent-encoded id', body: '{}', path: `/v1/links/${encodeURIComponent(linkId).replace('_', '%5F')}/token`, fast: false },
+    { name: 'GET', method: 'get', fast: false },
+  ];
+
+  function send(target: Parameters<typeof request>[0], c: Case) {
+    let req = request(target)[c.method ?? 'post'](c.path ?? `/v1/links/${linkId}/token`);
+    const auth = c.auth === undefined ? h.services.bearer('billing-hs') : c.auth;
+    if (auth !== null) req = req.set('Authorization', auth);
+    if (c.body !== undefined) req = req.set('Content-Type', 'application/json');
+    for (const [k, v] of Object.entries(c.headers ?? {})) req = req.set(k, v);
+    return c.body === undefined ? req : req.send(c.body);
+  }
+
+  it('when each case is sent to Express alone and to the fast path, then the answers are identical', async () => {
+    for (const c of cases()) {
+      const viaExpress = await send(h.app, c);
+      const before = taken;
+      const viaFast = await send(listener, c);
+      assert.equal(taken - before, c.fast ? 1 : 0, `${c.name}: ${c.fast ? 'the fast path must take it' : 'Express must take it'}`);
+      assert.deepEqual(normalise(viaFast), normalise(viaExpress), c.name);
+      if (c.headers?.['x-request-id'] === 'caller-id-123') assert.equal(viaFast.headers['x-request-id'], 'caller-id-123');
+      if (c.headers?.['x-request-id']?.includes('\t')) assert.match(viaFast.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+    }
+    const ok = await send(listener, { name: 'happy', body: '{}', fast: true });
+    assert.equal(ok.body.access_token, 'fast-path-access-token');
+  });
+
+  it('when the fast path answers, then the request is counted and logged under the route template', async () => {
+    const before = h.metrics.httpRequests.get({ route: '/v1/links/:id/token', method: 'POST', status: '200' });
+    await send(listener, { name: 'happy', body: '{}', fast: true });
+    assert.equal(h.metrics.httpRequests.get({ route: '/v1/links/:id/token', method: 'POST', status: '200' }), before + 1);
+    assert.ok(!h.logText().includes('fast-path-access-token'));
+  });
+
+  it('when 1000 random bearer values arrive on the fast path, then every answer is 401 and none is a 5xx', async () => {
+    for (let i = 0; i < 1000; i++) {
+      const value = i % 2 ? `Bearer ${randomBytes(i % 300).toString('base64url')}.${randomBytes(40).toString('base64url')}.${randomBytes(32).toString('base64url')}` : randomBytes(1 + (i % 200)).toString('latin1').replace(/[\r\n\0]/g, 'x');
+      let res: Response;
+      try {
+        res = await request(listener).post(`/v1/links/${linkId}/token`).set('Authorization', value).set('Content-Type', 'application/json').send('{}');
+      } catch {
+        continue; // a header value the HTTP client itself refuses to send
+      }
+      assert.equal(res.status, 401, `variant ${i}`);
+    }
+  });
+});
+
+describe('token fast path with an audit log that cannot append', () => {
+  it('when appendAudit fails, then 503 audit_unavailable with Retry-After, as through Express', async () => {
+    let fail = false;
+    const h = await createReleaseHarness({
+      wrapStore: (real: Store): Store =>
+        new Proxy(real, {
+          get(target, prop, receiver) {
+            if (prop === 'appendAudit') return (...a: Parameters<Store['appendAudit']>) => (fail ? Promise.reject(new LinkvaultError('store_unavailable')) : target.appendAudit(...a));
+            const v: unknown = Reflect.get(target, prop, receiver);
+            return typeof v === 'function' ? v.bind(target) : v;
+          },
+        }),
+    });
+    try {
+      const link = await h.seedLink({ accessToken: 'never-leaves-on-503' });
+      await h.addGrant({ serviceId: 'billing', linkId: link.id });
+      fail = true;
+      const [a, b] = await Promise.all(
+        [h.app, h.listener].map((target) => request(target).post(`/v1/links/${link.id}/token`).set('Authorization', h.services.bearer('billing-hs')).set('Content-Type', 'application/json').send('{}')),
+      );
+      assert.equal(b!.status, 503);
+      assert.equal(b!.headers['retry-after'], '1');
+      assert.equal(b!.body.code, 'audit_unavailable');
+      assert.ok(!b!.text.includes('never-leaves-on-503'));
+      assert.deepEqual(normalise(b!), normalise(a!));
+    } finally {
+      await h.close();
+    }
+  });
+});
