@@ -1,8 +1,8 @@
 /**
  * Token release throughput: `npm run bench` (= tsx bench/token-release.ts).
  *
- * Starts a redis-server and node-oidc-provider on loopback, the real token-release service
- * (test/support/release-service-main.ts) on the Redis store as a child process, connects one link
+ * Starts a redis-server and node-oidc-provider on loopback, the real service (`bin/linkvault.js
+ * serve`, test/support/service-process.ts) on the Redis store as a child process, connects one link
  * through a real authorization-code flow at the provider (real OAuth adapter; the connect HTTP
  * routes are not needed for this), creates a grant, then measures with autocannon
  * (BENCH_CONNECTIONS connections, BENCH_SECONDS seconds, default 50 and 10):
@@ -10,14 +10,17 @@
  *   2. POST /v1/links/:id/token
  * and prints requests/s, p50/p99 latency, the ratio, and key-service calls per release (from the
  * service's /metrics). Targets: ratio ≥ 0.6, p99 < 25 ms, 0 key-service calls per release.
- * BENCH_EXPRESS_ONLY=1 serves the token route through Express instead of token-fast-path.ts.
+ * BENCH_EXPRESS_ONLY=1 measures the token route through Express instead of token-fast-path.ts: the
+ * same service, asked with the link id percent-encoded (`lnk%5Fbench`), a request the fast path
+ * leaves to Express untouched (test/http/token-fast-path.test.ts pins that) and Express answers
+ * exactly alike once it has decoded the id.
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startOidcServer } from '../test/support/oidc-server.js';
-import { connectViaProvider, TEST_REDIRECT_URI } from '../test/support/provider-link.js';
+import { TEST_REDIRECT_URI } from '../test/support/provider-link.js';
 import { startReleaseCluster } from '../test/support/release-cluster.js';
 
 interface AutocannonResult {
@@ -80,38 +83,40 @@ function sumMetric(text: string, name: string, filter: RegExp = /.*/): number {
 const autocannon = ((await import('autocannon' as string)) as { default: Autocannon }).default;
 const client = { client_id: 'bench-client', client_secret: 'bench-secret-that-is-long-enough-000', redirect_uris: [TEST_REDIRECT_URI] };
 const oidc = await startOidcServer({ mode: 'oauth', clients: [client], rotateRefreshTokens: true });
+const expressOnly = Boolean(process.env.BENCH_EXPRESS_ONLY);
 const cluster = await startReleaseCluster({
   replicas: 1,
   providerId: 'benchas',
   entry: oidc.catalogueEntry('benchas'),
   clientId: client.client_id,
   clientSecret: client.client_secret,
-  // BENCH_EXPRESS_ONLY=1 measures the token route through Express (no fast path).
-  env: { LINKVAULT_LOG_LEVEL: 'warn', ...(process.env.BENCH_EXPRESS_ONLY ? { LV_TEST_FAST_PATH: 'false' } : {}) },
+  completeLogin: (u, o) => oidc.completeLogin(u, o),
+  // No request log line, as before: logging costs the service CPU and the pipe would be read by this
+  // process, which also runs autocannon. At warn the info line "listening on port N" is not written;
+  // startService's development warning is, once the server listens.
+  env: { LINKVAULT_LOG_LEVEL: 'warn' },
+  ready: (line) => typeof line.msg === 'string' && line.msg.startsWith('DEVELOPMENT SETUP'),
   // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the service.
   nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
 });
 const hello = await startHelloWorld();
 try {
   const service = cluster.replicas[0]!;
-  const link = await connectViaProvider({ oauth: cluster.oauth, completeLogin: (u, o) => oidc.completeLogin(u, o), store: cluster.store, vault: cluster.vault, providerId: 'benchas', linkId: 'lnk_bench' });
-  const grant = await fetch(`${service.url}/v1/grants`, {
-    method: 'POST',
-    headers: { authorization: cluster.services.bearer('crm-hs'), 'content-type': 'application/json' },
-    body: JSON.stringify({ service_id: 'billing', link_id: link.id, purpose: 'benchmark' }),
-  });
-  if (grant.status !== 201) throw new Error(`grant: ${grant.status} ${await grant.text()}`);
+  const link = await cluster.connectLink({ linkId: 'lnk_bench' });
+  const grant = await cluster.createGrant({ service_id: 'billing', link_id: link.id, purpose: 'benchmark' });
+  if (grant.status !== 201) throw new Error(`grant: ${grant.status} ${JSON.stringify(grant.body)}`);
+  const tokenUrl = `${service.url}/v1/links/${expressOnly ? link.id.replace('_', '%5F') : link.id}/token`;
   // One service JWT for the whole run, as a backend would reuse it (lifetime 300 s, the maximum).
   const authorization = cluster.services.bearer('billing-hs', { lifetimeSeconds: 300 });
-  const probe = await fetch(`${service.url}/v1/links/${link.id}/token`, { method: 'POST', headers: { authorization, 'content-type': 'application/json' }, body: '{}' });
+  const probe = await fetch(tokenUrl, { method: 'POST', headers: { authorization, 'content-type': 'application/json' }, body: '{}' });
   if (probe.status !== 200) throw new Error(`token route: ${probe.status} ${await probe.text()}`);
 
-  console.log(`node ${process.version}, ${CONNECTIONS} connections, ${SECONDS} s each (after a 2 s warm-up), token route ${process.env.BENCH_EXPRESS_ONLY ? 'through Express' : 'on the fast path'}`);
+  console.log(`node ${process.version}, ${CONNECTIONS} connections, ${SECONDS} s each (after a 2 s warm-up), token route ${expressOnly ? 'through Express' : 'on the fast path'}`);
   const base = await run(autocannon, 'express hello world', { url: hello.url });
   const before = await (await fetch(`${service.url}/metrics`)).text();
   const cpuBefore = cpuByThread(service.pid);
   const token = await run(autocannon, 'token release', {
-    url: `${service.url}/v1/links/${link.id}/token`,
+    url: tokenUrl,
     method: 'POST',
     headers: { authorization, 'content-type': 'application/json' },
     body: '{}',

@@ -27,7 +27,7 @@ import { createWebRouter } from './http/web-routes.js';
 import { auditKeyLoader, createAudit } from './links/audit.js';
 import { createBackgroundRefresher } from './links/background-refresher.js';
 import { CatalogueError, loadCatalogue, type Catalogue } from './links/catalogue.js';
-import { createConnect } from './links/connect.js';
+import { captureMetadata, createConnect } from './links/connect.js';
 import { createGrants } from './links/grants.js';
 import { createRefreshCoordinator } from './links/refresh-coordinator.js';
 import { createRevocation } from './links/revocation.js';
@@ -120,7 +120,24 @@ export async function buildFeatures(deps: FeatureDeps): Promise<Features> {
 
   const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
   const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
-  const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log, now, lockTtlMs: config.refreshLockTtlMs });
+  const coordinator = createRefreshCoordinator({
+    store,
+    vault,
+    oauth,
+    audit,
+    metrics,
+    log,
+    now,
+    lockTtlMs: config.refreshLockTtlMs,
+    // Metadata a provider may change on refresh (Pipedrive's and Zoho's api_domain, Salesforce's
+    // instance_url), re-read under the same api_hosts check as at connect.
+    captureMetadata: (providerId, extra) => {
+      const entry = catalogue.get(providerId);
+      return entry ? captureMetadata(entry, extra) : {};
+    },
+    // A refresh that loses to a revocation hands its new tokens to the durable revocation queue.
+    revocation,
+  });
   const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
   if (config.backgroundRefresh) {
     const refresher = createBackgroundRefresher({ store, coordinator, log, now, intervalMs: config.backgroundRefreshIntervalMs, leadMs: config.refreshLeadMs });

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { LinkvaultError } from '../errors.js';
 import type { TokenRelease } from '../links/token-release.js';
 import type { Metrics } from '../metrics.js';
-import { JSON_BODY_LIMIT_BYTES } from './json-body.js';
+import { hasNoContent, JSON_BODY_LIMIT_BYTES } from './json-body.js';
 import { PROBLEM_CONTENT_TYPE, problemBody, toLinkvaultError } from './problem.js';
 import { isSafeRequestId, REQUEST_ID_HEADER } from './request-id.js';
 import { forbidden, UNAUTHORIZED_DETAIL, WWW_AUTHENTICATE, type ServiceAuth } from './service-auth.js';
@@ -53,8 +53,13 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     const length = h['content-length'];
     if (length !== undefined && !(DECIMAL.test(length) && Number(length) <= JSON_BODY_LIMIT_BYTES)) return null;
     const type = h['content-type'];
-    // A declared body (even of length 0) without a JSON type is json-body.ts's 415: Express answers it.
-    if (type === undefined ? length !== undefined : !JSON_CONTENT_TYPE.test(type)) return null;
+    if (type === undefined || !JSON_CONTENT_TYPE.test(type)) {
+      // No content is no body, whatever the type says (json-body.ts). A body without a JSON type is
+      // json-body.ts's 415, and a JSON type this path does not parse (another charset, +json) is
+      // body-parser's: Express answers those.
+      if (!hasNoContent(h)) return null;
+      if (type !== undefined && /json/i.test(type)) return null;
+    }
     return match;
   }
 

@@ -197,12 +197,13 @@ function badTokenResponse(detail: string): LinkvaultError {
 }
 
 /**
- * The catalogue's metadata members of the token response. A URL-valued member (instance_url,
- * api_domain, the Salesforce identity URL) is where tokens will be sent later, so its host must be
- * one of the entry's api_hosts (RFC 9700 §4.4 mix-up / §4.9 token leakage: a token response
- * steering API calls elsewhere is refused and nothing is stored).
+ * The catalogue's metadata members of a token response (the connect's, and every refresh's: the
+ * refresh coordinator is given this, main.ts). A URL-valued member (instance_url, api_domain, the
+ * Salesforce identity URL) is where tokens will be sent later, so its host must be one of the
+ * entry's api_hosts (RFC 9700 §4.4 mix-up / §4.9 token leakage: a token response steering API calls
+ * elsewhere is refused — rejects invalid_token_response — and nothing of it is stored).
  */
-function captureMetadata(entry: ProviderEntry, extra: Readonly<Record<string, unknown>>): Record<string, string> {
+export function captureMetadata(entry: ProviderEntry, extra: Readonly<Record<string, unknown>>): Record<string, string> {
   const metadata: Record<string, string> = {};
   for (const path of entry.captureMetadata) {
     const value = memberAt(extra, path);

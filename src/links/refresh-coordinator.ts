@@ -3,8 +3,10 @@ import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { Vault } from '../keys/vault.js';
 import type { Metrics } from '../metrics.js';
 import type { OAuthTokenClient, TokenSet } from '../oauth/oauth-client.js';
-import type { LinkRecord, Store } from '../store/store.js';
+import type { LinkRecord, SealedRecord, Store } from '../store/store.js';
 import type { Audit } from './audit.js';
+import type { Revocation } from './revocation.js';
+import { REFRESH_UNCERTAIN_KEY } from '../store/expiry-index-score.js';
 import { openTokenSet, sealTokenSet } from './token-vault.js';
 
 /**
@@ -22,8 +24,11 @@ import { openTokenSet, sealTokenSet } from './token-vault.js';
  *                     gets the new access token (RFC 9700 §4.14.2: a rotated token is the only live one)
  */
 
-/** Metadata key marking a refresh whose answer was lost after the provider may have rotated the refresh token. */
-export const REFRESH_UNCERTAIN_KEY = 'linkvault.refresh_uncertain_since';
+/**
+ * Metadata key marking a refresh whose answer was lost after the provider may have rotated the
+ * refresh token. Defined by the store's expiry index, which files a marked link as due at once.
+ */
+export { REFRESH_UNCERTAIN_KEY } from '../store/expiry-index-score.js';
 /** Metadata keys with this prefix are ours, not the provider's: never returned with a token. */
 export const INTERNAL_METADATA_PREFIX = 'linkvault.';
 
@@ -57,6 +62,12 @@ export interface RefreshCoordinatorDeps {
    * capture_metadata, e.g. Pipedrive's api_domain that can change on every refresh).
    */
   readonly captureMetadata?: (providerId: string, extra: Readonly<Record<string, unknown>>) => Record<string, string>;
+  /**
+   * Where the tokens of a refresh that lost to a revocation go: the durable revocation queue,
+   * retried with backoff until the provider confirms (main.ts passes createRevocation's). Without
+   * it they are revoked inline, once, best effort.
+   */
+  readonly revocation?: Pick<Revocation, 'revokeOrphanedTokens'>;
 }
 
 export interface RefreshCoordinator {
@@ -274,7 +285,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       // Lost the CAS: someone wrote the link after we read it.
       const current = await store.getLink(link.id);
       if (!current || current.status === 'revoked') {
-        await revokeOrphan(link, fresh, merged);
+        await revokeOrphan(link, sealed, fresh, merged, criteria);
         throw current ? new LinkvaultError('link_revoked') : new LinkvaultError('link_not_found');
       }
       if (!sameTokens(current, link)) {
@@ -393,14 +404,29 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     throw new LinkvaultError('conflict', { detail: 'The link kept changing; retry' });
   }
 
-  /** A refresh that raced a revocation: the tokens it obtained must not outlive the link (best effort). */
-  async function revokeOrphan(link: LinkRecord, fresh: TokenSet, merged: TokenSet): Promise<void> {
+  /**
+   * A refresh that raced a revocation: the tokens it obtained must not outlive the link. They go to
+   * the durable revocation queue (`sealed`, the token set sealed for `link`), which retries until
+   * the provider answers; only when there is no queue, or it cannot take them (the store is down),
+   * are they revoked inline, once, best effort.
+   */
+  async function revokeOrphan(link: LinkRecord, sealed: SealedRecord, fresh: TokenSet, merged: TokenSet, criteria: RefreshCriteria): Promise<void> {
+    if (deps.revocation) {
+      try {
+        await deps.revocation.revokeOrphanedTokens(link, sealed, criteria.requestId);
+        return;
+      } catch (err) {
+        log.error({ link_id: link.id, provider: link.providerId, err }, 'could not queue the revocation of tokens obtained by a refresh that raced a revocation; revoking them inline');
+      }
+    }
     const token = fresh.refreshToken ?? merged.accessToken;
     const tokenTypeHint = fresh.refreshToken ? 'refresh_token' : 'access_token';
     try {
       await oauth.revoke({ providerId: link.providerId, endpointVariables: link.endpointVariables, token, tokenTypeHint });
     } catch (err) {
       log.warn({ link_id: link.id, provider: link.providerId, err }, 'could not revoke tokens obtained by a refresh that raced a revocation');
+    } finally {
+      vault.forget(sealed);
     }
   }
 

@@ -13,7 +13,8 @@ import { openTokenSet } from './token-vault.js';
 /**
  * Token release: the only way an access token leaves linkvault. Reads top to bottom:
  * loadLink → findMatchingGrant → checkLinkStatus → openTokenSet → refreshIfDue → auditRelease
- * (awaited: no audit record, no token) → touchLastUsed (best effort) → the token.
+ * (awaited: no audit record, no token) → confirmStillUsable (re-read after the record is stored:
+ * a revocation that landed meanwhile refuses the release) → touchLastUsed (best effort) → the token.
  */
 
 export interface ReleaseRequest {
@@ -74,6 +75,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       const tokens = await openLinkTokens(link);
       const fresh = await refreshIfDue(link, tokens, request);
       await auditRelease(fresh, grant, request);
+      await confirmStillUsable(fresh.link, grant, request);
       touchLastUsed(fresh.link);
       metrics.tokenReleases.inc({ provider, outcome: 'released' });
       return shapeRelease(fresh);
@@ -137,6 +139,31 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     );
   }
 
+  /**
+   * "A revoked link never releases a token again", whatever races with the revoke: everything up to
+   * here worked from a read taken before the audit record (and maybe a refresh) — a revocation can
+   * land in between. The link is read again once the record is stored, and the release stands only
+   * if the link is still active with its token set: the release linearises at this read. It is
+   * sequential on purpose (one more store read per release): a read issued alongside the audit write
+   * could be answered before a tombstone written while the record is being stored, and the token
+   * would leave after the revocation had been confirmed to its caller.
+   */
+  async function confirmStillUsable(link: LinkRecord, grant: GrantRecord, request: ReleaseRequest): Promise<void> {
+    const current = await store.getLink(link.id);
+    if (current !== null && current.status === 'active' && current.tokens !== null) return;
+    const refusal = refusalFor(current);
+    // The release record above is already stored: say that it did not take effect (best effort; the
+    // refusal stands either way).
+    await audit
+      .record(
+        'token.release_withdrawn',
+        { service_id: request.service.id, grant_id: grant.id, link_id: link.id, tenant_id: link.tenantId, provider_id: link.providerId, reason: refusal.code },
+        request.requestId,
+      )
+      .catch((err: unknown) => log.error({ link_id: link.id, err }, 'audit of a withdrawn release failed'));
+    throw refusal;
+  }
+
   function touchLastUsed(link: LinkRecord): void {
     const at = now();
     const last = Math.max(touched.get(link.id) ?? 0, link.lastUsedAtMs ?? 0);
@@ -147,6 +174,14 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   }
 
   return { release };
+}
+
+/** Why a link read just before the token leaves refuses it (it is gone, revoked, needs reauth, or holds no tokens). */
+function refusalFor(current: LinkRecord | null): LinkvaultError {
+  if (current === null) return new LinkvaultError('link_not_found');
+  if (current.status === 'revoked') return new LinkvaultError('link_revoked');
+  if (current.status === 'needs_reauth') return new LinkvaultError('reauth_required');
+  return new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
 }
 
 function shapeRelease({ link, tokens }: FreshTokens): ReleasedToken {

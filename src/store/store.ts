@@ -136,6 +136,13 @@ export interface Store {
   saveLink(link: LinkRecord, expectedVersion: number | null): Promise<LinkRecord | null>;
   /** Sets lastUsedAtMs without a version bump (best effort, monotonic: never moves backwards). */
   touchLink(id: string, lastUsedAtMs: number): Promise<void>;
+  /**
+   * The expiry index (the background refresher's candidates; served from an index, never a scan of
+   * every link): active links whose accessTokenExpiresAtMs is non-null and < `cutoffMs` — and active
+   * links marked refresh-uncertain, which are due at once — soonest first (ties by id), at most
+   * `limit` (1-10000). The index is kept by saveLink atomically with the link (expiry-index-score.ts).
+   */
+  listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]>;
 
   // ---- one-time flow state ----
   /** Stores state under `key` for `ttlSeconds`. */

@@ -41,7 +41,7 @@ test('when the browser blocks the popup, then the SDK falls back to a full-page 
   await signInToSandbox(page, 'bob');
   await page.getByRole('button', { name: 'Allow' }).click();
 
-  await page.waitForURL(`${stack.hostOrigin}/return`);
+  await browser.explain(page.waitForURL(`${stack.hostOrigin}/return`, { timeout: 10_000 }));
   const result = page.locator('#result');
   await result.filter({ hasText: 'link_id' }).waitFor();
   const link = JSON.parse(await result.innerText()) as { link_id: string; provider: string };
@@ -64,7 +64,7 @@ test('when the user denies consent after a redirect, then the return_to page get
   await signInToSandbox(page, 'carol');
   await page.getByRole('button', { name: 'Deny' }).click();
 
-  await page.waitForURL(`${stack.hostOrigin}/return`);
+  await browser.explain(page.waitForURL(`${stack.hostOrigin}/return`, { timeout: 10_000 }));
   const error = page.locator('#error');
   await error.filter({ hasText: 'code' }).waitFor();
   assert.deepEqual(JSON.parse(await error.innerText()), { name: 'LinkvaultConnectError', code: 'cancelled', detail: 'provider_denied', typed: true });

@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { APP_ORIGIN, startConnectHarness, type ConnectHarness, type HttpAnswer } from '../support/connect-harness.js';
-import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
+import { APP_ORIGIN, startConnectHarnessWithOidc, type HttpAnswer, type OidcConnectHarness } from '../support/connect-harness.js';
 import { startRedis, type RedisServerHandle } from '../support/redis-server.js';
 
 /**
@@ -57,34 +56,26 @@ async function redisBytes(url: string): Promise<Buffer> {
 
 for (const storeKind of ['sqlite', 'redis'] as const) {
   describe(`when known tokens flow through connect, release and refresh (${storeKind} store)`, () => {
-    let oidc: OidcServer;
     let redis: RedisServerHandle | undefined;
-    let h: ConnectHarness;
+    let h: OidcConnectHarness;
     const issued = { access: [] as string[], refresh: [] as string[], id: [] as string[] };
 
     before(async () => {
       // rdbcompression off: DUMP must show string values as stored, not LZF-compressed.
       if (storeKind === 'redis') redis = await startRedis({ extraArgs: ['--rdbcompression', 'no'] });
-      h = await startConnectHarness({
-        ...(redis ? { redisUrl: redis.url } : {}),
-        providers: async (publicUrl) => {
-          oidc = await startOidcServer({ mode: 'oidc', rotateRefreshTokens: true, clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }] });
-          // Capture every token exactly as the provider hands it out (the token endpoint's answer body).
-          oidc.provider.on('grant.success', (ctx: unknown) => {
-            const body = (ctx as { body?: unknown }).body;
-            if (typeof body !== 'object' || body === null) return;
-            const t = body as Record<string, unknown>;
-            if (typeof t.access_token === 'string') issued.access.push(t.access_token);
-            if (typeof t.refresh_token === 'string') issued.refresh.push(t.refresh_token);
-            if (typeof t.id_token === 'string') issued.id.push(t.id_token);
-          });
-          return [{ entry: oidc.catalogueEntry('acme'), credentials: { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }, allowInsecureUrls: true }];
-        },
+      h = await startConnectHarnessWithOidc({ mode: 'oidc', rotateRefreshTokens: true, client: CLIENT }, redis ? { redisUrl: redis.url } : {});
+      // Capture every token exactly as the provider hands it out (the token endpoint's answer body).
+      h.oidc.provider.on('grant.success', (ctx: unknown) => {
+        const body = (ctx as { body?: unknown }).body;
+        if (typeof body !== 'object' || body === null) return;
+        const t = body as Record<string, unknown>;
+        if (typeof t.access_token === 'string') issued.access.push(t.access_token);
+        if (typeof t.refresh_token === 'string') issued.refresh.push(t.refresh_token);
+        if (typeof t.id_token === 'string') issued.id.push(t.id_token);
       });
     });
     after(async () => {
       await h?.close();
-      await oidc?.close();
       await redis?.stop();
     });
 
@@ -101,7 +92,7 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
       const flow = await h.startFlow('acme', sessionToken);
       record('connect redirect', flow.answer);
       const bindingValue = flow.cookie.split('=')[1]!;
-      const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, { accountId: 'canary-account' });
+      const callbackUrl = await h.oidc.completeLogin(flow.authorizationUrl, { accountId: 'canary-account' });
       const code = callbackUrl.searchParams.get('code')!;
       const state = callbackUrl.searchParams.get('state')!;
       const done = record('callback', await h.callback(callbackUrl, flow.cookie));
@@ -113,7 +104,7 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
       // Reconnect once more: a second token set, the first refresh token revoked in the background.
       const again = await h.startFlow('acme', sessionToken);
       record('reconnect redirect', again.answer);
-      const againCallback = await oidc.completeLogin(again.authorizationUrl, { accountId: 'canary-account' });
+      const againCallback = await h.oidc.completeLogin(again.authorizationUrl, { accountId: 'canary-account' });
       record('reconnect callback', await h.callback(againCallback, again.cookie));
       await h.connect.idle();
 

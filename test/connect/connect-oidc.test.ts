@@ -1,43 +1,34 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { APP_ORIGIN, startConnectHarness, type ConnectHarness } from '../support/connect-harness.js';
-import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
+import { ACME_CLIENT, APP_ORIGIN, startConnectHarnessWithOidc, type OidcConnectHarness } from '../support/connect-harness.js';
 
-const CLIENT = { client_id: 'lv-acme', client_secret: 'acme-client-secret-0123456789abcdef' };
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
 
 for (const mode of ['oidc', 'oauth'] as const) {
   describe(`when a user connects through a ${mode === 'oidc' ? 'OIDC provider (discovery, ID token)' : 'plain OAuth 2.0 provider (hand-configured endpoints, no ID token)'}`, () => {
-    let oidc: OidcServer;
-    let h: ConnectHarness;
+    let h: OidcConnectHarness;
 
     before(async () => {
-      h = await startConnectHarness({
-        providers: async (publicUrl) => {
-          oidc = await startOidcServer({ mode, clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }] });
-          return [{ entry: oidc.catalogueEntry('acme'), credentials: { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }, allowInsecureUrls: true }];
-        },
-      });
+      h = await startConnectHarnessWithOidc({ mode });
     });
     after(async () => {
       await h.close();
-      await oidc.close();
     });
 
     test('then the flow starts with state, PKCE S256, the per-provider redirect URI and a scoped binding cookie', async () => {
       const session = await h.createSession();
       const flow = await h.startFlow('acme', session.session_token);
       const url = flow.authorizationUrl;
-      assert.equal(url.origin, oidc.issuer);
+      assert.equal(url.origin, h.oidc.issuer);
       const p = url.searchParams;
-      assert.equal(p.get('client_id'), CLIENT.client_id);
+      assert.equal(p.get('client_id'), ACME_CLIENT.client_id);
       assert.equal(p.get('response_type'), 'code');
       assert.equal(p.get('redirect_uri'), `${h.publicUrl}/v1/oauth/callback/acme`);
       assert.equal(p.get('code_challenge_method'), 'S256');
       assert.match(p.get('code_challenge') ?? '', /^[A-Za-z0-9_-]{43}$/);
       assert.ok((p.get('state') ?? '').length >= 22);
       assert.equal(p.has('nonce'), mode === 'oidc');
-      assert.equal(p.get('scope'), oidc.scopes.join(' '));
+      assert.equal(p.get('scope'), h.oidc.scopes.join(' '));
       // The session bearer never travels on to the provider.
       assert.ok(!url.href.includes(session.session_token));
       assert.match(flow.setCookie, /^lv_flow=[A-Za-z0-9_-]{43}; Path=\/v1\/oauth\/callback\/acme; Max-Age=600; HttpOnly; SameSite=Lax$/);
@@ -46,10 +37,10 @@ for (const mode of ['oidc', 'oauth'] as const) {
     });
 
     test('then the callback stores the link, redirects to return_to and GET /v1/links/:id shows it with the granted scopes', async () => {
-      const before = oidc.tokenRequests().authorization_code ?? 0;
+      const before = h.oidc.tokenRequests().authorization_code ?? 0;
       const session = await h.createSession();
       const flow = await h.startFlow('acme', session.session_token);
-      const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, { accountId: `alice-${mode}` });
+      const callbackUrl = await h.oidc.completeLogin(flow.authorizationUrl, { accountId: `alice-${mode}` });
       assert.equal(callbackUrl.origin + callbackUrl.pathname, `${h.publicUrl}/v1/oauth/callback/acme`);
 
       const done = await h.callback(callbackUrl, flow.cookie);
@@ -65,7 +56,7 @@ for (const mode of ['oidc', 'oauth'] as const) {
       assert.match(linkId, /^lnk_[A-Za-z0-9_-]{22}$/);
       // The binding cookie is cleared on the way out.
       assert.ok(done.headers.getSetCookie().some((c) => /^lv_flow=; Path=\/v1\/oauth\/callback\/acme; Max-Age=0;/.test(c)));
-      assert.equal((oidc.tokenRequests().authorization_code ?? 0) - before, 1);
+      assert.equal((h.oidc.tokenRequests().authorization_code ?? 0) - before, 1);
 
       const read = await h.request(`/v1/links/${linkId}`, { headers: { authorization: h.services.bearer('crm-hs') } });
       assert.equal(read.status, 200);

@@ -2,25 +2,15 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { flowStateKey } from '../../src/links/connect.js';
-import { startConnectHarness, type ConnectHarness } from '../support/connect-harness.js';
-import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
-
-const CLIENT = { client_id: 'lv-acme', client_secret: 'acme-client-secret-0123456789abcdef' };
+import { startConnectHarnessWithOidc, type OidcConnectHarness } from '../support/connect-harness.js';
 
 describe('when the flow state sits in the store between the redirect and the callback', () => {
-  let oidc: OidcServer;
-  let h: ConnectHarness;
+  let h: OidcConnectHarness;
   before(async () => {
-    h = await startConnectHarness({
-      providers: async (publicUrl) => {
-        oidc = await startOidcServer({ mode: 'oidc', clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }] });
-        return [{ entry: oidc.catalogueEntry('acme'), credentials: { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }, allowInsecureUrls: true }];
-      },
-    });
+    h = await startConnectHarnessWithOidc({ mode: 'oidc' });
   });
   after(async () => {
     await h.close();
-    await oidc.close();
   });
 
   test('then it is kept under SHA-256(state), sealed, and opens only under the key of its own state', async () => {
@@ -42,14 +32,14 @@ describe('when the flow state sits in the store between the redirect and the cal
     // Moved under another state's key, the sealed record does not open: invalid_state, no exchange.
     const otherState = randomBytes(32).toString('base64url');
     await h.store.putFlowState(flowStateKey(otherState), record, 60);
-    const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, { accountId: 'flow-state' });
-    const exchanges = oidc.tokenRequests().authorization_code ?? 0;
+    const callbackUrl = await h.oidc.completeLogin(flow.authorizationUrl, { accountId: 'flow-state' });
+    const exchanges = h.oidc.tokenRequests().authorization_code ?? 0;
     const moved = new URL(callbackUrl);
     moved.searchParams.set('state', otherState);
     const refused = await h.callback(moved, flow.cookie, { headers: { accept: 'application/json' } });
     assert.equal(refused.status, 400);
     assert.equal(refused.json?.code, 'invalid_state');
-    assert.equal(oidc.tokenRequests().authorization_code ?? 0, exchanges);
+    assert.equal(h.oidc.tokenRequests().authorization_code ?? 0, exchanges);
 
     // Put back under its own key, the same record completes the flow.
     await h.store.putFlowState(key, record, 60);

@@ -2,32 +2,22 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openTokenSet } from '../../src/links/token-vault.js';
 import type { LinkRecord } from '../../src/store/store.js';
-import { startConnectHarness, type ConnectHarness } from '../support/connect-harness.js';
-import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
-
-const CLIENT = { client_id: 'lv-acme', client_secret: 'acme-client-secret-0123456789abcdef' };
+import { startConnectHarnessWithOidc, type OidcConnectHarness } from '../support/connect-harness.js';
 
 describe('when a user connects the same provider account again', () => {
-  let oidc: OidcServer;
-  let h: ConnectHarness;
+  let h: OidcConnectHarness;
 
   before(async () => {
-    h = await startConnectHarness({
-      providers: async (publicUrl) => {
-        oidc = await startOidcServer({ mode: 'oidc', clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }] });
-        return [{ entry: oidc.catalogueEntry('acme'), credentials: { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }, allowInsecureUrls: true }];
-      },
-    });
+    h = await startConnectHarnessWithOidc({ mode: 'oidc' });
   });
   after(async () => {
     await h.close();
-    await oidc.close();
   });
 
   async function connectAs(accountId: string, tenant = 'tenant-re', user = 'user-re'): Promise<{ linkId: string; reconnected: boolean }> {
     const session = await h.createSession({ tenant_id: tenant, user_id: user });
     const flow = await h.startFlow('acme', session.session_token);
-    const done = await h.callback(await oidc.completeLogin(flow.authorizationUrl, { accountId }), flow.cookie, { headers: { accept: 'application/json' } });
+    const done = await h.callback(await h.oidc.completeLogin(flow.authorizationUrl, { accountId }), flow.cookie, { headers: { accept: 'application/json' } });
     assert.equal(done.status, 200, done.text);
     return { linkId: String(done.json!.link_id), reconnected: false };
   }
@@ -41,12 +31,12 @@ describe('when a user connects the same provider account again', () => {
     const first = await connectAs('alice');
     const before = (await h.store.getLink(first.linkId))!;
     const oldRefresh = await refreshTokenOf(before);
-    assert.equal((await oidc.introspect(oldRefresh)).active, true);
+    assert.equal((await h.oidc.introspect(oldRefresh)).active, true);
     // The link had needed reauthorisation (a dead refresh token, say): the reconnect heals it.
     const marked = await h.store.saveLink({ ...before, status: 'needs_reauth', version: before.version + 1 }, before.version);
     assert.ok(marked);
 
-    const revocationsBefore = oidc.requestCounts().revocation;
+    const revocationsBefore = h.oidc.requestCounts().revocation;
     const second = await connectAs('alice');
     assert.equal(second.linkId, first.linkId);
     await h.connect.idle();
@@ -57,9 +47,9 @@ describe('when a user connects the same provider account again', () => {
     assert.equal(after.createdAtMs, before.createdAtMs);
     const newRefresh = await refreshTokenOf(after);
     assert.notEqual(newRefresh, oldRefresh);
-    assert.equal((await oidc.introspect(newRefresh)).active, true);
-    assert.equal((await oidc.introspect(oldRefresh)).active, false, 'the superseded refresh token is dead at the provider');
-    assert.equal(oidc.requestCounts().revocation - revocationsBefore, 1);
+    assert.equal((await h.oidc.introspect(newRefresh)).active, true);
+    assert.equal((await h.oidc.introspect(oldRefresh)).active, false, 'the superseded refresh token is dead at the provider');
+    assert.equal(h.oidc.requestCounts().revocation - revocationsBefore, 1);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-re', userId: 'user-re' })).length, 1);
 
     const audit = await h.store.readAudit(undefined, 10_000);
@@ -93,7 +83,7 @@ describe('when a user connects the same provider account again', () => {
       [1, 2].map(async () => {
         const session = await h.createSession({ tenant_id: 'tenant-race', user_id: 'user-race' });
         const flow = await h.startFlow('acme', session.session_token);
-        return { flow, callbackUrl: await oidc.completeLogin(flow.authorizationUrl, { accountId: 'frank' }) };
+        return { flow, callbackUrl: await h.oidc.completeLogin(flow.authorizationUrl, { accountId: 'frank' }) };
       }),
     );
     const answers = await Promise.all(flows.map(({ flow, callbackUrl }) => h.callback(callbackUrl, flow.cookie, { headers: { accept: 'application/json' } })));

@@ -3,25 +3,15 @@ import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createSessions, sessionIdOf } from '../../src/links/sessions.js';
 import type { LinkRecord } from '../../src/store/store.js';
-import { startConnectHarness, type ConnectHarness } from '../support/connect-harness.js';
-import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
-
-const CLIENT = { client_id: 'lv-acme', client_secret: 'acme-client-secret-0123456789abcdef' };
+import { startConnectHarnessWithOidc, type OidcConnectHarness } from '../support/connect-harness.js';
 
 describe('when a service mints a session and the browser uses it', () => {
-  let h: ConnectHarness;
-  let oidc: OidcServer;
+  let h: OidcConnectHarness;
   before(async () => {
-    h = await startConnectHarness({
-      providers: async (publicUrl) => {
-        oidc = await startOidcServer({ mode: 'oauth', clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }] });
-        return [{ entry: oidc.catalogueEntry('acme'), credentials: { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }, allowInsecureUrls: true }];
-      },
-    });
+    h = await startConnectHarnessWithOidc({ mode: 'oauth' });
   });
   after(async () => {
     await h.close();
-    await oidc.close();
   });
 
   const post = (body: unknown, bearer = h.services.bearer('crm-hs'), contentType = 'application/json') =>

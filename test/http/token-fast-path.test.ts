@@ -61,7 +61,7 @@ describe('token fast path', () => {
   const cases = (): Case[] => [
     { name: 'happy path', body: '{}', fast: true },
     { name: 'with options', body: '{"min_validity_seconds":30,"scopes":["read"]}', fast: true },
-    { name: 'no body (the client still declares Content-Length: 0)', body: undefined, headers: {}, fast: false },
+    { name: 'no body (the client still declares Content-Length: 0)', body: undefined, headers: {}, fast: true },
     { name: 'invalid JSON', body: '{', fast: true },
     { name: 'JSON null', body: 'null', fast: true },
     { name: 'JSON string', body: '"x"', fast: true },
@@ -79,7 +79,12 @@ describe('token fast path', () => {
     { name: 'unsafe inbound request id', body: '{}', headers: { 'x-request-id': 'bad id\twith tab' }, fast: true },
     { name: 'text/plain body', body: 'hello', headers: { 'content-type': 'text/plain' }, fast: false },
     { name: 'latin-1 JSON', body: '{}', headers: { 'content-type': 'application/json; charset=iso-8859-1' }, fast: false },
-    { name: 'declared empty body without a type', body: undefined, headers: { 'content-length': '0' }, fast: false },
+    { name: 'declared empty body without a type', body: undefined, headers: { 'content-length': '0' }, fast: true },
+    { name: 'empty body typed text/plain (fetch with body "")', body: undefined, headers: { 'content-type': 'text/plain;charset=UTF-8', 'content-length': '0' }, fast: true },
+    { name: 'empty body typed as a form (curl -d "")', body: undefined, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '0' }, fast: true },
+    { name: 'empty body typed JSON', body: '', fast: true },
+    { name: 'empty body typed latin-1 JSON', body: undefined, headers: { 'content-type': 'application/json; charset=iso-8859-1', 'content-length': '0' }, fast: false },
+    { name: 'form body', body: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded' }, fast: false },
     { name: 'oversized body', body: JSON.stringify({ scopes: ['x'.repeat(20_000)] }), fast: false },
     { name: 'trailing slash', body: '{}', path: `/v1/links/${linkId}/token/`, fast: false },
     { name: 'upper-case path', body: '{}', path: `/V1/LINKS/${linkId}/TOKEN`, fast: false },
@@ -108,6 +113,26 @@ describe('token fast path', () => {
     }
     const ok = await send(listener, { name: 'happy', body: '{}', fast: true });
     assert.equal(ok.body.access_token, 'fast-path-access-token');
+  });
+
+  it('when a POST carries no content, then whatever Content-Type it declares it is no body: the token is released on both paths', async () => {
+    const empties: Record<string, string>[] = [
+      { 'content-length': '0' },
+      {},
+      { 'content-type': 'text/plain;charset=UTF-8', 'content-length': '0' },
+      { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '0' },
+      { 'content-type': 'application/json', 'content-length': '0' },
+    ];
+    for (const headers of empties) {
+      for (const [name, target] of [['Express', h.app], ['fast path', listener]] as const) {
+        const res = await send(target, { name: 'empty', body: undefined, headers, fast: true });
+        assert.equal(res.status, 200, `${name} ${JSON.stringify(headers)}: ${res.status} ${res.text}`);
+        assert.equal(res.body.access_token, 'fast-path-access-token');
+      }
+    }
+    // A body is still a body: a non-JSON one stays 415.
+    const form = await send(listener, { name: 'form', body: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded' }, fast: false });
+    assert.equal(form.status, 415);
   });
 
   it('when the fast path answers, then the request is counted and logged under the route template', async () => {

@@ -6,6 +6,7 @@ import { createRefreshCoordinator, REFRESH_UNCERTAIN_KEY } from '../../src/links
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
 import { createTestOAuth, type TestOAuth } from '../support/provider-link.js';
 import { createReleaseHarness, type ReleaseHarness } from '../support/release-harness.js';
+import { testProviderEntry } from '../support/test-catalogue.js';
 
 /** Ahead-of-expiry refresh: which links, how often, one replica per link, clean stop. */
 
@@ -16,26 +17,8 @@ describe('background refresher', () => {
 
   before(async () => {
     standIn = await startTokenEndpointStandIn({ rotate: true });
-    const url = standIn.url;
     t = createTestOAuth({
-      entry: {
-        id: 'bg',
-        name: 'Background AS',
-        category: 'test',
-        issuer: null,
-        authorization_url: `${url}/authorize`,
-        token_url: standIn.tokenUrl,
-        revocation: { style: 'rfc7009', url: standIn.revocationUrl, token_type_hint: 'refresh_token' },
-        scopes: { default: ['api:read'], separator: ' ' },
-        pkce: true,
-        token_endpoint_auth_method: 'client_secret_post',
-        authorization_params: {},
-        template_variables: [],
-        capture_metadata: [],
-        api_hosts: ['127.0.0.1'],
-        privacy: { settings_url: `${url}/account`, instructions: 'Remove the app.', policy_url: `${url}/privacy` },
-        account_id: { from: 'none' },
-      },
+      entry: testProviderEntry('bg', standIn.url, { account_id: { from: 'none' } }),
       clientId: standIn.client.clientId,
       clientSecret: standIn.client.clientSecret,
     });

@@ -4,7 +4,7 @@ import { REFRESH_UNCERTAIN_KEY } from '../../src/links/refresh-coordinator.js';
 import { openTokenSet } from '../../src/links/token-vault.js';
 import { startHoldingProxy, type HoldingProxy } from '../support/holding-proxy.js';
 import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
-import { connectViaProvider, TEST_REDIRECT_URI } from '../support/provider-link.js';
+import { TEST_REDIRECT_URI } from '../support/provider-link.js';
 import { startReleaseCluster, type ReleaseCluster } from '../support/release-cluster.js';
 
 /**
@@ -33,54 +33,33 @@ describe('refresh fencing', () => {
       entry: oidc.catalogueEntry('fenceas', { token_url: `${proxy.url}/token` }),
       clientId: CLIENT.client_id,
       clientSecret: CLIENT.client_secret,
+      completeLogin: (u, o) => oidc.completeLogin(u, o),
       env: { LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '1', LINKVAULT_REFRESH_LOCK_TTL_SECONDS: String(LOCK_TTL_SECONDS) },
     });
   });
   after(async () => {
-    for (const r of cluster?.replicas ?? []) r.child.kill('SIGCONT');
     await cluster?.stop();
     await proxy?.close();
     await oidc?.close();
   });
 
-  async function post(replica: number, linkId: string, body: object = {}): Promise<{ status: number; body: Record<string, unknown> }> {
-    const res = await fetch(`${cluster.replicas[replica]!.url}/v1/links/${linkId}/token`, {
-      method: 'POST',
-      headers: { authorization: cluster.services.bearer('billing-hs'), 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
-
   it('when the lock holder is frozen past the TTL while another replica refreshes, then its late write is rejected and the newer refresh token stays', async () => {
-    const link = await connectViaProvider({
-      oauth: cluster.oauth,
-      completeLogin: (u, o) => oidc.completeLogin(u, o),
-      store: cluster.store,
-      vault: cluster.vault,
-      providerId: 'fenceas',
-      linkId: 'lnk_fence_1',
-      accessTokenExpiresAtMs: Date.now() - 1000,
-    });
+    const link = await cluster.connectLink({ linkId: 'lnk_fence_1', accessTokenExpiresAtMs: Date.now() - 1000 });
     const old = await openTokenSet(cluster.vault, link, link.tokens!);
-    const grant = await fetch(`${cluster.replicas[0]!.url}/v1/grants`, {
-      method: 'POST',
-      headers: { authorization: cluster.services.bearer('crm-hs'), 'content-type': 'application/json' },
-      body: JSON.stringify({ service_id: 'billing', link_id: link.id, purpose: 'fencing test' }),
-    });
+    const grant = await cluster.createGrant({ service_id: 'billing', link_id: link.id, purpose: 'fencing test' });
     assert.equal(grant.status, 201);
     const a = cluster.replicas[0]!;
 
     // A takes the lock and sends its refresh; we catch it on the way and freeze A.
     const held = proxy.holdNext();
-    const aCall = post(0, link.id);
+    const aCall = cluster.requestToken(0, link.id);
     const request = await held;
     assert.equal(request.path, '/token');
-    process.kill(a.pid, 'SIGSTOP');
+    a.pause();
     try {
       // Time is the subject here: A's lock must expire while A cannot act.
       await new Promise((r) => setTimeout(r, LOCK_TTL_SECONDS * 1000 + 500));
-      const bResult = await post(1, link.id);
+      const bResult = await cluster.requestToken(1, link.id);
       assert.equal(bResult.status, 200);
       assert.equal(oidc.tokenRequests().refresh_token, 1, "B's refresh is the only one the provider saw");
       const afterB = (await cluster.store.getLink(link.id))!;
@@ -88,7 +67,7 @@ describe('refresh fencing', () => {
 
       // A's answer is lost after sending; A resumes.
       request.drop();
-      process.kill(a.pid, 'SIGCONT');
+      a.resume();
       const aResult = await aCall;
       assert.equal(aResult.status, 200);
       assert.equal(aResult.body.access_token, bResult.body.access_token, "A serves B's token");
@@ -107,12 +86,12 @@ describe('refresh fencing', () => {
       assert.match(metrics, /linkvault_refreshes_total\{provider="fenceas",outcome="maybe_delivered"\} 1/);
 
       // The old refresh token is spent; the stored one is live: refreshing again works.
-      const again = await post(0, link.id, { force_refresh: true });
+      const again = await cluster.requestToken(0, link.id, { force_refresh: true });
       assert.equal(again.status, 200);
       assert.notEqual(again.body.access_token, bResult.body.access_token);
       assert.equal(oidc.tokenRequests().refresh_token, 2);
     } finally {
-      a.child.kill('SIGCONT');
+      a.resume();
     }
   });
 });

@@ -9,6 +9,7 @@ import { expectedProblem } from '../support/problem-body.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
 import { createTestOAuth } from '../support/provider-link.js';
 import { createReleaseHarness, type ReleaseHarness } from '../support/release-harness.js';
+import { testProviderEntry } from '../support/test-catalogue.js';
 
 /**
  * What callers get when the provider misbehaves during a refresh, against H4's fault-injecting
@@ -24,25 +25,7 @@ describe('refresh under provider faults', () => {
 
   before(async () => {
     standIn = await startTokenEndpointStandIn({ rotate: true });
-    const url = standIn.url;
-    const entry = {
-      id: 'faulty',
-      name: 'Faulty AS',
-      category: 'test',
-      issuer: null,
-      authorization_url: `${url}/authorize`,
-      token_url: standIn.tokenUrl,
-      revocation: { style: 'rfc7009', url: standIn.revocationUrl, token_type_hint: 'refresh_token' },
-      scopes: { default: ['api:read'], separator: ' ' },
-      pkce: true,
-      token_endpoint_auth_method: 'client_secret_post',
-      authorization_params: {},
-      template_variables: [],
-      capture_metadata: [],
-      api_hosts: ['127.0.0.1'],
-      privacy: { settings_url: `${url}/account`, instructions: 'Remove the app.', policy_url: `${url}/privacy` },
-      account_id: { from: 'none' },
-    };
+    const entry = testProviderEntry('faulty', standIn.url, { account_id: { from: 'none' } });
     const { oauth } = createTestOAuth({ entry, clientId: standIn.client.clientId, clientSecret: standIn.client.clientSecret, providerTimeoutMs: 400 });
     h = await createReleaseHarness({ oauth });
     await h.addGrant({ serviceId: 'billing', tenantId: 'tenant-a' });

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { after, before, describe, it } from 'node:test';
 import { openTokenSet } from '../../src/links/token-vault.js';
 import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
-import { connectViaProvider, TEST_REDIRECT_URI } from '../support/provider-link.js';
+import { TEST_REDIRECT_URI } from '../support/provider-link.js';
 import { startReleaseCluster, type ReleaseCluster } from '../support/release-cluster.js';
 
 /**
@@ -27,43 +27,29 @@ describe('refresh race across replicas', () => {
       if (ctx.method === 'POST' && ctx.path === '/token' && slowRefresh) await new Promise((r) => setTimeout(r, 300));
       await next();
     });
-    cluster = await startReleaseCluster({ replicas: 4, providerId: 'raceas', entry: oidc.catalogueEntry('raceas'), clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret });
+    cluster = await startReleaseCluster({
+      replicas: 4,
+      providerId: 'raceas',
+      entry: oidc.catalogueEntry('raceas'),
+      clientId: CLIENT.client_id,
+      clientSecret: CLIENT.client_secret,
+      completeLogin: (u, o) => oidc.completeLogin(u, o),
+    });
   });
   after(async () => {
     await cluster?.stop();
     await oidc?.close();
   });
 
-  async function post(replica: number, linkId: string, body: object = {}): Promise<{ status: number; body: Record<string, unknown> }> {
-    const res = await fetch(`${cluster.replicas[replica]!.url}/v1/links/${linkId}/token`, {
-      method: 'POST',
-      headers: { authorization: cluster.services.bearer('billing-hs'), 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
-
   it('when 4 replicas × 50 callers ask for an expired token at once, then one refresh reaches the provider and all get the same new token', async () => {
-    const link = await connectViaProvider({
-      oauth: cluster.oauth,
-      completeLogin: (u, o) => oidc.completeLogin(u, o),
-      store: cluster.store,
-      vault: cluster.vault,
-      providerId: 'raceas',
-      linkId: 'lnk_race_1',
-      accessTokenExpiresAtMs: Date.now() - 1000,
-    });
+    const link = await cluster.connectLink({ linkId: 'lnk_race_1', accessTokenExpiresAtMs: Date.now() - 1000 });
     const old = await openTokenSet(cluster.vault, link, link.tokens!);
-    const grant = await fetch(`${cluster.replicas[0]!.url}/v1/grants`, {
-      method: 'POST',
-      headers: { authorization: cluster.services.bearer('crm-hs'), 'content-type': 'application/json' },
-      body: JSON.stringify({ service_id: 'billing', tenant_id: 'tenant-a', purpose: 'race test' }),
-    });
+    const grant = await cluster.createGrant({ service_id: 'billing', tenant_id: 'tenant-a', purpose: 'race test' });
     assert.equal(grant.status, 201);
     assert.equal(oidc.tokenRequests().refresh_token ?? 0, 0);
 
     slowRefresh = true;
-    const calls = cluster.replicas.flatMap((_r, i) => Array.from({ length: CALLERS_PER_REPLICA }, () => post(i, link.id)));
+    const calls = cluster.replicas.flatMap((_r, i) => Array.from({ length: CALLERS_PER_REPLICA }, () => cluster.requestToken(i, link.id)));
     const results = await Promise.all(calls);
     slowRefresh = false;
 
@@ -85,7 +71,7 @@ describe('refresh race across replicas', () => {
     assert.equal((await oidc.introspect(String(released))).active, true);
 
     // The stored (rotated) refresh token is live: the next refresh works, from any replica.
-    const next = await post(3, link.id, { force_refresh: true });
+    const next = await cluster.requestToken(3, link.id, { force_refresh: true });
     assert.equal(next.status, 200);
     assert.notEqual(next.body.access_token, released);
     assert.equal(oidc.tokenRequests().refresh_token, 2);

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { describe, it } from 'node:test';
 import { LinkvaultError } from '../../src/errors.js';
 import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
+import { freePort } from '../support/free-port.js';
 import { startOidcServer } from '../support/oidc-server.js';
 import { createTestCatalogue } from '../support/test-catalogue.js';
 
@@ -10,16 +10,6 @@ const REDIRECT = 'http://127.0.0.1:1/v1/oauth/callback/test';
 const CLIENT = { client_id: 'linkvault', client_secret: 'linkvault-secret', redirect_uris: [REDIRECT] };
 const CREDENTIALS = { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret };
 const config = { providerTimeoutMs: 3000, allowInsecureProviderUrls: true };
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('when an OIDC provider is used many times, then its discovery document is fetched once', () => {
   it('shares one fetch among concurrent first calls and reuses it later', async () => {

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { LinkvaultError } from '../../src/errors.js';
 import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
 import type { AuthorizationStart, OAuthClient } from '../../src/oauth/oauth-client.js';
 import {
@@ -13,6 +12,7 @@ import {
   type SlackStandIn,
   type ZohoStandIn,
 } from '../support/provider-stand-ins.js';
+import { errorWithCode } from '../support/error-with-code.js';
 import { createTestCatalogue, shippedEntry } from '../support/test-catalogue.js';
 
 /**
@@ -22,15 +22,6 @@ import { createTestCatalogue, shippedEntry } from '../support/test-catalogue.js'
 
 const CLIENT = { clientId: 'quirk-client', clientSecret: 'quirk-secret' };
 const config = { providerTimeoutMs: 2000, allowInsecureProviderUrls: true };
-
-function isError(code: string, check: (err: LinkvaultError) => void = () => undefined) {
-  return (err: unknown): boolean => {
-    assert.ok(err instanceof LinkvaultError, `expected LinkvaultError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${code}, got ${err.code} (${err.message})`);
-    check(err);
-    return true;
-  };
-}
 
 /** The callback a provider would send after the user consents (code issued out of band by the stand-in). */
 function callbackFor(redirectUri: string, start: AuthorizationStart, code: string, extra: Record<string, string> = {}): URL {
@@ -117,13 +108,13 @@ describe('when Slack answers HTTP 200 with ok:false, then the Slack error become
   });
 
   it('invalid_code → reauth_required; bad_client_secret → provider_misconfigured; ratelimited → provider_unavailable', async () => {
-    await assert.rejects(connect('slack-code-1'), isError('reauth_required'));
+    await assert.rejects(connect('slack-code-1'), errorWithCode('reauth_required'));
     slack.failNextWith('bad_client_secret');
-    await assert.rejects(connect('slack-code-2'), isError('provider_misconfigured'));
+    await assert.rejects(connect('slack-code-2'), errorWithCode('provider_misconfigured'));
     slack.failNextWith('ratelimited');
-    await assert.rejects(connect('slack-code-3'), isError('provider_unavailable'));
+    await assert.rejects(connect('slack-code-3'), errorWithCode('provider_unavailable'));
     slack.failNextWith('some_new_slack_error');
-    await assert.rejects(connect('slack-code-4'), isError('provider_error', (err) => assert.equal(err.extra?.provider_error, 'unknown')));
+    await assert.rejects(connect('slack-code-4'), errorWithCode('provider_error', (err) => assert.equal(err.extra?.provider_error, 'unknown')));
   });
 
   it('refreshes with rotation and refuses the old refresh token afterwards', async () => {
@@ -131,7 +122,7 @@ describe('when Slack answers HTTP 200 with ok:false, then the Slack error become
     const refreshed = await oauth.refresh({ providerId: 'slack', endpointVariables: {}, refreshToken: done.tokens.refreshToken! });
     assert.ok(refreshed.refreshToken);
     assert.ok(refreshed.expiresAtMs !== null && refreshed.expiresAtMs > Date.now() + 43_000_000);
-    await assert.rejects(oauth.refresh({ providerId: 'slack', endpointVariables: {}, refreshToken: done.tokens.refreshToken! }), isError('reauth_required'));
+    await assert.rejects(oauth.refresh({ providerId: 'slack', endpointVariables: {}, refreshToken: done.tokens.refreshToken! }), errorWithCode('reauth_required'));
   });
 
   it('revokes with auth.revoke (token as a Bearer); an already dead token is confirmed too', async () => {
@@ -188,12 +179,12 @@ describe('when GitHub would answer form-encoded, then the adapter asks for JSON 
   });
 
   it('bad_verification_code (HTTP 200) → reauth_required; incorrect_client_credentials → provider_misconfigured', async () => {
-    await assert.rejects(connect('gh-code-1'), isError('reauth_required'));
+    await assert.rejects(connect('gh-code-1'), errorWithCode('reauth_required'));
     const wrong = createOAuthClient({ catalogue: createTestCatalogue([githubEntry(gh.url)], { clientId: CLIENT.clientId, clientSecret: 'wrong' }), config });
     const start = await wrong.startAuthorization({ providerId: 'github', endpointVariables: {}, redirectUri: redirect });
     await assert.rejects(
       wrong.completeAuthorization({ providerId: 'github', endpointVariables: {}, callbackUrl: callbackFor(redirect, start, 'gh-code-2'), checks: start.checks }),
-      isError('provider_misconfigured'),
+      errorWithCode('provider_misconfigured'),
     );
   });
 
@@ -203,7 +194,7 @@ describe('when GitHub would answer form-encoded, then the adapter asks for JSON 
     assert.equal(gh.isActive(done.tokens.accessToken.reveal()), false);
     assert.equal(gh.requests(gh.grantPath), 1);
     // A second revoke: GitHub answers 404, which could also mean wrong credentials: not confirmed.
-    await assert.rejects(oauth.revoke({ providerId: 'github', endpointVariables: {}, token: done.tokens.accessToken, tokenTypeHint: 'access_token' }), isError('provider_error'));
+    await assert.rejects(oauth.revoke({ providerId: 'github', endpointVariables: {}, token: done.tokens.accessToken, tokenTypeHint: 'access_token' }), errorWithCode('provider_error'));
   });
 });
 
@@ -239,7 +230,7 @@ describe('when Zoho sends the user back with accounts-server, then the exchange,
     // A caller that forgets to merge the callback's accounts server is stopped before any exchange.
     await assert.rejects(
       oauth.completeAuthorization({ providerId: 'zoho', endpointVariables: sessionVars, callbackUrl: callback, checks: start.checks }),
-      isError('invalid_request', (err) => assert.equal(err.extra?.parameter, 'accounts-server')),
+      errorWithCode('invalid_request', (err) => assert.equal(err.extra?.parameter, 'accounts-server')),
     );
     assert.equal(zoho.requests(), 0);
 
@@ -254,7 +245,7 @@ describe('when Zoho sends the user back with accounts-server, then the exchange,
     assert.equal(refreshed.refreshToken, null);
     assert.equal(refreshed.extra.api_domain, 'https://www.zohoapis.eu');
     // The refresh token is bound to its DC: the US server does not know it.
-    await assert.rejects(oauth.refresh({ providerId: 'zoho', endpointVariables: sessionVars, refreshToken: done.tokens.refreshToken! }), isError('reauth_required'));
+    await assert.rejects(oauth.refresh({ providerId: 'zoho', endpointVariables: sessionVars, refreshToken: done.tokens.refreshToken! }), errorWithCode('reauth_required'));
 
     assert.equal(await oauth.revoke({ providerId: 'zoho', endpointVariables: vars, token: done.tokens.refreshToken!, tokenTypeHint: 'refresh_token' }), 'confirmed');
     assert.equal(zoho.isActive(done.tokens.refreshToken!.reveal()), false);
@@ -263,7 +254,7 @@ describe('when Zoho sends the user back with accounts-server, then the exchange,
   it('refuses an accounts-server that is not Zoho’s', async () => {
     assert.throws(
       () => catalogueRef.resolveVariables('zoho', 'callback', { 'accounts-server': 'https://accounts.zoho.evil.test' }),
-      isError('invalid_request', (err) => assert.equal(err.extra?.parameter, 'accounts-server')),
+      errorWithCode('invalid_request', (err) => assert.equal(err.extra?.parameter, 'accounts-server')),
     );
   });
 });

@@ -1,46 +1,21 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { LinkvaultError } from '../../src/errors.js';
 import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
 import { Secret } from '../../src/secret.js';
 import { startIntercomStandIn, startTokenEndpointStandIn, type IntercomStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
-import { BUILTIN_PROVIDERS_FILE, createTestCatalogue, shippedEntry } from '../support/test-catalogue.js';
 import { loadCatalogue } from '../../src/links/catalogue.js';
+import { errorWithCode } from '../support/error-with-code.js';
+import { BUILTIN_PROVIDERS_FILE, createTestCatalogue, shippedEntry, testProviderEntry } from '../support/test-catalogue.js';
 
 const config = { providerTimeoutMs: 1000, allowInsecureProviderUrls: true };
-
-function isError(code: string, check: (err: LinkvaultError) => void = () => undefined) {
-  return (err: unknown): boolean => {
-    assert.ok(err instanceof LinkvaultError, `expected LinkvaultError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${code}, got ${err.code} (${err.message})`);
-    check(err);
-    return true;
-  };
-}
 
 describe('when a token is revoked at an RFC 7009 endpoint, then 200 confirms and 503/429 are provider_unavailable with Retry-After', () => {
   let standIn: TokenEndpointStandIn;
   let oauth: OAuthClient;
   before(async () => {
     standIn = await startTokenEndpointStandIn();
-    const entry = {
-      id: 'rfc',
-      name: 'RFC AS',
-      category: 'test',
-      issuer: null,
-      authorization_url: `${standIn.url}/authorize`,
-      token_url: standIn.tokenUrl,
-      revocation: { style: 'rfc7009', url: standIn.revocationUrl, token_type_hint: 'refresh_token' },
-      scopes: { default: [], separator: ' ' },
-      pkce: true,
-      token_endpoint_auth_method: 'client_secret_basic',
-      authorization_params: {},
-      template_variables: [],
-      capture_metadata: [],
-      api_hosts: [],
-      privacy: { settings_url: null, instructions: 'Remove the app.', policy_url: 'https://example.test/privacy' },
-    };
+    const entry = testProviderEntry('rfc', standIn.url, { scopes: { default: [], separator: ' ' }, token_endpoint_auth_method: 'client_secret_basic', api_hosts: [] });
     oauth = createOAuthClient({ catalogue: createTestCatalogue([entry], standIn.client), config });
   });
   after(() => standIn.close());
@@ -57,7 +32,7 @@ describe('when a token is revoked at an RFC 7009 endpoint, then 200 confirms and
     standIn.setRevocationBehaviour({ kind: 'status', status: 503, retryAfter: '7' });
     standIn.addRefreshToken('rt-503');
     try {
-      await assert.rejects(revoke('rt-503'), isError('provider_unavailable', (err) => assert.equal(err.retryAfterSeconds, 7)));
+      await assert.rejects(revoke('rt-503'), errorWithCode('provider_unavailable', (err) => assert.equal(err.retryAfterSeconds, 7)));
       assert.equal(standIn.isActive('rt-503'), true);
     } finally {
       standIn.setRevocationBehaviour({ kind: 'normal' });
@@ -74,7 +49,7 @@ describe('when a token is revoked at an RFC 7009 endpoint, then 200 confirms and
       const limited = results.filter((r) => r.status === 'rejected');
       assert.equal(limited.length, after.rateLimited - before.rateLimited);
       assert.ok(limited.length >= 1);
-      for (const r of limited) isError('provider_unavailable', (err) => assert.equal(err.retryAfterSeconds, 1))((r as PromiseRejectedResult).reason);
+      for (const r of limited) errorWithCode('provider_unavailable', (err) => assert.equal(err.retryAfterSeconds, 1))((r as PromiseRejectedResult).reason);
     } finally {
       standIn.setRevocationRateLimit(null);
     }
@@ -83,7 +58,7 @@ describe('when a token is revoked at an RFC 7009 endpoint, then 200 confirms and
   it('a revocation that never answers → provider_unavailable', async () => {
     standIn.setRevocationBehaviour({ kind: 'hang' });
     try {
-      await assert.rejects(revoke('rt-hang'), isError('provider_unavailable'));
+      await assert.rejects(revoke('rt-hang'), errorWithCode('provider_unavailable'));
     } finally {
       standIn.setRevocationBehaviour({ kind: 'normal' });
     }

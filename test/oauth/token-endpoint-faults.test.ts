@@ -1,44 +1,16 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { LinkvaultError } from '../../src/errors.js';
 import { createOAuthClient, parseRetryAfter, type OAuthLog } from '../../src/oauth/openid-oauth-client.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
 import { Secret } from '../../src/secret.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
-import { createTestCatalogue } from '../support/test-catalogue.js';
+import { errorWithCode } from '../support/error-with-code.js';
+import { freePort } from '../support/free-port.js';
+import { createTestCatalogue, testProviderEntry } from '../support/test-catalogue.js';
 
 const REDIRECT = 'http://127.0.0.1:1/v1/oauth/callback/faulty';
 const TIMEOUT_MS = 400;
-
-function entryFor(baseUrl: string, id = 'faulty'): Record<string, unknown> {
-  return {
-    id,
-    name: 'Faulty AS',
-    category: 'test',
-    issuer: null,
-    authorization_url: `${baseUrl}/authorize`,
-    token_url: `${baseUrl}/token`,
-    revocation: { style: 'rfc7009', url: `${baseUrl}/revoke`, token_type_hint: 'refresh_token' },
-    scopes: { default: ['api:read'], separator: ' ' },
-    pkce: true,
-    token_endpoint_auth_method: 'client_secret_post',
-    authorization_params: {},
-    template_variables: [],
-    capture_metadata: [],
-    api_hosts: ['127.0.0.1'],
-    privacy: { settings_url: null, instructions: 'Remove the app.', policy_url: 'https://example.test/privacy' },
-  };
-}
-
-function isError(code: string, check: (err: LinkvaultError) => void = () => undefined) {
-  return (err: unknown): boolean => {
-    assert.ok(err instanceof LinkvaultError, `expected LinkvaultError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${code}, got ${err.code} (${err.message})`);
-    check(err);
-    return true;
-  };
-}
 
 describe('when the token endpoint misbehaves, then every failure is classified by the port contract and nothing is retried', () => {
   let standIn: TokenEndpointStandIn;
@@ -53,7 +25,7 @@ describe('when the token endpoint misbehaves, then every failure is classified b
   before(async () => {
     standIn = await startTokenEndpointStandIn();
     oauth = createOAuthClient({
-      catalogue: createTestCatalogue([entryFor(standIn.url)], standIn.client),
+      catalogue: createTestCatalogue([testProviderEntry('faulty', standIn.url)], standIn.client),
       config: { providerTimeoutMs: TIMEOUT_MS, allowInsecureProviderUrls: true },
       log,
     });
@@ -80,7 +52,7 @@ describe('when the token endpoint misbehaves, then every failure is classified b
     standIn.queue({ kind: 'hang' });
     const before = refreshCount();
     const startedAt = Date.now();
-    await assert.rejects(refresh(), isError('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
+    await assert.rejects(refresh(), errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
     assert.ok(Date.now() - startedAt < TIMEOUT_MS + 1500, 'bounded by the provider timeout');
     assert.equal(refreshCount(), before + 1, 'never retried');
   });
@@ -88,7 +60,7 @@ describe('when the token endpoint misbehaves, then every failure is classified b
   it('a 500 → provider_unavailable, maybe_delivered', async () => {
     standIn.queue({ kind: 'status', status: 500, body: '<html>oops</html>' });
     const before = refreshCount();
-    await assert.rejects(refresh(), isError('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
+    await assert.rejects(refresh(), errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
     assert.equal(refreshCount(), before + 1);
   });
 
@@ -96,7 +68,7 @@ describe('when the token endpoint misbehaves, then every failure is classified b
     standIn.queue({ kind: 'status', status: 503, retryAfter: new Date(Date.now() + 120_000).toUTCString() });
     await assert.rejects(
       refresh(),
-      isError('provider_unavailable', (err) => {
+      errorWithCode('provider_unavailable', (err) => {
         assert.ok(err.retryAfterSeconds !== undefined && err.retryAfterSeconds >= 118 && err.retryAfterSeconds <= 121, String(err.retryAfterSeconds));
         assert.equal(err.extra?.maybe_delivered, false);
       }),
@@ -108,7 +80,7 @@ describe('when the token endpoint misbehaves, then every failure is classified b
     const before = refreshCount();
     await assert.rejects(
       refresh(),
-      isError('provider_unavailable', (err) => {
+      errorWithCode('provider_unavailable', (err) => {
         assert.equal(err.retryAfterSeconds, 17);
         assert.equal(err.extra?.maybe_delivered, false);
       }),
@@ -118,40 +90,40 @@ describe('when the token endpoint misbehaves, then every failure is classified b
 
   it('invalid_grant → reauth_required', async () => {
     standIn.queue({ kind: 'error', error: 'invalid_grant' });
-    await assert.rejects(refresh(), isError('reauth_required'));
+    await assert.rejects(refresh(), errorWithCode('reauth_required'));
   });
 
   it('invalid_client → provider_misconfigured', async () => {
     standIn.queue({ kind: 'error', error: 'invalid_client' });
-    await assert.rejects(refresh(), isError('provider_misconfigured'));
+    await assert.rejects(refresh(), errorWithCode('provider_misconfigured'));
   });
 
   it('unauthorized_client → provider_misconfigured', async () => {
     standIn.queue({ kind: 'error', error: 'unauthorized_client' });
-    await assert.rejects(refresh(), isError('provider_misconfigured'));
+    await assert.rejects(refresh(), errorWithCode('provider_misconfigured'));
   });
 
   it('another RFC 6749 error → provider_error naming the code', async () => {
     standIn.queue({ kind: 'error', error: 'invalid_scope' });
-    await assert.rejects(refresh(), isError('provider_error', (err) => assert.equal(err.extra?.provider_error, 'invalid_scope')));
+    await assert.rejects(refresh(), errorWithCode('provider_error', (err) => assert.equal(err.extra?.provider_error, 'invalid_scope')));
   });
 
   it('rotated then the connection dropped → provider_unavailable, maybe_delivered, and the provider did rotate', async () => {
     standIn.queue({ kind: 'rotate_then_drop' });
     const live = standIn.liveRefreshTokens().length;
-    await assert.rejects(refresh(), isError('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
+    await assert.rejects(refresh(), errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
     assert.equal(standIn.isActive(refreshToken.reveal()), false, 'the old refresh token is gone at the provider');
     assert.equal(standIn.liveRefreshTokens().length, live, 'a new one exists that nobody received');
   });
 
   it('an oversized answer → invalid_token_response', async () => {
     standIn.queue({ kind: 'oversized' });
-    await assert.rejects(refresh(), isError('invalid_token_response'));
+    await assert.rejects(refresh(), errorWithCode('invalid_token_response'));
   });
 
   it('a 2xx answer without access_token → invalid_token_response', async () => {
     standIn.queue({ kind: 'status', status: 200, body: '{"token_type":"Bearer"}' });
-    await assert.rejects(refresh(), isError('invalid_token_response'));
+    await assert.rejects(refresh(), errorWithCode('invalid_token_response'));
   });
 
   it('the code exchange is never retried either', async () => {
@@ -163,7 +135,7 @@ describe('when the token endpoint misbehaves, then every failure is classified b
     const before = standIn.tokenRequests().authorization_code ?? 0;
     await assert.rejects(
       oauth.completeAuthorization({ providerId: 'faulty', endpointVariables: {}, callbackUrl: callback, checks: start.checks }),
-      isError('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)),
+      errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)),
     );
     assert.equal(standIn.tokenRequests().authorization_code, before + 1);
   });
@@ -191,20 +163,14 @@ describe('when the token endpoint misbehaves, then every failure is classified b
 
 describe('when the provider cannot be reached at all, then the request is known not delivered', () => {
   it('connection refused → provider_unavailable, maybe_delivered false', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const s = createServer();
-      s.listen(0, '127.0.0.1', () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort();
     const oauth = createOAuthClient({
-      catalogue: createTestCatalogue([entryFor(`http://127.0.0.1:${port}`)]),
+      catalogue: createTestCatalogue([testProviderEntry('faulty', `http://127.0.0.1:${port}`)]),
       config: { providerTimeoutMs: TIMEOUT_MS, allowInsecureProviderUrls: true },
     });
     await assert.rejects(
       oauth.refresh({ providerId: 'faulty', endpointVariables: {}, refreshToken: new Secret('rt') }),
-      isError('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, false)),
+      errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, false)),
     );
   });
 });

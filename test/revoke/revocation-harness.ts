@@ -1,8 +1,8 @@
 /**
- * The revocation stack for tests, built from the real pieces (no mocks): a Store the test owns
- * (SQLite file or a real redis-server), the local key provider + vault, the catalogue (entries the
- * test gives, pointing at real loopback peers), the openid-client adapter, audit, token release,
- * sessions, revocation + its worker, all mounted in the real express app.
+ * The revocation stack for tests, built from the real pieces (no mocks): a SQLite file store of its
+ * own or a Store the test gives (e.g. on a real redis-server), the local key provider + vault, the
+ * catalogue (entries the test gives, pointing at real loopback peers), the openid-client adapter,
+ * audit, token release, sessions, revocation + its worker, all mounted in the real express app.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,11 +29,13 @@ import { Metrics } from '../../src/metrics.js';
 import type { OAuthClient, TokenSet } from '../../src/oauth/oauth-client.js';
 import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
 import { Secret } from '../../src/secret.js';
+import { SqliteStore } from '../../src/store/sqlite-store.js';
 import type { LinkRecord, Store } from '../../src/store/store.js';
 import { makeTestServices, type TestServices } from '../support/service-jwt.js';
 
 export interface StackOptions {
-  readonly store: Store;
+  /** A store the test owns (it closes it); default a SQLite file of the stack's own, closed by close(). */
+  readonly store?: Store;
   /** Raw snake_case catalogue entries (http:// allowed), each enabled with the given credentials. */
   readonly providers: readonly { readonly entry: Record<string, unknown>; readonly clientId: string; readonly clientSecret: string }[];
   readonly worker?: Partial<RevocationWorkerOptions>;
@@ -81,32 +83,6 @@ export function tokenSet(accessToken: string, refreshToken: string | null, expir
   };
 }
 
-/** A catalogue entry for a loopback provider with explicit endpoints. */
-export function providerEntry(id: string, base: string, revocation: Record<string, unknown>, overrides: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    id,
-    name: `Provider ${id}`,
-    category: 'crm',
-    issuer: null,
-    authorization_url: `${base}/auth`,
-    token_url: `${base}/token`,
-    revocation,
-    scopes: { default: ['openid', 'offline_access'], separator: ' ' },
-    pkce: true,
-    token_endpoint_auth_method: 'client_secret_post',
-    authorization_params: {},
-    template_variables: [],
-    capture_metadata: [],
-    api_hosts: ['127.0.0.1'],
-    privacy: {
-      settings_url: `https://${id}.example/settings/connected-apps`,
-      instructions: `Open ${id}'s connected apps page and remove the app to stop all sharing.`,
-      policy_url: `https://${id}.example/privacy`,
-    },
-    ...overrides,
-  };
-}
-
 const quiet = pino({ level: 'silent' });
 
 export async function startStack(options: StackOptions): Promise<Stack> {
@@ -133,9 +109,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     config,
     extraEntries: options.providers.map((p) => ({ entry: p.entry, credentials: { clientId: p.clientId, clientSecret: p.clientSecret }, allowInsecureUrls: true })),
   });
-  const store = options.store;
   const now = Date.now;
   const log = options.log ?? quiet;
+  const store = options.store ?? new SqliteStore({ path: join(dir, 'lv.db'), log });
   const audit = createAudit({ store, hmacKey: randomBytes(32), now });
   const oauth = options.oauth ?? createOAuthClient({ catalogue, config, log });
   const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
@@ -152,7 +128,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     options: { pollIntervalMs: 50, backoffBaseMs: 100, backoffMaxMs: 1000, takeoverGraceMs: 500, ratePerSecond: 1000, burst: 1000, ...(options.worker ?? {}) },
   });
   const sessions = createSessions({ config, store, catalogue, now });
-  const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log, now, lockTtlMs: config.refreshLockTtlMs });
+  // As main.ts: a refresh that loses to a revocation queues its tokens' revocation durably.
+  const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log, now, lockTtlMs: config.refreshLockTtlMs, revocation });
   const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
   const auth = createServiceAuth({ services: services.services, audience: services.audience });
   const app = createApp({
@@ -222,6 +199,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     },
     async close() {
       await worker.stop();
+      if (!options.store) await store.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,11 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { isLinkvaultError } from '../../src/errors.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
 import { obtainTokens, startStack, type Stack } from './revocation-harness.js';
 
@@ -13,22 +9,16 @@ const REDIRECT = 'http://127.0.0.1:3000/v1/oauth/callback/test-as';
 
 /** RFC 7009 against node-oidc-provider: after a revoke, the provider itself no longer honours the tokens. */
 describe('revocation at the provider (node-oidc-provider, RFC 7009)', () => {
-  let dir: string;
-  let store: SqliteStore;
   let oidc: OidcServer;
   let stack: Stack;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'lv-revoke-at-provider-'));
-    store = new SqliteStore({ path: join(dir, 'lv.db') });
     oidc = await startOidcServer({ mode: 'oauth', clients: [{ client_id: 'lv-client', client_secret: 'lv-secret-0123456789', redirect_uris: [REDIRECT] }] });
-    stack = await startStack({ store, providers: [{ entry: oidc.catalogueEntry('test-as'), clientId: 'lv-client', clientSecret: 'lv-secret-0123456789' }], startWorker: false });
+    stack = await startStack({ providers: [{ entry: oidc.catalogueEntry('test-as'), clientId: 'lv-client', clientSecret: 'lv-secret-0123456789' }], startWorker: false });
   });
   after(async () => {
     await stack.close();
-    await store.close();
     await oidc.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('when a link is revoked, then the provider refuses the old refresh token and introspection reports both tokens inactive', async () => {
@@ -62,7 +52,7 @@ describe('revocation at the provider (node-oidc-provider, RFC 7009)', () => {
     );
 
     // The job (the last sealed copy) is gone, and the whole sequence is audited.
-    assert.equal(await store.countJobs(), 0);
+    assert.equal(await stack.store.countJobs(), 0);
     const events = (await stack.auditEvents()).filter((e) => e.data.link_id === link.id).map((e) => `${e.type}:${String(e.data.outcome ?? e.data.where ?? '')}`);
     assert.deepEqual(events, [
       'link.revocation_requested:',
@@ -86,7 +76,7 @@ describe('revocation at the provider (node-oidc-provider, RFC 7009)', () => {
     assert.equal(a.status, 200);
     assert.equal(b.status, 200);
     assert.equal(a.body.link_id, b.body.link_id);
-    assert.equal(await store.countJobs(), 1);
+    assert.equal(await stack.store.countJobs(), 1);
     await stack.worker.runOnce();
     assert.equal(oidc.requestCounts().revocation - before, 2);
     assert.equal((await oidc.introspect(tokens.refreshToken!.reveal())).active, false);

@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { Secret } from '../../src/secret.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
-import { eventually, providerEntry, startStack, tokenSet, type Stack } from './revocation-harness.js';
+import { testProviderEntry } from '../support/test-catalogue.js';
+import { eventually, startStack, tokenSet, type Stack } from './revocation-harness.js';
 
 const LINKS = 1000;
 const PROVIDER_LIMIT_PER_SECOND = 150;
@@ -20,22 +17,17 @@ const WORKER_RATE_PER_SECOND = 125;
  * hundreds of 429s (the worker alone goes faster than the provider allows).
  */
 describe('bulk revocation', () => {
-  let dir: string;
-  let store: SqliteStore;
   let standIn: TokenEndpointStandIn;
   let stack: Stack;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'lv-revoke-bulk-'));
-    store = new SqliteStore({ path: join(dir, 'lv.db') });
     standIn = await startTokenEndpointStandIn({ rotate: false });
     standIn.setRevocationRateLimit(PROVIDER_LIMIT_PER_SECOND);
-    const entry = providerEntry('rated', standIn.url, { style: 'rfc7009', url: standIn.revocationUrl, token_type_hint: 'refresh_token' });
+    const entry = testProviderEntry('rated', standIn.url);
     stack = await startStack({
-      store,
       providers: [
         { entry, clientId: standIn.client.clientId, clientSecret: standIn.client.clientSecret },
-        { entry: providerEntry('other', 'http://127.0.0.1:9', { style: 'none', url: null }), clientId: 'c', clientSecret: 's' },
+        { entry: testProviderEntry('other', 'http://127.0.0.1:9', { revocation: { style: 'none', url: null } }), clientId: 'c', clientSecret: 's' },
       ],
       // Below the provider's limit, with a small burst: the throttle is what keeps 429s away.
       worker: { ratePerSecond: WORKER_RATE_PER_SECOND, burst: 10, concurrency: 16, batchSize: 64 },
@@ -43,9 +35,7 @@ describe('bulk revocation', () => {
   });
   after(async () => {
     await stack.close();
-    await store.close();
     await standIn.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('when the body is invalid, then POST /v1/revocations answers 400 and starts nothing', async () => {
@@ -77,12 +67,12 @@ describe('bulk revocation', () => {
     });
     assert.deepEqual(done, { job_id: started.body.job_id, status: 'done', total: 2, revoked: 2, provider_confirmed: 0, provider_failed: 0, provider_unsupported: 2 });
     for (const l of [mine, mine2]) {
-      assert.equal((await store.getLink(l.id))!.status, 'revoked');
+      assert.equal((await stack.store.getLink(l.id))!.status, 'revoked');
       const record = await request(stack.app).get(`/v1/links/${l.id}/revocation`).set('Authorization', admin);
       assert.equal(record.body.revoked_by, 'admin');
       assert.equal(record.body.reason, 'gdpr erasure');
     }
-    for (const l of [someoneElse, otherTenant]) assert.equal((await store.getLink(l.id))!.status, 'active');
+    for (const l of [someoneElse, otherTenant]) assert.equal((await stack.store.getLink(l.id))!.status, 'active');
   });
 
   it(`when ${LINKS} links at a rate-limited provider are revoked in bulk, then it completes with progress and at most a handful of 429s`, async () => {
@@ -128,6 +118,6 @@ describe('bulk revocation', () => {
     assert.equal(accessTokens.filter((t) => standIn.isActive(t)).length, 0, 'every token is dead at the provider');
     // The throttle, not the provider's refusals, set the pace: about LINKS / rate seconds.
     assert.ok(elapsedMs >= (LINKS / WORKER_RATE_PER_SECOND) * 1000 * 0.8, `took ${elapsedMs} ms`);
-    assert.equal(await store.countJobs(), 0);
+    assert.equal(await stack.store.countJobs(), 0);
   });
 });

@@ -1,38 +1,28 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseRecord } from '../../src/links/revocation.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
-import { providerEntry, startStack, tokenSet, type Stack } from './revocation-harness.js';
+import { testProviderEntry } from '../support/test-catalogue.js';
+import { startStack, tokenSet, type Stack } from './revocation-harness.js';
 
 const DAY_MS = 86_400_000;
 
 /** RFC 9700 §4.14.2: with LINKVAULT_DORMANT_LINK_DAYS set, links nobody used for that long are revoked, audited as dormant. */
 describe('dormant links', () => {
-  let dir: string;
-  let store: SqliteStore;
   let standIn: TokenEndpointStandIn;
   let stack: Stack;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'lv-revoke-dormant-'));
-    store = new SqliteStore({ path: join(dir, 'lv.db') });
     standIn = await startTokenEndpointStandIn();
     stack = await startStack({
-      store,
-      providers: [{ entry: providerEntry('std', standIn.url, { style: 'rfc7009', url: standIn.revocationUrl, token_type_hint: 'refresh_token' }), clientId: standIn.client.clientId, clientSecret: standIn.client.clientSecret }],
+      providers: [{ entry: testProviderEntry('std', standIn.url), clientId: standIn.client.clientId, clientSecret: standIn.client.clientSecret }],
       worker: { dormantLinkDays: 30 },
       startWorker: false,
     });
   });
   after(async () => {
     await stack.close();
-    await store.close();
     await standIn.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('when the sweep runs, then links unused for longer than the limit are revoked as dormant and the others are left alone', async () => {
@@ -45,12 +35,12 @@ describe('dormant links', () => {
 
     assert.equal(await stack.worker.sweepDormant(), 2);
     for (const link of [neverUsed, usedLongAgo]) {
-      assert.equal((await store.getLink(link.id))!.status, 'revoked');
-      const record = parseRecord((await store.getRevocation(link.id))!.record);
+      assert.equal((await stack.store.getLink(link.id))!.status, 'revoked');
+      const record = parseRecord((await stack.store.getRevocation(link.id))!.record);
       assert.equal(record.revoked_by, 'admin');
       assert.equal(record.reason, 'dormant');
     }
-    for (const link of [usedRecently, young]) assert.equal((await store.getLink(link.id))!.status, 'active');
+    for (const link of [usedRecently, young]) assert.equal((await stack.store.getLink(link.id))!.status, 'active');
 
     // The provider step runs like any other revocation.
     await stack.worker.runOnce();
@@ -64,13 +54,13 @@ describe('dormant links', () => {
 
   it('when another replica holds the sweep lock, then this one does not sweep', async () => {
     const old = await stack.createLink({ tenantId: 'acme', userId: 'u5', providerId: 'std', tokens: tokenSet('at_d5', 'rt_d5'), createdAtMs: Date.now() - 45 * DAY_MS });
-    const owner = await store.acquireLock('revocation:dormant-sweep', 10_000);
+    const owner = await stack.store.acquireLock('revocation:dormant-sweep', 10_000);
     assert.ok(owner);
     try {
       assert.equal(await stack.worker.sweepDormant(), 0);
-      assert.equal((await store.getLink(old.id))!.status, 'active');
+      assert.equal((await stack.store.getLink(old.id))!.status, 'active');
     } finally {
-      await store.releaseLock('revocation:dormant-sweep', owner);
+      await stack.store.releaseLock('revocation:dormant-sweep', owner);
     }
     assert.equal(await stack.worker.sweepDormant(), 1);
   });

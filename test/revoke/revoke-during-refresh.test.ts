@@ -1,10 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
 import { startProviderSwitch, type ProviderSwitch } from './provider-switch.js';
 import { obtainTokens, startStack, type Stack } from './revocation-harness.js';
@@ -18,26 +14,20 @@ const CLIENT = { client_id: 'lv-client', client_secret: 'lv-secret-0123456789', 
  * revoke, and the tokens that refresh obtained are revoked at the provider too.
  */
 describe('revocation during an in-flight refresh', () => {
-  let dir: string;
-  let store: SqliteStore;
   let oidc: OidcServer;
   let front: ProviderSwitch;
   let stack: Stack;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'lv-revoke-refresh-'));
-    store = new SqliteStore({ path: join(dir, 'lv.db') });
     oidc = await startOidcServer({ mode: 'oauth', clients: [CLIENT], rotateRefreshTokens: true });
     front = await startProviderSwitch(oidc.url);
     const entry = oidc.catalogueEntry('test-as', { token_url: `${front.url}/token` });
-    stack = await startStack({ store, providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }], startWorker: false });
+    stack = await startStack({ providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }], startWorker: false });
   });
   after(async () => {
     await stack.close();
-    await store.close();
     await front.close();
     await oidc.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('when the link is revoked while its refresh is at the provider, then no token is ever released after the revoke and the new tokens die too', async () => {
@@ -67,7 +57,7 @@ describe('revocation during an in-flight refresh', () => {
     assert.notEqual(newRefresh, obtained.refreshToken!.reveal());
 
     // Nothing of the refresh was stored: the tombstone is intact.
-    const stored = (await store.getLink(link.id))!;
+    const stored = (await stack.store.getLink(link.id))!;
     assert.equal(stored.status, 'revoked');
     assert.equal(stored.tokens, null);
 

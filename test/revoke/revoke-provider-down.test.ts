@@ -1,14 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PassThrough } from 'node:stream';
 import request from 'supertest';
 import { createLogger } from '../../src/log.js';
 import { isLinkvaultError } from '../../src/errors.js';
 import { parseRecord } from '../../src/links/revocation.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
 import { startProviderSwitch, type ProviderSwitch } from './provider-switch.js';
 import { eventually, obtainTokens, startStack, type Stack } from './revocation-harness.js';
@@ -23,8 +19,6 @@ const CLIENT = { client_id: 'lv-client', client_secret: 'lv-secret-0123456789', 
  * `failed` after a bounded number of attempts, shredded all the same.
  */
 describe('revocation while the provider is down', () => {
-  let dir: string;
-  let store: SqliteStore;
   let oidc: OidcServer;
   let front: ProviderSwitch;
   let stack: Stack;
@@ -32,15 +26,12 @@ describe('revocation while the provider is down', () => {
   const issued: string[] = [];
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'lv-revoke-down-'));
     const lines = new PassThrough();
     lines.on('data', (chunk: Buffer) => (logged += chunk.toString('utf8')));
-    store = new SqliteStore({ path: join(dir, 'lv.db') });
     oidc = await startOidcServer({ mode: 'oauth', clients: [CLIENT] });
     front = await startProviderSwitch(oidc.url);
     const entry = oidc.catalogueEntry('test-as', { revocation: { style: 'rfc7009', url: `${front.url}/token/revocation`, token_type_hint: 'refresh_token' } });
     stack = await startStack({
-      store,
       providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }],
       providerTimeoutSeconds: 1,
       worker: { maxAttempts: 4, backoffBaseMs: 100, backoffMaxMs: 300 },
@@ -52,10 +43,8 @@ describe('revocation while the provider is down', () => {
     assert.ok(logged.includes('revocation at the provider failed; will retry'));
     for (const token of issued) assert.equal(logged.includes(token), false, 'a token reached the log');
     await stack.close();
-    await store.close();
     await front.close();
     await oidc.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('when the provider hangs, then the token route answers 410 at once and the revocation completes once the provider answers again', async () => {
@@ -76,17 +65,17 @@ describe('revocation while the provider is down', () => {
     // The worker reached the provider, which said nothing; the attempt times out and is rescheduled.
     await front.seen('/token/revocation', 1);
     const pending = await eventually(async () => {
-      const row = await store.getRevocation(link.id);
+      const row = await stack.store.getRevocation(link.id);
       const record = row && parseRecord(row.record);
       return record && record.provider_revocation.attempts >= 1 ? record : null;
     });
     assert.equal(pending.provider_revocation.status, 'pending');
     assert.equal((await oidc.introspect(tokens.refreshToken!.reveal())).active, true, 'the token is still alive while the provider is down');
-    assert.equal(await store.countJobs(), 1, 'the work waits in the queue');
+    assert.equal(await stack.store.countJobs(), 1, 'the work waits in the queue');
 
     front.set('/token/revocation', { kind: 'pass' });
     const done = await eventually(async () => {
-      const row = await store.getRevocation(link.id);
+      const row = await stack.store.getRevocation(link.id);
       const record = row && parseRecord(row.record);
       return record && record.provider_revocation.status !== 'pending' ? record : null;
     });
@@ -96,7 +85,7 @@ describe('revocation while the provider is down', () => {
     await assert.rejects(stack.oauth.refresh({ providerId: 'test-as', endpointVariables: {}, refreshToken: tokens.refreshToken! }), (err: unknown) =>
       isLinkvaultError(err, 'reauth_required'),
     );
-    await eventually(async () => (await store.countJobs()) === 0);
+    await eventually(async () => (await stack.store.countJobs()) === 0);
   });
 
   it('when the provider answers 503 with Retry-After, then the retry waits that long', async () => {
@@ -113,7 +102,7 @@ describe('revocation while the provider is down', () => {
     // Backoff alone would retry after ~100 ms; Retry-After: 1 holds it for a second.
     assert.ok(Date.now() - firstAt >= 800, `retried after ${Date.now() - firstAt} ms`);
     const done = await eventually(async () => {
-      const record = parseRecord((await store.getRevocation(link.id))!.record);
+      const record = parseRecord((await stack.store.getRevocation(link.id))!.record);
       return record.provider_revocation.status === 'pending' ? null : record;
     });
     assert.deepEqual(done.provider_revocation, { status: 'confirmed', attempts: 2 });
@@ -126,11 +115,11 @@ describe('revocation while the provider is down', () => {
     front.set('/token/revocation', { kind: 'status', status: 503 });
     await request(stack.app).delete(`/v1/links/${link.id}`).set('Authorization', stack.services.bearer('crm-hs')).expect(200);
     const done = await eventually(async () => {
-      const record = parseRecord((await store.getRevocation(link.id))!.record);
+      const record = parseRecord((await stack.store.getRevocation(link.id))!.record);
       return record.provider_revocation.status === 'pending' ? null : record;
     });
     assert.deepEqual(done.provider_revocation, { status: 'failed', attempts: 4 });
-    await eventually(async () => (await store.countJobs()) === 0);
+    await eventually(async () => (await stack.store.countJobs()) === 0);
     const events = (await stack.auditEvents()).filter((e) => e.data.link_id === link.id);
     const final = events.find((e) => e.type === 'link.provider_revocation' && e.data.final === true);
     assert.equal(final?.data.outcome, 'failed');

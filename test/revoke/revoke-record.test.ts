@@ -1,33 +1,23 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { providerEntry, startStack, tokenSet, type Stack } from './revocation-harness.js';
+import { testProviderEntry } from '../support/test-catalogue.js';
+import { startStack, tokenSet, type Stack } from './revocation-harness.js';
 
 /**
  * The revocation record and the routes' edges, on a provider the catalogue says offers no
  * revocation (Microsoft-style `none`): no provider call is ever made, so these run without one.
  */
 describe('revocation record and routes (provider without revocation)', () => {
-  let dir: string;
-  let store: SqliteStore;
   let stack: Stack;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'lv-revoke-record-'));
-    store = new SqliteStore({ path: join(dir, 'lv.db') });
     stack = await startStack({
-      store,
-      providers: [{ entry: providerEntry('msft-like', 'http://127.0.0.1:9', { style: 'none', url: null }), clientId: 'c', clientSecret: 's' }],
+      providers: [{ entry: testProviderEntry('msft-like', 'http://127.0.0.1:9', { revocation: { style: 'none', url: null } }), clientId: 'c', clientSecret: 's' }],
     });
   });
   after(async () => {
     await stack.close();
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('when the caller has no service token, then DELETE answers 401', async () => {
@@ -55,7 +45,7 @@ describe('revocation record and routes (provider without revocation)', () => {
     assert.equal(unknown.body.code, 'invalid_request');
     const badReason = await request(stack.app).delete(`/v1/links/${link.id}`).set('Authorization', stack.services.bearer('crm-hs')).send({ reason: 42 });
     assert.equal(badReason.status, 400);
-    assert.equal((await store.getLink(link.id))!.status, 'active');
+    assert.equal((await stack.store.getLink(link.id))!.status, 'active');
   });
 
   it('when a service revokes a link, then the record says who, when, why, unsupported and the guidance, and holds no token material', async () => {
@@ -87,11 +77,11 @@ describe('revocation record and routes (provider without revocation)', () => {
     assert.equal(JSON.stringify(res.body).includes('canary'), false);
 
     // Tombstoned and shredded: no sealed tokens left on the link, and no job holds a copy.
-    const stored = (await store.getLink(link.id))!;
+    const stored = (await stack.store.getLink(link.id))!;
     assert.equal(stored.status, 'revoked');
     assert.equal(stored.tokens, null);
     assert.equal(stored.version, link.version + 1);
-    assert.equal(await store.countJobs(), 0);
+    assert.equal(await stack.store.countJobs(), 0);
 
     // Retrievable later, and idempotent.
     const got = await request(stack.app).get(`/v1/links/${link.id}/revocation`).set('Authorization', stack.services.bearer('auditor-hs'));

@@ -1,30 +1,20 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { providerEntry, startStack, tokenSet, type Stack } from './revocation-harness.js';
+import { testProviderEntry } from '../support/test-catalogue.js';
+import { startStack, tokenSet, type Stack } from './revocation-harness.js';
 
 /** A user's session token manages that user's links and nobody else's; another's link is a plain 404. */
 describe("a user's session cannot list or revoke another user's links", () => {
-  let dir: string;
-  let store: SqliteStore;
   let stack: Stack;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'lv-revoke-session-'));
-    store = new SqliteStore({ path: join(dir, 'lv.db') });
     stack = await startStack({
-      store,
-      providers: [{ entry: providerEntry('plain', 'http://127.0.0.1:9', { style: 'none', url: null }), clientId: 'c', clientSecret: 's' }],
+      providers: [{ entry: testProviderEntry('plain', 'http://127.0.0.1:9', { revocation: { style: 'none', url: null } }), clientId: 'c', clientSecret: 's' }],
     });
   });
   after(async () => {
     await stack.close();
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('when the session bearer is missing or unknown, then DELETE /v1/me/links answers 401', async () => {
@@ -37,7 +27,7 @@ describe("a user's session cannot list or revoke another user's links", () => {
     // A service JWT is not a session.
     const jwt = await request(stack.app).delete(`/v1/me/links/${link.id}`).set('Authorization', stack.services.bearer('crm-hs'));
     assert.equal(jwt.status, 401);
-    assert.equal((await store.getLink(link.id))!.status, 'active');
+    assert.equal((await stack.store.getLink(link.id))!.status, 'active');
   });
 
   it("when Bob lists and revokes Alice's link, then he sees nothing and gets 404 exactly like a missing link", async () => {
@@ -60,9 +50,9 @@ describe("a user's session cannot list or revoke another user's links", () => {
       assert.equal(res.body.code, 'link_not_found');
       assert.equal(res.body.detail, undefined);
     }
-    assert.equal((await store.getLink(alices.id))!.status, 'active');
-    assert.equal((await store.getLink(otherTenant.id))!.status, 'active');
-    assert.equal(await store.getRevocation(alices.id), null);
+    assert.equal((await stack.store.getLink(alices.id))!.status, 'active');
+    assert.equal((await stack.store.getLink(otherTenant.id))!.status, 'active');
+    assert.equal(await stack.store.getRevocation(alices.id), null);
   });
 
   it('when Alice revokes her own link with her session, then it is revoked by the user and Bob still cannot touch it', async () => {

@@ -36,6 +36,8 @@ export interface Browser {
   readonly page: Page;
   /** Console errors, page errors and CSP violations seen on any page so far (host pages included). */
   readonly problems: string[];
+  /** `step`, whose failure also reports what the browser logged (a CSP block is often the real cause). */
+  explain<T>(step: Promise<T>): Promise<T>;
   /** Saves a full-page PNG under test-output/screenshots/. */
   screenshot(page: Page, name: string): Promise<string>;
   close(): Promise<void>;
@@ -82,6 +84,13 @@ export async function launchChromium(options: LaunchOptions = {}): Promise<Brows
     context,
     page: context.pages()[0] ?? (await context.newPage()),
     problems,
+    async explain(step) {
+      try {
+        return await step;
+      } catch (err) {
+        throw new Error(`${(err as Error).message}\nbrowser problems so far:\n${problems.join('\n') || '(none)'}`, { cause: err });
+      }
+    },
     async screenshot(page, name) {
       mkdirSync(SCREENSHOT_DIR, { recursive: true });
       const path = join(SCREENSHOT_DIR, `${name}.png`);

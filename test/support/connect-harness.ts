@@ -28,6 +28,7 @@ import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
 import { createSandboxProvider, type SandboxProvider } from '../../src/oauth/sandbox-provider.js';
 import { createStore } from '../../src/store/create-store.js';
 import type { Store } from '../../src/store/store.js';
+import { startOidcServer, type OidcServer, type StartOidcServerOptions } from './oidc-server.js';
 import { makeTestServices, type TestServices } from './service-jwt.js';
 
 /**
@@ -219,6 +220,52 @@ export async function startConnectHarness(options: ConnectHarnessOptions = {}): 
       await sandbox?.close();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The client linkvault is registered as at startConnectHarnessWithOidc's provider (by default). */
+export const ACME_CLIENT = { client_id: 'lv-acme', client_secret: 'acme-client-secret-0123456789abcdef' } as const;
+
+/** A connect harness whose provider `acme` is a node-oidc-provider it started. */
+export type OidcConnectHarness = ConnectHarness & { readonly oidc: OidcServer };
+
+export interface HarnessOidcOptions extends Omit<StartOidcServerOptions, 'clients'> {
+  /** The client registered for linkvault (default ACME_CLIENT). */
+  readonly client?: { readonly client_id: string; readonly client_secret: string };
+}
+
+/**
+ * The harness with one provider, `acme`: node-oidc-provider on loopback, started once the public
+ * URL is known (so our callback is its registered redirect URI) and stopped by close().
+ */
+export async function startConnectHarnessWithOidc(
+  oidcOptions: HarnessOidcOptions,
+  options: Omit<ConnectHarnessOptions, 'providers'> = {},
+): Promise<OidcConnectHarness> {
+  const { client = ACME_CLIENT, ...serverOptions } = oidcOptions;
+  let oidc: OidcServer | undefined;
+  let h: ConnectHarness;
+  try {
+    h = await startConnectHarness({
+      ...options,
+      providers: async (publicUrl) => {
+        oidc = await startOidcServer({ ...serverOptions, clients: [{ ...client, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }] });
+        return [{ entry: oidc.catalogueEntry('acme'), credentials: { clientId: client.client_id, clientSecret: client.client_secret }, allowInsecureUrls: true }];
+      },
+    });
+  } catch (err) {
+    await oidc?.close();
+    throw err;
+  }
+  const server = oidc!;
+  const harness = h;
+  return {
+    ...harness,
+    oidc: server,
+    async close() {
+      await harness.close();
+      await server.close();
     },
   };
 }

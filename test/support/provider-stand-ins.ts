@@ -522,6 +522,8 @@ export interface TokenEndpointStandIn extends BaseStandIn {
   /** RFC 7009 endpoint: at most `perSecond` requests per wall-clock second, then 429 + Retry-After: 1 (null = unlimited). */
   setRevocationRateLimit(perSecond: number | null): void;
   setRevocationBehaviour(behaviour: RevocationBehaviour): void;
+  /** Members added to every successful token answer from now on (Pipedrive's api_domain, Salesforce's instance_url, ...). */
+  setAnswerExtra(extra: Readonly<Record<string, unknown>>): void;
   /** Revocation requests received (rate-limited ones included) and tokens actually revoked. */
   revocationCounts(): { requests: number; rateLimited: number; revoked: number };
 }
@@ -555,11 +557,12 @@ export async function startTokenEndpointStandIn(options: TokenEndpointStandInOpt
   const revocation = { requests: 0, rateLimited: 0, revoked: 0 };
   let windowSecond = 0;
   let windowCount = 0;
+  let answerExtra: Readonly<Record<string, unknown>> = {};
 
   const issue = (withRefresh: boolean): Record<string, unknown> => {
     const at = token('at_');
     accessTokens.set(at, Date.now() + expiresIn * 1000);
-    const body: Record<string, unknown> = { access_token: at, token_type: 'Bearer', expires_in: expiresIn, scope: 'api:read' };
+    const body: Record<string, unknown> = { ...answerExtra, access_token: at, token_type: 'Bearer', expires_in: expiresIn, scope: 'api:read' };
     if (withRefresh) {
       const rt = token('rt_');
       refreshTokens.add(rt);
@@ -669,6 +672,9 @@ export async function startTokenEndpointStandIn(options: TokenEndpointStandInOpt
     },
     setRevocationBehaviour: (behaviour) => {
       revocationBehaviour = behaviour;
+    },
+    setAnswerExtra: (extra) => {
+      answerExtra = { ...extra };
     },
     revocationCounts: () => ({ ...revocation }),
   };

@@ -1,36 +1,41 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { providerEnvName } from '../../src/config.js';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { createVault, type Vault } from '../../src/keys/vault.js';
 import { Metrics } from '../../src/metrics.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
 import { createStore } from '../../src/store/create-store.js';
-import type { Store } from '../../src/store/store.js';
-import { createTestOAuth } from './provider-link.js';
+import type { LinkRecord, Store } from '../../src/store/store.js';
+import { freePort } from './free-port.js';
+import { connectViaProvider, createTestOAuth, type ConnectViaProviderOptions } from './provider-link.js';
 import { startRedis, type RedisServerHandle } from './redis-server.js';
-import { startReleaseService, type ReleaseServiceProcess } from './release-service.js';
+import { startServiceProcess, writeServiceConfig, type ServiceProcess, type StartServiceProcessOptions } from './service-process.js';
 import { makeTestServices, type TestServices } from './service-jwt.js';
 
 /**
- * N replicas of the real token-release service (child processes) sharing one redis-server and one
- * master key, with a provider entry from `entry` (its client credentials in the environment, the
- * way an operator configures them). The parent gets its own store/vault/OAuth client on the same
- * Redis and key, to seed links the way the connect flow would.
+ * N replicas of the real service (`bin/linkvault.js serve`, child processes) sharing one
+ * redis-server and one master key, with one provider from `entry` (its client credentials in the
+ * environment, the way an operator configures them). The parent gets its own store, vault and
+ * OAuth client on the same Redis and key, to connect links the way the connect flow would.
  */
 
 export interface ReleaseCluster {
   readonly redis: RedisServerHandle;
-  readonly replicas: ReleaseServiceProcess[];
+  readonly replicas: ServiceProcess[];
   readonly services: TestServices;
   readonly store: Store;
   readonly vault: Vault;
   readonly oauth: OAuthClient;
-  readonly providerId: string;
-  /** Environment every replica got (to start more). */
-  readonly env: Record<string, string>;
-  readonly dir: string;
+  /**
+   * Connects a link of the cluster's provider through a real authorization-code flow (login by
+   * the options' completeLogin) and stores it, sealed, as the connect flow would.
+   */
+  connectLink(options: Pick<ConnectViaProviderOptions, 'linkId' | 'accessTokenExpiresAtMs' | 'tenantId' | 'userId' | 'accountId'>): Promise<LinkRecord>;
+  /** POST /v1/grants on replica 0 as crm-sync (an admin). */
+  createGrant(body: Record<string, unknown>): Promise<{ status: number; body: Record<string, unknown> }>;
+  /** POST /v1/links/:id/token on `replica` as `billing` (role tokens). */
+  requestToken(replica: number, linkId: string, body?: Record<string, unknown>): Promise<{ status: number; body: Record<string, unknown> }>;
   stop(): Promise<void>;
 }
 
@@ -41,48 +46,55 @@ export interface StartReleaseClusterOptions {
   readonly entry: Record<string, unknown>;
   readonly clientId: string;
   readonly clientSecret: string;
+  /** Logs in at the provider like a browser and returns the redirect back (OidcServer.completeLogin). */
+  readonly completeLogin: ConnectViaProviderOptions['completeLogin'];
   /** Extra LINKVAULT_* variables for every replica. */
-  readonly env?: Record<string, string>;
+  readonly env?: Readonly<Record<string, string>>;
   /** Extra node command-line flags for every replica (e.g. --cpu-prof). */
   readonly nodeArgs?: readonly string[];
+  /** A ready line other than the info "listening" one (see StartServiceProcessOptions.ready); each replica then gets a free port chosen here. */
+  readonly ready?: StartServiceProcessOptions['ready'];
+}
+
+async function call(url: string, authorization: string, body: Record<string, unknown>): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, { method: 'POST', headers: { authorization, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
 export async function startReleaseCluster(options: StartReleaseClusterOptions): Promise<ReleaseCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'lv-cluster-'));
   const redis = await startRedis();
   const metrics = new Metrics();
-  const keyFile = join(dir, 'master.key');
-  // Created once here, so replicas never race to generate it.
-  const keys = await LocalKeyProvider.load({ keyFile, mayGenerate: true, metrics });
+  // Created once here (where writeServiceConfig points the replicas), so they never race to generate it.
+  const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
   const vault = createVault({ keys, metrics, maxEntries: 1000, maxAgeMs: 300_000 });
   const services = makeTestServices();
-  writeFileSync(join(dir, 'services.json'), JSON.stringify(services.servicesFile));
-  writeFileSync(join(dir, 'providers.json'), JSON.stringify({ providers: [options.entry] }));
-  const envName = providerEnvName(options.providerId);
   const env: Record<string, string> = {
-    ...services.env,
+    ...writeServiceConfig({ dir, services, providers: [{ entry: options.entry, clientId: options.clientId, clientSecret: options.clientSecret }] }),
     LINKVAULT_STORE: 'redis',
     LINKVAULT_REDIS_URL: redis.url,
-    LINKVAULT_LOCAL_KEY_FILE: keyFile,
-    LINKVAULT_SERVICES_FILE: join(dir, 'services.json'),
-    LINKVAULT_PROVIDERS_FILE: join(dir, 'providers.json'),
-    [`LINKVAULT_PROVIDER_${envName}_CLIENT_ID`]: options.clientId,
-    [`LINKVAULT_PROVIDER_${envName}_CLIENT_SECRET`]: options.clientSecret,
-    LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'true',
     LINKVAULT_BACKGROUND_REFRESH: 'false',
     ...options.env,
   };
   const store = await createStore({ kind: 'redis', redisUrl: redis.url, clusterNodes: null, keyPrefix: 'lv' }, { metrics });
   const { oauth } = createTestOAuth({ entry: options.entry, clientId: options.clientId, clientSecret: options.clientSecret });
-  const replicas: ReleaseServiceProcess[] = [];
-  try {
-    replicas.push(...(await Promise.all(Array.from({ length: options.replicas }, () => startReleaseService({ cwd: dir, env, ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}) })))));
-  } catch (err) {
+  const replicas: ServiceProcess[] = [];
+  const stop = async (): Promise<void> => {
     await Promise.all(replicas.map((r) => r.stop()));
     await store.close();
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
-    throw err;
+  };
+  const startReplica = async (): Promise<ServiceProcess> => {
+    const replicaEnv = options.ready ? { ...env, LINKVAULT_PORT: String(await freePort()) } : env;
+    return startServiceProcess({ cwd: dir, env: replicaEnv, ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}), ...(options.ready ? { ready: options.ready } : {}) });
+  };
+  const started = await Promise.allSettled(Array.from({ length: options.replicas }, startReplica));
+  for (const outcome of started) if (outcome.status === 'fulfilled') replicas.push(outcome.value);
+  const failed = started.find((outcome) => outcome.status === 'rejected');
+  if (failed) {
+    await stop();
+    throw failed.reason;
   }
   return {
     redis,
@@ -91,14 +103,9 @@ export async function startReleaseCluster(options: StartReleaseClusterOptions): 
     store,
     vault,
     oauth,
-    providerId: options.providerId,
-    env,
-    dir,
-    async stop() {
-      await Promise.all(replicas.map((r) => r.stop()));
-      await store.close();
-      await redis.stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    connectLink: (o) => connectViaProvider({ ...o, oauth, completeLogin: options.completeLogin, store, vault, providerId: options.providerId }),
+    createGrant: (body) => call(`${replicas[0]!.url}/v1/grants`, services.bearer('crm-hs'), body),
+    requestToken: (replica, linkId, body = {}) => call(`${replicas[replica]!.url}/v1/links/${linkId}/token`, services.bearer('billing-hs'), body),
+    stop,
   };
 }

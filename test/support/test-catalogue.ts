@@ -35,3 +35,34 @@ export function createTestCatalogue(
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * A raw (snake_case) catalogue entry for a loopback test provider at `baseUrl`: /authorize,
+ * /token, RFC 7009 revocation at /revoke (the paths of provider-stand-ins.ts's token endpoint
+ * stand-in), PKCE, client_secret_post, scope `api:read`, named `Provider <id>` with guidance under
+ * https://<id>.example. `overrides` are shallow-merged over it.
+ */
+export function testProviderEntry(id: string, baseUrl: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    id,
+    name: `Provider ${id}`,
+    category: 'test',
+    issuer: null,
+    authorization_url: `${baseUrl}/authorize`,
+    token_url: `${baseUrl}/token`,
+    revocation: { style: 'rfc7009', url: `${baseUrl}/revoke`, token_type_hint: 'refresh_token' },
+    scopes: { default: ['api:read'], separator: ' ' },
+    pkce: true,
+    token_endpoint_auth_method: 'client_secret_post',
+    authorization_params: {},
+    template_variables: [],
+    capture_metadata: [],
+    api_hosts: ['127.0.0.1'],
+    privacy: {
+      settings_url: `https://${id}.example/settings/connected-apps`,
+      instructions: `Open ${id}'s connected apps page and remove the app to stop all sharing.`,
+      policy_url: `https://${id}.example/privacy`,
+    },
+    ...overrides,
+  };
+}
