@@ -93,7 +93,7 @@ export async function buildFeatures(deps: FeatureDeps): Promise<Features> {
   const now = Date.now;
   const background: BackgroundTask[] = [];
 
-  const sandbox = config.sandbox ? await createSandboxProvider({ publicUrl: config.publicUrl, log }) : null;
+  const sandbox = config.sandbox ? await createSandboxProvider({ publicUrl: config.publicUrl, log, returnOrigins: config.returnUrlAllowlist }) : null;
   if (sandbox) background.push({ name: 'sandbox', stop: () => sandbox.close() });
   let catalogue: Catalogue;
   try {

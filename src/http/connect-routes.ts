@@ -207,7 +207,11 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
       return res.redirect(303, connectResultLocation(config.publicUrl, { status: 'connected', linkId: outcome.linkId, providerId: outcome.providerId }));
     }
     const error = outcome.error;
-    if (toApp) return res.redirect(303, withResult(outcome.returnTo!, { status: 'error', error: error.code, ...(outcome.providerId ? { provider: outcome.providerId } : {}) }));
+    if (toApp) {
+      // provider_error (a registered RFC 6749 code or 'unknown') lets the host app tell a user's "no" (access_denied) from a failure.
+      const providerError = providerErrorOf(error);
+      return res.redirect(303, withResult(outcome.returnTo!, { status: 'error', error: error.code, ...(outcome.providerId ? { provider: outcome.providerId } : {}), ...(providerError ? { provider_error: providerError } : {}) }));
+    }
     if (!wantsHtml(req)) return next(error);
     res.redirect(303, connectResultLocation(config.publicUrl, { status: 'error', error: error.code, providerId: outcome.providerId, providerError: providerErrorOf(error) }));
   };

@@ -4,22 +4,15 @@ import { refreshDue, REFRESH_UNCERTAIN_KEY, type RefreshCoordinator } from './re
 
 /**
  * Refreshes links ahead of expiry so that callers rarely wait on a provider: every interval it
- * finds active links whose access token expires within the lead window (plus jitter, so links
- * connected together do not all refresh in one burst) and refreshes each through the same
- * coordinator as the token route. One replica per link: a link whose lock is held is skipped.
- *
- * Finding candidates: when the store offers an expiry index (`listLinksExpiringBefore`, see
- * ExpiryIndex) it is used; otherwise every link id is scanned (scanLinkIds + getLink), which
- * costs one read per link per interval — fine for thousands of links, not for millions.
+ * takes the active links whose access token expires within the lead window (plus jitter, so links
+ * connected together do not all refresh in one burst), and those whose last refresh answer was lost,
+ * from the store's expiry index (Store.listLinksExpiringBefore: an index, never a scan of every
+ * link), and refreshes each through the same coordinator as the token route. One replica per link:
+ * a link whose lock is held is skipped.
  */
 
-/** An optional Store extension: active links whose access token expires before `cutoffMs`, soonest first. */
-export interface ExpiryIndex {
-  listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]>;
-}
-
 export interface BackgroundRefresherDeps {
-  readonly store: Pick<Store, 'scanLinkIds' | 'getLink'> & Partial<ExpiryIndex>;
+  readonly store: Pick<Store, 'listLinksExpiringBefore'>;
   readonly coordinator: Pick<RefreshCoordinator, 'refreshAhead'>;
   readonly log: Logger;
   readonly now: () => number;
@@ -30,7 +23,7 @@ export interface BackgroundRefresherDeps {
   readonly jitterMs?: number;
   /** Links refreshed at once (default 4): a provider must not see a burst from us. */
   readonly concurrency?: number;
-  /** Candidates taken per round from an expiry index (default 500). */
+  /** Candidates taken per round from the expiry index, soonest first (default 500). */
   readonly batchSize?: number;
   readonly random?: () => number;
 }
@@ -70,15 +63,10 @@ export function createBackgroundRefresher(deps: BackgroundRefresherDeps): Backgr
   }
 
   async function* candidates(): AsyncGenerator<string> {
-    if (store.listLinksExpiringBefore) {
-      const links = await store.listLinksExpiringBefore(now() + deps.leadMs + jitterMs, batchSize);
-      for (const link of links) if (isDue(link, now())) yield link.id;
-      return;
-    }
-    for await (const id of store.scanLinkIds()) {
+    const links = await store.listLinksExpiringBefore(now() + deps.leadMs + jitterMs, batchSize);
+    for (const link of links) {
       if (halted) return;
-      const link = await store.getLink(id);
-      if (link && isDue(link, now())) yield id;
+      if (isDue(link, now())) yield link.id;
     }
   }
 

@@ -31,6 +31,8 @@ export interface SandboxProviderOptions {
   /** linkvault's public URL (config.publicUrl, no trailing slash). */
   readonly publicUrl: string;
   readonly log: Logger;
+  /** Origins a sign-in may end on (config.returnUrlAllowlist): allowed as form-action targets. */
+  readonly returnOrigins?: readonly string[];
 }
 
 export interface SandboxProvider {
@@ -51,7 +53,15 @@ export const SANDBOX_PROVIDER_ID = 'sandbox';
 export const SANDBOX_MOUNT_PATH = '/sandbox';
 export const SANDBOX_SCOPES = ['contacts.read', 'contacts.write'] as const;
 const USERNAME = /^[A-Za-z0-9._@+-]{1,64}$/;
-const PAGE_CSP = "default-src 'none'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/**
+ * The login and consent pages' CSP. Chromium applies form-action to every redirect a form post
+ * leads to, and the consent post ends (through the callback) on the host application's return_to,
+ * so those origins are allowed as form targets too.
+ */
+function pageCsp(formActionOrigins: readonly string[]): string {
+  const targets = ["'self'", ...formActionOrigins].join(' ');
+  return `default-src 'none'; form-action ${targets}; base-uri 'none'; frame-ancestors 'none'`;
+}
 
 /** The members of node-oidc-provider's Provider used here (the package ships no types). */
 interface OidcProvider {
@@ -111,8 +121,8 @@ ${body}
 `;
 }
 
-function sendPage(res: Response, status: number, title: string, body: string): void {
-  res.status(status).setHeader('Content-Security-Policy', PAGE_CSP);
+function sendPageWith(csp: string, res: Response, status: number, title: string, body: string): void {
+  res.status(status).setHeader('Content-Security-Policy', csp);
   res.setHeader('Cache-Control', 'no-store');
   res.type('text/html; charset=utf-8').send(page(title, body));
 }
@@ -120,6 +130,8 @@ function sendPage(res: Response, status: number, title: string, body: string): v
 /** Builds the sandbox provider. Throws when oidc-provider cannot be configured (a start-up failure). */
 export async function createSandboxProvider(options: SandboxProviderOptions): Promise<SandboxProvider> {
   const { publicUrl, log } = options;
+  const csp = pageCsp(options.returnOrigins ?? []);
+  const sendPage = (res: Response, status: number, title: string, body: string): void => sendPageWith(csp, res, status, title, body);
   const base = new URL(publicUrl);
   const basePath = base.pathname.replace(/\/$/, '');
   const issuer = `${publicUrl}${SANDBOX_MOUNT_PATH}`;

@@ -9,6 +9,9 @@
  *   {P:t:<tenant>}:l:<id>          hash j=<link JSON> v=<version> u=<lastUsedAtMs>
  *   {P:t:<tenant>}:ix:all|u:<user>|p:<provider>|s:<status>|a:<providerAccountId>
  *                                   sorted sets of link ids scored by createdAtMs
+ *   {P:t:<tenant>}:ix:exp           the expiry index: link ids scored by expiryIndexScore (active
+ *                                   links with an expiring token, or a refresh to retry)
+ *   P:ix:exp:built                  set once every link stored before the expiry index existed is in it
  *   P:ref:<id>                      the link's tenant (immutable; cached in process)
  *   P:tenants                       set of tenants that have links (for listings without a tenant)
  *   P:f:<key>  P:s:<id>  P:lk:<name>  P:rv:<linkId>  P:js:<id>   single-key records
@@ -41,9 +44,11 @@ import {
   checkSession,
   checkTimeMs,
   checkTtlSeconds,
+  MAX_LIMIT,
   refuseAuditCursor,
   refuseTenantChange,
 } from './store-input.js';
+import { expiryIndexScore } from './expiry-index-score.js';
 import type {
   AuditEvent,
   FlowStateRecord,
@@ -172,8 +177,10 @@ export function translateRedisError(err: unknown): LinkvaultError {
 // ---- Lua scripts (each touches only its KEYS, all in one slot) ----
 
 /**
- * KEYS[1] link hash, KEYS[2..1+nrm] indexes to leave, the rest indexes to join.
- * ARGV: expectedVersion ('' = create), json, newVersion, score, id, nrm, lastUsedAtMs ('' = none).
+ * KEYS[1] link hash, KEYS[2] the tenant's expiry index, KEYS[3..2+nrm] indexes to leave, the rest
+ * indexes to join.
+ * ARGV: expectedVersion ('' = create), json, newVersion, score, id, nrm, lastUsedAtMs ('' = none),
+ * expiry index score ('' = not in the expiry index).
  * Returns nil on a version conflict, else {1, stored lastUsedAtMs or ''}.
  */
 const SAVE_LINK = `
@@ -184,8 +191,13 @@ elseif cur ~= ARGV[1] then
   return false
 end
 local nrm = tonumber(ARGV[6])
-for i = 2, 1 + nrm do redis.call('ZREM', KEYS[i], ARGV[5]) end
-for i = 2 + nrm, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[5]) end
+for i = 3, 2 + nrm do redis.call('ZREM', KEYS[i], ARGV[5]) end
+for i = 3 + nrm, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[5]) end
+if ARGV[8] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[5])
+else
+  redis.call('ZADD', KEYS[2], ARGV[8], ARGV[5])
+end
 local u = redis.call('HGET', KEYS[1], 'u')
 if ARGV[7] ~= '' and ((not u) or tonumber(ARGV[7]) > tonumber(u)) then u = ARGV[7] end
 if u then
@@ -194,6 +206,21 @@ else
   redis.call('HSET', KEYS[1], 'j', ARGV[2], 'v', ARGV[3])
 end
 return {1, u or ''}
+`;
+
+/**
+ * KEYS[1] link hash, KEYS[2] the tenant's expiry index; ARGV version read, expiry index score ('' =
+ * none), id. Files a link stored before the expiry index existed, only if it is still the version
+ * read (a newer write filed it itself). 1 filed, 0 changed meanwhile.
+ */
+const FILE_EXPIRY = `
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+else
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+end
+return 1
 `;
 
 /** KEYS[1] link hash; ARGV[1] lastUsedAtMs. Moves `u` forward only; no-op for an absent link. */
@@ -299,6 +326,7 @@ type ScriptArg = string | number;
 interface ScriptCommands {
   linkvaultSaveLink(numKeys: number, ...args: ScriptArg[]): Promise<[number, string] | null>;
   linkvaultTouchLink(key: string, lastUsedAtMs: string): Promise<number>;
+  linkvaultFileExpiry(linkKey: string, expiryKey: string, version: string, score: string, id: string): Promise<number>;
   linkvaultReleaseLock(key: string, owner: string): Promise<number>;
   linkvaultExtendLock(key: string, owner: string, ttlMs: string): Promise<number>;
   linkvaultPutGrant(all: string, svcNew: string, svcOld: string, id: string, json: string, seen: string): Promise<number>;
@@ -313,6 +341,7 @@ function defineScripts(client: RedisClient): ScriptCommands {
   // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT (a restarted or new node).
   client.defineCommand('linkvaultSaveLink', { lua: SAVE_LINK });
   client.defineCommand('linkvaultTouchLink', { lua: TOUCH_LINK, numberOfKeys: 1 });
+  client.defineCommand('linkvaultFileExpiry', { lua: FILE_EXPIRY, numberOfKeys: 2 });
   client.defineCommand('linkvaultReleaseLock', { lua: RELEASE_LOCK, numberOfKeys: 1 });
   client.defineCommand('linkvaultExtendLock', { lua: EXTEND_LOCK, numberOfKeys: 1 });
   client.defineCommand('linkvaultPutGrant', { lua: PUT_GRANT, numberOfKeys: 3 });
@@ -371,6 +400,8 @@ export class RedisStore implements Store {
   readonly #tenantOfLink = new Map<string, string>();
   readonly #tenantCacheSize: number;
   #closed = false;
+  /** Set once this process knows every link is in the expiry index (#ensureExpiryIndex). */
+  #expiryIndexBuilt = false;
   #lastErrorLogMs = 0;
 
   constructor(options: RedisStoreOptions) {
@@ -444,6 +475,10 @@ export class RedisStore implements Store {
     const keys = [`${tag}:ix:all`, `${tag}:ix:u:${enc(link.userId)}`, `${tag}:ix:p:${enc(link.providerId)}`, `${tag}:ix:s:${link.status}`];
     if (link.providerAccountId !== null) keys.push(`${tag}:ix:a:${enc(link.providerAccountId)}`);
     return keys;
+  }
+
+  #expiryKey(tenantId: string): string {
+    return `${redisTenantTag(this.#p, tenantId)}:ix:exp`;
   }
 
   #refKey(id: string): string {
@@ -629,10 +664,12 @@ export class RedisStore implements Store {
 
     const version = (expected ?? 0) + 1;
     const stored: LinkRecord = { ...link, version };
+    const expiryScore = expiryIndexScore(stored);
     const result = await this.#call(() =>
       this.#scripts.linkvaultSaveLink(
-        1 + removeKeys.length + addKeys.length,
+        2 + removeKeys.length + addKeys.length,
         linkKey,
+        this.#expiryKey(tenantId),
         ...removeKeys,
         ...addKeys,
         expected === null ? '' : String(expected),
@@ -642,12 +679,80 @@ export class RedisStore implements Store {
         id,
         String(removeKeys.length),
         link.lastUsedAtMs === null ? '' : String(link.lastUsedAtMs),
+        expiryScore === null ? '' : String(expiryScore),
       ),
     );
     if (result === null) return null;
     this.#remember(id, tenantId);
     const lastUsed = String(result[1]);
     return { ...stored, lastUsedAtMs: lastUsed === '' ? null : Number(lastUsed) };
+  }
+
+  async listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]> {
+    checkTimeMs('cutoffMs', cutoffMs);
+    checkPositiveInt('limit', limit, MAX_LIMIT);
+    await this.#ensureExpiryIndex();
+    // Each tenant's index lives in its own slot: ask each (16 at a time) and merge.
+    const tenants = await this.#allTenants();
+    const found: { link: LinkRecord; score: number }[] = [];
+    for (let i = 0; i < tenants.length; i += 16) {
+      const batch = await Promise.all(tenants.slice(i, i + 16).map((t) => this.#tenantLinksExpiringBefore(t, cutoffMs, limit)));
+      for (const links of batch) found.push(...links);
+    }
+    found.sort((a, b) => (a.score !== b.score ? a.score - b.score : a.link.id < b.link.id ? -1 : a.link.id > b.link.id ? 1 : 0));
+    return found.slice(0, limit).map((f) => f.link);
+  }
+
+  async #tenantLinksExpiringBefore(tenantId: string, cutoffMs: number, limit: number): Promise<{ link: LinkRecord; score: number }[]> {
+    const ids = await this.#call(() => this.#client.zrangebyscore(this.#expiryKey(tenantId), '-inf', `(${cutoffMs}`, 'LIMIT', 0, limit));
+    if (ids.length === 0) return [];
+    const pipeline = this.#client.pipeline();
+    for (const id of ids) pipeline.hmget(this.#linkKey(tenantId, id), 'j', 'u');
+    const replies = await this.#call(() => pipeline.exec());
+    const out: { link: LinkRecord; score: number }[] = [];
+    for (const [err, reply] of replies ?? []) {
+      if (err) throw this.#fail(translateRedisError(err));
+      const [json, lastUsed] = reply as [string | null, string | null];
+      if (!json) continue;
+      const link = this.#decodeLink(json, lastUsed);
+      // Written after the index was read: judge the record itself.
+      const score = expiryIndexScore(link);
+      if (score !== null && score < cutoffMs) out.push({ link, score });
+    }
+    return out;
+  }
+
+  /**
+   * Links stored before the expiry index existed are not in it: the first listing (per process)
+   * files every link once, unless a marker says some process already did. Each link is filed only
+   * if it still is the version read, so the walk never undoes a newer write. Idempotent: replicas
+   * that start together may both walk.
+   */
+  async #ensureExpiryIndex(): Promise<void> {
+    if (this.#expiryIndexBuilt) return;
+    const markerKey = `${this.#p}:ix:exp:built`;
+    if ((await this.#call(() => this.#client.exists(markerKey))) === 1) {
+      this.#expiryIndexBuilt = true;
+      return;
+    }
+    for (const tenant of await this.#allTenants()) {
+      const index = `${redisTenantTag(this.#p, tenant)}:ix:all`;
+      let cursor = '0';
+      do {
+        const [next, flat] = await this.#call(() => this.#client.zscan(index, cursor, 'COUNT', 500));
+        cursor = next;
+        for (let i = 0; i < flat.length; i += 2) {
+          const id = flat[i]!;
+          const json = await this.#call(() => this.#client.hget(this.#linkKey(tenant, id), 'j'));
+          if (!json) continue;
+          const link = JSON.parse(json) as LinkRecord;
+          const score = expiryIndexScore(link);
+          await this.#call(() => this.#scripts.linkvaultFileExpiry(this.#linkKey(tenant, id), this.#expiryKey(tenant), String(link.version), score === null ? '' : String(score), id));
+        }
+      } while (cursor !== '0');
+    }
+    await this.#call(() => this.#client.set(markerKey, String(Date.now())));
+    this.#expiryIndexBuilt = true;
   }
 
   async touchLink(id: string, lastUsedAtMs: number): Promise<void> {

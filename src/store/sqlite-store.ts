@@ -32,9 +32,11 @@ import {
   checkSession,
   checkTimeMs,
   checkTtlSeconds,
+  MAX_LIMIT,
   refuseAuditCursor,
   refuseTenantChange,
 } from './store-input.js';
+import { expiryIndexScore } from './expiry-index-score.js';
 import type {
   AuditEvent,
   FlowStateRecord,
@@ -115,6 +117,31 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
         ) STRICT;
         CREATE INDEX queue_due ON queue (due_at_ms, id);
       `),
+  },
+  {
+    version: 2,
+    description: 'expiry index: links.refresh_due_at_ms',
+    up: (db) => {
+      // Where the expiry index files the link (expiry-index-score.ts); NULL = not in the index, so
+      // the partial index holds only the links the background refresher may need.
+      db.exec(`
+        ALTER TABLE links ADD COLUMN refresh_due_at_ms INTEGER;
+        CREATE INDEX links_refresh_due ON links (refresh_due_at_ms, id) WHERE refresh_due_at_ms IS NOT NULL;
+      `);
+      // Backfill from the stored records, by keyset pages (the rows are JSON: computed in code,
+      // exactly as saveLink does).
+      const page = db.prepare<[string], { id: string; status: string; body: string }>('SELECT id, status, body FROM links WHERE id > ? ORDER BY id LIMIT 500');
+      const set = db.prepare<[number | null, string]>('UPDATE links SET refresh_due_at_ms = ? WHERE id = ?');
+      for (let after = ''; ; ) {
+        const rows = page.all(after);
+        for (const row of rows) {
+          const link = JSON.parse(row.body) as LinkRecord;
+          set.run(expiryIndexScore({ ...link, status: row.status as LinkRecord['status'] }), row.id);
+        }
+        if (rows.length < 500) break;
+        after = rows[rows.length - 1]!.id;
+      }
+    },
   },
 ];
 
@@ -325,6 +352,7 @@ export class SqliteStore implements Store {
           const lastUsedAtMs = maxNullable(current?.last_used_at_ms ?? null, link.lastUsedAtMs);
           const stored: LinkRecord = { ...link, version: (expected ?? 0) + 1, lastUsedAtMs };
           this.#s.upsertLink.run({
+            refresh_due_at_ms: expiryIndexScore(stored),
             id: stored.id,
             tenant_id: stored.tenantId,
             user_id: stored.userId,
@@ -356,6 +384,14 @@ export class SqliteStore implements Store {
     } catch (err) {
       this.#log?.warn({ err: { code: (err as { code?: string }).code } }, 'sqlite WAL truncate after shred failed; retried at the next checkpoint');
     }
+  }
+
+  listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]> {
+    return this.#run(() => {
+      checkTimeMs('cutoffMs', cutoffMs);
+      checkPositiveInt('limit', limit, MAX_LIMIT);
+      return this.#s.linksExpiringBefore.all(cutoffMs, limit).map((row) => this.#toLink(row));
+    });
   }
 
   async touchLink(id: string, lastUsedAtMs: number): Promise<void> {
@@ -621,14 +657,18 @@ function prepareStatements(db: Db) {
       'SELECT version, tenant_id, last_used_at_ms FROM links WHERE id = ?',
     ),
     upsertLink: db.prepare(
-      `INSERT INTO links (id, tenant_id, user_id, provider_id, status, provider_account_id, version, created_at_ms, last_used_at_ms, body)
-       VALUES (@id, @tenant_id, @user_id, @provider_id, @status, @provider_account_id, @version, @created_at_ms, @last_used_at_ms, @body)
+      `INSERT INTO links (id, tenant_id, user_id, provider_id, status, provider_account_id, version, created_at_ms, last_used_at_ms, refresh_due_at_ms, body)
+       VALUES (@id, @tenant_id, @user_id, @provider_id, @status, @provider_account_id, @version, @created_at_ms, @last_used_at_ms, @refresh_due_at_ms, @body)
        ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, provider_id = excluded.provider_id, status = excluded.status,
          provider_account_id = excluded.provider_account_id, version = excluded.version, created_at_ms = excluded.created_at_ms,
-         last_used_at_ms = excluded.last_used_at_ms, body = excluded.body`,
+         last_used_at_ms = excluded.last_used_at_ms, refresh_due_at_ms = excluded.refresh_due_at_ms, body = excluded.body`,
     ),
     touchLink: db.prepare<[number, string, number]>('UPDATE links SET last_used_at_ms = ? WHERE id = ? AND (last_used_at_ms IS NULL OR last_used_at_ms < ?)'),
     linkIdPage: db.prepare<[string, number], { id: string }>('SELECT id FROM links WHERE id > ? ORDER BY id LIMIT ?'),
+    // Served by the partial index links_refresh_due (migration 2).
+    linksExpiringBefore: db.prepare<[number, number], LinkRow>(
+      'SELECT body, version, last_used_at_ms FROM links WHERE refresh_due_at_ms IS NOT NULL AND refresh_due_at_ms < ? ORDER BY refresh_due_at_ms, id LIMIT ?',
+    ),
 
     putFlow: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO flow_state (key, value, expires_at_ms) VALUES (?, ?, ?)'),
     takeFlow: db.prepare<[string], { value: string; expires_at_ms: number }>('DELETE FROM flow_state WHERE key = ? RETURNING value, expires_at_ms'),
