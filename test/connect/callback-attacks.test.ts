@@ -172,7 +172,7 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     const exchanges = codeExchanges();
     const answer = await h.callback(callbackUrl, flow.cookie);
     assert.equal(answer.status, 303);
-    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=acme`);
+    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=acme&provider_error=access_denied`);
     assert.equal(codeExchanges(), exchanges);
     assert.equal(await linksOf(tenant), 0);
   });

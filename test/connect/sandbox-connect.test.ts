@@ -119,7 +119,7 @@ describe('when a developer connects the built-in Sandbox CRM', () => {
     const login = await browser.follow(await browser.go(`/v1/connect/sandbox?session=${session.session_token}`));
     const consent = await browser.submit(login, '/login', { username: 'bob' });
     const back = await browser.submit(consent, '/abort');
-    assert.equal(back.location?.href, `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=sandbox`);
+    assert.equal(back.location?.href, `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=sandbox&provider_error=access_denied`);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-deny' })).length, 0);
   });
 });

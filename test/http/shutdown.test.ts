@@ -26,7 +26,9 @@ function tempDir(): string {
 }
 
 async function start(cwd: string, env: Record<string, string> = {}): Promise<ServiceProcess> {
-  const service = await startServiceProcess({ cwd, env });
+  // The sandbox's node-oidc-provider writes its own start-up warnings to stderr (an in-memory
+  // adapter, and Node 20); these tests assert that linkvault itself writes nothing there.
+  const service = await startServiceProcess({ cwd, env: { LINKVAULT_SANDBOX: 'false', ...env } });
   started.push(service);
   return service;
 }
