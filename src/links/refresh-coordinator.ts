@@ -3,10 +3,10 @@ import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { Vault } from '../keys/vault.js';
 import type { Metrics } from '../metrics.js';
 import type { OAuthTokenClient, TokenSet } from '../oauth/oauth-client.js';
+import { REFRESH_UNCERTAIN_KEY } from '../store/expiry-index-score.js';
 import type { LinkRecord, SealedRecord, Store } from '../store/store.js';
 import type { Audit } from './audit.js';
 import type { Revocation } from './revocation.js';
-import { REFRESH_UNCERTAIN_KEY } from '../store/expiry-index-score.js';
 import { openTokenSet, sealTokenSet } from './token-vault.js';
 
 /**

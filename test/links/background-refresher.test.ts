@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { createBackgroundRefresher } from '../../src/links/background-refresher.js';
 import { createRefreshCoordinator, REFRESH_UNCERTAIN_KEY } from '../../src/links/refresh-coordinator.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
+import type { Store } from '../../src/store/store.js';
 import { createTestOAuth, type TestOAuth } from '../support/provider-link.js';
 import { createReleaseHarness, type ReleaseHarness } from '../support/release-harness.js';
 import { testProviderEntry } from '../support/test-catalogue.js';
@@ -67,6 +68,55 @@ describe('background refresher', () => {
       assert.ok(!(REFRESH_UNCERTAIN_KEY in now.metadata));
     }
     for (const link of [later, never, reauth, noRefresh]) assert.equal((await h.store.getLink(link.id))!.version, link.version, link.id);
+  });
+
+  it('when a round runs, then its candidates come from the expiry index, soonest first and at most a batch, never from a scan of every link', async (ctx) => {
+    // A store of its own: only these links exist.
+    const own = await createReleaseHarness({ oauth: t.oauth });
+    ctx.after(() => own.close());
+    const seedOwn = async (expiresInMs: number) => {
+      const rt = `rt_${randomBytes(12).toString('base64url')}`;
+      standIn.addRefreshToken(rt);
+      return own.seedLink({ providerId: 'bg', refreshToken: rt, expiresAtMs: Date.now() + expiresInMs, grantedScopes: ['api:read'] });
+    };
+    const links = [await seedOwn(30_000), await seedOwn(10_000), await seedOwn(20_000)];
+    await seedOwn(3_600_000);
+    const asked: [number, number][] = [];
+    const indexOnly: Pick<Store, 'listLinksExpiringBefore'> = {
+      listLinksExpiringBefore: (cutoffMs, limit) => {
+        asked.push([cutoffMs, limit]);
+        return own.store.listLinksExpiringBefore(cutoffMs, limit);
+      },
+    };
+    const order: string[] = [];
+    const before = standIn.tokenRequests().refresh_token ?? 0;
+    const refresher = createBackgroundRefresher({
+      store: new Proxy(indexOnly as Store, {
+        get(target, prop, receiver) {
+          if (prop === 'scanLinkIds' || prop === 'getLink' || prop === 'listLinks') throw new Error(`the refresher must not call ${String(prop)}`);
+          return Reflect.get(target, prop, receiver) as unknown;
+        },
+      }),
+      coordinator: { refreshAhead: (id, leadMs) => (order.push(id), own.coordinator.refreshAhead(id, leadMs)) },
+      log: own.log,
+      now: Date.now,
+      intervalMs: 60_000,
+      leadMs: 300_000,
+      jitterMs: 0,
+      concurrency: 1,
+      batchSize: 2,
+    });
+    const startedAt = Date.now();
+    const round = await refresher.runOnce();
+    assert.equal(asked.length, 1);
+    assert.ok(asked[0]![0] >= startedAt + 300_000 && asked[0]![0] <= Date.now() + 300_000, 'cutoff = now + lead');
+    assert.equal(asked[0]![1], 2);
+    assert.deepEqual(order, [links[1]!.id, links[2]!.id], 'soonest first, one batch');
+    assert.equal(round.refreshed, 2);
+    assert.equal((standIn.tokenRequests().refresh_token ?? 0) - before, 2);
+    // The next round takes the rest.
+    await refresher.runOnce();
+    assert.deepEqual(order.slice(2), [links[0]!.id]);
   });
 
   it('when started, then rounds run on the interval; stop() ends them and resolves', async () => {

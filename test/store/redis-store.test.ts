@@ -98,6 +98,37 @@ describe('RedisStore on a standalone Redis', () => {
     }
   });
 
+  it('when links were stored before the expiry index existed, then the first listing files each of them once', async () => {
+    const config = redisConfig(server.url);
+    const p = config.keyPrefix;
+    const now = Date.now();
+    const writer = await createStore(config, { metrics: new Metrics() });
+    const soon = makeLink({ tenantId: 'old-a', accessTokenExpiresAtMs: now + 1000 });
+    const alsoSoon = makeLink({ tenantId: 'old-b', accessTokenExpiresAtMs: now + 2000 });
+    const later = makeLink({ tenantId: 'old-a', accessTokenExpiresAtMs: now + 3_600_000 });
+    const reauth = makeLink({ tenantId: 'old-b', status: 'needs_reauth', accessTokenExpiresAtMs: now + 1000 });
+    for (const l of [soon, alsoSoon, later, reauth]) assert.ok(await writer.saveLink(l, null));
+    await writer.close();
+    // What a store written by an earlier linkvault looks like: no expiry index, no marker.
+    const admin = new Redis(server.port);
+    try {
+      assert.equal(await admin.del(`{${p}:t:old-a}:ix:exp`, `{${p}:t:old-b}:ix:exp`), 2);
+      assert.equal(await admin.exists(`${p}:ix:exp:built`), 0);
+
+      const upgraded = await createStore(config, { metrics: new Metrics() });
+      try {
+        assert.deepEqual((await upgraded.listLinksExpiringBefore(now + 60_000, 100)).map((l) => l.id), [soon.id, alsoSoon.id]);
+      } finally {
+        await upgraded.close();
+      }
+      assert.deepEqual(await admin.zrange(`{${p}:t:old-a}:ix:exp`, '0', '-1', 'WITHSCORES'), [soon.id, String(now + 1000), later.id, String(now + 3_600_000)]);
+      assert.deepEqual(await admin.zrange(`{${p}:t:old-b}:ix:exp`, '0', '-1', 'WITHSCORES'), [alsoSoon.id, String(now + 2000)]);
+      assert.equal(await admin.exists(`${p}:ix:exp:built`), 1, 'done once: later processes only read the index');
+    } finally {
+      admin.disconnect();
+    }
+  });
+
   it('when CONFIG shows no AOF, then checkRedisPersistence reports the problem', async () => {
     const client = createRedisClient({ url: server.url });
     try {

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { SQLITE_MIGRATIONS, SqliteStore, type SqliteMigration } from '../../src/store/sqlite-store.js';
+import { applySqliteMigrations, SQLITE_MIGRATIONS, SqliteStore, type SqliteMigration } from '../../src/store/sqlite-store.js';
 import { createStore } from '../../src/store/create-store.js';
 import { Metrics } from '../../src/metrics.js';
 import { isLinkvaultError } from '../../src/errors.js';
@@ -80,47 +80,86 @@ describe('SqliteStore', () => {
     }
   });
 
-  it('when opened repeatedly, then each migration is applied exactly once, and an appended v2 applies once on the next open', async () => {
+  it('when opened repeatedly, then each migration is applied exactly once, and an appended one applies once on the next open', async () => {
     const path = freshPath();
+    const known = SQLITE_MIGRATIONS.length;
+    const versions = SQLITE_MIGRATIONS.map((m) => m.version);
     await new SqliteStore({ path }).close();
     const once = appliedMigrations(path);
-    assert.deepEqual(once.map((m) => m.version), [1]);
+    assert.deepEqual(once.map((m) => m.version), versions);
     await new SqliteStore({ path }).close();
     assert.deepEqual(appliedMigrations(path), once, 'reopening applies nothing again');
 
-    let v2Runs = 0;
-    const v2: SqliteMigration = {
-      version: 2,
+    let nextRuns = 0;
+    const next: SqliteMigration = {
+      version: known + 1,
       description: 'add a column',
       up: (db) => {
-        v2Runs++;
+        nextRuns++;
         db.exec('ALTER TABLE links ADD COLUMN note TEXT');
       },
     };
-    const withV2 = [...SQLITE_MIGRATIONS, v2];
-    await new SqliteStore({ path, migrations: withV2 }).close();
-    await new SqliteStore({ path, migrations: withV2 }).close();
-    assert.equal(v2Runs, 1);
-    assert.deepEqual(appliedMigrations(path).map((m) => m.version), [1, 2]);
+    const withNext = [...SQLITE_MIGRATIONS, next];
+    await new SqliteStore({ path, migrations: withNext }).close();
+    await new SqliteStore({ path, migrations: withNext }).close();
+    assert.equal(nextRuns, 1);
+    assert.deepEqual(appliedMigrations(path).map((m) => m.version), [...versions, known + 1]);
     assert.equal(appliedMigrations(path)[0]!.applied_at_ms, once[0]!.applied_at_ms);
 
     // An older linkvault refuses a database migrated past what it knows.
-    assert.throws(() => new SqliteStore({ path }), /schema version 2, newer than this linkvault knows \(1\)/);
+    assert.throws(() => new SqliteStore({ path }), new RegExp(`schema version ${known + 1}, newer than this linkvault knows \\(${known}\\)`));
+  });
+
+  it('when a database from before the expiry index is opened, then migration 2 files its links and listings use the index', async () => {
+    const path = freshPath();
+    mkdirSync(dirname(path), { recursive: true });
+    const db = new Database(path);
+    applySqliteMigrations(db, SQLITE_MIGRATIONS.slice(0, 1));
+    const insert = db.prepare(
+      'INSERT INTO links (id, tenant_id, user_id, provider_id, status, provider_account_id, version, created_at_ms, last_used_at_ms, body) VALUES (?, ?, ?, ?, ?, ?, 1, ?, NULL, ?)',
+    );
+    const now = Date.now();
+    const old = [
+      makeLink({ id: 'lnk_v1_soon', accessTokenExpiresAtMs: now + 1000 }),
+      makeLink({ id: 'lnk_v1_later', accessTokenExpiresAtMs: now + 3_600_000 }),
+      makeLink({ id: 'lnk_v1_uncertain', accessTokenExpiresAtMs: now + 3_600_000, metadata: { 'linkvault.refresh_uncertain_since': new Date(now).toISOString() } }),
+      makeLink({ id: 'lnk_v1_reauth', status: 'needs_reauth', accessTokenExpiresAtMs: now + 1000 }),
+      makeLink({ id: 'lnk_v1_revoked', status: 'revoked', tokens: null, accessTokenExpiresAtMs: null }),
+    ];
+    for (const l of old) insert.run(l.id, l.tenantId, l.userId, l.providerId, l.status, l.providerAccountId, l.createdAtMs, JSON.stringify({ ...l, version: 1 }));
+    db.close();
+
+    const store = new SqliteStore({ path });
+    try {
+      assert.deepEqual(
+        (await store.listLinksExpiringBefore(now + 60_000, 100)).map((l) => l.id),
+        ['lnk_v1_uncertain', 'lnk_v1_soon'],
+      );
+      const check = new Database(path, { readonly: true });
+      const plan = check
+        .prepare('EXPLAIN QUERY PLAN SELECT body, version, last_used_at_ms FROM links WHERE refresh_due_at_ms IS NOT NULL AND refresh_due_at_ms < ? ORDER BY refresh_due_at_ms, id LIMIT ?')
+        .all(now, 10) as { detail: string }[];
+      check.close();
+      assert.equal(plan.length, 1, `one step, no temporary sort: ${JSON.stringify(plan)}`);
+      assert.match(plan[0]!.detail, /^SEARCH links USING INDEX links_refresh_due \(/, 'an index search, no scan');
+    } finally {
+      await store.close();
+    }
   });
 
   it('when a migration fails, then nothing of it is applied and the open fails', async () => {
     const path = freshPath();
     await new SqliteStore({ path }).close();
     const broken: SqliteMigration = {
-      version: 2,
+      version: SQLITE_MIGRATIONS.length + 1,
       description: 'half-done',
       up: (db) => {
         db.exec('CREATE TABLE half (x INTEGER)');
         db.exec('THIS IS NOT SQL');
       },
     };
-    assert.throws(() => new SqliteStore({ path, migrations: [...SQLITE_MIGRATIONS, broken] }));
-    assert.deepEqual(appliedMigrations(path).map((m) => m.version), [1]);
+    assert.throws(() => new SqliteStore({ path, migrations: [...SQLITE_MIGRATIONS, broken] }), /near "THIS": syntax error/);
+    assert.deepEqual(appliedMigrations(path).map((m) => m.version), SQLITE_MIGRATIONS.map((m) => m.version));
     const db = new Database(path, { readonly: true });
     assert.deepEqual(db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'half'").get(), { n: 0 });
     db.close();

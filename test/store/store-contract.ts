@@ -120,6 +120,11 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
         ['saveLink expectedVersion fractional', () => store.saveLink(link, 1.5)],
         ['touchLink empty id', () => store.touchLink('', NOW)],
         ['touchLink negative time', () => store.touchLink(link.id, -1)],
+        ['listLinksExpiringBefore negative cutoff', () => store.listLinksExpiringBefore(-1, 10)],
+        ['listLinksExpiringBefore fractional cutoff', () => store.listLinksExpiringBefore(1.5, 10)],
+        ['listLinksExpiringBefore string cutoff', () => store.listLinksExpiringBefore('1' as unknown as number, 10)],
+        ['listLinksExpiringBefore zero limit', () => store.listLinksExpiringBefore(NOW, 0)],
+        ['listLinksExpiringBefore huge limit', () => store.listLinksExpiringBefore(NOW, 10_001)],
         ['putFlowState empty key', () => store.putFlowState('', {}, 10)],
         ['putFlowState zero ttl', () => store.putFlowState('k', {}, 0)],
         ['putFlowState negative ttl', () => store.putFlowState('k', {}, -5)],
@@ -189,6 +194,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       assert.equal(await store.completeJob('missing', 'token'), false);
       assert.equal(await store.rescheduleJob('missing', 'token', NOW, 1), false);
       assert.deepEqual(await store.claimJobs(NOW, 10, 1000), []);
+      assert.deepEqual(await store.listLinksExpiringBefore(Number.MAX_SAFE_INTEGER, 10), []);
       const scanned: string[] = [];
       for await (const id of store.scanLinkIds()) scanned.push(id);
       assert.deepEqual(scanned, []);
@@ -327,6 +333,63 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       const later = await store.saveLink({ ...link, lastUsedAtMs: NOW + 9000 }, 2);
       assert.equal(later?.lastUsedAtMs, NOW + 9000);
       assert.deepEqual((await store.listLinks({ tenantId: link.tenantId, userId: link.userId })).find((l) => l.id === link.id), later);
+    });
+
+    it('when links expire at different times across tenants, then listLinksExpiringBefore returns the active ones expiring before the cutoff, soonest first', async () => {
+      const save = async (overrides: Partial<LinkRecord>): Promise<LinkRecord> => {
+        const saved = await store.saveLink(makeLink(overrides), null);
+        assert.ok(saved);
+        return saved;
+      };
+      const first = await save({ id: 'lnk_exp_1', tenantId: 'exp-a', accessTokenExpiresAtMs: NOW + 1000 });
+      const tie = await save({ id: 'lnk_exp_0', tenantId: 'exp-b', accessTokenExpiresAtMs: NOW + 1000 });
+      const second = await save({ tenantId: 'exp-b', accessTokenExpiresAtMs: NOW + 2000 });
+      const expired = await save({ tenantId: 'exp-c', accessTokenExpiresAtMs: NOW - 60_000 });
+      const atCutoff = await save({ tenantId: 'exp-a', accessTokenExpiresAtMs: NOW + 5000 });
+      // A lost refresh answer is due at once, whatever its token's expiry (it sorts first).
+      const uncertain = await save({ tenantId: 'exp-c', accessTokenExpiresAtMs: NOW + 3_600_000, metadata: { 'linkvault.refresh_uncertain_since': new Date(NOW).toISOString() } });
+      await save({ tenantId: 'exp-a', accessTokenExpiresAtMs: NOW + 60_000 }); // after the cutoff
+      await save({ tenantId: 'exp-a', accessTokenExpiresAtMs: null }); // never expires
+      await save({ tenantId: 'exp-b', status: 'needs_reauth', accessTokenExpiresAtMs: NOW + 500 });
+      await save({ tenantId: 'exp-b', status: 'revoked', tokens: null, accessTokenExpiresAtMs: null });
+      await save({ tenantId: 'exp-c', status: 'revoked', accessTokenExpiresAtMs: NOW + 500 });
+
+      const all = await store.listLinksExpiringBefore(NOW + 5000, 100);
+      assert.deepEqual(ids(all), [uncertain.id, expired.id, tie.id, first.id, second.id], 'strictly before the cutoff; ties by id');
+      assert.deepEqual(all[2], tie, 'whole records');
+      assert.deepEqual(ids(await store.listLinksExpiringBefore(NOW + 5000, 2)), [uncertain.id, expired.id]);
+      assert.deepEqual(ids(await store.listLinksExpiringBefore(NOW + 5001, 100)).at(-1), atCutoff.id);
+      assert.deepEqual(ids(await store.listLinksExpiringBefore(1, 100)), [uncertain.id]);
+    });
+
+    it('when a link is refreshed, revoked, marked or reconnected, then the expiry index follows at once', async () => {
+      const cutoff = NOW + 5000;
+      const listed = async () => ids(await store.listLinksExpiringBefore(cutoff, 100));
+      const link = makeLink({ tenantId: 'exp-moves', accessTokenExpiresAtMs: NOW + 1000 });
+      await store.saveLink(link, null);
+      assert.deepEqual(await listed(), [link.id]);
+      // Refreshed: a later expiry leaves the window.
+      await store.saveLink({ ...link, accessTokenExpiresAtMs: NOW + 3_600_000 }, 1);
+      assert.deepEqual(await listed(), []);
+      // A stale write changes nothing, the index neither.
+      assert.equal(await store.saveLink({ ...link, accessTokenExpiresAtMs: NOW + 1000 }, 1), null);
+      assert.deepEqual(await listed(), []);
+      // A lost refresh answer: due at once; the marker cleared: back to its expiry.
+      const marked = { ...link, accessTokenExpiresAtMs: NOW + 3_600_000, metadata: { ...link.metadata, 'linkvault.refresh_uncertain_since': new Date(NOW).toISOString() } };
+      await store.saveLink(marked, 2);
+      assert.deepEqual(await listed(), [link.id]);
+      await store.saveLink({ ...marked, metadata: link.metadata }, 3);
+      assert.deepEqual(await listed(), []);
+      await store.saveLink({ ...link, accessTokenExpiresAtMs: NOW + 2000 }, 4);
+      assert.deepEqual(await listed(), [link.id]);
+      await store.touchLink(link.id, NOW + 10);
+      assert.deepEqual(await listed(), [link.id], 'a touch does not move it');
+      await store.saveLink({ ...link, status: 'needs_reauth', accessTokenExpiresAtMs: NOW + 2000 }, 5);
+      assert.deepEqual(await listed(), []);
+      await store.saveLink({ ...link, status: 'active', accessTokenExpiresAtMs: NOW + 2000 }, 6); // reconnected
+      assert.deepEqual(await listed(), [link.id]);
+      await store.saveLink({ ...link, status: 'revoked', tokens: null, accessTokenExpiresAtMs: null }, 7);
+      assert.deepEqual(await listed(), []);
     });
 
     it('when many links exist across tenants, then scanLinkIds yields every id exactly once', async () => {
