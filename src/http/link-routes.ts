@@ -1,9 +1,10 @@
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+import { Router, type Request, type RequestHandler } from 'express';
 import { LinkvaultError } from '../errors.js';
 import { toLinkJson } from '../links/link-view.js';
 import { checkCallerId, type Sessions } from '../links/sessions.js';
-import type { LinkFilter, LinkStatus, SessionRecord, Store } from '../store/store.js';
+import type { LinkFilter, LinkStatus, Store } from '../store/store.js';
 import type { ServiceAuth } from './service-auth.js';
+import { sessionOf } from './session-bearer.js';
 import { parseStrictQuery, rawQueryOf } from './strict-query.js';
 
 /**
@@ -52,18 +53,6 @@ function parseListFilter(req: Request): LinkFilter {
   return filter;
 }
 
-/** The session a browser's `Authorization: Bearer <session token>` names; 401 session_expired otherwise. */
-async function sessionOf(req: Request, res: Response, sessions: Pick<Sessions, 'resolveSession'>): Promise<SessionRecord> {
-  const header = req.headers.authorization;
-  const token = typeof header === 'string' && header.length <= 512 && /^bearer /i.test(header) ? header.slice(7).trim() : undefined;
-  try {
-    return await sessions.resolveSession(token);
-  } catch (err) {
-    // RFC 6750 §3: a 401 for bearer auth names the scheme.
-    res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
-    throw err;
-  }
-}
 
 export function createLinkRouter(deps: LinkRouterDeps): Router {
   const { store, sessions, serviceAuth } = deps;

@@ -1,8 +1,9 @@
-import { Router, type Request, type Response } from 'express';
+import { Router, type Request } from 'express';
 import { LinkvaultError } from '../errors.js';
 import type { SessionRecord } from '../store/store.js';
 import { normaliseReason, type Revocation } from '../links/revocation.js';
 import { checkCallerId } from '../links/sessions.js';
+import { sessionOf } from './session-bearer.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 
 /**
@@ -55,17 +56,6 @@ function reasonOf(body: Record<string, unknown>, fallback: string): string {
   return normaliseReason(body.reason, fallback);
 }
 
-/** The session a `Authorization: Bearer <session token>` names; 401 otherwise. */
-async function sessionOf(req: Request, res: Response, deps: RevocationRouterDeps): Promise<SessionRecord> {
-  const header = req.headers.authorization;
-  const token = typeof header === 'string' && /^bearer /i.test(header) ? header.slice(7).trim() : undefined;
-  try {
-    return await deps.sessions.resolveSession(token);
-  } catch (err) {
-    res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
-    throw err;
-  }
-}
 
 export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   const router = Router();
@@ -85,7 +75,7 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   });
 
   router.delete('/v1/me/links/:id', async (req, res) => {
-    const session = await sessionOf(req, res, deps);
+    const session = await sessionOf(req, res, deps.sessions);
     const body = bodyObject(req);
     onlyMembers(body, ['reason']);
     // Another user's link answers exactly like a missing one (404, never 403): no existence oracle.
@@ -99,7 +89,7 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
 
   // Not in API.md's table (an addition): the manage page shows a revoked link's guidance again.
   router.get('/v1/me/links/:id/revocation', async (req, res) => {
-    const session = await sessionOf(req, res, deps);
+    const session = await sessionOf(req, res, deps.sessions);
     res.status(200).json(await revocation.getRecord(linkIdOf(req), { tenantId: session.tenantId, userId: session.userId }));
   });
 

@@ -6,7 +6,7 @@ import type { Config } from '../config.js';
 import { LinkvaultError } from '../errors.js';
 import type { Catalogue } from '../links/catalogue.js';
 import type { Sessions } from '../links/sessions.js';
-import type { SessionRecord } from '../store/store.js';
+import { sessionOf } from './session-bearer.js';
 import { renderConnectPage, renderManagePage, renderResultPage, type ConnectResult } from '../web/render-page.js';
 
 /**
@@ -269,15 +269,3 @@ export function createWebRouter(deps: WebRouterDeps): Router {
   return router;
 }
 
-/** The session a browser's `Authorization: Bearer <session token>` names; 401 session_expired otherwise. */
-async function sessionOf(req: Request, res: Response, sessions: Pick<Sessions, 'resolveSession'>): Promise<SessionRecord> {
-  const header = req.headers.authorization;
-  const token = typeof header === 'string' && header.length <= 512 && /^bearer /i.test(header) ? header.slice(7).trim() : undefined;
-  try {
-    return await sessions.resolveSession(token);
-  } catch (err) {
-    // RFC 6750 §3: a 401 for bearer auth names the scheme.
-    res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
-    throw err;
-  }
-}
