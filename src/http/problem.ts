@@ -11,8 +11,20 @@ import { LinkvaultError, isLinkvaultError, problemType, type ErrorCode } from '.
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
+/**
+ * Codes whose detail describes linkvault's own machinery (a key that does not open, Redis timing
+ * out, the audit key row, a seal identity): "5xx bodies say nothing internal" (README, STYLE), so
+ * for these the body is the catalogue's title alone and the detail stays in the log (the error's
+ * message). Every 500 is such a code; provider-side 502/503s keep their detail, which is about the
+ * provider and is what the caller needs to act.
+ */
+const INTERNAL_DETAIL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['store_unavailable', 'key_service_unavailable', 'audit_unavailable']);
+
 /** The problem body for an error; `extra` members never override the standard ones. */
 export function problemBody(err: LinkvaultError, requestId: string): Record<string, unknown> {
+  if (err.status === 500 || INTERNAL_DETAIL_CODES.has(err.code)) {
+    return { type: problemType(err.code), title: err.title, status: err.status, code: err.code, request_id: requestId };
+  }
   return {
     ...(err.extra ?? {}),
     type: problemType(err.code),

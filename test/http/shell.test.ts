@@ -67,7 +67,9 @@ function featureRouter(): express.Router {
     throw new Error('database password is hunter2 at /srv/secret/path');
   });
   router.get('/v1/busy', async () => {
-    throw new LinkvaultError('store_unavailable', { detail: 'try again shortly', retryAfterSeconds: 2.2, extra: { parameter: 'x', status: 999 } });
+    // A provider-side 503: its detail and extra are for the caller. (Our own machinery's 5xx —
+    // store, key service, audit, any 500 — answer with the title only: problem-internals.test.ts.)
+    throw new LinkvaultError('provider_unavailable', { detail: 'try again shortly', retryAfterSeconds: 2.2, extra: { parameter: 'x', status: 999 } });
   });
   router.get('/v1/connect/:providerId', (_req, res) => {
     res.status(204).end();
@@ -238,7 +240,7 @@ describe('problem+json', () => {
     assert.equal(res.status, 503);
     assert.equal(res.headers['retry-after'], '3');
     // `extra` never overrides a standard member (its `status: 999` is dropped).
-    assert.deepEqual(res.body, problem('store_unavailable', 503, 'The store is unavailable; retry later', 'r503', { parameter: 'x', detail: 'try again shortly' }));
+    assert.deepEqual(res.body, problem('provider_unavailable', 503, 'The provider is unavailable; retry later', 'r503', { parameter: 'x', detail: 'try again shortly' }));
   });
 });
 
