@@ -107,7 +107,11 @@ const rewrap: CliCommand = {
       const keys = await createKeyProvider(config.keys, { metrics, log });
       const vault = createVault({ keys, metrics, maxEntries: config.keyCache.maxEntries, maxAgeMs: config.keyCache.maxAgeMs });
       const r = await rewrapAll({ store, vault, keys, log });
-      ctx.out(`linkvault: rewrap done: scanned=${r.scanned} rewrapped=${r.rewrapped} skipped=${r.skipped} conflicts=${r.conflicts} failed=${r.failed} current_key=${keys.currentKeyId()}`);
+      // Queued work (pending provider revocations) carries sealed copies that rewrap does not touch:
+      // the old key must outlive them, or a revocation could no longer reach the provider.
+      const queued = await store.countJobs();
+      ctx.out(`linkvault: rewrap done: scanned=${r.scanned} rewrapped=${r.rewrapped} skipped=${r.skipped} conflicts=${r.conflicts} failed=${r.failed} queued_jobs=${queued} current_key=${keys.currentKeyId()}`);
+      if (queued > 0) ctx.err(`linkvault: ${queued} queued job(s) may still hold data keys under an old key: keep the old key until the queue is empty (run rewrap again to see the count)`);
       // Links left as they were still open under their old key; say so through the exit code.
       return r.failed > 0 ? 1 : 0;
     } finally {
@@ -147,7 +151,7 @@ const help: CliCommand = {
 export const COMMANDS: CliCommand[] = [serve, checkConfig, rewrap, devToken, help];
 
 /** The single line for an error that stops a command; never a stack trace. */
-export function describeFailure(err: unknown): string {
+function describeFailure(err: unknown): string {
   if (err instanceof ConfigError) return `linkvault: invalid configuration: ${err.variable}: ${err.problem}`;
   if (isLinkvaultError(err)) return `linkvault: cannot start: ${err.code}: ${err.detail ?? err.title}`;
   const message = err instanceof Error ? err.message : String(err);

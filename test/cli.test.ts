@@ -148,8 +148,16 @@ describe('linkvault serve and rewrap against real files', () => {
       const outcome = await runCli(['rewrap'], { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: 'data/old.key', LINKVAULT_LOG_LEVEL: 'silent' }, dir);
       const newProvider = await LocalKeyProvider.load({ keyFile: newKey, mayGenerate: false, metrics });
       assert.equal(outcome.stderr, '');
-      assert.equal(outcome.stdout, `linkvault: rewrap done: scanned=2 rewrapped=1 skipped=1 conflicts=0 failed=0 current_key=${newProvider.currentKeyId()}\n`);
+      assert.equal(outcome.stdout, `linkvault: rewrap done: scanned=2 rewrapped=1 skipped=1 conflicts=0 failed=0 queued_jobs=0 current_key=${newProvider.currentKeyId()}\n`);
       assert.equal(outcome.code, 0);
+
+      // A pending job (a provider revocation carries a sealed copy): rewrap says to keep the old key.
+      const withJob = new SqliteStore({ path: join(dir, 'data/linkvault.db') });
+      await withJob.enqueue({ id: 'job-1', kind: 'revocation.provider', payload: {}, attempts: 0, runAtMs: now });
+      await withJob.close();
+      const again = await runCli(['rewrap'], { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: 'data/old.key', LINKVAULT_LOG_LEVEL: 'silent' }, dir);
+      assert.match(again.stdout, / queued_jobs=1 /);
+      assert.equal(again.stderr, 'linkvault: 1 queued job(s) may still hold data keys under an old key: keep the old key until the queue is empty (run rewrap again to see the count)\n');
 
       // The record now opens with the new key alone.
       const reopened = new SqliteStore({ path: join(dir, 'data/linkvault.db') });
