@@ -46,7 +46,7 @@ export const SECRET_FIELD_NAMES = [
 const NESTED_ONLY = new Set<string>(['code', 'state']);
 
 /** Property paths for pino `redact`: each name at the top level and up to three levels deep (pino's `*` spans one level). */
-export function redactPaths(): string[] {
+function redactPaths(): string[] {
   const paths: string[] = [];
   for (const name of SECRET_FIELD_NAMES) {
     const key = /^[A-Za-z_$][\w$]*$/.test(name) ? name : `["${name}"]`;

@@ -57,27 +57,6 @@ export class Counter implements Metric {
   }
 }
 
-export class Gauge implements Metric {
-  readonly #values = new Map<string, number>();
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly labelNames: readonly string[] = [],
-    private readonly collect?: () => number,
-  ) {}
-
-  set(value: number, labels: LabelValues = {}): void {
-    this.#values.set(labelKey(this.labelNames, labels), value);
-  }
-
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
-    if (this.collect) lines.push(`${this.name} ${this.collect()}`);
-    for (const [key, value] of this.#values) lines.push(`${this.name}${formatLabels(this.labelNames, key)} ${value}`);
-    return lines.join('\n');
-  }
-}
-
 export class Histogram implements Metric {
   readonly #series = new Map<string, { counts: number[]; sum: number; count: number }>();
   constructor(

@@ -30,7 +30,7 @@ export function devServiceEnabled(config: Pick<Config, 'production' | 'sandbox'>
   return !config.production && config.sandbox;
 }
 
-export function devServiceKeyFile(config: Pick<Config, 'dataDir'>): string {
+function devServiceKeyFile(config: Pick<Config, 'dataDir'>): string {
   return join(config.dataDir, 'dev-service.key');
 }
 

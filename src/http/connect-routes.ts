@@ -73,7 +73,7 @@ function secureCookies(publicUrl: string): boolean {
   return publicUrl.startsWith('https:');
 }
 
-export function bindingCookieName(publicUrl: string): string {
+function bindingCookieName(publicUrl: string): string {
   return secureCookies(publicUrl) ? '__Secure-lv_flow' : 'lv_flow';
 }
 

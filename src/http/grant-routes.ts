@@ -36,7 +36,7 @@ function optionalId(b: Record<string, unknown>, name: string): string | null {
 }
 
 /** Parses an RFC 3339 timestamp strictly (a real calendar date) into ms since epoch. */
-export function parseRfc3339(value: string): number | null {
+function parseRfc3339(value: string): number | null {
   const m = RFC3339.exec(value);
   if (!m) return null;
   const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number];
@@ -48,7 +48,7 @@ export function parseRfc3339(value: string): number | null {
 }
 
 /** Strict body check for POST /v1/grants. */
-export function parseGrantBody(body: unknown): GrantInput {
+function parseGrantBody(body: unknown): GrantInput {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('body', 'The body must be a JSON object');
   const b = body as Record<string, unknown>;
   for (const key of Object.keys(b)) if (!BODY_MEMBERS.has(key)) throw invalid(safeName(key), 'Unknown member in the request body');
@@ -86,7 +86,7 @@ export function parseGrantBody(body: unknown): GrantInput {
 }
 
 /** The API's Grant JSON. */
-export function grantJson(grant: GrantRecord): Record<string, unknown> {
+function grantJson(grant: GrantRecord): Record<string, unknown> {
   return {
     id: grant.id,
     service_id: grant.serviceId,

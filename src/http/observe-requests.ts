@@ -13,7 +13,7 @@ const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
  * on /v1/connect and /v1/oauth/callback, a session token, code and state in its query.
  * Routers are mounted at '/' and declare full templates (see app.ts), so baseUrl is '' or a static prefix.
  */
-export function routeTemplateOf(req: Request): string {
+function routeTemplateOf(req: Request): string {
   const path: unknown = req.route?.path;
   if (typeof path !== 'string') return 'unmatched';
   return `${req.baseUrl ?? ''}${path}` || '/';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Request, RequestHandler } from 'express';
+import type { RequestHandler } from 'express';
 
 declare global {
   namespace Express {
@@ -31,9 +31,4 @@ export function assignRequestId(): RequestHandler {
     res.setHeader(REQUEST_ID_HEADER, req.requestId);
     next();
   };
-}
-
-/** The request's id (assignRequestId has always run first). */
-export function requestIdOf(req: Request): string {
-  return req.requestId;
 }

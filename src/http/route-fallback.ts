@@ -18,7 +18,7 @@ function layersOf(stack: unknown): RouterLayer[] {
 }
 
 /** Methods the routes in `stack` answer for `path` (including nested routers). */
-export function allowedMethods(stack: unknown, path: string, into: Set<string> = new Set()): Set<string> {
+function allowedMethods(stack: unknown, path: string, into: Set<string> = new Set()): Set<string> {
   for (const layer of layersOf(stack)) {
     if (typeof layer.match !== 'function') continue;
     let matched: false | { path: string };

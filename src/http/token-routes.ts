@@ -38,7 +38,7 @@ function invalid(parameter: string, detail: string): LinkvaultError {
 }
 
 /** Strict: an absent body is `{}`; unknown members, wrong types and out-of-range values are 400 invalid_request. */
-export function parseTokenRequestBody(body: unknown): TokenRequestBody {
+function parseTokenRequestBody(body: unknown): TokenRequestBody {
   if (body === undefined) return { scopes: null, minValiditySeconds: undefined, forceRefresh: false };
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('body', 'The body must be a JSON object');
   const b = body as Record<string, unknown>;
@@ -74,7 +74,7 @@ function displayTokenType(tokenType: string): string {
 }
 
 /** Every 503 tells the caller when to come back. */
-export function withRetryAfter(err: unknown): unknown {
+function withRetryAfter(err: unknown): unknown {
   if (isLinkvaultError(err) && err.status === 503 && err.retryAfterSeconds === undefined) {
     return new LinkvaultError(err.code, { detail: err.detail, cause: err.cause ?? err, retryAfterSeconds: 1, extra: err.extra });
   }

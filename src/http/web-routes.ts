@@ -108,7 +108,7 @@ export function buildSdk(source: string, publicUrl: string): string {
 }
 
 /** The pages' Content-Security-Policy (see the file comment). */
-export function pageContentSecurityPolicy(frameAncestors: readonly string[], https: boolean): string {
+function pageContentSecurityPolicy(frameAncestors: readonly string[], https: boolean): string {
   // Origins come from config.ts (already normalised to scheme://host[:port]); anything that could
   // break out of the directive is dropped rather than trusted.
   const ancestors = frameAncestors.filter((o) => /^https?:\/\/[A-Za-z0-9.\-[\]:]+$/.test(o));

@@ -187,7 +187,7 @@ function memberAt(source: Readonly<Record<string, unknown>> | null, path: string
 }
 
 /** True when `host` is one of the entry's API hosts (`*.example.com` = any subdomain of example.com). */
-export function isApiHost(entry: Pick<ProviderEntry, 'apiHosts'>, host: string): boolean {
+function isApiHost(entry: Pick<ProviderEntry, 'apiHosts'>, host: string): boolean {
   const h = host.toLowerCase();
   return entry.apiHosts.some((pattern) => (pattern.startsWith('*.') ? h.endsWith(pattern.slice(1)) && h.length > pattern.length - 1 : h === pattern));
 }

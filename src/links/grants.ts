@@ -128,7 +128,7 @@ function grantAuditFields(grant: GrantRecord, actor: string): Record<string, unk
 }
 
 /** True when `grant` is live at `nowMs` and every field it sets matches `link`. */
-export function grantMatchesLink(grant: GrantRecord, link: Pick<LinkRecord, 'id' | 'tenantId' | 'providerId'>, nowMs: number): boolean {
+function grantMatchesLink(grant: GrantRecord, link: Pick<LinkRecord, 'id' | 'tenantId' | 'providerId'>, nowMs: number): boolean {
   // Deny by default even for a record that slipped past creation rules: it must pin a tenant or a link.
   if (grant.tenantId === null && grant.linkId === null) return false;
   if (grant.expiresAtMs !== null && grant.expiresAtMs <= nowMs) return false;

@@ -215,7 +215,7 @@ export class ProviderThrottle {
 }
 
 /** Exponential backoff with ±20% jitter, at least Retry-After, capped. */
-export function backoffMs(attempts: number, options: Pick<RevocationWorkerOptions, 'backoffBaseMs' | 'backoffMaxMs'>, retryAfterSeconds?: number): number {
+function backoffMs(attempts: number, options: Pick<RevocationWorkerOptions, 'backoffBaseMs' | 'backoffMaxMs'>, retryAfterSeconds?: number): number {
   const exp = Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** Math.max(0, attempts - 1));
   const jittered = exp * (0.8 + Math.random() * 0.4);
   const retryAfterMs = retryAfterSeconds === undefined ? 0 : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, retryAfterSeconds) * 1000);

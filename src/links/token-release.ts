@@ -195,7 +195,7 @@ function shapeRelease({ link, tokens }: FreshTokens): ReleasedToken {
 }
 
 /** The link's metadata without linkvault's own bookkeeping keys. */
-export function publicMetadata(metadata: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+function publicMetadata(metadata: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
   let internal = false;
   for (const key in metadata) if (key.startsWith(INTERNAL_METADATA_PREFIX)) internal = true;
   if (!internal) return metadata;

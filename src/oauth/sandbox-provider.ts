@@ -74,7 +74,7 @@ interface OidcProvider {
   Client: { find(id: string): Promise<{ clientName?: string } | undefined> };
 }
 
-interface InteractionDetails {
+export interface InteractionDetails {
   uid: string;
   prompt: { name: string; details: Record<string, unknown> };
   params: Record<string, unknown>;
@@ -82,16 +82,31 @@ interface InteractionDetails {
   grantId?: string;
 }
 
-interface GrantInstance {
+export interface GrantInstance {
   addOIDCScope(scope: string): void;
   addOIDCClaims(claims: string[]): void;
   addResourceScope(resource: string, scope: string): void;
   save(): Promise<string>;
 }
 
-interface GrantConstructor {
+export interface GrantConstructor {
   new (init: { accountId: string; clientId: string }): GrantInstance;
   find(id: string): Promise<GrantInstance | undefined>;
+}
+
+/**
+ * Saves the grant a consent prompt asks for (the interaction's existing grant, or a new one) with
+ * every missing OIDC scope, claim and resource scope added; returns the grant id for interactionFinished.
+ */
+export async function saveConsentGrant(Grant: GrantConstructor, details: InteractionDetails, accountId: string): Promise<string> {
+  const clientId = String(details.params.client_id);
+  const grant = (details.grantId ? await Grant.find(details.grantId) : undefined) ?? new Grant({ accountId, clientId });
+  const missing = details.prompt.details;
+  if (Array.isArray(missing.missingOIDCScope)) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (Array.isArray(missing.missingOIDCClaims)) grant.addOIDCClaims(missing.missingOIDCClaims as string[]);
+  const resourceScopes = missing.missingResourceScopes as Record<string, string[]> | undefined;
+  for (const [indicator, scopes] of Object.entries(resourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
+  return grant.save();
 }
 
 type ProviderConstructor = new (issuer: string, configuration: Record<string, unknown>) => OidcProvider;
@@ -266,14 +281,8 @@ ${list}
   const confirm: RequestHandler = async (req, res) => {
     const details = await provider.interactionDetails(req, res);
     if (details.prompt.name !== 'consent' || !details.session?.accountId) return sendPage(res, 400, 'Unexpected step', '<p>Start again from the application.</p>');
-    const clientId = String(details.params.client_id);
-    const grant = (details.grantId ? await provider.Grant.find(details.grantId) : undefined) ?? new provider.Grant({ accountId: details.session.accountId, clientId });
-    const missing = details.prompt.details;
-    if (Array.isArray(missing.missingOIDCScope)) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
-    if (Array.isArray(missing.missingOIDCClaims)) grant.addOIDCClaims(missing.missingOIDCClaims as string[]);
-    const resourceScopes = missing.missingResourceScopes as Record<string, string[]> | undefined;
-    for (const [indicator, scopes] of Object.entries(resourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
-    await provider.interactionFinished(req, res, { consent: { grantId: await grant.save() } }, { mergeWithLastSubmission: true });
+    const grantId = await saveConsentGrant(provider.Grant, details, details.session.accountId);
+    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   };
 
   const abort: RequestHandler = async (req, res) => {

@@ -423,6 +423,17 @@ export class RedisStore implements Store {
     this.#log?.warn({ store: 'redis', err: describeRedisError(err) }, 'redis connection error');
   };
 
+  /** Stores one JSON document under `key` (revocation records, job status). */
+  async #setJson(key: string, value: Readonly<Record<string, unknown>>): Promise<void> {
+    await this.#call(() => this.#client.set(key, JSON.stringify(value)));
+  }
+
+  /** The JSON document under `key`, or null when there is none. */
+  async #getJson(key: string): Promise<Record<string, unknown> | null> {
+    const json = await this.#call(() => this.#client.get(key));
+    return json === null ? null : (JSON.parse(json) as Record<string, unknown>);
+  }
+
   /**
    * Runs one Redis call. Rejects store_unavailable when the call fails in transport or does not
    * settle within the guard time (ioredis's own timeout should fire first; the guard also covers
@@ -855,13 +866,13 @@ export class RedisStore implements Store {
     checkObject('row', row);
     checkId('row.linkId', row.linkId);
     checkObject('row.record', row.record);
-    await this.#call(() => this.#client.set(`${this.#p}:rv:${enc(row.linkId)}`, JSON.stringify(row.record)));
+    await this.#setJson(`${this.#p}:rv:${enc(row.linkId)}`, row.record);
   }
 
   async getRevocation(linkId: string): Promise<RevocationRecordRow | null> {
     checkId('linkId', linkId);
-    const json = await this.#call(() => this.#client.get(`${this.#p}:rv:${enc(linkId)}`));
-    return json === null ? null : { linkId, record: JSON.parse(json) as Record<string, unknown> };
+    const record = await this.#getJson(`${this.#p}:rv:${enc(linkId)}`);
+    return record === null ? null : { linkId, record };
   }
 
   // ---- locks ----
@@ -967,13 +978,13 @@ export class RedisStore implements Store {
     checkObject('row', row);
     checkId('row.id', row.id);
     checkObject('row.status', row.status);
-    await this.#call(() => this.#client.set(`${this.#p}:js:${enc(row.id)}`, JSON.stringify(row.status)));
+    await this.#setJson(`${this.#p}:js:${enc(row.id)}`, row.status);
   }
 
   async getJobStatus(id: string): Promise<JobStatusRecord | null> {
     checkId('id', id);
-    const json = await this.#call(() => this.#client.get(`${this.#p}:js:${enc(id)}`));
-    return json === null ? null : { id, status: JSON.parse(json) as Record<string, unknown> };
+    const status = await this.#getJson(`${this.#p}:js:${enc(id)}`);
+    return status === null ? null : { id, status };
   }
 
   // ---- maintenance ----

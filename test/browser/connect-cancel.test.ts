@@ -1,35 +1,19 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, before, beforeEach, test } from 'node:test';
+import { test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { chromiumSkipReason, launchChromium, type Browser } from '../support/browser.js';
-import { startBrowserStack, type BrowserStack } from '../support/browser-stack.js';
+import { useBrowserStack } from '../support/browser-stack.js';
 import { signInToSandbox } from '../support/sandbox-consent.js';
 
-const skip = chromiumSkipReason();
-let stack: BrowserStack;
-let browser: Browser;
-
-before(async () => {
-  if (skip) return;
-  stack = await startBrowserStack();
-});
-beforeEach(async () => {
-  if (skip) return;
-  browser = await launchChromium(); // a fresh profile: no sandbox sign-in carried over
-});
-afterEach(async () => {
-  await browser?.close();
-});
-after(async () => {
-  await stack?.close();
-});
+// A fresh profile per test: no sandbox sign-in carried over.
+const lv = useBrowserStack({ browserPerTest: true });
+const { skip } = lv;
 
 /** Opens the host app for a new session and clicks Connect; resolves with the host page and the popup. */
 async function openPopup(userId: string): Promise<{ page: Page; popup: Page }> {
-  const session = await stack.createSession({ tenant_id: 'acme', user_id: userId, providers: ['sandbox'] });
-  const page = browser.page;
-  await page.goto(stack.hostAppUrl(session.session_token));
-  const popupOpened = browser.context.waitForEvent('page');
+  const session = await lv.stack.createSession({ tenant_id: 'acme', user_id: userId, providers: ['sandbox'] });
+  const page = lv.browser.page;
+  await page.goto(lv.stack.hostAppUrl(session.session_token));
+  const popupOpened = lv.browser.context.waitForEvent('page');
   await page.getByRole('button', { name: 'Connect Sandbox CRM' }).click();
   const popup = await popupOpened;
   await popup.getByRole('heading', { level: 1, name: 'Connect Sandbox CRM' }).waitFor();
@@ -44,7 +28,7 @@ async function hostError(page: Page): Promise<unknown> {
 }
 
 async function linksOf(userId: string): Promise<unknown[]> {
-  const res = await stack.serviceGet(`/v1/links?tenant_id=acme&user_id=${userId}`);
+  const res = await lv.stack.serviceGet(`/v1/links?tenant_id=acme&user_id=${userId}`);
   assert.equal(res.status, 200);
   return res.body.links as unknown[];
 }
@@ -56,7 +40,7 @@ test('when the user presses Cancel on the connect page, then the popup closes an
   await closed;
   assert.deepEqual(await hostError(page), { name: 'LinkvaultConnectError', code: 'cancelled', detail: null, typed: true });
   assert.deepEqual(await linksOf('u-cancel'), []);
-  assert.deepEqual(browser.problems, []);
+  assert.deepEqual(lv.browser.problems, []);
 });
 
 test('when the user denies consent at the provider, then the popup closes and connect() rejects with code cancelled', { skip }, async () => {
@@ -68,7 +52,7 @@ test('when the user denies consent at the provider, then the popup closes and co
   await closed;
   assert.deepEqual(await hostError(page), { name: 'LinkvaultConnectError', code: 'cancelled', detail: null, typed: true });
   assert.deepEqual(await linksOf('u-deny'), []);
-  assert.deepEqual(browser.problems, []);
+  assert.deepEqual(lv.browser.problems, []);
 });
 
 test('when the user closes the popup at the provider\'s sign-in, then connect() rejects with code popup_closed', { skip }, async () => {
@@ -77,22 +61,22 @@ test('when the user closes the popup at the provider\'s sign-in, then connect() 
   await popup.getByLabel('Username').waitFor();
   await popup.close();
   assert.deepEqual(await hostError(page), { name: 'LinkvaultConnectError', code: 'popup_closed', detail: null, typed: true });
-  assert.deepEqual(browser.problems, []);
+  assert.deepEqual(lv.browser.problems, []);
 });
 
 test('when the session has expired, then the popup says so and connect() rejects with code session_expired', { skip }, async () => {
-  const page = browser.page;
+  const page = lv.browser.page;
   // A token of the right shape that no session has.
-  await page.goto(stack.hostAppUrl('A'.repeat(43)));
-  const popupOpened = browser.context.waitForEvent('page');
+  await page.goto(lv.stack.hostAppUrl('A'.repeat(43)));
+  const popupOpened = lv.browser.context.waitForEvent('page');
   await page.getByRole('button', { name: 'Connect Sandbox CRM' }).click();
   const popup = await popupOpened;
   await popup.getByRole('heading', { name: 'This link has expired' }).waitFor();
   assert.deepEqual(await hostError(page), { name: 'LinkvaultConnectError', code: 'session_expired', detail: 'session_expired', typed: true });
-  await browser.screenshot(popup, 'connect-page-expired');
+  await lv.browser.screenshot(popup, 'connect-page-expired');
   // The 401 itself is logged by Chromium as a failed resource load; nothing else may be.
   assert.deepEqual(
-    browser.problems.filter((p) => !/Failed to load resource: the server responded with a status of 401/.test(p)),
+    lv.browser.problems.filter((p) => !/Failed to load resource: the server responded with a status of 401/.test(p)),
     [],
   );
 });

@@ -1,30 +1,18 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { chromiumSkipReason, launchChromium, type Browser } from '../support/browser.js';
-import { startBrowserStack, type BrowserStack } from '../support/browser-stack.js';
+import { test } from 'node:test';
+import { useBrowserStack } from '../support/browser-stack.js';
 import { signInToSandbox } from '../support/sandbox-consent.js';
 
-const skip = chromiumSkipReason();
-let stack: BrowserStack;
-let browser: Browser;
-
-before(async () => {
-  if (skip) return;
-  stack = await startBrowserStack();
-  browser = await launchChromium();
-});
-after(async () => {
-  await browser?.close();
-  await stack?.close();
-});
+const lv = useBrowserStack();
+const { skip } = lv;
 
 test('when the host page\'s Connect button is clicked, then the popup goes through login and consent and the host page receives the link id', { skip }, async () => {
   // return_to is set on purpose: popup mode must still end in the popup, not load the host app in it.
-  const session = await stack.createSession({ tenant_id: 'acme', user_id: 'u-popup', providers: ['sandbox'], return_to: stack.returnTo });
-  const page = await browser.context.newPage();
-  await page.goto(stack.hostAppUrl(session.session_token));
+  const session = await lv.stack.createSession({ tenant_id: 'acme', user_id: 'u-popup', providers: ['sandbox'], return_to: lv.stack.returnTo });
+  const page = await lv.browser.context.newPage();
+  await page.goto(lv.stack.hostAppUrl(session.session_token));
 
-  const popupOpened = browser.context.waitForEvent('page');
+  const popupOpened = lv.browser.context.waitForEvent('page');
   await page.getByRole('button', { name: 'Connect Sandbox CRM' }).click();
   const popup = await popupOpened;
 
@@ -40,8 +28,8 @@ test('when the host page\'s Connect button is clicked, then the popup goes throu
   ]);
   assert.match(await popup.locator('.privacy-note').innerText(), /You can revoke access at any time/);
   // The session token was read from the fragment and removed from the address bar at once.
-  assert.equal(popup.url(), `${stack.lvUrl}/connect?origin=${encodeURIComponent(stack.hostOrigin)}`);
-  await browser.screenshot(popup, 'connect-page-popup');
+  assert.equal(popup.url(), `${lv.stack.lvUrl}/connect?origin=${encodeURIComponent(lv.stack.hostOrigin)}`);
+  await lv.browser.screenshot(popup, 'connect-page-popup');
 
   await popup.getByRole('button', { name: 'Continue to Sandbox CRM' }).click();
   await signInToSandbox(popup, 'alice');
@@ -56,22 +44,22 @@ test('when the host page\'s Connect button is clicked, then the popup goes throu
   assert.equal(link.provider, 'sandbox');
   assert.equal(await page.locator('#error').innerText(), '');
   // The host page never navigated: the whole flow stayed in the popup.
-  assert.equal(page.url(), `${stack.hostOrigin}/app`);
+  assert.equal(page.url(), `${lv.stack.hostOrigin}/app`);
 
-  const stored = await stack.serviceGet(`/v1/links/${link.link_id}`);
+  const stored = await lv.stack.serviceGet(`/v1/links/${link.link_id}`);
   assert.equal(stored.status, 200);
   assert.equal(stored.body.tenant_id, 'acme');
   assert.equal(stored.body.user_id, 'u-popup');
   assert.equal(stored.body.provider_id, 'sandbox');
   assert.equal(stored.body.status, 'active');
 
-  assert.deepEqual(browser.problems, []);
+  assert.deepEqual(lv.browser.problems, []);
 });
 
 test('when the SDK opens the popup, then it is centred over the host window and sized for consent pages', { skip }, async () => {
-  const session = await stack.createSession({ tenant_id: 'acme', user_id: 'u-size', providers: ['sandbox'] });
-  const page = await browser.context.newPage();
-  await page.goto(stack.hostAppUrl(session.session_token));
+  const session = await lv.stack.createSession({ tenant_id: 'acme', user_id: 'u-size', providers: ['sandbox'] });
+  const page = await lv.browser.context.newPage();
+  await page.goto(lv.stack.hostAppUrl(session.session_token));
   // Record the features window.open is given; the browser may clamp the real window to the screen.
   await page.evaluate(`(() => {
     const open = window.open.bind(window);
@@ -80,7 +68,7 @@ test('when the SDK opens the popup, then it is centred over the host window and 
       return open(url, name, features);
     };
   })()`);
-  const popupOpened = browser.context.waitForEvent('page');
+  const popupOpened = lv.browser.context.waitForEvent('page');
   await page.getByRole('button', { name: 'Connect Sandbox CRM' }).click();
   const popup = await popupOpened;
   const features = Object.fromEntries(

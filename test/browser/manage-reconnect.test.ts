@@ -1,28 +1,16 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { pino } from 'pino';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { chromiumSkipReason, launchChromium, type Browser } from '../support/browser.js';
-import { startBrowserStack, type BrowserStack } from '../support/browser-stack.js';
+import { useBrowserStack } from '../support/browser-stack.js';
 import { connectOnHostedPage } from '../support/sandbox-consent.js';
 
-const skip = chromiumSkipReason();
-let stack: BrowserStack;
-let browser: Browser;
-
-before(async () => {
-  if (skip) return;
-  stack = await startBrowserStack();
-  browser = await launchChromium();
-});
-after(async () => {
-  await browser?.close();
-  await stack?.close();
-});
+const lv = useBrowserStack();
+const { skip } = lv;
 
 /** Puts the link in needs_reauth through the Store port, as a refused refresh would (compare-and-set on its version). */
 async function markNeedsReauth(linkId: string): Promise<void> {
-  const store = new SqliteStore({ path: stack.sqlitePath, log: pino({ level: 'silent' }) });
+  const store = new SqliteStore({ path: lv.stack.sqlitePath, log: pino({ level: 'silent' }) });
   try {
     const link = await store.getLink(linkId);
     assert.ok(link);
@@ -33,19 +21,19 @@ async function markNeedsReauth(linkId: string): Promise<void> {
 }
 
 test('when a link needs reconnecting, then the manage page offers Reconnect, which reconnects it in a popup and shows it active again', { skip }, async () => {
-  const page = browser.page;
-  const linkId = await connectOnHostedPage(page, (await stack.createSession({ tenant_id: 'acme', user_id: 'u-reauth' })).connect_url, 'frank');
+  const page = lv.browser.page;
+  const linkId = await connectOnHostedPage(page, (await lv.stack.createSession({ tenant_id: 'acme', user_id: 'u-reauth' })).connect_url, 'frank');
   await markNeedsReauth(linkId);
 
-  await page.goto((await stack.createSession({ tenant_id: 'acme', user_id: 'u-reauth' })).manage_url);
+  await page.goto((await lv.stack.createSession({ tenant_id: 'acme', user_id: 'u-reauth' })).manage_url);
   const card = page.locator('#links > li');
   await card.first().waitFor();
   assert.equal(await card.locator('.status').innerText(), 'Needs reconnecting');
   assert.match(await card.locator('.attention').innerText(), /asked to be connected again/);
-  await browser.screenshot(page, 'manage-needs-reauth');
+  await lv.browser.screenshot(page, 'manage-needs-reauth');
 
   // Reconnect runs the connect SDK from the manage page itself (its own origin is an allowed opener).
-  const popupOpened = browser.context.waitForEvent('page');
+  const popupOpened = lv.browser.context.waitForEvent('page');
   await card.getByRole('button', { name: 'Reconnect Sandbox CRM' }).click();
   const popup = await popupOpened;
   const closed = popup.waitForEvent('close');
@@ -55,7 +43,7 @@ test('when a link needs reconnecting, then the manage page offers Reconnect, whi
 
   await page.getByRole('heading', { name: 'Sandbox CRM is connected again' }).waitFor();
   assert.equal(await card.locator('.status').innerText(), 'Active');
-  const stored = await stack.serviceGet(`/v1/links/${linkId}`);
+  const stored = await lv.stack.serviceGet(`/v1/links/${linkId}`);
   assert.equal(stored.body.status, 'active', 'the same link (same account) is active again');
-  assert.deepEqual(browser.problems, []);
+  assert.deepEqual(lv.browser.problems, []);
 });

@@ -1,37 +1,25 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { chromiumSkipReason, launchChromium, type Browser } from '../support/browser.js';
-import { startBrowserStack, type BrowserStack } from '../support/browser-stack.js';
+import { test } from 'node:test';
+import { useBrowserStack } from '../support/browser-stack.js';
 import { signInToSandbox } from '../support/sandbox-consent.js';
 
-const skip = chromiumSkipReason();
-let stack: BrowserStack;
-let browser: Browser;
-
-before(async () => {
-  if (skip) return;
-  stack = await startBrowserStack();
-  browser = await launchChromium();
-});
-after(async () => {
-  await browser?.close();
-  await stack?.close();
-});
+const lv = useBrowserStack();
+const { skip } = lv;
 
 const PHONE = { width: 390, height: 844 };
 const DESKTOP = { width: 1000, height: 800 };
 
 test('when the user connects on the hosted connect page, then manages the link and revokes it, then the page shows the revocation guidance', { skip }, async () => {
-  const page = browser.page;
+  const page = lv.browser.page;
 
   // ---- connect through the hosted page (connect_url; no return_to: it ends on the result page) ----
-  const connectSession = await stack.createSession({ tenant_id: 'acme', user_id: 'u-manage' });
+  const connectSession = await lv.stack.createSession({ tenant_id: 'acme', user_id: 'u-manage' });
   await page.goto(connectSession.connect_url);
   await page.getByRole('button', { name: 'Connect Sandbox CRM' }).waitFor();
-  assert.equal(page.url(), `${stack.lvUrl}/connect`, 'the session token left the address bar');
-  await browser.screenshot(page, 'connect-page');
+  assert.equal(page.url(), `${lv.stack.lvUrl}/connect`, 'the session token left the address bar');
+  await lv.browser.screenshot(page, 'connect-page');
   await page.setViewportSize(PHONE);
-  await browser.screenshot(page, 'connect-page-phone');
+  await lv.browser.screenshot(page, 'connect-page-phone');
   await page.setViewportSize(DESKTOP);
   await page.getByRole('button', { name: 'Connect Sandbox CRM' }).click();
   await signInToSandbox(page, 'erin');
@@ -42,28 +30,28 @@ test('when the user connects on the hosted connect page, then manages the link a
   assert.equal(resultUrl.searchParams.get('status'), 'connected');
   const linkId = resultUrl.searchParams.get('link_id')!;
   assert.match(linkId, /^lnk_/);
-  await browser.screenshot(page, 'connect-result');
+  await lv.browser.screenshot(page, 'connect-result');
 
   // ---- "My linked accounts" ----
-  const manageSession = await stack.createSession({ tenant_id: 'acme', user_id: 'u-manage' });
+  const manageSession = await lv.stack.createSession({ tenant_id: 'acme', user_id: 'u-manage' });
   await page.goto(manageSession.manage_url);
   const card = page.locator('#links > li');
   await card.first().waitFor();
-  assert.equal(page.url(), `${stack.lvUrl}/manage`, 'the session token left the address bar');
+  assert.equal(page.url(), `${lv.stack.lvUrl}/manage`, 'the session token left the address bar');
   assert.equal(await card.count(), 1);
   assert.equal(await card.getByRole('heading', { level: 2 }).innerText(), 'Sandbox CRM');
   assert.equal(await card.locator('.status').innerText(), 'Active');
   assert.deepEqual(await card.locator('.scope-list li').allInnerTexts(), ['Read your Sandbox CRM contacts contacts.read']);
   assert.equal(await card.locator('.facts dd').nth(1).innerText(), 'Not used yet');
   const linked = await card.locator('.facts time').first().getAttribute('datetime');
-  const stored = await stack.serviceGet(`/v1/links/${linkId}`);
+  const stored = await lv.stack.serviceGet(`/v1/links/${linkId}`);
   assert.equal(linked, stored.body.created_at);
-  await browser.screenshot(page, 'manage-page');
+  await lv.browser.screenshot(page, 'manage-page');
   await page.setViewportSize(PHONE);
-  await browser.screenshot(page, 'manage-page-phone');
+  await lv.browser.screenshot(page, 'manage-page-phone');
   await page.setViewportSize(DESKTOP);
   await page.emulateMedia({ colorScheme: 'dark' });
-  await browser.screenshot(page, 'manage-page-dark');
+  await lv.browser.screenshot(page, 'manage-page-dark');
   await page.emulateMedia({ colorScheme: 'light' });
 
   // ---- keyboard: Tab reaches Revoke with a visible focus ring; Escape backs out of the confirmation ----
@@ -77,10 +65,10 @@ test('when the user connects on the hosted connect page, then manages the link a
   const dialog = page.getByRole('dialog', { name: 'Revoke Sandbox CRM access?' });
   await dialog.waitFor();
   assert.equal(await page.evaluate('document.activeElement.textContent'), 'Keep it');
-  await browser.screenshot(page, 'revoke-confirm');
+  await lv.browser.screenshot(page, 'revoke-confirm');
   await page.keyboard.press('Escape');
   await dialog.waitFor({ state: 'hidden' });
-  assert.equal((await stack.serviceGet(`/v1/links/${linkId}`)).body.status, 'active', 'Escape revoked nothing');
+  assert.equal((await lv.stack.serviceGet(`/v1/links/${linkId}`)).body.status, 'active', 'Escape revoked nothing');
 
   // ---- revoke, confirmed ----
   await revoke.click();
@@ -90,7 +78,7 @@ test('when the user connects on the hosted connect page, then manages the link a
   assert.equal(await card.locator('.status').innerText(), 'Revoked');
   assert.equal(await page.evaluate('document.activeElement.textContent'), 'Sandbox CRM access revoked', 'focus moved to the outcome');
 
-  const revocation = await stack.serviceGet(`/v1/links/${linkId}/revocation`);
+  const revocation = await lv.stack.serviceGet(`/v1/links/${linkId}/revocation`);
   assert.equal(revocation.status, 200);
   const record = revocation.body as { revoked_by: string; guidance: { settings_url: string; instructions: string; privacy_policy_url: string } };
   assert.equal(record.revoked_by, 'user');
@@ -100,13 +88,13 @@ test('when the user connects on the hosted connect page, then manages the link a
   assert.equal(await settings.getAttribute('rel'), 'noopener noreferrer');
   assert.equal(await guidance.getByRole('link', { name: /Sandbox CRM privacy policy/ }).getAttribute('href'), record.guidance.privacy_policy_url);
   assert.match(await guidance.locator('.provider-status').innerText(), /Sandbox CRM/);
-  assert.equal((await stack.serviceGet(`/v1/links/${linkId}`)).body.status, 'revoked');
-  await browser.screenshot(page, 'revoked');
+  assert.equal((await lv.stack.serviceGet(`/v1/links/${linkId}`)).body.status, 'revoked');
+  await lv.browser.screenshot(page, 'revoked');
   await page.setViewportSize(PHONE);
-  await browser.screenshot(page, 'revoked-phone');
+  await lv.browser.screenshot(page, 'revoked-phone');
   await page.setViewportSize(DESKTOP);
 
-  assert.deepEqual(browser.problems, []);
+  assert.deepEqual(lv.browser.problems, []);
 
   // ---- the token lived in memory only: a reload cannot act on the session any more ----
   await page.reload();

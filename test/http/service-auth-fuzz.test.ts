@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import { type NextFunction, type Request, type Response } from 'express';
 import { createServiceAuth } from '../../src/http/service-auth.js';
 import { isLinkvaultError } from '../../src/errors.js';
 import { makeTestServices } from '../support/service-jwt.js';

@@ -1,8 +1,10 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, afterEach, before, beforeEach } from 'node:test';
+import { chromiumSkipReason, launchChromium, type Browser, type LaunchOptions } from './browser.js';
+import { freePort } from './free-port.js';
 import { makeTestServices, type TestServices } from './service-jwt.js';
 import { startServiceProcess, type ServiceProcess } from './service-process.js';
 
@@ -46,14 +48,6 @@ export interface BrowserStack {
   /** A service call (as `crm-sync`, every role): status and parsed body. */
   serviceGet(path: string): Promise<{ status: number; body: Record<string, unknown> }>;
   close(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = createNetServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 const HOST_APP_SCRIPT = `
@@ -191,6 +185,54 @@ export async function startBrowserStack(): Promise<BrowserStack> {
       host.closeAllConnections();
       await new Promise<void>((resolve) => host.close(() => resolve()));
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface BrowserTestSetup {
+  /** The skip reason for every test of the file (see chromiumSkipReason). */
+  readonly skip: string | false;
+  /** Set by the file's `before` hook. */
+  readonly stack: BrowserStack;
+  /** Set by `before` (one browser for the file) or by `beforeEach` (with browserPerTest). */
+  readonly browser: Browser;
+}
+
+/**
+ * Registers a browser test file's hooks: one stack for the file, and one Chromium for the file or,
+ * with `browserPerTest`, a fresh profile per test (the sandbox remembers a sign-in). Call at top level.
+ */
+export function useBrowserStack(options: { browserPerTest?: boolean; launch?: LaunchOptions } = {}): BrowserTestSetup {
+  const skip = chromiumSkipReason();
+  let stack: BrowserStack | undefined;
+  let browser: Browser | undefined;
+  before(async () => {
+    if (skip) return;
+    stack = await startBrowserStack();
+    if (!options.browserPerTest) browser = await launchChromium(options.launch);
+  });
+  if (options.browserPerTest) {
+    beforeEach(async () => {
+      if (skip) return;
+      browser = await launchChromium(options.launch);
+    });
+    afterEach(async () => {
+      await browser?.close();
+    });
+  }
+  after(async () => {
+    if (!options.browserPerTest) await browser?.close();
+    await stack?.close();
+  });
+  return {
+    skip,
+    get stack() {
+      if (!stack) throw new Error('the browser stack is not started (used outside a test?)');
+      return stack;
+    },
+    get browser() {
+      if (!browser) throw new Error('Chromium is not launched (used outside a test?)');
+      return browser;
     },
   };
 }

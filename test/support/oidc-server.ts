@@ -1,6 +1,7 @@
 import { generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { saveConsentGrant, type GrantConstructor, type InteractionDetails } from '../../src/oauth/sandbox-provider.js';
 
 /**
  * A real authorization server for tests: node-oidc-provider (v9) on a free loopback port.
@@ -114,26 +115,6 @@ interface KoaContext {
   method: string;
   status: number;
   oidc?: { params?: Record<string, unknown> };
-}
-
-interface InteractionDetails {
-  uid: string;
-  prompt: { name: string; details: Record<string, unknown> };
-  params: Record<string, unknown>;
-  session?: { accountId?: string };
-  grantId?: string;
-}
-
-interface GrantInstance {
-  addOIDCScope(scope: string): void;
-  addOIDCClaims(claims: string[]): void;
-  addResourceScope(resource: string, scope: string): void;
-  save(): Promise<string>;
-}
-
-interface GrantConstructor {
-  new (init: { accountId: string; clientId: string }): GrantInstance;
-  find(id: string): Promise<GrantInstance | undefined>;
 }
 
 type ProviderConstructor = new (issuer: string, configuration: Record<string, unknown>) => OidcProviderInstance;
@@ -368,16 +349,7 @@ async function answerInteraction(provider: OidcProviderInstance, req: IncomingMe
     if (typeof accountId !== 'string' || accountId === '') throw new Error('x-test-account header missing');
     result = { login: { accountId } };
   } else if (details.prompt.name === 'consent') {
-    const clientId = String(details.params.client_id);
-    const grant = details.grantId
-      ? ((await provider.Grant.find(details.grantId)) ?? new provider.Grant({ accountId: details.session!.accountId!, clientId }))
-      : new provider.Grant({ accountId: details.session!.accountId!, clientId });
-    const missing = details.prompt.details;
-    if (Array.isArray(missing.missingOIDCScope)) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
-    if (Array.isArray(missing.missingOIDCClaims)) grant.addOIDCClaims(missing.missingOIDCClaims as string[]);
-    const resourceScopes = missing.missingResourceScopes as Record<string, string[]> | undefined;
-    for (const [resource, scopes] of Object.entries(resourceScopes ?? {})) grant.addResourceScope(resource, scopes.join(' '));
-    result = { consent: { grantId: await grant.save() } };
+    result = { consent: { grantId: await saveConsentGrant(provider.Grant, details, details.session!.accountId!) } };
   } else {
     throw new Error(`unexpected prompt ${details.prompt.name}`);
   }
