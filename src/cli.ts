@@ -107,13 +107,17 @@ const rewrap: CliCommand = {
       const keys = await createKeyProvider(config.keys, { metrics, log });
       const vault = createVault({ keys, metrics, maxEntries: config.keyCache.maxEntries, maxAgeMs: config.keyCache.maxAgeMs });
       const r = await rewrapAll({ store, vault, keys, log });
-      // Queued work (pending provider revocations) carries sealed copies that rewrap does not touch:
-      // the old key must outlive them, or a revocation could no longer reach the provider.
-      const queued = await store.countJobs();
-      ctx.out(`linkvault: rewrap done: scanned=${r.scanned} rewrapped=${r.rewrapped} skipped=${r.skipped} conflicts=${r.conflicts} failed=${r.failed} queued_jobs=${queued} current_key=${keys.currentKeyId()}`);
-      if (queued > 0) ctx.err(`linkvault: ${queued} queued job(s) may still hold data keys under an old key: keep the old key until the queue is empty (run rewrap again to see the count)`);
-      // Links left as they were still open under their old key; say so through the exit code.
-      return r.failed > 0 ? 1 : 0;
+      ctx.out(
+        `linkvault: rewrap done: scanned=${r.scanned} rewrapped=${r.rewrapped} skipped=${r.skipped} conflicts=${r.conflicts} failed=${r.failed}` +
+          ` jobs_scanned=${r.jobsScanned} jobs_rewrapped=${r.jobsRewrapped} jobs_skipped=${r.jobsSkipped} job_conflicts=${r.jobConflicts} jobs_failed=${r.jobsFailed}` +
+          ` jobs_on_old_key=${r.jobsOnOldKey} current_key=${keys.currentKeyId()}`,
+      );
+      // Queued work (pending provider revocations) that still carries a sealed copy under an old key
+      // (leased by a worker at the time, or of a kind rewrap cannot re-wrap): the old key must outlive
+      // it, or that revocation could no longer reach the provider.
+      if (r.jobsOnOldKey > 0) ctx.err(`linkvault: ${r.jobsOnOldKey} queued job(s) still hold data keys under an old key: keep the old key and run rewrap again until it reports jobs_on_old_key=0`);
+      // Links or jobs left as they were still open under their old key; say so through the exit code.
+      return r.failed > 0 || r.jobsFailed > 0 ? 1 : 0;
     } finally {
       await store.close();
     }

@@ -11,6 +11,7 @@ import { createVault } from '../src/keys/vault.js';
 import { tokenSetIdentity } from '../src/links/token-vault.js';
 import { Metrics } from '../src/metrics.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
+import type { SealedRecord } from '../src/store/store.js';
 
 const BIN = join(import.meta.dirname, '../bin/linkvault.js');
 const cwd = mkdtempSync(join(tmpdir(), 'linkvault-cli-'));
@@ -148,16 +149,27 @@ describe('linkvault serve and rewrap against real files', () => {
       const outcome = await runCli(['rewrap'], { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: 'data/old.key', LINKVAULT_LOG_LEVEL: 'silent' }, dir);
       const newProvider = await LocalKeyProvider.load({ keyFile: newKey, mayGenerate: false, metrics });
       assert.equal(outcome.stderr, '');
-      assert.equal(outcome.stdout, `linkvault: rewrap done: scanned=2 rewrapped=1 skipped=1 conflicts=0 failed=0 queued_jobs=0 current_key=${newProvider.currentKeyId()}\n`);
+      assert.equal(
+        outcome.stdout,
+        'linkvault: rewrap done: scanned=2 rewrapped=1 skipped=1 conflicts=0 failed=0 jobs_scanned=0 jobs_rewrapped=0 jobs_skipped=0 job_conflicts=0 jobs_failed=0' +
+          ` jobs_on_old_key=0 current_key=${newProvider.currentKeyId()}\n`,
+      );
       assert.equal(outcome.code, 0);
 
-      // A pending job (a provider revocation carries a sealed copy): rewrap says to keep the old key.
+      // Queued jobs: a pending provider revocation carrying a sealed copy under the old key (re-wrapped),
+      // a job of a kind rewrap cannot tell the seal identity of holding one too (left: the old key must stay),
+      // and a job without sealed material (nothing to do).
       const withJob = new SqliteStore({ path: join(dir, 'data/linkvault.db') });
-      await withJob.enqueue({ id: 'job-1', kind: 'revocation.provider', payload: {}, attempts: 0, runAtMs: now });
+      const jobSealed = await oldVault.seal(tokenSetIdentity({ id: 'l3', tenantId: 't1', providerId: 'sandbox' }), Buffer.from('job-token-set'));
+      const revocationPayload = { link_id: 'l3', tenant_id: 't1', user_id: 'u1', provider_id: 'sandbox', link_version: 1, role: 'link', sealed: jobSealed, requested_at_ms: now };
+      await withJob.enqueue({ id: 'job-1', kind: 'revocation.provider', payload: revocationPayload, attempts: 0, runAtMs: now });
+      await withJob.enqueue({ id: 'job-2', kind: 'something.else', payload: { nested: { sealed: jobSealed } }, attempts: 0, runAtMs: now });
+      await withJob.enqueue({ id: 'job-3', kind: 'revocation.bulk', payload: { job_id: 'b1' }, attempts: 0, runAtMs: now });
       await withJob.close();
       const again = await runCli(['rewrap'], { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: 'data/old.key', LINKVAULT_LOG_LEVEL: 'silent' }, dir);
-      assert.match(again.stdout, / queued_jobs=1 /);
-      assert.equal(again.stderr, 'linkvault: 1 queued job(s) may still hold data keys under an old key: keep the old key until the queue is empty (run rewrap again to see the count)\n');
+      assert.match(again.stdout, / scanned=2 rewrapped=0 skipped=2 conflicts=0 failed=0 jobs_scanned=3 jobs_rewrapped=1 jobs_skipped=2 job_conflicts=0 jobs_failed=0 jobs_on_old_key=1 /);
+      assert.equal(again.stderr, 'linkvault: 1 queued job(s) still hold data keys under an old key: keep the old key and run rewrap again until it reports jobs_on_old_key=0\n');
+      assert.equal(again.code, 0);
 
       // The record now opens with the new key alone.
       const reopened = new SqliteStore({ path: join(dir, 'data/linkvault.db') });
@@ -166,6 +178,12 @@ describe('linkvault serve and rewrap against real files', () => {
         assert.equal(link!.tokens!.kid, newProvider.currentKeyId());
         const newVault = createVault({ keys: newProvider, metrics, maxEntries: 0, maxAgeMs: 0 });
         assert.equal((await newVault.open(tokenSetIdentity(link!), link!.tokens!)).toString(), 'token-set-bytes');
+        // The revocation job's sealed copy too.
+        const jobs: Record<string, unknown>[] = [];
+        for await (const job of reopened.scanJobs()) if (job.id === 'job-1') jobs.push(job.payload);
+        const jobRecord = jobs[0]!.sealed as SealedRecord;
+        assert.equal(jobRecord.kid, newProvider.currentKeyId());
+        assert.equal((await newVault.open(tokenSetIdentity({ id: 'l3', tenantId: 't1', providerId: 'sandbox' }), jobRecord)).toString(), 'job-token-set');
       } finally {
         await reopened.close();
       }

@@ -58,6 +58,7 @@ import type {
   LinkRecord,
   QueueJob,
   RevocationRecordRow,
+  ScannedJob,
   SessionRecord,
   Store,
 } from './store.js';
@@ -322,6 +323,35 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 `;
 
+/**
+ * ARGV cursor, count. One HSCAN step over the job ids (the kind hash), with each job read in the
+ * same script so its fields are consistent. Returns next cursor, then id, kind, payload, attempts,
+ * runAtMs, leased ('1'/'0') per job. HSCAN may repeat an id; the caller de-duplicates.
+ */
+const SCAN_JOBS = `
+local page = redis.call('HSCAN', KEYS[2], ARGV[1], 'COUNT', tonumber(ARGV[2]))
+local out = { page[1] }
+local flat = page[2]
+for i = 1, #flat, 2 do
+  local id = flat[i]
+  out[#out + 1] = id
+  out[#out + 1] = flat[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[3], id) or '{}'
+  out[#out + 1] = redis.call('HGET', KEYS[4], id) or '0'
+  out[#out + 1] = redis.call('HGET', KEYS[5], id) or '0'
+  out[#out + 1] = tostring(redis.call('HEXISTS', KEYS[6], id))
+end
+return out
+`;
+
+/** ARGV id, expected payload, new payload. Replaces only an unleased job whose payload is still the expected one. */
+const REPLACE_JOB_PAYLOAD = `
+if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return 0 end
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+return 1
+`;
+
 type ScriptArg = string | number;
 interface ScriptCommands {
   linkvaultSaveLink(numKeys: number, ...args: ScriptArg[]): Promise<[number, string] | null>;
@@ -335,6 +365,8 @@ interface ScriptCommands {
   linkvaultClaimJobs(...args: ScriptArg[]): Promise<(string | null)[]>;
   linkvaultCompleteJob(...args: ScriptArg[]): Promise<number>;
   linkvaultRescheduleJob(...args: ScriptArg[]): Promise<number>;
+  linkvaultScanJobs(...args: ScriptArg[]): Promise<string[]>;
+  linkvaultReplaceJobPayload(...args: ScriptArg[]): Promise<number>;
 }
 
 function defineScripts(client: RedisClient): ScriptCommands {
@@ -350,6 +382,8 @@ function defineScripts(client: RedisClient): ScriptCommands {
   client.defineCommand('linkvaultClaimJobs', { lua: CLAIM_JOBS, numberOfKeys: 6 });
   client.defineCommand('linkvaultCompleteJob', { lua: COMPLETE_JOB, numberOfKeys: 6 });
   client.defineCommand('linkvaultRescheduleJob', { lua: RESCHEDULE_JOB, numberOfKeys: 6 });
+  client.defineCommand('linkvaultScanJobs', { lua: SCAN_JOBS, numberOfKeys: 6 });
+  client.defineCommand('linkvaultReplaceJobPayload', { lua: REPLACE_JOB_PAYLOAD, numberOfKeys: 6 });
   return client as unknown as ScriptCommands;
 }
 
@@ -970,6 +1004,35 @@ export class RedisStore implements Store {
 
   async countJobs(): Promise<number> {
     return this.#call(() => this.#client.zcard(this.#queueKeys()[0]!));
+  }
+
+  async *scanJobs(): AsyncIterable<ScannedJob> {
+    const seen = new Set<string>();
+    let cursor = '0';
+    do {
+      const flat = await this.#call(() => this.#scripts.linkvaultScanJobs(...this.#queueKeys(), cursor, '200'));
+      cursor = String(flat[0]);
+      for (let i = 1; i + 5 < flat.length; i += 6) {
+        const id = String(flat[i]);
+        if (seen.has(id)) continue;
+        seen.add(id);
+        yield {
+          id,
+          kind: String(flat[i + 1]),
+          payload: JSON.parse(String(flat[i + 2])) as Record<string, unknown>,
+          attempts: Number(flat[i + 3]),
+          runAtMs: Number(flat[i + 4]),
+          leased: String(flat[i + 5]) === '1',
+        };
+      }
+    } while (cursor !== '0');
+  }
+
+  async replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean> {
+    checkId('id', id);
+    const expectedJson = JSON.stringify(checkObject('expected', expected));
+    const payloadJson = JSON.stringify(checkObject('payload', payload));
+    return (await this.#call(() => this.#scripts.linkvaultReplaceJobPayload(...this.#queueKeys(), id, expectedJson, payloadJson))) === 1;
   }
 
   // ---- job status ----

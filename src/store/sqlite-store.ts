@@ -46,6 +46,7 @@ import type {
   LinkRecord,
   QueueJob,
   RevocationRecordRow,
+  ScannedJob,
   SessionRecord,
   Store,
 } from './store.js';
@@ -609,6 +610,29 @@ export class SqliteStore implements Store {
     return this.#run(() => this.#s.countJobs.get()!.n);
   }
 
+  async *scanJobs(): AsyncIterable<ScannedJob> {
+    // Keyset pages by id (as scanLinkIds): no cursor stays open while the consumer awaits.
+    let after = '';
+    for (;;) {
+      const page = await this.#run(() => this.#s.jobPage.all(after, 500));
+      for (const row of page) {
+        yield { id: row.id, kind: row.kind, payload: JSON.parse(row.payload) as Record<string, unknown>, attempts: row.attempts, runAtMs: row.run_at_ms, leased: row.leased === 1 };
+      }
+      if (page.length < 500) return;
+      after = page[page.length - 1]!.id;
+    }
+  }
+
+  replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean> {
+    return this.#run(() => {
+      checkId('id', id);
+      const expectedJson = JSON.stringify(checkObject('expected', expected));
+      const payloadJson = JSON.stringify(checkObject('payload', payload));
+      // One UPDATE is one atomic statement: the lease check and the payload comparison see the same row.
+      return this.#s.replaceJobPayload.run({ id, expected: expectedJson, payload: payloadJson }).changes > 0;
+    });
+  }
+
   // ---- job status ----
 
   async putJobStatus(row: JobStatusRecord): Promise<void> {
@@ -716,6 +740,12 @@ function prepareStatements(db: Db) {
        WHERE id = @id AND lease_token = @lease_token`,
     ),
     countJobs: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM queue'),
+    jobPage: db.prepare<[string, number], QueueRow & { leased: number }>(
+      'SELECT id, kind, payload, attempts, run_at_ms, lease_token IS NOT NULL AS leased FROM queue WHERE id > ? ORDER BY id LIMIT ?',
+    ),
+    replaceJobPayload: db.prepare<[{ id: string; expected: string; payload: string }]>(
+      'UPDATE queue SET payload = @payload WHERE id = @id AND lease_token IS NULL AND payload = @expected',
+    ),
 
     putJobStatus: db.prepare<[string, string]>('INSERT OR REPLACE INTO job_status (id, body) VALUES (?, ?)'),
     getJobStatus: db.prepare<[string], { body: string }>('SELECT body FROM job_status WHERE id = ?'),

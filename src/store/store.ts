@@ -110,6 +110,20 @@ export interface QueueJob {
   readonly leaseToken?: string;
 }
 
+/**
+ * A queued job as a maintenance scan sees it. Never carries the lease token: a scan must not be
+ * able to complete or reschedule a job it did not claim.
+ */
+export interface ScannedJob {
+  readonly id: string;
+  readonly kind: string;
+  readonly payload: Readonly<Record<string, unknown>>;
+  readonly attempts: number;
+  readonly runAtMs: number;
+  /** True while a claimer holds a lease on the job (including a lease that ran out but was not yet re-claimed). */
+  readonly leased: boolean;
+}
+
 export interface JobStatusRecord {
   readonly id: string;
   readonly status: Readonly<Record<string, unknown>>;
@@ -197,6 +211,20 @@ export interface Store {
   rescheduleJob(id: string, leaseToken: string, runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean>;
   /** Number of jobs queued (due or not). */
   countJobs(): Promise<number>;
+  /**
+   * Every queued job (due or not, leased or not), for maintenance (rewrap); an async iterator so a
+   * long queue streams. A job present for the whole scan is yielded exactly once; one enqueued or
+   * finished during the scan may or may not be.
+   */
+  scanJobs(): AsyncIterable<ScannedJob>;
+  /**
+   * Maintenance write without a lease: atomically replaces the job's payload with `payload` only when
+   * the job exists, no lease is held on it (`leased` false: a claimer holds the payload in memory and
+   * would write it back), and its stored payload is still exactly `expected` (as a scan returned it).
+   * Attempts, run time and due order are left as they are. True when replaced; false otherwise, so a
+   * worker's reschedule or completion is never overwritten (compare-and-set, like saveLink).
+   */
+  replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean>;
 
   // ---- background job status (bulk revocations) ----
   putJobStatus(row: JobStatusRecord): Promise<void>;

@@ -3,11 +3,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
 import { AwsKmsKeyProvider } from '../../src/keys/aws-kms-key-provider.js';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { rewrapAll } from '../../src/keys/rewrap.js';
 import { createVault, type Vault } from '../../src/keys/vault.js';
 import type { KeyProvider } from '../../src/keys/key-provider.js';
+import { createRevocation, PROVIDER_REVOCATION_JOB_KIND } from '../../src/links/revocation.js';
+import { createRevocationWorker } from '../../src/links/revocation-worker.js';
 import { openTokenSet, sealTokenSet, tokenSetIdentity } from '../../src/links/token-vault.js';
 import { Metrics } from '../../src/metrics.js';
 import type { TokenSet } from '../../src/oauth/oauth-client.js';
@@ -15,6 +18,8 @@ import { Secret } from '../../src/secret.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import type { LinkRecord, SealedRecord, Store } from '../../src/store/store.js';
 import { startKmsStandIn, type KmsStandIn } from '../support/kms-stand-in.js';
+import { startOidcServer } from '../support/oidc-server.js';
+import { obtainTokens, startStack } from '../revoke/revocation-harness.js';
 import { rejectsWith } from './key-provider-contract.js';
 
 const LINKS = 12;
@@ -127,9 +132,9 @@ describe('key rotation', () => {
       await rejectsWith(openTokenSet(vaultOn(onlyB), link1, link1.tokens!), 'sealed_record_invalid');
 
       const result = await rewrapAll({ store, vault: vaultB, keys: keysB });
-      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS, skipped: 1, conflicts: 0, failed: 0 });
+      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS, skipped: 1, conflicts: 0, failed: 0, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
       await assertMovedUntouched(store, sealed, keysB.currentKeyId());
-      assert.deepEqual(await rewrapAll({ store, vault: vaultB, keys: keysB }), { scanned: LINKS + 1, rewrapped: 0, skipped: LINKS + 1, conflicts: 0, failed: 0 }, 'a second run has nothing to do');
+      assert.deepEqual(await rewrapAll({ store, vault: vaultB, keys: keysB }), { scanned: LINKS + 1, rewrapped: 0, skipped: LINKS + 1, conflicts: 0, failed: 0, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 }, 'a second run has nothing to do');
 
       // The old key file can now go: the new key alone opens everything.
       await assertAllOpen(store, vaultOn(onlyB));
@@ -158,7 +163,7 @@ describe('key rotation', () => {
       const reEncryptsBefore = kms.calls('ReEncrypt');
       const decryptsBefore = kms.calls('Decrypt');
       const result = await rewrapAll({ store, vault: vaultOn(keysB), keys: keysB });
-      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS, skipped: 1, conflicts: 0, failed: 0 });
+      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS, skipped: 1, conflicts: 0, failed: 0, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
       assert.equal(kms.calls('ReEncrypt') - reEncryptsBefore, LINKS, 'one ReEncrypt per link');
       assert.equal(kms.calls('Decrypt'), decryptsBefore, 'rewrapping never decrypts a data key out of KMS');
       await assertMovedUntouched(store, sealed, keyB);
@@ -191,8 +196,10 @@ describe('key rotation', () => {
       const touched = linkFor(1).id;
       const refreshed = linkFor(2).id;
       const raced = new Set<string>();
-      const racingStore: Pick<Store, 'scanLinkIds' | 'getLink' | 'saveLink'> = {
+      const racingStore: Pick<Store, 'scanLinkIds' | 'getLink' | 'saveLink' | 'scanJobs' | 'replaceJobPayload'> = {
         scanLinkIds: () => store.scanLinkIds(),
+        scanJobs: () => store.scanJobs(),
+        replaceJobPayload: (id, expected, payload) => store.replaceJobPayload(id, expected, payload),
         getLink: (id) => store.getLink(id),
         async saveLink(link, expectedVersion) {
           if ((link.id === touched || link.id === refreshed) && !raced.has(link.id)) {
@@ -209,7 +216,7 @@ describe('key rotation', () => {
       };
 
       const result = await rewrapAll({ store: racingStore, vault: vaultB, keys: keysB });
-      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS - 1, skipped: 2, conflicts: 2, failed: 0 });
+      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS - 1, skipped: 2, conflicts: 2, failed: 0, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
 
       const link1 = (await store.getLink(touched))!;
       assert.deepEqual(link1.metadata, { hub_id: '42' }, 'the concurrent change survived');
@@ -234,7 +241,7 @@ describe('key rotation', () => {
       await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: true, metrics: new Metrics() });
       const keysB = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), previousKeyFiles: [join(dir, 'a.key')], mayGenerate: false, metrics: new Metrics() });
       const result = await rewrapAll({ store, vault: vaultOn(keysB), keys: keysB });
-      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS - 1, skipped: 1, conflicts: 0, failed: 1 });
+      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS - 1, skipped: 1, conflicts: 0, failed: 1, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
       assert.equal((await store.getLink(linkFor(3).id))!.tokens!.kid, keysA.currentKeyId());
     } finally {
       await store.close();
@@ -272,6 +279,69 @@ describe('key rotation', () => {
       }
     } finally {
       await store.close();
+    }
+  });
+
+  it('when a provider revocation is pending under the old key, then rewrapAll moves its sealed copy too and, with the old key gone, the worker still revokes at the provider', async () => {
+    const redirect = 'http://127.0.0.1:3000/v1/oauth/callback/test-as';
+    const oidc = await startOidcServer({ mode: 'oauth', clients: [{ client_id: 'lv-client', client_secret: 'lv-secret-0123456789', redirect_uris: [redirect] }] });
+    const dir = tempDir();
+    const store = new SqliteStore({ path: join(dir, 'linkvault.db') });
+    // The harness gives the real catalogue, OAuth adapter and audit on this store; its worker stays off
+    // and its own vault is not used: the keys here are the test's, so that they can be rotated.
+    const stack = await startStack({ store, providers: [{ entry: oidc.catalogueEntry('test-as'), clientId: 'lv-client', clientSecret: 'lv-secret-0123456789' }], startWorker: false });
+    const log = pino({ level: 'silent' });
+    try {
+      const tokens = await obtainTokens(stack, oidc, 'test-as', 'alice', redirect);
+      const keysA = await LocalKeyProvider.load({ keyFile: join(dir, 'a.key'), mayGenerate: true, metrics: new Metrics() });
+      const vaultA = vaultOn(keysA);
+      const link = { ...linkFor(1), providerId: 'test-as' };
+      assert.ok(await store.saveLink({ ...link, tokens: await sealTokenSet(vaultA, link, tokens, null) }, null));
+
+      // Revoked while the provider step is still to run: the job holds the only sealed copy, under key A.
+      const revocationA = createRevocation({ store, vault: vaultA, catalogue: stack.catalogue, audit: stack.audit, log });
+      const revoked = await revocationA.revokeLink(link.id, { revokedBy: 'service', serviceId: 'crm-sync', reason: 'service_request', requestId: null });
+      assert.equal(revoked.record.provider_revocation.status, 'pending');
+      assert.equal((await store.getLink(link.id))!.tokens, null);
+      const queued: { id: string; kind: string; payload: Readonly<Record<string, unknown>> }[] = [];
+      for await (const job of store.scanJobs()) queued.push(job);
+      assert.equal(queued.length, 1);
+      assert.equal(queued[0]!.kind, PROVIDER_REVOCATION_JOB_KIND);
+      const before = queued[0]!.payload.sealed as SealedRecord;
+      assert.equal(before.kid, keysA.currentKeyId());
+
+      // Rotate to key B (A still accepted for unwrapping) and rewrap.
+      await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: true, metrics: new Metrics() });
+      const keysB = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), previousKeyFiles: [join(dir, 'a.key')], mayGenerate: false, metrics: new Metrics() });
+      const result = await rewrapAll({ store, vault: vaultOn(keysB), keys: keysB });
+      assert.deepEqual(result, { scanned: 1, rewrapped: 0, skipped: 1, conflicts: 0, failed: 0, jobsScanned: 1, jobsRewrapped: 1, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
+      const after: Readonly<Record<string, unknown>>[] = [];
+      for await (const job of store.scanJobs()) after.push(job.payload);
+      const moved = after[0]!.sealed as SealedRecord;
+      assert.equal(moved.kid, keysB.currentKeyId());
+      assert.deepEqual({ iv: moved.iv, ct: moved.ct, tag: moved.tag }, { iv: before.iv, ct: before.ct, tag: before.tag }, 'ciphertext byte-identical');
+      const { sealed: _a, ...restBefore } = queued[0]!.payload;
+      const { sealed: _b, ...restAfter } = after[0]!;
+      assert.deepEqual(restAfter, restBefore, 'only the sealed record changed');
+
+      // Destroy key A: a process with key B alone. The untouched copy no longer opens; the moved one does.
+      rmSync(join(dir, 'a.key'));
+      const keysBOnly = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: false, metrics: new Metrics() });
+      const vaultB = vaultOn(keysBOnly);
+      await assert.rejects(openTokenSet(vaultB, link, before));
+      assert.equal((await openTokenSet(vaultB, link, moved)).refreshToken?.reveal(), tokens.refreshToken!.reveal());
+
+      // The real worker on key B alone completes the revocation at the provider.
+      const revocationB = createRevocation({ store, vault: vaultB, catalogue: stack.catalogue, audit: stack.audit, log });
+      const worker = createRevocationWorker({ store, vault: vaultB, oauth: stack.oauth, catalogue: stack.catalogue, revocation: revocationB, audit: stack.audit, metrics: new Metrics(), log, options: { takeoverGraceMs: 0 } });
+      assert.equal(await worker.runOnce(), 1);
+      assert.deepEqual((await revocationB.getRecord(link.id)).provider_revocation, { status: 'confirmed', attempts: 1 });
+      assert.equal((await oidc.introspect(tokens.refreshToken!.reveal())).active, false);
+      assert.equal(await store.countJobs(), 0);
+    } finally {
+      await stack.close();
+      await store.close();
+      await oidc.close();
     }
   });
 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { isLinkvaultError } from '../../src/errors.js';
-import type { AuditEvent, GrantRecord, LinkRecord, SessionRecord, Store } from '../../src/store/store.js';
+import type { AuditEvent, GrantRecord, LinkRecord, ScannedJob, SessionRecord, Store } from '../../src/store/store.js';
 
 export interface StoreUnderTest {
   readonly store: Store;
@@ -658,6 +658,76 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       assert.deepEqual(kept?.payload, { step: 2, list: [] });
       assert.equal(kept?.attempts, 2);
       assert.equal(await store.countJobs(), 1);
+    });
+    // ---- queue maintenance (rewrap) ----
+
+    async function scanned(): Promise<Map<string, ScannedJob>> {
+      const out = new Map<string, ScannedJob>();
+      for await (const job of store.scanJobs()) {
+        assert.ok(!out.has(job.id), `${job.id} yielded once`);
+        assert.ok(!('leaseToken' in job), 'a scan never hands out a lease token');
+        out.set(job.id, job);
+      }
+      return out;
+    }
+
+    it('when jobs are queued, due or not, leased or not, then scanJobs yields each exactly once with its lease state', async () => {
+      for (let i = 0; i < 450; i++) await store.enqueue({ id: `job-s${String(i).padStart(3, '0')}`, kind: 'k', payload: { i, nested: { list: [i] } }, attempts: i % 3, runAtMs: NOW + i });
+      const [leased] = await store.claimJobs(NOW, 1, 60_000);
+      assert.equal(leased!.id, 'job-s000');
+      const jobs = await scanned();
+      assert.equal(jobs.size, 450);
+      assert.deepEqual(jobs.get('job-s000'), { id: 'job-s000', kind: 'k', payload: { i: 0, nested: { list: [0] } }, attempts: 0, runAtMs: NOW, leased: true });
+      assert.deepEqual(jobs.get('job-s449'), { id: 'job-s449', kind: 'k', payload: { i: 449, nested: { list: [449] } }, attempts: 2, runAtMs: NOW + 449, leased: false });
+      // After a reschedule the lease is gone; after completion the job is.
+      assert.ok(await store.rescheduleJob('job-s000', leased!.leaseToken!, NOW + 10, 1));
+      assert.equal((await scanned()).get('job-s000')!.leased, false);
+      const [again] = await store.claimJobs(NOW + 10, 1, 60_000);
+      assert.ok(await store.completeJob(again!.id, again!.leaseToken!));
+      assert.equal((await scanned()).size, 449);
+    });
+
+    it('when an unleased job still holds the expected payload, then replaceJobPayload swaps it and leaves attempts and run time', async () => {
+      await store.enqueue({ id: 'job-p', kind: 'revoke', payload: { sealed: { kid: 'old', edk: 'a' }, n: 1 }, attempts: 2, runAtMs: NOW + 5000 });
+      const job = (await scanned()).get('job-p')!;
+      assert.equal(await store.replaceJobPayload('job-p', job.payload, { sealed: { kid: 'new', edk: 'b' }, n: 1 }), true);
+      assert.equal(await store.replaceJobPayload('job-p', job.payload, { sealed: { kid: 'newer', edk: 'c' }, n: 1 }), false, 'a stale expected payload loses');
+      assert.equal(await store.replaceJobPayload('job-missing', job.payload, { n: 2 }), false, 'no such job');
+      assert.deepEqual(await store.claimJobs(NOW + 4999, 1, 1000), [], 'not moved earlier');
+      const [back] = await store.claimJobs(NOW + 5000, 1, 1000);
+      assert.deepEqual({ ...back, leaseToken: undefined }, { id: 'job-p', kind: 'revoke', payload: { sealed: { kid: 'new', edk: 'b' }, n: 1 }, attempts: 2, runAtMs: NOW + 5000, leaseToken: undefined });
+      assert.equal(await store.countJobs(), 1);
+    });
+
+    it('when a job is leased, then replaceJobPayload refuses it, and a reschedule by the worker is never overwritten', async () => {
+      await store.enqueue({ id: 'job-w', kind: 'revoke', payload: { step: 1 }, attempts: 0, runAtMs: NOW });
+      const seen = (await scanned()).get('job-w')!;
+      const [claimed] = await store.claimJobs(NOW, 1, 60_000);
+      // Leased: the claimer holds the payload and would write it back, so no maintenance write lands.
+      assert.equal(await store.replaceJobPayload('job-w', seen.payload, { step: 1, rewrapped: true }), false);
+      assert.equal(await store.replaceJobPayload('job-w', claimed!.payload, { step: 1, rewrapped: true }), false);
+      // The worker reschedules with a changed payload: the scan's expected payload is now stale.
+      assert.ok(await store.rescheduleJob('job-w', claimed!.leaseToken!, NOW + 100, 1, { step: 2 }));
+      assert.equal(await store.replaceJobPayload('job-w', seen.payload, { step: 1, rewrapped: true }), false, "the worker's reschedule wins");
+      const fresh = (await scanned()).get('job-w')!;
+      assert.deepEqual(fresh.payload, { step: 2 });
+      assert.equal(fresh.leased, false);
+      assert.equal(await store.replaceJobPayload('job-w', fresh.payload, { step: 2, rewrapped: true }), true);
+      const [back] = await store.claimJobs(NOW + 100, 1, 1000);
+      assert.deepEqual(back!.payload, { step: 2, rewrapped: true });
+      assert.equal(back!.attempts, 1);
+      // Its lease (to NOW + 1100) is over for any later claim, but nobody re-claimed it: its holder may
+      // still complete or reschedule (the lease token is the fence), so it still counts as held.
+      assert.equal((await scanned()).get('job-w')!.leased, true);
+      assert.equal(await store.replaceJobPayload('job-w', back!.payload, { step: 3 }), false);
+    });
+
+    it('when many replaceJobPayload calls race on one job with the same expected payload, then exactly one wins', async () => {
+      await store.enqueue({ id: 'job-race', kind: 'k', payload: { v: 0 }, attempts: 0, runAtMs: NOW });
+      const results = await Promise.all(Array.from({ length: 10 }, (_, i) => store.replaceJobPayload('job-race', { v: 0 }, { v: i + 1 })));
+      assert.equal(results.filter(Boolean).length, 1);
+      const winner = results.indexOf(true) + 1;
+      assert.deepEqual((await scanned()).get('job-race')!.payload, { v: winner });
     });
   });
 }
