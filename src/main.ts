@@ -24,18 +24,18 @@ import { createServiceAuth } from './http/service-auth.js';
 import { createTokenFastPath } from './http/token-fast-path.js';
 import { createTokenRouter } from './http/token-routes.js';
 import { createWebRouter } from './http/web-routes.js';
-import { auditKeyLoader, createAudit } from './links/audit.js';
-import { createBackgroundRefresher } from './links/background-refresher.js';
-import { CatalogueError, loadCatalogue, type Catalogue } from './links/catalogue.js';
-import { captureMetadata, createConnect } from './links/connect.js';
-import { createGrants } from './links/grants.js';
-import { createRefreshCoordinator } from './links/refresh-coordinator.js';
-import { createRevocation } from './links/revocation.js';
-import { createRevocationWorker, revocationWorkerOptionsFrom } from './links/revocation-worker.js';
-import { createSessions } from './links/sessions.js';
-import { createTokenRelease } from './links/token-release.js';
+import { auditKeyLoader, createAudit } from './links/audit/audit.js';
+import { createBackgroundRefresher } from './links/release/background-refresher.js';
+import { CatalogueError, loadCatalogue, type Catalogue } from './providers/catalogue.js';
+import { captureMetadata, createConnect } from './links/connect/connect.js';
+import { createGrants } from './links/release/grants.js';
+import { createRefreshCoordinator } from './links/release/refresh-coordinator.js';
+import { createRevocation } from './links/revoke/revocation.js';
+import { createRevocationWorker, revocationWorkerOptionsFrom } from './links/revoke/revocation-worker.js';
+import { createSessions } from './links/connect/sessions.js';
+import { createTokenRelease } from './links/release/token-release.js';
 import { createOAuthClient } from './oauth/openid-oauth-client.js';
-import { createSandboxProvider } from './oauth/sandbox-provider.js';
+import { createSandboxProvider } from './sandbox/sandbox-provider.js';
 
 /**
  * The composition root: config → logger → store → key provider → vault → features → HTTP

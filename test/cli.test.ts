@@ -8,9 +8,9 @@ import { after, describe, test } from 'node:test';
 import { COMMANDS } from '../src/cli.js';
 import { LocalKeyProvider } from '../src/keys/local-key-provider.js';
 import { createVault } from '../src/keys/vault.js';
-import { tokenSetIdentity } from '../src/links/token-vault.js';
+import { tokenSetIdentity } from '../src/links/sealing/token-vault.js';
 import { Metrics } from '../src/metrics.js';
-import { SqliteStore } from '../src/store/sqlite-store.js';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import type { SealedRecord } from '../src/store/store.js';
 
 const BIN = join(import.meta.dirname, '../bin/linkvault.js');

@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { startService } from '../src/main.js';
-import { SqliteStore } from '../src/store/sqlite-store.js';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'linkvault-main-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

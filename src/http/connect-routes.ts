@@ -1,10 +1,10 @@
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Config } from '../config.js';
 import { LinkvaultError } from '../errors.js';
-import type { CallbackOutcome, Connect } from '../links/connect.js';
-import { FLOW_TTL_SECONDS } from '../links/connect.js';
-import { withResult } from '../links/return-to.js';
-import type { Sessions } from '../links/sessions.js';
+import type { CallbackOutcome, Connect } from '../links/connect/connect.js';
+import { FLOW_TTL_SECONDS } from '../links/connect/connect.js';
+import { withResult } from '../links/connect/return-to.js';
+import type { Sessions } from '../links/connect/sessions.js';
 import { toLinkvaultError } from './problem.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { parseStrictQuery } from './strict-query.js';

@@ -1,6 +1,6 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { LinkvaultError } from '../errors.js';
-import { MAX_PURPOSE_CHARS, type GrantInput, type Grants } from '../links/grants.js';
+import { MAX_PURPOSE_CHARS, type GrantInput, type Grants } from '../links/release/grants.js';
 import type { GrantRecord } from '../store/store.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { safeName } from './token-routes.js';

@@ -1,7 +1,7 @@
 import { Router, type Request, type RequestHandler } from 'express';
 import { LinkvaultError } from '../errors.js';
-import { toLinkJson } from '../links/link-view.js';
-import { checkCallerId, type Sessions } from '../links/sessions.js';
+import { toLinkJson } from '../links/link.js';
+import { checkCallerId, type Sessions } from '../links/connect/sessions.js';
 import type { LinkFilter, LinkStatus, Store } from '../store/store.js';
 import type { ServiceAuth } from './service-auth.js';
 import { sessionOf } from './session-bearer.js';

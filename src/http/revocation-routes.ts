@@ -1,8 +1,8 @@
 import { Router, type Request } from 'express';
 import { LinkvaultError } from '../errors.js';
 import type { SessionRecord } from '../store/store.js';
-import { normaliseReason, type Revocation } from '../links/revocation.js';
-import { checkCallerId } from '../links/sessions.js';
+import { normaliseReason, type Revocation } from '../links/revoke/revocation.js';
+import { checkCallerId } from '../links/connect/sessions.js';
 import { sessionOf } from './session-bearer.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 

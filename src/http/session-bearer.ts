@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import type { Sessions } from '../links/sessions.js';
+import type { Sessions } from '../links/connect/sessions.js';
 import type { SessionRecord } from '../store/store.js';
 
 /** Longer than any session token we mint (256 bits, base64url) by far: anything longer is not ours. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { LinkvaultError } from '../errors.js';
-import type { TokenRelease } from '../links/token-release.js';
+import type { TokenRelease } from '../links/release/token-release.js';
 import type { Metrics } from '../metrics.js';
 import { hasNoContent, JSON_BODY_LIMIT_BYTES } from './json-body.js';
 import { PROBLEM_CONTENT_TYPE, problemBody, toLinkvaultError } from './problem.js';

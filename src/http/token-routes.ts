@@ -1,6 +1,6 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { isLinkvaultError, LinkvaultError } from '../errors.js';
-import type { TokenRelease } from '../links/token-release.js';
+import type { TokenRelease } from '../links/release/token-release.js';
 import { authenticatedService, type AuthenticatedService, type ServiceAuth } from './service-auth.js';
 
 /**

@@ -4,8 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { Config } from '../config.js';
 import { LinkvaultError } from '../errors.js';
-import type { Catalogue } from '../links/catalogue.js';
-import type { Sessions } from '../links/sessions.js';
+import type { Catalogue } from '../providers/catalogue.js';
+import type { Sessions } from '../links/connect/sessions.js';
 import { sessionOf } from './session-bearer.js';
 import { renderConnectPage, renderManagePage, renderResultPage, type ConnectResult } from '../web/render-page.js';
 

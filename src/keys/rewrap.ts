@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { isLinkvaultError } from '../errors.js';
-import { PROVIDER_REVOCATION_JOB_KIND } from '../links/revocation.js';
-import { tokenSetIdentity } from '../links/token-vault.js';
+import { PROVIDER_REVOCATION_JOB_KIND } from '../links/revoke/revocation.js';
+import { tokenSetIdentity } from '../links/sealing/token-vault.js';
 import type { ScannedJob, SealedRecord, Store } from '../store/store.js';
 import type { KeyProvider, SealIdentity } from './key-provider.js';
 import type { Vault } from './vault.js';

@@ -3,7 +3,7 @@ import { timingSafeEqual } from 'node:crypto';
 import * as client from 'openid-client';
 import type { Config, ProviderCredentials } from '../config.js';
 import { LinkvaultError } from '../errors.js';
-import type { Catalogue, ProviderEntry, ResolvedEndpoints } from '../links/catalogue.js';
+import type { Catalogue, ProviderEntry, ResolvedEndpoints } from '../providers/catalogue.js';
 import { Secret } from '../secret.js';
 import type {
   AuthorizationChecks,

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import type { StoreConfig } from '../config.js';
 import type { Metrics } from '../metrics.js';
-import { checkRedisPersistence } from './redis-persistence.js';
-import { RedisStore, createRedisClient, describeRedisError, waitForRedisReady } from './redis-store.js';
-import { SqliteStore } from './sqlite-store.js';
+import { checkRedisPersistence } from './redis/redis-persistence.js';
+import { RedisStore, createRedisClient, describeRedisError, waitForRedisReady } from './redis/redis-store.js';
+import { SqliteStore } from './sqlite/sqlite-store.js';
 import type { Store } from './store.js';
 
 /** How long start-up waits for Redis by default before giving up with store_unavailable. */

@@ -12,7 +12,7 @@ import { LinkvaultError } from '../../src/errors.js';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 
 /** Collects log lines and lets a test await the line it expects (the request line is written on response close). */
 class LogCapture extends Writable {

@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import type { Store } from '../../src/store/store.js';
 import { LinkvaultError } from '../../src/errors.js';
-import { openTokenSet } from '../../src/links/token-vault.js';
+import { openTokenSet } from '../../src/links/sealing/token-vault.js';
 import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
 import { expectedProblem } from '../support/problem-body.js';
 import { connectViaProvider, createTestOAuth, TEST_REDIRECT_URI, type TestOAuth } from '../support/provider-link.js';

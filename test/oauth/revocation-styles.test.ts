@@ -4,7 +4,7 @@ import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
 import { Secret } from '../../src/secret.js';
 import { startIntercomStandIn, startTokenEndpointStandIn, type IntercomStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
-import { loadCatalogue } from '../../src/links/catalogue.js';
+import { loadCatalogue } from '../../src/providers/catalogue.js';
 import { errorWithCode } from '../support/error-with-code.js';
 import { BUILTIN_PROVIDERS_FILE, createTestCatalogue, shippedEntry, testProviderEntry } from '../support/test-catalogue.js';
 

@@ -1,7 +1,7 @@
 import { generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { saveConsentGrant, type GrantConstructor, type InteractionDetails } from '../../src/oauth/sandbox-provider.js';
+import { saveConsentGrant, type GrantConstructor, type InteractionDetails } from '../../src/sandbox/sandbox-provider.js';
 
 /**
  * A real authorization server for tests: node-oidc-provider (v9) on a free loopback port.

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { Vault } from '../../src/keys/vault.js';
-import { loadCatalogue, type Catalogue } from '../../src/links/catalogue.js';
-import { sealTokenSet } from '../../src/links/token-vault.js';
+import { loadCatalogue, type Catalogue } from '../../src/providers/catalogue.js';
+import { sealTokenSet } from '../../src/links/sealing/token-vault.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
 import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
 import type { LinkRecord, Store } from '../../src/store/store.js';

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ProviderCredentials } from '../../src/config.js';
-import { loadCatalogue, type Catalogue } from '../../src/links/catalogue.js';
+import { loadCatalogue, type Catalogue } from '../../src/providers/catalogue.js';
 
 /** Path of the shipped catalogue. */
 export const BUILTIN_PROVIDERS_FILE = resolve(import.meta.dirname, '../../config/providers.json');

@@ -7,10 +7,10 @@ import { createApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createWebRouter } from '../../src/http/web-routes.js';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
-import { loadCatalogue, type Catalogue } from '../../src/links/catalogue.js';
-import { createSessions, type Sessions } from '../../src/links/sessions.js';
+import { loadCatalogue, type Catalogue } from '../../src/providers/catalogue.js';
+import { createSessions, type Sessions } from '../../src/links/connect/sessions.js';
 import { Metrics } from '../../src/metrics.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 
 /**
  * The HTTP shell with the web router mounted, over a real SQLite store, the real built-in

@@ -1,0 +1,136 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Config } from '../../config.js';
+import { LinkvaultError } from '../../errors.js';
+import type { SessionRecord, Store } from '../../store/store.js';
+import type { Catalogue } from '../../providers/catalogue.js';
+import { toRfc3339 } from '../link.js';
+import { checkReturnTo } from './return-to.js';
+
+/**
+ * Browser sessions: a backend service mints a short-lived bearer for one end user of one tenant,
+ * and the browser uses it to connect providers (GET /v1/connect) and manage links (/v1/me/links).
+ *
+ * The token is 256 random bits. The store keeps only its SHA-256 (the record's id): a copy of the
+ * store yields no usable bearer (the same reason RFC 6819 §5.1.4.1.3 gives for storing hashes of
+ * credentials). A plain hash suffices, unlike for passwords, because the token has full entropy.
+ * The token travels to the browser in a URL fragment (connect_url / manage_url), which browsers
+ * never send to a server nor put in a Referer (RFC 3986 §3.5, Fetch §"Referrer").
+ */
+
+export interface CreateSessionInput {
+  readonly tenantId: string;
+  readonly userId: string;
+  /** Providers the session may connect; omitted = every enabled provider. */
+  readonly providers?: readonly string[];
+  readonly returnTo?: string;
+}
+
+export interface CreatedSession {
+  readonly session_token: string;
+  readonly expires_at: string;
+  readonly connect_url: string;
+  readonly manage_url: string;
+}
+
+export interface SessionsDeps {
+  readonly config: Pick<Config, 'publicUrl' | 'returnUrlAllowlist' | 'sessionTtlSeconds'>;
+  readonly store: Pick<Store, 'putSession' | 'getSession'>;
+  readonly catalogue: Pick<Catalogue, 'isEnabled'>;
+  readonly now?: () => number;
+}
+
+export interface Sessions {
+  /** Validates the input, stores the session (by hash) and returns the bearer with its URLs. 400 invalid_request / invalid_return_to. */
+  createSession(input: CreateSessionInput, serviceId: string): Promise<CreatedSession>;
+  /** The live session a bearer names; 401 session_expired for anything else (malformed, unknown, expired). */
+  resolveSession(token: unknown): Promise<SessionRecord>;
+}
+
+const TOKEN_BYTES = 32;
+/** base64url of 32 bytes, unpadded. Anything else is not one of ours and is refused before hashing. */
+const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+/** Tenant and user ids are the caller's own identifiers: printable, bounded, no controls. */
+const MAX_ID_CHARS = 256;
+const ID_PATTERN = /^[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}](?:[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}])?$/u;
+const MAX_PROVIDERS = 100;
+
+/** The store id of a session: SHA-256 of the bearer, base64url. */
+export function sessionIdOf(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('base64url');
+}
+
+/** Checks a tenant or user id (the same rule everywhere an id comes in from a caller). */
+export function checkCallerId(value: unknown, parameter: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_ID_CHARS || !ID_PATTERN.test(value)) {
+    throw new LinkvaultError('invalid_request', {
+      detail: `${parameter} must be a string of 1-${MAX_ID_CHARS} printable characters`,
+      extra: { parameter },
+    });
+  }
+  return value;
+}
+
+export function createSessions(deps: SessionsDeps): Sessions {
+  const now = deps.now ?? Date.now;
+  const { config } = deps;
+
+  function checkProviders(value: unknown): string[] {
+    if (!Array.isArray(value) || value.length === 0 || value.length > MAX_PROVIDERS) {
+      throw new LinkvaultError('invalid_request', {
+        detail: `providers must be a non-empty array of at most ${MAX_PROVIDERS} provider ids (omit it to allow every enabled provider)`,
+        extra: { parameter: 'providers' },
+      });
+    }
+    const out: string[] = [];
+    for (const id of value) {
+      if (typeof id !== 'string' || !/^[a-z][a-z0-9-]{0,62}$/.test(id)) {
+        throw new LinkvaultError('invalid_request', { detail: 'providers must contain provider ids', extra: { parameter: 'providers' } });
+      }
+      // The id matched the catalogue's own id syntax above, so naming it in the detail is safe.
+      if (!deps.catalogue.isEnabled(id)) {
+        throw new LinkvaultError('invalid_request', { detail: `provider "${id}" is not an enabled provider`, extra: { parameter: 'providers', provider_id: id } });
+      }
+      if (!out.includes(id)) out.push(id);
+    }
+    return out;
+  }
+
+  async function createSession(input: CreateSessionInput, serviceId: string): Promise<CreatedSession> {
+    const tenantId = checkCallerId(input.tenantId, 'tenant_id');
+    const userId = checkCallerId(input.userId, 'user_id');
+    const providers = input.providers === undefined ? [] : checkProviders(input.providers);
+    const returnTo = input.returnTo === undefined ? null : checkReturnTo(input.returnTo, config.returnUrlAllowlist);
+
+    const token = randomBytes(TOKEN_BYTES).toString('base64url');
+    const createdAtMs = now();
+    const expiresAtMs = createdAtMs + config.sessionTtlSeconds * 1000;
+    const record: SessionRecord = {
+      id: sessionIdOf(token),
+      tenantId,
+      userId,
+      providers,
+      returnTo,
+      serviceId,
+      createdAtMs,
+      expiresAtMs,
+    };
+    await deps.store.putSession(record);
+    const fragment = `#session=${token}`;
+    return {
+      session_token: token,
+      expires_at: toRfc3339(expiresAtMs),
+      connect_url: `${config.publicUrl}/connect${fragment}`,
+      manage_url: `${config.publicUrl}/manage${fragment}`,
+    };
+  }
+
+  async function resolveSession(token: unknown): Promise<SessionRecord> {
+    if (typeof token !== 'string' || !TOKEN_PATTERN.test(token)) throw new LinkvaultError('session_expired');
+    const session = await deps.store.getSession(sessionIdOf(token));
+    // The store drops expired sessions itself; the clock check guards a store whose expiry lags.
+    if (!session || session.expiresAtMs <= now()) throw new LinkvaultError('session_expired');
+    return session;
+  }
+
+  return { createSession, resolveSession };
+}

@@ -1,0 +1,205 @@
+import type { Logger } from 'pino';
+import { isLinkvaultError, LinkvaultError } from '../../errors.js';
+import type { Vault } from '../../keys/vault.js';
+import type { Metrics } from '../../metrics.js';
+import type { TokenSet } from '../../oauth/oauth-client.js';
+import type { Secret } from '../../secret.js';
+import type { GrantRecord, LinkRecord, Store } from '../../store/store.js';
+import type { Audit } from '../audit/audit.js';
+import { chooseGrant, matchingGrants } from './grants.js';
+import { INTERNAL_METADATA_PREFIX, type FreshTokens, type RefreshCoordinator } from './refresh-coordinator.js';
+import { openTokenSet } from '../sealing/token-vault.js';
+
+/**
+ * Token release: the only way an access token leaves linkvault. Reads top to bottom:
+ * loadLink → findMatchingGrant → checkLinkStatus → openTokenSet → refreshIfDue → auditRelease
+ * (awaited: no audit record, no token) → confirmStillUsable (re-read after the record is stored:
+ * a revocation that landed meanwhile refuses the release) → touchLastUsed (best effort) → the token.
+ */
+
+export interface ReleaseRequest {
+  readonly service: { readonly id: string };
+  readonly linkId: string;
+  /** Scopes the caller needs; each must be allowed by its grant. */
+  readonly scopes?: readonly string[] | null;
+  /** The token must stay valid at least this long (default DEFAULT_MIN_VALIDITY_SECONDS). */
+  readonly minValiditySeconds?: number;
+  /** Refresh even if the token looks fresh (the caller saw it rejected). */
+  readonly forceRefresh?: boolean;
+  readonly requestId: string;
+}
+
+export interface ReleasedToken {
+  readonly accessToken: Secret;
+  /** As the provider said it, lower-cased ('bearer'). */
+  readonly tokenType: string;
+  readonly expiresAtMs: number | null;
+  /** The scopes the released token carries. */
+  readonly scopes: readonly string[];
+  /** Provider metadata callers need for API calls (instance_url, api_domain, hub_id, ...). */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+export interface TokenReleaseDeps {
+  readonly store: Pick<Store, 'getLink' | 'listGrants' | 'touchLink'>;
+  readonly vault: Vault;
+  readonly coordinator: Pick<RefreshCoordinator, 'ensureFresh'>;
+  readonly audit: Pick<Audit, 'record'>;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly now: () => number;
+  /** last_used_at is written at most this often per link (default 60 s): a release must not cost a write each time. */
+  readonly touchIntervalMs?: number;
+}
+
+export interface TokenRelease {
+  release(request: ReleaseRequest): Promise<ReleasedToken>;
+}
+
+/** A token about to expire is of no use to a caller: by default it must live 60 s more. */
+export const DEFAULT_MIN_VALIDITY_SECONDS = 60;
+const MAX_TOUCH_ENTRIES = 50_000;
+
+export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
+  const { store, vault, coordinator, audit, metrics, log, now } = deps;
+  const touchIntervalMs = deps.touchIntervalMs ?? 60_000;
+  /** linkId → when this process last wrote last_used_at. */
+  const touched = new Map<string, number>();
+
+  async function release(request: ReleaseRequest): Promise<ReleasedToken> {
+    let provider = 'unknown';
+    try {
+      const [link, grants] = await Promise.all([loadLink(request.linkId), store.listGrants(request.service.id)]);
+      provider = link.providerId;
+      const grant = findMatchingGrant(grants, request, link);
+      const tokens = await openLinkTokens(link);
+      const fresh = await refreshIfDue(link, tokens, request);
+      await auditRelease(fresh, grant, request);
+      await confirmStillUsable(fresh.link, grant, request);
+      touchLastUsed(fresh.link);
+      metrics.tokenReleases.inc({ provider, outcome: 'released' });
+      return shapeRelease(fresh);
+    } catch (err) {
+      metrics.tokenReleases.inc({ provider, outcome: isLinkvaultError(err) ? err.code : 'internal_error' });
+      throw err;
+    }
+  }
+
+  async function loadLink(linkId: string): Promise<LinkRecord> {
+    const link = await store.getLink(linkId);
+    if (!link) throw new LinkvaultError('link_not_found');
+    return link;
+  }
+
+  /**
+   * Deny by default. The link's state is told only to a service that holds a grant for it, so a
+   * service without one learns no more than that it may not have the token.
+   */
+  function findMatchingGrant(grants: readonly GrantRecord[], request: ReleaseRequest, link: LinkRecord): GrantRecord {
+    const candidates = matchingGrants(grants, request.service.id, link, now());
+    if (candidates.length === 0) throw new LinkvaultError('no_grant');
+    checkLinkStatus(link);
+    return chooseGrant(candidates, link, request.scopes ?? null);
+  }
+
+  function checkLinkStatus(link: LinkRecord): void {
+    // A revoked link never releases a token again.
+    if (link.status === 'revoked') throw new LinkvaultError('link_revoked');
+    if (link.status === 'needs_reauth') throw new LinkvaultError('reauth_required');
+  }
+
+  async function openLinkTokens(link: LinkRecord): Promise<TokenSet> {
+    if (!link.tokens) throw new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
+    return openTokenSet(vault, link, link.tokens);
+  }
+
+  function refreshIfDue(link: LinkRecord, tokens: TokenSet, request: ReleaseRequest): Promise<FreshTokens> {
+    const minValiditySeconds = request.minValiditySeconds ?? DEFAULT_MIN_VALIDITY_SECONDS;
+    return coordinator.ensureFresh(link, tokens, { minValidityMs: minValiditySeconds * 1000, force: request.forceRefresh === true, requestId: request.requestId });
+  }
+
+  /** Awaited and fail-closed: when the record cannot be stored, the release fails (audit_unavailable). */
+  async function auditRelease(fresh: FreshTokens, grant: GrantRecord, request: ReleaseRequest): Promise<void> {
+    const { link, tokens } = fresh;
+    await audit.record(
+      'token.released',
+      {
+        service_id: request.service.id,
+        grant_id: grant.id,
+        link_id: link.id,
+        tenant_id: link.tenantId,
+        user_id: link.userId,
+        provider_id: link.providerId,
+        requested_scopes: request.scopes ?? null,
+        forced: request.forceRefresh === true,
+        access_token: tokens.accessToken,
+        expires_at_ms: tokens.expiresAtMs,
+      },
+      request.requestId,
+    );
+  }
+
+  /**
+   * "A revoked link never releases a token again", whatever races with the revoke: everything up to
+   * here worked from a read taken before the audit record (and maybe a refresh) — a revocation can
+   * land in between. The link is read again once the record is stored, and the release stands only
+   * if the link is still active with its token set: the release linearises at this read. It is
+   * sequential on purpose (one more store read per release): a read issued alongside the audit write
+   * could be answered before a tombstone written while the record is being stored, and the token
+   * would leave after the revocation had been confirmed to its caller.
+   */
+  async function confirmStillUsable(link: LinkRecord, grant: GrantRecord, request: ReleaseRequest): Promise<void> {
+    const current = await store.getLink(link.id);
+    if (current !== null && current.status === 'active' && current.tokens !== null) return;
+    const refusal = refusalFor(current);
+    // The release record above is already stored: say that it did not take effect (best effort; the
+    // refusal stands either way).
+    await audit
+      .record(
+        'token.release_withdrawn',
+        { service_id: request.service.id, grant_id: grant.id, link_id: link.id, tenant_id: link.tenantId, provider_id: link.providerId, reason: refusal.code },
+        request.requestId,
+      )
+      .catch((err: unknown) => log.error({ link_id: link.id, err }, 'audit of a withdrawn release failed'));
+    throw refusal;
+  }
+
+  function touchLastUsed(link: LinkRecord): void {
+    const at = now();
+    const last = Math.max(touched.get(link.id) ?? 0, link.lastUsedAtMs ?? 0);
+    if (at - last < touchIntervalMs) return;
+    if (touched.size >= MAX_TOUCH_ENTRIES) touched.clear();
+    touched.set(link.id, at);
+    store.touchLink(link.id, at).catch((err: unknown) => log.warn({ link_id: link.id, err }, 'last_used_at update failed'));
+  }
+
+  return { release };
+}
+
+/** Why a link read just before the token leaves refuses it (it is gone, revoked, needs reauth, or holds no tokens). */
+function refusalFor(current: LinkRecord | null): LinkvaultError {
+  if (current === null) return new LinkvaultError('link_not_found');
+  if (current.status === 'revoked') return new LinkvaultError('link_revoked');
+  if (current.status === 'needs_reauth') return new LinkvaultError('reauth_required');
+  return new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
+}
+
+function shapeRelease({ link, tokens }: FreshTokens): ReleasedToken {
+  return {
+    accessToken: tokens.accessToken,
+    tokenType: tokens.tokenType,
+    expiresAtMs: tokens.expiresAtMs,
+    scopes: tokens.scopes ?? link.grantedScopes,
+    metadata: publicMetadata(link.metadata),
+  };
+}
+
+/** The link's metadata without linkvault's own bookkeeping keys. */
+function publicMetadata(metadata: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+  let internal = false;
+  for (const key in metadata) if (key.startsWith(INTERNAL_METADATA_PREFIX)) internal = true;
+  if (!internal) return metadata;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(metadata)) if (!k.startsWith(INTERNAL_METADATA_PREFIX)) out[k] = v;
+  return out;
+}

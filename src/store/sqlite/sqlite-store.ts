@@ -1,0 +1,753 @@
+/**
+ * SqliteStore: the embedded, one-node Store adapter (better-sqlite3).
+ *
+ * - WAL journal with synchronous=FULL: a committed write (a rotated refresh token, an audit
+ *   record) survives a power loss, not only a process crash, before the caller is told it succeeded.
+ * - busy_timeout of about a second; SQLITE_BUSY and I/O failures become store_unavailable.
+ * - Schema migrations are versioned in `schema_migrations` and applied at open, each once, in its
+ *   own IMMEDIATE transaction (two processes opening the same file do not both apply one).
+ * - Rows with a lifetime (flow state, sessions, locks) are checked at read and purged periodically.
+ * - Every read-modify-write runs in one transaction; better-sqlite3 is synchronous, so inside one
+ *   process nothing interleaves with it either.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type pino from 'pino';
+import { LinkvaultError, isLinkvaultError } from '../../errors.js';
+import {
+  checkAttempts,
+  checkAuditEvent,
+  checkExpectedVersion,
+  checkGrant,
+  checkId,
+  checkJob,
+  checkLimit,
+  checkLink,
+  checkLinkStatus,
+  checkObject,
+  checkOptionalId,
+  checkPositiveInt,
+  checkSession,
+  checkTimeMs,
+  checkTtlSeconds,
+  MAX_LIMIT,
+  refuseAuditCursor,
+  refuseTenantChange,
+} from '../store-input.js';
+import { expiryIndexScore } from '../expiry-index-score.js';
+import type {
+  AuditEvent,
+  FlowStateRecord,
+  GrantRecord,
+  JobStatusRecord,
+  LinkFilter,
+  LinkRecord,
+  QueueJob,
+  RevocationRecordRow,
+  ScannedJob,
+  SessionRecord,
+  Store,
+} from '../store.js';
+
+type Db = Database.Database;
+
+/** One schema step. Append new steps at the end with the next version; never edit an applied one. */
+export interface SqliteMigration {
+  readonly version: number;
+  readonly description: string;
+  readonly up: (db: Db) => void;
+}
+
+export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
+  {
+    version: 1,
+    description: 'initial schema',
+    up: (db) =>
+      db.exec(`
+        CREATE TABLE links (
+          id TEXT PRIMARY KEY,
+          tenant_id TEXT NOT NULL,
+          user_id TEXT NOT NULL,
+          provider_id TEXT NOT NULL,
+          status TEXT NOT NULL,
+          provider_account_id TEXT,
+          version INTEGER NOT NULL,
+          created_at_ms INTEGER NOT NULL,
+          last_used_at_ms INTEGER,
+          body TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX links_tenant_user ON links (tenant_id, user_id, created_at_ms);
+        CREATE INDEX links_tenant_created ON links (tenant_id, created_at_ms);
+        CREATE INDEX links_provider_account ON links (provider_account_id) WHERE provider_account_id IS NOT NULL;
+        CREATE INDEX links_status_created ON links (status, created_at_ms);
+        CREATE INDEX links_created ON links (created_at_ms);
+
+        CREATE TABLE flow_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at_ms INTEGER NOT NULL) STRICT;
+        CREATE INDEX flow_state_expiry ON flow_state (expires_at_ms);
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, body TEXT NOT NULL, expires_at_ms INTEGER NOT NULL) STRICT;
+        CREATE INDEX sessions_expiry ON sessions (expires_at_ms);
+        CREATE TABLE locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at_ms INTEGER NOT NULL) STRICT;
+        CREATE INDEX locks_expiry ON locks (expires_at_ms);
+
+        CREATE TABLE grants (id TEXT PRIMARY KEY, service_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL, body TEXT NOT NULL) STRICT;
+        CREATE INDEX grants_service ON grants (service_id, created_at_ms);
+        CREATE TABLE revocations (link_id TEXT PRIMARY KEY, body TEXT NOT NULL) STRICT;
+        CREATE TABLE job_status (id TEXT PRIMARY KEY, body TEXT NOT NULL) STRICT;
+
+        CREATE TABLE audit (
+          seq INTEGER PRIMARY KEY AUTOINCREMENT,
+          at_ms INTEGER NOT NULL,
+          type TEXT NOT NULL,
+          request_id TEXT,
+          data TEXT NOT NULL
+        ) STRICT;
+
+        -- due_at_ms is run_at_ms while the job waits and lease_until_ms while it is leased:
+        -- a job is claimable when due_at_ms <= now, whichever of the two it is.
+        CREATE TABLE queue (
+          id TEXT PRIMARY KEY,
+          kind TEXT NOT NULL,
+          payload TEXT NOT NULL,
+          attempts INTEGER NOT NULL,
+          run_at_ms INTEGER NOT NULL,
+          lease_token TEXT,
+          lease_until_ms INTEGER,
+          due_at_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX queue_due ON queue (due_at_ms, id);
+      `),
+  },
+  {
+    version: 2,
+    description: 'expiry index: links.refresh_due_at_ms',
+    up: (db) => {
+      // Where the expiry index files the link (expiry-index-score.ts); NULL = not in the index, so
+      // the partial index holds only the links the background refresher may need.
+      db.exec(`
+        ALTER TABLE links ADD COLUMN refresh_due_at_ms INTEGER;
+        CREATE INDEX links_refresh_due ON links (refresh_due_at_ms, id) WHERE refresh_due_at_ms IS NOT NULL;
+      `);
+      // Backfill from the stored records, by keyset pages (the rows are JSON: computed in code,
+      // exactly as saveLink does).
+      const page = db.prepare<[string], { id: string; status: string; body: string }>('SELECT id, status, body FROM links WHERE id > ? ORDER BY id LIMIT 500');
+      const set = db.prepare<[number | null, string]>('UPDATE links SET refresh_due_at_ms = ? WHERE id = ?');
+      for (let after = ''; ; ) {
+        const rows = page.all(after);
+        for (const row of rows) {
+          const link = JSON.parse(row.body) as LinkRecord;
+          set.run(expiryIndexScore({ ...link, status: row.status as LinkRecord['status'] }), row.id);
+        }
+        if (rows.length < 500) break;
+        after = rows[rows.length - 1]!.id;
+      }
+    },
+  },
+];
+
+export interface SqliteStoreOptions {
+  /** Database file; its directory is created when missing. `:memory:` for a throwaway store. */
+  readonly path: string;
+  /** How long a writer waits for another connection's lock before store_unavailable. */
+  readonly busyTimeoutMs?: number;
+  /** How often expired flow state, sessions and locks are deleted. */
+  readonly purgeIntervalMs?: number;
+  /** The schema steps; defaults to SQLITE_MIGRATIONS. */
+  readonly migrations?: readonly SqliteMigration[];
+  readonly log?: pino.Logger;
+  /** Called once for every operation that failed with store_unavailable (metrics). */
+  readonly onUnavailable?: () => void;
+}
+
+/** sqlite result codes that mean "the database cannot serve now", not "this input is wrong". */
+const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|NOMEM|PROTOCOL|NOLFS|INTERRUPT)/;
+
+function randomToken(): string {
+  return randomBytes(18).toString('base64url');
+}
+
+/**
+ * Applies the pending `migrations` to `db`, each once, in order, in its own transaction.
+ * Refuses a database whose schema is newer than the newest migration known here.
+ */
+export function applySqliteMigrations(db: Db, migrations: readonly SqliteMigration[]): void {
+  migrations.forEach((m, i) => {
+    if (m.version !== i + 1) throw new Error(`sqlite migrations must be numbered 1, 2, 3, ...; got ${m.version} at position ${i + 1}`);
+  });
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at_ms INTEGER NOT NULL) STRICT');
+  const current = db.prepare<[], { v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+  const record = db.prepare('INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?, ?, ?)');
+  const known = migrations.length;
+  const found = current.get()?.v ?? 0;
+  if (found > known) {
+    throw new Error(`the sqlite database has schema version ${found}, newer than this linkvault knows (${known}); refusing to open it`);
+  }
+  for (const m of migrations) {
+    // IMMEDIATE takes the write lock first, then re-reads: another process may have applied it meanwhile.
+    db.transaction(() => {
+      if ((current.get()?.v ?? 0) >= m.version) return;
+      m.up(db);
+      record.run(m.version, m.description, Date.now());
+    }).immediate();
+  }
+}
+
+interface LinkRow {
+  body: string;
+  version: number;
+  last_used_at_ms: number | null;
+}
+
+interface QueueRow {
+  id: string;
+  kind: string;
+  payload: string;
+  attempts: number;
+  run_at_ms: number;
+}
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  readonly #db: Db;
+  readonly #log: pino.Logger | undefined;
+  readonly #onUnavailable: (() => void) | undefined;
+  readonly #purgeTimer: NodeJS.Timeout;
+  readonly #listStatements = new Map<string, Database.Statement>();
+  #closed = false;
+
+  readonly #s: ReturnType<typeof prepareStatements>;
+
+  /** Opens (creating when missing) the database and applies pending migrations. Throws on failure. */
+  constructor(options: SqliteStoreOptions) {
+    this.#log = options.log;
+    this.#onUnavailable = options.onUnavailable;
+    if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+    const db = new Database(options.path);
+    try {
+      db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 1000))}`);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      // Shredding (revocation) must leave no copy of a sealed token set or wrapped data key in the
+      // file: freed cells are zeroed, and the WAL is truncated after a shred (#truncateWal).
+      db.pragma('secure_delete = ON');
+      applySqliteMigrations(db, options.migrations ?? SQLITE_MIGRATIONS);
+      this.#s = prepareStatements(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    this.#db = db;
+    this.#purgeTimer = setInterval(() => this.#purgeExpired(), options.purgeIntervalMs ?? 60_000);
+    this.#purgeTimer.unref();
+  }
+
+  /** Runs `fn` against the open database, translating sqlite failures by result code. */
+  #run<T>(fn: () => T): Promise<T> {
+    try {
+      if (this.#closed) throw new LinkvaultError('store_unavailable', { detail: 'the store is closed', retryAfterSeconds: 1 });
+      return Promise.resolve(fn());
+    } catch (err) {
+      return Promise.reject(this.#translate(err));
+    }
+  }
+
+  #translate(err: unknown): unknown {
+    if (isLinkvaultError(err)) {
+      if (err.code === 'store_unavailable') this.#onUnavailable?.();
+      return err;
+    }
+    const code = err instanceof Database.SqliteError ? err.code : undefined;
+    if (code !== undefined && UNAVAILABLE_CODES.test(code)) {
+      this.#onUnavailable?.();
+      this.#log?.warn({ store: 'sqlite', code }, 'sqlite store unavailable');
+      return new LinkvaultError('store_unavailable', { cause: err, retryAfterSeconds: 1 });
+    }
+    return new LinkvaultError('internal_error', { cause: err });
+  }
+
+  #purgeExpired(): void {
+    if (this.#closed) return;
+    try {
+      const now = Date.now();
+      this.#db.transaction(() => {
+        this.#s.purgeFlow.run(now);
+        this.#s.purgeSessions.run(now);
+        this.#s.purgeLocks.run(now);
+      })();
+    } catch (err) {
+      // A busy database is retried at the next tick; reads check expiry anyway.
+      this.#log?.warn({ store: 'sqlite', code: err instanceof Database.SqliteError ? err.code : 'unknown' }, 'sqlite purge of expired rows failed');
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.#run(() => this.#s.ping.get());
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#purgeTimer);
+    this.#db.close();
+  }
+
+  // ---- links ----
+
+  #toLink(row: LinkRow): LinkRecord {
+    return { ...(JSON.parse(row.body) as LinkRecord), version: row.version, lastUsedAtMs: row.last_used_at_ms };
+  }
+
+  getLink(id: string): Promise<LinkRecord | null> {
+    return this.#run(() => {
+      checkId('id', id);
+      const row = this.#s.getLink.get(id);
+      return row ? this.#toLink(row) : null;
+    });
+  }
+
+  listLinks(filter: LinkFilter, limit?: number): Promise<LinkRecord[]> {
+    return this.#run(() => {
+      checkObject('filter', filter);
+      const max = checkLimit(limit, 1000);
+      const where: string[] = [];
+      const params: unknown[] = [];
+      const add = (column: string, value: string | undefined): void => {
+        if (value === undefined) return;
+        where.push(`${column} = ?`);
+        params.push(value);
+      };
+      add('tenant_id', checkOptionalId('filter.tenantId', filter.tenantId));
+      add('user_id', checkOptionalId('filter.userId', filter.userId));
+      add('provider_id', checkOptionalId('filter.providerId', filter.providerId));
+      add('status', filter.status === undefined ? undefined : checkLinkStatus('filter.status', filter.status));
+      add('provider_account_id', checkOptionalId('filter.providerAccountId', filter.providerAccountId));
+      const sql = `SELECT body, version, last_used_at_ms FROM links${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at_ms DESC, id DESC LIMIT ?`;
+      let stmt = this.#listStatements.get(sql);
+      if (!stmt) {
+        stmt = this.#db.prepare(sql);
+        this.#listStatements.set(sql, stmt);
+      }
+      return (stmt.all(...params, max) as LinkRow[]).map((row) => this.#toLink(row));
+    });
+  }
+
+  saveLink(link: LinkRecord, expectedVersion: number | null): Promise<LinkRecord | null> {
+    return this.#run(() => {
+      checkLink(link);
+      const expected = checkExpectedVersion(expectedVersion);
+      return this.#db
+        .transaction((): LinkRecord | null => {
+          const current = this.#s.getLinkMeta.get(link.id);
+          if (expected === null) {
+            if (current) return null;
+          } else {
+            if (!current || current.version !== expected) {
+              if (current && current.tenant_id !== link.tenantId) refuseTenantChange();
+              return null;
+            }
+            if (current.tenant_id !== link.tenantId) refuseTenantChange();
+          }
+          // lastUsedAtMs only moves forward: a save carrying an older read must not undo a touch.
+          const lastUsedAtMs = maxNullable(current?.last_used_at_ms ?? null, link.lastUsedAtMs);
+          const stored: LinkRecord = { ...link, version: (expected ?? 0) + 1, lastUsedAtMs };
+          this.#s.upsertLink.run({
+            refresh_due_at_ms: expiryIndexScore(stored),
+            id: stored.id,
+            tenant_id: stored.tenantId,
+            user_id: stored.userId,
+            provider_id: stored.providerId,
+            status: stored.status,
+            provider_account_id: stored.providerAccountId,
+            version: stored.version,
+            created_at_ms: stored.createdAtMs,
+            last_used_at_ms: lastUsedAtMs,
+            body: JSON.stringify(stored),
+          });
+          return stored;
+        })
+        .immediate();
+    }).then((stored) => {
+      if (stored && stored.tokens === null && expectedVersion !== null) this.#truncateWal();
+      return stored;
+    });
+  }
+
+  /**
+   * Old WAL frames still hold earlier page images (sealed records, wrapped data keys) until the WAL is
+   * checkpointed and truncated; after a shred do that now rather than at the next automatic checkpoint.
+   * Best effort: a busy checkpoint is retried by the next shred or automatic checkpoint.
+   */
+  #truncateWal(): void {
+    try {
+      this.#db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch (err) {
+      this.#log?.warn({ err: { code: (err as { code?: string }).code } }, 'sqlite WAL truncate after shred failed; retried at the next checkpoint');
+    }
+  }
+
+  listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]> {
+    return this.#run(() => {
+      checkTimeMs('cutoffMs', cutoffMs);
+      checkPositiveInt('limit', limit, MAX_LIMIT);
+      return this.#s.linksExpiringBefore.all(cutoffMs, limit).map((row) => this.#toLink(row));
+    });
+  }
+
+  async touchLink(id: string, lastUsedAtMs: number): Promise<void> {
+    await this.#run(() => {
+      checkId('id', id);
+      checkTimeMs('lastUsedAtMs', lastUsedAtMs);
+      this.#s.touchLink.run(lastUsedAtMs, id, lastUsedAtMs);
+    });
+  }
+
+  // ---- flow state ----
+
+  async putFlowState(key: string, value: FlowStateRecord, ttlSeconds: number): Promise<void> {
+    await this.#run(() => {
+      checkId('key', key);
+      checkObject('value', value);
+      const ttl = checkTtlSeconds('ttlSeconds', ttlSeconds);
+      this.#s.putFlow.run(key, JSON.stringify(value), Date.now() + Math.ceil(ttl * 1000));
+    });
+  }
+
+  takeFlowState(key: string): Promise<FlowStateRecord | null> {
+    return this.#run(() => {
+      checkId('key', key);
+      const row = this.#s.takeFlow.get(key);
+      if (!row || row.expires_at_ms <= Date.now()) return null;
+      return JSON.parse(row.value) as FlowStateRecord;
+    });
+  }
+
+  // ---- sessions ----
+
+  async putSession(session: SessionRecord): Promise<void> {
+    await this.#run(() => {
+      checkSession(session);
+      this.#s.putSession.run(session.id, JSON.stringify(session), session.expiresAtMs);
+    });
+  }
+
+  getSession(id: string): Promise<SessionRecord | null> {
+    return this.#run(() => {
+      checkId('id', id);
+      const row = this.#s.getSession.get(id);
+      if (!row || row.expires_at_ms <= Date.now()) return null;
+      return JSON.parse(row.body) as SessionRecord;
+    });
+  }
+
+  async deleteSession(id: string): Promise<void> {
+    await this.#run(() => {
+      checkId('id', id);
+      this.#s.deleteSession.run(id);
+    });
+  }
+
+  // ---- grants ----
+
+  async putGrant(grant: GrantRecord): Promise<void> {
+    await this.#run(() => {
+      checkGrant(grant);
+      this.#s.putGrant.run(grant.id, grant.serviceId, grant.createdAtMs, JSON.stringify(grant));
+    });
+  }
+
+  getGrant(id: string): Promise<GrantRecord | null> {
+    return this.#run(() => {
+      checkId('id', id);
+      const row = this.#s.getGrant.get(id);
+      return row ? (JSON.parse(row.body) as GrantRecord) : null;
+    });
+  }
+
+  listGrants(serviceId?: string): Promise<GrantRecord[]> {
+    return this.#run(() => {
+      const rows = serviceId === undefined ? this.#s.listGrants.all() : this.#s.listGrantsOfService.all(checkId('serviceId', serviceId));
+      return rows.map((row) => JSON.parse(row.body) as GrantRecord);
+    });
+  }
+
+  deleteGrant(id: string): Promise<boolean> {
+    return this.#run(() => this.#s.deleteGrant.run(checkId('id', id)).changes > 0);
+  }
+
+  // ---- revocation records ----
+
+  async putRevocation(row: RevocationRecordRow): Promise<void> {
+    await this.#run(() => {
+      checkObject('row', row);
+      checkId('row.linkId', row.linkId);
+      checkObject('row.record', row.record);
+      this.#s.putRevocation.run(row.linkId, JSON.stringify(row.record));
+    });
+  }
+
+  getRevocation(linkId: string): Promise<RevocationRecordRow | null> {
+    return this.#run(() => {
+      checkId('linkId', linkId);
+      const row = this.#s.getRevocation.get(linkId);
+      return row ? { linkId, record: JSON.parse(row.body) as Record<string, unknown> } : null;
+    });
+  }
+
+  // ---- locks ----
+
+  acquireLock(name: string, ttlMs: number): Promise<string | null> {
+    return this.#run(() => {
+      checkId('name', name);
+      checkPositiveInt('ttlMs', ttlMs);
+      return this.#db
+        .transaction((): string | null => {
+          const now = Date.now();
+          const held = this.#s.getLock.get(name);
+          if (held && held.expires_at_ms > now) return null;
+          const owner = randomToken();
+          this.#s.putLock.run(name, owner, now + ttlMs);
+          return owner;
+        })
+        .immediate();
+    });
+  }
+
+  extendLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    return this.#run(() => {
+      checkId('name', name);
+      checkId('owner', owner);
+      checkPositiveInt('ttlMs', ttlMs);
+      const now = Date.now();
+      return this.#s.extendLock.run(now + ttlMs, name, owner, now).changes > 0;
+    });
+  }
+
+  releaseLock(name: string, owner: string): Promise<boolean> {
+    return this.#run(() => {
+      checkId('name', name);
+      checkId('owner', owner);
+      return this.#s.releaseLock.run(name, owner, Date.now()).changes > 0;
+    });
+  }
+
+  // ---- audit ----
+
+  appendAudit(event: AuditEvent): Promise<string> {
+    return this.#run(() => {
+      checkAuditEvent(event);
+      const row = this.#s.appendAudit.get(event.atMs, event.type, event.requestId ?? null, JSON.stringify(event.data));
+      return String(row!.seq);
+    });
+  }
+
+  readAudit(afterSeq?: string, limit?: number): Promise<AuditEvent[]> {
+    return this.#run(() => {
+      const max = checkLimit(limit, 1000);
+      let after = 0;
+      if (afterSeq !== undefined) {
+        if (typeof afterSeq !== 'string' || !/^\d{1,16}$/.test(afterSeq)) refuseAuditCursor();
+        after = Number(afterSeq);
+      }
+      return this.#s.readAudit.all(after, max).map((row) => ({
+        seq: String(row.seq),
+        atMs: row.at_ms,
+        type: row.type,
+        requestId: row.request_id,
+        data: JSON.parse(row.data) as Record<string, unknown>,
+      }));
+    });
+  }
+
+  // ---- queue ----
+
+  async enqueue(job: Omit<QueueJob, 'leaseToken'>): Promise<void> {
+    await this.#run(() => {
+      checkJob(job);
+      this.#s.enqueue.run({ id: job.id, kind: job.kind, payload: JSON.stringify(job.payload), attempts: job.attempts, run_at_ms: job.runAtMs });
+    });
+  }
+
+  claimJobs(nowMs: number, limit: number, leaseMs: number): Promise<QueueJob[]> {
+    return this.#run(() => {
+      checkTimeMs('nowMs', nowMs);
+      checkPositiveInt('limit', limit, 1000);
+      checkPositiveInt('leaseMs', leaseMs);
+      return this.#db
+        .transaction((): QueueJob[] => {
+          const due = this.#s.dueJobs.all(nowMs, limit);
+          return due.map((row) => {
+            const leaseToken = randomToken();
+            this.#s.leaseJob.run({ lease_token: leaseToken, lease_until_ms: nowMs + leaseMs, id: row.id });
+            return { id: row.id, kind: row.kind, payload: JSON.parse(row.payload) as Record<string, unknown>, attempts: row.attempts, runAtMs: row.run_at_ms, leaseToken };
+          });
+        })
+        .immediate();
+    });
+  }
+
+  completeJob(id: string, leaseToken: string): Promise<boolean> {
+    // A finished job may have carried sealed material (a revocation's token set): truncate the WAL too.
+    return this.#run(() => this.#s.completeJob.run(checkId('id', id), checkId('leaseToken', leaseToken)).changes > 0).then((done) => {
+      if (done) this.#truncateWal();
+      return done;
+    });
+  }
+
+  rescheduleJob(id: string, leaseToken: string, runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean> {
+    return this.#run(() => {
+      checkId('id', id);
+      checkId('leaseToken', leaseToken);
+      checkTimeMs('runAtMs', runAtMs);
+      checkAttempts(attempts);
+      const payloadJson = payload === undefined ? null : JSON.stringify(checkObject('payload', payload));
+      return this.#s.rescheduleJob.run({ id, lease_token: leaseToken, run_at_ms: runAtMs, attempts, payload: payloadJson }).changes > 0;
+    });
+  }
+
+  countJobs(): Promise<number> {
+    return this.#run(() => this.#s.countJobs.get()!.n);
+  }
+
+  async *scanJobs(): AsyncIterable<ScannedJob> {
+    // Keyset pages by id (as scanLinkIds): no cursor stays open while the consumer awaits.
+    let after = '';
+    for (;;) {
+      const page = await this.#run(() => this.#s.jobPage.all(after, 500));
+      for (const row of page) {
+        yield { id: row.id, kind: row.kind, payload: JSON.parse(row.payload) as Record<string, unknown>, attempts: row.attempts, runAtMs: row.run_at_ms, leased: row.leased === 1 };
+      }
+      if (page.length < 500) return;
+      after = page[page.length - 1]!.id;
+    }
+  }
+
+  replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean> {
+    return this.#run(() => {
+      checkId('id', id);
+      const expectedJson = JSON.stringify(checkObject('expected', expected));
+      const payloadJson = JSON.stringify(checkObject('payload', payload));
+      // One UPDATE is one atomic statement: the lease check and the payload comparison see the same row.
+      return this.#s.replaceJobPayload.run({ id, expected: expectedJson, payload: payloadJson }).changes > 0;
+    });
+  }
+
+  // ---- job status ----
+
+  async putJobStatus(row: JobStatusRecord): Promise<void> {
+    await this.#run(() => {
+      checkObject('row', row);
+      checkId('row.id', row.id);
+      checkObject('row.status', row.status);
+      this.#s.putJobStatus.run(row.id, JSON.stringify(row.status));
+    });
+  }
+
+  getJobStatus(id: string): Promise<JobStatusRecord | null> {
+    return this.#run(() => {
+      checkId('id', id);
+      const row = this.#s.getJobStatus.get(id);
+      return row ? { id, status: JSON.parse(row.body) as Record<string, unknown> } : null;
+    });
+  }
+
+  // ---- maintenance ----
+
+  async *scanLinkIds(): AsyncIterable<string> {
+    // Keyset pages, not one open cursor: an open better-sqlite3 iterator would block every other
+    // statement on this connection while the consumer awaits between ids.
+    let after = '';
+    for (;;) {
+      const page = await this.#run(() => this.#s.linkIdPage.all(after, 500).map((r) => r.id));
+      for (const id of page) yield id;
+      if (page.length < 500) return;
+      after = page[page.length - 1]!;
+    }
+  }
+}
+
+function maxNullable(a: number | null, b: number | null): number | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return Math.max(a, b);
+}
+
+function prepareStatements(db: Db) {
+  return {
+    ping: db.prepare('SELECT 1'),
+    getLink: db.prepare<[string], LinkRow>('SELECT body, version, last_used_at_ms FROM links WHERE id = ?'),
+    getLinkMeta: db.prepare<[string], { version: number; tenant_id: string; last_used_at_ms: number | null }>(
+      'SELECT version, tenant_id, last_used_at_ms FROM links WHERE id = ?',
+    ),
+    upsertLink: db.prepare(
+      `INSERT INTO links (id, tenant_id, user_id, provider_id, status, provider_account_id, version, created_at_ms, last_used_at_ms, refresh_due_at_ms, body)
+       VALUES (@id, @tenant_id, @user_id, @provider_id, @status, @provider_account_id, @version, @created_at_ms, @last_used_at_ms, @refresh_due_at_ms, @body)
+       ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, provider_id = excluded.provider_id, status = excluded.status,
+         provider_account_id = excluded.provider_account_id, version = excluded.version, created_at_ms = excluded.created_at_ms,
+         last_used_at_ms = excluded.last_used_at_ms, refresh_due_at_ms = excluded.refresh_due_at_ms, body = excluded.body`,
+    ),
+    touchLink: db.prepare<[number, string, number]>('UPDATE links SET last_used_at_ms = ? WHERE id = ? AND (last_used_at_ms IS NULL OR last_used_at_ms < ?)'),
+    linkIdPage: db.prepare<[string, number], { id: string }>('SELECT id FROM links WHERE id > ? ORDER BY id LIMIT ?'),
+    // Served by the partial index links_refresh_due (migration 2).
+    linksExpiringBefore: db.prepare<[number, number], LinkRow>(
+      'SELECT body, version, last_used_at_ms FROM links WHERE refresh_due_at_ms IS NOT NULL AND refresh_due_at_ms < ? ORDER BY refresh_due_at_ms, id LIMIT ?',
+    ),
+
+    putFlow: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO flow_state (key, value, expires_at_ms) VALUES (?, ?, ?)'),
+    takeFlow: db.prepare<[string], { value: string; expires_at_ms: number }>('DELETE FROM flow_state WHERE key = ? RETURNING value, expires_at_ms'),
+    purgeFlow: db.prepare<[number]>('DELETE FROM flow_state WHERE expires_at_ms <= ?'),
+
+    putSession: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO sessions (id, body, expires_at_ms) VALUES (?, ?, ?)'),
+    getSession: db.prepare<[string], { body: string; expires_at_ms: number }>('SELECT body, expires_at_ms FROM sessions WHERE id = ?'),
+    deleteSession: db.prepare<[string]>('DELETE FROM sessions WHERE id = ?'),
+    purgeSessions: db.prepare<[number]>('DELETE FROM sessions WHERE expires_at_ms <= ?'),
+
+    putGrant: db.prepare<[string, string, number, string]>('INSERT OR REPLACE INTO grants (id, service_id, created_at_ms, body) VALUES (?, ?, ?, ?)'),
+    getGrant: db.prepare<[string], { body: string }>('SELECT body FROM grants WHERE id = ?'),
+    listGrants: db.prepare<[], { body: string }>('SELECT body FROM grants ORDER BY created_at_ms, id'),
+    listGrantsOfService: db.prepare<[string], { body: string }>('SELECT body FROM grants WHERE service_id = ? ORDER BY created_at_ms, id'),
+    deleteGrant: db.prepare<[string]>('DELETE FROM grants WHERE id = ?'),
+
+    putRevocation: db.prepare<[string, string]>('INSERT OR REPLACE INTO revocations (link_id, body) VALUES (?, ?)'),
+    getRevocation: db.prepare<[string], { body: string }>('SELECT body FROM revocations WHERE link_id = ?'),
+
+    getLock: db.prepare<[string], { owner: string; expires_at_ms: number }>('SELECT owner, expires_at_ms FROM locks WHERE name = ?'),
+    putLock: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO locks (name, owner, expires_at_ms) VALUES (?, ?, ?)'),
+    extendLock: db.prepare<[number, string, string, number]>('UPDATE locks SET expires_at_ms = ? WHERE name = ? AND owner = ? AND expires_at_ms > ?'),
+    releaseLock: db.prepare<[string, string, number]>('DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at_ms > ?'),
+    purgeLocks: db.prepare<[number]>('DELETE FROM locks WHERE expires_at_ms <= ?'),
+
+    appendAudit: db.prepare<[number, string, string | null, string], { seq: number }>(
+      'INSERT INTO audit (at_ms, type, request_id, data) VALUES (?, ?, ?, ?) RETURNING seq',
+    ),
+    readAudit: db.prepare<[number, number], { seq: number; at_ms: number; type: string; request_id: string | null; data: string }>(
+      'SELECT seq, at_ms, type, request_id, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?',
+    ),
+
+    enqueue: db.prepare<[{ id: string; kind: string; payload: string; attempts: number; run_at_ms: number }]>(
+      `INSERT INTO queue (id, kind, payload, attempts, run_at_ms, lease_token, lease_until_ms, due_at_ms)
+       VALUES (@id, @kind, @payload, @attempts, @run_at_ms, NULL, NULL, @run_at_ms) ON CONFLICT (id) DO NOTHING`,
+    ),
+    dueJobs: db.prepare<[number, number], QueueRow>('SELECT id, kind, payload, attempts, run_at_ms FROM queue WHERE due_at_ms <= ? ORDER BY due_at_ms, id LIMIT ?'),
+    leaseJob: db.prepare<[{ lease_token: string; lease_until_ms: number; id: string }]>(
+      'UPDATE queue SET lease_token = @lease_token, lease_until_ms = @lease_until_ms, due_at_ms = @lease_until_ms WHERE id = @id',
+    ),
+    completeJob: db.prepare<[string, string]>('DELETE FROM queue WHERE id = ? AND lease_token = ?'),
+    rescheduleJob: db.prepare<[{ id: string; lease_token: string; run_at_ms: number; attempts: number; payload: string | null }]>(
+      `UPDATE queue SET run_at_ms = @run_at_ms, due_at_ms = @run_at_ms, attempts = @attempts, payload = coalesce(@payload, payload),
+         lease_token = NULL, lease_until_ms = NULL
+       WHERE id = @id AND lease_token = @lease_token`,
+    ),
+    countJobs: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM queue'),
+    jobPage: db.prepare<[string, number], QueueRow & { leased: number }>(
+      'SELECT id, kind, payload, attempts, run_at_ms, lease_token IS NOT NULL AS leased FROM queue WHERE id > ? ORDER BY id LIMIT ?',
+    ),
+    replaceJobPayload: db.prepare<[{ id: string; expected: string; payload: string }]>(
+      'UPDATE queue SET payload = @payload WHERE id = @id AND lease_token IS NULL AND payload = @expected',
+    ),
+
+    putJobStatus: db.prepare<[string, string]>('INSERT OR REPLACE INTO job_status (id, body) VALUES (?, ?)'),
+    getJobStatus: db.prepare<[string], { body: string }>('SELECT body FROM job_status WHERE id = ?'),
+  };
+}

@@ -1,0 +1,286 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { isLinkvaultError } from '../../../src/errors.js';
+import { Metrics } from '../../../src/metrics.js';
+import { createStore } from '../../../src/store/create-store.js';
+import { checkRedisPersistence } from '../../../src/store/redis/redis-persistence.js';
+import { createRedisClient, waitForRedisReady } from '../../../src/store/redis/redis-store.js';
+import type { Store } from '../../../src/store/store.js';
+import { startRedis, type RedisServerHandle } from '../../support/redis-server.js';
+import { makeLink, runStoreContract } from '../store-contract.js';
+
+let prefixes = 0;
+function redisConfig(url: string) {
+  return { kind: 'redis' as const, redisUrl: url, clusterNodes: null, keyPrefix: `lvtest${++prefixes}` };
+}
+
+/** Polls the store until it answers again (Redis restarted; ioredis reconnects with backoff). */
+async function waitUntilAnswering(store: Store, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await store.ping();
+      return;
+    } catch (err) {
+      if (!isLinkvaultError(err, 'store_unavailable') || Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+async function timed<T>(promise: Promise<T>): Promise<{ elapsedMs: number; result: PromiseSettledResult<T> }> {
+  const started = Date.now();
+  const [result] = await Promise.allSettled([promise]);
+  return { elapsedMs: Date.now() - started, result: result! };
+}
+
+function assertUnavailable(result: PromiseSettledResult<unknown>): void {
+  assert.equal(result.status, 'rejected');
+  const reason = (result as PromiseRejectedResult).reason as unknown;
+  assert.ok(isLinkvaultError(reason, 'store_unavailable'), `expected store_unavailable, got ${String(reason)}`);
+  assert.equal(reason.retryAfterSeconds, 1);
+}
+
+describe('RedisStore on a standalone Redis', () => {
+  let server: RedisServerHandle;
+  before(async () => {
+    server = await startRedis();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  runStoreContract('redis', async () => {
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    return { store, cleanup: () => store.close() };
+  });
+
+  it('when the link tenant is cached, then getLink, touchLink and appendAudit are one round trip each', async () => {
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    const admin = new Redis(server.port, { lazyConnect: true });
+    await admin.connect();
+    const monitor = await admin.monitor();
+    try {
+      const link = makeLink();
+      await store.saveLink(link, null);
+      // Warm up: the tenant cache and the script cache (the first EVALSHA falls back to EVAL once).
+      await store.getLink(link.id);
+      await store.touchLink(link.id, Date.now());
+      const seen: string[] = [];
+      let counting = false;
+      let onSentinel: () => void = () => undefined;
+      const sentinel = new Promise<void>((resolve) => (onSentinel = resolve));
+      monitor.on('monitor', (_time: string, args: string[], source: string) => {
+        const name = String(args[0]).toLowerCase();
+        if (name === 'echo' && args[1] === 'begin-count') counting = true;
+        else if (name === 'echo' && args[1] === 'end-count') onSentinel();
+        // Commands a Lua script runs show up with source "lua"; they are not round trips.
+        else if (counting && source !== 'lua') seen.push(name);
+      });
+      const marker = new Redis(server.port);
+      await marker.echo('begin-count');
+      for (let i = 0; i < 50; i++) {
+        await store.getLink(link.id);
+        await store.touchLink(link.id, Date.now());
+        await store.appendAudit({ atMs: Date.now(), type: 'token.released', data: { link_id: link.id } });
+      }
+      await marker.echo('end-count');
+      await sentinel;
+      marker.disconnect();
+      const calls: Record<string, number> = {};
+      for (const name of seen) calls[name] = (calls[name] ?? 0) + 1;
+      assert.deepEqual(calls, { hmget: 50, evalsha: 50, xadd: 50 });
+    } finally {
+      monitor.disconnect();
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it('when links were stored before the expiry index existed, then the first listing files each of them once', async () => {
+    const config = redisConfig(server.url);
+    const p = config.keyPrefix;
+    const now = Date.now();
+    const writer = await createStore(config, { metrics: new Metrics() });
+    const soon = makeLink({ tenantId: 'old-a', accessTokenExpiresAtMs: now + 1000 });
+    const alsoSoon = makeLink({ tenantId: 'old-b', accessTokenExpiresAtMs: now + 2000 });
+    const later = makeLink({ tenantId: 'old-a', accessTokenExpiresAtMs: now + 3_600_000 });
+    const reauth = makeLink({ tenantId: 'old-b', status: 'needs_reauth', accessTokenExpiresAtMs: now + 1000 });
+    for (const l of [soon, alsoSoon, later, reauth]) assert.ok(await writer.saveLink(l, null));
+    await writer.close();
+    // What a store written by an earlier linkvault looks like: no expiry index, no marker.
+    const admin = new Redis(server.port);
+    try {
+      assert.equal(await admin.del(`{${p}:t:old-a}:ix:exp`, `{${p}:t:old-b}:ix:exp`), 2);
+      assert.equal(await admin.exists(`${p}:ix:exp:built`), 0);
+
+      const upgraded = await createStore(config, { metrics: new Metrics() });
+      try {
+        assert.deepEqual((await upgraded.listLinksExpiringBefore(now + 60_000, 100)).map((l) => l.id), [soon.id, alsoSoon.id]);
+      } finally {
+        await upgraded.close();
+      }
+      assert.deepEqual(await admin.zrange(`{${p}:t:old-a}:ix:exp`, '0', '-1', 'WITHSCORES'), [soon.id, String(now + 1000), later.id, String(now + 3_600_000)]);
+      assert.deepEqual(await admin.zrange(`{${p}:t:old-b}:ix:exp`, '0', '-1', 'WITHSCORES'), [alsoSoon.id, String(now + 2000)]);
+      assert.equal(await admin.exists(`${p}:ix:exp:built`), 1, 'done once: later processes only read the index');
+    } finally {
+      admin.disconnect();
+    }
+  });
+
+  it('when CONFIG shows no AOF, then checkRedisPersistence reports the problem', async () => {
+    const client = createRedisClient({ url: server.url });
+    try {
+      await waitForRedisReady(client, 2000);
+      const report = await checkRedisPersistence(client);
+      assert.equal(report.ok, false);
+      assert.equal(report.problems.length, 1);
+      assert.match(report.problems[0]!, /^appendonly is "no": .*set appendonly yes$/);
+      assert.deepEqual(report.unknown, []);
+    } finally {
+      client.disconnect();
+    }
+  });
+});
+
+describe('checkRedisPersistence', () => {
+  it('when appendonly yes, appendfsync always and noeviction, then it reports ok', async () => {
+    const server = await startRedis({ appendonly: true, appendfsync: 'always', maxmemoryPolicy: 'noeviction' });
+    const client = createRedisClient({ url: server.url });
+    try {
+      await waitForRedisReady(client, 2000);
+      assert.deepEqual(await checkRedisPersistence(client), { ok: true, problems: [], unknown: [] });
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+  });
+
+  it('when appendfsync is no and keys may be evicted, then both are reported', async () => {
+    const server = await startRedis({ appendonly: true, appendfsync: 'no', maxmemoryPolicy: 'allkeys-lru' });
+    const client = createRedisClient({ url: server.url });
+    try {
+      await waitForRedisReady(client, 2000);
+      const report = await checkRedisPersistence(client);
+      assert.equal(report.ok, false);
+      assert.equal(report.problems.length, 2);
+      assert.match(report.problems[0]!, /^appendfsync is "no": /);
+      assert.match(report.problems[1]!, /^maxmemory-policy is "allkeys-lru": .*set maxmemory-policy noeviction$/);
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+  });
+
+  it('when CONFIG is disabled (managed Redis), then the settings are unknown, not a failure', async () => {
+    const server = await startRedis({ extraArgs: ['--rename-command', 'CONFIG', ''] });
+    const client = createRedisClient({ url: server.url });
+    try {
+      await waitForRedisReady(client, 2000);
+      assert.deepEqual(await checkRedisPersistence(client), { ok: true, problems: [], unknown: ['appendfsync', 'appendonly', 'maxmemory-policy'] });
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+  });
+});
+
+describe('RedisStore when Redis fails', () => {
+  it('when Redis is not reachable at start, then createStore rejects store_unavailable', async () => {
+    const server = await startRedis();
+    const url = server.url;
+    await server.stop();
+    const metrics = new Metrics();
+    const started = Date.now();
+    await assert.rejects(createStore(redisConfig(url), { metrics, startupTimeoutMs: 500 }), (err: unknown) => isLinkvaultError(err, 'store_unavailable'));
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 450 && elapsed < 1500, `gave up after ${elapsed} ms`);
+    assert.equal(metrics.storeErrors.get({ store: 'redis' }), 1);
+  });
+
+  it('when Redis is killed, then calls reject store_unavailable within 2 s, and the store recovers after a restart', async () => {
+    const server = await startRedis();
+    const metrics = new Metrics();
+    const store = await createStore(redisConfig(server.url), { metrics });
+    try {
+      const link = makeLink();
+      await store.saveLink(link, null);
+      assert.equal((await store.getLink(link.id))?.id, link.id);
+
+      // A command in flight when the server dies, and calls made while it is down.
+      const inFlight = timed(store.appendAudit({ atMs: Date.now(), type: 't', data: {} }));
+      await server.kill('SIGKILL');
+      const duringOutage = [
+        await timed(store.getLink(link.id)),
+        await timed(store.appendAudit({ atMs: Date.now(), type: 't', data: {} })),
+        await timed(store.claimJobs(Date.now(), 1, 1000)),
+        await timed(store.ping()),
+      ];
+      const settled = await inFlight;
+      if (settled.result.status === 'rejected') assertUnavailable(settled.result);
+      assert.ok(settled.elapsedMs < 2000, `in-flight call settled in ${settled.elapsedMs} ms`);
+      for (const { elapsedMs, result } of duringOutage) {
+        assertUnavailable(result);
+        assert.ok(elapsedMs < 2000, `rejected in ${elapsedMs} ms`);
+      }
+      assert.ok(metrics.storeErrors.get({ store: 'redis' }) >= 4);
+
+      await server.restart();
+      await waitUntilAnswering(store);
+      // No AOF on this server: the data is gone, but the store works again.
+      assert.equal(await store.getLink(link.id), null);
+      const fresh = makeLink();
+      assert.equal((await store.saveLink(fresh, null))?.version, 1);
+      assert.equal((await store.getLink(fresh.id))?.id, fresh.id);
+    } finally {
+      await store.close();
+      await server.stop();
+    }
+  });
+
+  it('when Redis hangs (SIGSTOP), then a call rejects store_unavailable within 2 s instead of hanging', async () => {
+    const server = await startRedis();
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    try {
+      const link = makeLink();
+      await store.saveLink(link, null);
+      await server.kill('SIGSTOP');
+      const { elapsedMs, result } = await timed(store.getLink(link.id));
+      assertUnavailable(result);
+      assert.ok(elapsedMs >= 900 && elapsedMs < 2000, `timed out after ${elapsedMs} ms`);
+      await server.kill('SIGCONT');
+      await waitUntilAnswering(store);
+      assert.equal((await store.getLink(link.id))?.id, link.id);
+    } finally {
+      await store.close();
+      await server.stop();
+    }
+  });
+
+  it('when Redis with appendonly yes and appendfsync always is killed and restarted, then the queue, links and audit survive', async () => {
+    const server = await startRedis({ appendonly: true, appendfsync: 'always' });
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    try {
+      const now = Date.now();
+      for (let i = 0; i < 5; i++) await store.enqueue({ id: `job-${i}`, kind: 'revoke', payload: { i }, attempts: 0, runAtMs: now + i });
+      const [leased] = await store.claimJobs(now, 1, 60_000);
+      const link = makeLink();
+      await store.saveLink(link, null);
+      const seq = await store.appendAudit({ atMs: now, type: 'link.created', data: { link_id: link.id } });
+
+      await server.kill('SIGKILL');
+      await server.restart();
+      await waitUntilAnswering(store);
+
+      assert.equal(await store.countJobs(), 5);
+      assert.deepEqual((await store.claimJobs(now + 10, 10, 1000)).map((j) => j.id), ['job-1', 'job-2', 'job-3', 'job-4']);
+      assert.equal(await store.completeJob('job-0', leased!.leaseToken!), true, 'the lease survived too');
+      assert.deepEqual(await store.getLink(link.id), { ...link, version: 1 });
+      assert.deepEqual((await store.readAudit()).map((e) => e.seq), [seq]);
+    } finally {
+      await store.close();
+      await server.stop();
+    }
+  });
+});
