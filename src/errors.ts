@@ -96,3 +96,11 @@ export function isLinkvaultError(err: unknown, code?: ErrorCode): err is Linkvau
 export function problemType(code: ErrorCode): string {
   return `https://linkvault.dev/problems/${code.replaceAll('_', '-')}`;
 }
+
+/**
+ * 400 invalid_request naming the offending parameter (when there is one). `detail` is safe text
+ * written by us; the caller's value is never echoed.
+ */
+export function invalidRequest(parameter: string | null, detail: string): LinkvaultError {
+  return new LinkvaultError('invalid_request', { detail, ...(parameter === null ? {} : { extra: { parameter } }) });
+}

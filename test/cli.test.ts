@@ -11,7 +11,7 @@ import { createVault } from '../src/keys/vault.js';
 import { tokenSetIdentity } from '../src/links/sealing/token-vault.js';
 import { Metrics } from '../src/metrics.js';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
-import type { SealedRecord } from '../src/store/store.js';
+import type { SealedRecord } from '../src/keys/sealed-record.js';
 
 const BIN = join(import.meta.dirname, '../bin/linkvault.js');
 const cwd = mkdtempSync(join(tmpdir(), 'linkvault-cli-'));

@@ -9,6 +9,7 @@ import { toLinkvaultError } from './problem.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { parseStrictQuery } from './strict-query.js';
 import { connectResultLocation } from './web-routes.js';
+import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 
 /**
  * The connect routes: a service mints a session (POST /v1/sessions), the browser starts a flow
@@ -40,7 +41,6 @@ export interface ConnectRouterDeps {
 }
 
 const SESSION_FIELDS = new Set(['tenant_id', 'user_id', 'providers', 'return_to']);
-const PROVIDER_ID = /^[a-z][a-z0-9-]{0,62}$/;
 
 /** RFC 6749 leaves sizes open; these bound what we parse and store, far above real providers' values. */
 const CONNECT_QUERY_LIMITS = { maxQueryChars: 4096, maxParams: 16, maxValueChars: 512 } as const;
@@ -158,7 +158,7 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
   const startConnectRoute: RequestHandler = async (req, res, next) => {
     try {
       const providerId = req.params.provider_id;
-      if (typeof providerId !== 'string' || !PROVIDER_ID.test(providerId)) throw new LinkvaultError('provider_not_found');
+      if (typeof providerId !== 'string' || !PROVIDER_ID_PATTERN.test(providerId)) throw new LinkvaultError('provider_not_found');
       const query = parseStrictQuery(req, CONNECT_QUERY_LIMITS);
       const parameters: Record<string, string> = {};
       for (const [name, value] of query.values) if (name !== 'session' && name !== 'display') parameters[name] = value;
@@ -171,14 +171,14 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
       const problem = toLinkvaultError(err);
       if (!wantsHtml(req)) return next(problem);
       // The hosted result page tells the user (and, in popup mode, the opener) what went wrong.
-      const providerId = typeof req.params.provider_id === 'string' && PROVIDER_ID.test(req.params.provider_id) ? req.params.provider_id : null;
+      const providerId = typeof req.params.provider_id === 'string' && PROVIDER_ID_PATTERN.test(req.params.provider_id) ? req.params.provider_id : null;
       res.redirect(303, connectResultLocation(config.publicUrl, { status: 'error', error: problem.code, providerId }));
     }
   };
 
   const callbackRoute: RequestHandler = async (req, res, next) => {
     const providerId = req.params.provider_id;
-    const validProvider = typeof providerId === 'string' && PROVIDER_ID.test(providerId);
+    const validProvider = typeof providerId === 'string' && PROVIDER_ID_PATTERN.test(providerId);
     // The binding cookie has done its job (or failed it) whatever happens: clear it.
     if (validProvider) res.append('Set-Cookie', bindingCookie(config.publicUrl, providerId, '', 0));
     let outcome: CallbackOutcome;

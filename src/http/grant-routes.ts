@@ -1,7 +1,7 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
-import { LinkvaultError } from '../errors.js';
+import { LinkvaultError, invalidRequest } from '../errors.js';
 import { MAX_PURPOSE_CHARS, type GrantInput, type Grants } from '../links/release/grants.js';
-import type { GrantRecord } from '../store/store.js';
+import type { GrantRecord } from '../links/release/grants.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { safeName } from './token-routes.js';
 
@@ -24,14 +24,10 @@ const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?
 /** Printable, no control characters: ids are echoed back and logged. */
 const ID_TEXT = /^[^\u0000-\u001f\u007f]+$/;
 
-function invalid(parameter: string, detail: string): LinkvaultError {
-  return new LinkvaultError('invalid_request', { detail, extra: { parameter } });
-}
-
 function optionalId(b: Record<string, unknown>, name: string): string | null {
   const v = b[name];
   if (v === undefined || v === null) return null;
-  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ID_CHARS || !ID_TEXT.test(v)) throw invalid(name, `${name} must be a string of 1-${MAX_ID_CHARS} printable characters`);
+  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ID_CHARS || !ID_TEXT.test(v)) throw invalidRequest(name, `${name} must be a string of 1-${MAX_ID_CHARS} printable characters`);
   return v;
 }
 
@@ -49,28 +45,28 @@ function parseRfc3339(value: string): number | null {
 
 /** Strict body check for POST /v1/grants. */
 function parseGrantBody(body: unknown): GrantInput {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('body', 'The body must be a JSON object');
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalidRequest('body', 'The body must be a JSON object');
   const b = body as Record<string, unknown>;
-  for (const key of Object.keys(b)) if (!BODY_MEMBERS.has(key)) throw invalid(safeName(key), 'Unknown member in the request body');
+  for (const key of Object.keys(b)) if (!BODY_MEMBERS.has(key)) throw invalidRequest(safeName(key), 'Unknown member in the request body');
 
   const serviceId = optionalId(b, 'service_id');
-  if (serviceId === null) throw invalid('service_id', 'service_id is required');
+  if (serviceId === null) throw invalidRequest('service_id', 'service_id is required');
 
   let scopes: string[] | null = null;
   if (b.scopes !== undefined && b.scopes !== null) {
-    if (!Array.isArray(b.scopes) || b.scopes.length === 0 || b.scopes.length > MAX_SCOPES) throw invalid('scopes', `scopes must be an array of 1-${MAX_SCOPES} scope strings (omit it for every scope of the link)`);
-    for (const s of b.scopes) if (typeof s !== 'string' || !SCOPE_TOKEN.test(s)) throw invalid('scopes', 'each scope must be a scope token (RFC 6749 §3.3)');
+    if (!Array.isArray(b.scopes) || b.scopes.length === 0 || b.scopes.length > MAX_SCOPES) throw invalidRequest('scopes', `scopes must be an array of 1-${MAX_SCOPES} scope strings (omit it for every scope of the link)`);
+    for (const s of b.scopes) if (typeof s !== 'string' || !SCOPE_TOKEN.test(s)) throw invalidRequest('scopes', 'each scope must be a scope token (RFC 6749 §3.3)');
     scopes = b.scopes as string[];
   }
 
   if (typeof b.purpose !== 'string' || b.purpose.trim().length === 0 || b.purpose.trim().length > MAX_PURPOSE_CHARS || !ID_TEXT.test(b.purpose)) {
-    throw invalid('purpose', `purpose is required: 1-${MAX_PURPOSE_CHARS} printable characters`);
+    throw invalidRequest('purpose', `purpose is required: 1-${MAX_PURPOSE_CHARS} printable characters`);
   }
 
   let expiresAtMs: number | null = null;
   if (b.expires_at !== undefined && b.expires_at !== null) {
     const ms = typeof b.expires_at === 'string' ? parseRfc3339(b.expires_at) : null;
-    if (ms === null) throw invalid('expires_at', 'expires_at must be an RFC 3339 date-time');
+    if (ms === null) throw invalidRequest('expires_at', 'expires_at must be an RFC 3339 date-time');
     expiresAtMs = ms;
   }
 
@@ -118,9 +114,9 @@ export function createGrantRouter(deps: GrantRouterDeps): Router {
 
   router.get('/v1/grants', ...admin, async (req: Request, res: Response, next: NextFunction) => {
     try {
-      for (const key of Object.keys(req.query)) if (key !== 'service_id') throw invalid(safeName(key), 'Unknown query parameter');
+      for (const key of Object.keys(req.query)) if (key !== 'service_id') throw invalidRequest(safeName(key), 'Unknown query parameter');
       const raw = req.query.service_id;
-      if (raw !== undefined && (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_ID_CHARS)) throw invalid('service_id', 'service_id must be a single non-empty value');
+      if (raw !== undefined && (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_ID_CHARS)) throw invalidRequest('service_id', 'service_id must be a single non-empty value');
       const list = await grants.list(raw);
       res.setHeader('Cache-Control', 'no-store');
       res.json({ grants: list.map(grantJson) });

@@ -1,11 +1,13 @@
 import { Router, type Request, type RequestHandler } from 'express';
-import { LinkvaultError } from '../errors.js';
+import { LinkvaultError, invalidRequest } from '../errors.js';
 import { toLinkJson } from '../links/link.js';
 import { checkCallerId, type Sessions } from '../links/connect/sessions.js';
-import type { LinkFilter, LinkStatus, Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
+import type { LinkFilter, LinkStatus } from '../links/link.js';
 import type { ServiceAuth } from './service-auth.js';
 import { sessionOf } from './session-bearer.js';
 import { parseStrictQuery, rawQueryOf } from './strict-query.js';
+import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 
 /**
  * Link read routes: services list and read links (role links:read); the browser, holding a
@@ -20,14 +22,9 @@ export interface LinkRouterDeps {
 }
 
 const LINK_ID = /^lnk_[A-Za-z0-9_-]{1,64}$/;
-const PROVIDER_ID = /^[a-z][a-z0-9-]{0,62}$/;
 const STATUSES: readonly LinkStatus[] = ['active', 'needs_reauth', 'revoked'];
 const LIST_FILTERS = new Set(['tenant_id', 'user_id', 'provider_id', 'status']);
 const LIST_QUERY_LIMITS = { maxQueryChars: 2048, maxParams: 8, maxValueChars: 256 } as const;
-
-function invalid(parameter: string, detail: string): LinkvaultError {
-  return new LinkvaultError('invalid_request', { detail, extra: { parameter } });
-}
 
 function parseListFilter(req: Request): LinkFilter {
   const query = parseStrictQuery(req, LIST_QUERY_LIMITS);
@@ -43,10 +40,10 @@ function parseListFilter(req: Request): LinkFilter {
     if (name === 'tenant_id') filter.tenantId = checkCallerId(value, 'tenant_id');
     else if (name === 'user_id') filter.userId = checkCallerId(value, 'user_id');
     else if (name === 'provider_id') {
-      if (!PROVIDER_ID.test(value)) throw invalid('provider_id', 'provider_id must be a provider id');
+      if (!PROVIDER_ID_PATTERN.test(value)) throw invalidRequest('provider_id', 'provider_id must be a provider id');
       filter.providerId = value;
     } else {
-      if (!(STATUSES as readonly string[]).includes(value)) throw invalid('status', 'status must be active, needs_reauth or revoked');
+      if (!(STATUSES as readonly string[]).includes(value)) throw invalidRequest('status', 'status must be active, needs_reauth or revoked');
       filter.status = value as LinkStatus;
     }
   }

@@ -1,10 +1,11 @@
 import { Router, type Request } from 'express';
 import { LinkvaultError } from '../errors.js';
-import type { SessionRecord } from '../store/store.js';
+import type { SessionRecord } from '../links/connect/sessions.js';
 import { normaliseReason, type Revocation } from '../links/revoke/revocation.js';
 import { checkCallerId } from '../links/connect/sessions.js';
 import { sessionOf } from './session-bearer.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
+import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 
 /**
  * Revocation routes (API.md): thin — parse, authorize, call links/revocation.ts, shape the reply.
@@ -26,7 +27,6 @@ export interface RevocationRouterDeps {
 }
 
 const MAX_LINK_ID_CHARS = 512;
-const PROVIDER_ID = /^[a-z][a-z0-9-]{0,62}$/;
 const JOB_ID = /^rvj_[0-9a-f-]{36}$/;
 
 function linkIdOf(req: Request): string {
@@ -105,7 +105,7 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
     const userId = body.user_id === undefined ? null : checkCallerId(body.user_id, 'user_id');
     let providerId: string | null = null;
     if (body.provider_id !== undefined) {
-      if (typeof body.provider_id !== 'string' || !PROVIDER_ID.test(body.provider_id)) {
+      if (typeof body.provider_id !== 'string' || !PROVIDER_ID_PATTERN.test(body.provider_id)) {
         throw new LinkvaultError('invalid_request', { detail: 'provider_id must be a provider id', extra: { parameter: 'provider_id' } });
       }
       providerId = body.provider_id;

@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import type { Sessions } from '../links/connect/sessions.js';
-import type { SessionRecord } from '../store/store.js';
+import type { SessionRecord } from '../links/connect/sessions.js';
 
 /** Longer than any session token we mint (256 bits, base64url) by far: anything longer is not ours. */
 const MAX_AUTHORIZATION_CHARS = 512;

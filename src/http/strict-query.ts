@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import { LinkvaultError } from '../errors.js';
+import { LinkvaultError, invalidRequest } from '../errors.js';
 
 /**
  * Strict query-string parsing for routes that take security-relevant parameters. Express's
@@ -26,10 +26,6 @@ export interface StrictQuery {
   readonly values: ReadonlyMap<string, string>;
 }
 
-function invalid(detail: string, parameter?: string): LinkvaultError {
-  return new LinkvaultError('invalid_request', { detail, ...(parameter ? { extra: { parameter } } : {}) });
-}
-
 /** A parameter name we may echo in a problem detail. */
 function safeName(name: string): string | undefined {
   return /^[A-Za-z0-9_.-]{1,64}$/.test(name) ? name : undefined;
@@ -45,11 +41,11 @@ export function rawQueryOf(req: Request): string {
 /** Parses the request's query under `limits`; throws 400 invalid_request. */
 export function parseStrictQuery(req: Request, limits: StrictQueryLimits): StrictQuery {
   const raw = rawQueryOf(req);
-  if (raw.length > limits.maxQueryChars) throw invalid('The query string is too long');
+  if (raw.length > limits.maxQueryChars) throw invalidRequest(null, 'The query string is too long');
   const values = new Map<string, string>();
   if (raw === '') return { raw, values };
   const pairs = raw.split('&');
-  if (pairs.length > limits.maxParams) throw invalid('The query string has too many parameters');
+  if (pairs.length > limits.maxParams) throw invalidRequest(null, 'The query string has too many parameters');
   for (const pair of pairs) {
     if (pair === '') continue;
     const eq = pair.indexOf('=');
@@ -59,13 +55,13 @@ export function parseStrictQuery(req: Request, limits: StrictQueryLimits): Stric
       name = decodeURIComponent((eq === -1 ? pair : pair.slice(0, eq)).replaceAll('+', ' '));
       value = decodeURIComponent((eq === -1 ? '' : pair.slice(eq + 1)).replaceAll('+', ' '));
     } catch {
-      throw invalid('The query string is not valid percent-encoding');
+      throw invalidRequest(null, 'The query string is not valid percent-encoding');
     }
     const shown = safeName(name);
-    if (name === '' || /[[\]]/.test(name)) throw invalid('Array and object parameters are not accepted');
-    if (values.has(name)) throw invalid(shown ? `Parameter ${shown} is given more than once` : 'A parameter is given more than once', shown);
+    if (name === '' || /[[\]]/.test(name)) throw invalidRequest(null, 'Array and object parameters are not accepted');
+    if (values.has(name)) throw invalidRequest(shown ?? null, shown ? `Parameter ${shown} is given more than once` : 'A parameter is given more than once');
     const max = limits.valueLimits?.[name] ?? limits.maxValueChars;
-    if (value.length > max) throw invalid(shown ? `Parameter ${shown} is too long` : 'A parameter is too long', shown);
+    if (value.length > max) throw invalidRequest(shown ?? null, shown ? `Parameter ${shown} is too long` : 'A parameter is too long');
     values.set(name, value);
   }
   return { raw, values };

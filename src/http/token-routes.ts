@@ -1,5 +1,5 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
-import { isLinkvaultError, LinkvaultError } from '../errors.js';
+import { isLinkvaultError, LinkvaultError, invalidRequest } from '../errors.js';
 import type { TokenRelease } from '../links/release/token-release.js';
 import { authenticatedService, type AuthenticatedService, type ServiceAuth } from './service-auth.js';
 
@@ -33,22 +33,18 @@ export function safeName(key: string): string {
   return key.slice(0, 64).replace(/[^A-Za-z0-9_.-]/g, '?');
 }
 
-function invalid(parameter: string, detail: string): LinkvaultError {
-  return new LinkvaultError('invalid_request', { detail, extra: { parameter } });
-}
-
 /** Strict: an absent body is `{}`; unknown members, wrong types and out-of-range values are 400 invalid_request. */
 function parseTokenRequestBody(body: unknown): TokenRequestBody {
   if (body === undefined) return { scopes: null, minValiditySeconds: undefined, forceRefresh: false };
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('body', 'The body must be a JSON object');
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalidRequest('body', 'The body must be a JSON object');
   const b = body as Record<string, unknown>;
-  for (const key of Object.keys(b)) if (!BODY_MEMBERS.has(key)) throw invalid(safeName(key), 'Unknown member in the request body');
+  for (const key of Object.keys(b)) if (!BODY_MEMBERS.has(key)) throw invalidRequest(safeName(key), 'Unknown member in the request body');
 
   let scopes: string[] | null = null;
   if (b.scopes !== undefined) {
-    if (!Array.isArray(b.scopes) || b.scopes.length === 0 || b.scopes.length > MAX_SCOPES) throw invalid('scopes', `scopes must be an array of 1-${MAX_SCOPES} scope strings`);
+    if (!Array.isArray(b.scopes) || b.scopes.length === 0 || b.scopes.length > MAX_SCOPES) throw invalidRequest('scopes', `scopes must be an array of 1-${MAX_SCOPES} scope strings`);
     for (const s of b.scopes) {
-      if (typeof s !== 'string' || s.length > MAX_SCOPE_CHARS || !SCOPE_TOKEN.test(s)) throw invalid('scopes', 'each scope must be a non-empty scope token (RFC 6749 §3.3)');
+      if (typeof s !== 'string' || s.length > MAX_SCOPE_CHARS || !SCOPE_TOKEN.test(s)) throw invalidRequest('scopes', 'each scope must be a non-empty scope token (RFC 6749 §3.3)');
     }
     scopes = [...new Set(b.scopes as string[])];
   }
@@ -56,13 +52,13 @@ function parseTokenRequestBody(body: unknown): TokenRequestBody {
   let minValiditySeconds: number | undefined;
   if (b.min_validity_seconds !== undefined) {
     const v = b.min_validity_seconds;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_MIN_VALIDITY_SECONDS) throw invalid('min_validity_seconds', `min_validity_seconds must be an integer from 0 to ${MAX_MIN_VALIDITY_SECONDS}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_MIN_VALIDITY_SECONDS) throw invalidRequest('min_validity_seconds', `min_validity_seconds must be an integer from 0 to ${MAX_MIN_VALIDITY_SECONDS}`);
     minValiditySeconds = v;
   }
 
   let forceRefresh = false;
   if (b.force_refresh !== undefined) {
-    if (typeof b.force_refresh !== 'boolean') throw invalid('force_refresh', 'force_refresh must be a boolean');
+    if (typeof b.force_refresh !== 'boolean') throw invalidRequest('force_refresh', 'force_refresh must be a boolean');
     forceRefresh = b.force_refresh;
   }
   return { scopes, minValiditySeconds, forceRefresh };

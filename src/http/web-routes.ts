@@ -8,6 +8,7 @@ import type { Catalogue } from '../providers/catalogue.js';
 import type { Sessions } from '../links/connect/sessions.js';
 import { sessionOf } from './session-bearer.js';
 import { renderConnectPage, renderManagePage, renderResultPage, type ConnectResult } from '../web/render-page.js';
+import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 
 /**
  * What people see in the browser: the connect SDK (/sdk/connect.js), the hosted connect page
@@ -64,7 +65,6 @@ interface StaticFile {
   readonly etag: string;
 }
 
-const PROVIDER_ID = /^[a-z][a-z0-9-]{0,62}$/;
 const LINK_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const ERROR_CODE = /^[a-z][a-z0-9_]{0,63}$/;
 
@@ -156,7 +156,7 @@ function queryValue(req: Request, name: string): string | null {
 /** The result page's input, validated; anything off becomes an invalid_request error page. */
 function parseResult(req: Request): ConnectResult {
   const provider = queryValue(req, 'provider');
-  const providerId = provider !== null && PROVIDER_ID.test(provider) ? provider : null;
+  const providerId = provider !== null && PROVIDER_ID_PATTERN.test(provider) ? provider : null;
   const status = queryValue(req, 'status');
   if (status === 'connected') {
     const linkId = queryValue(req, 'link_id');

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { isLinkvaultError } from '../errors.js';
 import { PROVIDER_REVOCATION_JOB_KIND } from '../links/revoke/revocation.js';
 import { tokenSetIdentity } from '../links/sealing/token-vault.js';
-import type { ScannedJob, SealedRecord, Store } from '../store/store.js';
+import type { ScannedJob, Store } from '../store/store.js';
+import type { SealedRecord } from './sealed-record.js';
 import type { KeyProvider, SealIdentity } from './key-provider.js';
 import type { Vault } from './vault.js';
 

@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import type { SealedRecord } from '../store/store.js';
+import type { SealedRecord } from './sealed-record.js';
 import { canonicalIdentity } from './canonical-identity.js';
 import type { KeyProvider, SealIdentity } from './key-provider.js';
 

@@ -1,4 +1,40 @@
-import type { LinkRecord, LinkStatus } from '../store/store.js';
+import type { SealedRecord } from '../keys/sealed-record.js';
+
+export type LinkStatus = 'active' | 'needs_reauth' | 'revoked';
+
+export interface LinkRecord {
+  readonly id: string;
+  readonly tenantId: string;
+  readonly userId: string;
+  readonly providerId: string;
+  readonly status: LinkStatus;
+  /** Monotonic version; every successful write stores `expectedVersion + 1`. Fencing for refresh and revoke. */
+  readonly version: number;
+  /** The provider's stable account id (OIDC `sub`, HubSpot hub id, ...), used to recognise a reconnect. */
+  readonly providerAccountId: string | null;
+  readonly grantedScopes: readonly string[];
+  /** Non-secret per-link metadata returned with tokens (instance_url, api_domain, hub_id, ...). */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Per-link endpoint template variables (Salesforce login host, Zoho accounts server, MS tenant). */
+  readonly endpointVariables: Readonly<Record<string, string>>;
+  /** The sealed token set; null once shredded (revoked) or never obtained. */
+  readonly tokens: SealedRecord | null;
+  /** When the current access token expires (ms since epoch); null when it does not expire or is unknown. */
+  readonly accessTokenExpiresAtMs: number | null;
+  readonly createdAtMs: number;
+  readonly updatedAtMs: number;
+  readonly lastRefreshedAtMs: number | null;
+  readonly lastUsedAtMs: number | null;
+}
+
+export interface LinkFilter {
+  readonly tenantId?: string;
+  readonly userId?: string;
+  readonly providerId?: string;
+  readonly status?: LinkStatus;
+  readonly providerAccountId?: string;
+}
+
 
 /**
  * The public shape of a link (API.md `Link`): snake_case, RFC 3339 UTC times. Built by

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Config, ProviderCredentials } from '../config.js';
-import { LinkvaultError } from '../errors.js';
+import { LinkvaultError, invalidRequest } from '../errors.js';
+import { PROVIDER_ID_PATTERN } from './provider-id.js';
 
 /**
  * The provider catalogue: config/providers.json (built in) with LINKVAULT_PROVIDERS_FILE merged
@@ -207,7 +208,6 @@ const REQUIRED_FIELDS = [
   'id', 'name', 'category', 'issuer', 'revocation', 'scopes', 'pkce', 'token_endpoint_auth_method',
   'authorization_params', 'template_variables', 'capture_metadata', 'api_hosts', 'privacy',
 ];
-const ID_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
 const CATEGORY_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
 const VARIABLE_NAME_PATTERN = /^[a-zA-Z][a-zA-Z0-9_]{0,62}$/;
 const PARAMETER_NAME_PATTERN = /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/;
@@ -394,7 +394,7 @@ function parseEntry(raw: unknown, allowHttp: boolean): ProviderEntry {
   for (const key of REQUIRED_FIELDS) if (!(key in raw)) fail(key === 'privacy' ? 'missing privacy block' : `missing field "${key}"`);
 
   const id = str(raw, 'id');
-  if (!ID_PATTERN.test(id)) fail(`id "${id}" must be lower-case letters, digits and -`);
+  if (!PROVIDER_ID_PATTERN.test(id)) fail(`id "${id}" must be lower-case letters, digits and -`);
   const name = str(raw, 'name');
   const category = str(raw, 'category');
   if (!CATEGORY_PATTERN.test(category)) fail(`category "${category}" must be lower-case letters, digits, _ and -`);
@@ -622,8 +622,7 @@ function createCatalogue(
     return entry;
   };
 
-  const invalid = (parameter: string, problem: string): LinkvaultError =>
-    new LinkvaultError('invalid_request', { detail: `${parameter} ${problem}`, extra: { parameter } });
+  const invalid = (parameter: string, problem: string): LinkvaultError => invalidRequest(parameter, `${parameter} ${problem}`);
 
   /** Substitutes `{name}` placeholders; every value is re-checked against its variable. */
   const expand = (entry: ProviderEntry, template: string, variables: Readonly<Record<string, string>>): string =>

@@ -1,4 +1,4 @@
-import type { LinkRecord } from './store.js';
+import type { LinkRecord } from '../links/link.js';
 
 /**
  * Metadata key marking a refresh whose answer was lost after the provider may have rotated the

@@ -4,7 +4,10 @@
  * LinkvaultError('invalid_request') naming the parameter; values are never echoed back.
  */
 import { LinkvaultError } from '../errors.js';
-import type { AuditEvent, GrantRecord, LinkRecord, LinkStatus, QueueJob, SessionRecord } from './store.js';
+import type { AuditEvent, QueueJob } from './store.js';
+import type { GrantRecord } from '../links/release/grants.js';
+import type { LinkRecord, LinkStatus } from '../links/link.js';
+import type { SessionRecord } from '../links/connect/sessions.js';
 
 /** Longest id, key or name the store accepts. */
 export const MAX_ID_LENGTH = 512;

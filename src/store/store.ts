@@ -7,83 +7,12 @@
  * (503, Retry-After). No method ever hangs. Values are stored as given: the store never sees
  * plaintext token material, only SealedRecord objects that keys/vault.ts produced.
  */
-
-/** A sealed record as produced by keys/vault.ts: `{v, alg, kid, edk, iv, ct, tag}`, binary fields base64url. */
-export interface SealedRecord {
-  readonly v: 1;
-  readonly alg: 'A256GCM';
-  /** Id of the master key (local) or KMS key that wrapped `edk`. */
-  readonly kid: string;
-  /** The wrapped (encrypted) data key. */
-  readonly edk: string;
-  readonly iv: string;
-  readonly ct: string;
-  readonly tag: string;
-}
-
-export type LinkStatus = 'active' | 'needs_reauth' | 'revoked';
-
-export interface LinkRecord {
-  readonly id: string;
-  readonly tenantId: string;
-  readonly userId: string;
-  readonly providerId: string;
-  readonly status: LinkStatus;
-  /** Monotonic version; every successful write stores `expectedVersion + 1`. Fencing for refresh and revoke. */
-  readonly version: number;
-  /** The provider's stable account id (OIDC `sub`, HubSpot hub id, ...), used to recognise a reconnect. */
-  readonly providerAccountId: string | null;
-  readonly grantedScopes: readonly string[];
-  /** Non-secret per-link metadata returned with tokens (instance_url, api_domain, hub_id, ...). */
-  readonly metadata: Readonly<Record<string, string>>;
-  /** Per-link endpoint template variables (Salesforce login host, Zoho accounts server, MS tenant). */
-  readonly endpointVariables: Readonly<Record<string, string>>;
-  /** The sealed token set; null once shredded (revoked) or never obtained. */
-  readonly tokens: SealedRecord | null;
-  /** When the current access token expires (ms since epoch); null when it does not expire or is unknown. */
-  readonly accessTokenExpiresAtMs: number | null;
-  readonly createdAtMs: number;
-  readonly updatedAtMs: number;
-  readonly lastRefreshedAtMs: number | null;
-  readonly lastUsedAtMs: number | null;
-}
-
-export interface LinkFilter {
-  readonly tenantId?: string;
-  readonly userId?: string;
-  readonly providerId?: string;
-  readonly status?: LinkStatus;
-  readonly providerAccountId?: string;
-}
-
-export interface SessionRecord {
-  readonly id: string;
-  readonly tenantId: string;
-  readonly userId: string;
-  /** Providers this session may connect; empty means every enabled provider. */
-  readonly providers: readonly string[];
-  readonly returnTo: string | null;
-  /** The service that minted the session. */
-  readonly serviceId: string;
-  readonly createdAtMs: number;
-  readonly expiresAtMs: number;
-}
+import type { LinkFilter, LinkRecord } from '../links/link.js';
+import type { SessionRecord } from '../links/connect/sessions.js';
+import type { GrantRecord } from '../links/release/grants.js';
 
 /** Server-side state of one authorization request, keyed by a hash of `state`. Opaque JSON to the store. */
 export type FlowStateRecord = Readonly<Record<string, unknown>>;
-
-export interface GrantRecord {
-  readonly id: string;
-  readonly serviceId: string;
-  readonly tenantId: string | null;
-  readonly providerId: string | null;
-  readonly linkId: string | null;
-  /** Allowed scopes; null means every scope the link was granted. */
-  readonly scopes: readonly string[] | null;
-  readonly purpose: string;
-  readonly createdAtMs: number;
-  readonly expiresAtMs: number | null;
-}
 
 export interface RevocationRecordRow {
   readonly linkId: string;

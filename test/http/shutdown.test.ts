@@ -9,7 +9,7 @@ import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { createVault } from '../../src/keys/vault.js';
 import { Metrics } from '../../src/metrics.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
-import type { LinkRecord } from '../../src/store/store.js';
+import type { LinkRecord } from '../../src/links/link.js';
 import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 
 const started: ServiceProcess[] = [];

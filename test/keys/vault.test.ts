@@ -8,7 +8,7 @@ import type { GeneratedDataKey, KeyProvider, SealIdentity } from '../../src/keys
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { createVault, type Vault } from '../../src/keys/vault.js';
 import { Metrics } from '../../src/metrics.js';
-import type { SealedRecord } from '../../src/store/store.js';
+import type { SealedRecord } from '../../src/keys/sealed-record.js';
 import { startKmsStandIn, type KmsStandIn } from '../support/kms-stand-in.js';
 import { flipBit, rejectsWith } from './key-provider-contract.js';
 

@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { isLinkvaultError } from '../../src/errors.js';
-import type { AuditEvent, GrantRecord, LinkRecord, ScannedJob, SessionRecord, Store } from '../../src/store/store.js';
+import type { AuditEvent, ScannedJob, Store } from '../../src/store/store.js';
+import type { GrantRecord } from '../../src/links/release/grants.js';
+import type { LinkRecord } from '../../src/links/link.js';
+import type { SessionRecord } from '../../src/links/connect/sessions.js';
 
 export interface StoreUnderTest {
   readonly store: Store;

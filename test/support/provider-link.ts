@@ -4,7 +4,8 @@ import { loadCatalogue, type Catalogue } from '../../src/providers/catalogue.js'
 import { sealTokenSet } from '../../src/links/sealing/token-vault.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
 import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
-import type { LinkRecord, Store } from '../../src/store/store.js';
+import type { Store } from '../../src/store/store.js';
+import type { LinkRecord } from '../../src/links/link.js';
 
 /**
  * Links backed by a real authorization server, for token-release tests: a catalogue holding

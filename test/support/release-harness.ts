@@ -22,7 +22,9 @@ import { Metrics } from '../../src/metrics.js';
 import type { OAuthTokenClient, TokenSet } from '../../src/oauth/oauth-client.js';
 import { Secret } from '../../src/secret.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
-import type { GrantRecord, LinkRecord, Store } from '../../src/store/store.js';
+import type { Store } from '../../src/store/store.js';
+import type { GrantRecord } from '../../src/links/release/grants.js';
+import type { LinkRecord } from '../../src/links/link.js';
 import { makeTestServices, type TestServices } from './service-jwt.js';
 
 /**

@@ -3,7 +3,8 @@ import { isLinkvaultError, LinkvaultError } from '../../errors.js';
 import type { SealIdentity } from '../../keys/key-provider.js';
 import type { Vault } from '../../keys/vault.js';
 import { Secret } from '../../secret.js';
-import type { SealedRecord, Store } from '../../store/store.js';
+import type { Store } from '../../store/store.js';
+import type { SealedRecord } from '../../keys/sealed-record.js';
 
 /**
  * The audit trail: an append-only log of who obtained what, when and under which grant.

@@ -1,10 +1,25 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Config } from '../../config.js';
 import { LinkvaultError } from '../../errors.js';
-import type { SessionRecord, Store } from '../../store/store.js';
+import type { Store } from '../../store/store.js';
 import type { Catalogue } from '../../providers/catalogue.js';
 import { toRfc3339 } from '../link.js';
 import { checkReturnTo } from './return-to.js';
+import { PROVIDER_ID_PATTERN } from '../../providers/provider-id.js';
+
+export interface SessionRecord {
+  readonly id: string;
+  readonly tenantId: string;
+  readonly userId: string;
+  /** Providers this session may connect; empty means every enabled provider. */
+  readonly providers: readonly string[];
+  readonly returnTo: string | null;
+  /** The service that minted the session. */
+  readonly serviceId: string;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number;
+}
+
 
 /**
  * Browser sessions: a backend service mints a short-lived bearer for one end user of one tenant,
@@ -83,7 +98,7 @@ export function createSessions(deps: SessionsDeps): Sessions {
     }
     const out: string[] = [];
     for (const id of value) {
-      if (typeof id !== 'string' || !/^[a-z][a-z0-9-]{0,62}$/.test(id)) {
+      if (typeof id !== 'string' || !PROVIDER_ID_PATTERN.test(id)) {
         throw new LinkvaultError('invalid_request', { detail: 'providers must contain provider ids', extra: { parameter: 'providers' } });
       }
       // The id matched the catalogue's own id syntax above, so naming it in the detail is safe.

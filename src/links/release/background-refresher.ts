@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { LinkRecord, Store } from '../../store/store.js';
+import type { Store } from '../../store/store.js';
+import type { LinkRecord } from '../link.js';
 import { refreshDue, REFRESH_UNCERTAIN_KEY, type RefreshCoordinator } from './refresh-coordinator.js';
 
 /**

@@ -1,7 +1,22 @@
 import { randomBytes } from 'node:crypto';
-import { LinkvaultError } from '../../errors.js';
-import type { GrantRecord, LinkRecord, Store } from '../../store/store.js';
+import { LinkvaultError, invalidRequest } from '../../errors.js';
+import type { Store } from '../../store/store.js';
+import type { LinkRecord } from '../link.js';
 import type { Audit } from '../audit/audit.js';
+
+export interface GrantRecord {
+  readonly id: string;
+  readonly serviceId: string;
+  readonly tenantId: string | null;
+  readonly providerId: string | null;
+  readonly linkId: string | null;
+  /** Allowed scopes; null means every scope the link was granted. */
+  readonly scopes: readonly string[] | null;
+  readonly purpose: string;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number | null;
+}
+
 
 /**
  * Grants: which service may obtain tokens for which links, for which scopes, for what purpose.
@@ -80,8 +95,8 @@ export function createGrants(deps: GrantsDeps): Grants {
     const link = await store.getLink(linkId);
     if (!link) throw new LinkvaultError('link_not_found', { detail: 'link_id names no link' });
     // A grant whose fields contradict its own link could never match: refuse it rather than store a dead rule.
-    if (tenantId !== null && tenantId !== link.tenantId) throw invalid('tenant_id', 'link_id belongs to another tenant');
-    if (providerId !== null && providerId !== link.providerId) throw invalid('provider_id', 'link_id belongs to another provider');
+    if (tenantId !== null && tenantId !== link.tenantId) throw invalidRequest('tenant_id', 'link_id belongs to another tenant');
+    if (providerId !== null && providerId !== link.providerId) throw invalidRequest('provider_id', 'link_id belongs to another provider');
     if (scopes) {
       const missing = scopes.filter((s) => !link.grantedScopes.includes(s));
       if (missing.length > 0) throw new LinkvaultError('scope_exceeds_link', { detail: `The link was not granted: ${missing.join(' ')}` });
@@ -99,18 +114,14 @@ export function createGrants(deps: GrantsDeps): Grants {
   return { create, list: (serviceId) => store.listGrants(serviceId), remove };
 }
 
-function invalid(parameter: string, detail: string): LinkvaultError {
-  return new LinkvaultError('invalid_request', { detail, extra: { parameter } });
-}
-
 /** The domain rules of a grant (shapes are the route's job): scope, purpose, expiry, service. */
 function checkGrantShape(input: GrantInput, isService: (id: string) => boolean, nowMs: number): void {
-  if (!isService(input.serviceId)) throw invalid('service_id', 'service_id is not a registered service');
-  if (!input.tenantId && !input.linkId) throw invalid('tenant_id', 'A grant must name a tenant_id or a link_id');
+  if (!isService(input.serviceId)) throw invalidRequest('service_id', 'service_id is not a registered service');
+  if (!input.tenantId && !input.linkId) throw invalidRequest('tenant_id', 'A grant must name a tenant_id or a link_id');
   const purpose = input.purpose.trim();
-  if (purpose.length < 1 || purpose.length > MAX_PURPOSE_CHARS) throw invalid('purpose', `purpose must be 1-${MAX_PURPOSE_CHARS} characters`);
-  if (input.scopes && input.scopes.length === 0) throw invalid('scopes', 'scopes must not be empty; omit it to allow every scope of the link');
-  if (input.expiresAtMs !== undefined && input.expiresAtMs !== null && input.expiresAtMs <= nowMs) throw invalid('expires_at', 'expires_at must be in the future');
+  if (purpose.length < 1 || purpose.length > MAX_PURPOSE_CHARS) throw invalidRequest('purpose', `purpose must be 1-${MAX_PURPOSE_CHARS} characters`);
+  if (input.scopes && input.scopes.length === 0) throw invalidRequest('scopes', 'scopes must not be empty; omit it to allow every scope of the link');
+  if (input.expiresAtMs !== undefined && input.expiresAtMs !== null && input.expiresAtMs <= nowMs) throw invalidRequest('expires_at', 'expires_at must be in the future');
 }
 
 function grantAuditFields(grant: GrantRecord, actor: string): Record<string, unknown> {

@@ -5,7 +5,9 @@ import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
 import type { OAuthTokenClient } from '../../oauth/oauth-client.js';
 import type { Secret } from '../../secret.js';
-import type { LinkRecord, QueueJob, SealedRecord, Store } from '../../store/store.js';
+import type { QueueJob, Store } from '../../store/store.js';
+import type { LinkRecord } from '../link.js';
+import type { SealedRecord } from '../../keys/sealed-record.js';
 import type { Audit } from '../audit/audit.js';
 import type { Catalogue } from '../../providers/catalogue.js';
 import {

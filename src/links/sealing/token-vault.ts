@@ -3,7 +3,8 @@ import type { SealIdentity } from '../../keys/key-provider.js';
 import type { Vault } from '../../keys/vault.js';
 import type { TokenSet } from '../../oauth/oauth-client.js';
 import { Secret } from '../../secret.js';
-import type { LinkRecord, SealedRecord } from '../../store/store.js';
+import type { LinkRecord } from '../link.js';
+import type { SealedRecord } from '../../keys/sealed-record.js';
 
 /**
  * The domain's view of sealing: a link's token set is one sealed record bound to the link's

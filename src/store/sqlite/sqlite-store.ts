@@ -37,19 +37,10 @@ import {
   refuseTenantChange,
 } from '../store-input.js';
 import { expiryIndexScore } from '../expiry-index-score.js';
-import type {
-  AuditEvent,
-  FlowStateRecord,
-  GrantRecord,
-  JobStatusRecord,
-  LinkFilter,
-  LinkRecord,
-  QueueJob,
-  RevocationRecordRow,
-  ScannedJob,
-  SessionRecord,
-  Store,
-} from '../store.js';
+import type { AuditEvent, FlowStateRecord, JobStatusRecord, QueueJob, RevocationRecordRow, ScannedJob, Store } from '../store.js';
+import type { GrantRecord } from '../../links/release/grants.js';
+import type { LinkFilter, LinkRecord } from '../../links/link.js';
+import type { SessionRecord } from '../../links/connect/sessions.js';
 
 type Db = Database.Database;
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openTokenSet } from '../../../src/links/sealing/token-vault.js';
-import type { LinkRecord } from '../../../src/store/store.js';
+import type { LinkRecord } from '../../../src/links/link.js';
 import { startConnectHarnessWithOidc, type OidcConnectHarness } from '../../support/connect-harness.js';
 
 describe('when a user connects the same provider account again', () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createSessions, sessionIdOf } from '../../../src/links/connect/sessions.js';
-import type { LinkRecord } from '../../../src/store/store.js';
+import type { LinkRecord } from '../../../src/links/link.js';
 import { startConnectHarnessWithOidc, type OidcConnectHarness } from '../../support/connect-harness.js';
 
 describe('when a service mints a session and the browser uses it', () => {

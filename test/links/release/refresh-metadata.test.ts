@@ -13,7 +13,7 @@ import { Metrics } from '../../../src/metrics.js';
 import type { TokenSet } from '../../../src/oauth/oauth-client.js';
 import { Secret } from '../../../src/secret.js';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
-import type { LinkRecord } from '../../../src/store/store.js';
+import type { LinkRecord } from '../../../src/links/link.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../../support/provider-stand-ins.js';
 import { makeTestServices, type TestServices } from '../../support/service-jwt.js';
 

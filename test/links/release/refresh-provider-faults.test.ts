@@ -4,7 +4,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import request from 'supertest';
 import { REFRESH_UNCERTAIN_KEY } from '../../../src/links/release/refresh-coordinator.js';
 import { openTokenSet } from '../../../src/links/sealing/token-vault.js';
-import type { LinkRecord } from '../../../src/store/store.js';
+import type { LinkRecord } from '../../../src/links/link.js';
 import { expectedProblem } from '../../support/problem-body.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../../support/provider-stand-ins.js';
 import { createTestOAuth } from '../../support/provider-link.js';

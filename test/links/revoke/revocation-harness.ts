@@ -30,7 +30,8 @@ import type { OAuthClient, TokenSet } from '../../../src/oauth/oauth-client.js';
 import { createOAuthClient } from '../../../src/oauth/openid-oauth-client.js';
 import { Secret } from '../../../src/secret.js';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
-import type { LinkRecord, Store } from '../../../src/store/store.js';
+import type { Store } from '../../../src/store/store.js';
+import type { LinkRecord } from '../../../src/links/link.js';
 import { makeTestServices, type TestServices } from '../../support/service-jwt.js';
 
 export interface StackOptions {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { parseRecord, PROVIDER_REVOCATION_JOB_KIND, providerJobId, type ProviderRevocationPayload } from '../../../src/links/revoke/revocation.js';
-import type { LinkRecord } from '../../../src/store/store.js';
+import type { LinkRecord } from '../../../src/links/link.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../../support/provider-stand-ins.js';
 import { sealTokenSet } from '../../../src/links/sealing/token-vault.js';
 import { testProviderEntry } from '../../support/test-catalogue.js';
