@@ -2,15 +2,17 @@ import type { Logger } from 'pino';
 import type { StoreConfig } from '../config.js';
 import type { Metrics } from '../metrics.js';
 import { checkRedisPersistence } from './redis/redis-persistence.js';
-import { RedisStore, createRedisClient, describeRedisError, waitForRedisReady } from './redis/redis-store.js';
+import { createRedisClient, describeRedisError, waitForRedisReady } from './redis/client.js';
+import { RedisStore } from './redis/redis-store.js';
 import { SqliteStore } from './sqlite/sqlite-store.js';
+import { checkedStore } from './checked-store.js';
 import type { Store } from './store.js';
 
 /** How long start-up waits for Redis by default before giving up with store_unavailable. */
 const REDIS_STARTUP_TIMEOUT_MS = 5000;
 
 /**
- * Builds the configured Store. Every operation that fails with store_unavailable is counted in
+ * Builds the configured Store, behind the input checks of checked-store.ts. Every operation that fails with store_unavailable is counted in
  * `metrics.storeErrors{store}`. For Redis, waits until the client is ready (rejects
  * store_unavailable after `startupTimeoutMs`, default 5 s) and logs a warning when persistence settings put acknowledged
  * writes at risk (see redis-persistence.ts).
@@ -18,7 +20,7 @@ const REDIS_STARTUP_TIMEOUT_MS = 5000;
 export async function createStore(config: StoreConfig, deps: { metrics: Metrics; log?: Logger; startupTimeoutMs?: number }): Promise<Store> {
   const onUnavailable = (): void => deps.metrics.storeErrors.inc({ store: config.kind });
   if (config.kind === 'sqlite') {
-    return new SqliteStore({ path: config.sqlitePath, log: deps.log, onUnavailable });
+    return checkedStore(new SqliteStore({ path: config.sqlitePath, log: deps.log, onUnavailable }));
   }
 
   const target = config.clusterNodes ? { clusterNodes: config.clusterNodes } : config.redisUrl ? { url: config.redisUrl } : null;
@@ -44,5 +46,5 @@ export async function createStore(config: StoreConfig, deps: { metrics: Metrics;
   } catch (err) {
     deps.log?.warn({ store: 'redis', err: describeRedisError(err) }, 'Redis persistence settings could not be checked');
   }
-  return store;
+  return checkedStore(store);
 }

@@ -1,6 +1,6 @@
 /**
- * Input checks shared by both Store adapters, so that sqlite and redis refuse exactly the same
- * input with the same error (the contract suite asserts it). A refusal is
+ * The Store's input checks, applied for every adapter by checked-store.ts, so that sqlite and redis
+ * refuse exactly the same input with the same error (the contract suite asserts it). A refusal is
  * LinkvaultError('invalid_request') naming the parameter; values are never echoed back.
  */
 import { LinkvaultError } from '../errors.js';

@@ -4,8 +4,9 @@
  *
  * Failure behaviour, for every method: when the backing store cannot be reached or does not
  * answer within about a second, the method rejects with LinkvaultError('store_unavailable')
- * (503, Retry-After). No method ever hangs. Values are stored as given: the store never sees
- * plaintext token material, only SealedRecord objects that keys/vault.ts produced.
+ * (503, Retry-After). No method ever hangs. Invalid input rejects invalid_request, the same for
+ * every adapter (checked-store.ts checks it before an adapter sees it). Values are stored as given:
+ * the store never sees plaintext token material, only SealedRecord objects that keys/vault.ts produced.
  */
 import type { LinkFilter, LinkRecord } from '../links/link.js';
 import type { SessionRecord } from '../links/connect/sessions.js';
@@ -58,15 +59,17 @@ export interface JobStatusRecord {
   readonly status: Readonly<Record<string, unknown>>;
 }
 
-export interface Store {
+/** Lifecycle shared by every adapter. */
+export interface StoreLifecycle {
   readonly kind: 'sqlite' | 'redis';
-
   /** Resolves when the store answers a trivial command; rejects store_unavailable otherwise. */
   ping(): Promise<void>;
   /** Closes connections; idempotent. */
   close(): Promise<void>;
+}
 
-  // ---- links ----
+/** Linked accounts, versioned by compare-and-set, with their listing and expiry indexes. */
+export interface LinkStore {
   /** The link, or null when absent. */
   getLink(id: string): Promise<LinkRecord | null>;
   /** Links matching every given field, newest first, at most `limit` (default 1000). */
@@ -86,47 +89,76 @@ export interface Store {
    * `limit` (1-10000). The index is kept by saveLink atomically with the link (expiry-index-score.ts).
    */
   listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]>;
+  /** Every link id, for rewrap and scans; an async iterator so large stores stream. */
+  scanLinkIds(): AsyncIterable<string>;
+}
 
-  // ---- one-time flow state ----
+/** One-time authorization-request state. */
+export interface FlowStateStore {
   /** Stores state under `key` for `ttlSeconds`. */
   putFlowState(key: string, value: FlowStateRecord, ttlSeconds: number): Promise<void>;
   /** Atomically reads and deletes: at most one caller ever gets the value; null when absent or expired. */
   takeFlowState(key: string): Promise<FlowStateRecord | null>;
+}
 
-  // ---- sessions ----
+/** Connect sessions, each living until its expiresAtMs. */
+export interface SessionStore {
   /** Stores a session until `expiresAtMs`. */
   putSession(session: SessionRecord): Promise<void>;
   /** The session, or null when absent or expired. */
   getSession(id: string): Promise<SessionRecord | null>;
+  /** Deletes the session; a no-op when absent. */
   deleteSession(id: string): Promise<void>;
+}
 
-  // ---- grants ----
+/** Token-release grants of services. */
+export interface GrantStore {
+  /** Creates or replaces the grant (moving it between service listings when its service changed). */
   putGrant(grant: GrantRecord): Promise<void>;
+  /** The grant, or null when absent. */
   getGrant(id: string): Promise<GrantRecord | null>;
   /** Grants of one service (all grants when serviceId is omitted), oldest first. */
   listGrants(serviceId?: string): Promise<GrantRecord[]>;
   /** True when a grant was deleted. */
   deleteGrant(id: string): Promise<boolean>;
+}
 
-  // ---- revocation records ----
+/** What a revocation did, per link, kept after the link's tokens are shredded. */
+export interface RevocationRecordStore {
+  /** Creates or replaces the record of `row.linkId`. */
   putRevocation(row: RevocationRecordRow): Promise<void>;
+  /** The record, or null when the link was never revoked through linkvault. */
   getRevocation(linkId: string): Promise<RevocationRecordRow | null>;
+}
 
-  // ---- locks ----
+/** Status documents of background jobs (bulk revocations), read by the API while the job runs. */
+export interface DocumentStore {
+  /** Creates or replaces the status of job `row.id`. */
+  putJobStatus(row: JobStatusRecord): Promise<void>;
+  /** The status, or null when no such job was recorded. */
+  getJobStatus(id: string): Promise<JobStatusRecord | null>;
+}
+
+/** Named leases with an expiry, owned by a random token. */
+export interface LockStore {
   /** Takes the lock for `ttlMs` when free (or expired); returns an owner token, or null when held by another. */
   acquireLock(name: string, ttlMs: number): Promise<string | null>;
   /** Extends the lock only when `owner` still holds it. */
   extendLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
   /** Releases only when `owner` still holds it; true when released. */
   releaseLock(name: string, owner: string): Promise<boolean>;
+}
 
-  // ---- audit log (append-only) ----
+/** The append-only audit log. */
+export interface AuditLogStore {
   /** Appends and returns the assigned sequence id. Rejects (store_unavailable) rather than dropping the event. */
   appendAudit(event: AuditEvent): Promise<string>;
   /** Events with seq strictly after `afterSeq` (from the start when omitted), oldest first, at most `limit`. */
   readAudit(afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
+}
 
-  // ---- durable work queue ----
+/** The durable work queue: jobs claimed under a lease, completed or rescheduled by the lease holder. */
+export interface JobQueueStore {
   /** Adds a job (idempotent by id: an existing job with this id is left as it is). */
   enqueue(job: Omit<QueueJob, 'leaseToken'>): Promise<void>;
   /**
@@ -154,12 +186,17 @@ export interface Store {
    * worker's reschedule or completion is never overwritten (compare-and-set, like saveLink).
    */
   replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean>;
-
-  // ---- background job status (bulk revocations) ----
-  putJobStatus(row: JobStatusRecord): Promise<void>;
-  getJobStatus(id: string): Promise<JobStatusRecord | null>;
-
-  // ---- maintenance ----
-  /** Every link id, for rewrap and scans; an async iterator so large stores stream. */
-  scanLinkIds(): AsyncIterable<string>;
 }
+
+/** Everything linkvault keeps; factories ask for the capabilities they use (`Pick<Store, ...>` or one of the parts). */
+export interface Store
+  extends StoreLifecycle,
+    LinkStore,
+    FlowStateStore,
+    SessionStore,
+    GrantStore,
+    RevocationRecordStore,
+    DocumentStore,
+    LockStore,
+    AuditLogStore,
+    JobQueueStore {}

@@ -16,7 +16,7 @@
  */
 import { Cluster, ReplyError } from 'ioredis';
 import type { Redis } from 'ioredis';
-import { translateRedisError } from './redis-store.js';
+import { translateRedisError } from './client.js';
 
 export interface RedisPersistenceReport {
   /** True when no setting that could be read is wrong. */

@@ -4,8 +4,8 @@
  * - WAL journal with synchronous=FULL: a committed write (a rotated refresh token, an audit
  *   record) survives a power loss, not only a process crash, before the caller is told it succeeded.
  * - busy_timeout of about a second; SQLITE_BUSY and I/O failures become store_unavailable.
- * - Schema migrations are versioned in `schema_migrations` and applied at open, each once, in its
- *   own IMMEDIATE transaction (two processes opening the same file do not both apply one).
+ * - Schema migrations (sqlite-migrations.ts) are applied at open.
+ * - Input is not checked here: createStore wraps the adapter in checked-store.ts.
  * - Rows with a lifetime (flow state, sessions, locks) are checked at read and purged periodically.
  * - Every read-modify-write runs in one transaction; better-sqlite3 is synchronous, so inside one
  *   process nothing interleaves with it either.
@@ -16,126 +16,15 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type pino from 'pino';
 import { LinkvaultError, isLinkvaultError } from '../../errors.js';
-import {
-  checkAttempts,
-  checkAuditEvent,
-  checkExpectedVersion,
-  checkGrant,
-  checkId,
-  checkJob,
-  checkLimit,
-  checkLink,
-  checkLinkStatus,
-  checkObject,
-  checkOptionalId,
-  checkPositiveInt,
-  checkSession,
-  checkTimeMs,
-  checkTtlSeconds,
-  MAX_LIMIT,
-  refuseAuditCursor,
-  refuseTenantChange,
-} from '../store-input.js';
+import { refuseAuditCursor, refuseTenantChange } from '../store-input.js';
 import { expiryIndexScore } from '../expiry-index-score.js';
+import { SQLITE_MIGRATIONS, applySqliteMigrations, type SqliteMigration } from './sqlite-migrations.js';
 import type { AuditEvent, FlowStateRecord, JobStatusRecord, QueueJob, RevocationRecordRow, ScannedJob, Store } from '../store.js';
 import type { GrantRecord } from '../../links/release/grants.js';
 import type { LinkFilter, LinkRecord } from '../../links/link.js';
 import type { SessionRecord } from '../../links/connect/sessions.js';
 
 type Db = Database.Database;
-
-/** One schema step. Append new steps at the end with the next version; never edit an applied one. */
-export interface SqliteMigration {
-  readonly version: number;
-  readonly description: string;
-  readonly up: (db: Db) => void;
-}
-
-export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
-  {
-    version: 1,
-    description: 'initial schema',
-    up: (db) =>
-      db.exec(`
-        CREATE TABLE links (
-          id TEXT PRIMARY KEY,
-          tenant_id TEXT NOT NULL,
-          user_id TEXT NOT NULL,
-          provider_id TEXT NOT NULL,
-          status TEXT NOT NULL,
-          provider_account_id TEXT,
-          version INTEGER NOT NULL,
-          created_at_ms INTEGER NOT NULL,
-          last_used_at_ms INTEGER,
-          body TEXT NOT NULL
-        ) STRICT;
-        CREATE INDEX links_tenant_user ON links (tenant_id, user_id, created_at_ms);
-        CREATE INDEX links_tenant_created ON links (tenant_id, created_at_ms);
-        CREATE INDEX links_provider_account ON links (provider_account_id) WHERE provider_account_id IS NOT NULL;
-        CREATE INDEX links_status_created ON links (status, created_at_ms);
-        CREATE INDEX links_created ON links (created_at_ms);
-
-        CREATE TABLE flow_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at_ms INTEGER NOT NULL) STRICT;
-        CREATE INDEX flow_state_expiry ON flow_state (expires_at_ms);
-        CREATE TABLE sessions (id TEXT PRIMARY KEY, body TEXT NOT NULL, expires_at_ms INTEGER NOT NULL) STRICT;
-        CREATE INDEX sessions_expiry ON sessions (expires_at_ms);
-        CREATE TABLE locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at_ms INTEGER NOT NULL) STRICT;
-        CREATE INDEX locks_expiry ON locks (expires_at_ms);
-
-        CREATE TABLE grants (id TEXT PRIMARY KEY, service_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL, body TEXT NOT NULL) STRICT;
-        CREATE INDEX grants_service ON grants (service_id, created_at_ms);
-        CREATE TABLE revocations (link_id TEXT PRIMARY KEY, body TEXT NOT NULL) STRICT;
-        CREATE TABLE job_status (id TEXT PRIMARY KEY, body TEXT NOT NULL) STRICT;
-
-        CREATE TABLE audit (
-          seq INTEGER PRIMARY KEY AUTOINCREMENT,
-          at_ms INTEGER NOT NULL,
-          type TEXT NOT NULL,
-          request_id TEXT,
-          data TEXT NOT NULL
-        ) STRICT;
-
-        -- due_at_ms is run_at_ms while the job waits and lease_until_ms while it is leased:
-        -- a job is claimable when due_at_ms <= now, whichever of the two it is.
-        CREATE TABLE queue (
-          id TEXT PRIMARY KEY,
-          kind TEXT NOT NULL,
-          payload TEXT NOT NULL,
-          attempts INTEGER NOT NULL,
-          run_at_ms INTEGER NOT NULL,
-          lease_token TEXT,
-          lease_until_ms INTEGER,
-          due_at_ms INTEGER NOT NULL
-        ) STRICT;
-        CREATE INDEX queue_due ON queue (due_at_ms, id);
-      `),
-  },
-  {
-    version: 2,
-    description: 'expiry index: links.refresh_due_at_ms',
-    up: (db) => {
-      // Where the expiry index files the link (expiry-index-score.ts); NULL = not in the index, so
-      // the partial index holds only the links the background refresher may need.
-      db.exec(`
-        ALTER TABLE links ADD COLUMN refresh_due_at_ms INTEGER;
-        CREATE INDEX links_refresh_due ON links (refresh_due_at_ms, id) WHERE refresh_due_at_ms IS NOT NULL;
-      `);
-      // Backfill from the stored records, by keyset pages (the rows are JSON: computed in code,
-      // exactly as saveLink does).
-      const page = db.prepare<[string], { id: string; status: string; body: string }>('SELECT id, status, body FROM links WHERE id > ? ORDER BY id LIMIT 500');
-      const set = db.prepare<[number | null, string]>('UPDATE links SET refresh_due_at_ms = ? WHERE id = ?');
-      for (let after = ''; ; ) {
-        const rows = page.all(after);
-        for (const row of rows) {
-          const link = JSON.parse(row.body) as LinkRecord;
-          set.run(expiryIndexScore({ ...link, status: row.status as LinkRecord['status'] }), row.id);
-        }
-        if (rows.length < 500) break;
-        after = rows[rows.length - 1]!.id;
-      }
-    },
-  },
-];
 
 export interface SqliteStoreOptions {
   /** Database file; its directory is created when missing. `:memory:` for a throwaway store. */
@@ -156,32 +45,6 @@ const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|NOM
 
 function randomToken(): string {
   return randomBytes(18).toString('base64url');
-}
-
-/**
- * Applies the pending `migrations` to `db`, each once, in order, in its own transaction.
- * Refuses a database whose schema is newer than the newest migration known here.
- */
-export function applySqliteMigrations(db: Db, migrations: readonly SqliteMigration[]): void {
-  migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`sqlite migrations must be numbered 1, 2, 3, ...; got ${m.version} at position ${i + 1}`);
-  });
-  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at_ms INTEGER NOT NULL) STRICT');
-  const current = db.prepare<[], { v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
-  const record = db.prepare('INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?, ?, ?)');
-  const known = migrations.length;
-  const found = current.get()?.v ?? 0;
-  if (found > known) {
-    throw new Error(`the sqlite database has schema version ${found}, newer than this linkvault knows (${known}); refusing to open it`);
-  }
-  for (const m of migrations) {
-    // IMMEDIATE takes the write lock first, then re-reads: another process may have applied it meanwhile.
-    db.transaction(() => {
-      if ((current.get()?.v ?? 0) >= m.version) return;
-      m.up(db);
-      record.run(m.version, m.description, Date.now());
-    }).immediate();
-  }
 }
 
 interface LinkRow {
@@ -292,7 +155,6 @@ export class SqliteStore implements Store {
 
   getLink(id: string): Promise<LinkRecord | null> {
     return this.#run(() => {
-      checkId('id', id);
       const row = this.#s.getLink.get(id);
       return row ? this.#toLink(row) : null;
     });
@@ -300,8 +162,7 @@ export class SqliteStore implements Store {
 
   listLinks(filter: LinkFilter, limit?: number): Promise<LinkRecord[]> {
     return this.#run(() => {
-      checkObject('filter', filter);
-      const max = checkLimit(limit, 1000);
+      const max = limit ?? 1000;
       const where: string[] = [];
       const params: unknown[] = [];
       const add = (column: string, value: string | undefined): void => {
@@ -309,11 +170,11 @@ export class SqliteStore implements Store {
         where.push(`${column} = ?`);
         params.push(value);
       };
-      add('tenant_id', checkOptionalId('filter.tenantId', filter.tenantId));
-      add('user_id', checkOptionalId('filter.userId', filter.userId));
-      add('provider_id', checkOptionalId('filter.providerId', filter.providerId));
-      add('status', filter.status === undefined ? undefined : checkLinkStatus('filter.status', filter.status));
-      add('provider_account_id', checkOptionalId('filter.providerAccountId', filter.providerAccountId));
+      add('tenant_id', filter.tenantId);
+      add('user_id', filter.userId);
+      add('provider_id', filter.providerId);
+      add('status', filter.status);
+      add('provider_account_id', filter.providerAccountId);
       const sql = `SELECT body, version, last_used_at_ms FROM links${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at_ms DESC, id DESC LIMIT ?`;
       let stmt = this.#listStatements.get(sql);
       if (!stmt) {
@@ -326,15 +187,13 @@ export class SqliteStore implements Store {
 
   saveLink(link: LinkRecord, expectedVersion: number | null): Promise<LinkRecord | null> {
     return this.#run(() => {
-      checkLink(link);
-      const expected = checkExpectedVersion(expectedVersion);
       return this.#db
         .transaction((): LinkRecord | null => {
           const current = this.#s.getLinkMeta.get(link.id);
-          if (expected === null) {
+          if (expectedVersion === null) {
             if (current) return null;
           } else {
-            if (!current || current.version !== expected) {
+            if (!current || current.version !== expectedVersion) {
               if (current && current.tenant_id !== link.tenantId) refuseTenantChange();
               return null;
             }
@@ -342,7 +201,7 @@ export class SqliteStore implements Store {
           }
           // lastUsedAtMs only moves forward: a save carrying an older read must not undo a touch.
           const lastUsedAtMs = maxNullable(current?.last_used_at_ms ?? null, link.lastUsedAtMs);
-          const stored: LinkRecord = { ...link, version: (expected ?? 0) + 1, lastUsedAtMs };
+          const stored: LinkRecord = { ...link, version: (expectedVersion ?? 0) + 1, lastUsedAtMs };
           this.#s.upsertLink.run({
             refresh_due_at_ms: expiryIndexScore(stored),
             id: stored.id,
@@ -380,16 +239,12 @@ export class SqliteStore implements Store {
 
   listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]> {
     return this.#run(() => {
-      checkTimeMs('cutoffMs', cutoffMs);
-      checkPositiveInt('limit', limit, MAX_LIMIT);
       return this.#s.linksExpiringBefore.all(cutoffMs, limit).map((row) => this.#toLink(row));
     });
   }
 
   async touchLink(id: string, lastUsedAtMs: number): Promise<void> {
     await this.#run(() => {
-      checkId('id', id);
-      checkTimeMs('lastUsedAtMs', lastUsedAtMs);
       this.#s.touchLink.run(lastUsedAtMs, id, lastUsedAtMs);
     });
   }
@@ -398,16 +253,12 @@ export class SqliteStore implements Store {
 
   async putFlowState(key: string, value: FlowStateRecord, ttlSeconds: number): Promise<void> {
     await this.#run(() => {
-      checkId('key', key);
-      checkObject('value', value);
-      const ttl = checkTtlSeconds('ttlSeconds', ttlSeconds);
-      this.#s.putFlow.run(key, JSON.stringify(value), Date.now() + Math.ceil(ttl * 1000));
+      this.#s.putFlow.run(key, JSON.stringify(value), Date.now() + Math.ceil(ttlSeconds * 1000));
     });
   }
 
   takeFlowState(key: string): Promise<FlowStateRecord | null> {
     return this.#run(() => {
-      checkId('key', key);
       const row = this.#s.takeFlow.get(key);
       if (!row || row.expires_at_ms <= Date.now()) return null;
       return JSON.parse(row.value) as FlowStateRecord;
@@ -418,14 +269,12 @@ export class SqliteStore implements Store {
 
   async putSession(session: SessionRecord): Promise<void> {
     await this.#run(() => {
-      checkSession(session);
       this.#s.putSession.run(session.id, JSON.stringify(session), session.expiresAtMs);
     });
   }
 
   getSession(id: string): Promise<SessionRecord | null> {
     return this.#run(() => {
-      checkId('id', id);
       const row = this.#s.getSession.get(id);
       if (!row || row.expires_at_ms <= Date.now()) return null;
       return JSON.parse(row.body) as SessionRecord;
@@ -434,7 +283,6 @@ export class SqliteStore implements Store {
 
   async deleteSession(id: string): Promise<void> {
     await this.#run(() => {
-      checkId('id', id);
       this.#s.deleteSession.run(id);
     });
   }
@@ -443,14 +291,12 @@ export class SqliteStore implements Store {
 
   async putGrant(grant: GrantRecord): Promise<void> {
     await this.#run(() => {
-      checkGrant(grant);
       this.#s.putGrant.run(grant.id, grant.serviceId, grant.createdAtMs, JSON.stringify(grant));
     });
   }
 
   getGrant(id: string): Promise<GrantRecord | null> {
     return this.#run(() => {
-      checkId('id', id);
       const row = this.#s.getGrant.get(id);
       return row ? (JSON.parse(row.body) as GrantRecord) : null;
     });
@@ -458,31 +304,36 @@ export class SqliteStore implements Store {
 
   listGrants(serviceId?: string): Promise<GrantRecord[]> {
     return this.#run(() => {
-      const rows = serviceId === undefined ? this.#s.listGrants.all() : this.#s.listGrantsOfService.all(checkId('serviceId', serviceId));
+      const rows = serviceId === undefined ? this.#s.listGrants.all() : this.#s.listGrantsOfService.all(serviceId);
       return rows.map((row) => JSON.parse(row.body) as GrantRecord);
     });
   }
 
   deleteGrant(id: string): Promise<boolean> {
-    return this.#run(() => this.#s.deleteGrant.run(checkId('id', id)).changes > 0);
+    return this.#run(() => this.#s.deleteGrant.run(id).changes > 0);
   }
 
-  // ---- revocation records ----
+  // ---- revocation records and job status: one documents slot each ----
 
   async putRevocation(row: RevocationRecordRow): Promise<void> {
-    await this.#run(() => {
-      checkObject('row', row);
-      checkId('row.linkId', row.linkId);
-      checkObject('row.record', row.record);
-      this.#s.putRevocation.run(row.linkId, JSON.stringify(row.record));
-    });
+    await this.#run(() => this.#s.revocations.put(row.linkId, row.record));
   }
 
   getRevocation(linkId: string): Promise<RevocationRecordRow | null> {
     return this.#run(() => {
-      checkId('linkId', linkId);
-      const row = this.#s.getRevocation.get(linkId);
-      return row ? { linkId, record: JSON.parse(row.body) as Record<string, unknown> } : null;
+      const record = this.#s.revocations.get(linkId);
+      return record === null ? null : { linkId, record };
+    });
+  }
+
+  async putJobStatus(row: JobStatusRecord): Promise<void> {
+    await this.#run(() => this.#s.jobStatus.put(row.id, row.status));
+  }
+
+  getJobStatus(id: string): Promise<JobStatusRecord | null> {
+    return this.#run(() => {
+      const status = this.#s.jobStatus.get(id);
+      return status === null ? null : { id, status };
     });
   }
 
@@ -490,8 +341,6 @@ export class SqliteStore implements Store {
 
   acquireLock(name: string, ttlMs: number): Promise<string | null> {
     return this.#run(() => {
-      checkId('name', name);
-      checkPositiveInt('ttlMs', ttlMs);
       return this.#db
         .transaction((): string | null => {
           const now = Date.now();
@@ -507,9 +356,6 @@ export class SqliteStore implements Store {
 
   extendLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
     return this.#run(() => {
-      checkId('name', name);
-      checkId('owner', owner);
-      checkPositiveInt('ttlMs', ttlMs);
       const now = Date.now();
       return this.#s.extendLock.run(now + ttlMs, name, owner, now).changes > 0;
     });
@@ -517,8 +363,6 @@ export class SqliteStore implements Store {
 
   releaseLock(name: string, owner: string): Promise<boolean> {
     return this.#run(() => {
-      checkId('name', name);
-      checkId('owner', owner);
       return this.#s.releaseLock.run(name, owner, Date.now()).changes > 0;
     });
   }
@@ -527,7 +371,6 @@ export class SqliteStore implements Store {
 
   appendAudit(event: AuditEvent): Promise<string> {
     return this.#run(() => {
-      checkAuditEvent(event);
       const row = this.#s.appendAudit.get(event.atMs, event.type, event.requestId ?? null, JSON.stringify(event.data));
       return String(row!.seq);
     });
@@ -535,7 +378,7 @@ export class SqliteStore implements Store {
 
   readAudit(afterSeq?: string, limit?: number): Promise<AuditEvent[]> {
     return this.#run(() => {
-      const max = checkLimit(limit, 1000);
+      const max = limit ?? 1000;
       let after = 0;
       if (afterSeq !== undefined) {
         if (typeof afterSeq !== 'string' || !/^\d{1,16}$/.test(afterSeq)) refuseAuditCursor();
@@ -546,7 +389,7 @@ export class SqliteStore implements Store {
         atMs: row.at_ms,
         type: row.type,
         requestId: row.request_id,
-        data: JSON.parse(row.data) as Record<string, unknown>,
+        data: parseObject(row.data),
       }));
     });
   }
@@ -555,23 +398,19 @@ export class SqliteStore implements Store {
 
   async enqueue(job: Omit<QueueJob, 'leaseToken'>): Promise<void> {
     await this.#run(() => {
-      checkJob(job);
       this.#s.enqueue.run({ id: job.id, kind: job.kind, payload: JSON.stringify(job.payload), attempts: job.attempts, run_at_ms: job.runAtMs });
     });
   }
 
   claimJobs(nowMs: number, limit: number, leaseMs: number): Promise<QueueJob[]> {
     return this.#run(() => {
-      checkTimeMs('nowMs', nowMs);
-      checkPositiveInt('limit', limit, 1000);
-      checkPositiveInt('leaseMs', leaseMs);
       return this.#db
         .transaction((): QueueJob[] => {
           const due = this.#s.dueJobs.all(nowMs, limit);
           return due.map((row) => {
             const leaseToken = randomToken();
             this.#s.leaseJob.run({ lease_token: leaseToken, lease_until_ms: nowMs + leaseMs, id: row.id });
-            return { id: row.id, kind: row.kind, payload: JSON.parse(row.payload) as Record<string, unknown>, attempts: row.attempts, runAtMs: row.run_at_ms, leaseToken };
+            return { id: row.id, kind: row.kind, payload: parseObject(row.payload), attempts: row.attempts, runAtMs: row.run_at_ms, leaseToken };
           });
         })
         .immediate();
@@ -580,7 +419,7 @@ export class SqliteStore implements Store {
 
   completeJob(id: string, leaseToken: string): Promise<boolean> {
     // A finished job may have carried sealed material (a revocation's token set): truncate the WAL too.
-    return this.#run(() => this.#s.completeJob.run(checkId('id', id), checkId('leaseToken', leaseToken)).changes > 0).then((done) => {
+    return this.#run(() => this.#s.completeJob.run(id, leaseToken).changes > 0).then((done) => {
       if (done) this.#truncateWal();
       return done;
     });
@@ -588,11 +427,7 @@ export class SqliteStore implements Store {
 
   rescheduleJob(id: string, leaseToken: string, runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean> {
     return this.#run(() => {
-      checkId('id', id);
-      checkId('leaseToken', leaseToken);
-      checkTimeMs('runAtMs', runAtMs);
-      checkAttempts(attempts);
-      const payloadJson = payload === undefined ? null : JSON.stringify(checkObject('payload', payload));
+      const payloadJson = payload === undefined ? null : JSON.stringify(payload);
       return this.#s.rescheduleJob.run({ id, lease_token: leaseToken, run_at_ms: runAtMs, attempts, payload: payloadJson }).changes > 0;
     });
   }
@@ -607,7 +442,7 @@ export class SqliteStore implements Store {
     for (;;) {
       const page = await this.#run(() => this.#s.jobPage.all(after, 500));
       for (const row of page) {
-        yield { id: row.id, kind: row.kind, payload: JSON.parse(row.payload) as Record<string, unknown>, attempts: row.attempts, runAtMs: row.run_at_ms, leased: row.leased === 1 };
+        yield { id: row.id, kind: row.kind, payload: parseObject(row.payload), attempts: row.attempts, runAtMs: row.run_at_ms, leased: row.leased === 1 };
       }
       if (page.length < 500) return;
       after = page[page.length - 1]!.id;
@@ -616,30 +451,10 @@ export class SqliteStore implements Store {
 
   replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean> {
     return this.#run(() => {
-      checkId('id', id);
-      const expectedJson = JSON.stringify(checkObject('expected', expected));
-      const payloadJson = JSON.stringify(checkObject('payload', payload));
+      const expectedJson = JSON.stringify(expected);
+      const payloadJson = JSON.stringify(payload);
       // One UPDATE is one atomic statement: the lease check and the payload comparison see the same row.
       return this.#s.replaceJobPayload.run({ id, expected: expectedJson, payload: payloadJson }).changes > 0;
-    });
-  }
-
-  // ---- job status ----
-
-  async putJobStatus(row: JobStatusRecord): Promise<void> {
-    await this.#run(() => {
-      checkObject('row', row);
-      checkId('row.id', row.id);
-      checkObject('row.status', row.status);
-      this.#s.putJobStatus.run(row.id, JSON.stringify(row.status));
-    });
-  }
-
-  getJobStatus(id: string): Promise<JobStatusRecord | null> {
-    return this.#run(() => {
-      checkId('id', id);
-      const row = this.#s.getJobStatus.get(id);
-      return row ? { id, status: JSON.parse(row.body) as Record<string, unknown> } : null;
     });
   }
 
@@ -662,6 +477,29 @@ function maxNullable(a: number | null, b: number | null): number | null {
   if (a === null) return b;
   if (b === null) return a;
   return Math.max(a, b);
+}
+
+/** JSON documents by key in one table: the revocation records and the job status rows share this slot. */
+interface SqliteDocuments {
+  put(key: string, value: Readonly<Record<string, unknown>>): void;
+  get(key: string): Record<string, unknown> | null;
+}
+
+function prepareDocuments(db: Db, table: 'revocations' | 'job_status', keyColumn: 'link_id' | 'id'): SqliteDocuments {
+  // Table and column come from the two literals above, never from input.
+  const put = db.prepare<[string, string]>(`INSERT OR REPLACE INTO ${table} (${keyColumn}, body) VALUES (?, ?)`);
+  const get = db.prepare<[string], { body: string }>(`SELECT body FROM ${table} WHERE ${keyColumn} = ?`);
+  return {
+    put: (key, value) => void put.run(key, JSON.stringify(value)),
+    get: (key) => {
+      const row = get.get(key);
+      return row ? parseObject(row.body) : null;
+    },
+  };
+}
+
+function parseObject(json: string): Record<string, unknown> {
+  return JSON.parse(json) as Record<string, unknown>;
 }
 
 function prepareStatements(db: Db) {
@@ -700,8 +538,8 @@ function prepareStatements(db: Db) {
     listGrantsOfService: db.prepare<[string], { body: string }>('SELECT body FROM grants WHERE service_id = ? ORDER BY created_at_ms, id'),
     deleteGrant: db.prepare<[string]>('DELETE FROM grants WHERE id = ?'),
 
-    putRevocation: db.prepare<[string, string]>('INSERT OR REPLACE INTO revocations (link_id, body) VALUES (?, ?)'),
-    getRevocation: db.prepare<[string], { body: string }>('SELECT body FROM revocations WHERE link_id = ?'),
+    revocations: prepareDocuments(db, 'revocations', 'link_id'),
+    jobStatus: prepareDocuments(db, 'job_status', 'id'),
 
     getLock: db.prepare<[string], { owner: string; expires_at_ms: number }>('SELECT owner, expires_at_ms FROM locks WHERE name = ?'),
     putLock: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO locks (name, owner, expires_at_ms) VALUES (?, ?, ?)'),
@@ -737,8 +575,5 @@ function prepareStatements(db: Db) {
     replaceJobPayload: db.prepare<[{ id: string; expected: string; payload: string }]>(
       'UPDATE queue SET payload = @payload WHERE id = @id AND lease_token IS NULL AND payload = @expected',
     ),
-
-    putJobStatus: db.prepare<[string, string]>('INSERT OR REPLACE INTO job_status (id, body) VALUES (?, ?)'),
-    getJobStatus: db.prepare<[string], { body: string }>('SELECT body FROM job_status WHERE id = ?'),
   };
 }

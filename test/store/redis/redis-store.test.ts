@@ -5,7 +5,7 @@ import { isLinkvaultError } from '../../../src/errors.js';
 import { Metrics } from '../../../src/metrics.js';
 import { createStore } from '../../../src/store/create-store.js';
 import { checkRedisPersistence } from '../../../src/store/redis/redis-persistence.js';
-import { createRedisClient, waitForRedisReady } from '../../../src/store/redis/redis-store.js';
+import { createRedisClient, waitForRedisReady } from '../../../src/store/redis/client.js';
 import type { Store } from '../../../src/store/store.js';
 import { startRedis, type RedisServerHandle } from '../../support/redis-server.js';
 import { makeLink, runStoreContract } from '../store-contract.js';

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { applySqliteMigrations, SQLITE_MIGRATIONS, SqliteStore, type SqliteMigration } from '../../../src/store/sqlite/sqlite-store.js';
+import { applySqliteMigrations, SQLITE_MIGRATIONS, type SqliteMigration } from '../../../src/store/sqlite/sqlite-migrations.js';
+import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
+import { checkedStore } from '../../../src/store/checked-store.js';
 import { createStore } from '../../../src/store/create-store.js';
 import { Metrics } from '../../../src/metrics.js';
 import { isLinkvaultError } from '../../../src/errors.js';
@@ -19,7 +21,7 @@ function freshPath(): string {
 
 runStoreContract('sqlite', async () => {
   const path = freshPath();
-  const store = new SqliteStore({ path });
+  const store = checkedStore(new SqliteStore({ path }));
   return { store, cleanup: () => store.close() };
 });
 

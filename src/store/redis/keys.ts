@@ -1,0 +1,109 @@
+/**
+ * Key naming of the Redis adapter (`P` = keyPrefix, every variable part URI-encoded so `:`, `{` and
+ * `}` cannot collide):
+ *   {P:t:<tenant>}:l:<id>          hash j=<link JSON> v=<version> u=<lastUsedAtMs>
+ *   {P:t:<tenant>}:ix:all|u:<user>|p:<provider>|s:<status>|a:<providerAccountId>
+ *                                   sorted sets of link ids scored by createdAtMs
+ *   {P:t:<tenant>}:ix:exp           the expiry index: link ids scored by expiryIndexScore (active
+ *                                   links with an expiring token, or a refresh to retry)
+ *   P:ix:exp:built                  set once every link stored before the expiry index existed is in it
+ *   P:ref:<id>                      the link's tenant (immutable; cached in process)
+ *   P:tenants                       set of tenants that have links (for listings without a tenant)
+ *   P:f:<key>  P:s:<id>  P:lk:<name>  P:rv:<linkId>  P:js:<id>   single-key records
+ *   {P:g}:all  {P:g}:svc:<service>  grant hashes id -> JSON
+ *   {P:audit}:log                   the audit stream
+ *   {P:q}:due (zset) :kind :payload :attempts :runat :lease (hashes by job id)
+ * Every key a multi-key script touches shares one hash tag, so each script runs on one slot.
+ */
+import type { LinkFilter, LinkRecord } from '../../links/link.js';
+
+const enc = encodeURIComponent;
+
+/** The hash tag shared by every key of one tenant's links and indexes. */
+export function redisTenantTag(keyPrefix: string, tenantId: string): string {
+  return `{${keyPrefix}:t:${enc(tenantId)}}`;
+}
+
+/** The single-key JSON documents: revocation records (`rv`) and job status (`js`). */
+export type RedisDocumentSlot = 'rv' | 'js';
+
+/** Every key name of one deployment (`keyPrefix`). */
+export class RedisKeys {
+  readonly #p: string;
+
+  constructor(keyPrefix: string) {
+    this.#p = keyPrefix;
+  }
+
+  link(tenantId: string, id: string): string {
+    return `${redisTenantTag(this.#p, tenantId)}:l:${enc(id)}`;
+  }
+
+  /** The listing indexes a link with these fields belongs to; `ix:all` first. */
+  linkIndexes(link: Pick<LinkRecord, 'tenantId' | 'userId' | 'providerId' | 'status' | 'providerAccountId'>): string[] {
+    const tag = redisTenantTag(this.#p, link.tenantId);
+    const keys = [`${tag}:ix:all`, `${tag}:ix:u:${enc(link.userId)}`, `${tag}:ix:p:${enc(link.providerId)}`, `${tag}:ix:s:${link.status}`];
+    if (link.providerAccountId !== null) keys.push(`${tag}:ix:a:${enc(link.providerAccountId)}`);
+    return keys;
+  }
+
+  /** The most selective listing index for `filter` within one tenant. */
+  listingIndex(tenantId: string, filter: LinkFilter): string {
+    const tag = redisTenantTag(this.#p, tenantId);
+    if (filter.providerAccountId !== undefined) return `${tag}:ix:a:${enc(filter.providerAccountId)}`;
+    if (filter.userId !== undefined) return `${tag}:ix:u:${enc(filter.userId)}`;
+    if (filter.providerId !== undefined) return `${tag}:ix:p:${enc(filter.providerId)}`;
+    if (filter.status !== undefined) return `${tag}:ix:s:${filter.status}`;
+    return this.allLinks(tenantId);
+  }
+
+  allLinks(tenantId: string): string {
+    return `${redisTenantTag(this.#p, tenantId)}:ix:all`;
+  }
+
+  expiry(tenantId: string): string {
+    return `${redisTenantTag(this.#p, tenantId)}:ix:exp`;
+  }
+
+  get expiryBuilt(): string {
+    return `${this.#p}:ix:exp:built`;
+  }
+
+  ref(id: string): string {
+    return `${this.#p}:ref:${enc(id)}`;
+  }
+
+  get tenants(): string {
+    return `${this.#p}:tenants`;
+  }
+
+  flowState(key: string): string {
+    return `${this.#p}:f:${enc(key)}`;
+  }
+
+  session(id: string): string {
+    return `${this.#p}:s:${enc(id)}`;
+  }
+
+  lock(name: string): string {
+    return `${this.#p}:lk:${enc(name)}`;
+  }
+
+  document(slot: RedisDocumentSlot, id: string): string {
+    return `${this.#p}:${slot}:${enc(id)}`;
+  }
+
+  grants(serviceId: string): { all: string; svc: string } {
+    return { all: `{${this.#p}:g}:all`, svc: `{${this.#p}:g}:svc:${enc(serviceId)}` };
+  }
+
+  get audit(): string {
+    return `{${this.#p}:audit}:log`;
+  }
+
+  /** The queue's keys in the order every queue script declares them: due, kind, payload, attempts, runat, lease. */
+  queue(): string[] {
+    const tag = `{${this.#p}:q}`;
+    return [`${tag}:due`, `${tag}:kind`, `${tag}:payload`, `${tag}:attempts`, `${tag}:runat`, `${tag}:lease`];
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * The Lua scripts of the Redis adapter. Each touches only the keys it declares in KEYS, all sharing
+ * one hash tag, so it runs on one slot (a requirement for Redis Cluster) and atomically.
+ */
+import type { RedisClient } from './client.js';
+
+/**
+ * KEYS[1] link hash, KEYS[2] the tenant's expiry index, KEYS[3..2+nrm] indexes to leave, the rest
+ * indexes to join.
+ * ARGV: expectedVersion ('' = create), json, newVersion, score, id, nrm, lastUsedAtMs ('' = none),
+ * expiry index score ('' = not in the expiry index).
+ * Returns nil on a version conflict, else {1, stored lastUsedAtMs or ''}.
+ */
+const SAVE_LINK = `
+local cur = redis.call('HGET', KEYS[1], 'v')
+if ARGV[1] == '' then
+  if cur then return false end
+elseif cur ~= ARGV[1] then
+  return false
+end
+local nrm = tonumber(ARGV[6])
+for i = 3, 2 + nrm do redis.call('ZREM', KEYS[i], ARGV[5]) end
+for i = 3 + nrm, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[5]) end
+if ARGV[8] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[5])
+else
+  redis.call('ZADD', KEYS[2], ARGV[8], ARGV[5])
+end
+local u = redis.call('HGET', KEYS[1], 'u')
+if ARGV[7] ~= '' and ((not u) or tonumber(ARGV[7]) > tonumber(u)) then u = ARGV[7] end
+if u then
+  redis.call('HSET', KEYS[1], 'j', ARGV[2], 'v', ARGV[3], 'u', u)
+else
+  redis.call('HSET', KEYS[1], 'j', ARGV[2], 'v', ARGV[3])
+end
+return {1, u or ''}
+`;
+
+/**
+ * KEYS[1] link hash, KEYS[2] the tenant's expiry index; ARGV version read, expiry index score ('' =
+ * none), id. Files a link stored before the expiry index existed, only if it is still the version
+ * read (a newer write filed it itself). 1 filed, 0 changed meanwhile.
+ */
+const FILE_EXPIRY = `
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+else
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+end
+return 1
+`;
+
+/** KEYS[1] link hash; ARGV[1] lastUsedAtMs. Moves `u` forward only; no-op for an absent link. */
+const TOUCH_LINK = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local u = redis.call('HGET', KEYS[1], 'u')
+if (not u) or tonumber(ARGV[1]) > tonumber(u) then
+  redis.call('HSET', KEYS[1], 'u', ARGV[1])
+  return 1
+end
+return 0
+`;
+
+const RELEASE_LOCK = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+const EXTEND_LOCK = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`;
+
+/** KEYS {g}:all, {g}:svc:<new>, {g}:svc:<old>; ARGV id, json, the JSON the caller read ('' = none). 0 = changed meanwhile. */
+const PUT_GRANT = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (cur or '') ~= ARGV[3] then return 0 end
+if cur then redis.call('HDEL', KEYS[3], ARGV[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+`;
+
+/** KEYS {g}:all, {g}:svc:<service>; ARGV id, the JSON the caller read. 1 deleted, 0 absent, -1 changed meanwhile. */
+const DELETE_GRANT = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+if cur ~= ARGV[2] then return -1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+`;
+
+// Queue KEYS, always in this order: due, kind, payload, attempts, runat, lease.
+
+/** ARGV id, kind, payload, attempts, runAtMs. Leaves an existing job alone. */
+const ENQUEUE = `
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
+return 1
+`;
+
+/**
+ * ARGV nowMs, limit, leaseUntilMs, token base. A claimed job's score moves to the lease end, so it
+ * is due again (for anyone) when the lease runs out; its lease token is replaced on each claim.
+ * Returns a flat list id, kind, payload, attempts, runAtMs, token per job.
+ */
+const CLAIM_JOBS = `
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for i, id in ipairs(ids) do
+  local kind = redis.call('HGET', KEYS[2], id)
+  if kind then
+    local token = ARGV[4] .. '.' .. i
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    redis.call('HSET', KEYS[6], id, token)
+    out[#out + 1] = id
+    out[#out + 1] = kind
+    out[#out + 1] = redis.call('HGET', KEYS[3], id)
+    out[#out + 1] = redis.call('HGET', KEYS[4], id)
+    out[#out + 1] = redis.call('HGET', KEYS[5], id)
+    out[#out + 1] = token
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+`;
+
+/** ARGV id, leaseToken. */
+const COMPLETE_JOB = `
+if redis.call('HGET', KEYS[6], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+for i = 2, 6 do redis.call('HDEL', KEYS[i], ARGV[1]) end
+return 1
+`;
+
+/** ARGV id, leaseToken, runAtMs, attempts, payload ('' = keep). */
+const RESCHEDULE_JOB = `
+if redis.call('HGET', KEYS[6], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[5]) end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[6], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+`;
+
+/**
+ * ARGV cursor, count. One HSCAN step over the job ids (the kind hash), with each job read in the
+ * same script so its fields are consistent. Returns next cursor, then id, kind, payload, attempts,
+ * runAtMs, leased ('1'/'0') per job. HSCAN may repeat an id; the caller de-duplicates.
+ */
+const SCAN_JOBS = `
+local page = redis.call('HSCAN', KEYS[2], ARGV[1], 'COUNT', tonumber(ARGV[2]))
+local out = { page[1] }
+local flat = page[2]
+for i = 1, #flat, 2 do
+  local id = flat[i]
+  out[#out + 1] = id
+  out[#out + 1] = flat[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[3], id) or '{}'
+  out[#out + 1] = redis.call('HGET', KEYS[4], id) or '0'
+  out[#out + 1] = redis.call('HGET', KEYS[5], id) or '0'
+  out[#out + 1] = tostring(redis.call('HEXISTS', KEYS[6], id))
+end
+return out
+`;
+
+/** ARGV id, expected payload, new payload. Replaces only an unleased job whose payload is still the expected one. */
+const REPLACE_JOB_PAYLOAD = `
+if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return 0 end
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+return 1
+`;
+
+type ScriptArg = string | number;
+
+/** The scripts as client commands (defineScripts). */
+export interface ScriptCommands {
+  linkvaultSaveLink(numKeys: number, ...args: ScriptArg[]): Promise<[number, string] | null>;
+  linkvaultTouchLink(key: string, lastUsedAtMs: string): Promise<number>;
+  linkvaultFileExpiry(linkKey: string, expiryKey: string, version: string, score: string, id: string): Promise<number>;
+  linkvaultReleaseLock(key: string, owner: string): Promise<number>;
+  linkvaultExtendLock(key: string, owner: string, ttlMs: string): Promise<number>;
+  linkvaultPutGrant(all: string, svcNew: string, svcOld: string, id: string, json: string, seen: string): Promise<number>;
+  linkvaultDeleteGrant(all: string, svc: string, id: string, seen: string): Promise<number>;
+  linkvaultEnqueue(...args: ScriptArg[]): Promise<number>;
+  linkvaultClaimJobs(...args: ScriptArg[]): Promise<(string | null)[]>;
+  linkvaultCompleteJob(...args: ScriptArg[]): Promise<number>;
+  linkvaultRescheduleJob(...args: ScriptArg[]): Promise<number>;
+  linkvaultScanJobs(...args: ScriptArg[]): Promise<string[]>;
+  linkvaultReplaceJobPayload(...args: ScriptArg[]): Promise<number>;
+}
+
+/** Registers every script on `client` and returns it typed with their commands. */
+export function defineScripts(client: RedisClient): ScriptCommands {
+  // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT (a restarted or new node).
+  client.defineCommand('linkvaultSaveLink', { lua: SAVE_LINK });
+  client.defineCommand('linkvaultTouchLink', { lua: TOUCH_LINK, numberOfKeys: 1 });
+  client.defineCommand('linkvaultFileExpiry', { lua: FILE_EXPIRY, numberOfKeys: 2 });
+  client.defineCommand('linkvaultReleaseLock', { lua: RELEASE_LOCK, numberOfKeys: 1 });
+  client.defineCommand('linkvaultExtendLock', { lua: EXTEND_LOCK, numberOfKeys: 1 });
+  client.defineCommand('linkvaultPutGrant', { lua: PUT_GRANT, numberOfKeys: 3 });
+  client.defineCommand('linkvaultDeleteGrant', { lua: DELETE_GRANT, numberOfKeys: 2 });
+  client.defineCommand('linkvaultEnqueue', { lua: ENQUEUE, numberOfKeys: 6 });
+  client.defineCommand('linkvaultClaimJobs', { lua: CLAIM_JOBS, numberOfKeys: 6 });
+  client.defineCommand('linkvaultCompleteJob', { lua: COMPLETE_JOB, numberOfKeys: 6 });
+  client.defineCommand('linkvaultRescheduleJob', { lua: RESCHEDULE_JOB, numberOfKeys: 6 });
+  client.defineCommand('linkvaultScanJobs', { lua: SCAN_JOBS, numberOfKeys: 6 });
+  client.defineCommand('linkvaultReplaceJobPayload', { lua: REPLACE_JOB_PAYLOAD, numberOfKeys: 6 });
+  return client as unknown as ScriptCommands;
+}
