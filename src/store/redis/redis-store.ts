@@ -219,14 +219,19 @@ export class RedisStore implements Store {
   async listLinks(filter: LinkFilter, limit?: number): Promise<LinkRecord[]> {
     const max = limit ?? 1000;
     if (filter.tenantId !== undefined) return this.#listTenantLinks(filter.tenantId, filter, max);
-    // No tenant: each tenant's indexes live in their own slot, so ask each and merge.
-    const tenants = await this.#allTenants();
-    const found: LinkRecord[] = [];
-    for (let i = 0; i < tenants.length; i += 16) {
-      const batch = await Promise.all(tenants.slice(i, i + 16).map((t) => this.#listTenantLinks(t, filter, max)));
-      for (const links of batch) found.push(...links);
-    }
+    const found = await this.#acrossTenants((t) => this.#listTenantLinks(t, filter, max));
     return found.sort(compareNewestFirst).slice(0, max);
+  }
+
+  /** `query` asked of every tenant, 16 at a time, answers concatenated: each tenant's indexes live in their own slot. */
+  async #acrossTenants<T>(query: (tenantId: string) => Promise<T[]>): Promise<T[]> {
+    const tenants = await this.#allTenants();
+    const found: T[] = [];
+    for (let i = 0; i < tenants.length; i += 16) {
+      const batch = await Promise.all(tenants.slice(i, i + 16).map(query));
+      for (const part of batch) found.push(...part);
+    }
+    return found;
   }
 
   async #allTenants(): Promise<string[]> {
@@ -315,13 +320,7 @@ export class RedisStore implements Store {
 
   async listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]> {
     await this.#ensureExpiryIndex();
-    // Each tenant's index lives in its own slot: ask each (16 at a time) and merge.
-    const tenants = await this.#allTenants();
-    const found: { link: LinkRecord; score: number }[] = [];
-    for (let i = 0; i < tenants.length; i += 16) {
-      const batch = await Promise.all(tenants.slice(i, i + 16).map((t) => this.#tenantLinksExpiringBefore(t, cutoffMs, limit)));
-      for (const links of batch) found.push(...links);
-    }
+    const found = await this.#acrossTenants((t) => this.#tenantLinksExpiringBefore(t, cutoffMs, limit));
     found.sort((a, b) => (a.score !== b.score ? a.score - b.score : a.link.id < b.link.id ? -1 : a.link.id > b.link.id ? 1 : 0));
     return found.slice(0, limit).map((f) => f.link);
   }
@@ -352,20 +351,13 @@ export class RedisStore implements Store {
       return;
     }
     for (const tenant of await this.#allTenants()) {
-      const index = this.#keys.allLinks(tenant);
-      let cursor = '0';
-      do {
-        const [next, flat] = await this.#call(() => this.#client.zscan(index, cursor, 'COUNT', 500));
-        cursor = next;
-        for (let i = 0; i < flat.length; i += 2) {
-          const id = flat[i]!;
-          const json = await this.#call(() => this.#client.hget(this.#keys.link(tenant, id), 'j'));
-          if (!json) continue;
-          const link = JSON.parse(json) as LinkRecord;
-          const score = expiryIndexScore(link);
-          await this.#call(() => this.#scripts.linkvaultFileExpiry(this.#keys.link(tenant, id), this.#keys.expiry(tenant), String(link.version), score === null ? '' : String(score), id));
-        }
-      } while (cursor !== '0');
+      for await (const id of this.#scanTenantLinkIds(tenant)) {
+        const json = await this.#call(() => this.#client.hget(this.#keys.link(tenant, id), 'j'));
+        if (!json) continue;
+        const link = JSON.parse(json) as LinkRecord;
+        const score = expiryIndexScore(link);
+        await this.#call(() => this.#scripts.linkvaultFileExpiry(this.#keys.link(tenant, id), this.#keys.expiry(tenant), String(link.version), score === null ? '' : String(score), id));
+      }
     }
     await this.#call(() => this.#client.set(markerKey, String(Date.now())));
     this.#expiryIndexBuilt = true;
@@ -585,21 +577,24 @@ export class RedisStore implements Store {
   // ---- maintenance ----
 
   async *scanLinkIds(): AsyncIterable<string> {
-    for (const tenant of await this.#allTenants()) {
-      const index = this.#keys.allLinks(tenant);
-      // ZSCAN returns every member present for the whole scan, possibly more than once.
-      const seen = new Set<string>();
-      let cursor = '0';
-      do {
-        const [next, flat] = await this.#call(() => this.#client.zscan(index, cursor, 'COUNT', 500));
-        cursor = next;
-        for (let i = 0; i < flat.length; i += 2) {
-          const id = flat[i]!;
-          if (seen.has(id)) continue;
-          seen.add(id);
-          yield id;
-        }
-      } while (cursor !== '0');
-    }
+    for (const tenant of await this.#allTenants()) yield* this.#scanTenantLinkIds(tenant);
   }
+
+  /** Every link id of one tenant, each once (ZSCAN returns every member present for the whole scan, possibly more than once). */
+  async *#scanTenantLinkIds(tenantId: string): AsyncIterable<string> {
+    const index = this.#keys.allLinks(tenantId);
+    const seen = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.#call(() => this.#client.zscan(index, cursor, 'COUNT', 500));
+      cursor = next;
+      for (let i = 0; i < flat.length; i += 2) {
+        const id = flat[i]!;
+        if (seen.has(id)) continue;
+        seen.add(id);
+        yield id;
+      }
+    } while (cursor !== '0');
+  }
+
 }
