@@ -1,6 +1,8 @@
 /**
  * The one Store contract suite. Every adapter runs it (sqlite, standalone Redis, Redis Cluster):
  * `runStoreContract('sqlite', async () => ({ store, cleanup }))`. Each test gets a fresh, empty store.
+ * Give it the store as production builds it (createStore, or checkedStore around an adapter): the
+ * input checks live in that wrapper, not in the adapters.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
