@@ -12,10 +12,10 @@ import type { Store } from './store.js';
 const REDIS_STARTUP_TIMEOUT_MS = 5000;
 
 /**
- * Builds the configured Store, behind the input checks of checked-store.ts. Every operation that fails with store_unavailable is counted in
- * `metrics.storeErrors{store}`. For Redis, waits until the client is ready (rejects
- * store_unavailable after `startupTimeoutMs`, default 5 s) and logs a warning when persistence settings put acknowledged
- * writes at risk (see redis-persistence.ts).
+ * Builds the configured Store, behind the input checks of checked-store.ts. Every operation that
+ * fails with store_unavailable is counted in `metrics.storeErrors{store}`. For Redis, waits until the
+ * client is ready (rejects store_unavailable after `startupTimeoutMs`, default 5 s) and logs a
+ * warning when persistence settings put acknowledged writes at risk (see redis-persistence.ts).
  */
 export async function createStore(config: StoreConfig, deps: { metrics: Metrics; log?: Logger; startupTimeoutMs?: number }): Promise<Store> {
   const onUnavailable = (): void => deps.metrics.storeErrors.inc({ store: config.kind });
