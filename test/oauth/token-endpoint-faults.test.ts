@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { LinkvaultError } from '../../src/errors.js';
-import { createOAuthClient, parseRetryAfter, type OAuthLog } from '../../src/oauth/openid-oauth-client.js';
+import { createOAuthClient, type OAuthLog } from '../../src/oauth/openid-oauth-client.js';
+import { parseRetryAfter } from '../../src/oauth/provider-fetch.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
 import { Secret } from '../../src/secret.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
