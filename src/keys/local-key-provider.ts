@@ -2,10 +2,11 @@ import { createHash, createSecretKey, randomBytes, type KeyObject } from 'node:c
 import { link, mkdir, open, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError } from '../config.js';
-import { isLinkvaultError, LinkvaultError } from '../errors.js';
+import { LinkvaultError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { AEAD_IV_BYTES, AEAD_KEY_BYTES, AEAD_TAG_BYTES, AeadError, openAead, sealAead } from './aead.js';
 import { canonicalIdentity } from './canonical-identity.js';
+import { keyServiceOutcome, type KeyServiceOutcome } from './key-service-outcome.js';
 import type { GeneratedDataKey, KeyProvider, SealIdentity } from './key-provider.js';
 
 /**
@@ -39,8 +40,6 @@ interface MasterKey {
   readonly kid: string;
   readonly key: KeyObject;
 }
-
-type Outcome = 'ok' | 'invalid' | 'unavailable' | 'error';
 
 export class LocalKeyProvider implements KeyProvider {
   readonly kind = 'local' as const;
@@ -133,11 +132,11 @@ export class LocalKeyProvider implements KeyProvider {
   }
 
   #measure<T>(operation: string, fn: () => T): T {
-    let outcome: Outcome = 'ok';
+    let outcome: KeyServiceOutcome = 'ok';
     try {
       return fn();
     } catch (err) {
-      outcome = isLinkvaultError(err, 'sealed_record_invalid') ? 'invalid' : isLinkvaultError(err, 'key_service_unavailable') ? 'unavailable' : 'error';
+      outcome = keyServiceOutcome(err);
       throw err;
     } finally {
       this.#metrics.keyServiceCalls.inc({ provider: 'local', operation, outcome });
