@@ -97,7 +97,7 @@ const rewrap: CliCommand = {
       import('./store/create-store.js'),
       import('./keys/create-key-provider.js'),
       import('./keys/vault.js'),
-      import('./keys/rewrap.js'),
+      import('./links/sealing/rewrap.js'),
     ]);
     // Logs go to stderr so that stdout carries only the result line.
     const log = createLogger({ level: config.logLevel, destination: process.stderr });

@@ -10,6 +10,7 @@ import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { identityContext } from './canonical-identity.js';
 import type { GeneratedDataKey, KeyProvider, SealIdentity } from './key-provider.js';
+import { keyServiceOutcome, type KeyServiceOutcome } from './key-service-outcome.js';
 
 /**
  * KeyProvider over AWS KMS: GenerateDataKey (AES_256) for new data keys, Decrypt to unwrap,
@@ -186,12 +187,12 @@ export class AwsKmsKeyProvider implements KeyProvider {
   }
 
   async #call<T>(operation: Operation, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
-    let outcome = 'ok';
+    let outcome: KeyServiceOutcome = 'ok';
     try {
       return await fn(AbortSignal.timeout(this.#deadlineMs));
     } catch (err) {
       const translated = translateKmsError(err, operation);
-      outcome = translated.code === 'sealed_record_invalid' ? 'invalid' : translated.code === 'key_service_unavailable' ? 'unavailable' : 'error';
+      outcome = keyServiceOutcome(translated);
       throw translated;
     } finally {
       this.#metrics.keyServiceCalls.inc({ provider: 'aws-kms', operation, outcome });

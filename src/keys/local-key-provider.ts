@@ -1,10 +1,12 @@
-import { createCipheriv, createDecipheriv, createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { link, mkdir, open, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError } from '../config.js';
-import { isLinkvaultError, LinkvaultError } from '../errors.js';
+import { LinkvaultError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
+import { AEAD_IV_BYTES, AEAD_KEY_BYTES, AEAD_TAG_BYTES, AeadError, openAead, sealAead } from './aead.js';
 import { canonicalIdentity } from './canonical-identity.js';
+import { keyServiceOutcome, type KeyServiceOutcome } from './key-service-outcome.js';
 import type { GeneratedDataKey, KeyProvider, SealIdentity } from './key-provider.js';
 
 /**
@@ -18,10 +20,10 @@ import type { GeneratedDataKey, KeyProvider, SealIdentity } from './key-provider
  * wrapped under the current one.
  */
 
-const MASTER_KEY_BYTES = 32;
-const DATA_KEY_BYTES = 32;
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
+const MASTER_KEY_BYTES = AEAD_KEY_BYTES;
+const DATA_KEY_BYTES = AEAD_KEY_BYTES;
+const IV_BYTES = AEAD_IV_BYTES;
+const TAG_BYTES = AEAD_TAG_BYTES;
 const WRAPPED_BYTES = IV_BYTES + DATA_KEY_BYTES + TAG_BYTES;
 
 export interface LocalKeyProviderOptions {
@@ -38,8 +40,6 @@ interface MasterKey {
   readonly kid: string;
   readonly key: KeyObject;
 }
-
-type Outcome = 'ok' | 'invalid' | 'unavailable' | 'error';
 
 export class LocalKeyProvider implements KeyProvider {
   readonly kind = 'local' as const;
@@ -122,28 +122,21 @@ export class LocalKeyProvider implements KeyProvider {
     const master = this.#byKid.get(kid);
     if (!master) throw new LinkvaultError('sealed_record_invalid', { detail: 'the record names a master key that is not loaded' });
     if (wrapped.length !== WRAPPED_BYTES) throw new LinkvaultError('sealed_record_invalid', { detail: 'wrapped data key has the wrong length' });
-    const decipher = createDecipheriv('aes-256-gcm', master.key, wrapped.subarray(0, IV_BYTES), { authTagLength: TAG_BYTES });
-    decipher.setAAD(Buffer.from(aad, 'utf8'));
-    decipher.setAuthTag(wrapped.subarray(IV_BYTES + DATA_KEY_BYTES));
-    const head = decipher.update(wrapped.subarray(IV_BYTES, IV_BYTES + DATA_KEY_BYTES));
+    const sealed = { iv: wrapped.subarray(0, IV_BYTES), ct: wrapped.subarray(IV_BYTES, IV_BYTES + DATA_KEY_BYTES), tag: wrapped.subarray(IV_BYTES + DATA_KEY_BYTES) };
     try {
-      const tail = decipher.final();
-      const out = Buffer.concat([head, tail]);
-      tail.fill(0);
-      return out;
+      return openAead(master.key, sealed, aad);
     } catch (cause) {
-      throw new LinkvaultError('sealed_record_invalid', { detail: 'wrapped data key does not open under this identity', cause });
-    } finally {
-      head.fill(0);
+      if (cause instanceof AeadError) throw new LinkvaultError('sealed_record_invalid', { detail: 'wrapped data key does not open under this identity', cause });
+      throw cause;
     }
   }
 
   #measure<T>(operation: string, fn: () => T): T {
-    let outcome: Outcome = 'ok';
+    let outcome: KeyServiceOutcome = 'ok';
     try {
       return fn();
     } catch (err) {
-      outcome = isLinkvaultError(err, 'sealed_record_invalid') ? 'invalid' : isLinkvaultError(err, 'key_service_unavailable') ? 'unavailable' : 'error';
+      outcome = keyServiceOutcome(err);
       throw err;
     } finally {
       this.#metrics.keyServiceCalls.inc({ provider: 'local', operation, outcome });
@@ -152,11 +145,8 @@ export class LocalKeyProvider implements KeyProvider {
 }
 
 function wrap(master: KeyObject, plaintext: Buffer, aad: string): Buffer {
-  const iv = randomBytes(IV_BYTES);
-  const cipher = createCipheriv('aes-256-gcm', master, iv, { authTagLength: TAG_BYTES });
-  cipher.setAAD(Buffer.from(aad, 'utf8'));
-  const ct = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return Buffer.concat([iv, ct, cipher.getAuthTag()]);
+  const { iv, ct, tag } = sealAead(master, plaintext, aad);
+  return Buffer.concat([iv, ct, tag]);
 }
 
 /** kid = 'local:' + 16 hex chars of SHA-256(key): stable, and a one-way digest reveals nothing of a random 256-bit key. */

@@ -1,6 +1,6 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
+import { AEAD_IV_BYTES, AEAD_KEY_BYTES, AEAD_TAG_BYTES, AeadError, openAead, sealAead } from './aead.js';
 import type { SealedRecord } from './sealed-record.js';
 import { canonicalIdentity } from './canonical-identity.js';
 import type { KeyProvider, SealIdentity } from './key-provider.js';
@@ -37,9 +37,10 @@ export interface VaultDeps {
   readonly now?: () => number;
 }
 
-const DATA_KEY_BYTES = 32;
-const IV_BYTES = 12; // NIST SP 800-38D §8.2: 96-bit random IVs; one data key per link keeps invocations far below 2^32
-const TAG_BYTES = 16;
+const DATA_KEY_BYTES = AEAD_KEY_BYTES;
+// One data key per link keeps GCM invocations per key far below the 2^32 random-IV bound.
+const IV_BYTES = AEAD_IV_BYTES;
+const TAG_BYTES = AEAD_TAG_BYTES;
 const MAX_KID_CHARS = 2048;
 const MAX_EDK_BYTES = 8192;
 const MAX_CT_BYTES = 1 << 20;
@@ -222,24 +223,16 @@ async function callKeys<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 function encrypt(key: Buffer, kid: string, edk: string, plaintext: Buffer, aad: string): SealedRecord {
-  const iv = randomBytes(IV_BYTES);
-  const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
-  cipher.setAAD(Buffer.from(aad, 'utf8'));
-  const ct = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return { v: 1, alg: 'A256GCM', kid, edk, iv: iv.toString('base64url'), ct: ct.toString('base64url'), tag: cipher.getAuthTag().toString('base64url') };
+  const { iv, ct, tag } = sealAead(key, plaintext, aad);
+  return { v: 1, alg: 'A256GCM', kid, edk, iv: iv.toString('base64url'), ct: ct.toString('base64url'), tag: tag.toString('base64url') };
 }
 
 function decrypt(key: Buffer, record: ParsedRecord, aad: string): Buffer {
-  const decipher = createDecipheriv('aes-256-gcm', key, record.iv, { authTagLength: TAG_BYTES });
-  decipher.setAAD(Buffer.from(aad, 'utf8'));
-  decipher.setAuthTag(record.tag);
-  const head = decipher.update(record.ct);
   try {
-    return Buffer.concat([head, decipher.final()]);
+    return openAead(key, record, aad);
   } catch (cause) {
-    throw invalid('the record does not authenticate under this identity', cause);
-  } finally {
-    head.fill(0);
+    if (cause instanceof AeadError) throw invalid('the record does not authenticate under this identity', cause);
+    throw cause;
   }
 }
 

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { AwsKmsKeyProvider } from '../../src/keys/aws-kms-key-provider.js';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
-import { rewrapAll } from '../../src/keys/rewrap.js';
+import { rewrapAll } from '../../src/links/sealing/rewrap.js';
 import { createVault, type Vault } from '../../src/keys/vault.js';
 import type { KeyProvider } from '../../src/keys/key-provider.js';
 import { createRevocation, PROVIDER_REVOCATION_JOB_KIND } from '../../src/links/revoke/revocation.js';

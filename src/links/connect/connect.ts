@@ -1,7 +1,8 @@
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import { isLinkvaultError, LinkvaultError } from '../../errors.js';
+import { openAead, sealAead } from '../../keys/aead.js';
 import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
 import type { AuthorizationChecks, EndpointVariables, OAuthClient, TokenSet } from '../../oauth/oauth-client.js';
@@ -138,31 +139,27 @@ function flowKey(state: string): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(state, 'utf8'), Buffer.alloc(0), FLOW_HKDF_INFO, 32));
 }
 
-function sealFlowState(state: string, storeKey: string, flow: FlowState): Record<string, unknown> {
+/** Seals a flow under a key derived from its state; the record is `{v, iv, ct, tag}` (base64url). */
+export function sealFlowState(state: string, storeKey: string, flow: FlowState): Record<string, unknown> {
   const key = flowKey(state);
-  const iv = randomBytes(12);
+  const plaintext = Buffer.from(JSON.stringify(flow), 'utf8');
   try {
-    const cipher = createCipheriv('aes-256-gcm', key, iv);
     // The store key is the AAD: a sealed flow moved to another key does not open.
-    cipher.setAAD(Buffer.from(storeKey, 'utf8'));
-    const plaintext = Buffer.from(JSON.stringify(flow), 'utf8');
-    const ct = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-    plaintext.fill(0);
-    return { v: FLOW_FORMAT_VERSION, iv: iv.toString('base64url'), ct: ct.toString('base64url'), tag: cipher.getAuthTag().toString('base64url') };
+    const { iv, ct, tag } = sealAead(key, plaintext, storeKey);
+    return { v: FLOW_FORMAT_VERSION, iv: iv.toString('base64url'), ct: ct.toString('base64url'), tag: tag.toString('base64url') };
   } finally {
+    plaintext.fill(0);
     key.fill(0);
   }
 }
 
-function openFlowState(state: string, storeKey: string, record: Readonly<Record<string, unknown>>): FlowState | null {
+/** Opens a sealed flow, or null when it is malformed or was not sealed for this state under this store key. */
+export function openFlowState(state: string, storeKey: string, record: Readonly<Record<string, unknown>>): FlowState | null {
   const { v, iv, ct, tag } = record;
   if (v !== FLOW_FORMAT_VERSION || typeof iv !== 'string' || typeof ct !== 'string' || typeof tag !== 'string') return null;
   const key = flowKey(state);
   try {
-    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
-    decipher.setAAD(Buffer.from(storeKey, 'utf8'));
-    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
-    const plaintext = Buffer.concat([decipher.update(Buffer.from(ct, 'base64url')), decipher.final()]);
+    const plaintext = openAead(key, { iv: Buffer.from(iv, 'base64url'), ct: Buffer.from(ct, 'base64url'), tag: Buffer.from(tag, 'base64url') }, storeKey);
     const flow = JSON.parse(plaintext.toString('utf8')) as FlowState;
     plaintext.fill(0);
     return flow.v === FLOW_FORMAT_VERSION ? flow : null;

@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
-import { isLinkvaultError } from '../errors.js';
-import { PROVIDER_REVOCATION_JOB_KIND } from '../links/revoke/revocation.js';
-import { tokenSetIdentity } from '../links/sealing/token-vault.js';
-import type { ScannedJob, Store } from '../store/store.js';
-import type { SealedRecord } from './sealed-record.js';
-import type { KeyProvider, SealIdentity } from './key-provider.js';
-import type { Vault } from './vault.js';
+import { isLinkvaultError } from '../../errors.js';
+import type { KeyProvider, SealIdentity } from '../../keys/key-provider.js';
+import type { SealedRecord } from '../../keys/sealed-record.js';
+import type { Vault } from '../../keys/vault.js';
+import type { ScannedJob, Store } from '../../store/store.js';
+import { PROVIDER_REVOCATION_JOB_KIND } from '../revoke/revocation.js';
+import { tokenSetIdentity } from './token-vault.js';
 
 export interface RewrapDeps {
   readonly store: Pick<Store, 'scanLinkIds' | 'getLink' | 'saveLink' | 'scanJobs' | 'replaceJobPayload'>;
