@@ -3,7 +3,7 @@ import { LinkvaultError, invalidRequest } from '../errors.js';
 import { MAX_PURPOSE_CHARS, type GrantInput, type Grants } from '../links/release/grants.js';
 import type { GrantRecord } from '../links/release/grants.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
-import { safeName } from './token-routes.js';
+import { jsonObject, onlyMembers, safeName } from './request-shape.js';
 
 /**
  * Grants administration (role `admin`): POST /v1/grants, GET /v1/grants?service_id=,
@@ -45,9 +45,8 @@ function parseRfc3339(value: string): number | null {
 
 /** Strict body check for POST /v1/grants. */
 function parseGrantBody(body: unknown): GrantInput {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalidRequest('body', 'The body must be a JSON object');
-  const b = body as Record<string, unknown>;
-  for (const key of Object.keys(b)) if (!BODY_MEMBERS.has(key)) throw invalidRequest(safeName(key), 'Unknown member in the request body');
+  const b = jsonObject(body, 'body');
+  onlyMembers(b, BODY_MEMBERS);
 
   const serviceId = optionalId(b, 'service_id');
   if (serviceId === null) throw invalidRequest('service_id', 'service_id is required');
