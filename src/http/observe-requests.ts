@@ -9,6 +9,9 @@ const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 
 /** Probe routes are logged at debug so a health checker does not drown the log. */
 const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
+/** The route label of a request no route answered (including one refused before routing, e.g. for its body). */
+export const UNMATCHED_ROUTE = 'unmatched';
+
 export interface ObserveDeps {
   readonly log: Logger;
   readonly metrics: Metrics;
@@ -21,7 +24,7 @@ export interface ObserveDeps {
  */
 function routeTemplateOf(req: Request): string {
   const path: unknown = req.route?.path;
-  if (typeof path !== 'string') return 'unmatched';
+  if (typeof path !== 'string') return UNMATCHED_ROUTE;
   return `${req.baseUrl ?? ''}${path}` || '/';
 }
 

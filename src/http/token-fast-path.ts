@@ -4,7 +4,7 @@ import { LinkvaultError } from '../errors.js';
 import type { TokenRelease } from '../links/release/token-release.js';
 import type { Metrics } from '../metrics.js';
 import { hasNoContent, JSON_BODY_LIMIT_BYTES } from './json-body.js';
-import { observeRequest, type ObserveDeps } from './observe-requests.js';
+import { observeRequest, UNMATCHED_ROUTE, type ObserveDeps } from './observe-requests.js';
 import { logProblem, PROBLEM_CONTENT_TYPE, problemBody, retryAfterOf, toLinkvaultError } from './problem.js';
 import { REQUEST_ID_HEADER, requestIdFrom } from './request-id.js';
 import { securityHeadersFor, setHeaders, type HeaderList } from './security-headers.js';
@@ -85,9 +85,8 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     send(res, problem.status, PROBLEM_TYPE, JSON.stringify(problemBody(problem, requestId)));
   }
 
-  async function answer(req: IncomingMessage, res: ServerResponse, linkId: string, raw: Buffer, requestId: string): Promise<void> {
+  async function answer(req: IncomingMessage, res: ServerResponse, linkId: string, body: unknown, requestId: string): Promise<void> {
     try {
-      const body = parseBody(raw);
       const service = auth.verify(req.headers.authorization);
       if (!service) {
         res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
@@ -108,7 +107,9 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     const requestId = requestIdFrom(req.headers['x-request-id']);
     res.setHeader(REQUEST_ID_HEADER, requestId);
     setHeaders(res, headers);
-    res.once('close', () => observeRequest(observed, req, res, TOKEN_ROUTE, requestId, startedAt));
+    // Express parses the body before routing, so a body it refuses is counted under no route: here too.
+    let route = TOKEN_ROUTE;
+    res.once('close', () => observeRequest(observed, req, res, route, requestId, startedAt));
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
@@ -117,11 +118,16 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     });
     req.once('error', () => res.destroy());
     req.once('end', () => {
-      if (size > JSON_BODY_LIMIT_BYTES) {
-        sendProblem(res, new LinkvaultError('payload_too_large', { detail: 'The request body exceeds the size limit' }), requestId);
+      let body: unknown;
+      try {
+        if (size > JSON_BODY_LIMIT_BYTES) throw new LinkvaultError('payload_too_large', { detail: 'The request body exceeds the size limit' });
+        body = parseBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      } catch (err) {
+        route = UNMATCHED_ROUTE;
+        sendProblem(res, err, requestId);
         return;
       }
-      void answer(req, res, match[1]!, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), requestId);
+      void answer(req, res, match[1]!, body, requestId);
     });
     return true;
   };
