@@ -25,8 +25,8 @@ export function jsonObject(body: unknown, parameter: 'body' | null): Record<stri
 }
 
 /** Refuses the first member not in `allowed`, naming it (masked by safeName). */
-export function onlyMembers(body: Record<string, unknown>, allowed: ReadonlySet<string>, detail = 'Unknown member in the request body'): void {
-  for (const key of Object.keys(body)) if (!allowed.has(key)) throw invalidRequest(safeName(key), detail);
+export function onlyMembers(body: Record<string, unknown>, allowed: ReadonlySet<string>): void {
+  for (const key of Object.keys(body)) if (!allowed.has(key)) throw invalidRequest(safeName(key), 'Unknown member in the request body');
 }
 
 /** An optional integer member from `min` to `max`. */
