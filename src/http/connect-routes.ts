@@ -1,11 +1,12 @@
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Config } from '../config.js';
-import { LinkvaultError } from '../errors.js';
+import { LinkvaultError, invalidRequest } from '../errors.js';
 import type { CallbackOutcome, Connect } from '../links/connect/connect.js';
 import { FLOW_TTL_SECONDS } from '../links/connect/connect.js';
 import { withResult } from '../links/connect/return-to.js';
 import type { Sessions } from '../links/connect/sessions.js';
 import { toLinkvaultError } from './problem.js';
+import { echoableName, jsonObject } from './request-shape.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { parseStrictQuery } from './strict-query.js';
 import { connectResultLocation } from './web-routes.js';
@@ -20,7 +21,7 @@ import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
  * a cache or leave in a Referer (RFC 9700 §4.2.4). The request logger logs route templates only
  * (observe-requests.ts), never these query strings.
  *
- * Outcomes: a flow started in the page with a return_to ends with a 303 to return_to (API.md);
+ * Outcomes: a flow started in the page with a return_to ends with a 303 to return_to (docs/api.md);
  * a popup flow (`display=popup`, the SDK), a flow without return_to, and any callback that cannot
  * be trusted end with a 303 to the hosted result page (/connect/result, web-routes.ts), which shows
  * the outcome and, in a popup, posts it to the opener. Clients that ask for JSON get JSON instead
@@ -114,21 +115,15 @@ function readBindingCookie(req: Request, name: string): string | undefined {
 }
 
 function parseSessionBody(body: unknown): { tenantId: unknown; userId: unknown; providers?: unknown; returnTo?: unknown } {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new LinkvaultError('invalid_request', { detail: 'The body must be a JSON object' });
-  }
-  const record = body as Record<string, unknown>;
+  const record = jsonObject(body, null);
   for (const key of Object.keys(record)) {
     if (!SESSION_FIELDS.has(key)) {
-      const shown = /^[A-Za-z0-9_.-]{1,64}$/.test(key) ? key : null;
-      throw new LinkvaultError('invalid_request', {
-        detail: shown ? `Unknown field "${shown}"` : 'Unknown field in the body',
-        ...(shown ? { extra: { parameter: shown } } : {}),
-      });
+      const shown = echoableName(key);
+      throw invalidRequest(shown, shown ? `Unknown field "${shown}"` : 'Unknown field in the body');
     }
   }
-  if (record.tenant_id === undefined) throw new LinkvaultError('invalid_request', { detail: 'tenant_id is required', extra: { parameter: 'tenant_id' } });
-  if (record.user_id === undefined) throw new LinkvaultError('invalid_request', { detail: 'user_id is required', extra: { parameter: 'user_id' } });
+  if (record.tenant_id === undefined) throw invalidRequest('tenant_id', 'tenant_id is required');
+  if (record.user_id === undefined) throw invalidRequest('user_id', 'user_id is required');
   return {
     tenantId: record.tenant_id,
     userId: record.user_id,
@@ -163,7 +158,7 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
       const parameters: Record<string, string> = {};
       for (const [name, value] of query.values) if (name !== 'session' && name !== 'display') parameters[name] = value;
       const display = query.values.get('display') ?? 'page';
-      if (display !== 'page' && display !== 'popup') throw new LinkvaultError('invalid_request', { detail: 'display must be page or popup', extra: { parameter: 'display' } });
+      if (display !== 'page' && display !== 'popup') throw invalidRequest('display', 'display must be page or popup');
       const started = await connect.startConnect({ sessionToken: query.values.get('session'), providerId, parameters, display });
       res.append('Set-Cookie', bindingCookie(config.publicUrl, providerId, started.bindingCookieValue, FLOW_TTL_SECONDS));
       res.redirect(302, started.redirectUrl.href);
@@ -196,7 +191,7 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
       outcome = { status: 'error', error: toLinkvaultError(err), providerId: null, returnTo: null, display: null };
     }
 
-    // A flow started in the page with a return_to goes back to the app (API.md); a popup flow, or
+    // A flow started in the page with a return_to goes back to the app (docs/api.md); a popup flow, or
     // one without return_to, goes to the hosted result page (which answers the SDK's opener).
     // returnTo is null whenever the flow could not be trusted, so such a request never learns it.
     const toApp = outcome.returnTo !== null && outcome.display === 'page';

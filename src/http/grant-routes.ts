@@ -3,7 +3,7 @@ import { LinkvaultError, invalidRequest } from '../errors.js';
 import { MAX_PURPOSE_CHARS, type GrantInput, type Grants } from '../links/release/grants.js';
 import type { GrantRecord } from '../links/release/grants.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
-import { safeName } from './token-routes.js';
+import { jsonObject, onlyMembers, optionalStringList, safeName } from './request-shape.js';
 
 /**
  * Grants administration (role `admin`): POST /v1/grants, GET /v1/grants?service_id=,
@@ -23,6 +23,10 @@ const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/;
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 /** Printable, no control characters: ids are echoed back and logged. */
 const ID_TEXT = /^[^\u0000-\u001f\u007f]+$/;
+
+function isScopeToken(s: string): boolean {
+  return SCOPE_TOKEN.test(s);
+}
 
 function optionalId(b: Record<string, unknown>, name: string): string | null {
   const v = b[name];
@@ -45,19 +49,16 @@ function parseRfc3339(value: string): number | null {
 
 /** Strict body check for POST /v1/grants. */
 function parseGrantBody(body: unknown): GrantInput {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalidRequest('body', 'The body must be a JSON object');
-  const b = body as Record<string, unknown>;
-  for (const key of Object.keys(b)) if (!BODY_MEMBERS.has(key)) throw invalidRequest(safeName(key), 'Unknown member in the request body');
+  const b = jsonObject(body, 'body');
+  onlyMembers(b, BODY_MEMBERS);
 
   const serviceId = optionalId(b, 'service_id');
   if (serviceId === null) throw invalidRequest('service_id', 'service_id is required');
 
-  let scopes: string[] | null = null;
-  if (b.scopes !== undefined && b.scopes !== null) {
-    if (!Array.isArray(b.scopes) || b.scopes.length === 0 || b.scopes.length > MAX_SCOPES) throw invalidRequest('scopes', `scopes must be an array of 1-${MAX_SCOPES} scope strings (omit it for every scope of the link)`);
-    for (const s of b.scopes) if (typeof s !== 'string' || !SCOPE_TOKEN.test(s)) throw invalidRequest('scopes', 'each scope must be a scope token (RFC 6749 §3.3)');
-    scopes = b.scopes as string[];
-  }
+  const scopes =
+    b.scopes === null
+      ? null
+      : (optionalStringList(b, 'scopes', MAX_SCOPES, isScopeToken, `scopes must be an array of 1-${MAX_SCOPES} scope strings (omit it for every scope of the link)`, 'each scope must be a scope token (RFC 6749 §3.3)') ?? null);
 
   if (typeof b.purpose !== 'string' || b.purpose.trim().length === 0 || b.purpose.trim().length > MAX_PURPOSE_CHARS || !ID_TEXT.test(b.purpose)) {
     throw invalidRequest('purpose', `purpose is required: 1-${MAX_PURPOSE_CHARS} printable characters`);

@@ -5,6 +5,7 @@ import { checkCallerId, type Sessions } from '../links/connect/sessions.js';
 import type { Store } from '../store/store.js';
 import type { LinkFilter, LinkStatus } from '../links/link.js';
 import type { ServiceAuth } from './service-auth.js';
+import { echoableName } from './request-shape.js';
 import { sessionOf } from './session-bearer.js';
 import { parseStrictQuery, rawQueryOf } from './strict-query.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
@@ -31,11 +32,8 @@ function parseListFilter(req: Request): LinkFilter {
   const filter: { -readonly [K in keyof LinkFilter]: LinkFilter[K] } = {};
   for (const [name, value] of query.values) {
     if (!LIST_FILTERS.has(name)) {
-      const shown = /^[A-Za-z0-9_.-]{1,64}$/.test(name) ? name : null;
-      throw new LinkvaultError('invalid_request', {
-        detail: shown ? `Unknown filter "${shown}" (known: tenant_id, user_id, provider_id, status)` : 'Unknown filter',
-        ...(shown ? { extra: { parameter: shown } } : {}),
-      });
+      const shown = echoableName(name);
+      throw invalidRequest(shown, shown ? `Unknown filter "${shown}" (known: tenant_id, user_id, provider_id, status)` : 'Unknown filter');
     }
     if (name === 'tenant_id') filter.tenantId = checkCallerId(value, 'tenant_id');
     else if (name === 'user_id') filter.userId = checkCallerId(value, 'user_id');
@@ -71,7 +69,7 @@ export function createLinkRouter(deps: LinkRouterDeps): Router {
   const myLinks: RequestHandler = async (req, res) => {
     const session = await sessionOf(req, res, sessions);
     // No query parameters are accepted here: the session alone says whose links these are.
-    if (rawQueryOf(req) !== '') throw new LinkvaultError('invalid_request', { detail: 'This route takes no query parameters' });
+    if (rawQueryOf(req) !== '') throw invalidRequest(null, 'This route takes no query parameters');
     const links = await store.listLinks({ tenantId: session.tenantId, userId: session.userId });
     res.json({ links: links.map(toLinkJson) });
   };

@@ -36,9 +36,27 @@ export function problemBody(err: LinkvaultError, requestId: string): Record<stri
   };
 }
 
+/** The Retry-After header value an error asks for, if any. */
+export function retryAfterOf(err: LinkvaultError): string | undefined {
+  return err.retryAfterSeconds === undefined ? undefined : String(Math.max(0, Math.ceil(err.retryAfterSeconds)));
+}
+
+/**
+ * Logs a failed request, the cause included (it never goes to the caller). A 502, 503 or 504 is a
+ * dependency's fault (the provider, the store, the key service) and is retried, so it is a warning;
+ * any other 5xx is ours and an error; a 4xx is the caller's and only debug.
+ */
+export function logProblem(log: Logger, problem: LinkvaultError, requestId: string): void {
+  const status = problem.status;
+  const level = status < 500 ? 'debug' : status >= 502 && status <= 504 ? 'warn' : 'error';
+  if (!log.isLevelEnabled(level)) return;
+  log[level]({ request_id: requestId, error_code: problem.code, status, err: problem.cause ?? problem }, status < 500 ? 'request rejected' : 'request failed');
+}
+
 /** Sends `err` as problem+json (with Retry-After when the error carries one). */
 export function sendProblem(req: Request, res: Response, err: LinkvaultError, members: Readonly<Record<string, unknown>> = {}): void {
-  if (err.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(Math.max(0, Math.ceil(err.retryAfterSeconds))));
+  const retryAfter = retryAfterOf(err);
+  if (retryAfter !== undefined) res.setHeader('Retry-After', retryAfter);
   res
     .status(err.status)
     .type(PROBLEM_CONTENT_TYPE)
@@ -95,11 +113,7 @@ export function toLinkvaultError(err: unknown): LinkvaultError {
 export function createProblemHandler(deps: { log: Logger }): ErrorRequestHandler {
   return (err, req, res, next) => {
     const problem = toLinkvaultError(err);
-    const requestId = req.requestId;
-    const fields = { request_id: requestId, error_code: problem.code, status: problem.status };
-    if (problem.status === 500) deps.log.error({ ...fields, err: problem.cause ?? problem }, 'request failed');
-    else if (problem.status > 500) deps.log.warn({ ...fields, err: problem.cause ?? problem }, 'request failed');
-    else deps.log.debug({ ...fields, err: problem.cause ?? problem }, 'request rejected');
+    logProblem(deps.log, problem, req.requestId);
     if (res.headersSent) {
       // Too late for a problem body: let Express close the connection so the client sees a truncated response.
       next(err);

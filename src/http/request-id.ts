@@ -23,11 +23,15 @@ export function isSafeRequestId(value: string | undefined): value is string {
   return value !== undefined && SAFE_REQUEST_ID.test(value);
 }
 
+/** The id a request goes by: its inbound X-Request-Id when safe, else a fresh one. */
+export function requestIdFrom(inbound: string | string[] | undefined): string {
+  return typeof inbound === 'string' && isSafeRequestId(inbound) ? inbound : randomUUID();
+}
+
 /** Middleware: accepts a safe inbound X-Request-Id or generates one, and echoes it on every response. */
 export function assignRequestId(): RequestHandler {
   return (req, res, next) => {
-    const inbound = req.get(REQUEST_ID_HEADER);
-    req.requestId = isSafeRequestId(inbound) ? inbound : randomUUID();
+    req.requestId = requestIdFrom(req.headers['x-request-id']);
     res.setHeader(REQUEST_ID_HEADER, req.requestId);
     next();
   };

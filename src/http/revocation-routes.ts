@@ -1,14 +1,15 @@
 import { Router, type Request } from 'express';
-import { LinkvaultError } from '../errors.js';
+import { LinkvaultError, invalidRequest } from '../errors.js';
 import type { SessionRecord } from '../links/connect/sessions.js';
 import { normaliseReason, type Revocation } from '../links/revoke/revocation.js';
 import { checkCallerId } from '../links/connect/sessions.js';
+import { jsonObject, safeName } from './request-shape.js';
 import { sessionOf } from './session-bearer.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 
 /**
- * Revocation routes (API.md): thin — parse, authorize, call links/revocation.ts, shape the reply.
+ * Revocation routes (docs/api.md): thin — parse, authorize, call links/revocation.ts, shape the reply.
  *
  *   DELETE /v1/links/{id}            service `links:revoke`  → 200 RevocationRecord
  *   DELETE /v1/me/links/{id}         session bearer          → 200 RevocationRecord (another user's link: 404)
@@ -38,20 +39,19 @@ function linkIdOf(req: Request): string {
 
 function bodyObject(req: Request): Record<string, unknown> {
   const body: unknown = req.body;
-  if (body === undefined) return {};
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new LinkvaultError('invalid_request', { detail: 'The body must be a JSON object' });
-  return body as Record<string, unknown>;
+  return body === undefined ? {} : jsonObject(body, null);
 }
 
-function onlyMembers(body: Record<string, unknown>, allowed: readonly string[]): void {
+/** Unlike onlyMembers (request-shape.ts), names `body` as the parameter and the member in the detail. */
+function onlyBodyMembers(body: Record<string, unknown>, allowed: readonly string[]): void {
   for (const key of Object.keys(body)) {
-    if (!allowed.includes(key)) throw new LinkvaultError('invalid_request', { detail: `Unknown member "${key.slice(0, 64).replace(/[^\w.-]/g, '?')}"`, extra: { parameter: 'body' } });
+    if (!allowed.includes(key)) throw invalidRequest('body', `Unknown member "${safeName(key)}"`);
   }
 }
 
 function reasonOf(body: Record<string, unknown>, fallback: string): string {
   if (body.reason !== undefined && (typeof body.reason !== 'string' || body.reason.trim() === '' || body.reason.length > 200)) {
-    throw new LinkvaultError('invalid_request', { detail: 'reason must be a non-empty string of at most 200 characters', extra: { parameter: 'reason' } });
+    throw invalidRequest('reason', 'reason must be a non-empty string of at most 200 characters');
   }
   return normaliseReason(body.reason, fallback);
 }
@@ -64,7 +64,7 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   router.delete('/v1/links/:id', auth.authenticate, auth.requireRole('links:revoke'), async (req, res) => {
     const service = authenticatedService(res);
     const body = bodyObject(req);
-    onlyMembers(body, ['reason']);
+    onlyBodyMembers(body, ['reason']);
     const { record } = await revocation.revokeLink(linkIdOf(req), {
       revokedBy: 'service',
       serviceId: service.id,
@@ -77,7 +77,7 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   router.delete('/v1/me/links/:id', async (req, res) => {
     const session = await sessionOf(req, res, deps.sessions);
     const body = bodyObject(req);
-    onlyMembers(body, ['reason']);
+    onlyBodyMembers(body, ['reason']);
     // Another user's link answers exactly like a missing one (404, never 403): no existence oracle.
     const { record } = await revocation.revokeLink(
       linkIdOf(req),
@@ -87,7 +87,7 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
     res.status(200).json(record);
   });
 
-  // Not in API.md's table (an addition): the manage page shows a revoked link's guidance again.
+  // For the manage page, which shows a revoked link's guidance again.
   router.get('/v1/me/links/:id/revocation', async (req, res) => {
     const session = await sessionOf(req, res, deps.sessions);
     res.status(200).json(await revocation.getRecord(linkIdOf(req), { tenantId: session.tenantId, userId: session.userId }));
@@ -100,20 +100,20 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   router.post('/v1/revocations', auth.authenticate, auth.requireRole('admin'), async (req, res) => {
     const service = authenticatedService(res);
     const body = bodyObject(req);
-    onlyMembers(body, ['tenant_id', 'user_id', 'provider_id', 'reason']);
+    onlyBodyMembers(body, ['tenant_id', 'user_id', 'provider_id', 'reason']);
     const tenantId = body.tenant_id === undefined ? null : checkCallerId(body.tenant_id, 'tenant_id');
     const userId = body.user_id === undefined ? null : checkCallerId(body.user_id, 'user_id');
     let providerId: string | null = null;
     if (body.provider_id !== undefined) {
       if (typeof body.provider_id !== 'string' || !PROVIDER_ID_PATTERN.test(body.provider_id)) {
-        throw new LinkvaultError('invalid_request', { detail: 'provider_id must be a provider id', extra: { parameter: 'provider_id' } });
+        throw invalidRequest('provider_id', 'provider_id must be a provider id');
       }
       providerId = body.provider_id;
     }
-    if (body.reason === undefined) throw new LinkvaultError('invalid_request', { detail: 'reason is required', extra: { parameter: 'reason' } });
+    if (body.reason === undefined) throw invalidRequest('reason', 'reason is required');
     const reason = reasonOf(body, 'bulk');
-    if (!tenantId && !providerId) throw new LinkvaultError('invalid_request', { detail: 'tenant_id (or provider_id) is required', extra: { parameter: 'tenant_id' } });
-    if (userId && !tenantId) throw new LinkvaultError('invalid_request', { detail: 'user_id needs tenant_id', extra: { parameter: 'tenant_id' } });
+    if (!tenantId && !providerId) throw invalidRequest('tenant_id', 'tenant_id (or provider_id) is required');
+    if (userId && !tenantId) throw invalidRequest('tenant_id', 'user_id needs tenant_id');
     const started = await revocation.startBulk({ tenantId, userId, providerId }, { revokedBy: 'admin', serviceId: service.id, reason, requestId: req.requestId });
     res.status(202).json(started);
   });

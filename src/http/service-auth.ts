@@ -6,7 +6,7 @@ import { LinkvaultError } from '../errors.js';
 
 /**
  * Service authentication: a backend service proves itself with a short-lived JWT signed by one of
- * its registered keys (API.md "Services file"). Every failure is the same 401 `unauthorized` with a
+ * its registered keys (docs/api.md, "Services file"). Every failure is the same 401 `unauthorized` with a
  * generic detail: which check failed goes nowhere near the caller (no oracle), and the token is
  * never echoed or logged.
  */
@@ -137,7 +137,7 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     }
     if (typeof payload !== 'object' || payload === null) return null;
     const { exp, iat } = payload as { exp?: unknown; iat?: unknown };
-    // exp and iat are required (API.md); the lifetime is bounded so a leaked token dies quickly.
+    // exp and iat are required (docs/api.md); the lifetime is bounded so a leaked token dies quickly.
     if (typeof exp !== 'number' || typeof iat !== 'number' || !Number.isFinite(exp) || !Number.isFinite(iat)) return null;
     if (exp - iat > MAX_SERVICE_JWT_LIFETIME_SECONDS || exp <= iat) return null;
     if (iat > nowSeconds + CLOCK_TOLERANCE_SECONDS) return null;

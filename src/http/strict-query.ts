@@ -1,5 +1,6 @@
 import type { Request } from 'express';
 import { LinkvaultError, invalidRequest } from '../errors.js';
+import { echoableName } from './request-shape.js';
 
 /**
  * Strict query-string parsing for routes that take security-relevant parameters. Express's
@@ -24,11 +25,6 @@ export interface StrictQuery {
   readonly raw: string;
   /** Decoded values by name (each name appears once). */
   readonly values: ReadonlyMap<string, string>;
-}
-
-/** A parameter name we may echo in a problem detail. */
-function safeName(name: string): string | undefined {
-  return /^[A-Za-z0-9_.-]{1,64}$/.test(name) ? name : undefined;
 }
 
 /** The request's raw query string (from the URL as received, never re-serialised). */
@@ -57,11 +53,11 @@ export function parseStrictQuery(req: Request, limits: StrictQueryLimits): Stric
     } catch {
       throw invalidRequest(null, 'The query string is not valid percent-encoding');
     }
-    const shown = safeName(name);
+    const shown = echoableName(name);
     if (name === '' || /[[\]]/.test(name)) throw invalidRequest(null, 'Array and object parameters are not accepted');
-    if (values.has(name)) throw invalidRequest(shown ?? null, shown ? `Parameter ${shown} is given more than once` : 'A parameter is given more than once');
+    if (values.has(name)) throw invalidRequest(shown, shown ? `Parameter ${shown} is given more than once` : 'A parameter is given more than once');
     const max = limits.valueLimits?.[name] ?? limits.maxValueChars;
-    if (value.length > max) throw invalidRequest(shown ?? null, shown ? `Parameter ${shown} is too long` : 'A parameter is too long');
+    if (value.length > max) throw invalidRequest(shown, shown ? `Parameter ${shown} is too long` : 'A parameter is too long');
     values.set(name, value);
   }
   return { raw, values };

@@ -1,24 +1,26 @@
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { LinkvaultError } from '../errors.js';
 import type { TokenRelease } from '../links/release/token-release.js';
 import type { Metrics } from '../metrics.js';
 import { hasNoContent, JSON_BODY_LIMIT_BYTES } from './json-body.js';
-import { PROBLEM_CONTENT_TYPE, problemBody, toLinkvaultError } from './problem.js';
-import { isSafeRequestId, REQUEST_ID_HEADER } from './request-id.js';
+import { observeRequest, UNMATCHED_ROUTE, type ObserveDeps } from './observe-requests.js';
+import { logProblem, PROBLEM_CONTENT_TYPE, problemBody, retryAfterOf, toLinkvaultError } from './problem.js';
+import { REQUEST_ID_HEADER, requestIdFrom } from './request-id.js';
+import { securityHeadersFor, setHeaders, type HeaderList } from './security-headers.js';
 import { forbidden, UNAUTHORIZED_DETAIL, WWW_AUTHENTICATE, type ServiceAuth } from './service-auth.js';
-import { answerTokenRequest, TOKEN_ROUTE } from './token-routes.js';
+import { answerTokenRequest, TOKEN_ROUTE } from './token-endpoint.js';
 
 /**
  * POST /v1/links/:id/token without Express, for the hot path (measured: the Express stack costs
  * more than the release itself; see the README's benchmark section). It answers exactly as the
  * Express route does — same checks in the same order (body, authentication, role, id, body
- * members, release), same headers (request id, security headers, no-store), same problem+json
- * bodies, same request log line and metrics — by sharing answerTokenRequest and H3's problem
- * helpers. It takes only the plain case: anything unusual (another method, a path Express would
- * also match but spelled differently, percent-encoded ids, other content types or encodings,
- * chunked or oversized bodies) is left to Express, untouched, so edge cases keep one behaviour.
+ * members, release), same headers, problem bodies, log lines and metrics — because it calls the
+ * same functions: answerTokenRequest, securityHeadersFor, requestIdFrom, logProblem and
+ * observeRequest. It takes only the plain case: anything unusual (another method, a path Express
+ * would also match but spelled differently, percent-encoded ids, other content types or
+ * encodings, chunked or oversized bodies) is left to Express, untouched, so edge cases keep one
+ * behaviour.
  *
  * Use: `createServer((req, res) => { if (!fastPath(req, res)) app(req, res); })`.
  */
@@ -36,10 +38,14 @@ const PATH = /^\/v1\/links\/([A-Za-z0-9._~:@!$&'()*+,;=-]+)\/token(?:\?[^#]*)?$/
 /** body-parser's JSON types (json-body.ts), UTF-8 only (other charsets go to Express, which refuses them). */
 const JSON_CONTENT_TYPE = /^application\/json\s*(?:;\s*charset=(?:"utf-8"|utf-8)\s*)?$/i;
 const DECIMAL = /^\d{1,6}$/;
+const PROBLEM_TYPE = `${PROBLEM_CONTENT_TYPE}; charset=utf-8`;
 
 /** Returns a request handler that answers the token route and returns true, or returns false without touching the request. */
 export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const { auth, release, metrics, log } = deps;
+  const { auth, release, log } = deps;
+  const observed: ObserveDeps = { log, metrics: deps.metrics };
+  // Every path this takes is under /v1/, so the headers are the same list for each request.
+  const headers: HeaderList = securityHeadersFor(TOKEN_ROUTE, deps.hsts);
 
   function takes(req: IncomingMessage): RegExpExecArray | null {
     if (req.method !== 'POST') return null;
@@ -63,18 +69,6 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     return match;
   }
 
-  function setCommonHeaders(res: ServerResponse, requestId: string): void {
-    res.setHeader(REQUEST_ID_HEADER, requestId);
-    // security-headers.ts, for a /v1 path.
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.setHeader('Referrer-Policy', 'no-referrer');
-    res.setHeader('X-Frame-Options', 'DENY');
-    res.setHeader('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
-    if (deps.hsts) res.setHeader('Strict-Transport-Security', 'max-age=31536000');
-    res.setHeader('Cache-Control', 'no-store');
-    res.setHeader('Pragma', 'no-cache');
-  }
-
   function send(res: ServerResponse, status: number, contentType: string, body: string): void {
     res.statusCode = status;
     res.setHeader('Content-Type', contentType);
@@ -82,42 +76,17 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     res.end(body);
   }
 
+  /** As problem.ts's error handler: the cause goes to the log, never to the caller. */
   function sendProblem(res: ServerResponse, err: unknown, requestId: string): void {
     const problem = toLinkvaultError(err);
-    const fields = { request_id: requestId, error_code: problem.code, status: problem.status };
-    // As problem.ts: the cause goes to the log, never to the caller.
-    if (problem.status >= 500) log.error({ ...fields, err: problem.cause ?? problem }, 'request failed');
-    else log.debug({ ...fields, err: problem.cause ?? problem }, 'request rejected');
-    if (problem.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(Math.max(0, Math.ceil(problem.retryAfterSeconds))));
-    send(res, problem.status, `${PROBLEM_CONTENT_TYPE}; charset=utf-8`, JSON.stringify(problemBody(problem, requestId)));
+    logProblem(log, problem, requestId);
+    const retryAfter = retryAfterOf(problem);
+    if (retryAfter !== undefined) res.setHeader('Retry-After', retryAfter);
+    send(res, problem.status, PROBLEM_TYPE, JSON.stringify(problemBody(problem, requestId)));
   }
 
-  /** observe-requests.ts, for this route. */
-  function observe(req: IncomingMessage, res: ServerResponse, requestId: string, startedAt: bigint): void {
-    res.once('close', () => {
-      const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
-      const status = res.writableFinished ? String(res.statusCode) : 'aborted';
-      metrics.httpRequests.inc({ route: TOKEN_ROUTE, method: 'POST', status });
-      metrics.httpDuration.observe(seconds, { route: TOKEN_ROUTE, method: 'POST' });
-      if (!log.isLevelEnabled('info')) return;
-      log.info(
-        {
-          request_id: requestId,
-          method: 'POST',
-          route: TOKEN_ROUTE,
-          status,
-          duration_ms: Math.round(seconds * 1e6) / 1e3,
-          user_agent: (req.headers['user-agent'] ?? '').slice(0, 256),
-          request_bytes: Number(req.headers['content-length'] ?? 0) || 0,
-        },
-        'request',
-      );
-    });
-  }
-
-  async function answer(req: IncomingMessage, res: ServerResponse, linkId: string, raw: Buffer, requestId: string): Promise<void> {
+  async function answer(req: IncomingMessage, res: ServerResponse, linkId: string, body: unknown, requestId: string): Promise<void> {
     try {
-      const body = parseBody(raw);
       const service = auth.verify(req.headers.authorization);
       if (!service) {
         res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
@@ -135,10 +104,12 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     const match = takes(req);
     if (!match) return false;
     const startedAt = process.hrtime.bigint();
-    const inbound = req.headers['x-request-id'];
-    const requestId = typeof inbound === 'string' && isSafeRequestId(inbound) ? inbound : randomUUID();
-    setCommonHeaders(res, requestId);
-    observe(req, res, requestId, startedAt);
+    const requestId = requestIdFrom(req.headers['x-request-id']);
+    res.setHeader(REQUEST_ID_HEADER, requestId);
+    setHeaders(res, headers);
+    // Express parses the body before routing, so a body it refuses is counted under no route: here too.
+    let route = TOKEN_ROUTE;
+    res.once('close', () => observeRequest(observed, req, res, route, requestId, startedAt));
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
@@ -147,11 +118,16 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     });
     req.once('error', () => res.destroy());
     req.once('end', () => {
-      if (size > JSON_BODY_LIMIT_BYTES) {
-        sendProblem(res, new LinkvaultError('payload_too_large', { detail: 'The request body exceeds the size limit' }), requestId);
+      let body: unknown;
+      try {
+        if (size > JSON_BODY_LIMIT_BYTES) throw new LinkvaultError('payload_too_large', { detail: 'The request body exceeds the size limit' });
+        body = parseBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      } catch (err) {
+        route = UNMATCHED_ROUTE;
+        sendProblem(res, err, requestId);
         return;
       }
-      void answer(req, res, match[1]!, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), requestId);
+      void answer(req, res, match[1]!, body, requestId);
     });
     return true;
   };

@@ -14,7 +14,7 @@ import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
  * What people see in the browser: the connect SDK (/sdk/connect.js), the hosted connect page
  * (/connect), "my linked accounts" (/manage), the connect result page (/connect/result), their
  * static assets (/assets/:name), and the two provider lists the pages read: GET /v1/providers
- * (API.md: every enabled provider) and GET /v1/me/providers (those a session may connect).
+ * (docs/api.md: every enabled provider) and GET /v1/me/providers (those a session may connect).
  *
  * Pages carry their own Content-Security-Policy over the API's deny-all default: scripts, styles
  * and images from linkvault's own origin only, no inline script or style, Trusted Types with no
@@ -241,7 +241,7 @@ export function createWebRouter(deps: WebRouterDeps): Router {
     sendStatic(req, res, file, ASSET_CACHE_CONTROL);
   };
 
-  /** GET /v1/providers (API.md): every enabled provider, for anyone. */
+  /** GET /v1/providers (docs/api.md): every enabled provider, for anyone. */
   const allProviders: RequestHandler = (_req, res) => {
     res.json({ providers: catalogue.enabled().map((entry) => catalogue.publicView(entry)) });
   };

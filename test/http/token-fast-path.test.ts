@@ -3,19 +3,24 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import request, { type Response } from 'supertest';
+import type { Express } from 'express';
+import { createApp } from '../../src/app.js';
 import { LinkvaultError } from '../../src/errors.js';
 import { createTokenFastPath } from '../../src/http/token-fast-path.js';
+import { createTokenRouter } from '../../src/http/token-routes.js';
+import type { Metrics } from '../../src/metrics.js';
 import type { Store } from '../../src/store/store.js';
 import { createReleaseHarness, type ReleaseHarness } from '../support/release-harness.js';
 
 /**
  * The token fast path answers exactly as the Express route: every case is sent to the Express
  * app alone and to fast path + Express, and the answers must match (status, body without the
- * request id, the headers that matter). Plain cases must be taken by the fast path; unusual ones
- * must be left to Express.
+ * request id, the headers that matter, HSTS on and off), and so must what each path leaves
+ * behind: the level of the request and problem log lines, and the labels of the request counted.
+ * Plain cases must be taken by the fast path; unusual ones must be left to Express.
  */
 
-const HEADERS = ['content-type', 'cache-control', 'pragma', 'x-content-type-options', 'referrer-policy', 'x-frame-options', 'content-security-policy', 'www-authenticate', 'retry-after', 'allow'];
+const HEADERS = ['strict-transport-security', 'content-type', 'cache-control', 'pragma', 'x-content-type-options', 'referrer-policy', 'x-frame-options', 'content-security-policy', 'www-authenticate', 'retry-after', 'allow'];
 
 function normalise(res: Response): Record<string, unknown> {
   const headers: Record<string, unknown> = {};
@@ -26,6 +31,44 @@ function normalise(res: Response): Record<string, unknown> {
     delete body.request_id;
   }
   return { status: res.status, headers, body };
+}
+
+/** The log lines a request leaves that the two paths must agree on, as `msg@level`. */
+const OBSERVED_LINES = new Set(['request', 'request failed', 'request rejected']);
+
+interface Observed {
+  readonly res: Response;
+  /** `msg@level` of the request and problem lines, in order. */
+  readonly lines: readonly string[];
+  /** The http request counter's label sets incremented, as rendered. */
+  readonly counted: readonly string[];
+}
+
+function countedRequests(metrics: Metrics): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const line of metrics.httpRequests.render().split('\n')) {
+    if (line.startsWith('#')) continue;
+    const space = line.lastIndexOf(' ');
+    values.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return values;
+}
+
+/** Sends one request and collects its log lines (once the request line is written on close) and counter increments. */
+async function observe(logText: () => string, metrics: Metrics, send: () => PromiseLike<Response>): Promise<Observed> {
+  const from = logText().length;
+  const before = countedRequests(metrics);
+  const res = await send();
+  for (let i = 0; i < 200 && !logText().slice(from).includes('"msg":"request"'); i++) await new Promise((r) => setTimeout(r, 5));
+  const lines: string[] = [];
+  for (const raw of logText().slice(from).split('\n')) {
+    if (raw === '') continue;
+    const line = JSON.parse(raw) as { msg?: string; level?: unknown };
+    if (line.msg !== undefined && OBSERVED_LINES.has(line.msg)) lines.push(`${line.msg}@${String(line.level)}`);
+  }
+  const counted: string[] = [];
+  for (const [labels, n] of countedRequests(metrics)) if (n !== (before.get(labels) ?? 0)) counted.push(labels);
+  return { res, lines, counted };
 }
 
 describe('token fast path', () => {
@@ -101,7 +144,41 @@ describe('token fast path', () => {
     return c.body === undefined ? req : req.send(c.body);
   }
 
+  /** Every case through `app` alone and through `fast` in front of it: same answer, log levels and counted labels. */
+  async function compareAll(app: Express, fast: (req: IncomingMessage, res: ServerResponse) => boolean, hsts: boolean): Promise<void> {
+    const both = (req: IncomingMessage, res: ServerResponse) => {
+      if (fast(req, res)) taken++;
+      else app(req, res);
+    };
+    for (const c of cases()) {
+      const name = `${c.name} (hsts ${hsts ? 'on' : 'off'})`;
+      const viaExpress = await observe(h.logText, h.metrics, () => send(app, c));
+      const before = taken;
+      const viaFast = await observe(h.logText, h.metrics, () => send(both, c));
+      assert.equal(taken - before, c.fast ? 1 : 0, `${name}: ${c.fast ? 'the fast path must take it' : 'Express must take it'}`);
+      assert.deepEqual(normalise(viaFast.res), normalise(viaExpress.res), name);
+      assert.equal(viaFast.res.headers['strict-transport-security'], hsts ? 'max-age=31536000' : undefined, `${name}: HSTS`);
+      assert.deepEqual(viaFast.lines, viaExpress.lines, `${name}: log lines and levels`);
+      assert.ok(viaExpress.lines.some((l) => l.startsWith('request@')), `${name}: a request line is logged`);
+      assert.deepEqual(viaFast.counted, viaExpress.counted, `${name}: counted labels`);
+      assert.equal(viaExpress.counted.length, 1, `${name}: one request counted`);
+    }
+  }
+
+  it('when HSTS is on, then each case answers, logs and counts identically on both paths, HSTS included', async () => {
+    const app = createApp({
+      config: { ...h.config, publicUrl: 'https://linkvault.example' },
+      store: h.store,
+      keys: h.keys,
+      metrics: h.metrics,
+      log: h.log,
+      routers: [createTokenRouter({ auth: h.auth, release: h.release })],
+    });
+    await compareAll(app, createTokenFastPath({ auth: h.auth, release: h.release, metrics: h.metrics, log: h.log, hsts: true }), true);
+  });
+
   it('when each case is sent to Express alone and to the fast path, then the answers are identical', async () => {
+    await compareAll(h.app, createTokenFastPath({ auth: h.auth, release: h.release, metrics: h.metrics, log: h.log, hsts: false }), false);
     for (const c of cases()) {
       const viaExpress = await send(h.app, c);
       const before = taken;
@@ -173,9 +250,14 @@ describe('token fast path with an audit log that cannot append', () => {
       const link = await h.seedLink({ accessToken: 'never-leaves-on-503' });
       await h.addGrant({ serviceId: 'billing', linkId: link.id });
       fail = true;
-      const [a, b] = await Promise.all(
-        [h.app, h.listener].map((target) => request(target).post(`/v1/links/${link.id}/token`).set('Authorization', h.services.bearer('billing-hs')).set('Content-Type', 'application/json').send('{}')),
-      );
+      const post = (target: typeof h.app | typeof h.listener) => () => request(target).post(`/v1/links/${link.id}/token`).set('Authorization', h.services.bearer('billing-hs')).set('Content-Type', 'application/json').send('{}');
+      const viaExpress = await observe(h.logText, h.metrics, post(h.app));
+      const viaFast = await observe(h.logText, h.metrics, post(h.listener));
+      // A dependency's 503 is a warning on both paths, with the same request line and counted labels.
+      assert.deepEqual(viaExpress.lines, ['request failed@40', 'request@30']);
+      assert.deepEqual(viaFast.lines, viaExpress.lines);
+      assert.deepEqual(viaFast.counted, viaExpress.counted);
+      const [a, b] = [viaExpress.res, viaFast.res];
       assert.equal(b!.status, 503);
       assert.equal(b!.headers['retry-after'], '1');
       assert.equal(b!.body.code, 'audit_unavailable');
