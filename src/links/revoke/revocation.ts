@@ -19,9 +19,9 @@ import { toRfc3339 } from '../link.js';
  *    on the token route answers 410 and any refresh in flight loses its own CAS write against it.
  * 2. The tokens the provider step needs are moved, still sealed, into a durable queue job written
  *    *before* the tombstone (the job is the durable intent: if this process dies between the two
- *    writes, the worker finishes the tombstone). The worker (revocation-worker.ts) revokes at the
- *    provider with retries and then deletes the job, which is the last copy of the sealed tokens.
- * 3. The revocation record (API.md RevocationRecord, plus `reason`) holds no token material.
+ *    writes, the worker finishes the tombstone). The job's handler (provider-revocation-job.ts) revokes
+ *    at the provider with retries and then deletes the job, which is the last copy of the sealed tokens.
+ * 3. The revocation record (the API's RevocationRecord, plus `reason`) holds no token material.
  *
  * Providers whose catalogue style is `none` get no job: their record says `unsupported` at once
  * and the tokens are shredded by the tombstone itself.
@@ -30,7 +30,7 @@ import { toRfc3339 } from '../link.js';
 export type RevokedBy = 'user' | 'service' | 'admin' | 'provider';
 export type ProviderRevocationStatus = 'confirmed' | 'unsupported' | 'pending' | 'failed';
 
-/** API.md RevocationRecord (snake_case, as stored and returned), with `reason` added. No token material. */
+/** The API's RevocationRecord (snake_case, as stored and returned), with `reason` added. No token material. */
 export interface RevocationRecord {
   readonly link_id: string;
   readonly tenant_id: string;
@@ -73,7 +73,7 @@ export interface BulkRevocationFilter {
   readonly providerId: string | null;
 }
 
-/** GET /v1/revocations/{job_id} (API.md, plus provider_unsupported so that the counts add up). */
+/** GET /v1/revocations/{job_id} (as documented, plus provider_unsupported so that the counts add up). */
 export interface BulkRevocationStatus {
   readonly job_id: string;
   readonly status: 'running' | 'done';
