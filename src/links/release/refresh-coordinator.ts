@@ -14,7 +14,7 @@ import { openTokenSet, sealTokenSet } from '../sealing/token-vault.js';
 
 /**
  * Refresh coordination: at most one refresh per link at a time, across every replica, and no
- * replica ever overwrites newer tokens (README "Token release and refresh").
+ * replica ever overwrites newer tokens (docs/api.md, "Token release and refresh").
  *
  *   inside a process  a Map of in-flight refreshes: concurrent callers for one link share one result
  *   across replicas   a store lock `refresh:<linkId>` (owner token + TTL). A replica that does not get
