@@ -10,8 +10,6 @@ import { createLogger } from './log.js';
  * that undoes it in reverse.
  */
 
-export { PACKAGE_ROOT, buildFeatures, type BackgroundTask, type FeatureDeps, type Features } from './features.js';
-
 export type ServiceOverrides = Omit<AdapterOverrides, 'wrapStore'>;
 
 export interface RunningService {
