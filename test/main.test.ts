@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
-import { loadConfig } from '../src/config.js';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { buildAdapters, buildFeatures } from '../src/features.js';
 import { createLogger } from '../src/log.js';
 import { startService } from '../src/main.js';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
@@ -34,7 +35,7 @@ test('when startService runs in-process, then it serves on a free port, logs its
   const messages = lines.map((l) => JSON.parse(l) as { msg: string });
   assert.ok(messages.some((m) => m.msg === 'store: SQLite file'));
   assert.ok(messages.some((m) => m.msg === 'key provider: local master key file'));
-  assert.ok(messages.some((m) => m.msg.startsWith('DEVELOPMENT SETUP - NOT FOR PRODUCTION')));
+  assert.ok(messages.some((m) => m.msg.startsWith('DEVELOPMENT SETUP - NOT FOR PRODUCTION') && m.msg.includes('docs/operations.md: "Moving to Redis and KMS"')));
 
   await Promise.all([service.close(), service.close()]); // idempotent
   assert.equal(service.server.listening, false);
@@ -63,4 +64,21 @@ test('when the port is taken, then startService rejects with the listen error', 
   await assert.rejects(startService(taken, { log: quietLog().log }), (err: NodeJS.ErrnoException) => err.code === 'EADDRINUSE');
   await first.close();
   await firstStore.close();
+});
+
+test('when the sandbox is on but its development dependency cannot be loaded, then the start fails with one line naming LINKVAULT_SANDBOX and the way out', async () => {
+  const config = loadConfig({ LINKVAULT_PORT: '0', LINKVAULT_SANDBOX: 'true', LINKVAULT_SQLITE_PATH: 'sandbox-missing.db' }, dir);
+  const adapters = await buildAdapters(config, { log: quietLog().log });
+  try {
+    const missing = Object.assign(new Error("Cannot find package 'oidc-provider'"), { code: 'ERR_MODULE_NOT_FOUND' });
+    await assert.rejects(buildFeatures(adapters, { loadSandbox: () => Promise.reject(missing), startWorker: false }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.variable, 'LINKVAULT_SANDBOX');
+      assert.match(err.message, /install the development dependencies \(npm install\) or set LINKVAULT_SANDBOX=false/);
+      assert.doesNotMatch(err.message, /\n/);
+      return true;
+    });
+  } finally {
+    await adapters.close();
+  }
 });

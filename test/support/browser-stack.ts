@@ -14,7 +14,7 @@ import { startServiceProcess, type ServiceProcess } from './service-process.js';
  * another (`http://localhost:<port>`: a different site from `http://127.0.0.1:<port>`, as a real
  * customer's app is), whose origin is the only entry of LINKVAULT_RETURN_URL_ALLOWLIST.
  *
- * The host app uses the connect SDK exactly as the README tells customers to: it loads
+ * The host app uses the connect SDK exactly as docs/api.md ("In the browser") tells customers to: it loads
  * /sdk/connect.v1.js, calls linkvault.connect() from a click handler, and on its return_to page
  * calls linkvault.completeRedirect(). It has a strict CSP of its own (script-src 'self' + linkvault),
  * so the snippet is shown to need nothing more.

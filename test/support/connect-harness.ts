@@ -1,42 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Router } from 'express';
-import type { Logger } from 'pino';
-import { createApp } from '../../src/app.js';
-import { loadConfig, type Config } from '../../src/config.js';
-import { createConnectRouter } from '../../src/http/connect-routes.js';
-import { createGrantRouter } from '../../src/http/grant-routes.js';
-import { createLinkRouter } from '../../src/http/link-routes.js';
-import { createServiceAuth } from '../../src/http/service-auth.js';
-import { createTokenRouter } from '../../src/http/token-routes.js';
-import { createWebRouter } from '../../src/http/web-routes.js';
-import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
-import { createVault, type Vault } from '../../src/keys/vault.js';
-import { createAudit, loadAuditKey, type Audit } from '../../src/links/audit/audit.js';
-import { loadCatalogue, type Catalogue, type ExtraProvider } from '../../src/providers/catalogue.js';
-import { createConnect, type Connect } from '../../src/links/connect/connect.js';
-import { createGrants, type Grants } from '../../src/links/release/grants.js';
-import { createRefreshCoordinator } from '../../src/links/release/refresh-coordinator.js';
-import { createSessions, type Sessions } from '../../src/links/connect/sessions.js';
-import { createTokenRelease } from '../../src/links/release/token-release.js';
-import { createLogger } from '../../src/log.js';
-import { Metrics } from '../../src/metrics.js';
-import { createOAuthClient } from '../../src/oauth/openid-oauth-client.js';
-import { createSandboxProvider, type SandboxProvider } from '../../src/sandbox/sandbox-provider.js';
-import { createStore } from '../../src/store/create-store.js';
-import type { Store } from '../../src/store/store.js';
+import type { ExtraProvider } from '../../src/providers/catalogue.js';
 import { startOidcServer, type OidcServer, type StartOidcServerOptions } from './oidc-server.js';
-import { makeTestServices, type TestServices } from './service-jwt.js';
+import { startStack, type Stack } from './stack.js';
 
 /**
- * The connect feature wired as main.ts wires it, on real parts, behind a real listening HTTP
- * server (the public URL must be known before providers register our redirect URI): a SQLite
- * file or a real Redis store, the local key provider, the vault, audit, the catalogue with the
- * test's providers as extra entries, the real OAuth adapter, sessions, the connect flow, and the
- * connect, link, token, grant and web (hosted pages) routes inside createApp. Everything logged is captured.
+ * The stack as the connect tests use it: listening on loopback first (providers must know our
+ * redirect URI), a SQLite file or a real Redis store, the test's providers in the catalogue, the
+ * real OAuth adapter, and HTTP helpers that drive the flow as a browser would. Everything logged is captured.
  */
 
 export const APP_ORIGIN = 'https://app.example.com';
@@ -73,22 +43,7 @@ export interface StartedFlow {
   readonly setCookie: string;
 }
 
-export interface ConnectHarness {
-  readonly publicUrl: string;
-  readonly config: Config;
-  readonly store: Store;
-  readonly vault: Vault;
-  readonly catalogue: Catalogue;
-  readonly sessions: Sessions;
-  readonly connect: Connect;
-  readonly audit: Audit;
-  readonly grants: Grants;
-  readonly metrics: Metrics;
-  readonly log: Logger;
-  readonly services: TestServices;
-  readonly sandbox: SandboxProvider | null;
-  /** Path of the SQLite file (null with Redis). */
-  readonly sqlitePath: string | null;
+export interface ConnectHarness extends Stack {
   /** Any request to the service (relative path); never follows redirects. */
   request(path: string, init?: RequestInit): Promise<HttpAnswer>;
   /** POST /v1/sessions as crm-sync; returns the 201 body (throws otherwise). */
@@ -97,9 +52,6 @@ export interface ConnectHarness {
   startFlow(providerId: string, sessionToken: string, extraQuery?: Record<string, string>): Promise<StartedFlow>;
   /** GET the callback URL (absolute, or relative to the public URL) with the given Cookie header. */
   callback(url: URL | string, cookie: string | null, init?: RequestInit): Promise<HttpAnswer>;
-  /** Everything logged so far. */
-  logText(): string;
-  close(): Promise<void>;
 }
 
 async function answerOf(response: Response, requestUrl: string): Promise<HttpAnswer> {
@@ -111,59 +63,14 @@ async function answerOf(response: Response, requestUrl: string): Promise<HttpAns
 }
 
 export async function startConnectHarness(options: ConnectHarnessOptions = {}): Promise<ConnectHarness> {
-  const dir = mkdtempSync(join(tmpdir(), 'lv-connect-'));
-  const server: Server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const publicUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-
-  const lines: string[] = [];
-  const log = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
-  const sqlitePath = options.redisUrl ? null : join(dir, 'lv.db');
-  const config = loadConfig(
-    {
-      LINKVAULT_PUBLIC_URL: publicUrl,
-      LINKVAULT_RETURN_URL_ALLOWLIST: APP_ORIGIN,
-      LINKVAULT_SANDBOX: options.sandbox ? 'true' : 'false',
-      LINKVAULT_LOCAL_KEY_FILE: join(dir, 'master.key'),
-      LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '5',
-      LINKVAULT_LOG_LEVEL: 'debug',
-      ...(options.redisUrl ? { LINKVAULT_STORE: 'redis', LINKVAULT_REDIS_URL: options.redisUrl, LINKVAULT_REDIS_PREFIX: `lvt${process.pid}` } : { LINKVAULT_STORE: 'sqlite', LINKVAULT_SQLITE_PATH: sqlitePath! }),
-      ...options.env,
-    },
-    dir,
-  );
-  const metrics = new Metrics();
-  const store = await createStore(config.store, { metrics, log });
-  const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
-  const vault = createVault({ keys, metrics, maxEntries: 1000, maxAgeMs: 300_000 });
-  const now = Date.now;
-  const audit = createAudit({ store, hmacKey: await loadAuditKey({ store, vault, currentKeyId: () => keys.currentKeyId(), now }), now });
-
-  const sandbox = options.sandbox ? await createSandboxProvider({ publicUrl, log }) : null;
-  const extraEntries: ExtraProvider[] = [...((await options.providers?.(publicUrl)) ?? [])];
-  if (sandbox) extraEntries.push(sandbox);
-  const catalogue = loadCatalogue({ builtinFile: BUILTIN_CATALOGUE, extraFile: null, config, extraEntries });
-  const oauth = createOAuthClient({ catalogue, config, log });
-  const sessions = createSessions({ config, store, catalogue, now });
-  const connect = createConnect({ config, store, sessions, catalogue, oauth, vault, metrics, log, audit, now });
-
-  const services = makeTestServices(config.audience);
-  const serviceAuth = createServiceAuth({ services: services.services, audience: services.audience });
-  const serviceIds = new Set(services.services.map((s) => s.id));
-  const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
-  const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log, now, lockTtlMs: 15_000 });
-  const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
-
-  const routers: Router[] = [
-    createConnectRouter({ config, sessions, connect, serviceAuth }),
-    createLinkRouter({ store, sessions, serviceAuth }),
-    createTokenRouter({ auth: serviceAuth, release }),
-    createGrantRouter({ auth: serviceAuth, grants }),
-    createWebRouter({ config, sessions, catalogue }),
-  ];
-  if (sandbox) routers.push(sandbox.router);
-  const app = createApp({ config, store, keys, metrics, log, routers });
-  server.on('request', app);
+  const stack = await startStack({
+    listen: true,
+    env: { LINKVAULT_RETURN_URL_ALLOWLIST: APP_ORIGIN, LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '5', ...options.env },
+    ...(options.providers ? { providers: options.providers } : {}),
+    ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
+    ...(options.sandbox ? { sandbox: true } : {}),
+  });
+  const { publicUrl, services } = stack;
 
   async function request(path: string, init: RequestInit = {}): Promise<HttpAnswer> {
     const url = new URL(path, publicUrl).href;
@@ -171,20 +78,7 @@ export async function startConnectHarness(options: ConnectHarnessOptions = {}): 
   }
 
   return {
-    publicUrl,
-    config,
-    store,
-    vault,
-    catalogue,
-    sessions,
-    connect,
-    audit,
-    grants,
-    metrics,
-    log,
-    services,
-    sandbox,
-    sqlitePath,
+    ...stack,
     request,
     async createSession(body = { tenant_id: 'tenant-a', user_id: 'user-1', return_to: `${APP_ORIGIN}/settings/integrations` }) {
       const answer = await request('/v1/sessions', {
@@ -209,17 +103,6 @@ export async function startConnectHarness(options: ConnectHarnessOptions = {}): 
       const headers = new Headers(init.headers);
       if (cookie !== null) headers.set('cookie', cookie);
       return answerOf(await fetch(target, { redirect: 'manual', ...init, headers }), target.href);
-    },
-    logText: () => lines.join(''),
-    async close() {
-      await connect.idle();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      await sandbox?.close();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

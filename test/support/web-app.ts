@@ -1,21 +1,13 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
 import type express from 'express';
 import { pino } from 'pino';
-import { createApp } from '../../src/app.js';
-import { loadConfig, type Config } from '../../src/config.js';
-import { createWebRouter } from '../../src/http/web-routes.js';
-import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
-import { loadCatalogue, type Catalogue } from '../../src/providers/catalogue.js';
-import { createSessions, type Sessions } from '../../src/links/connect/sessions.js';
-import { Metrics } from '../../src/metrics.js';
-import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+import type { Config } from '../../src/config.js';
+import type { Catalogue } from '../../src/providers/catalogue.js';
+import type { Sessions } from '../../src/links/connect/sessions.js';
+import { startStack } from './stack.js';
 
 /**
- * The HTTP shell with the web router mounted, over a real SQLite store, the real built-in
+ * The stack for the supertest suites of test/web/: a real SQLite store, the real built-in
  * catalogue (config/providers.json, with HubSpot, Google and Salesforce enabled) and real sessions.
- * For the supertest suites of test/web/.
  */
 export interface WebApp {
   readonly app: express.Express;
@@ -26,12 +18,9 @@ export interface WebApp {
 }
 
 export async function startWebApp(env: Readonly<Record<string, string>> = {}): Promise<WebApp> {
-  const dir = mkdtempSync(join(tmpdir(), 'lv-web-'));
-  const config = loadConfig(
-    {
-      NODE_ENV: 'test',
-      LINKVAULT_PUBLIC_URL: 'http://127.0.0.1:3000',
-      LINKVAULT_SANDBOX: 'false',
+  const stack = await startStack({
+    log: pino({ level: 'silent' }),
+    env: {
       LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID: 'hubspot-client',
       LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET: 'hubspot-secret',
       LINKVAULT_PROVIDER_GOOGLE_CLIENT_ID: 'google-client',
@@ -40,25 +29,8 @@ export async function startWebApp(env: Readonly<Record<string, string>> = {}): P
       LINKVAULT_PROVIDER_SALESFORCE_CLIENT_SECRET: 'salesforce-secret',
       ...env,
     },
-    dir,
-  );
-  const log = pino({ level: 'silent' });
-  const metrics = new Metrics();
-  const store = new SqliteStore({ path: join(dir, 'linkvault.db'), log });
-  const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
-  const catalogue = loadCatalogue({ builtinFile: resolve('config/providers.json'), extraFile: null, config });
-  const sessions = createSessions({ config, store, catalogue });
-  const app = createApp({ config, store, keys, metrics, log, routers: [createWebRouter({ config, sessions, catalogue })] });
-  return {
-    app,
-    config,
-    sessions,
-    catalogue,
-    async close() {
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  });
+  return { app: stack.app, config: stack.config, sessions: stack.sessions, catalogue: stack.catalogue, close: () => stack.close() };
 }
 
 /** Asserts-friendly view of a page's CSP: directive → source list. */

@@ -3,6 +3,7 @@ import { isLinkvaultError, LinkvaultError } from '../../errors.js';
 import type { SealIdentity } from '../../keys/key-provider.js';
 import type { Vault } from '../../keys/vault.js';
 import { Secret } from '../../secret.js';
+import { acquireLockWithin } from '../../store/lock-wait.js';
 import type { Store } from '../../store/store.js';
 import type { SealedRecord } from '../../keys/sealed-record.js';
 
@@ -139,31 +140,29 @@ export function auditKeyLoader(deps: AuditKeyDeps): () => Promise<KeyObject> {
  * back and uses what is stored, so two creators (a lock that expired mid-write) still converge.
  */
 export async function loadAuditKey(deps: AuditKeyDeps): Promise<KeyObject> {
-  const deadline = deps.now() + (deps.waitMs ?? 10_000);
-  for (let attempt = 0; ; attempt++) {
-    const existing = await readAuditKey(deps);
-    if (existing) return existing;
-    const owner = await deps.store.acquireLock(AUDIT_KEY_LOCK, 30_000);
-    if (owner) {
-      try {
-        const again = await readAuditKey(deps);
-        if (again) return again;
-        const raw = randomBytes(AUDIT_KEY_BYTES);
-        try {
-          const sealed = await deps.vault.seal(AUDIT_KEY_IDENTITY, raw);
-          await deps.store.putJobStatus({ id: AUDIT_KEY_ROW_ID, status: { sealed, created_at_ms: deps.now() } });
-        } finally {
-          raw.fill(0);
-        }
-        const stored = await readAuditKey(deps);
-        if (stored) return stored;
-        throw new LinkvaultError('store_unavailable', { detail: 'the audit key did not read back after it was written' });
-      } finally {
-        await deps.store.releaseLock(AUDIT_KEY_LOCK, owner).catch(() => undefined);
-      }
+  const lock = await acquireLockWithin(deps.store, AUDIT_KEY_LOCK, 30_000, {
+    waitMs: deps.waitMs ?? 10_000,
+    pollMs: (attempt) => Math.min(50 * 2 ** attempt, 500),
+    now: deps.now,
+    settled: async () => (await readAuditKey(deps)) ?? undefined,
+  });
+  if ('settled' in lock) return lock.settled;
+  if ('timedOut' in lock) throw new LinkvaultError('store_unavailable', { detail: 'timed out waiting for another replica to create the audit key' });
+  try {
+    const again = await readAuditKey(deps);
+    if (again) return again;
+    const raw = randomBytes(AUDIT_KEY_BYTES);
+    try {
+      const sealed = await deps.vault.seal(AUDIT_KEY_IDENTITY, raw);
+      await deps.store.putJobStatus({ id: AUDIT_KEY_ROW_ID, status: { sealed, created_at_ms: deps.now() } });
+    } finally {
+      raw.fill(0);
     }
-    if (deps.now() > deadline) throw new LinkvaultError('store_unavailable', { detail: 'timed out waiting for another replica to create the audit key' });
-    await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 500)));
+    const stored = await readAuditKey(deps);
+    if (stored) return stored;
+    throw new LinkvaultError('store_unavailable', { detail: 'the audit key did not read back after it was written' });
+  } finally {
+    await deps.store.releaseLock(AUDIT_KEY_LOCK, lock.owner).catch(() => undefined);
   }
 }
 

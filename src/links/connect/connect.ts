@@ -7,6 +7,7 @@ import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
 import type { AuthorizationChecks, EndpointVariables, OAuthClient, TokenSet } from '../../oauth/oauth-client.js';
 import { Secret } from '../../secret.js';
+import { acquireLockWithin } from '../../store/lock-wait.js';
 import type { Store } from '../../store/store.js';
 import type { LinkRecord } from '../link.js';
 import type { SessionRecord } from './sessions.js';
@@ -55,8 +56,8 @@ export interface ConnectDeps {
   readonly vault: Vault;
   readonly metrics: Pick<Metrics, 'connects'>;
   readonly log: Logger;
-  /** Audit trail; when given, connects and superseded-token revocations are recorded. */
-  readonly audit?: Pick<Audit, 'record'>;
+  /** Audit trail: connects and superseded-token revocations are recorded. */
+  readonly audit: Pick<Audit, 'record'>;
   readonly now?: () => number;
 }
 
@@ -393,13 +394,9 @@ export function createConnect(deps: ConnectDeps): Connect {
   async function withAccountLock<T>(flow: FlowState, accountId: string | null, work: () => Promise<T>): Promise<T> {
     if (accountId === null) return work();
     const name = `connect:${createHash('sha256').update(JSON.stringify([flow.tenantId, flow.userId, flow.providerId, accountId])).digest('base64url')}`;
-    const deadline = now() + CONNECT_LOCK_WAIT_MS;
-    let owner = await store.acquireLock(name, CONNECT_LOCK_TTL_MS);
-    while (owner === null) {
-      if (now() > deadline) throw new LinkvaultError('conflict', { detail: 'Another connection of this account is in progress', retryAfterSeconds: 1 });
-      await new Promise((r) => setTimeout(r, 50));
-      owner = await store.acquireLock(name, CONNECT_LOCK_TTL_MS);
-    }
+    const lock = await acquireLockWithin(store, name, CONNECT_LOCK_TTL_MS, { waitMs: CONNECT_LOCK_WAIT_MS, pollMs: 50, now });
+    if (!('owner' in lock)) throw new LinkvaultError('conflict', { detail: 'Another connection of this account is in progress', retryAfterSeconds: 1 });
+    const owner = lock.owner;
     try {
       return await work();
     } finally {
@@ -504,7 +501,7 @@ export function createConnect(deps: ConnectDeps): Connect {
         log.warn({ link_id: link.id, provider_id: entry.id, error_code: errorCode }, 'connect: revoking the superseded refresh token failed');
       }
       await deps.audit
-        ?.record('link.superseded_token_revoked', { link_id: link.id, tenant_id: link.tenantId, provider_id: entry.id, outcome, error_code: errorCode }, requestId)
+        .record('link.superseded_token_revoked', { link_id: link.id, tenant_id: link.tenantId, provider_id: entry.id, outcome, error_code: errorCode }, requestId)
         .catch((err: unknown) => log.error({ err, link_id: link.id }, 'connect: audit of the superseded-token revocation failed'));
     })();
     background.add(work);
@@ -550,7 +547,7 @@ export function createConnect(deps: ConnectDeps): Connect {
 
       // The link is stored; an audit failure is logged rather than failing a connect that already happened.
       await deps.audit
-        ?.record(
+        .record(
           saved.reconnected ? 'link.reconnected' : 'link.connected',
           { link_id: saved.link.id, tenant_id: flow.tenantId, user_id: flow.userId, provider_id: flow.providerId, service_id: flow.serviceId, granted_scopes: [...grantedScopes] },
           request.requestId ?? null,

@@ -4,6 +4,7 @@ import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
 import type { OAuthTokenClient, TokenSet } from '../../oauth/oauth-client.js';
 import { REFRESH_UNCERTAIN_KEY } from '../../store/expiry-index-score.js';
+import { acquireLockWithin } from '../../store/lock-wait.js';
 import type { Store } from '../../store/store.js';
 import type { LinkRecord } from '../link.js';
 import type { SealedRecord } from '../../keys/sealed-record.js';
@@ -13,7 +14,7 @@ import { openTokenSet, sealTokenSet } from '../sealing/token-vault.js';
 
 /**
  * Refresh coordination: at most one refresh per link at a time, across every replica, and no
- * replica ever overwrites newer tokens (README "Token release and refresh").
+ * replica ever overwrites newer tokens (docs/api.md, "Token release and refresh").
  *
  *   inside a process  a Map of in-flight refreshes: concurrent callers for one link share one result
  *   across replicas   a store lock `refresh:<linkId>` (owner token + TTL). A replica that does not get
@@ -63,13 +64,12 @@ export interface RefreshCoordinatorDeps {
    * Non-secret members of a refresh response to keep in the link's metadata (the catalogue's
    * capture_metadata, e.g. Pipedrive's api_domain that can change on every refresh).
    */
-  readonly captureMetadata?: (providerId: string, extra: Readonly<Record<string, unknown>>) => Record<string, string>;
+  readonly captureMetadata: (providerId: string, extra: Readonly<Record<string, unknown>>) => Record<string, string>;
   /**
    * Where the tokens of a refresh that lost to a revocation go: the durable revocation queue,
-   * retried with backoff until the provider confirms (main.ts passes createRevocation's). Without
-   * it they are revoked inline, once, best effort.
+   * retried with backoff until the provider confirms.
    */
-  readonly revocation?: Pick<Revocation, 'revokeOrphanedTokens'>;
+  readonly revocation: Pick<Revocation, 'revokeOrphanedTokens'>;
 }
 
 export interface RefreshCoordinator {
@@ -111,8 +111,6 @@ export function refreshDue(link: Pick<LinkRecord, 'accessTokenExpiresAtMs' | 'la
 function sameTokens(a: LinkRecord, b: LinkRecord): boolean {
   return a.tokens?.ct === b.tokens?.ct && a.tokens?.iv === b.tokens?.iv;
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshCoordinator {
   const { store, vault, oauth, audit, metrics, log, now, lockTtlMs } = deps;
@@ -188,26 +186,28 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
    * gave up hands over after its release or TTL.
    */
   async function refreshAcrossReplicas(observed: LinkRecord, criteria: RefreshCriteria): Promise<FreshTokens> {
-    const deadline = now() + waitForPeerMs;
-    for (let attempt = 0; ; attempt++) {
-      const owner = await store.acquireLock(lockName(observed.id), lockTtlMs);
-      if (owner) {
-        try {
-          const current = await readLink(observed.id);
-          return await refreshUnderLock(current, observed, owner, criteria);
-        } finally {
-          await store.releaseLock(lockName(observed.id), owner).catch((err: unknown) => log.warn({ link_id: observed.id, err }, 'refresh lock release failed'));
-        }
-      }
-      await sleep(Math.min(10 * 2 ** attempt, 200));
-      const current = await readLink(observed.id);
-      if (satisfied(current, observed, criteria)) return { link: current, tokens: await openLink(current) };
-      if (now() > deadline) {
-        metrics.refreshes.inc({ provider: observed.providerId, outcome: 'peer_timeout' });
-        if (!criteria.force && stillValid(current)) return { link: current, tokens: await openLink(current) };
-        throw new LinkvaultError('provider_unavailable', { detail: 'A refresh of this link is taking too long; retry', retryAfterSeconds: 1 });
+    const lock = await acquireLockWithin(store, lockName(observed.id), lockTtlMs, {
+      waitMs: waitForPeerMs,
+      pollMs: (attempt) => Math.min(10 * 2 ** attempt, 200),
+      now,
+      settled: async () => {
+        const current = await readLink(observed.id);
+        return satisfied(current, observed, criteria) ? current : undefined;
+      },
+    });
+    if ('settled' in lock) return { link: lock.settled, tokens: await openLink(lock.settled) };
+    if ('owner' in lock) {
+      try {
+        const current = await readLink(observed.id);
+        return await refreshUnderLock(current, observed, lock.owner, criteria);
+      } finally {
+        await store.releaseLock(lockName(observed.id), lock.owner).catch((err: unknown) => log.warn({ link_id: observed.id, err }, 'refresh lock release failed'));
       }
     }
+    metrics.refreshes.inc({ provider: observed.providerId, outcome: 'peer_timeout' });
+    const current = await readLink(observed.id);
+    if (!criteria.force && stillValid(current)) return { link: current, tokens: await openLink(current) };
+    throw new LinkvaultError('provider_unavailable', { detail: 'A refresh of this link is taking too long; retry', retryAfterSeconds: 1 });
   }
 
   /**
@@ -311,7 +311,6 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
    * (and the old refresh token maybe spent), so unacceptable metadata keeps the old values.
    */
   function captureFrom(link: LinkRecord, fresh: TokenSet): Record<string, string> {
-    if (!deps.captureMetadata) return {};
     try {
       return deps.captureMetadata(link.providerId, fresh.extra);
     } catch (err) {
@@ -409,17 +408,15 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
   /**
    * A refresh that raced a revocation: the tokens it obtained must not outlive the link. They go to
    * the durable revocation queue (`sealed`, the token set sealed for `link`), which retries until
-   * the provider answers; only when there is no queue, or it cannot take them (the store is down),
-   * are they revoked inline, once, best effort.
+   * the provider answers; only when the queue cannot take them (the store is down) are they
+   * revoked inline, once, best effort.
    */
   async function revokeOrphan(link: LinkRecord, sealed: SealedRecord, fresh: TokenSet, merged: TokenSet, criteria: RefreshCriteria): Promise<void> {
-    if (deps.revocation) {
-      try {
-        await deps.revocation.revokeOrphanedTokens(link, sealed, criteria.requestId);
-        return;
-      } catch (err) {
-        log.error({ link_id: link.id, provider: link.providerId, err }, 'could not queue the revocation of tokens obtained by a refresh that raced a revocation; revoking them inline');
-      }
+    try {
+      await deps.revocation.revokeOrphanedTokens(link, sealed, criteria.requestId);
+      return;
+    } catch (err) {
+      log.error({ link_id: link.id, provider: link.providerId, err }, 'could not queue the revocation of tokens obtained by a refresh that raced a revocation; revoking them inline');
     }
     const token = fresh.refreshToken ?? merged.accessToken;
     const tokenTypeHint = fresh.refreshToken ? 'refresh_token' : 'access_token';

@@ -2,7 +2,8 @@ import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { createBackgroundRefresher } from '../../../src/links/release/background-refresher.js';
-import { createRefreshCoordinator, REFRESH_UNCERTAIN_KEY } from '../../../src/links/release/refresh-coordinator.js';
+import { buildFeatures } from '../../../src/features.js';
+import { REFRESH_UNCERTAIN_KEY } from '../../../src/links/release/refresh-coordinator.js';
 import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../../support/provider-stand-ins.js';
 import type { Store } from '../../../src/store/store.js';
 import { createTestOAuth, type TestOAuth } from '../../support/provider-link.js';
@@ -53,11 +54,14 @@ describe('background refresher', () => {
     const noRefresh = await seed(10_000, { refresh: false });
     const before = standIn.tokenRequests().refresh_token ?? 0;
 
-    const second = createRefreshCoordinator({ store: h.store, vault: h.vault, oauth: t.oauth, audit: h.audit, metrics: h.metrics, log: h.log, now: Date.now, lockTtlMs: 15_000 });
+    // A second replica: the same wiring over the same store and keys.
+    const peer = await buildFeatures(h, { oauth: t.oauth, refreshLockTtlMs: 15_000, startRefresher: false, startWorker: false });
+    const second = peer.coordinator;
     const replicas = [h.coordinator, second].map((coordinator) =>
       createBackgroundRefresher({ store: h.store, coordinator, log: h.log, now: Date.now, intervalMs: 60_000, leadMs: 300_000, jitterMs: 0 }),
     );
     const rounds = await Promise.all(replicas.map((r) => r.runOnce()));
+    await Promise.all(peer.background.map((task) => task.stop()));
 
     assert.equal((standIn.tokenRequests().refresh_token ?? 0) - before, 3, 'soon, expired and uncertain; each once');
     assert.equal(rounds[0]!.refreshed + rounds[1]!.refreshed, 3);

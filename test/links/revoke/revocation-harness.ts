@@ -1,38 +1,17 @@
 /**
- * The revocation stack for tests, built from the real pieces (no mocks): a SQLite file store of its
- * own or a Store the test gives (e.g. on a real redis-server), the local key provider + vault, the
- * catalogue (entries the test gives, pointing at real loopback peers), the openid-client adapter,
- * audit, token release, sessions, revocation + its worker, all mounted in the real express app.
+ * The stack as the revocation tests use it: a SQLite file store of its own or a Store the test
+ * gives (e.g. on a real redis-server), the test's providers (pointing at real loopback peers) in
+ * the catalogue, the openid-client adapter, a random audit key, and the revocation worker with
+ * short timings, running unless the test drives it itself.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
-import { createApp } from '../../../src/app.js';
-import { loadConfig, type Config } from '../../../src/config.js';
-import { createLinkRouter } from '../../../src/http/link-routes.js';
-import { createRevocationRouter } from '../../../src/http/revocation-routes.js';
-import { createServiceAuth } from '../../../src/http/service-auth.js';
-import { createTokenRouter } from '../../../src/http/token-routes.js';
-import { LocalKeyProvider } from '../../../src/keys/local-key-provider.js';
-import { createVault, type Vault } from '../../../src/keys/vault.js';
-import { createAudit, type Audit } from '../../../src/links/audit/audit.js';
-import { loadCatalogue, type Catalogue } from '../../../src/providers/catalogue.js';
-import { createRefreshCoordinator } from '../../../src/links/release/refresh-coordinator.js';
-import { createRevocation, type Revocation } from '../../../src/links/revoke/revocation.js';
-import { createRevocationWorker, type RevocationWorker, type RevocationWorkerOptions } from '../../../src/links/revoke/revocation-worker.js';
-import { createSessions, type Sessions } from '../../../src/links/connect/sessions.js';
-import { createTokenRelease } from '../../../src/links/release/token-release.js';
-import { sealTokenSet } from '../../../src/links/sealing/token-vault.js';
-import { Metrics } from '../../../src/metrics.js';
+import type { RevocationWorkerOptions } from '../../../src/links/revoke/revocation-worker.js';
 import type { OAuthClient, TokenSet } from '../../../src/oauth/oauth-client.js';
-import { createOAuthClient } from '../../../src/oauth/openid-oauth-client.js';
-import { Secret } from '../../../src/secret.js';
-import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
 import type { Store } from '../../../src/store/store.js';
-import type { LinkRecord } from '../../../src/links/link.js';
-import { makeTestServices, type TestServices } from '../../support/service-jwt.js';
+import { startStack as startFullStack, type Stack } from '../../support/stack.js';
+
+export { tokenSet } from '../../support/stack.js';
 
 export interface StackOptions {
   /** A store the test owns (it closes it); default a SQLite file of the stack's own, closed by close(). */
@@ -43,167 +22,27 @@ export interface StackOptions {
   /** Start the worker's loop (default true). */
   readonly startWorker?: boolean;
   readonly providerTimeoutSeconds?: number;
-  /** An OAuth client to use instead of the openid-client adapter (never given in these tests; kept for symmetry with main). */
+  /** An OAuth client to use instead of the openid-client adapter. */
   readonly oauth?: OAuthClient;
   /** Logger for every part (default: silent). */
   readonly log?: Logger;
 }
 
-export interface Stack {
-  readonly config: Config;
-  readonly store: Store;
-  readonly vault: Vault;
-  readonly catalogue: Catalogue;
-  readonly oauth: OAuthClient;
-  readonly audit: Audit;
-  readonly revocation: Revocation;
-  readonly worker: RevocationWorker;
-  readonly sessions: Sessions;
-  readonly services: TestServices;
-  readonly metrics: Metrics;
-  readonly app: ReturnType<typeof createApp>;
-  /** Stores an active link holding `tokens`, sealed, with a grant for crm-sync. */
-  createLink(input: { tenantId: string; userId: string; providerId: string; tokens: TokenSet; lastUsedAtMs?: number | null; createdAtMs?: number }): Promise<LinkRecord>;
-  /** A session bearer for one user of one tenant. */
-  sessionToken(tenantId: string, userId: string): Promise<string>;
-  /** Every audit event so far. */
-  auditEvents(): Promise<{ type: string; data: Record<string, unknown> }[]>;
-  close(): Promise<void>;
-}
-
-/** A token set as a provider would hand it over. */
-export function tokenSet(accessToken: string, refreshToken: string | null, expiresInSeconds = 3600): TokenSet {
-  return {
-    accessToken: new Secret(accessToken),
-    refreshToken: refreshToken === null ? null : new Secret(refreshToken),
-    idToken: null,
-    tokenType: 'bearer',
-    expiresAtMs: Date.now() + expiresInSeconds * 1000,
-    scopes: ['openid', 'offline_access'],
-    extra: {},
-  };
-}
+export type { Stack };
 
 const quiet = pino({ level: 'silent' });
 
-export async function startStack(options: StackOptions): Promise<Stack> {
-  const dir = mkdtempSync(join(tmpdir(), 'lv-revoke-'));
-  const builtin = join(dir, 'providers.json');
-  writeFileSync(builtin, JSON.stringify({ providers: [] }));
-  const services = makeTestServices();
-  const config = loadConfig(
-    {
-      NODE_ENV: 'test',
-      LINKVAULT_PUBLIC_URL: 'http://127.0.0.1:3000',
-      LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'true',
-      LINKVAULT_PROVIDER_TIMEOUT_SECONDS: String(options.providerTimeoutSeconds ?? 5),
-      LINKVAULT_SANDBOX: 'false',
-    },
-    dir,
-  );
-  const metrics = new Metrics();
-  const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
-  const vault = createVault({ keys, metrics, maxEntries: 1000, maxAgeMs: 60_000 });
-  const catalogue = loadCatalogue({
-    builtinFile: builtin,
-    extraFile: null,
-    config,
-    extraEntries: options.providers.map((p) => ({ entry: p.entry, credentials: { clientId: p.clientId, clientSecret: p.clientSecret }, allowInsecureUrls: true })),
+export function startStack(options: StackOptions): Promise<Stack> {
+  return startFullStack({
+    env: { LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'true', LINKVAULT_PROVIDER_TIMEOUT_SECONDS: String(options.providerTimeoutSeconds ?? 5) },
+    providers: options.providers.map((p) => ({ entry: p.entry, credentials: { clientId: p.clientId, clientSecret: p.clientSecret }, allowInsecureUrls: true })),
+    log: options.log ?? quiet,
+    auditHmacKey: randomBytes(32),
+    revocationWorker: { pollIntervalMs: 50, backoffBaseMs: 100, backoffMaxMs: 1000, takeoverGraceMs: 500, ratePerSecond: 1000, burst: 1000, ...(options.worker ?? {}) },
+    startWorker: options.startWorker !== false,
+    ...(options.store ? { store: options.store } : {}),
+    ...(options.oauth ? { oauth: options.oauth } : {}),
   });
-  const now = Date.now;
-  const log = options.log ?? quiet;
-  const store = options.store ?? new SqliteStore({ path: join(dir, 'lv.db'), log });
-  const audit = createAudit({ store, hmacKey: randomBytes(32), now });
-  const oauth = options.oauth ?? createOAuthClient({ catalogue, config, log });
-  const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
-  const worker = createRevocationWorker({
-    store,
-    vault,
-    oauth,
-    catalogue,
-    revocation,
-    audit,
-    metrics,
-    log,
-    now,
-    options: { pollIntervalMs: 50, backoffBaseMs: 100, backoffMaxMs: 1000, takeoverGraceMs: 500, ratePerSecond: 1000, burst: 1000, ...(options.worker ?? {}) },
-  });
-  const sessions = createSessions({ config, store, catalogue, now });
-  // As main.ts: a refresh that loses to a revocation queues its tokens' revocation durably.
-  const coordinator = createRefreshCoordinator({ store, vault, oauth, audit, metrics, log, now, lockTtlMs: config.refreshLockTtlMs, revocation });
-  const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
-  const auth = createServiceAuth({ services: services.services, audience: services.audience });
-  const app = createApp({
-    config,
-    store,
-    keys,
-    metrics,
-    log,
-    routers: [createTokenRouter({ auth, release }), createLinkRouter({ store, sessions, serviceAuth: auth }), createRevocationRouter({ revocation, auth, sessions })],
-  });
-  if (options.startWorker !== false) worker.start();
-
-  return {
-    config,
-    store,
-    vault,
-    catalogue,
-    oauth,
-    audit,
-    revocation,
-    worker,
-    sessions,
-    services,
-    metrics,
-    app,
-    async createLink(input) {
-      const id = `lnk_${randomUUID()}`;
-      const ref = { id, tenantId: input.tenantId, providerId: input.providerId };
-      const sealed = await sealTokenSet(vault, ref, input.tokens, null);
-      const at = input.createdAtMs ?? now();
-      const link: LinkRecord = {
-        id,
-        tenantId: input.tenantId,
-        userId: input.userId,
-        providerId: input.providerId,
-        status: 'active',
-        version: 0,
-        providerAccountId: null,
-        grantedScopes: ['openid', 'offline_access'],
-        metadata: {},
-        endpointVariables: {},
-        tokens: sealed,
-        accessTokenExpiresAtMs: input.tokens.expiresAtMs,
-        createdAtMs: at,
-        updatedAtMs: at,
-        lastRefreshedAtMs: null,
-        lastUsedAtMs: input.lastUsedAtMs ?? null,
-      };
-      const saved = await store.saveLink(link, null);
-      if (!saved) throw new Error('createLink: link exists');
-      await store.putGrant({ id: `grt_${randomUUID()}`, serviceId: 'crm-sync', tenantId: null, providerId: null, linkId: id, scopes: null, purpose: 'tests', createdAtMs: now(), expiresAtMs: null });
-      return saved;
-    },
-    async sessionToken(tenantId, userId) {
-      const created = await sessions.createSession({ tenantId, userId }, 'crm-sync');
-      return created.session_token;
-    },
-    async auditEvents() {
-      const out: { type: string; data: Record<string, unknown> }[] = [];
-      let after: string | undefined;
-      for (;;) {
-        const page = await store.readAudit(after, 1000);
-        for (const e of page) out.push({ type: e.type, data: { ...e.data } });
-        if (page.length < 1000) return out;
-        after = page[page.length - 1]!.seq;
-      }
-    },
-    async close() {
-      await worker.stop();
-      if (!options.store) await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 /** Real tokens from a real authorization server: the authorization code flow through the adapter, login driven by the server's test hook. */
