@@ -25,9 +25,9 @@ test('when config.ts reads a variable, then config/example.env documents it', ()
   assert.match(example, /^# LINKVAULT_PROVIDER_[A-Z]+_CLIENT_SECRET=/m);
 });
 
-test('when config.ts reads a variable, then the README configuration table lists it', () => {
-  const readme = read('README.md');
-  const rows = readme.split('\n').filter((line) => line.startsWith('| `'));
+test('when config.ts reads a variable, then the docs/configuration.md table lists it', () => {
+  const doc = read('docs/configuration.md');
+  const rows = doc.split('\n').filter((line) => line.startsWith('| `'));
   const missing = variablesReadByConfig().filter((name) => !ALIASES.has(name) && !rows.some((row) => row.startsWith(`| \`${name}\``)));
   assert.deepEqual(missing, []);
   assert.ok(rows.some((row) => row.startsWith('| `LINKVAULT_PROVIDER_<ID>_CLIENT_ID`')));
