@@ -143,7 +143,7 @@ const help: CliCommand = {
     ctx.out('');
     for (const command of COMMANDS) ctx.out(`  ${command.name.padEnd(14)} ${command.summary}`);
     ctx.out('');
-    ctx.out('Configuration comes from the environment; see config/example.env and README.md.');
+    ctx.out('Configuration comes from the environment; see config/example.env and docs/configuration.md.');
     return 0;
   },
 };

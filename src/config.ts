@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { parseServicesFile, ServicesFileError, type ServiceDefinition } from './auth/services-file.js';
 
 /**
- * The only reader of the environment. loadConfig validates every variable of API.md's table
+ * The only reader of the environment. loadConfig validates every variable of docs/configuration.md
  * (and the few operational ones documented in config/example.env) and returns a frozen object.
  * An invalid value throws ConfigError whose message is one line naming the variable.
  */

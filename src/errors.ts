@@ -92,7 +92,7 @@ export function isLinkvaultError(err: unknown, code?: ErrorCode): err is Linkvau
   return err instanceof LinkvaultError && (code === undefined || err.code === code);
 }
 
-/** Problem type URI for a code; stable and documented in the README. */
+/** Problem type URI for a code; stable and documented in docs/errors.md. */
 export function problemType(code: ErrorCode): string {
   return `https://linkvault.dev/problems/${code.replaceAll('_', '-')}`;
 }

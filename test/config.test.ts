@@ -32,7 +32,7 @@ function writeJson(name: string, value: unknown): string {
 }
 
 describe('loadConfig', () => {
-  test('when the environment is empty, then the development defaults of API.md apply', () => {
+  test('when the environment is empty, then the documented development defaults apply', () => {
     const config = loadConfig({}, cwd);
     assert.equal(config.production, false);
     assert.equal(config.nodeEnv, 'development');

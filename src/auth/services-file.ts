@@ -41,7 +41,7 @@ function checkKeys(where: string, value: Record<string, unknown>, allowed: reado
 }
 
 /**
- * Parses and validates a services file (see API.md). Secrets named by `secret_env` are read from
+ * Parses and validates a services file (docs/configuration.md, "Services file"). Secrets named by `secret_env` are read from
  * `env` (the object config.ts was given), so nothing here touches process.env.
  */
 export function parseServicesFile(json: unknown, env: Readonly<Record<string, string | undefined>>): ServiceDefinition[] {

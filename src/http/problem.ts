@@ -13,7 +13,7 @@ export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
 /**
  * Codes whose detail describes linkvault's own machinery (a key that does not open, Redis timing
- * out, the audit key row, a seal identity): "5xx bodies say nothing internal" (README, STYLE), so
+ * out, the audit key row, a seal identity): "5xx bodies say nothing internal" (docs/errors.md), so
  * for these the body is the catalogue's title alone and the detail stays in the log (the error's
  * message). Every 500 is such a code; provider-side 502/503s keep their detail, which is about the
  * provider and is what the caller needs to act.

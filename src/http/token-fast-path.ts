@@ -13,7 +13,7 @@ import { answerTokenRequest, TOKEN_ROUTE } from './token-endpoint.js';
 
 /**
  * POST /v1/links/:id/token without Express, for the hot path (measured: the Express stack costs
- * more than the release itself; see the README's benchmark section). It answers exactly as the
+ * more than the release itself; see docs/operations.md, the benchmark). It answers exactly as the
  * Express route does — same checks in the same order (body, authentication, role, id, body
  * members, release), same headers, problem bodies, log lines and metrics — because it calls the
  * same functions: answerTokenRequest, securityHeadersFor, requestIdFrom, logProblem and

@@ -37,7 +37,7 @@ export interface LinkFilter {
 
 
 /**
- * The public shape of a link (API.md `Link`): snake_case, RFC 3339 UTC times. Built by
+ * The public shape of a link (docs/api.md, `Link`): snake_case, RFC 3339 UTC times. Built by
  * allowlist from the record, so the sealed token set, the provider account id and the
  * endpoint variables (a Salesforce My Domain host, a Zoho data center) never reach a caller.
  */

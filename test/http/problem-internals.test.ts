@@ -6,7 +6,7 @@ import type { Store } from '../../src/store/store.js';
 import { createReleaseHarness, type ReleaseHarness } from '../support/release-harness.js';
 
 /**
- * "5xx bodies say nothing internal" (README "Errors"): a sealed record that does not open, or a
+ * "5xx bodies say nothing internal" (docs/errors.md): a sealed record that does not open, or a
  * store that times out, answers with the catalogue's code and title only — the adapter's detail
  * (which key, which backend, how long) goes to the log under the request id, never to the caller.
  * Checked on both the Express route and the token fast path, which share problemBody.

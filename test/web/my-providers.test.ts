@@ -59,7 +59,7 @@ test('when the session names no providers, then every enabled provider comes bac
   assert.deepEqual(res.body.providers.map((p: { id: string }) => p.id).sort(), ['google', 'hubspot', 'salesforce']);
 });
 
-test('when GET /v1/providers is called without credentials, then every enabled provider comes back (API.md), never a disabled one', async () => {
+test('when GET /v1/providers is called without credentials, then every enabled provider comes back, never a disabled one', async () => {
   const res = await request(web.app).get('/v1/providers');
   assert.equal(res.status, 200);
   assert.deepEqual(

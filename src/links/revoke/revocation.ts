@@ -11,7 +11,7 @@ import type { Catalogue } from '../../providers/catalogue.js';
 import { toRfc3339 } from '../link.js';
 
 /**
- * Revocation: a user, a service or an admin ends a link. Steps, in this order (issue 5):
+ * Revocation: a user, a service or an admin ends a link. Steps, in this order:
  *
  *   recordIntent → enqueueProviderJob → writeRecord → tombstone (CAS) → forget data key
  *
@@ -178,7 +178,7 @@ export interface Revocation {
   getRecord(linkId: string, owner?: { readonly tenantId: string; readonly userId: string }): Promise<RevocationRecord>;
   /**
    * Queues the revocation at the provider of tokens that must never be used: a refresh that
-   * obtained new tokens but lost its write against the tombstone (issue 5: "a refresh token it
+   * obtained new tokens but lost its write against the tombstone ("a refresh token it
    * obtained is revoked at the provider too"). `sealed` is those tokens sealed for `link`.
    */
   revokeOrphanedTokens(link: LinkRecord, sealed: SealedRecord, requestId: string | null): Promise<void>;

@@ -12,7 +12,7 @@ import { createReleaseHarness, type ReleaseHarness } from '../../support/release
 import { testProviderEntry } from '../../support/test-catalogue.js';
 
 /**
- * What callers get when the provider misbehaves during a refresh, against H4's fault-injecting
+ * What callers get when the provider misbehaves during a refresh, against the fault-injecting
  * token endpoint through the real OAuth adapter: timeouts, 5xx, 429, invalid_grant,
  * invalid_client, an answer lost after the provider rotated, and a revocation racing a refresh.
  */
