@@ -57,13 +57,13 @@ export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
 export interface LinkvaultErrorOptions {
   /** Safe, user-facing detail. Never put token material, secrets or internals here. */
-  detail?: string;
+  detail?: string | undefined;
   /** The underlying error; logged, never sent. */
   cause?: unknown;
   /** Seconds for a Retry-After header on 429/503. */
   retryAfterSeconds?: number;
   /** Extra safe members for the problem body (e.g. the failing parameter name). */
-  extra?: Readonly<Record<string, string | number | boolean>>;
+  extra?: Readonly<Record<string, string | number | boolean>> | undefined;
 }
 
 export class LinkvaultError extends Error {

@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import { LinkvaultError, invalidRequest } from '../errors.js';
+import { invalidRequest } from '../errors.js';
 import { echoableName } from './request-shape.js';
 
 /**

@@ -95,7 +95,7 @@ describe('token fast path', () => {
     readonly method?: 'post' | 'get';
     readonly path?: string;
     readonly headers?: Record<string, string>;
-    readonly body?: string;
+    readonly body?: string | undefined;
     readonly auth?: string | null;
     /** Whether the fast path must take it (else Express must). */
     readonly fast: boolean;

@@ -53,7 +53,8 @@ export function createRedisClient(target: RedisTarget): RedisClient {
   };
   return new Cluster(
     target.clusterNodes.map((n) => ({ host: n.host, port: n.port })),
-    options,
+    // ioredis declares its options without `| undefined`; this literal sets none to undefined.
+    options as ConstructorParameters<typeof Cluster>[1],
   );
 }
 

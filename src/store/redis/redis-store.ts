@@ -29,7 +29,7 @@ export interface RedisStoreOptions {
   readonly client: RedisClient;
   /** Namespace for every key, so that several deployments can share one Redis. */
   readonly keyPrefix: string;
-  readonly log?: Logger;
+  readonly log?: Logger | undefined;
   /** Called once for every operation that failed with store_unavailable (metrics). */
   readonly onUnavailable?: () => void;
   /** Size of the in-process link id → tenant cache (tenants never change, so entries never go stale). */

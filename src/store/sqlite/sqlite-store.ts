@@ -35,7 +35,7 @@ export interface SqliteStoreOptions {
   readonly purgeIntervalMs?: number;
   /** The schema steps; defaults to SQLITE_MIGRATIONS. */
   readonly migrations?: readonly SqliteMigration[];
-  readonly log?: pino.Logger;
+  readonly log?: pino.Logger | undefined;
   /** Called once for every operation that failed with store_unavailable (metrics). */
   readonly onUnavailable?: () => void;
 }

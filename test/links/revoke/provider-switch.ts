@@ -61,9 +61,9 @@ export async function startProviderSwitch(target: string): Promise<ProviderSwitc
     }
     try {
       const answer = await fetch(new URL(req.url ?? '/', target), {
-        method: req.method,
+        method: req.method ?? 'GET',
         headers,
-        body: req.method === 'GET' || req.method === 'HEAD' ? undefined : body,
+        ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body }),
         redirect: 'manual',
       });
       const bytes = Buffer.from(await answer.arrayBuffer());
