@@ -36,7 +36,11 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const TSX = import.meta.resolve('tsx');
 
-async function run(autocannon: Autocannon, name: string, opts: Record<string, unknown>): Promise<AutocannonResult> {
+async function run(
+  autocannon: Autocannon,
+  name: string,
+  opts: Record<string, unknown>,
+): Promise<AutocannonResult> {
   // A short warm-up (JIT, connection pools, the data-key cache) that is not measured.
   await autocannon({ ...opts, connections: CONNECTIONS, duration: 2 });
   const result = await autocannon({ ...opts, connections: CONNECTIONS, duration: SECONDS });
@@ -47,9 +51,15 @@ async function run(autocannon: Autocannon, name: string, opts: Record<string, un
 }
 
 async function startHelloWorld(): Promise<{ url: string; stop: () => void }> {
-  const child = spawn(process.execPath, ['--import', TSX, join(import.meta.dirname, 'express-hello-world.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    ['--import', TSX, join(import.meta.dirname, 'express-hello-world.ts')],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const port = await new Promise<number>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { port: number }).port));
+    createInterface({ input: child.stdout! }).once('line', (line) =>
+      resolve((JSON.parse(line) as { port: number }).port),
+    );
     child.once('exit', () => reject(new Error('hello world exited')));
   });
   return { url: `http://127.0.0.1:${port}/`, stop: () => child.kill('SIGTERM') };
@@ -81,7 +91,11 @@ function sumMetric(text: string, name: string, filter: RegExp = /.*/): number {
 }
 
 const autocannon = ((await import('autocannon' as string)) as { default: Autocannon }).default;
-const client = { client_id: 'bench-client', client_secret: 'bench-secret-that-is-long-enough-000', redirect_uris: [TEST_REDIRECT_URI] };
+const client = {
+  client_id: 'bench-client',
+  client_secret: 'bench-secret-that-is-long-enough-000',
+  redirect_uris: [TEST_REDIRECT_URI],
+};
 const oidc = await startOidcServer({ mode: 'oauth', clients: [client], rotateRefreshTokens: true });
 const expressOnly = Boolean(process.env.BENCH_EXPRESS_ONLY);
 const cluster = await startReleaseCluster({
@@ -103,15 +117,25 @@ const hello = await startHelloWorld();
 try {
   const service = cluster.replicas[0]!;
   const link = await cluster.connectLink({ linkId: 'lnk_bench' });
-  const grant = await cluster.createGrant({ service_id: 'billing', link_id: link.id, purpose: 'benchmark' });
+  const grant = await cluster.createGrant({
+    service_id: 'billing',
+    link_id: link.id,
+    purpose: 'benchmark',
+  });
   if (grant.status !== 201) throw new Error(`grant: ${grant.status} ${JSON.stringify(grant.body)}`);
   const tokenUrl = `${service.url}/v1/links/${expressOnly ? link.id.replace('_', '%5F') : link.id}/token`;
   // One service JWT for the whole run, as a backend would reuse it (lifetime 300 s, the maximum).
   const authorization = cluster.services.bearer('billing-hs', { lifetimeSeconds: 300 });
-  const probe = await fetch(tokenUrl, { method: 'POST', headers: { authorization, 'content-type': 'application/json' }, body: '{}' });
+  const probe = await fetch(tokenUrl, {
+    method: 'POST',
+    headers: { authorization, 'content-type': 'application/json' },
+    body: '{}',
+  });
   if (probe.status !== 200) throw new Error(`token route: ${probe.status} ${await probe.text()}`);
 
-  console.log(`node ${process.version}, ${CONNECTIONS} connections, ${SECONDS} s each (after a 2 s warm-up), token route ${expressOnly ? 'through Express' : 'on the fast path'}`);
+  console.log(
+    `node ${process.version}, ${CONNECTIONS} connections, ${SECONDS} s each (after a 2 s warm-up), token route ${expressOnly ? 'through Express' : 'on the fast path'}`,
+  );
   const base = await run(autocannon, 'express hello world', { url: hello.url });
   const before = await (await fetch(`${service.url}/metrics`)).text();
   const cpuBefore = cpuByThread(service.pid);
@@ -123,16 +147,28 @@ try {
   });
   const afterText = await (await fetch(`${service.url}/metrics`)).text();
   const cpuAfter = cpuByThread(service.pid);
-  const released = sumMetric(afterText, 'linkvault_token_releases_total', /outcome="released"/) - sumMetric(before, 'linkvault_token_releases_total', /outcome="released"/);
-  const keyCalls = sumMetric(afterText, 'linkvault_key_service_calls_total') - sumMetric(before, 'linkvault_key_service_calls_total');
+  const released =
+    sumMetric(afterText, 'linkvault_token_releases_total', /outcome="released"/) -
+    sumMetric(before, 'linkvault_token_releases_total', /outcome="released"/);
+  const keyCalls =
+    sumMetric(afterText, 'linkvault_key_service_calls_total') -
+    sumMetric(before, 'linkvault_key_service_calls_total');
   const ratio = token.requests.average / base.requests.average;
   console.log(`ratio (token / hello world): ${ratio.toFixed(2)}   target ≥ 0.6`);
-  console.log(`token release p50 ${token.latency.p50} ms, p99 ${token.latency.p99} ms   target p99 < 25 ms`);
-  console.log(`key-service calls per release: ${released ? (keyCalls / released).toFixed(4) : 'n/a'} (${keyCalls} calls / ${released} releases)   target 0`);
+  console.log(
+    `token release p50 ${token.latency.p50} ms, p99 ${token.latency.p99} ms   target p99 < 25 ms`,
+  );
+  console.log(
+    `key-service calls per release: ${released ? (keyCalls / released).toFixed(4) : 'n/a'} (${keyCalls} calls / ${released} releases)   target 0`,
+  );
   if (cpuAfter.size > 0) {
-    const used = [...cpuAfter].map(([name, t]) => [name, t - (cpuBefore.get(name) ?? 0)] as const).filter(([, t]) => t > 0.05);
+    const used = [...cpuAfter]
+      .map(([name, t]) => [name, t - (cpuBefore.get(name) ?? 0)] as const)
+      .filter(([, t]) => t > 0.05);
     const total = used.reduce((a, [, t]) => a + t, 0);
-    console.log(`service CPU during the token run (incl. warm-up): ${total.toFixed(1)} s = ${((total * 1e6) / Math.max(1, released)).toFixed(0)} µs per release  [${used.map(([n, t]) => `${n} ${t.toFixed(1)}s`).join(', ')}]`);
+    console.log(
+      `service CPU during the token run (incl. warm-up): ${total.toFixed(1)} s = ${((total * 1e6) / Math.max(1, released)).toFixed(0)} µs per release  [${used.map(([n, t]) => `${n} ${t.toFixed(1)}s`).join(', ')}]`,
+    );
   }
   console.log(`provider refreshes during the run: ${oidc.tokenRequests().refresh_token ?? 0}`);
 } finally {

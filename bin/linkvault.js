@@ -25,10 +25,14 @@ if (tsx) {
 } else if (existsSync(fileURLToPath(compiled))) {
   cli = await import(compiled.href);
 } else if (existsSync(fileURLToPath(source))) {
-  process.stderr.write('linkvault: src/cli.ts needs the development dependency tsx (npm install), or build dist/ with `npm run build`\n');
+  process.stderr.write(
+    'linkvault: src/cli.ts needs the development dependency tsx (npm install), or build dist/ with `npm run build`\n',
+  );
   process.exit(1);
 } else {
-  process.stderr.write('linkvault: neither src/cli.ts nor dist/src/cli.js found (run `npm run build`)\n');
+  process.stderr.write(
+    'linkvault: neither src/cli.ts nor dist/src/cli.js found (run `npm run build`)\n',
+  );
   process.exit(1);
 }
 await cli.main(process.argv.slice(2));

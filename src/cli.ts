@@ -32,8 +32,16 @@ function configOf(ctx: CliContext): Config {
 }
 
 function describe(config: Config): string {
-  const store = config.store.kind === 'sqlite' ? `sqlite (${config.store.sqlitePath})` : config.store.clusterNodes ? `redis cluster (${config.store.clusterNodes.length} seeds)` : 'redis';
-  const keys = config.keys.kind === 'local' ? `local (${config.keys.localKeyFile})` : `aws-kms (${config.keys.kmsKeyId})`;
+  const store =
+    config.store.kind === 'sqlite'
+      ? `sqlite (${config.store.sqlitePath})`
+      : config.store.clusterNodes
+        ? `redis cluster (${config.store.clusterNodes.length} seeds)`
+        : 'redis';
+  const keys =
+    config.keys.kind === 'local'
+      ? `local (${config.keys.localKeyFile})`
+      : `aws-kms (${config.keys.kmsKeyId})`;
   return [
     `env=${config.production ? 'production' : config.nodeEnv}`,
     `port=${config.port}`,
@@ -91,7 +99,14 @@ const rewrap: CliCommand = {
   summary: "re-wrap every link's data keys under the current master/KMS key (after a key rotation)",
   async run(_args, ctx) {
     const config = configOf(ctx);
-    const [{ createLogger }, { Metrics }, { createStore }, { createKeyProvider }, { createVault }, { rewrapAll }] = await Promise.all([
+    const [
+      { createLogger },
+      { Metrics },
+      { createStore },
+      { createKeyProvider },
+      { createVault },
+      { rewrapAll },
+    ] = await Promise.all([
       import('./log.js'),
       import('./metrics.js'),
       import('./store/create-store.js'),
@@ -105,7 +120,12 @@ const rewrap: CliCommand = {
     const store = await createStore(config.store, { metrics, log });
     try {
       const keys = await createKeyProvider(config.keys, { metrics, log });
-      const vault = createVault({ keys, metrics, maxEntries: config.keyCache.maxEntries, maxAgeMs: config.keyCache.maxAgeMs });
+      const vault = createVault({
+        keys,
+        metrics,
+        maxEntries: config.keyCache.maxEntries,
+        maxAgeMs: config.keyCache.maxAgeMs,
+      });
       const r = await rewrapAll({ store, vault, keys, log });
       ctx.out(
         `linkvault: rewrap done: scanned=${r.scanned} rewrapped=${r.rewrapped} skipped=${r.skipped} conflicts=${r.conflicts} failed=${r.failed}` +
@@ -115,7 +135,10 @@ const rewrap: CliCommand = {
       // Queued work (pending provider revocations) that still carries a sealed copy under an old key
       // (leased by a worker at the time, or of a kind rewrap cannot re-wrap): the old key must outlive
       // it, or that revocation could no longer reach the provider.
-      if (r.jobsOnOldKey > 0) ctx.err(`linkvault: ${r.jobsOnOldKey} queued job(s) still hold data keys under an old key: keep the old key and run rewrap again until it reports jobs_on_old_key=0`);
+      if (r.jobsOnOldKey > 0)
+        ctx.err(
+          `linkvault: ${r.jobsOnOldKey} queued job(s) still hold data keys under an old key: keep the old key and run rewrap again until it reports jobs_on_old_key=0`,
+        );
       // Links or jobs left as they were still open under their old key; say so through the exit code.
       return r.failed > 0 || r.jobsFailed > 0 ? 1 : 0;
     } finally {
@@ -126,7 +149,8 @@ const rewrap: CliCommand = {
 
 const devToken: CliCommand = {
   name: 'dev-token',
-  summary: 'print a 300-second service JWT for the development service "dev" (sandbox on, outside production)',
+  summary:
+    'print a 300-second service JWT for the development service "dev" (sandbox on, outside production)',
   async run(_args, ctx) {
     const config = configOf(ctx);
     const { signDevToken } = await import('./auth/dev-service.js');
@@ -143,7 +167,9 @@ const help: CliCommand = {
     ctx.out('');
     for (const command of COMMANDS) ctx.out(`  ${command.name.padEnd(14)} ${command.summary}`);
     ctx.out('');
-    ctx.out('Configuration comes from the environment; see config/example.env and docs/configuration.md.');
+    ctx.out(
+      'Configuration comes from the environment; see config/example.env and docs/configuration.md.',
+    );
     return 0;
   },
 };
@@ -156,8 +182,10 @@ export const COMMANDS: CliCommand[] = [serve, checkConfig, rewrap, devToken, hel
 
 /** The single line for an error that stops a command; never a stack trace. */
 function describeFailure(err: unknown): string {
-  if (err instanceof ConfigError) return `linkvault: invalid configuration: ${err.variable}: ${err.problem}`;
-  if (isLinkvaultError(err)) return `linkvault: cannot start: ${err.code}: ${err.detail ?? err.title}`;
+  if (err instanceof ConfigError)
+    return `linkvault: invalid configuration: ${err.variable}: ${err.problem}`;
+  if (isLinkvaultError(err))
+    return `linkvault: cannot start: ${err.code}: ${err.detail ?? err.title}`;
   const message = err instanceof Error ? err.message : String(err);
   return `linkvault: failed: ${message.split('\n')[0]}`;
 }
@@ -165,7 +193,9 @@ function describeFailure(err: unknown): string {
 /** Runs `linkvault <args>`; resolves to the exit code (0 ok, 1 failure, 2 usage). */
 export async function runCli(args: readonly string[], ctx: CliContext): Promise<number> {
   const [name = 'serve', ...rest] = args;
-  const command = COMMANDS.find((c) => c.name === name) ?? (name === '--help' || name === '-h' ? help : undefined);
+  const command =
+    COMMANDS.find((c) => c.name === name) ??
+    (name === '--help' || name === '-h' ? help : undefined);
   if (!command) {
     ctx.err(`linkvault: unknown command "${name}" (try: linkvault help)`);
     return 2;

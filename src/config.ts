@@ -1,6 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parseServicesFile, ServicesFileError, type ServiceDefinition } from './auth/services-file.js';
+import {
+  parseServicesFile,
+  ServicesFileError,
+  type ServiceDefinition,
+} from './auth/services-file.js';
 
 /**
  * The only reader of the environment. loadConfig validates every variable of docs/configuration.md
@@ -109,7 +113,8 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
   if (value === undefined) return fallback;
   if (!/^\d+$/.test(value)) throw new ConfigError(name, `must be a whole number, got "${value}"`);
   const n = Number(value);
-  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  if (n < min || n > max)
+    throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
   return n;
 }
 
@@ -121,10 +126,14 @@ function url(name: string, value: string, allowHttp: boolean): URL {
     throw new ConfigError(name, `must be an absolute URL, got "${value}"`);
   }
   if (parsed.protocol !== 'https:' && !(allowHttp && parsed.protocol === 'http:')) {
-    throw new ConfigError(name, `must use https${allowHttp ? ' or http' : ''}, got "${parsed.protocol}"`);
+    throw new ConfigError(
+      name,
+      `must use https${allowHttp ? ' or http' : ''}, got "${parsed.protocol}"`,
+    );
   }
   if (parsed.username || parsed.password) throw new ConfigError(name, 'must not carry credentials');
-  if (parsed.search || parsed.hash) throw new ConfigError(name, 'must not have a query or fragment');
+  if (parsed.search || parsed.hash)
+    throw new ConfigError(name, 'must not have a query or fragment');
   return parsed;
 }
 
@@ -138,7 +147,8 @@ function parseClusterNodes(name: string, value: string): { host: string; port: n
     const seed = part.trim();
     const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(seed);
     const port = m ? Number(m[2]) : 0;
-    if (!m || port < 1 || port > 65535) throw new ConfigError(name, `each seed must be host:port, got "${seed}"`);
+    if (!m || port < 1 || port > 65535)
+      throw new ConfigError(name, `each seed must be host:port, got "${seed}"`);
     return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
   });
 }
@@ -146,7 +156,10 @@ function parseClusterNodes(name: string, value: string): { host: string; port: n
 function parseOrigin(name: string, value: string, production: boolean): string {
   const parsed = url(name, value, !production);
   if (parsed.pathname !== '/' || value.replace(/\/$/, '') !== parsed.origin) {
-    throw new ConfigError(name, `each entry must be an origin (scheme://host[:port]) with no path, got "${value}"`);
+    throw new ConfigError(
+      name,
+      `each entry must be an origin (scheme://host[:port]) with no path, got "${value}"`,
+    );
   }
   return parsed.origin;
 }
@@ -168,22 +181,34 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
 
   const allowInsecureProviderUrls = bool(env, 'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS', false);
   if (production && allowInsecureProviderUrls) {
-    throw new ConfigError('LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS', 'must not be true when NODE_ENV=production');
+    throw new ConfigError(
+      'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS',
+      'must not be true when NODE_ENV=production',
+    );
   }
 
   // ---- store ----
   const storeKind = text(env, 'LINKVAULT_STORE') ?? 'sqlite';
   let store: StoreConfig;
   if (storeKind === 'sqlite') {
-    store = { kind: 'sqlite', sqlitePath: resolve(cwd, text(env, 'LINKVAULT_SQLITE_PATH') ?? './data/linkvault.db') };
+    store = {
+      kind: 'sqlite',
+      sqlitePath: resolve(cwd, text(env, 'LINKVAULT_SQLITE_PATH') ?? './data/linkvault.db'),
+    };
   } else if (storeKind === 'redis') {
     const redisUrl = text(env, 'LINKVAULT_REDIS_URL') ?? null;
     const clusterRaw = text(env, 'LINKVAULT_REDIS_CLUSTER_NODES');
     if (redisUrl && clusterRaw) {
-      throw new ConfigError('LINKVAULT_REDIS_URL', 'set either LINKVAULT_REDIS_URL or LINKVAULT_REDIS_CLUSTER_NODES, not both');
+      throw new ConfigError(
+        'LINKVAULT_REDIS_URL',
+        'set either LINKVAULT_REDIS_URL or LINKVAULT_REDIS_CLUSTER_NODES, not both',
+      );
     }
     if (!redisUrl && !clusterRaw) {
-      throw new ConfigError('LINKVAULT_REDIS_URL', 'is required when LINKVAULT_STORE=redis (or set LINKVAULT_REDIS_CLUSTER_NODES for a Redis Cluster)');
+      throw new ConfigError(
+        'LINKVAULT_REDIS_URL',
+        'is required when LINKVAULT_STORE=redis (or set LINKVAULT_REDIS_CLUSTER_NODES for a Redis Cluster)',
+      );
     }
     if (redisUrl) {
       let parsed: URL;
@@ -193,15 +218,24 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
         throw new ConfigError('LINKVAULT_REDIS_URL', 'must be a redis:// or rediss:// URL');
       }
       if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
-        throw new ConfigError('LINKVAULT_REDIS_URL', `must be a redis:// or rediss:// URL, got "${parsed.protocol}"`);
+        throw new ConfigError(
+          'LINKVAULT_REDIS_URL',
+          `must be a redis:// or rediss:// URL, got "${parsed.protocol}"`,
+        );
       }
     }
     const keyPrefix = text(env, 'LINKVAULT_REDIS_PREFIX') ?? 'lv';
-    if (!/^[A-Za-z0-9_.-]{1,32}$/.test(keyPrefix)) throw new ConfigError('LINKVAULT_REDIS_PREFIX', 'must be 1-32 characters of letters, digits, _ . -');
+    if (!/^[A-Za-z0-9_.-]{1,32}$/.test(keyPrefix))
+      throw new ConfigError(
+        'LINKVAULT_REDIS_PREFIX',
+        'must be 1-32 characters of letters, digits, _ . -',
+      );
     store = {
       kind: 'redis',
       redisUrl,
-      clusterNodes: clusterRaw ? parseClusterNodes('LINKVAULT_REDIS_CLUSTER_NODES', clusterRaw) : null,
+      clusterNodes: clusterRaw
+        ? parseClusterNodes('LINKVAULT_REDIS_CLUSTER_NODES', clusterRaw)
+        : null,
       keyPrefix,
     };
   } else {
@@ -214,7 +248,10 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
   if (keysKind === 'local') {
     const localKeyFile = resolve(cwd, text(env, 'LINKVAULT_LOCAL_KEY_FILE') ?? './data/master.key');
     if (production && !existsSync(localKeyFile)) {
-      throw new ConfigError('LINKVAULT_LOCAL_KEY_FILE', `${localKeyFile} does not exist; production never generates a master key (create one, or use LINKVAULT_KEYS=aws-kms)`);
+      throw new ConfigError(
+        'LINKVAULT_LOCAL_KEY_FILE',
+        `${localKeyFile} does not exist; production never generates a master key (create one, or use LINKVAULT_KEYS=aws-kms)`,
+      );
     }
     const previous = (text(env, 'LINKVAULT_LOCAL_PREVIOUS_KEY_FILES') ?? '')
       .split(',')
@@ -222,16 +259,20 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
       .filter(Boolean)
       .map((p) => resolve(cwd, p));
     for (const p of previous) {
-      if (!existsSync(p)) throw new ConfigError('LINKVAULT_LOCAL_PREVIOUS_KEY_FILES', `${p} does not exist`);
+      if (!existsSync(p))
+        throw new ConfigError('LINKVAULT_LOCAL_PREVIOUS_KEY_FILES', `${p} does not exist`);
     }
     keys = { kind: 'local', localKeyFile, previousKeyFiles: previous, mayGenerate: !production };
   } else if (keysKind === 'aws-kms') {
     const kmsKeyId = text(env, 'LINKVAULT_KMS_KEY_ID');
-    if (!kmsKeyId) throw new ConfigError('LINKVAULT_KMS_KEY_ID', 'is required when LINKVAULT_KEYS=aws-kms');
+    if (!kmsKeyId)
+      throw new ConfigError('LINKVAULT_KMS_KEY_ID', 'is required when LINKVAULT_KEYS=aws-kms');
     const region = text(env, 'AWS_REGION') ?? text(env, 'AWS_DEFAULT_REGION') ?? null;
     if (!region) throw new ConfigError('AWS_REGION', 'is required when LINKVAULT_KEYS=aws-kms');
     const endpointRaw = text(env, 'AWS_ENDPOINT_URL_KMS') ?? text(env, 'AWS_ENDPOINT_URL') ?? null;
-    const endpoint = endpointRaw ? url('AWS_ENDPOINT_URL_KMS', endpointRaw, !production).href : null;
+    const endpoint = endpointRaw
+      ? url('AWS_ENDPOINT_URL_KMS', endpointRaw, !production).href
+      : null;
     keys = { kind: 'aws-kms', kmsKeyId, region, endpoint };
   } else {
     throw new ConfigError('LINKVAULT_KEYS', `must be local or aws-kms, got "${keysKind}"`);
@@ -247,26 +288,35 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
   // ---- services ----
   const servicesVar = text(env, 'LINKVAULT_SERVICES_FILE');
   const defaultServices = resolve(cwd, 'config/services.json');
-  const servicesFile = servicesVar ? resolve(cwd, servicesVar) : existsSync(defaultServices) ? defaultServices : null;
+  const servicesFile = servicesVar
+    ? resolve(cwd, servicesVar)
+    : existsSync(defaultServices)
+      ? defaultServices
+      : null;
   let services: ServiceDefinition[] = [];
   if (servicesFile) {
     let json: unknown;
     try {
       json = JSON.parse(readFileSync(servicesFile, 'utf8'));
     } catch (err) {
-      throw new ConfigError('LINKVAULT_SERVICES_FILE', `cannot read ${servicesFile} as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      throw new ConfigError(
+        'LINKVAULT_SERVICES_FILE',
+        `cannot read ${servicesFile} as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      );
     }
     try {
       services = parseServicesFile(json, env);
     } catch (err) {
-      if (err instanceof ServicesFileError) throw new ConfigError('LINKVAULT_SERVICES_FILE', `${servicesFile}: ${err.message}`);
+      if (err instanceof ServicesFileError)
+        throw new ConfigError('LINKVAULT_SERVICES_FILE', `${servicesFile}: ${err.message}`);
       throw err;
     }
   }
 
   const providersVar = text(env, 'LINKVAULT_PROVIDERS_FILE');
   const providersFile = providersVar ? resolve(cwd, providersVar) : null;
-  if (providersFile && !existsSync(providersFile)) throw new ConfigError('LINKVAULT_PROVIDERS_FILE', `${providersFile} does not exist`);
+  if (providersFile && !existsSync(providersFile))
+    throw new ConfigError('LINKVAULT_PROVIDERS_FILE', `${providersFile} does not exist`);
 
   // ---- provider credentials ----
   const providerCredentials = new Map<string, ProviderCredentials>();
@@ -281,34 +331,56 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     halves.set(m[1]!, entry);
   }
   for (const [envId, entry] of halves) {
-    if (!entry.id) throw new ConfigError(`LINKVAULT_PROVIDER_${envId}_CLIENT_ID`, `is required because LINKVAULT_PROVIDER_${envId}_CLIENT_SECRET is set`);
-    if (!entry.secret) throw new ConfigError(`LINKVAULT_PROVIDER_${envId}_CLIENT_SECRET`, `is required because LINKVAULT_PROVIDER_${envId}_CLIENT_ID is set`);
+    if (!entry.id)
+      throw new ConfigError(
+        `LINKVAULT_PROVIDER_${envId}_CLIENT_ID`,
+        `is required because LINKVAULT_PROVIDER_${envId}_CLIENT_SECRET is set`,
+      );
+    if (!entry.secret)
+      throw new ConfigError(
+        `LINKVAULT_PROVIDER_${envId}_CLIENT_SECRET`,
+        `is required because LINKVAULT_PROVIDER_${envId}_CLIENT_ID is set`,
+      );
     providerCredentials.set(envId, { clientId: entry.id, clientSecret: entry.secret });
   }
 
   // ---- browser-facing ----
   const allowRaw = text(env, 'LINKVAULT_RETURN_URL_ALLOWLIST');
   const returnUrlAllowlist = allowRaw
-    ? allowRaw.split(',').map((o) => parseOrigin('LINKVAULT_RETURN_URL_ALLOWLIST', o.trim(), production))
+    ? allowRaw
+        .split(',')
+        .map((o) => parseOrigin('LINKVAULT_RETURN_URL_ALLOWLIST', o.trim(), production))
     : [publicUrlParsed.origin];
 
   const dormantRaw = text(env, 'LINKVAULT_DORMANT_LINK_DAYS');
-  const dormantLinkDays = dormantRaw === undefined ? null : int(env, 'LINKVAULT_DORMANT_LINK_DAYS', 0, 1, 36_500);
+  const dormantLinkDays =
+    dormantRaw === undefined ? null : int(env, 'LINKVAULT_DORMANT_LINK_DAYS', 0, 1, 36_500);
 
   const sandbox = bool(env, 'LINKVAULT_SANDBOX', !production);
-  if (production && sandbox) throw new ConfigError('LINKVAULT_SANDBOX', 'the sandbox provider is refused when NODE_ENV=production');
+  if (production && sandbox)
+    throw new ConfigError(
+      'LINKVAULT_SANDBOX',
+      'the sandbox provider is refused when NODE_ENV=production',
+    );
 
   const providerTimeoutMs = int(env, 'LINKVAULT_PROVIDER_TIMEOUT_SECONDS', 10, 1, 120) * 1000;
   // The refresh lock must outlive one provider call: a holder still waiting on a healthy but slow
   // provider must not see a second replica spend the same refresh token (RFC 9700 §4.14.2 reuse detection).
-  const refreshLockTtlMs = int(env, 'LINKVAULT_REFRESH_LOCK_TTL_SECONDS', providerTimeoutMs / 1000 + 5, 2, 600) * 1000;
+  const refreshLockTtlMs =
+    int(env, 'LINKVAULT_REFRESH_LOCK_TTL_SECONDS', providerTimeoutMs / 1000 + 5, 2, 600) * 1000;
   if (refreshLockTtlMs < providerTimeoutMs + 1000) {
-    throw new ConfigError('LINKVAULT_REFRESH_LOCK_TTL_SECONDS', `must be at least LINKVAULT_PROVIDER_TIMEOUT_SECONDS + 1 (${providerTimeoutMs / 1000 + 1})`);
+    throw new ConfigError(
+      'LINKVAULT_REFRESH_LOCK_TTL_SECONDS',
+      `must be at least LINKVAULT_PROVIDER_TIMEOUT_SECONDS + 1 (${providerTimeoutMs / 1000 + 1})`,
+    );
   }
 
   const logLevel = (text(env, 'LINKVAULT_LOG_LEVEL') ?? 'info') as Config['logLevel'];
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
-    throw new ConfigError('LINKVAULT_LOG_LEVEL', `must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`);
+    throw new ConfigError(
+      'LINKVAULT_LOG_LEVEL',
+      `must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`,
+    );
   }
 
   const config: Config = {
@@ -331,14 +403,16 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     sessionTtlSeconds: int(env, 'LINKVAULT_SESSION_TTL_SECONDS', 900, 60, 86_400),
     sandbox,
     backgroundRefresh: bool(env, 'LINKVAULT_BACKGROUND_REFRESH', true),
-    backgroundRefreshIntervalMs: int(env, 'LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS', 60, 1, 3600) * 1000,
+    backgroundRefreshIntervalMs:
+      int(env, 'LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS', 60, 1, 3600) * 1000,
     refreshLeadMs: int(env, 'LINKVAULT_REFRESH_LEAD_SECONDS', 300, 0, 86_400) * 1000,
     refreshLockTtlMs,
     providerTimeoutMs,
     shutdownTimeoutMs: int(env, 'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS', 10, 1, 300) * 1000,
     logLevel,
     dataDir,
-    providerCredentialFor: (providerId) => providerCredentials.get(providerEnvName(providerId)) ?? null,
+    providerCredentialFor: (providerId) =>
+      providerCredentials.get(providerEnvName(providerId)) ?? null,
   };
   return Object.freeze(config);
 }

@@ -13,11 +13,26 @@ export interface CatalogueEntry {
 export const ERROR_CATALOGUE = {
   invalid_request: { status: 400, title: 'The request is malformed or has invalid parameters' },
   invalid_return_to: { status: 400, title: 'return_to is not on the allowlist' },
-  invalid_state: { status: 400, title: 'The authorization response state is unknown, expired or already used' },
-  flow_binding_mismatch: { status: 400, title: 'The authorization response did not come back to the browser that started it' },
-  issuer_mismatch: { status: 400, title: 'The authorization response came from an unexpected issuer' },
-  provider_denied: { status: 400, title: 'The provider answered the authorization request with an error' },
-  invalid_token_response: { status: 502, title: 'The provider returned an unacceptable token response' },
+  invalid_state: {
+    status: 400,
+    title: 'The authorization response state is unknown, expired or already used',
+  },
+  flow_binding_mismatch: {
+    status: 400,
+    title: 'The authorization response did not come back to the browser that started it',
+  },
+  issuer_mismatch: {
+    status: 400,
+    title: 'The authorization response came from an unexpected issuer',
+  },
+  provider_denied: {
+    status: 400,
+    title: 'The provider answered the authorization request with an error',
+  },
+  invalid_token_response: {
+    status: 502,
+    title: 'The provider returned an unacceptable token response',
+  },
   unauthorized: { status: 401, title: 'Authentication is missing or invalid' },
   session_expired: { status: 401, title: 'The session has expired or does not exist' },
   forbidden: { status: 403, title: 'The caller lacks the role this route requires' },
@@ -33,7 +48,10 @@ export const ERROR_CATALOGUE = {
   method_not_allowed: { status: 405, title: 'Method not allowed on this route' },
   not_acceptable: { status: 406, title: 'No acceptable representation' },
   reauth_required: { status: 409, title: 'The link needs the user to reconnect' },
-  refresh_not_possible: { status: 409, title: 'The link has no refresh token; force_refresh cannot be honoured' },
+  refresh_not_possible: {
+    status: 409,
+    title: 'The link has no refresh token; force_refresh cannot be honoured',
+  },
   conflict: { status: 409, title: 'The resource changed concurrently; retry' },
   link_revoked: { status: 410, title: 'The link has been revoked' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
@@ -50,7 +68,11 @@ export const ERROR_CATALOGUE = {
   sealed_record_invalid: { status: 500, title: 'Internal error' },
   shutting_down: { status: 503, title: 'The service is shutting down' },
   not_ready: { status: 503, title: 'A dependency of the service is not ready' },
-  authorization_code_rejected: { status: 400, title: 'The provider refused the authorization code (expired, already used, or from another flow); connect again' },
+  authorization_code_rejected: {
+    status: 400,
+    title:
+      'The provider refused the authorization code (expired, already used, or from another flow); connect again',
+  },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
@@ -76,7 +98,10 @@ export class LinkvaultError extends Error {
 
   constructor(code: ErrorCode, options: LinkvaultErrorOptions = {}) {
     const entry: CatalogueEntry = ERROR_CATALOGUE[code];
-    super(options.detail ? `${code}: ${options.detail}` : code, options.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      options.detail ? `${code}: ${options.detail}` : code,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = 'LinkvaultError';
     this.code = code;
     this.status = entry.status;
@@ -102,5 +127,8 @@ export function problemType(code: ErrorCode): string {
  * written by us; the caller's value is never echoed.
  */
 export function invalidRequest(parameter: string | null, detail: string): LinkvaultError {
-  return new LinkvaultError('invalid_request', { detail, ...(parameter === null ? {} : { extra: { parameter } }) });
+  return new LinkvaultError('invalid_request', {
+    detail,
+    ...(parameter === null ? {} : { extra: { parameter } }),
+  });
 }

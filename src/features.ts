@@ -25,15 +25,28 @@ import { captureMetadata, createConnect, type Connect } from './links/connect/co
 import { createSessions, type Sessions } from './links/connect/sessions.js';
 import { createBackgroundRefresher } from './links/release/background-refresher.js';
 import { createGrants, type Grants } from './links/release/grants.js';
-import { createRefreshCoordinator, type RefreshCoordinator } from './links/release/refresh-coordinator.js';
+import {
+  createRefreshCoordinator,
+  type RefreshCoordinator,
+} from './links/release/refresh-coordinator.js';
 import { createTokenRelease, type TokenRelease } from './links/release/token-release.js';
 import { createRevocation, type Revocation } from './links/revoke/revocation.js';
-import { createRevocationWorker, revocationWorkerOptionsFrom, type RevocationWorker, type RevocationWorkerOptions } from './links/revoke/revocation-worker.js';
+import {
+  createRevocationWorker,
+  revocationWorkerOptionsFrom,
+  type RevocationWorker,
+  type RevocationWorkerOptions,
+} from './links/revoke/revocation-worker.js';
 import { createLogger } from './log.js';
 import { Metrics } from './metrics.js';
 import type { OAuthClient } from './oauth/oauth-client.js';
 import { createOAuthClient } from './oauth/openid-oauth-client.js';
-import { CatalogueError, loadCatalogue, type Catalogue, type ExtraProvider } from './providers/catalogue.js';
+import {
+  CatalogueError,
+  loadCatalogue,
+  type Catalogue,
+  type ExtraProvider,
+} from './providers/catalogue.js';
 import type { SandboxProvider } from './sandbox/sandbox-provider.js';
 import { createStore } from './store/create-store.js';
 import type { Store } from './store/store.js';
@@ -89,7 +102,10 @@ export interface AdapterOverrides {
 }
 
 /** Builds logger, metrics, store, key provider and vault; rejects (closing what it opened) when one cannot start. */
-export async function buildAdapters(config: Config, overrides: AdapterOverrides = {}): Promise<Adapters> {
+export async function buildAdapters(
+  config: Config,
+  overrides: AdapterOverrides = {},
+): Promise<Adapters> {
   const log = overrides.log ?? createLogger({ level: config.logLevel });
   const metrics = overrides.metrics ?? new Metrics();
   const ownStore = overrides.store ? null : await createStore(config.store, { metrics, log });
@@ -101,13 +117,28 @@ export async function buildAdapters(config: Config, overrides: AdapterOverrides 
     await ownStore?.close().catch(() => undefined);
     throw err;
   }
-  const vault = createVault({ keys, metrics, maxEntries: config.keyCache.maxEntries, maxAgeMs: config.keyCache.maxAgeMs });
+  const vault = createVault({
+    keys,
+    metrics,
+    maxEntries: config.keyCache.maxEntries,
+    maxAgeMs: config.keyCache.maxAgeMs,
+  });
   const store = overrides.wrapStore ? overrides.wrapStore(baseStore) : baseStore;
-  return { config, store, keys, vault, metrics, log, close: async () => void (await ownStore?.close()) };
+  return {
+    config,
+    store,
+    keys,
+    vault,
+    metrics,
+    log,
+    close: async () => void (await ownStore?.close()),
+  };
 }
 
 /** Loads the sandbox module; injectable so a test can stand for a missing development dependency. */
-export type SandboxLoader = () => Promise<{ createSandboxProvider: typeof import('./sandbox/sandbox-provider.js').createSandboxProvider }>;
+export type SandboxLoader = () => Promise<{
+  createSandboxProvider: typeof import('./sandbox/sandbox-provider.js').createSandboxProvider;
+}>;
 
 const loadSandboxModule: SandboxLoader = () => import('./sandbox/sandbox-provider.js');
 
@@ -155,16 +186,27 @@ export interface Features {
   readonly sandbox: SandboxProvider | null;
 }
 
-async function startSandbox(config: Config, log: Logger, load: SandboxLoader): Promise<SandboxProvider | null> {
+async function startSandbox(
+  config: Config,
+  log: Logger,
+  load: SandboxLoader,
+): Promise<SandboxProvider | null> {
   if (!config.sandbox) return null;
   let module: Awaited<ReturnType<SandboxLoader>>;
   try {
     module = await load();
   } catch (err) {
     log.debug({ err }, 'the sandbox module could not be loaded');
-    throw new ConfigError('LINKVAULT_SANDBOX', 'the sandbox needs the development dependency oidc-provider, which cannot be loaded: install the development dependencies (npm install) or set LINKVAULT_SANDBOX=false');
+    throw new ConfigError(
+      'LINKVAULT_SANDBOX',
+      'the sandbox needs the development dependency oidc-provider, which cannot be loaded: install the development dependencies (npm install) or set LINKVAULT_SANDBOX=false',
+    );
   }
-  return module.createSandboxProvider({ publicUrl: config.publicUrl, log, returnOrigins: config.returnUrlAllowlist });
+  return module.createSandboxProvider({
+    publicUrl: config.publicUrl,
+    log,
+    returnOrigins: config.returnUrlAllowlist,
+  });
 }
 
 /**
@@ -172,7 +214,10 @@ async function startSandbox(config: Config, log: Logger, load: SandboxLoader): P
  * the OAuth client, service authentication, the audit log, sessions and the connect flow, grants
  * and token release with its refresh coordinator, revocation and its worker, and the pages.
  */
-export async function buildFeatures(deps: FeatureDeps, options: FeatureOptions = {}): Promise<Features> {
+export async function buildFeatures(
+  deps: FeatureDeps,
+  options: FeatureOptions = {},
+): Promise<Features> {
   const { config, store, keys, vault, metrics, log } = deps;
   const now = options.now ?? Date.now;
   const background: BackgroundTask[] = [];
@@ -182,25 +227,57 @@ export async function buildFeatures(deps: FeatureDeps, options: FeatureOptions =
   try {
     let catalogue: Catalogue;
     try {
-      catalogue = loadCatalogue({ builtinFile: join(PACKAGE_ROOT, 'config', 'providers.json'), config, extraEntries: [...(options.extraProviders ?? []), ...(sandbox ? [sandbox] : [])] });
+      catalogue = loadCatalogue({
+        builtinFile: join(PACKAGE_ROOT, 'config', 'providers.json'),
+        config,
+        extraEntries: [...(options.extraProviders ?? []), ...(sandbox ? [sandbox] : [])],
+      });
     } catch (err) {
-      if (err instanceof CatalogueError) throw new ConfigError(config.providersFile ? 'LINKVAULT_PROVIDERS_FILE' : 'config/providers.json', err.message);
+      if (err instanceof CatalogueError)
+        throw new ConfigError(
+          config.providersFile ? 'LINKVAULT_PROVIDERS_FILE' : 'config/providers.json',
+          err.message,
+        );
       throw err;
     }
     const oauth = options.oauth ?? createOAuthClient({ catalogue, config, log });
 
     const dev = loadDevService(config);
-    if (dev?.created) log.warn({ key_file: dev.keyFile }, 'created the development service key; `linkvault dev-token` prints a 5-minute service JWT');
-    const services = dev && !config.services.some((s) => s.id === DEV_SERVICE_ID || s.keys.has(DEV_SERVICE_KID)) ? [...config.services, dev.service] : config.services;
+    if (dev?.created)
+      log.warn(
+        { key_file: dev.keyFile },
+        'created the development service key; `linkvault dev-token` prints a 5-minute service JWT',
+      );
+    const services =
+      dev && !config.services.some((s) => s.id === DEV_SERVICE_ID || s.keys.has(DEV_SERVICE_KID))
+        ? [...config.services, dev.service]
+        : config.services;
     const serviceIds = new Set(services.map((s) => s.id));
     const auth = createServiceAuth({ services, audience: config.audience });
 
     // A loader, not an awaited key: a key service that is down at start fails releases closed
     // (503 audit_unavailable) instead of failing the start.
-    const audit = createAudit({ store, hmacKey: options.auditHmacKey ?? auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now }), now });
+    const audit = createAudit({
+      store,
+      hmacKey:
+        options.auditHmacKey ??
+        auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now }),
+      now,
+    });
 
     const sessions = createSessions({ config, store, catalogue, now });
-    const connect = createConnect({ config, store, sessions, catalogue, oauth, vault, metrics, log, audit, now });
+    const connect = createConnect({
+      config,
+      store,
+      sessions,
+      catalogue,
+      oauth,
+      vault,
+      metrics,
+      log,
+      audit,
+      now,
+    });
     background.push({ name: 'connect', stop: () => connect.idle() });
 
     const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
@@ -214,7 +291,9 @@ export async function buildFeatures(deps: FeatureDeps, options: FeatureOptions =
       log,
       now,
       lockTtlMs: options.refreshLockTtlMs ?? config.refreshLockTtlMs,
-      ...(options.refreshWaitForPeerMs === undefined ? {} : { waitForPeerMs: options.refreshWaitForPeerMs }),
+      ...(options.refreshWaitForPeerMs === undefined
+        ? {}
+        : { waitForPeerMs: options.refreshWaitForPeerMs }),
       // Metadata a provider may change on refresh (Pipedrive's and Zoho's api_domain, Salesforce's
       // instance_url), re-read under the same api_hosts check as at connect.
       captureMetadata: (providerId, extra) => {
@@ -226,12 +305,30 @@ export async function buildFeatures(deps: FeatureDeps, options: FeatureOptions =
     });
     const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
     if (config.backgroundRefresh && options.startRefresher !== false) {
-      const refresher = createBackgroundRefresher({ store, coordinator, log, now, intervalMs: config.backgroundRefreshIntervalMs, leadMs: config.refreshLeadMs });
+      const refresher = createBackgroundRefresher({
+        store,
+        coordinator,
+        log,
+        now,
+        intervalMs: config.backgroundRefreshIntervalMs,
+        leadMs: config.refreshLeadMs,
+      });
       refresher.start();
       background.push(refresher);
     }
 
-    const worker = createRevocationWorker({ store, vault, oauth, catalogue, revocation, audit, metrics, log, now, options: { ...revocationWorkerOptionsFrom(config), ...options.revocationWorker } });
+    const worker = createRevocationWorker({
+      store,
+      vault,
+      oauth,
+      catalogue,
+      revocation,
+      audit,
+      metrics,
+      log,
+      now,
+      options: { ...revocationWorkerOptionsFrom(config), ...options.revocationWorker },
+    });
     if (options.startWorker !== false) worker.start();
     background.push(worker);
 
@@ -245,8 +342,31 @@ export async function buildFeatures(deps: FeatureDeps, options: FeatureOptions =
     ];
     if (sandbox) routers.push(sandbox.router);
 
-    const fastPath = createTokenFastPath({ auth, release, metrics, log, hsts: config.publicUrl.startsWith('https:') });
-    return { routers, readiness: [], background, fastPath, catalogue, oauth, auth, audit, sessions, connect, grants, revocation, coordinator, release, worker, sandbox };
+    const fastPath = createTokenFastPath({
+      auth,
+      release,
+      metrics,
+      log,
+      hsts: config.publicUrl.startsWith('https:'),
+    });
+    return {
+      routers,
+      readiness: [],
+      background,
+      fastPath,
+      catalogue,
+      oauth,
+      auth,
+      audit,
+      sessions,
+      connect,
+      grants,
+      revocation,
+      coordinator,
+      release,
+      worker,
+      sandbox,
+    };
   } catch (err) {
     await Promise.allSettled(background.map((task) => task.stop()));
     throw err;
@@ -254,13 +374,28 @@ export async function buildFeatures(deps: FeatureDeps, options: FeatureOptions =
 }
 
 /** The Express app over the adapters and features; `readiness` checks come first (shutdown's 503). */
-export function buildApp(deps: FeatureDeps, features: Features, readiness: readonly ReadinessCheck[] = []): Express {
+export function buildApp(
+  deps: FeatureDeps,
+  features: Features,
+  readiness: readonly ReadinessCheck[] = [],
+): Express {
   const { config, store, keys, metrics, log } = deps;
-  return createApp({ config, store, keys, metrics, log, routers: features.routers, readiness: [...readiness, ...features.readiness] });
+  return createApp({
+    config,
+    store,
+    keys,
+    metrics,
+    log,
+    routers: features.routers,
+    readiness: [...readiness, ...features.readiness],
+  });
 }
 
 /** The request listener: the token fast path, then the Express app. */
-export function buildListener(app: Express, features: Pick<Features, 'fastPath'>): (req: IncomingMessage, res: ServerResponse) => void {
+export function buildListener(
+  app: Express,
+  features: Pick<Features, 'fastPath'>,
+): (req: IncomingMessage, res: ServerResponse) => void {
   const fastPath = features.fastPath;
   return fastPath ? (req, res) => void (fastPath(req, res) || app(req, res)) : app;
 }

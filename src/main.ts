@@ -1,7 +1,15 @@
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from './config.js';
-import { buildAdapters, buildApp, buildFeatures, buildListener, type AdapterOverrides, type Adapters, type Features } from './features.js';
+import {
+  buildAdapters,
+  buildApp,
+  buildFeatures,
+  buildListener,
+  type AdapterOverrides,
+  type Adapters,
+  type Features,
+} from './features.js';
 import { serve, type Serving } from './http/server.js';
 import { createLogger } from './log.js';
 
@@ -38,21 +46,52 @@ function describeRedisUrl(url: string): string {
 
 function logSetup(config: Config, log: Logger): void {
   const store = config.store;
-  if (store.kind === 'sqlite') log.info({ store: 'sqlite', sqlite_path: store.sqlitePath }, 'store: SQLite file');
-  else if (store.clusterNodes) log.info({ store: 'redis', mode: 'cluster', seeds: store.clusterNodes.map((n) => `${n.host}:${n.port}`), key_prefix: store.keyPrefix }, 'store: Redis Cluster');
-  else log.info({ store: 'redis', mode: 'standalone', redis: describeRedisUrl(store.redisUrl ?? ''), key_prefix: store.keyPrefix }, 'store: Redis');
+  if (store.kind === 'sqlite')
+    log.info({ store: 'sqlite', sqlite_path: store.sqlitePath }, 'store: SQLite file');
+  else if (store.clusterNodes)
+    log.info(
+      {
+        store: 'redis',
+        mode: 'cluster',
+        seeds: store.clusterNodes.map((n) => `${n.host}:${n.port}`),
+        key_prefix: store.keyPrefix,
+      },
+      'store: Redis Cluster',
+    );
+  else
+    log.info(
+      {
+        store: 'redis',
+        mode: 'standalone',
+        redis: describeRedisUrl(store.redisUrl ?? ''),
+        key_prefix: store.keyPrefix,
+      },
+      'store: Redis',
+    );
 
   const keys = config.keys;
   if (keys.kind === 'local') {
-    log.info({ keys: 'local', key_file: keys.localKeyFile, previous_key_files: keys.previousKeyFiles.length }, 'key provider: local master key file');
+    log.info(
+      {
+        keys: 'local',
+        key_file: keys.localKeyFile,
+        previous_key_files: keys.previousKeyFiles.length,
+      },
+      'key provider: local master key file',
+    );
   } else {
-    log.info({ keys: 'aws-kms', kms_key_id: keys.kmsKeyId, region: keys.region, endpoint: keys.endpoint }, 'key provider: AWS KMS');
+    log.info(
+      { keys: 'aws-kms', kms_key_id: keys.kmsKeyId, region: keys.region, endpoint: keys.endpoint },
+      'key provider: AWS KMS',
+    );
   }
 
   if (!config.production) {
     const parts = [
       store.kind === 'sqlite' ? `SQLite file ${store.sqlitePath}` : 'Redis store',
-      keys.kind === 'local' ? `master key ${keys.localKeyFile}${keys.mayGenerate ? ' (generated when missing)' : ''}` : 'AWS KMS keys',
+      keys.kind === 'local'
+        ? `master key ${keys.localKeyFile}${keys.mayGenerate ? ' (generated when missing)' : ''}`
+        : 'AWS KMS keys',
       ...(config.sandbox ? ['the sandbox provider enabled'] : []),
       ...(config.allowInsecureProviderUrls ? ['http:// provider URLs allowed'] : []),
     ];
@@ -67,7 +106,10 @@ function logSetup(config: Config, log: Logger): void {
  * Builds every adapter, starts listening on config.host:config.port (port 0 picks a free one) and
  * returns the running service. Rejects (closing whatever it opened) when an adapter cannot start.
  */
-export async function startService(config: Config, overrides: ServiceOverrides = {}): Promise<RunningService> {
+export async function startService(
+  config: Config,
+  overrides: ServiceOverrides = {},
+): Promise<RunningService> {
   const log = overrides.log ?? createLogger({ level: config.logLevel });
   let adapters: Adapters | undefined;
   let features: Features | undefined;
@@ -82,9 +124,17 @@ export async function startService(config: Config, overrides: ServiceOverrides =
         if (serving?.closing()) throw new Error('shutting down');
       },
     };
-    serving = await serve(buildListener(buildApp(adapters, features, [accepting]), features), { port: config.port, host: config.host, shutdownTimeoutMs: config.shutdownTimeoutMs, log });
+    serving = await serve(buildListener(buildApp(adapters, features, [accepting]), features), {
+      port: config.port,
+      host: config.host,
+      shutdownTimeoutMs: config.shutdownTimeoutMs,
+      log,
+    });
     logSetup(config, log);
-    log.info({ port: serving.port, host: config.host ?? '*', public_url: config.publicUrl }, `linkvault listening on port ${serving.port}`);
+    log.info(
+      { port: serving.port, host: config.host ?? '*', public_url: config.publicUrl },
+      `linkvault listening on port ${serving.port}`,
+    );
 
     const running = { adapters, features, serving };
     let closed: Promise<void> | undefined;
@@ -94,7 +144,11 @@ export async function startService(config: Config, overrides: ServiceOverrides =
         const stopping = Promise.allSettled(running.features.background.map((task) => task.stop()));
         await drained;
         for (const [i, outcome] of (await stopping).entries()) {
-          if (outcome.status === 'rejected') log.error({ task: running.features.background[i]!.name, err: outcome.reason }, 'background task did not stop cleanly');
+          if (outcome.status === 'rejected')
+            log.error(
+              { task: running.features.background[i]!.name, err: outcome.reason },
+              'background task did not stop cleanly',
+            );
         }
         await running.adapters.close();
         log.info('stopped');

@@ -52,7 +52,8 @@ export class Counter implements Metric {
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
     if (this.#values.size === 0 && this.labelNames.length === 0) lines.push(`${this.name} 0`);
-    for (const [key, value] of this.#values) lines.push(`${this.name}${formatLabels(this.labelNames, key)} ${value}`);
+    for (const [key, value] of this.#values)
+      lines.push(`${this.name}${formatLabels(this.labelNames, key)} ${value}`);
     return lines.join('\n');
   }
 }
@@ -63,7 +64,9 @@ export class Histogram implements Metric {
     readonly name: string,
     readonly help: string,
     readonly labelNames: readonly string[] = [],
-    readonly buckets: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    readonly buckets: readonly number[] = [
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    ],
   ) {}
 
   observe(value: number, labels: LabelValues = {}): void {
@@ -81,8 +84,14 @@ export class Histogram implements Metric {
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     for (const [key, s] of this.#series) {
-      this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket${formatLabels(this.labelNames, key, ['le', String(b)])} ${s.counts[i]}`));
-      lines.push(`${this.name}_bucket${formatLabels(this.labelNames, key, ['le', '+Inf'])} ${s.count}`);
+      this.buckets.forEach((b, i) =>
+        lines.push(
+          `${this.name}_bucket${formatLabels(this.labelNames, key, ['le', String(b)])} ${s.counts[i]}`,
+        ),
+      );
+      lines.push(
+        `${this.name}_bucket${formatLabels(this.labelNames, key, ['le', '+Inf'])} ${s.count}`,
+      );
       lines.push(`${this.name}_sum${formatLabels(this.labelNames, key)} ${s.sum}`);
       lines.push(`${this.name}_count${formatLabels(this.labelNames, key)} ${s.count}`);
     }
@@ -94,15 +103,56 @@ export class Histogram implements Metric {
 export class Metrics {
   readonly #all: Metric[] = [];
 
-  readonly httpRequests = this.add(new Counter('linkvault_http_requests_total', 'HTTP requests by route template, method and status', ['route', 'method', 'status']));
-  readonly httpDuration = this.add(new Histogram('linkvault_http_request_duration_seconds', 'HTTP request duration', ['route', 'method']));
-  readonly keyServiceCalls = this.add(new Counter('linkvault_key_service_calls_total', 'Calls to the key provider (local or KMS) by operation and outcome', ['provider', 'operation', 'outcome']));
-  readonly dataKeyCache = this.add(new Counter('linkvault_data_key_cache_total', 'Unwrapped data key cache lookups by result', ['result']));
-  readonly storeErrors = this.add(new Counter('linkvault_store_errors_total', 'Store operations that failed because the store was unavailable', ['store']));
-  readonly tokenReleases = this.add(new Counter('linkvault_token_releases_total', 'Token route outcomes', ['provider', 'outcome']));
-  readonly refreshes = this.add(new Counter('linkvault_refreshes_total', 'Refresh attempts at the provider by outcome', ['provider', 'outcome']));
-  readonly connects = this.add(new Counter('linkvault_connects_total', 'Connect flows by outcome', ['provider', 'outcome']));
-  readonly revocations = this.add(new Counter('linkvault_revocations_total', 'Revocations by provider outcome', ['provider', 'outcome']));
+  readonly httpRequests = this.add(
+    new Counter(
+      'linkvault_http_requests_total',
+      'HTTP requests by route template, method and status',
+      ['route', 'method', 'status'],
+    ),
+  );
+  readonly httpDuration = this.add(
+    new Histogram('linkvault_http_request_duration_seconds', 'HTTP request duration', [
+      'route',
+      'method',
+    ]),
+  );
+  readonly keyServiceCalls = this.add(
+    new Counter(
+      'linkvault_key_service_calls_total',
+      'Calls to the key provider (local or KMS) by operation and outcome',
+      ['provider', 'operation', 'outcome'],
+    ),
+  );
+  readonly dataKeyCache = this.add(
+    new Counter('linkvault_data_key_cache_total', 'Unwrapped data key cache lookups by result', [
+      'result',
+    ]),
+  );
+  readonly storeErrors = this.add(
+    new Counter(
+      'linkvault_store_errors_total',
+      'Store operations that failed because the store was unavailable',
+      ['store'],
+    ),
+  );
+  readonly tokenReleases = this.add(
+    new Counter('linkvault_token_releases_total', 'Token route outcomes', ['provider', 'outcome']),
+  );
+  readonly refreshes = this.add(
+    new Counter('linkvault_refreshes_total', 'Refresh attempts at the provider by outcome', [
+      'provider',
+      'outcome',
+    ]),
+  );
+  readonly connects = this.add(
+    new Counter('linkvault_connects_total', 'Connect flows by outcome', ['provider', 'outcome']),
+  );
+  readonly revocations = this.add(
+    new Counter('linkvault_revocations_total', 'Revocations by provider outcome', [
+      'provider',
+      'outcome',
+    ]),
+  );
 
   add<M extends Metric>(metric: M): M {
     this.#all.push(metric);

@@ -19,7 +19,9 @@ const ALIASES = new Set(['AWS_DEFAULT_REGION', 'AWS_ENDPOINT_URL']);
 
 test('when config.ts reads a variable, then config/example.env documents it', () => {
   const example = read('config/example.env');
-  const missing = variablesReadByConfig().filter((name) => !ALIASES.has(name) && !new RegExp(`^# ${name}=`, 'm').test(example));
+  const missing = variablesReadByConfig().filter(
+    (name) => !ALIASES.has(name) && !new RegExp(`^# ${name}=`, 'm').test(example),
+  );
   assert.deepEqual(missing, []);
   assert.match(example, /^# LINKVAULT_PROVIDER_[A-Z]+_CLIENT_ID=/m);
   assert.match(example, /^# LINKVAULT_PROVIDER_[A-Z]+_CLIENT_SECRET=/m);
@@ -28,7 +30,9 @@ test('when config.ts reads a variable, then config/example.env documents it', ()
 test('when config.ts reads a variable, then the docs/configuration.md table lists it', () => {
   const doc = read('docs/configuration.md');
   const rows = doc.split('\n').filter((line) => line.startsWith('| `'));
-  const missing = variablesReadByConfig().filter((name) => !ALIASES.has(name) && !rows.some((row) => row.startsWith(`| \`${name}\``)));
+  const missing = variablesReadByConfig().filter(
+    (name) => !ALIASES.has(name) && !rows.some((row) => row.startsWith(`| \`${name}\``)),
+  );
   assert.deepEqual(missing, []);
   assert.ok(rows.some((row) => row.startsWith('| `LINKVAULT_PROVIDER_<ID>_CLIENT_ID`')));
 });

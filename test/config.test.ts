@@ -40,7 +40,12 @@ describe('loadConfig', () => {
     assert.equal(config.host, null);
     assert.equal(config.publicUrl, 'http://localhost:3000');
     assert.deepEqual(config.store, { kind: 'sqlite', sqlitePath: join(cwd, 'data/linkvault.db') });
-    assert.deepEqual(config.keys, { kind: 'local', localKeyFile: join(cwd, 'data/master.key'), previousKeyFiles: [], mayGenerate: true });
+    assert.deepEqual(config.keys, {
+      kind: 'local',
+      localKeyFile: join(cwd, 'data/master.key'),
+      previousKeyFiles: [],
+      mayGenerate: true,
+    });
     assert.equal(config.audience, 'linkvault');
     assert.equal(config.servicesFile, null);
     assert.deepEqual(config.services, []);
@@ -84,7 +89,10 @@ describe('loadConfig', () => {
     assert.equal(config.port, 8080);
     assert.equal(config.host, '127.0.0.1');
     assert.equal(config.publicUrl, 'https://vault.example.com');
-    assert.deepEqual(config.returnUrlAllowlist, ['https://app.example.com', 'http://localhost:5173']);
+    assert.deepEqual(config.returnUrlAllowlist, [
+      'https://app.example.com',
+      'http://localhost:5173',
+    ]);
     assert.deepEqual(config.store, {
       kind: 'redis',
       redisUrl: null,
@@ -94,8 +102,16 @@ describe('loadConfig', () => {
       ],
       keyPrefix: 'lv-test',
     });
-    assert.deepEqual(config.keys, { kind: 'aws-kms', kmsKeyId: 'alias/linkvault', region: 'eu-west-1', endpoint: 'http://127.0.0.1:4566/' });
-    assert.deepEqual(config.providerCredentialFor('google-workspace'), { clientId: 'cid', clientSecret: 'csecret' });
+    assert.deepEqual(config.keys, {
+      kind: 'aws-kms',
+      kmsKeyId: 'alias/linkvault',
+      region: 'eu-west-1',
+      endpoint: 'http://127.0.0.1:4566/',
+    });
+    assert.deepEqual(config.providerCredentialFor('google-workspace'), {
+      clientId: 'cid',
+      clientSecret: 'csecret',
+    });
     assert.equal(config.providerCredentialFor('hubspot'), null);
     assert.equal(config.dormantLinkDays, 90);
     assert.equal(config.shutdownTimeoutMs, 3000);
@@ -103,7 +119,21 @@ describe('loadConfig', () => {
   });
 
   test('when the result is returned, then it and its parts are frozen', () => {
-    const config = loadConfig({ LINKVAULT_SERVICES_FILE: writeJson('frozen-services.json', { services: [{ id: 's', roles: ['tokens'], keys: [{ kid: 'k-frozen', alg: 'HS256', secret_env: 'S_SECRET' }] }] }), S_SECRET: HMAC_SECRET }, cwd);
+    const config = loadConfig(
+      {
+        LINKVAULT_SERVICES_FILE: writeJson('frozen-services.json', {
+          services: [
+            {
+              id: 's',
+              roles: ['tokens'],
+              keys: [{ kid: 'k-frozen', alg: 'HS256', secret_env: 'S_SECRET' }],
+            },
+          ],
+        }),
+        S_SECRET: HMAC_SECRET,
+      },
+      cwd,
+    );
     assert.ok(Object.isFrozen(config));
     assert.ok(Object.isFrozen(config.store));
     assert.ok(Object.isFrozen(config.keys));
@@ -119,61 +149,203 @@ describe('loadConfig', () => {
     ['a non-numeric port', { LINKVAULT_PORT: '30x0' }, 'LINKVAULT_PORT', /whole number/],
     ['a port out of range', { LINKVAULT_PORT: '70000' }, 'LINKVAULT_PORT', /between 0 and 65535/],
     ['a malformed host', { LINKVAULT_HOST: 'not a host' }, 'LINKVAULT_HOST'],
-    ['a relative public URL', { LINKVAULT_PUBLIC_URL: 'vault.example.com' }, 'LINKVAULT_PUBLIC_URL', /absolute URL/],
-    ['a public URL with a query', { LINKVAULT_PUBLIC_URL: 'https://vault.example.com/?a=1' }, 'LINKVAULT_PUBLIC_URL', /query/],
-    ['a public URL with credentials', { LINKVAULT_PUBLIC_URL: 'https://u:p@vault.example.com' }, 'LINKVAULT_PUBLIC_URL', /credentials/],
+    [
+      'a relative public URL',
+      { LINKVAULT_PUBLIC_URL: 'vault.example.com' },
+      'LINKVAULT_PUBLIC_URL',
+      /absolute URL/,
+    ],
+    [
+      'a public URL with a query',
+      { LINKVAULT_PUBLIC_URL: 'https://vault.example.com/?a=1' },
+      'LINKVAULT_PUBLIC_URL',
+      /query/,
+    ],
+    [
+      'a public URL with credentials',
+      { LINKVAULT_PUBLIC_URL: 'https://u:p@vault.example.com' },
+      'LINKVAULT_PUBLIC_URL',
+      /credentials/,
+    ],
     ['an unknown store', { LINKVAULT_STORE: 'postgres' }, 'LINKVAULT_STORE', /sqlite or redis/],
     ['redis without an address', { LINKVAULT_STORE: 'redis' }, 'LINKVAULT_REDIS_URL', /required/],
-    ['redis with both a URL and cluster seeds', { LINKVAULT_STORE: 'redis', LINKVAULT_REDIS_URL: 'redis://a:6379', LINKVAULT_REDIS_CLUSTER_NODES: 'b:6379' }, 'LINKVAULT_REDIS_URL', /not both/],
-    ['a redis URL of another scheme', { LINKVAULT_STORE: 'redis', LINKVAULT_REDIS_URL: 'http://a:6379' }, 'LINKVAULT_REDIS_URL', /redis:\/\//],
-    ['a malformed cluster seed', { LINKVAULT_STORE: 'redis', LINKVAULT_REDIS_CLUSTER_NODES: 'a:6379,b' }, 'LINKVAULT_REDIS_CLUSTER_NODES', /host:port/],
-    ['a bad redis prefix', { LINKVAULT_STORE: 'redis', LINKVAULT_REDIS_URL: 'redis://a:6379', LINKVAULT_REDIS_PREFIX: 'a b' }, 'LINKVAULT_REDIS_PREFIX'],
+    [
+      'redis with both a URL and cluster seeds',
+      {
+        LINKVAULT_STORE: 'redis',
+        LINKVAULT_REDIS_URL: 'redis://a:6379',
+        LINKVAULT_REDIS_CLUSTER_NODES: 'b:6379',
+      },
+      'LINKVAULT_REDIS_URL',
+      /not both/,
+    ],
+    [
+      'a redis URL of another scheme',
+      { LINKVAULT_STORE: 'redis', LINKVAULT_REDIS_URL: 'http://a:6379' },
+      'LINKVAULT_REDIS_URL',
+      /redis:\/\//,
+    ],
+    [
+      'a malformed cluster seed',
+      { LINKVAULT_STORE: 'redis', LINKVAULT_REDIS_CLUSTER_NODES: 'a:6379,b' },
+      'LINKVAULT_REDIS_CLUSTER_NODES',
+      /host:port/,
+    ],
+    [
+      'a bad redis prefix',
+      {
+        LINKVAULT_STORE: 'redis',
+        LINKVAULT_REDIS_URL: 'redis://a:6379',
+        LINKVAULT_REDIS_PREFIX: 'a b',
+      },
+      'LINKVAULT_REDIS_PREFIX',
+    ],
     ['an unknown key provider', { LINKVAULT_KEYS: 'vault' }, 'LINKVAULT_KEYS', /local or aws-kms/],
-    ['kms without a key id', { LINKVAULT_KEYS: 'aws-kms', AWS_REGION: 'eu-west-1' }, 'LINKVAULT_KMS_KEY_ID', /required/],
-    ['kms without a region', { LINKVAULT_KEYS: 'aws-kms', LINKVAULT_KMS_KEY_ID: 'alias/x' }, 'AWS_REGION', /required/],
-    ['a kms endpoint that is not a URL', { LINKVAULT_KEYS: 'aws-kms', LINKVAULT_KMS_KEY_ID: 'alias/x', AWS_REGION: 'eu-west-1', AWS_ENDPOINT_URL_KMS: 'localhost' }, 'AWS_ENDPOINT_URL_KMS'],
-    ['a previous key file that does not exist', { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: './missing.key' }, 'LINKVAULT_LOCAL_PREVIOUS_KEY_FILES', /does not exist/],
-    ['a negative cache size', { LINKVAULT_KEY_CACHE_MAX_ENTRIES: '-1' }, 'LINKVAULT_KEY_CACHE_MAX_ENTRIES'],
-    ['a cache age over a day', { LINKVAULT_KEY_CACHE_MAX_AGE_SECONDS: '86401' }, 'LINKVAULT_KEY_CACHE_MAX_AGE_SECONDS'],
-    ['a providers file that does not exist', { LINKVAULT_PROVIDERS_FILE: './nope.json' }, 'LINKVAULT_PROVIDERS_FILE', /does not exist/],
-    ['a client id without its secret', { LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID: 'id' }, 'LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET', /required/],
-    ['a client secret without its id', { LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET: 's' }, 'LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID', /required/],
-    ['a non-boolean insecure switch', { LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'yes' }, 'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS', /true or false/],
-    ['an allowlist entry with a path', { LINKVAULT_RETURN_URL_ALLOWLIST: 'https://app.example.com/cb' }, 'LINKVAULT_RETURN_URL_ALLOWLIST', /origin/],
-    ['an allowlist entry that is not a URL', { LINKVAULT_RETURN_URL_ALLOWLIST: 'app.example.com' }, 'LINKVAULT_RETURN_URL_ALLOWLIST'],
+    [
+      'kms without a key id',
+      { LINKVAULT_KEYS: 'aws-kms', AWS_REGION: 'eu-west-1' },
+      'LINKVAULT_KMS_KEY_ID',
+      /required/,
+    ],
+    [
+      'kms without a region',
+      { LINKVAULT_KEYS: 'aws-kms', LINKVAULT_KMS_KEY_ID: 'alias/x' },
+      'AWS_REGION',
+      /required/,
+    ],
+    [
+      'a kms endpoint that is not a URL',
+      {
+        LINKVAULT_KEYS: 'aws-kms',
+        LINKVAULT_KMS_KEY_ID: 'alias/x',
+        AWS_REGION: 'eu-west-1',
+        AWS_ENDPOINT_URL_KMS: 'localhost',
+      },
+      'AWS_ENDPOINT_URL_KMS',
+    ],
+    [
+      'a previous key file that does not exist',
+      { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: './missing.key' },
+      'LINKVAULT_LOCAL_PREVIOUS_KEY_FILES',
+      /does not exist/,
+    ],
+    [
+      'a negative cache size',
+      { LINKVAULT_KEY_CACHE_MAX_ENTRIES: '-1' },
+      'LINKVAULT_KEY_CACHE_MAX_ENTRIES',
+    ],
+    [
+      'a cache age over a day',
+      { LINKVAULT_KEY_CACHE_MAX_AGE_SECONDS: '86401' },
+      'LINKVAULT_KEY_CACHE_MAX_AGE_SECONDS',
+    ],
+    [
+      'a providers file that does not exist',
+      { LINKVAULT_PROVIDERS_FILE: './nope.json' },
+      'LINKVAULT_PROVIDERS_FILE',
+      /does not exist/,
+    ],
+    [
+      'a client id without its secret',
+      { LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID: 'id' },
+      'LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET',
+      /required/,
+    ],
+    [
+      'a client secret without its id',
+      { LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET: 's' },
+      'LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID',
+      /required/,
+    ],
+    [
+      'a non-boolean insecure switch',
+      { LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'yes' },
+      'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS',
+      /true or false/,
+    ],
+    [
+      'an allowlist entry with a path',
+      { LINKVAULT_RETURN_URL_ALLOWLIST: 'https://app.example.com/cb' },
+      'LINKVAULT_RETURN_URL_ALLOWLIST',
+      /origin/,
+    ],
+    [
+      'an allowlist entry that is not a URL',
+      { LINKVAULT_RETURN_URL_ALLOWLIST: 'app.example.com' },
+      'LINKVAULT_RETURN_URL_ALLOWLIST',
+    ],
     ['zero dormant days', { LINKVAULT_DORMANT_LINK_DAYS: '0' }, 'LINKVAULT_DORMANT_LINK_DAYS'],
-    ['a session TTL under a minute', { LINKVAULT_SESSION_TTL_SECONDS: '59' }, 'LINKVAULT_SESSION_TTL_SECONDS'],
+    [
+      'a session TTL under a minute',
+      { LINKVAULT_SESSION_TTL_SECONDS: '59' },
+      'LINKVAULT_SESSION_TTL_SECONDS',
+    ],
     ['a non-boolean sandbox switch', { LINKVAULT_SANDBOX: 'maybe' }, 'LINKVAULT_SANDBOX'],
-    ['a non-boolean background refresh switch', { LINKVAULT_BACKGROUND_REFRESH: 'on' }, 'LINKVAULT_BACKGROUND_REFRESH'],
-    ['a provider timeout of zero', { LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '0' }, 'LINKVAULT_PROVIDER_TIMEOUT_SECONDS'],
-    ['a shutdown timeout over five minutes', { LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS: '301' }, 'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS'],
+    [
+      'a non-boolean background refresh switch',
+      { LINKVAULT_BACKGROUND_REFRESH: 'on' },
+      'LINKVAULT_BACKGROUND_REFRESH',
+    ],
+    [
+      'a provider timeout of zero',
+      { LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '0' },
+      'LINKVAULT_PROVIDER_TIMEOUT_SECONDS',
+    ],
+    [
+      'a shutdown timeout over five minutes',
+      { LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS: '301' },
+      'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS',
+    ],
     ['an unknown log level', { LINKVAULT_LOG_LEVEL: 'verbose' }, 'LINKVAULT_LOG_LEVEL'],
   ];
   for (const [what, env, variable, problem] of invalid) {
-    test(`when given ${what}, then a ConfigError names ${variable}`, () => assertRejects(env, variable, problem));
+    test(`when given ${what}, then a ConfigError names ${variable}`, () =>
+      assertRejects(env, variable, problem));
   }
 
   describe('in production', () => {
     const keyFile = writeJson('prod-master.key', 'k'.repeat(32));
-    const prod = { NODE_ENV: 'production', LINKVAULT_PUBLIC_URL: 'https://vault.example.com', LINKVAULT_LOCAL_KEY_FILE: keyFile };
+    const prod = {
+      NODE_ENV: 'production',
+      LINKVAULT_PUBLIC_URL: 'https://vault.example.com',
+      LINKVAULT_LOCAL_KEY_FILE: keyFile,
+    };
 
     test('when everything is production-grade, then it loads with the sandbox off and no key generation', () => {
       const config = loadConfig(prod, cwd);
       assert.equal(config.production, true);
       assert.equal(config.sandbox, false);
-      assert.deepEqual(config.keys, { kind: 'local', localKeyFile: keyFile, previousKeyFiles: [], mayGenerate: false });
+      assert.deepEqual(config.keys, {
+        kind: 'local',
+        localKeyFile: keyFile,
+        previousKeyFiles: [],
+        mayGenerate: false,
+      });
     });
 
     test('when the local key file is missing, then it refuses to generate one (LINKVAULT_LOCAL_KEY_FILE)', () =>
-      assertRejects({ ...prod, LINKVAULT_LOCAL_KEY_FILE: join(cwd, 'absent.key') }, 'LINKVAULT_LOCAL_KEY_FILE', /never generates/));
+      assertRejects(
+        { ...prod, LINKVAULT_LOCAL_KEY_FILE: join(cwd, 'absent.key') },
+        'LINKVAULT_LOCAL_KEY_FILE',
+        /never generates/,
+      ));
 
     test('when insecure provider URLs are allowed, then it refuses (LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS)', () =>
-      assertRejects({ ...prod, LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'true' }, 'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS', /production/));
+      assertRejects(
+        { ...prod, LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'true' },
+        'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS',
+        /production/,
+      ));
 
-    test('when the sandbox is switched on, then it refuses (LINKVAULT_SANDBOX)', () => assertRejects({ ...prod, LINKVAULT_SANDBOX: 'true' }, 'LINKVAULT_SANDBOX', /production/));
+    test('when the sandbox is switched on, then it refuses (LINKVAULT_SANDBOX)', () =>
+      assertRejects({ ...prod, LINKVAULT_SANDBOX: 'true' }, 'LINKVAULT_SANDBOX', /production/));
 
     test('when the public URL is http, then it refuses (LINKVAULT_PUBLIC_URL)', () =>
-      assertRejects({ ...prod, LINKVAULT_PUBLIC_URL: 'http://vault.example.com' }, 'LINKVAULT_PUBLIC_URL', /https/));
+      assertRejects(
+        { ...prod, LINKVAULT_PUBLIC_URL: 'http://vault.example.com' },
+        'LINKVAULT_PUBLIC_URL',
+        /https/,
+      ));
 
     test('when the public URL is left to its http default, then it refuses (LINKVAULT_PUBLIC_URL)', () => {
       const { LINKVAULT_PUBLIC_URL: _omitted, ...withoutUrl } = prod;
@@ -181,18 +353,40 @@ describe('loadConfig', () => {
     });
 
     test('when a return URL origin is http, then it refuses (LINKVAULT_RETURN_URL_ALLOWLIST)', () =>
-      assertRejects({ ...prod, LINKVAULT_RETURN_URL_ALLOWLIST: 'http://app.example.com' }, 'LINKVAULT_RETURN_URL_ALLOWLIST', /https/));
+      assertRejects(
+        { ...prod, LINKVAULT_RETURN_URL_ALLOWLIST: 'http://app.example.com' },
+        'LINKVAULT_RETURN_URL_ALLOWLIST',
+        /https/,
+      ));
 
     test('when the KMS endpoint is http, then it refuses (AWS_ENDPOINT_URL_KMS)', () =>
-      assertRejects({ ...prod, LINKVAULT_KEYS: 'aws-kms', LINKVAULT_KMS_KEY_ID: 'alias/x', AWS_REGION: 'eu-west-1', AWS_ENDPOINT_URL_KMS: 'http://kms.internal' }, 'AWS_ENDPOINT_URL_KMS', /https/));
+      assertRejects(
+        {
+          ...prod,
+          LINKVAULT_KEYS: 'aws-kms',
+          LINKVAULT_KMS_KEY_ID: 'alias/x',
+          AWS_REGION: 'eu-west-1',
+          AWS_ENDPOINT_URL_KMS: 'http://kms.internal',
+        },
+        'AWS_ENDPOINT_URL_KMS',
+        /https/,
+      ));
   });
 
   describe('services file', () => {
-    const service = (keys: unknown[], extra: Record<string, unknown> = {}) => ({ services: [{ id: 'crm-sync', roles: ['sessions', 'tokens'], keys, ...extra }] });
+    const service = (keys: unknown[], extra: Record<string, unknown> = {}) => ({
+      services: [{ id: 'crm-sync', roles: ['sessions', 'tokens'], keys, ...extra }],
+    });
 
     test('when the file is valid, then its services load with KeyObjects and roles', () => {
-      const file = writeJson('services-ok.json', service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }]));
-      const config = loadConfig({ LINKVAULT_SERVICES_FILE: file, CRM_SYNC_JWT_SECRET: HMAC_SECRET }, cwd);
+      const file = writeJson(
+        'services-ok.json',
+        service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }]),
+      );
+      const config = loadConfig(
+        { LINKVAULT_SERVICES_FILE: file, CRM_SYNC_JWT_SECRET: HMAC_SECRET },
+        cwd,
+      );
       assert.equal(config.servicesFile, file);
       assert.equal(config.services.length, 1);
       const [svc] = config.services;
@@ -206,7 +400,10 @@ describe('loadConfig', () => {
       const dir = mkdtempSync(join(tmpdir(), 'linkvault-config-default-'));
       try {
         mkdirSync(join(dir, 'config'));
-        writeFileSync(join(dir, 'config/services.json'), JSON.stringify(service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }])));
+        writeFileSync(
+          join(dir, 'config/services.json'),
+          JSON.stringify(service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }])),
+        );
         const config = loadConfig({ CRM_SYNC_JWT_SECRET: HMAC_SECRET }, dir);
         assert.equal(config.servicesFile, join(dir, 'config/services.json'));
         assert.equal(config.services.length, 1);
@@ -216,7 +413,13 @@ describe('loadConfig', () => {
     });
 
     test('when the shipped services.example.json is used with its secret set, then it is valid', () => {
-      const config = loadConfig({ LINKVAULT_SERVICES_FILE: join(import.meta.dirname, '../config/services.example.json'), CRM_SYNC_JWT_SECRET: HMAC_SECRET }, cwd);
+      const config = loadConfig(
+        {
+          LINKVAULT_SERVICES_FILE: join(import.meta.dirname, '../config/services.example.json'),
+          CRM_SYNC_JWT_SECRET: HMAC_SECRET,
+        },
+        cwd,
+      );
       assert.deepEqual(
         config.services.map((s) => s.id),
         ['crm-sync', 'ops-console'],
@@ -227,23 +430,71 @@ describe('loadConfig', () => {
       ['is missing', null, {}, /cannot read/],
       ['is not JSON', '{"services": [', {}, /cannot read .* as JSON/],
       ['has no services array', { services: {} }, {}, /"services" array/],
-      ['has an unknown role', service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }], { roles: ['root'] }), { CRM_SYNC_JWT_SECRET: HMAC_SECRET }, /unknown role "root"/],
-      ['names an unset secret variable', service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }]), {}, /CRM_SYNC_JWT_SECRET is not set/],
-      ['has a short HMAC secret', service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }]), { CRM_SYNC_JWT_SECRET: 'short' }, /at least 32 bytes/],
-      ['has an unknown alg', service([{ kid: 'k1', alg: 'none', secret_env: 'CRM_SYNC_JWT_SECRET' }]), { CRM_SYNC_JWT_SECRET: HMAC_SECRET }, /"alg" must be one of/],
-      ['has a bad public key', service([{ kid: 'k1', alg: 'ES256', public_key_pem: '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----' }]), {}, /not a valid public key/],
-      ['has an unknown field', service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET', secret: 'inline' }]), { CRM_SYNC_JWT_SECRET: HMAC_SECRET }, /unknown field "secret"/],
+      [
+        'has an unknown role',
+        service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }], {
+          roles: ['root'],
+        }),
+        { CRM_SYNC_JWT_SECRET: HMAC_SECRET },
+        /unknown role "root"/,
+      ],
+      [
+        'names an unset secret variable',
+        service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }]),
+        {},
+        /CRM_SYNC_JWT_SECRET is not set/,
+      ],
+      [
+        'has a short HMAC secret',
+        service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }]),
+        { CRM_SYNC_JWT_SECRET: 'short' },
+        /at least 32 bytes/,
+      ],
+      [
+        'has an unknown alg',
+        service([{ kid: 'k1', alg: 'none', secret_env: 'CRM_SYNC_JWT_SECRET' }]),
+        { CRM_SYNC_JWT_SECRET: HMAC_SECRET },
+        /"alg" must be one of/,
+      ],
+      [
+        'has a bad public key',
+        service([
+          {
+            kid: 'k1',
+            alg: 'ES256',
+            public_key_pem: '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----',
+          },
+        ]),
+        {},
+        /not a valid public key/,
+      ],
+      [
+        'has an unknown field',
+        service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET', secret: 'inline' }]),
+        { CRM_SYNC_JWT_SECRET: HMAC_SECRET },
+        /unknown field "secret"/,
+      ],
     ];
     bad.forEach(([what, content, env, problem], i) => {
       test(`when the file ${what}, then a ConfigError names LINKVAULT_SERVICES_FILE`, () => {
-        const file = content === null ? join(cwd, 'does-not-exist.json') : writeJson(`services-bad-${i}.json`, content);
-        assertRejects({ LINKVAULT_SERVICES_FILE: file, ...env }, 'LINKVAULT_SERVICES_FILE', problem);
+        const file =
+          content === null
+            ? join(cwd, 'does-not-exist.json')
+            : writeJson(`services-bad-${i}.json`, content);
+        assertRejects(
+          { LINKVAULT_SERVICES_FILE: file, ...env },
+          'LINKVAULT_SERVICES_FILE',
+          problem,
+        );
       });
     });
 
     test('when a services-file error mentions a secret variable, then it never contains the secret value', () => {
       const secret = 'short-but-secret-value';
-      const file = writeJson('services-secret.json', service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }]));
+      const file = writeJson(
+        'services-secret.json',
+        service([{ kid: 'k1', alg: 'HS256', secret_env: 'CRM_SYNC_JWT_SECRET' }]),
+      );
       assert.throws(
         () => loadConfig({ LINKVAULT_SERVICES_FILE: file, CRM_SYNC_JWT_SECRET: secret }, cwd),
         (err: Error) => !err.message.includes(secret),

@@ -8,7 +8,11 @@ const root = join(import.meta.dirname, '..');
 /** Every Markdown file a reader starts from: the repository root's and docs/'s. */
 function markdownFiles(): string[] {
   const inDir = (dir: string): string[] =>
-    existsSync(dir) ? readdirSync(dir).filter((name) => name.endsWith('.md')).map((name) => join(dir, name)) : [];
+    existsSync(dir)
+      ? readdirSync(dir)
+          .filter((name) => name.endsWith('.md'))
+          .map((name) => join(dir, name))
+      : [];
   return [...inDir(root), ...inDir(join(root, 'docs'))];
 }
 
@@ -30,7 +34,9 @@ function anchorsIn(markdown: string): Set<string> {
 /** Relative link targets, code blocks and inline code left out (they show syntax, not links). */
 function relativeLinks(markdown: string): string[] {
   const prose = markdown.replace(/^```[\s\S]*?^```/gm, '').replace(/`[^`\n]*`/g, '');
-  return [...prose.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]!).filter((target) => !/^[a-z][a-z0-9+.-]*:/i.test(target));
+  return [...prose.matchAll(/\]\(([^)\s]+)\)/g)]
+    .map((m) => m[1]!)
+    .filter((target) => !/^[a-z][a-z0-9+.-]*:/i.test(target));
 }
 
 test('when a Markdown file in the root or docs/ links inside the repository, then the file and the heading it names exist', () => {
@@ -47,7 +53,11 @@ test('when a Markdown file in the root or docs/ links inside the repository, the
         broken.push(`${where}: no such file`);
         continue;
       }
-      if (anchor !== undefined && resolved.endsWith('.md') && !anchorsIn(readFileSync(resolved, 'utf8')).has(anchor)) {
+      if (
+        anchor !== undefined &&
+        resolved.endsWith('.md') &&
+        !anchorsIn(readFileSync(resolved, 'utf8')).has(anchor)
+      ) {
         broken.push(`${where}: no such heading`);
       }
     }

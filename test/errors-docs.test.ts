@@ -16,7 +16,9 @@ function documentedErrorRows(): string[] {
 }
 
 function catalogueRows(): string[] {
-  return Object.entries(ERROR_CATALOGUE).map(([code, entry]) => `| \`${code}\` | ${entry.status} | ${entry.title} |`);
+  return Object.entries(ERROR_CATALOGUE).map(
+    ([code, entry]) => `| \`${code}\` | ${entry.status} | ${entry.title} |`,
+  );
 }
 
 test('when the docs/errors.md error table is compared with ERROR_CATALOGUE, then both list the same codes, statuses and titles', () => {
@@ -37,6 +39,9 @@ test('when a code is in the catalogue, then it is snake_case and its status is a
   for (const [code, entry] of Object.entries(ERROR_CATALOGUE)) {
     assert.match(code, /^[a-z]+(_[a-z]+)*$/, code);
     assert.ok(entry.status >= 400 && entry.status <= 599, `${code}: ${entry.status}`);
-    assert.ok(entry.title.length > 0 && !entry.title.includes('|'), `${code}: title fits a table cell`);
+    assert.ok(
+      entry.title.length > 0 && !entry.title.includes('|'),
+      `${code}: title fits a table cell`,
+    );
   }
 });

@@ -38,7 +38,9 @@ function readKey(file: string): Buffer {
   const text = readFileSync(file, 'utf8').trim();
   const key = Buffer.from(text, 'base64url');
   if (key.length !== KEY_BYTES || key.toString('base64url') !== text) {
-    throw new DevServiceError(`${file} is not a dev service key (32 bytes, base64url); delete it to have a new one generated`);
+    throw new DevServiceError(
+      `${file} is not a dev service key (32 bytes, base64url); delete it to have a new one generated`,
+    );
   }
   return key;
 }
@@ -47,7 +49,9 @@ function readKey(file: string): Buffer {
  * The dev service definition, creating its key file when missing; null when the dev service is
  * off (production, or the sandbox disabled). `created` tells the caller to log where the key went.
  */
-export function loadDevService(config: DevConfig): { service: ServiceDefinition; keyFile: string; created: boolean } | null {
+export function loadDevService(
+  config: DevConfig,
+): { service: ServiceDefinition; keyFile: string; created: boolean } | null {
   if (!devServiceEnabled(config)) return null;
   const keyFile = devServiceKeyFile(config);
   let created = false;
@@ -71,7 +75,9 @@ export function loadDevService(config: DevConfig): { service: ServiceDefinition;
   const service: ServiceDefinition = {
     id: DEV_SERVICE_ID,
     roles: new Set(SERVICE_ROLES),
-    keys: new Map([[DEV_SERVICE_KID, { kid: DEV_SERVICE_KID, alg: 'HS256', key: createSecretKey(key) }]]),
+    keys: new Map([
+      [DEV_SERVICE_KID, { kid: DEV_SERVICE_KID, alg: 'HS256', key: createSecretKey(key) }],
+    ]),
   };
   key.fill(0);
   return { service, keyFile, created };
@@ -81,15 +87,22 @@ export function loadDevService(config: DevConfig): { service: ServiceDefinition;
  * A 300-second service JWT for the dev service (what `linkvault dev-token` prints). Throws
  * DevServiceError when the dev service is off or its key does not exist yet.
  */
-export function signDevToken(config: DevConfig & Pick<Config, 'audience'>, nowMs: number = Date.now()): string {
+export function signDevToken(
+  config: DevConfig & Pick<Config, 'audience'>,
+  nowMs: number = Date.now(),
+): string {
   if (!devServiceEnabled(config)) {
-    throw new DevServiceError('the dev service exists only outside production with the sandbox on (LINKVAULT_SANDBOX)');
+    throw new DevServiceError(
+      'the dev service exists only outside production with the sandbox on (LINKVAULT_SANDBOX)',
+    );
   }
   const keyFile = devServiceKeyFile(config);
   try {
     statSync(keyFile);
   } catch {
-    throw new DevServiceError(`${keyFile} does not exist yet: start linkvault once (it creates the key), then run this again`);
+    throw new DevServiceError(
+      `${keyFile} does not exist yet: start linkvault once (it creates the key), then run this again`,
+    );
   }
   const key = readKey(keyFile);
   try {

@@ -1,4 +1,10 @@
-import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import {
+  Router,
+  type NextFunction,
+  type Request,
+  type RequestHandler,
+  type Response,
+} from 'express';
 import type { Config } from '../config.js';
 import { LinkvaultError, invalidRequest } from '../errors.js';
 import type { CallbackOutcome, Connect } from '../links/connect/connect.js';
@@ -84,7 +90,12 @@ function callbackPath(publicUrl: string, providerId: string): string {
   return `${prefix}/v1/oauth/callback/${providerId}`;
 }
 
-function bindingCookie(publicUrl: string, providerId: string, value: string, maxAgeSeconds: number): string {
+function bindingCookie(
+  publicUrl: string,
+  providerId: string,
+  value: string,
+  maxAgeSeconds: number,
+): string {
   const attributes = [
     `${bindingCookieName(publicUrl)}=${value}`,
     `Path=${callbackPath(publicUrl, providerId)}`,
@@ -114,7 +125,12 @@ function readBindingCookie(req: Request, name: string): string | undefined {
   return found[0];
 }
 
-function parseSessionBody(body: unknown): { tenantId: unknown; userId: unknown; providers?: unknown; returnTo?: unknown } {
+function parseSessionBody(body: unknown): {
+  tenantId: unknown;
+  userId: unknown;
+  providers?: unknown;
+  returnTo?: unknown;
+} {
   const record = jsonObject(body, null);
   for (const key of Object.keys(record)) {
     if (!SESSION_FIELDS.has(key)) {
@@ -142,7 +158,9 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
       {
         tenantId: input.tenantId as string,
         userId: input.userId as string,
-        ...(input.providers === undefined ? {} : { providers: input.providers as readonly string[] }),
+        ...(input.providers === undefined
+          ? {}
+          : { providers: input.providers as readonly string[] }),
         ...(input.returnTo === undefined ? {} : { returnTo: input.returnTo as string }),
       },
       authenticatedService(res).id,
@@ -153,21 +171,43 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
   const startConnectRoute: RequestHandler = async (req, res, next) => {
     try {
       const providerId = req.params.provider_id;
-      if (typeof providerId !== 'string' || !PROVIDER_ID_PATTERN.test(providerId)) throw new LinkvaultError('provider_not_found');
+      if (typeof providerId !== 'string' || !PROVIDER_ID_PATTERN.test(providerId))
+        throw new LinkvaultError('provider_not_found');
       const query = parseStrictQuery(req, CONNECT_QUERY_LIMITS);
       const parameters: Record<string, string> = {};
-      for (const [name, value] of query.values) if (name !== 'session' && name !== 'display') parameters[name] = value;
+      for (const [name, value] of query.values)
+        if (name !== 'session' && name !== 'display') parameters[name] = value;
       const display = query.values.get('display') ?? 'page';
-      if (display !== 'page' && display !== 'popup') throw invalidRequest('display', 'display must be page or popup');
-      const started = await connect.startConnect({ sessionToken: query.values.get('session'), providerId, parameters, display });
-      res.append('Set-Cookie', bindingCookie(config.publicUrl, providerId, started.bindingCookieValue, FLOW_TTL_SECONDS));
+      if (display !== 'page' && display !== 'popup')
+        throw invalidRequest('display', 'display must be page or popup');
+      const started = await connect.startConnect({
+        sessionToken: query.values.get('session'),
+        providerId,
+        parameters,
+        display,
+      });
+      res.append(
+        'Set-Cookie',
+        bindingCookie(config.publicUrl, providerId, started.bindingCookieValue, FLOW_TTL_SECONDS),
+      );
       res.redirect(302, started.redirectUrl.href);
     } catch (err) {
       const problem = toLinkvaultError(err);
       if (!wantsHtml(req)) return next(problem);
       // The hosted result page tells the user (and, in popup mode, the opener) what went wrong.
-      const providerId = typeof req.params.provider_id === 'string' && PROVIDER_ID_PATTERN.test(req.params.provider_id) ? req.params.provider_id : null;
-      res.redirect(303, connectResultLocation(config.publicUrl, { status: 'error', error: problem.code, providerId }));
+      const providerId =
+        typeof req.params.provider_id === 'string' &&
+        PROVIDER_ID_PATTERN.test(req.params.provider_id)
+          ? req.params.provider_id
+          : null;
+      res.redirect(
+        303,
+        connectResultLocation(config.publicUrl, {
+          status: 'error',
+          error: problem.code,
+          providerId,
+        }),
+      );
     }
   };
 
@@ -188,7 +228,13 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
         requestId: req.requestId,
       });
     } catch (err) {
-      outcome = { status: 'error', error: toLinkvaultError(err), providerId: null, returnTo: null, display: null };
+      outcome = {
+        status: 'error',
+        error: toLinkvaultError(err),
+        providerId: null,
+        returnTo: null,
+        display: null,
+      };
     }
 
     // A flow started in the page with a return_to goes back to the app (docs/api.md); a popup flow, or
@@ -199,21 +245,49 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
       const result = { status: 'connected', link_id: outcome.linkId, provider: outcome.providerId };
       if (toApp) return res.redirect(303, withResult(outcome.returnTo!, result));
       if (!wantsHtml(req)) return res.status(200).json(result);
-      return res.redirect(303, connectResultLocation(config.publicUrl, { status: 'connected', linkId: outcome.linkId, providerId: outcome.providerId }));
+      return res.redirect(
+        303,
+        connectResultLocation(config.publicUrl, {
+          status: 'connected',
+          linkId: outcome.linkId,
+          providerId: outcome.providerId,
+        }),
+      );
     }
     const error = outcome.error;
     if (toApp) {
       // provider_error (a registered RFC 6749 code or 'unknown') lets the host app tell a user's "no" (access_denied) from a failure.
       const providerError = providerErrorOf(error);
-      return res.redirect(303, withResult(outcome.returnTo!, { status: 'error', error: error.code, ...(outcome.providerId ? { provider: outcome.providerId } : {}), ...(providerError ? { provider_error: providerError } : {}) }));
+      return res.redirect(
+        303,
+        withResult(outcome.returnTo!, {
+          status: 'error',
+          error: error.code,
+          ...(outcome.providerId ? { provider: outcome.providerId } : {}),
+          ...(providerError ? { provider_error: providerError } : {}),
+        }),
+      );
     }
     if (!wantsHtml(req)) return next(error);
-    res.redirect(303, connectResultLocation(config.publicUrl, { status: 'error', error: error.code, providerId: outcome.providerId, providerError: providerErrorOf(error) }));
+    res.redirect(
+      303,
+      connectResultLocation(config.publicUrl, {
+        status: 'error',
+        error: error.code,
+        providerId: outcome.providerId,
+        providerError: providerErrorOf(error),
+      }),
+    );
   };
 
-  router.post('/v1/sessions', noStore, serviceAuth.authenticate, serviceAuth.requireRole('sessions'), createSessionRoute);
+  router.post(
+    '/v1/sessions',
+    noStore,
+    serviceAuth.authenticate,
+    serviceAuth.requireRole('sessions'),
+    createSessionRoute,
+  );
   router.get('/v1/connect/:provider_id', noStore, startConnectRoute);
   router.get('/v1/oauth/callback/:provider_id', noStore, callbackRoute);
   return router;
 }
-

@@ -15,12 +15,21 @@ export interface GrantRouterDeps {
   readonly grants: Grants;
 }
 
-const BODY_MEMBERS = new Set(['service_id', 'tenant_id', 'provider_id', 'link_id', 'scopes', 'purpose', 'expires_at']);
+const BODY_MEMBERS = new Set([
+  'service_id',
+  'tenant_id',
+  'provider_id',
+  'link_id',
+  'scopes',
+  'purpose',
+  'expires_at',
+]);
 const MAX_ID_CHARS = 256;
 const MAX_SCOPES = 100;
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/;
 /** RFC 3339 §5.6 date-time (seconds required, fraction optional, Z or a numeric offset). */
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+const RFC3339 =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 /** Printable, no control characters: ids are echoed back and logged. */
 const ID_TEXT = /^[^\u0000-\u001f\u007f]+$/;
 
@@ -31,7 +40,11 @@ function isScopeToken(s: string): boolean {
 function optionalId(b: Record<string, unknown>, name: string): string | null {
   const v = b[name];
   if (v === undefined || v === null) return null;
-  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ID_CHARS || !ID_TEXT.test(v)) throw invalidRequest(name, `${name} must be a string of 1-${MAX_ID_CHARS} printable characters`);
+  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ID_CHARS || !ID_TEXT.test(v))
+    throw invalidRequest(
+      name,
+      `${name} must be a string of 1-${MAX_ID_CHARS} printable characters`,
+    );
   return v;
 }
 
@@ -39,7 +52,9 @@ function optionalId(b: Record<string, unknown>, name: string): string | null {
 function parseRfc3339(value: string): number | null {
   const m = RFC3339.exec(value);
   if (!m) return null;
-  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number];
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(
+    Number,
+  ) as [number, number, number, number, number, number];
   if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 60) return null;
   const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
   if (day > daysInMonth) return null;
@@ -58,10 +73,25 @@ function parseGrantBody(body: unknown): GrantInput {
   const scopes =
     b.scopes === null
       ? null
-      : (optionalStringList(b, 'scopes', MAX_SCOPES, isScopeToken, `scopes must be an array of 1-${MAX_SCOPES} scope strings (omit it for every scope of the link)`, 'each scope must be a scope token (RFC 6749 §3.3)') ?? null);
+      : (optionalStringList(
+          b,
+          'scopes',
+          MAX_SCOPES,
+          isScopeToken,
+          `scopes must be an array of 1-${MAX_SCOPES} scope strings (omit it for every scope of the link)`,
+          'each scope must be a scope token (RFC 6749 §3.3)',
+        ) ?? null);
 
-  if (typeof b.purpose !== 'string' || b.purpose.trim().length === 0 || b.purpose.trim().length > MAX_PURPOSE_CHARS || !ID_TEXT.test(b.purpose)) {
-    throw invalidRequest('purpose', `purpose is required: 1-${MAX_PURPOSE_CHARS} printable characters`);
+  if (
+    typeof b.purpose !== 'string' ||
+    b.purpose.trim().length === 0 ||
+    b.purpose.trim().length > MAX_PURPOSE_CHARS ||
+    !ID_TEXT.test(b.purpose)
+  ) {
+    throw invalidRequest(
+      'purpose',
+      `purpose is required: 1-${MAX_PURPOSE_CHARS} printable characters`,
+    );
   }
 
   let expiresAtMs: number | null = null;
@@ -105,7 +135,10 @@ export function createGrantRouter(deps: GrantRouterDeps): Router {
   router.post('/v1/grants', ...admin, async (req: Request, res: Response, next: NextFunction) => {
     try {
       const input = parseGrantBody(req.body);
-      const grant = await grants.create(input, { serviceId: authenticatedService(res).id, requestId: req.requestId });
+      const grant = await grants.create(input, {
+        serviceId: authenticatedService(res).id,
+        requestId: req.requestId,
+      });
       res.status(201).setHeader('Cache-Control', 'no-store');
       res.json(grantJson(grant));
     } catch (err) {
@@ -115,9 +148,14 @@ export function createGrantRouter(deps: GrantRouterDeps): Router {
 
   router.get('/v1/grants', ...admin, async (req: Request, res: Response, next: NextFunction) => {
     try {
-      for (const key of Object.keys(req.query)) if (key !== 'service_id') throw invalidRequest(safeName(key), 'Unknown query parameter');
+      for (const key of Object.keys(req.query))
+        if (key !== 'service_id') throw invalidRequest(safeName(key), 'Unknown query parameter');
       const raw = req.query.service_id;
-      if (raw !== undefined && (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_ID_CHARS)) throw invalidRequest('service_id', 'service_id must be a single non-empty value');
+      if (
+        raw !== undefined &&
+        (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_ID_CHARS)
+      )
+        throw invalidRequest('service_id', 'service_id must be a single non-empty value');
       const list = await grants.list(raw);
       res.setHeader('Cache-Control', 'no-store');
       res.json({ grants: list.map(grantJson) });
@@ -126,16 +164,24 @@ export function createGrantRouter(deps: GrantRouterDeps): Router {
     }
   });
 
-  router.delete('/v1/grants/:id', ...admin, async (req: Request, res: Response, next: NextFunction) => {
-    try {
-      const id = req.params.id;
-      if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_CHARS) throw new LinkvaultError('grant_not_found');
-      await grants.remove(id, { serviceId: authenticatedService(res).id, requestId: req.requestId });
-      res.status(204).end();
-    } catch (err) {
-      next(err);
-    }
-  });
+  router.delete(
+    '/v1/grants/:id',
+    ...admin,
+    async (req: Request, res: Response, next: NextFunction) => {
+      try {
+        const id = req.params.id;
+        if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_CHARS)
+          throw new LinkvaultError('grant_not_found');
+        await grants.remove(id, {
+          serviceId: authenticatedService(res).id,
+          requestId: req.requestId,
+        });
+        res.status(204).end();
+      } catch (err) {
+        next(err);
+      }
+    },
+  );
 
   return router;
 }

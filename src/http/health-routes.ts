@@ -15,7 +15,11 @@ export type CheckOutcome = 'ok' | 'failed' | 'timeout';
 /** A slow dependency counts as down: a load balancer probing /readyz must get an answer quickly. */
 export const READINESS_TIMEOUT_MS = 2000;
 
-async function runCheck(check: ReadinessCheck, timeoutMs: number, log: Logger): Promise<CheckOutcome> {
+async function runCheck(
+  check: ReadinessCheck,
+  timeoutMs: number,
+  log: Logger,
+): Promise<CheckOutcome> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<CheckOutcome>((resolve) => {
     timer = setTimeout(() => resolve('timeout'), timeoutMs);
@@ -29,7 +33,8 @@ async function runCheck(check: ReadinessCheck, timeoutMs: number, log: Logger): 
   );
   try {
     const result = await Promise.race([outcome, timeout]);
-    if (result === 'timeout') log.warn({ check: check.name, timeout_ms: timeoutMs }, 'readiness check timed out');
+    if (result === 'timeout')
+      log.warn({ check: check.name, timeout_ms: timeoutMs }, 'readiness check timed out');
     return result;
   } finally {
     clearTimeout(timer);
@@ -66,7 +71,12 @@ export function createHealthRouter(deps: {
       return;
     }
     const failing = deps.checks.filter((_c, i) => outcomes[i] !== 'ok').map((c) => c.name);
-    sendProblem(req, res, new LinkvaultError('not_ready', { detail: `Not ready: ${failing.join(', ')}` }), { checks });
+    sendProblem(
+      req,
+      res,
+      new LinkvaultError('not_ready', { detail: `Not ready: ${failing.join(', ')}` }),
+      { checks },
+    );
   });
 
   router.get('/metrics', (_req, res) => {

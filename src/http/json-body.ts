@@ -42,16 +42,28 @@ export function parseJsonBody(): RequestHandler[] {
   const requireJson: RequestHandler = (req, _res, next) => {
     if (!isJsonApi(req)) return next();
     // req.is → null when there is no body, false when the body has another declared type.
-    if (req.get('content-type') !== undefined && !hasNoContent(req.headers) && req.is(JSON_TYPES) === false) return next(new LinkvaultError('unsupported_media_type'));
+    if (
+      req.get('content-type') !== undefined &&
+      !hasNoContent(req.headers) &&
+      req.is(JSON_TYPES) === false
+    )
+      return next(new LinkvaultError('unsupported_media_type'));
     next();
   };
-  const json = express.json({ limit: JSON_BODY_LIMIT_BYTES, strict: true, type: (req) => isJsonApi(req as Request) && typeof (req as Request).is(JSON_TYPES) === 'string' });
+  const json = express.json({
+    limit: JSON_BODY_LIMIT_BYTES,
+    strict: true,
+    type: (req) => isJsonApi(req as Request) && typeof (req as Request).is(JSON_TYPES) === 'string',
+  });
   // Reads an untyped API body only to prove it is empty; any byte in it is a 415.
   const untyped = express.raw({
     limit: JSON_BODY_LIMIT_BYTES,
     type: (req) => isJsonApi(req as Request) && req.headers['content-type'] === undefined,
     verify: (_req, _res, buf) => {
-      if (buf.length > 0) throw Object.assign(new Error('request body without Content-Type'), { type: CONTENT_TYPE_MISSING });
+      if (buf.length > 0)
+        throw Object.assign(new Error('request body without Content-Type'), {
+          type: CONTENT_TYPE_MISSING,
+        });
     },
   });
   const dropEmpty: RequestHandler = (req, _res, next) => {

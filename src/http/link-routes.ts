@@ -33,21 +33,27 @@ function parseListFilter(req: Request): LinkFilter {
   for (const [name, value] of query.values) {
     if (!LIST_FILTERS.has(name)) {
       const shown = echoableName(name);
-      throw invalidRequest(shown, shown ? `Unknown filter "${shown}" (known: tenant_id, user_id, provider_id, status)` : 'Unknown filter');
+      throw invalidRequest(
+        shown,
+        shown
+          ? `Unknown filter "${shown}" (known: tenant_id, user_id, provider_id, status)`
+          : 'Unknown filter',
+      );
     }
     if (name === 'tenant_id') filter.tenantId = checkCallerId(value, 'tenant_id');
     else if (name === 'user_id') filter.userId = checkCallerId(value, 'user_id');
     else if (name === 'provider_id') {
-      if (!PROVIDER_ID_PATTERN.test(value)) throw invalidRequest('provider_id', 'provider_id must be a provider id');
+      if (!PROVIDER_ID_PATTERN.test(value))
+        throw invalidRequest('provider_id', 'provider_id must be a provider id');
       filter.providerId = value;
     } else {
-      if (!(STATUSES as readonly string[]).includes(value)) throw invalidRequest('status', 'status must be active, needs_reauth or revoked');
+      if (!(STATUSES as readonly string[]).includes(value))
+        throw invalidRequest('status', 'status must be active, needs_reauth or revoked');
       filter.status = value as LinkStatus;
     }
   }
   return filter;
 }
-
 
 export function createLinkRouter(deps: LinkRouterDeps): Router {
   const { store, sessions, serviceAuth } = deps;
@@ -74,8 +80,18 @@ export function createLinkRouter(deps: LinkRouterDeps): Router {
     res.json({ links: links.map(toLinkJson) });
   };
 
-  router.get('/v1/links', serviceAuth.authenticate, serviceAuth.requireRole('links:read'), listLinks);
-  router.get('/v1/links/:id', serviceAuth.authenticate, serviceAuth.requireRole('links:read'), getLink);
+  router.get(
+    '/v1/links',
+    serviceAuth.authenticate,
+    serviceAuth.requireRole('links:read'),
+    listLinks,
+  );
+  router.get(
+    '/v1/links/:id',
+    serviceAuth.authenticate,
+    serviceAuth.requireRole('links:read'),
+    getLink,
+  );
   router.get('/v1/me/links', myLinks);
   return router;
 }

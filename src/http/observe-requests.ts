@@ -33,7 +33,14 @@ function routeTemplateOf(req: Request): string {
  * fields only (method, route template, status, duration, request id, user agent, body length).
  * Call it when the response closes; `route` is the template, never the raw path.
  */
-export function observeRequest(deps: ObserveDeps, req: IncomingMessage, res: ServerResponse, route: string, requestId: string, startedAt: bigint): void {
+export function observeRequest(
+  deps: ObserveDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: string,
+  requestId: string,
+  startedAt: bigint,
+): void {
   const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
   const method = req.method !== undefined && KNOWN_METHODS.has(req.method) ? req.method : 'OTHER';
   const status = res.writableFinished ? String(res.statusCode) : 'aborted';
@@ -60,7 +67,9 @@ export function observeRequest(deps: ObserveDeps, req: IncomingMessage, res: Ser
 export function observeRequests(deps: ObserveDeps): RequestHandler {
   return (req, res, next) => {
     const startedAt = process.hrtime.bigint();
-    res.once('close', () => observeRequest(deps, req, res, routeTemplateOf(req), req.requestId, startedAt));
+    res.once('close', () =>
+      observeRequest(deps, req, res, routeTemplateOf(req), req.requestId, startedAt),
+    );
     next();
   };
 }

@@ -18,12 +18,22 @@ export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
  * message). Every 500 is such a code; provider-side 502/503s keep their detail, which is about the
  * provider and is what the caller needs to act.
  */
-const INTERNAL_DETAIL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['store_unavailable', 'key_service_unavailable', 'audit_unavailable']);
+const INTERNAL_DETAIL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'store_unavailable',
+  'key_service_unavailable',
+  'audit_unavailable',
+]);
 
 /** The problem body for an error; `extra` members never override the standard ones. */
 export function problemBody(err: LinkvaultError, requestId: string): Record<string, unknown> {
   if (err.status === 500 || INTERNAL_DETAIL_CODES.has(err.code)) {
-    return { type: problemType(err.code), title: err.title, status: err.status, code: err.code, request_id: requestId };
+    return {
+      type: problemType(err.code),
+      title: err.title,
+      status: err.status,
+      code: err.code,
+      request_id: requestId,
+    };
   }
   return {
     ...(err.extra ?? {}),
@@ -38,7 +48,9 @@ export function problemBody(err: LinkvaultError, requestId: string): Record<stri
 
 /** The Retry-After header value an error asks for, if any. */
 export function retryAfterOf(err: LinkvaultError): string | undefined {
-  return err.retryAfterSeconds === undefined ? undefined : String(Math.max(0, Math.ceil(err.retryAfterSeconds)));
+  return err.retryAfterSeconds === undefined
+    ? undefined
+    : String(Math.max(0, Math.ceil(err.retryAfterSeconds)));
 }
 
 /**
@@ -50,11 +62,19 @@ export function logProblem(log: Logger, problem: LinkvaultError, requestId: stri
   const status = problem.status;
   const level = status < 500 ? 'debug' : status >= 502 && status <= 504 ? 'warn' : 'error';
   if (!log.isLevelEnabled(level)) return;
-  log[level]({ request_id: requestId, error_code: problem.code, status, err: problem.cause ?? problem }, status < 500 ? 'request rejected' : 'request failed');
+  log[level](
+    { request_id: requestId, error_code: problem.code, status, err: problem.cause ?? problem },
+    status < 500 ? 'request rejected' : 'request failed',
+  );
 }
 
 /** Sends `err` as problem+json (with Retry-After when the error carries one). */
-export function sendProblem(req: Request, res: Response, err: LinkvaultError, members: Readonly<Record<string, unknown>> = {}): void {
+export function sendProblem(
+  req: Request,
+  res: Response,
+  err: LinkvaultError,
+  members: Readonly<Record<string, unknown>> = {},
+): void {
   const retryAfter = retryAfterOf(err);
   if (retryAfter !== undefined) res.setHeader('Retry-After', retryAfter);
   res
@@ -68,15 +88,33 @@ export const CONTENT_TYPE_MISSING = 'linkvault.content_type.missing';
 
 /** body-parser's error `type` → our code. Matched by the library's code, never by its message. */
 const BODY_PARSER_CODES: Readonly<Record<string, { code: ErrorCode; detail: string }>> = {
-  'entity.too.large': { code: 'payload_too_large', detail: 'The request body exceeds the size limit' },
+  'entity.too.large': {
+    code: 'payload_too_large',
+    detail: 'The request body exceeds the size limit',
+  },
   'entity.parse.failed': { code: 'invalid_request', detail: 'The request body is not valid JSON' },
   'entity.verify.failed': { code: 'invalid_request', detail: 'The request body was rejected' },
-  'encoding.unsupported': { code: 'unsupported_media_type', detail: 'The request body encoding is not supported' },
-  'charset.unsupported': { code: 'unsupported_media_type', detail: 'The request body must be UTF-8 JSON' },
-  'request.aborted': { code: 'invalid_request', detail: 'The request body was not received completely' },
-  'request.size.invalid': { code: 'invalid_request', detail: 'The request body length does not match Content-Length' },
+  'encoding.unsupported': {
+    code: 'unsupported_media_type',
+    detail: 'The request body encoding is not supported',
+  },
+  'charset.unsupported': {
+    code: 'unsupported_media_type',
+    detail: 'The request body must be UTF-8 JSON',
+  },
+  'request.aborted': {
+    code: 'invalid_request',
+    detail: 'The request body was not received completely',
+  },
+  'request.size.invalid': {
+    code: 'invalid_request',
+    detail: 'The request body length does not match Content-Length',
+  },
   'parameters.too.many': { code: 'invalid_request', detail: 'The request has too many parameters' },
-  [CONTENT_TYPE_MISSING]: { code: 'unsupported_media_type', detail: 'A request body needs Content-Type: application/json' },
+  [CONTENT_TYPE_MISSING]: {
+    code: 'unsupported_media_type',
+    detail: 'A request body needs Content-Type: application/json',
+  },
 };
 
 /** http-errors style status (router's URI decoding failures, body-parser) → our code. */

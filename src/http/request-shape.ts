@@ -20,20 +20,29 @@ export function echoableName(name: string): string | null {
 
 /** The body as a JSON object, else 400 naming `parameter` (null: naming nothing). */
 export function jsonObject(body: unknown, parameter: 'body' | null): Record<string, unknown> {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalidRequest(parameter, 'The body must be a JSON object');
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw invalidRequest(parameter, 'The body must be a JSON object');
   return body as Record<string, unknown>;
 }
 
 /** Refuses the first member not in `allowed`, naming it (masked by safeName). */
 export function onlyMembers(body: Record<string, unknown>, allowed: ReadonlySet<string>): void {
-  for (const key of Object.keys(body)) if (!allowed.has(key)) throw invalidRequest(safeName(key), 'Unknown member in the request body');
+  for (const key of Object.keys(body))
+    if (!allowed.has(key))
+      throw invalidRequest(safeName(key), 'Unknown member in the request body');
 }
 
 /** An optional integer member from `min` to `max`. */
-export function optionalInteger(body: Record<string, unknown>, name: string, min: number, max: number): number | undefined {
+export function optionalInteger(
+  body: Record<string, unknown>,
+  name: string,
+  min: number,
+  max: number,
+): number | undefined {
   const v = body[name];
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw invalidRequest(name, `${name} must be an integer from ${min} to ${max}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw invalidRequest(name, `${name} must be an integer from ${min} to ${max}`);
   return v;
 }
 
@@ -46,7 +55,14 @@ export function optionalBoolean(body: Record<string, unknown>, name: string): bo
 }
 
 /** An optional list of 1-`max` strings that each pass `item`; `detailList` and `detailItem` say what was wrong. */
-export function optionalStringList(body: Record<string, unknown>, name: string, max: number, item: (s: string) => boolean, detailList: string, detailItem: string): string[] | undefined {
+export function optionalStringList(
+  body: Record<string, unknown>,
+  name: string,
+  max: number,
+  item: (s: string) => boolean,
+  detailList: string,
+  detailItem: string,
+): string[] | undefined {
   const v = body[name];
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || v.length === 0 || v.length > max) throw invalidRequest(name, detailList);

@@ -33,7 +33,8 @@ const JOB_ID = /^rvj_[0-9a-f-]{36}$/;
 function linkIdOf(req: Request): string {
   const id = req.params.id;
   // Too long to be one of ours: the same answer as any unknown link.
-  if (typeof id !== 'string' || id === '' || id.length > MAX_LINK_ID_CHARS) throw new LinkvaultError('link_not_found');
+  if (typeof id !== 'string' || id === '' || id.length > MAX_LINK_ID_CHARS)
+    throw new LinkvaultError('link_not_found');
   return id;
 }
 
@@ -50,29 +51,36 @@ function onlyBodyMembers(body: Record<string, unknown>, allowed: readonly string
 }
 
 function reasonOf(body: Record<string, unknown>, fallback: string): string {
-  if (body.reason !== undefined && (typeof body.reason !== 'string' || body.reason.trim() === '' || body.reason.length > 200)) {
+  if (
+    body.reason !== undefined &&
+    (typeof body.reason !== 'string' || body.reason.trim() === '' || body.reason.length > 200)
+  ) {
     throw invalidRequest('reason', 'reason must be a non-empty string of at most 200 characters');
   }
   return normaliseReason(body.reason, fallback);
 }
 
-
 export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   const router = Router();
   const { revocation, auth } = deps;
 
-  router.delete('/v1/links/:id', auth.authenticate, auth.requireRole('links:revoke'), async (req, res) => {
-    const service = authenticatedService(res);
-    const body = bodyObject(req);
-    onlyBodyMembers(body, ['reason']);
-    const { record } = await revocation.revokeLink(linkIdOf(req), {
-      revokedBy: 'service',
-      serviceId: service.id,
-      reason: reasonOf(body, 'service_request'),
-      requestId: req.requestId,
-    });
-    res.status(200).json(record);
-  });
+  router.delete(
+    '/v1/links/:id',
+    auth.authenticate,
+    auth.requireRole('links:revoke'),
+    async (req, res) => {
+      const service = authenticatedService(res);
+      const body = bodyObject(req);
+      onlyBodyMembers(body, ['reason']);
+      const { record } = await revocation.revokeLink(linkIdOf(req), {
+        revokedBy: 'service',
+        serviceId: service.id,
+        reason: reasonOf(body, 'service_request'),
+        requestId: req.requestId,
+      });
+      res.status(200).json(record);
+    },
+  );
 
   router.delete('/v1/me/links/:id', async (req, res) => {
     const session = await sessionOf(req, res, deps.sessions);
@@ -81,7 +89,12 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
     // Another user's link answers exactly like a missing one (404, never 403): no existence oracle.
     const { record } = await revocation.revokeLink(
       linkIdOf(req),
-      { revokedBy: 'user', serviceId: session.serviceId, reason: reasonOf(body, 'user_request'), requestId: req.requestId },
+      {
+        revokedBy: 'user',
+        serviceId: session.serviceId,
+        reason: reasonOf(body, 'user_request'),
+        requestId: req.requestId,
+      },
       { tenantId: session.tenantId, userId: session.userId },
     );
     res.status(200).json(record);
@@ -90,18 +103,31 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   // For the manage page, which shows a revoked link's guidance again.
   router.get('/v1/me/links/:id/revocation', async (req, res) => {
     const session = await sessionOf(req, res, deps.sessions);
-    res.status(200).json(await revocation.getRecord(linkIdOf(req), { tenantId: session.tenantId, userId: session.userId }));
+    res
+      .status(200)
+      .json(
+        await revocation.getRecord(linkIdOf(req), {
+          tenantId: session.tenantId,
+          userId: session.userId,
+        }),
+      );
   });
 
-  router.get('/v1/links/:id/revocation', auth.authenticate, auth.requireRole('links:read'), async (req, res) => {
-    res.status(200).json(await revocation.getRecord(linkIdOf(req)));
-  });
+  router.get(
+    '/v1/links/:id/revocation',
+    auth.authenticate,
+    auth.requireRole('links:read'),
+    async (req, res) => {
+      res.status(200).json(await revocation.getRecord(linkIdOf(req)));
+    },
+  );
 
   router.post('/v1/revocations', auth.authenticate, auth.requireRole('admin'), async (req, res) => {
     const service = authenticatedService(res);
     const body = bodyObject(req);
     onlyBodyMembers(body, ['tenant_id', 'user_id', 'provider_id', 'reason']);
-    const tenantId = body.tenant_id === undefined ? null : checkCallerId(body.tenant_id, 'tenant_id');
+    const tenantId =
+      body.tenant_id === undefined ? null : checkCallerId(body.tenant_id, 'tenant_id');
     const userId = body.user_id === undefined ? null : checkCallerId(body.user_id, 'user_id');
     let providerId: string | null = null;
     if (body.provider_id !== undefined) {
@@ -112,17 +138,27 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
     }
     if (body.reason === undefined) throw invalidRequest('reason', 'reason is required');
     const reason = reasonOf(body, 'bulk');
-    if (!tenantId && !providerId) throw invalidRequest('tenant_id', 'tenant_id (or provider_id) is required');
+    if (!tenantId && !providerId)
+      throw invalidRequest('tenant_id', 'tenant_id (or provider_id) is required');
     if (userId && !tenantId) throw invalidRequest('tenant_id', 'user_id needs tenant_id');
-    const started = await revocation.startBulk({ tenantId, userId, providerId }, { revokedBy: 'admin', serviceId: service.id, reason, requestId: req.requestId });
+    const started = await revocation.startBulk(
+      { tenantId, userId, providerId },
+      { revokedBy: 'admin', serviceId: service.id, reason, requestId: req.requestId },
+    );
     res.status(202).json(started);
   });
 
-  router.get('/v1/revocations/:job_id', auth.authenticate, auth.requireRole('admin'), async (req, res) => {
-    const jobId = req.params.job_id;
-    if (typeof jobId !== 'string' || !JOB_ID.test(jobId)) throw new LinkvaultError('job_not_found');
-    res.status(200).json(await revocation.getBulkStatus(jobId));
-  });
+  router.get(
+    '/v1/revocations/:job_id',
+    auth.authenticate,
+    auth.requireRole('admin'),
+    async (req, res) => {
+      const jobId = req.params.job_id;
+      if (typeof jobId !== 'string' || !JOB_ID.test(jobId))
+        throw new LinkvaultError('job_not_found');
+      res.status(200).json(await revocation.getBulkStatus(jobId));
+    },
+  );
 
   return router;
 }

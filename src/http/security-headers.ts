@@ -37,7 +37,10 @@ export function securityHeadersFor(path: string, hsts: boolean): HeaderList {
 }
 
 /** Sets `headers` on a response (Express's or node:http's). */
-export function setHeaders(res: { setHeader(name: string, value: string): unknown }, headers: HeaderList): void {
+export function setHeaders(
+  res: { setHeader(name: string, value: string): unknown },
+  headers: HeaderList,
+): void {
   for (let i = 0; i < headers.length; i++) res.setHeader(headers[i]![0], headers[i]![1]);
 }
 

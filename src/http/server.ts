@@ -24,7 +24,10 @@ export interface Serving {
 }
 
 /** Listens on options.host:options.port (port 0 picks a free one) with `listener`; rejects when it cannot bind. */
-export async function serve(listener: (req: IncomingMessage, res: ServerResponse) => void, options: ServeOptions): Promise<Serving> {
+export async function serve(
+  listener: (req: IncomingMessage, res: ServerResponse) => void,
+  options: ServeOptions,
+): Promise<Serving> {
   const { log, shutdownTimeoutMs } = options;
   const server = createServer(listener);
   // Longer than common load-balancer idle timeouts (60 s), so the balancer, not us, closes
@@ -60,7 +63,10 @@ export async function serve(listener: (req: IncomingMessage, res: ServerResponse
       closing = true;
       for (const res of unanswered) if (!res.headersSent) res.setHeader('Connection', 'close');
       unanswered.clear();
-      log.info({ timeout_ms: shutdownTimeoutMs }, 'shutting down: refusing new connections, finishing requests in flight');
+      log.info(
+        { timeout_ms: shutdownTimeoutMs },
+        'shutting down: refusing new connections, finishing requests in flight',
+      );
       const drained = new Promise<void>((resolve) => server.close(() => resolve()));
       // Node closes idle keep-alive sockets on close(); do it explicitly so none holds shutdown open.
       server.closeIdleConnections();
@@ -73,7 +79,10 @@ export async function serve(listener: (req: IncomingMessage, res: ServerResponse
       ]);
       clearTimeout(timer);
       if (timedOut) {
-        log.warn({ timeout_ms: shutdownTimeoutMs }, 'shutdown timeout: destroying connections still open');
+        log.warn(
+          { timeout_ms: shutdownTimeoutMs },
+          'shutdown timeout: destroying connections still open',
+        );
         server.closeAllConnections();
         await drained;
       }

@@ -60,7 +60,10 @@ interface KeyEntry {
 /** Reads the `res.locals.service` that `authenticate` set; throws (500) when a route forgot `authenticate`. */
 export function authenticatedService(res: Response): AuthenticatedService {
   const service = res.locals.service as AuthenticatedService | undefined;
-  if (!service) throw new LinkvaultError('internal_error', { cause: new Error('route is missing authenticate') });
+  if (!service)
+    throw new LinkvaultError('internal_error', {
+      cause: new Error('route is missing authenticate'),
+    });
   return service;
 }
 
@@ -83,7 +86,8 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
   const byKid = new Map<string, KeyEntry>();
   for (const def of options.services) {
     const service: AuthenticatedService = Object.freeze({ id: def.id, roles: def.roles });
-    for (const key of def.keys.values()) byKid.set(key.kid, { service, alg: key.alg, key: key.key });
+    for (const key of def.keys.values())
+      byKid.set(key.kid, { service, alg: key.alg, key: key.key });
   }
 
   function reject(next: NextFunction, res: Response): void {
@@ -96,7 +100,8 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     if (typeof authorization !== 'string') return null;
     // Size first: nothing below runs on an attacker's megabyte.
     if (authorization.length > maxTokenBytes + 7) return null;
-    if (authorization.length < 8 || authorization.slice(0, 7).toLowerCase() !== 'bearer ') return null;
+    if (authorization.length < 8 || authorization.slice(0, 7).toLowerCase() !== 'bearer ')
+      return null;
     const token = authorization.slice(7).trim();
     if (Buffer.byteLength(token) > maxTokenBytes) return null;
     const remembered = verified.get(token);
@@ -138,12 +143,21 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     if (typeof payload !== 'object' || payload === null) return null;
     const { exp, iat } = payload as { exp?: unknown; iat?: unknown };
     // exp and iat are required (docs/api.md); the lifetime is bounded so a leaked token dies quickly.
-    if (typeof exp !== 'number' || typeof iat !== 'number' || !Number.isFinite(exp) || !Number.isFinite(iat)) return null;
+    if (
+      typeof exp !== 'number' ||
+      typeof iat !== 'number' ||
+      !Number.isFinite(exp) ||
+      !Number.isFinite(iat)
+    )
+      return null;
     if (exp - iat > MAX_SERVICE_JWT_LIFETIME_SECONDS || exp <= iat) return null;
     if (iat > nowSeconds + CLOCK_TOLERANCE_SECONDS) return null;
     if (cacheSize > 0) {
       if (verified.size >= cacheSize) verified.delete(verified.keys().next().value as string);
-      verified.set(token, { service: entry.service, untilMs: (exp + CLOCK_TOLERANCE_SECONDS) * 1000 });
+      verified.set(token, {
+        service: entry.service,
+        untilMs: (exp + CLOCK_TOLERANCE_SECONDS) * 1000,
+      });
     }
     return entry.service;
   }

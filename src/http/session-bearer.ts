@@ -10,9 +10,18 @@ const MAX_AUTHORIZATION_CHARS = 512;
  * session_expired otherwise. Pages send the session token in this header, never in a URL or a
  * cookie, so a request forged from another site cannot carry it (CSRF-proof revoke).
  */
-export async function sessionOf(req: Request, res: Response, sessions: Pick<Sessions, 'resolveSession'>): Promise<SessionRecord> {
+export async function sessionOf(
+  req: Request,
+  res: Response,
+  sessions: Pick<Sessions, 'resolveSession'>,
+): Promise<SessionRecord> {
   const header = req.headers.authorization;
-  const token = typeof header === 'string' && header.length <= MAX_AUTHORIZATION_CHARS && /^bearer /i.test(header) ? header.slice(7).trim() : undefined;
+  const token =
+    typeof header === 'string' &&
+    header.length <= MAX_AUTHORIZATION_CHARS &&
+    /^bearer /i.test(header)
+      ? header.slice(7).trim()
+      : undefined;
   try {
     return await sessions.resolveSession(token);
   } catch (err) {

@@ -41,7 +41,8 @@ export function parseStrictQuery(req: Request, limits: StrictQueryLimits): Stric
   const values = new Map<string, string>();
   if (raw === '') return { raw, values };
   const pairs = raw.split('&');
-  if (pairs.length > limits.maxParams) throw invalidRequest(null, 'The query string has too many parameters');
+  if (pairs.length > limits.maxParams)
+    throw invalidRequest(null, 'The query string has too many parameters');
   for (const pair of pairs) {
     if (pair === '') continue;
     const eq = pair.indexOf('=');
@@ -54,10 +55,21 @@ export function parseStrictQuery(req: Request, limits: StrictQueryLimits): Stric
       throw invalidRequest(null, 'The query string is not valid percent-encoding');
     }
     const shown = echoableName(name);
-    if (name === '' || /[[\]]/.test(name)) throw invalidRequest(null, 'Array and object parameters are not accepted');
-    if (values.has(name)) throw invalidRequest(shown, shown ? `Parameter ${shown} is given more than once` : 'A parameter is given more than once');
+    if (name === '' || /[[\]]/.test(name))
+      throw invalidRequest(null, 'Array and object parameters are not accepted');
+    if (values.has(name))
+      throw invalidRequest(
+        shown,
+        shown
+          ? `Parameter ${shown} is given more than once`
+          : 'A parameter is given more than once',
+      );
     const max = limits.valueLimits?.[name] ?? limits.maxValueChars;
-    if (value.length > max) throw invalidRequest(shown, shown ? `Parameter ${shown} is too long` : 'A parameter is too long');
+    if (value.length > max)
+      throw invalidRequest(
+        shown,
+        shown ? `Parameter ${shown} is too long` : 'A parameter is too long',
+      );
     values.set(name, value);
   }
   return { raw, values };

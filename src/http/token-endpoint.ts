@@ -1,6 +1,12 @@
 import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { TokenRelease } from '../links/release/token-release.js';
-import { jsonObject, onlyMembers, optionalBoolean, optionalInteger, optionalStringList } from './request-shape.js';
+import {
+  jsonObject,
+  onlyMembers,
+  optionalBoolean,
+  optionalInteger,
+  optionalStringList,
+} from './request-shape.js';
 import type { AuthenticatedService } from './service-auth.js';
 
 /**
@@ -19,7 +25,11 @@ const MAX_SCOPE_CHARS = 256;
 const MAX_ID_CHARS = 256;
 /** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
-const BODY_MEMBERS: ReadonlySet<string> = new Set(['scopes', 'min_validity_seconds', 'force_refresh']);
+const BODY_MEMBERS: ReadonlySet<string> = new Set([
+  'scopes',
+  'min_validity_seconds',
+  'force_refresh',
+]);
 
 export interface TokenRequestBody {
   readonly scopes: readonly string[] | null;
@@ -33,10 +43,18 @@ function isScopeToken(s: string): boolean {
 
 /** Strict: an absent body is `{}`; unknown members, wrong types and out-of-range values are 400 invalid_request. */
 export function parseTokenRequestBody(body: unknown): TokenRequestBody {
-  if (body === undefined) return { scopes: null, minValiditySeconds: undefined, forceRefresh: false };
+  if (body === undefined)
+    return { scopes: null, minValiditySeconds: undefined, forceRefresh: false };
   const b = jsonObject(body, 'body');
   onlyMembers(b, BODY_MEMBERS);
-  const scopes = optionalStringList(b, 'scopes', MAX_SCOPES, isScopeToken, `scopes must be an array of 1-${MAX_SCOPES} scope strings`, 'each scope must be a non-empty scope token (RFC 6749 §3.3)');
+  const scopes = optionalStringList(
+    b,
+    'scopes',
+    MAX_SCOPES,
+    isScopeToken,
+    `scopes must be an array of 1-${MAX_SCOPES} scope strings`,
+    'each scope must be a non-empty scope token (RFC 6749 §3.3)',
+  );
   return {
     scopes: scopes === undefined ? null : [...new Set(scopes)],
     minValiditySeconds: optionalInteger(b, 'min_validity_seconds', 0, MAX_MIN_VALIDITY_SECONDS),
@@ -52,7 +70,12 @@ function displayTokenType(tokenType: string): string {
 /** Every 503 tells the caller when to come back. */
 function withRetryAfter(err: unknown): unknown {
   if (isLinkvaultError(err) && err.status === 503 && err.retryAfterSeconds === undefined) {
-    return new LinkvaultError(err.code, { detail: err.detail, cause: err.cause ?? err, retryAfterSeconds: 1, extra: err.extra });
+    return new LinkvaultError(err.code, {
+      detail: err.detail,
+      cause: err.cause ?? err,
+      retryAfterSeconds: 1,
+      extra: err.extra,
+    });
   }
   return err;
 }
@@ -61,15 +84,24 @@ function withRetryAfter(err: unknown): unknown {
  * Checks the id and the body, releases, and serialises the answer. Rejects LinkvaultError (503s
  * carry Retry-After).
  */
-export async function answerTokenRequest(release: TokenRelease, service: AuthenticatedService, linkId: string | undefined, body: unknown, requestId: string): Promise<string> {
+export async function answerTokenRequest(
+  release: TokenRelease,
+  service: AuthenticatedService,
+  linkId: string | undefined,
+  body: unknown,
+  requestId: string,
+): Promise<string> {
   try {
-    if (typeof linkId !== 'string' || linkId.length === 0 || linkId.length > MAX_ID_CHARS) throw new LinkvaultError('link_not_found');
+    if (typeof linkId !== 'string' || linkId.length === 0 || linkId.length > MAX_ID_CHARS)
+      throw new LinkvaultError('link_not_found');
     const parsed = parseTokenRequestBody(body);
     const released = await release.release({
       service,
       linkId,
       scopes: parsed.scopes,
-      ...(parsed.minValiditySeconds === undefined ? {} : { minValiditySeconds: parsed.minValiditySeconds }),
+      ...(parsed.minValiditySeconds === undefined
+        ? {}
+        : { minValiditySeconds: parsed.minValiditySeconds }),
       forceRefresh: parsed.forceRefresh,
       requestId,
     });
@@ -77,7 +109,8 @@ export async function answerTokenRequest(release: TokenRelease, service: Authent
     return JSON.stringify({
       access_token: released.accessToken.reveal(),
       token_type: displayTokenType(released.tokenType),
-      expires_at: released.expiresAtMs === null ? null : new Date(released.expiresAtMs).toISOString(),
+      expires_at:
+        released.expiresAtMs === null ? null : new Date(released.expiresAtMs).toISOString(),
       scopes: released.scopes,
       metadata: released.metadata,
     });

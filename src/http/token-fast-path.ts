@@ -5,10 +5,21 @@ import type { TokenRelease } from '../links/release/token-release.js';
 import type { Metrics } from '../metrics.js';
 import { hasNoContent, JSON_BODY_LIMIT_BYTES } from './json-body.js';
 import { observeRequest, UNMATCHED_ROUTE, type ObserveDeps } from './observe-requests.js';
-import { logProblem, PROBLEM_CONTENT_TYPE, problemBody, retryAfterOf, toLinkvaultError } from './problem.js';
+import {
+  logProblem,
+  PROBLEM_CONTENT_TYPE,
+  problemBody,
+  retryAfterOf,
+  toLinkvaultError,
+} from './problem.js';
 import { REQUEST_ID_HEADER, requestIdFrom } from './request-id.js';
 import { securityHeadersFor, setHeaders, type HeaderList } from './security-headers.js';
-import { forbidden, UNAUTHORIZED_DETAIL, WWW_AUTHENTICATE, type ServiceAuth } from './service-auth.js';
+import {
+  forbidden,
+  UNAUTHORIZED_DETAIL,
+  WWW_AUTHENTICATE,
+  type ServiceAuth,
+} from './service-auth.js';
 import { answerTokenRequest, TOKEN_ROUTE } from './token-endpoint.js';
 
 /**
@@ -41,7 +52,9 @@ const DECIMAL = /^\d{1,6}$/;
 const PROBLEM_TYPE = `${PROBLEM_CONTENT_TYPE}; charset=utf-8`;
 
 /** Returns a request handler that answers the token route and returns true, or returns false without touching the request. */
-export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function createTokenFastPath(
+  deps: TokenFastPathDeps,
+): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { auth, release, log } = deps;
   const observed: ObserveDeps = { log, metrics: deps.metrics };
   // Every path this takes is under /v1/, so the headers are the same list for each request.
@@ -55,9 +68,11 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     if (!match) return null;
     const h = req.headers;
     if (h['transfer-encoding'] !== undefined) return null;
-    if (h['content-encoding'] !== undefined && h['content-encoding'].toLowerCase() !== 'identity') return null;
+    if (h['content-encoding'] !== undefined && h['content-encoding'].toLowerCase() !== 'identity')
+      return null;
     const length = h['content-length'];
-    if (length !== undefined && !(DECIMAL.test(length) && Number(length) <= JSON_BODY_LIMIT_BYTES)) return null;
+    if (length !== undefined && !(DECIMAL.test(length) && Number(length) <= JSON_BODY_LIMIT_BYTES))
+      return null;
     const type = h['content-type'];
     if (type === undefined || !JSON_CONTENT_TYPE.test(type)) {
       // No content is no body, whatever the type says (json-body.ts). A body without a JSON type is
@@ -85,7 +100,13 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     send(res, problem.status, PROBLEM_TYPE, JSON.stringify(problemBody(problem, requestId)));
   }
 
-  async function answer(req: IncomingMessage, res: ServerResponse, linkId: string, body: unknown, requestId: string): Promise<void> {
+  async function answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    linkId: string,
+    body: unknown,
+    requestId: string,
+  ): Promise<void> {
     try {
       const service = auth.verify(req.headers.authorization);
       if (!service) {
@@ -120,7 +141,10 @@ export function createTokenFastPath(deps: TokenFastPathDeps): (req: IncomingMess
     req.once('end', () => {
       let body: unknown;
       try {
-        if (size > JSON_BODY_LIMIT_BYTES) throw new LinkvaultError('payload_too_large', { detail: 'The request body exceeds the size limit' });
+        if (size > JSON_BODY_LIMIT_BYTES)
+          throw new LinkvaultError('payload_too_large', {
+            detail: 'The request body exceeds the size limit',
+          });
         body = parseBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
       } catch (err) {
         route = UNMATCHED_ROUTE;
@@ -142,6 +166,7 @@ function parseBody(raw: Buffer): unknown {
   } catch {
     throw new LinkvaultError('invalid_request', { detail: 'The request body is not valid JSON' });
   }
-  if (typeof parsed !== 'object' || parsed === null) throw new LinkvaultError('invalid_request', { detail: 'The request body is not valid JSON' });
+  if (typeof parsed !== 'object' || parsed === null)
+    throw new LinkvaultError('invalid_request', { detail: 'The request body is not valid JSON' });
   return parsed;
 }

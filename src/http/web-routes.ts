@@ -7,7 +7,12 @@ import { LinkvaultError } from '../errors.js';
 import type { Catalogue } from '../providers/catalogue.js';
 import type { Sessions } from '../links/connect/sessions.js';
 import { sessionOf } from './session-bearer.js';
-import { renderConnectPage, renderManagePage, renderResultPage, type ConnectResult } from '../web/render-page.js';
+import {
+  renderConnectPage,
+  renderManagePage,
+  renderResultPage,
+  type ConnectResult,
+} from '../web/render-page.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 
 /**
@@ -70,7 +75,11 @@ const ERROR_CODE = /^[a-z][a-z0-9_]{0,63}$/;
 
 function staticFile(body: Buffer, type: string): StaticFile {
   // A strong validator over the exact bytes (RFC 9110 §8.8.3).
-  return { body, type, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 32)}"` };
+  return {
+    body,
+    type,
+    etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 32)}"`,
+  };
 }
 
 /** RFC 9110 §13.1.2: If-None-Match matches on the weak comparison of any listed tag, or `*`. */
@@ -101,7 +110,8 @@ export function buildSdk(source: string, publicUrl: string): string {
     ["'__LINKVAULT_BASE_URL__'", publicUrl],
     ["'__LINKVAULT_ORIGIN__'", origin],
   ] as const) {
-    if (!out.includes(placeholder)) throw new Error(`connect.js: placeholder ${placeholder} is missing`);
+    if (!out.includes(placeholder))
+      throw new Error(`connect.js: placeholder ${placeholder} is missing`);
     out = out.replace(placeholder, JSON.stringify(value));
   }
   return out;
@@ -135,7 +145,12 @@ export function connectResultLocation(
   publicUrl: string,
   result:
     | { readonly status: 'connected'; readonly linkId: string; readonly providerId: string | null }
-    | { readonly status: 'error'; readonly error: string; readonly providerId: string | null; readonly providerError?: string | null },
+    | {
+        readonly status: 'error';
+        readonly error: string;
+        readonly providerId: string | null;
+        readonly providerError?: string | null;
+      },
 ): string {
   const query = new URLSearchParams({ status: result.status });
   if (result.status === 'connected') query.set('link_id', result.linkId);
@@ -168,7 +183,8 @@ function parseResult(req: Request): ConnectResult {
     if (error !== null && ERROR_CODE.test(error)) {
       // The provider's own error code (RFC 6749 §4.1.2.1) tells a user's "no" from a failure.
       const providerError = queryValue(req, 'provider_error');
-      if (error === 'provider_denied' && providerError === 'access_denied') return { status: 'cancelled', providerId };
+      if (error === 'provider_denied' && providerError === 'access_denied')
+        return { status: 'cancelled', providerId };
       return { status: 'error', error, providerId };
     }
   }
@@ -186,21 +202,33 @@ export function createWebRouter(deps: WebRouterDeps): Router {
   const openerOrigins = new Set([...config.returnUrlAllowlist, publicOrigin]);
 
   // Everything is read once at start: a missing asset is a start-up failure, not a 404 later.
-  const sdk = staticFile(Buffer.from(buildSdk(readFileSync(`${dir}connect.js`, 'utf8'), config.publicUrl)), ASSET_TYPES['.js']!);
+  const sdk = staticFile(
+    Buffer.from(buildSdk(readFileSync(`${dir}connect.js`, 'utf8'), config.publicUrl)),
+    ASSET_TYPES['.js']!,
+  );
   const assets = new Map<string, StaticFile>();
   for (const name of PAGE_ASSETS) {
     const type = ASSET_TYPES[name.slice(name.lastIndexOf('.'))]!;
     assets.set(name, staticFile(readFileSync(`${dir}${name}`), type));
   }
 
-  function sendPage(res: Response, status: number, markup: string, options: { allowPopups?: boolean } = {}): void {
+  function sendPage(
+    res: Response,
+    status: number,
+    markup: string,
+    options: { allowPopups?: boolean } = {},
+  ): void {
     res.setHeader('Content-Security-Policy', csp);
     res.removeHeader('X-Frame-Options');
     res.setHeader('Cache-Control', 'no-store');
-    res.setHeader('Permissions-Policy', 'camera=(), microphone=(), geolocation=(), payment=(), usb=()');
+    res.setHeader(
+      'Permissions-Policy',
+      'camera=(), microphone=(), geolocation=(), payment=(), usb=()',
+    );
     // The manage page opens the reconnect popup, which must keep its opener; the connect and result
     // pages ARE that popup (opened by another origin), so they must not set COOP at all.
-    if (options.allowPopups) res.setHeader('Cross-Origin-Opener-Policy', 'same-origin-allow-popups');
+    if (options.allowPopups)
+      res.setHeader('Cross-Origin-Opener-Policy', 'same-origin-allow-popups');
     res.status(status).type('text/html; charset=utf-8').send(markup);
   }
 
@@ -217,12 +245,20 @@ export function createWebRouter(deps: WebRouterDeps): Router {
   const connectPage: RequestHandler = (req, res) => {
     const given = (req.query as Record<string, unknown>).origin;
     if (given === undefined) {
-      sendPage(res, 200, renderConnectPage({ basePath, openerOrigin: null, originRejected: false }));
+      sendPage(
+        res,
+        200,
+        renderConnectPage({ basePath, openerOrigin: null, originRejected: false }),
+      );
       return;
     }
     const origin = typeof given === 'string' ? given : null;
     if (origin !== null && openerOrigins.has(origin)) {
-      sendPage(res, 200, renderConnectPage({ basePath, openerOrigin: origin, originRejected: false }));
+      sendPage(
+        res,
+        200,
+        renderConnectPage({ basePath, openerOrigin: origin, originRejected: false }),
+      );
       return;
     }
     sendPage(res, 400, renderConnectPage({ basePath, openerOrigin: null, originRejected: true }));
@@ -230,7 +266,8 @@ export function createWebRouter(deps: WebRouterDeps): Router {
 
   const resultPage: RequestHandler = (req, res) => {
     const result = parseResult(req);
-    const providerName = result.providerId === null ? null : (catalogue.get(result.providerId)?.name ?? null);
+    const providerName =
+      result.providerId === null ? null : (catalogue.get(result.providerId)?.name ?? null);
     sendPage(res, 200, renderResultPage({ basePath, result, providerName }));
   };
 
@@ -262,10 +299,11 @@ export function createWebRouter(deps: WebRouterDeps): Router {
   router.get('/sdk/connect.v1.js', sdkRoute(SDK_CACHE_CONTROL.v1));
   router.get('/connect', connectPage);
   router.get('/connect/result', resultPage);
-  router.get('/manage', (_req, res) => sendPage(res, 200, renderManagePage({ basePath }), { allowPopups: true }));
+  router.get('/manage', (_req, res) =>
+    sendPage(res, 200, renderManagePage({ basePath }), { allowPopups: true }),
+  );
   router.get('/assets/:name', assetRoute);
   router.get('/v1/providers', allProviders);
   router.get('/v1/me/providers', myProviders);
   return router;
 }
-

@@ -12,8 +12,15 @@ export function retryAfterMs(retryAfterSeconds: number): number {
 }
 
 /** Exponential backoff with ±20% jitter, at least Retry-After, capped. */
-export function backoffMs(attempts: number, options: BackoffOptions, retryAfterSeconds?: number): number {
-  const exp = Math.min(options.backoffMaxMs, options.backoffBaseMs * 2 ** Math.max(0, attempts - 1));
+export function backoffMs(
+  attempts: number,
+  options: BackoffOptions,
+  retryAfterSeconds?: number,
+): number {
+  const exp = Math.min(
+    options.backoffMaxMs,
+    options.backoffBaseMs * 2 ** Math.max(0, attempts - 1),
+  );
   const jittered = exp * (0.8 + Math.random() * 0.4);
   const floorMs = retryAfterSeconds === undefined ? 0 : retryAfterMs(retryAfterSeconds);
   return Math.round(Math.max(jittered, floorMs));

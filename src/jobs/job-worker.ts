@@ -13,7 +13,11 @@ export interface ClaimedJob {
   /** Removes the job; false when the lease was lost (another worker holds the job now). */
   complete(): Promise<boolean>;
   /** Puts the job back, due at `runAtMs`, with `attempts` and (when given) a new payload; false when the lease was lost. */
-  reschedule(runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean>;
+  reschedule(
+    runAtMs: number,
+    attempts: number,
+    payload?: Readonly<Record<string, unknown>>,
+  ): Promise<boolean>;
 }
 
 /** The work for one job kind. */
@@ -84,7 +88,8 @@ export function createJobWorker(deps: JobWorkerDeps): JobWorker {
       attempts: job.attempts,
       runAtMs: job.runAtMs,
       complete: () => store.completeJob(job.id, leaseToken),
-      reschedule: (runAtMs, attempts, payload) => store.rescheduleJob(job.id, leaseToken, runAtMs, attempts, payload),
+      reschedule: (runAtMs, attempts, payload) =>
+        store.rescheduleJob(job.id, leaseToken, runAtMs, attempts, payload),
     };
   }
 
@@ -104,7 +109,10 @@ export function createJobWorker(deps: JobWorkerDeps): JobWorker {
       }
       const attempts = job.attempts + 1;
       const delay = backoffMs(attempts, options);
-      log.warn({ err, job_id: job.id, job_kind: job.kind, attempts, retry_in_ms: delay }, `${name}: job failed; will retry`);
+      log.warn(
+        { err, job_id: job.id, job_kind: job.kind, attempts, retry_in_ms: delay },
+        `${name}: job failed; will retry`,
+      );
       await job.reschedule(now() + delay, attempts, job.payload);
     }
   }

@@ -5,7 +5,10 @@
  * without another slow-down (additive increase, multiplicative decrease).
  */
 export class Throttle {
-  readonly #states = new Map<string, { tatMs: number; pausedUntilMs: number; floorRate: number; slowedAtMs: number }>();
+  readonly #states = new Map<
+    string,
+    { tatMs: number; pausedUntilMs: number; floorRate: number; slowedAtMs: number }
+  >();
 
   constructor(
     private readonly ratePerSecond: number,
@@ -25,7 +28,10 @@ export class Throttle {
   /** The rate in force now (calls per second). */
   rate(key: string): number {
     const s = this.#state(key);
-    const recovered = s.floorRate + (this.ratePerSecond / 10) * (Math.max(0, this.now() - Math.max(s.slowedAtMs, s.pausedUntilMs)) / 1000);
+    const recovered =
+      s.floorRate +
+      (this.ratePerSecond / 10) *
+        (Math.max(0, this.now() - Math.max(s.slowedAtMs, s.pausedUntilMs)) / 1000);
     return Math.min(this.ratePerSecond, recovered);
   }
 
@@ -55,7 +61,8 @@ export class Throttle {
     const s = this.#state(key);
     const nowMs = this.now();
     // Several calls in flight may each come back 429: halve once per pause, not once per answer.
-    if (nowMs >= s.pausedUntilMs) s.floorRate = Math.max(this.ratePerSecond / 16, this.rate(key) / 2);
+    if (nowMs >= s.pausedUntilMs)
+      s.floorRate = Math.max(this.ratePerSecond / 16, this.rate(key) / 2);
     s.slowedAtMs = nowMs;
     s.pausedUntilMs = Math.max(s.pausedUntilMs, nowMs + pauseMs);
     s.tatMs = Math.max(s.tatMs, s.pausedUntilMs);

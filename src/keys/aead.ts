@@ -51,7 +51,9 @@ export function openAead(key: AeadKey, sealed: AeadSealed, aad: Buffer | string)
   if (sealed.iv.length !== AEAD_IV_BYTES) throw new AeadError('iv_length');
   // A short tag would make forgery cheaper (SP 800-38D appendix C); only the full 16 bytes are accepted.
   if (sealed.tag.length !== AEAD_TAG_BYTES) throw new AeadError('tag_length');
-  const decipher = createDecipheriv('aes-256-gcm', key, sealed.iv, { authTagLength: AEAD_TAG_BYTES });
+  const decipher = createDecipheriv('aes-256-gcm', key, sealed.iv, {
+    authTagLength: AEAD_TAG_BYTES,
+  });
   decipher.setAAD(toBytes(aad));
   decipher.setAuthTag(sealed.tag);
   // update() hands out plaintext before the tag is checked: it is zeroed whatever final() says.

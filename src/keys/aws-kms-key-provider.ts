@@ -86,8 +86,10 @@ export class AwsKmsKeyProvider implements KeyProvider {
     const maxAttempts = options.maxAttempts ?? 3;
     const requestTimeoutMs = options.requestTimeoutMs ?? 2000;
     const connectionTimeoutMs = options.connectionTimeoutMs ?? Math.min(1000, requestTimeoutMs);
-    if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new RangeError('maxAttempts must be a whole number >= 1');
-    if (!(requestTimeoutMs > 0) || !(connectionTimeoutMs > 0)) throw new RangeError('timeouts must be positive');
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1)
+      throw new RangeError('maxAttempts must be a whole number >= 1');
+    if (!(requestTimeoutMs > 0) || !(connectionTimeoutMs > 0))
+      throw new RangeError('timeouts must be positive');
     this.#keyId = options.keyId;
     this.#metrics = options.metrics;
     this.#resolvedArn = KEY_ARN.test(options.keyId) ? options.keyId : null;
@@ -118,11 +120,21 @@ export class AwsKmsKeyProvider implements KeyProvider {
   async generateDataKey(context: SealIdentity): Promise<GeneratedDataKey> {
     return this.#call('generate', async (abortSignal) => {
       const out = await this.#client.send(
-        new GenerateDataKeyCommand({ KeyId: this.#keyId, KeySpec: 'AES_256', EncryptionContext: identityContext(context) }),
+        new GenerateDataKeyCommand({
+          KeyId: this.#keyId,
+          KeySpec: 'AES_256',
+          EncryptionContext: identityContext(context),
+        }),
         { abortSignal },
       );
       const plaintext = takeBytes(out.Plaintext);
-      if (!plaintext || plaintext.length !== 32 || !out.CiphertextBlob?.length || !out.KeyId || !KEY_ARN.test(out.KeyId)) {
+      if (
+        !plaintext ||
+        plaintext.length !== 32 ||
+        !out.CiphertextBlob?.length ||
+        !out.KeyId ||
+        !KEY_ARN.test(out.KeyId)
+      ) {
         plaintext?.fill(0);
         throw garbage('GenerateDataKey');
       }
@@ -136,20 +148,30 @@ export class AwsKmsKeyProvider implements KeyProvider {
       requireKeyArn(kid);
       // KeyId pins the key: KMS refuses (IncorrectKeyException) a blob that names another key.
       const out = await this.#client.send(
-        new DecryptCommand({ CiphertextBlob: wrapped, KeyId: kid, EncryptionContext: identityContext(context) }),
+        new DecryptCommand({
+          CiphertextBlob: wrapped,
+          KeyId: kid,
+          EncryptionContext: identityContext(context),
+        }),
         { abortSignal },
       );
       const plaintext = takeBytes(out.Plaintext);
       if (!plaintext) throw garbage('Decrypt');
       if (plaintext.length !== 32) {
         plaintext.fill(0);
-        throw new LinkvaultError('sealed_record_invalid', { detail: 'the wrapped data key is not a 256-bit key' });
+        throw new LinkvaultError('sealed_record_invalid', {
+          detail: 'the wrapped data key is not a 256-bit key',
+        });
       }
       return plaintext;
     });
   }
 
-  async rewrapDataKey(kid: string, wrapped: Buffer, context: SealIdentity): Promise<{ kid: string; wrapped: Buffer }> {
+  async rewrapDataKey(
+    kid: string,
+    wrapped: Buffer,
+    context: SealIdentity,
+  ): Promise<{ kid: string; wrapped: Buffer }> {
     return this.#call('rewrap', async (abortSignal) => {
       requireKeyArn(kid);
       const encryptionContext = identityContext(context);
@@ -163,7 +185,8 @@ export class AwsKmsKeyProvider implements KeyProvider {
         }),
         { abortSignal },
       );
-      if (!out.CiphertextBlob?.length || !out.KeyId || !KEY_ARN.test(out.KeyId)) throw garbage('ReEncrypt');
+      if (!out.CiphertextBlob?.length || !out.KeyId || !KEY_ARN.test(out.KeyId))
+        throw garbage('ReEncrypt');
       return { kid: out.KeyId, wrapped: Buffer.from(out.CiphertextBlob) };
     });
   }
@@ -171,11 +194,16 @@ export class AwsKmsKeyProvider implements KeyProvider {
   /** DescribeKey on the current key: answers, and the key is enabled. Learns the key ARN. */
   async ping(): Promise<void> {
     return this.#call('ping', async (abortSignal) => {
-      const out = await this.#client.send(new DescribeKeyCommand({ KeyId: this.#keyId }), { abortSignal });
+      const out = await this.#client.send(new DescribeKeyCommand({ KeyId: this.#keyId }), {
+        abortSignal,
+      });
       const meta = out.KeyMetadata;
       if (!meta?.Arn || !KEY_ARN.test(meta.Arn)) throw garbage('DescribeKey');
       if (meta.Enabled !== true || meta.KeyState !== 'Enabled') {
-        throw new LinkvaultError('key_service_unavailable', { detail: `the KMS key is not enabled (state ${String(meta.KeyState ?? 'unknown')})`, retryAfterSeconds: 30 });
+        throw new LinkvaultError('key_service_unavailable', {
+          detail: `the KMS key is not enabled (state ${String(meta.KeyState ?? 'unknown')})`,
+          retryAfterSeconds: 30,
+        });
       }
       this.#resolvedArn = meta.Arn;
     });
@@ -209,18 +237,29 @@ function takeBytes(bytes: Uint8Array | undefined): Buffer | null {
 }
 
 function requireKeyArn(kid: string): void {
-  if (!KEY_ARN.test(kid)) throw new LinkvaultError('sealed_record_invalid', { detail: 'the record was not wrapped by a KMS key' });
+  if (!KEY_ARN.test(kid))
+    throw new LinkvaultError('sealed_record_invalid', {
+      detail: 'the record was not wrapped by a KMS key',
+    });
 }
 
 function garbage(operation: string): LinkvaultError {
-  return new LinkvaultError('key_service_unavailable', { detail: `KMS ${operation} returned an unusable answer`, retryAfterSeconds: 1 });
+  return new LinkvaultError('key_service_unavailable', {
+    detail: `KMS ${operation} returned an unusable answer`,
+    retryAfterSeconds: 1,
+  });
 }
 
 /** The KMS error type: the SDK's `name`, else the raw `__type` (which may carry a `namespace#` prefix). */
 function errorType(err: unknown): string {
   if (typeof err !== 'object' || err === null) return '';
   const e = err as { name?: unknown; __type?: unknown };
-  const raw = typeof e.__type === 'string' && e.__type !== '' ? e.__type : typeof e.name === 'string' ? e.name : '';
+  const raw =
+    typeof e.__type === 'string' && e.__type !== ''
+      ? e.__type
+      : typeof e.name === 'string'
+        ? e.name
+        : '';
   return raw.replace(/^.*#/, '').replace(/:.*$/, '');
 }
 
@@ -234,8 +273,14 @@ function errorType(err: unknown): string {
 export function translateKmsError(err: unknown, operation: Operation): LinkvaultError {
   if (isLinkvaultError(err)) return err;
   const type = errorType(err);
-  if (INVALID_RECORD.has(type) || (operation === 'unwrap' && INVALID_RECORD_KEY_ON_UNWRAP.has(type))) {
-    return new LinkvaultError('sealed_record_invalid', { detail: 'the wrapped data key does not open under this identity', cause: err });
+  if (
+    INVALID_RECORD.has(type) ||
+    (operation === 'unwrap' && INVALID_RECORD_KEY_ON_UNWRAP.has(type))
+  ) {
+    return new LinkvaultError('sealed_record_invalid', {
+      detail: 'the wrapped data key does not open under this identity',
+      cause: err,
+    });
   }
   return new LinkvaultError('key_service_unavailable', {
     detail: type ? `KMS answered ${type}` : 'KMS could not be reached',

@@ -14,14 +14,26 @@ export function canonicalIdentity(identity: SealIdentity): string {
     if (typeof value !== 'string' || value === '') {
       // A programming error, not bad input from outside: an empty member would let two
       // different records share an identity.
-      throw new LinkvaultError('internal_error', { detail: `seal identity member "${name}" must be a non-empty string` });
+      throw new LinkvaultError('internal_error', {
+        detail: `seal identity member "${name}" must be a non-empty string`,
+      });
     }
   }
-  return JSON.stringify({ field: identity.field, link: identity.link, provider: identity.provider, tenant: identity.tenant });
+  return JSON.stringify({
+    field: identity.field,
+    link: identity.link,
+    provider: identity.provider,
+    tenant: identity.tenant,
+  });
 }
 
 /** The identity as a plain string map, e.g. for a KMS EncryptionContext. */
 export function identityContext(identity: SealIdentity): Record<string, string> {
   canonicalIdentity(identity);
-  return { field: identity.field, link: identity.link, provider: identity.provider, tenant: identity.tenant };
+  return {
+    field: identity.field,
+    link: identity.link,
+    provider: identity.provider,
+    tenant: identity.tenant,
+  };
 }

@@ -13,7 +13,10 @@ import { LocalKeyProvider } from './local-key-provider.js';
  * an unreachable KMS at start is logged, not fatal (readiness reports it until KMS answers).
  * A bad key file throws ConfigError (one line naming the variable).
  */
-export async function createKeyProvider(config: KeysConfig, deps: { metrics: Metrics; log?: Logger }): Promise<KeyProvider> {
+export async function createKeyProvider(
+  config: KeysConfig,
+  deps: { metrics: Metrics; log?: Logger },
+): Promise<KeyProvider> {
   if (config.kind === 'local') {
     const provider = await LocalKeyProvider.load({
       keyFile: config.localKeyFile,
@@ -29,12 +32,20 @@ export async function createKeyProvider(config: KeysConfig, deps: { metrics: Met
     }
     return provider;
   }
-  const provider = new AwsKmsKeyProvider({ keyId: config.kmsKeyId, region: config.region, endpoint: config.endpoint, metrics: deps.metrics });
+  const provider = new AwsKmsKeyProvider({
+    keyId: config.kmsKeyId,
+    region: config.region,
+    endpoint: config.endpoint,
+    metrics: deps.metrics,
+  });
   try {
     await provider.ping();
   } catch (err) {
     if (!isLinkvaultError(err)) throw err;
-    deps.log?.warn({ err, code: err.code }, 'KMS did not answer at start; the service stays unready until it does');
+    deps.log?.warn(
+      { err, code: err.code },
+      'KMS did not answer at start; the service stays unready until it does',
+    );
   }
   return provider;
 }

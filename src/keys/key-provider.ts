@@ -38,7 +38,11 @@ export interface KeyProvider {
   /** Unwraps a data key wrapped under `kid` for `context`. */
   unwrapDataKey(kid: string, wrapped: Buffer, context: SealIdentity): Promise<Buffer>;
   /** Re-wraps under the current key without changing the data key; returns the new kid and wrapped key. */
-  rewrapDataKey(kid: string, wrapped: Buffer, context: SealIdentity): Promise<{ kid: string; wrapped: Buffer }>;
+  rewrapDataKey(
+    kid: string,
+    wrapped: Buffer,
+    context: SealIdentity,
+  ): Promise<{ kid: string; wrapped: Buffer }>;
   /** Resolves when the key service answers (readiness); rejects key_service_unavailable otherwise. */
   ping(): Promise<void>;
 }

@@ -4,7 +4,14 @@ import { basename, dirname, join } from 'node:path';
 import { ConfigError } from '../config.js';
 import { LinkvaultError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import { AEAD_IV_BYTES, AEAD_KEY_BYTES, AEAD_TAG_BYTES, AeadError, openAead, sealAead } from './aead.js';
+import {
+  AEAD_IV_BYTES,
+  AEAD_KEY_BYTES,
+  AEAD_TAG_BYTES,
+  AeadError,
+  openAead,
+  sealAead,
+} from './aead.js';
 import { canonicalIdentity } from './canonical-identity.js';
 import { keyServiceOutcome, type KeyServiceOutcome } from './key-service-outcome.js';
 import type { GeneratedDataKey, KeyProvider, SealIdentity } from './key-provider.js';
@@ -49,7 +56,12 @@ export class LocalKeyProvider implements KeyProvider {
   /** True when this start created the key file (development only); the caller warns loudly. */
   readonly generated: boolean;
 
-  private constructor(current: MasterKey, previous: readonly MasterKey[], generated: boolean, metrics: Metrics) {
+  private constructor(
+    current: MasterKey,
+    previous: readonly MasterKey[],
+    generated: boolean,
+    metrics: Metrics,
+  ) {
     this.#current = current;
     const byKid = new Map<string, MasterKey>();
     for (const k of previous) byKid.set(k.kid, k);
@@ -69,17 +81,25 @@ export class LocalKeyProvider implements KeyProvider {
     let raw = await readKeyFile(options.keyFile, 'LINKVAULT_LOCAL_KEY_FILE');
     if (raw === null) {
       if (!options.mayGenerate) {
-        throw new ConfigError('LINKVAULT_LOCAL_KEY_FILE', `${options.keyFile} does not exist and generating a master key is not allowed here (production)`);
+        throw new ConfigError(
+          'LINKVAULT_LOCAL_KEY_FILE',
+          `${options.keyFile} does not exist and generating a master key is not allowed here (production)`,
+        );
       }
       generated = await generateKeyFile(options.keyFile);
       raw = await readKeyFile(options.keyFile, 'LINKVAULT_LOCAL_KEY_FILE');
-      if (raw === null) throw new ConfigError('LINKVAULT_LOCAL_KEY_FILE', `${options.keyFile} vanished right after it was created`);
+      if (raw === null)
+        throw new ConfigError(
+          'LINKVAULT_LOCAL_KEY_FILE',
+          `${options.keyFile} vanished right after it was created`,
+        );
     }
     const current = toMasterKey(raw);
     const previous: MasterKey[] = [];
     for (const file of options.previousKeyFiles ?? []) {
       const prev = await readKeyFile(file, 'LINKVAULT_LOCAL_PREVIOUS_KEY_FILES');
-      if (prev === null) throw new ConfigError('LINKVAULT_LOCAL_PREVIOUS_KEY_FILES', `${file} does not exist`);
+      if (prev === null)
+        throw new ConfigError('LINKVAULT_LOCAL_PREVIOUS_KEY_FILES', `${file} does not exist`);
       previous.push(toMasterKey(prev));
     }
     return new LocalKeyProvider(current, previous, generated, options.metrics);
@@ -93,7 +113,11 @@ export class LocalKeyProvider implements KeyProvider {
     return this.#measure('generate', () => {
       const aad = canonicalIdentity(context);
       const plaintext = randomBytes(DATA_KEY_BYTES);
-      return { kid: this.#current.kid, plaintext, wrapped: wrap(this.#current.key, plaintext, aad) };
+      return {
+        kid: this.#current.kid,
+        plaintext,
+        wrapped: wrap(this.#current.key, plaintext, aad),
+      };
     });
   }
 
@@ -101,7 +125,11 @@ export class LocalKeyProvider implements KeyProvider {
     return this.#measure('unwrap', () => this.#unwrap(kid, wrapped, canonicalIdentity(context)));
   }
 
-  async rewrapDataKey(kid: string, wrapped: Buffer, context: SealIdentity): Promise<{ kid: string; wrapped: Buffer }> {
+  async rewrapDataKey(
+    kid: string,
+    wrapped: Buffer,
+    context: SealIdentity,
+  ): Promise<{ kid: string; wrapped: Buffer }> {
     return this.#measure('rewrap', () => {
       const aad = canonicalIdentity(context);
       const plaintext = this.#unwrap(kid, wrapped, aad);
@@ -120,13 +148,27 @@ export class LocalKeyProvider implements KeyProvider {
 
   #unwrap(kid: string, wrapped: Buffer, aad: string): Buffer {
     const master = this.#byKid.get(kid);
-    if (!master) throw new LinkvaultError('sealed_record_invalid', { detail: 'the record names a master key that is not loaded' });
-    if (wrapped.length !== WRAPPED_BYTES) throw new LinkvaultError('sealed_record_invalid', { detail: 'wrapped data key has the wrong length' });
-    const sealed = { iv: wrapped.subarray(0, IV_BYTES), ct: wrapped.subarray(IV_BYTES, IV_BYTES + DATA_KEY_BYTES), tag: wrapped.subarray(IV_BYTES + DATA_KEY_BYTES) };
+    if (!master)
+      throw new LinkvaultError('sealed_record_invalid', {
+        detail: 'the record names a master key that is not loaded',
+      });
+    if (wrapped.length !== WRAPPED_BYTES)
+      throw new LinkvaultError('sealed_record_invalid', {
+        detail: 'wrapped data key has the wrong length',
+      });
+    const sealed = {
+      iv: wrapped.subarray(0, IV_BYTES),
+      ct: wrapped.subarray(IV_BYTES, IV_BYTES + DATA_KEY_BYTES),
+      tag: wrapped.subarray(IV_BYTES + DATA_KEY_BYTES),
+    };
     try {
       return openAead(master.key, sealed, aad);
     } catch (cause) {
-      if (cause instanceof AeadError) throw new LinkvaultError('sealed_record_invalid', { detail: 'wrapped data key does not open under this identity', cause });
+      if (cause instanceof AeadError)
+        throw new LinkvaultError('sealed_record_invalid', {
+          detail: 'wrapped data key does not open under this identity',
+          cause,
+        });
       throw cause;
     }
   }
@@ -167,22 +209,34 @@ async function readKeyFile(path: string, variable: string): Promise<Buffer | nul
     fh = await open(path, 'r');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new ConfigError(variable, `cannot open ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new ConfigError(
+      variable,
+      `cannot open ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
   }
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new ConfigError(variable, `${path} is not a regular file`);
     if ((st.mode & 0o077) !== 0) {
-      throw new ConfigError(variable, `${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); a master key must be readable by its owner only: chmod 600 it`);
+      throw new ConfigError(
+        variable,
+        `${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); a master key must be readable by its owner only: chmod 600 it`,
+      );
     }
     if (st.size !== MASTER_KEY_BYTES) {
-      throw new ConfigError(variable, `${path} must hold exactly ${MASTER_KEY_BYTES} raw bytes, found ${st.size} (create one with: head -c 32 /dev/urandom > file && chmod 600 file)`);
+      throw new ConfigError(
+        variable,
+        `${path} must hold exactly ${MASTER_KEY_BYTES} raw bytes, found ${st.size} (create one with: head -c 32 /dev/urandom > file && chmod 600 file)`,
+      );
     }
     const raw = Buffer.alloc(MASTER_KEY_BYTES);
     const { bytesRead } = await fh.read(raw, 0, MASTER_KEY_BYTES, 0);
     if (bytesRead !== MASTER_KEY_BYTES) {
       raw.fill(0);
-      throw new ConfigError(variable, `${path} must hold exactly ${MASTER_KEY_BYTES} raw bytes, read ${bytesRead}`);
+      throw new ConfigError(
+        variable,
+        `${path} must hold exactly ${MASTER_KEY_BYTES} raw bytes, read ${bytesRead}`,
+      );
     }
     return raw;
   } finally {
@@ -217,7 +271,10 @@ async function generateKeyFile(path: string): Promise<boolean> {
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw new ConfigError('LINKVAULT_LOCAL_KEY_FILE', `cannot create ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'}); create it yourself: head -c 32 /dev/urandom > ${path} && chmod 600 ${path}`);
+    throw new ConfigError(
+      'LINKVAULT_LOCAL_KEY_FILE',
+      `cannot create ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'}); create it yourself: head -c 32 /dev/urandom > ${path} && chmod 600 ${path}`,
+    );
   } finally {
     await unlink(tmp).catch(() => undefined);
   }

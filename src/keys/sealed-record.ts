@@ -10,4 +10,3 @@ export interface SealedRecord {
   readonly ct: string;
   readonly tag: string;
 }
-

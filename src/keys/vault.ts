@@ -1,6 +1,13 @@
 import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import { AEAD_IV_BYTES, AEAD_KEY_BYTES, AEAD_TAG_BYTES, AeadError, openAead, sealAead } from './aead.js';
+import {
+  AEAD_IV_BYTES,
+  AEAD_KEY_BYTES,
+  AEAD_TAG_BYTES,
+  AeadError,
+  openAead,
+  sealAead,
+} from './aead.js';
 import type { SealedRecord } from './sealed-record.js';
 import { canonicalIdentity } from './canonical-identity.js';
 import type { KeyProvider, SealIdentity } from './key-provider.js';
@@ -18,7 +25,11 @@ import type { KeyProvider, SealIdentity } from './key-provider.js';
  */
 export interface Vault {
   /** Seals under identity. `reuse` = the link's previous record for the same identity: its data key is reused (a data key per link), so a re-seal after refresh costs no key-service call when cached. Without reuse a fresh data key is generated. */
-  seal(identity: SealIdentity, plaintext: Buffer, reuse?: SealedRecord | null): Promise<SealedRecord>;
+  seal(
+    identity: SealIdentity,
+    plaintext: Buffer,
+    reuse?: SealedRecord | null,
+  ): Promise<SealedRecord>;
   /** Opens; any tampered field or a record presented under another identity → LinkvaultError('sealed_record_invalid'). */
   open(identity: SealIdentity, record: SealedRecord): Promise<Buffer>;
   /** Re-wraps the record's data key under the current key; iv/ct/tag untouched. */
@@ -101,7 +112,12 @@ export function createVault(deps: VaultDeps): Vault {
   }
 
   /** Takes ownership of `key`: caches it, or zeroes it when the cache is off. */
-  function keep(cacheKey: string, identity: string, key: Buffer, createdAtMs: number = now()): void {
+  function keep(
+    cacheKey: string,
+    identity: string,
+    key: Buffer,
+    createdAtMs: number = now(),
+  ): void {
     if (!cacheEnabled) {
       key.fill(0);
       return;
@@ -120,7 +136,13 @@ export function createVault(deps: VaultDeps): Vault {
    * Runs `use` with the unwrapped data key. `use` must be synchronous: the key buffer is only
    * guaranteed intact until the next await (another operation may evict and zero it).
    */
-  async function withDataKey<T>(identity: SealIdentity, aad: string, record: SealedRecord, parsed: ParsedRecord, use: (key: Buffer) => T): Promise<T> {
+  async function withDataKey<T>(
+    identity: SealIdentity,
+    aad: string,
+    record: SealedRecord,
+    parsed: ParsedRecord,
+    use: (key: Buffer) => T,
+  ): Promise<T> {
     sweep();
     const cacheKey = cacheKeyOf(record.kid, record.edk);
     const flightKey = `${cacheKey}\u0000${aad}`;
@@ -146,7 +168,9 @@ export function createVault(deps: VaultDeps): Vault {
     }
     if (key.length !== DATA_KEY_BYTES) {
       key.fill(0);
-      throw new LinkvaultError('sealed_record_invalid', { detail: 'the unwrapped data key has the wrong length' });
+      throw new LinkvaultError('sealed_record_invalid', {
+        detail: 'the unwrapped data key has the wrong length',
+      });
     }
     try {
       return use(key);
@@ -162,13 +186,23 @@ export function createVault(deps: VaultDeps): Vault {
       // current key. After a rotation the first re-seal takes a fresh key under the new one.
       if (reuse && reuse.kid === keys.currentKeyId()) {
         const parsed = parseRecord(reuse);
-        return withDataKey(identity, aad, reuse, parsed, (key) => encrypt(key, reuse.kid, reuse.edk, plaintext, aad));
+        return withDataKey(identity, aad, reuse, parsed, (key) =>
+          encrypt(key, reuse.kid, reuse.edk, plaintext, aad),
+        );
       }
       sweep();
       const generated = await callKeys(() => keys.generateDataKey(identity));
-      if (generated.plaintext.length !== DATA_KEY_BYTES || typeof generated.kid !== 'string' || generated.kid === '' || generated.wrapped.length === 0) {
+      if (
+        generated.plaintext.length !== DATA_KEY_BYTES ||
+        typeof generated.kid !== 'string' ||
+        generated.kid === '' ||
+        generated.wrapped.length === 0
+      ) {
         generated.plaintext.fill(0);
-        throw new LinkvaultError('key_service_unavailable', { detail: 'the key provider returned an unusable data key', retryAfterSeconds: 1 });
+        throw new LinkvaultError('key_service_unavailable', {
+          detail: 'the key provider returned an unusable data key',
+          retryAfterSeconds: 1,
+        });
       }
       const edk = generated.wrapped.toString('base64url');
       try {
@@ -189,9 +223,20 @@ export function createVault(deps: VaultDeps): Vault {
       const parsed = parseRecord(record);
       const out = await callKeys(() => keys.rewrapDataKey(parsed.kid, parsed.edk, identity));
       if (typeof out.kid !== 'string' || out.kid === '' || out.wrapped.length === 0) {
-        throw new LinkvaultError('key_service_unavailable', { detail: 'the key provider returned an unusable wrapped key', retryAfterSeconds: 1 });
+        throw new LinkvaultError('key_service_unavailable', {
+          detail: 'the key provider returned an unusable wrapped key',
+          retryAfterSeconds: 1,
+        });
       }
-      const rewrapped: SealedRecord = { v: 1, alg: 'A256GCM', kid: out.kid, edk: out.wrapped.toString('base64url'), iv: record.iv, ct: record.ct, tag: record.tag };
+      const rewrapped: SealedRecord = {
+        v: 1,
+        alg: 'A256GCM',
+        kid: out.kid,
+        edk: out.wrapped.toString('base64url'),
+        iv: record.iv,
+        ct: record.ct,
+        tag: record.tag,
+      };
       // The data key did not change: move a cached entry to its new name instead of unwrapping again.
       const oldKey = cacheKeyOf(record.kid, record.edk);
       const entry = cache.get(oldKey);
@@ -203,7 +248,8 @@ export function createVault(deps: VaultDeps): Vault {
     },
 
     forget(record) {
-      if (record && typeof record.kid === 'string' && typeof record.edk === 'string') drop(cacheKeyOf(record.kid, record.edk));
+      if (record && typeof record.kid === 'string' && typeof record.edk === 'string')
+        drop(cacheKeyOf(record.kid, record.edk));
     },
   };
 }
@@ -218,20 +264,39 @@ async function callKeys<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (err) {
     if (isLinkvaultError(err)) throw err;
-    throw new LinkvaultError('key_service_unavailable', { detail: 'the key provider failed', cause: err, retryAfterSeconds: 1 });
+    throw new LinkvaultError('key_service_unavailable', {
+      detail: 'the key provider failed',
+      cause: err,
+      retryAfterSeconds: 1,
+    });
   }
 }
 
-function encrypt(key: Buffer, kid: string, edk: string, plaintext: Buffer, aad: string): SealedRecord {
+function encrypt(
+  key: Buffer,
+  kid: string,
+  edk: string,
+  plaintext: Buffer,
+  aad: string,
+): SealedRecord {
   const { iv, ct, tag } = sealAead(key, plaintext, aad);
-  return { v: 1, alg: 'A256GCM', kid, edk, iv: iv.toString('base64url'), ct: ct.toString('base64url'), tag: tag.toString('base64url') };
+  return {
+    v: 1,
+    alg: 'A256GCM',
+    kid,
+    edk,
+    iv: iv.toString('base64url'),
+    ct: ct.toString('base64url'),
+    tag: tag.toString('base64url'),
+  };
 }
 
 function decrypt(key: Buffer, record: ParsedRecord, aad: string): Buffer {
   try {
     return openAead(key, record, aad);
   } catch (cause) {
-    if (cause instanceof AeadError) throw invalid('the record does not authenticate under this identity', cause);
+    if (cause instanceof AeadError)
+      throw invalid('the record does not authenticate under this identity', cause);
     throw cause;
   }
 }
@@ -241,23 +306,39 @@ function invalid(detail: string, cause?: unknown): LinkvaultError {
 }
 
 /** Strict base64url: only the alphabet, no padding, and canonical (re-encodes to the same text). */
-function strictBase64url(value: unknown, member: string, minBytes: number, maxBytes: number): Buffer {
-  if (typeof value !== 'string' || !/^[A-Za-z0-9_-]*$/.test(value)) throw invalid(`record member ${member} is not base64url`);
+function strictBase64url(
+  value: unknown,
+  member: string,
+  minBytes: number,
+  maxBytes: number,
+): Buffer {
+  if (typeof value !== 'string' || !/^[A-Za-z0-9_-]*$/.test(value))
+    throw invalid(`record member ${member} is not base64url`);
   const bytes = Buffer.from(value, 'base64url');
-  if (bytes.toString('base64url') !== value) throw invalid(`record member ${member} is not canonical base64url`);
-  if (bytes.length < minBytes || bytes.length > maxBytes) throw invalid(`record member ${member} has the wrong length`);
+  if (bytes.toString('base64url') !== value)
+    throw invalid(`record member ${member} is not canonical base64url`);
+  if (bytes.length < minBytes || bytes.length > maxBytes)
+    throw invalid(`record member ${member} has the wrong length`);
   return bytes;
 }
 
 /** Validates the whole shape before any key is touched: exact members, known v and alg, exact lengths. */
 function parseRecord(record: unknown): ParsedRecord {
-  if (typeof record !== 'object' || record === null || Array.isArray(record)) throw invalid('record is not an object');
+  if (typeof record !== 'object' || record === null || Array.isArray(record))
+    throw invalid('record is not an object');
   const r = record as Record<string, unknown>;
   const members = Object.keys(r).sort();
-  if (members.length !== RECORD_MEMBERS.length || members.some((m, i) => m !== RECORD_MEMBERS[i])) throw invalid('record has unexpected members');
+  if (members.length !== RECORD_MEMBERS.length || members.some((m, i) => m !== RECORD_MEMBERS[i]))
+    throw invalid('record has unexpected members');
   if (r.v !== 1) throw invalid('unknown record version');
   if (r.alg !== 'A256GCM') throw invalid('unknown record algorithm');
-  if (typeof r.kid !== 'string' || r.kid === '' || r.kid.length > MAX_KID_CHARS || !/^[\x21-\x7e]+$/.test(r.kid)) throw invalid('record kid is malformed');
+  if (
+    typeof r.kid !== 'string' ||
+    r.kid === '' ||
+    r.kid.length > MAX_KID_CHARS ||
+    !/^[\x21-\x7e]+$/.test(r.kid)
+  )
+    throw invalid('record kid is malformed');
   return {
     kid: r.kid,
     edk: strictBase64url(r.edk, 'edk', 1, MAX_EDK_BYTES),

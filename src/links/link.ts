@@ -35,7 +35,6 @@ export interface LinkFilter {
   readonly providerAccountId?: string;
 }
 
-
 /**
  * The public shape of a link (docs/api.md, `Link`): snake_case, RFC 3339 UTC times. Built by
  * allowlist from the record, so the sealed token set, the provider account id and the

@@ -4,9 +4,21 @@ import type { Config, ProviderCredentials } from '../config.js';
 import { LinkvaultError } from '../errors.js';
 import type { Catalogue, ProviderEntry, ResolvedEndpoints } from '../providers/catalogue.js';
 import { Secret } from '../secret.js';
-import { checkCallbackVariables, checkIssuer, checkProviderError, checkRedirectUri, checkState } from './callback-checks.js';
+import {
+  checkCallbackVariables,
+  checkIssuer,
+  checkProviderError,
+  checkRedirectUri,
+  checkState,
+} from './callback-checks.js';
 import { classifyFailure, failureLogFields } from './classify-failure.js';
-import type { AuthorizationStart, CompletedAuthorization, OAuthClient, RevocationOutcome, TokenSet } from './oauth-client.js';
+import type {
+  AuthorizationStart,
+  CompletedAuthorization,
+  OAuthClient,
+  RevocationOutcome,
+  TokenSet,
+} from './oauth-client.js';
 import { startProviderCall, type CallKind, type ProviderCall } from './provider-call.js';
 import { createProviderFetch } from './provider-fetch.js';
 import { dropEchoedRefreshToken, readTokenSet } from './read-token-set.js';
@@ -44,9 +56,17 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
   const timeoutMs = config.providerTimeoutMs;
   const calls = new AsyncLocalStorage<ProviderCall>();
   const discovered = new Map<string, Promise<client.Configuration>>();
-  const providerFetch = createProviderFetch({ fetch: options.fetch ?? globalThis.fetch, timeoutMs, currentCall: () => calls.getStore() });
+  const providerFetch = createProviderFetch({
+    fetch: options.fetch ?? globalThis.fetch,
+    timeoutMs,
+    currentCall: () => calls.getStore(),
+  });
 
-  async function withCall<T>(kind: CallKind, entry: ProviderEntry, fn: (call: ProviderCall) => Promise<T>): Promise<T> {
+  async function withCall<T>(
+    kind: CallKind,
+    entry: ProviderEntry,
+    fn: (call: ProviderCall) => Promise<T>,
+  ): Promise<T> {
     const call = startProviderCall(kind, entry);
     try {
       return await calls.run(call, () => fn(call));
@@ -61,7 +81,10 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
   function lookup(providerId: string): { entry: ProviderEntry; credentials: ProviderCredentials } {
     const entry = catalogue.get(providerId);
     const credentials = entry ? catalogue.credentials(providerId) : null;
-    if (!entry || !credentials) throw new LinkvaultError('provider_not_found', { detail: 'No such provider, or it is not enabled' });
+    if (!entry || !credentials)
+      throw new LinkvaultError('provider_not_found', {
+        detail: 'No such provider, or it is not enabled',
+      });
     return { entry, credentials };
   }
 
@@ -75,20 +98,33 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
     cfg[client.customFetch] = providerFetch;
     cfg.timeout = timeoutMs / 1000;
     // Loud on purpose: only LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS (never in production) or the sandbox gets here.
-    if (entry.insecureUrlsAllowed || config.allowInsecureProviderUrls) client.allowInsecureRequests(cfg);
+    if (entry.insecureUrlsAllowed || config.allowInsecureProviderUrls)
+      client.allowInsecureRequests(cfg);
     return cfg;
   }
 
-  function discover(entry: ProviderEntry, credentials: ProviderCredentials, issuer: string): Promise<client.Configuration> {
+  function discover(
+    entry: ProviderEntry,
+    credentials: ProviderCredentials,
+    issuer: string,
+  ): Promise<client.Configuration> {
     const key = `${entry.id}\n${issuer}`;
     let pending = discovered.get(key);
     if (!pending) {
       pending = withCall('discovery', entry, () =>
-        client.discovery(new URL(issuer), credentials.clientId, { client_secret: credentials.clientSecret }, clientAuth(entry, credentials), {
-          [client.customFetch]: providerFetch,
-          timeout: timeoutMs / 1000,
-          ...(entry.insecureUrlsAllowed || config.allowInsecureProviderUrls ? { execute: [client.allowInsecureRequests] } : {}),
-        }),
+        client.discovery(
+          new URL(issuer),
+          credentials.clientId,
+          { client_secret: credentials.clientSecret },
+          clientAuth(entry, credentials),
+          {
+            [client.customFetch]: providerFetch,
+            timeout: timeoutMs / 1000,
+            ...(entry.insecureUrlsAllowed || config.allowInsecureProviderUrls
+              ? { execute: [client.allowInsecureRequests] }
+              : {}),
+          },
+        ),
       ).then(
         (cfg) => {
           log?.debug({ provider_id: entry.id }, 'provider discovery fetched');
@@ -106,7 +142,11 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
   }
 
   /** The openid-client Configuration for one provider and one link's endpoint variables. */
-  async function configurationFor(entry: ProviderEntry, credentials: ProviderCredentials, endpoints: ResolvedEndpoints): Promise<client.Configuration> {
+  async function configurationFor(
+    entry: ProviderEntry,
+    credentials: ProviderCredentials,
+    endpoints: ResolvedEndpoints,
+  ): Promise<client.Configuration> {
     if (endpoints.authorizationUrl === null || endpoints.tokenUrl === null) {
       return discover(entry, credentials, endpoints.issuer!);
     }
@@ -116,15 +156,28 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
       issuer: endpoints.issuer ?? new URL(endpoints.tokenUrl).origin,
       authorization_endpoint: endpoints.authorizationUrl,
       token_endpoint: endpoints.tokenUrl,
-      ...(endpoints.revocationUrl !== null && entry.revocation.style === 'rfc7009' ? { revocation_endpoint: endpoints.revocationUrl } : {}),
+      ...(endpoints.revocationUrl !== null && entry.revocation.style === 'rfc7009'
+        ? { revocation_endpoint: endpoints.revocationUrl }
+        : {}),
     };
-    return prepare(new client.Configuration(server, credentials.clientId, { client_secret: credentials.clientSecret }, clientAuth(entry, credentials)), entry);
+    return prepare(
+      new client.Configuration(
+        server,
+        credentials.clientId,
+        { client_secret: credentials.clientSecret },
+        clientAuth(entry, credentials),
+      ),
+      entry,
+    );
   }
 
   function joinScopes(entry: ProviderEntry, scopes: readonly string[]): string | null {
     for (const s of scopes) {
       if (!SCOPE_TOKEN.test(s) || (entry.scopes.separator === ',' && s.includes(','))) {
-        throw new LinkvaultError('invalid_request', { detail: 'A requested scope is not a valid scope token', extra: { parameter: 'scopes' } });
+        throw new LinkvaultError('invalid_request', {
+          detail: 'A requested scope is not a valid scope token',
+          extra: { parameter: 'scopes' },
+        });
       }
     }
     return scopes.length === 0 ? null : scopes.join(entry.scopes.separator);
@@ -144,7 +197,12 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
       const oidc = entry.issuer !== null;
       const nonce = oidc && scopes.includes('openid') ? client.randomNonce() : null;
 
-      const params: Record<string, string> = { ...entry.authorizationParams, redirect_uri: request.redirectUri, response_type: 'code', state };
+      const params: Record<string, string> = {
+        ...entry.authorizationParams,
+        redirect_uri: request.redirectUri,
+        response_type: 'code',
+        state,
+      };
       if (scope !== null) params.scope = scope;
       if (codeVerifier !== null) {
         // RFC 9700 §2.1.1: PKCE S256 on every flow that supports it.
@@ -175,7 +233,11 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
       const cfg = await configurationFor(entry, credentials, endpoints);
       checkIssuer(entry, cfg.serverMetadata(), params, checks);
       checkProviderError(entry, params);
-      if (!params.get('code')) throw new LinkvaultError('invalid_request', { detail: 'The authorization response has no code', extra: { parameter: 'code' } });
+      if (!params.get('code'))
+        throw new LinkvaultError('invalid_request', {
+          detail: 'The authorization response has no code',
+          extra: { parameter: 'code' },
+        });
 
       // The redirect URI sent to the token endpoint is the one sent at the start, never one
       // derived from the incoming request (RFC 6749 §4.1.3).
@@ -194,8 +256,14 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
         }),
       );
       const tokens = readTokenSet(entry, result);
-      const claims = entry.issuer !== null && typeof result.id_token === 'string' ? (result.claims() ?? null) : null;
-      if (oidcExpected && claims === null) throw new LinkvaultError('invalid_token_response', { detail: `${entry.name} returned no ID token` });
+      const claims =
+        entry.issuer !== null && typeof result.id_token === 'string'
+          ? (result.claims() ?? null)
+          : null;
+      if (oidcExpected && claims === null)
+        throw new LinkvaultError('invalid_token_response', {
+          detail: `${entry.name} returned no ID token`,
+        });
       return { tokens, idTokenClaims: claims ? Object.freeze({ ...claims }) : null };
     },
 
@@ -209,7 +277,9 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
         if (scope !== null) parameters.scope = scope;
       }
       // Never retried: the provider may rotate the refresh token on the first attempt (RFC 9700 §4.14.2).
-      const result = await withCall('refresh', entry, () => client.refreshTokenGrant(cfg, request.refreshToken.reveal(), parameters));
+      const result = await withCall('refresh', entry, () =>
+        client.refreshTokenGrant(cfg, request.refreshToken.reveal(), parameters),
+      );
       return dropEchoedRefreshToken(readTokenSet(entry, result), request.refreshToken);
     },
 
@@ -219,15 +289,29 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
       const endpoints = catalogue.endpoints(entry.id, request.endpointVariables);
       if (entry.revocation.style !== 'rfc7009') {
         const url = endpoints.revocationUrl!;
-        return withCall('revoke', entry, (call) => revokeByCustomStyle({ entry, credentials, token: request.token }, url, providerFetch, call));
+        return withCall('revoke', entry, (call) =>
+          revokeByCustomStyle(
+            { entry, credentials, token: request.token },
+            url,
+            providerFetch,
+            call,
+          ),
+        );
       }
       let cfg = await configurationFor(entry, credentials, endpoints);
-      if (endpoints.revocationUrl !== null && cfg.serverMetadata().revocation_endpoint !== endpoints.revocationUrl) {
+      if (
+        endpoints.revocationUrl !== null &&
+        cfg.serverMetadata().revocation_endpoint !== endpoints.revocationUrl
+      ) {
         // A discovered provider whose catalogue entry names its own revocation URL.
         const as = cfg.serverMetadata();
         cfg = prepare(
           new client.Configuration(
-            { issuer: as.issuer, token_endpoint: as.token_endpoint!, revocation_endpoint: endpoints.revocationUrl },
+            {
+              issuer: as.issuer,
+              token_endpoint: as.token_endpoint!,
+              revocation_endpoint: endpoints.revocationUrl,
+            },
             credentials.clientId,
             { client_secret: credentials.clientSecret },
             clientAuth(entry, credentials),
@@ -235,7 +319,9 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
           entry,
         );
       }
-      return revokeByRfc7009({ entry, token: request.token }, cfg, request.tokenTypeHint, (call) => withCall('revoke', entry, call));
+      return revokeByRfc7009({ entry, token: request.token }, cfg, request.tokenTypeHint, (call) =>
+        withCall('revoke', entry, call),
+      );
     },
   };
 

@@ -20,5 +20,14 @@ export interface ProviderCall {
 }
 
 export function startProviderCall(kind: CallKind, entry: ProviderEntry): ProviderCall {
-  return { kind, entry, requests: 0, status: null, retryAfterSeconds: undefined, errorCode: null, tooLarge: false, transport: null };
+  return {
+    kind,
+    entry,
+    requests: 0,
+    status: null,
+    retryAfterSeconds: undefined,
+    errorCode: null,
+    tooLarge: false,
+    transport: null,
+  };
 }

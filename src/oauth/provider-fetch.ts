@@ -19,9 +19,20 @@ export const DISCOVERY_MAX_BYTES = 512 * 1024;
 
 /** Network failures that happen before any byte of the request could reach the provider. */
 const NOT_DELIVERED_CODES = new Set([
-  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT',
-  'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'ERR_SSL_WRONG_VERSION_NUMBER',
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
 ]);
 
 class ResponseTooLarge extends Error {
@@ -40,7 +51,10 @@ export interface ProviderFetchOptions {
 }
 
 /** Parses Retry-After (delta-seconds or HTTP-date, RFC 9110 §10.2.3) into whole seconds ≥ 0. */
-export function parseRetryAfter(value: string | null, nowMs: number = Date.now()): number | undefined {
+export function parseRetryAfter(
+  value: string | null,
+  nowMs: number = Date.now(),
+): number | undefined {
   if (value === null) return undefined;
   const text = value.trim();
   if (/^\d+$/.test(text)) return Math.min(Number(text), 86_400);
@@ -87,7 +101,11 @@ async function readCapped(response: Response, maxBytes: number): Promise<Uint8Ar
 function transportFailure(err: unknown): ProviderCall['transport'] {
   const name = (err as { name?: unknown } | null)?.name;
   if (name === 'TimeoutError' || name === 'AbortError') return 'timeout';
-  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+  for (
+    let e: unknown = err, depth = 0;
+    e && depth < 5;
+    e = (e as { cause?: unknown }).cause, depth++
+  ) {
     const code = errorCodeOf(e);
     if (code && NOT_DELIVERED_CODES.has(code)) return 'refused';
     const n = (e as { name?: unknown }).name;
@@ -117,13 +135,17 @@ export function createProviderFetch(options: ProviderFetchOptions): client.Custo
     call.retryAfterSeconds = parseRetryAfter(response.headers.get('retry-after'));
     let bytes: Uint8Array;
     try {
-      bytes = await readCapped(response, call.kind === 'discovery' ? DISCOVERY_MAX_BYTES : TOKEN_RESPONSE_MAX_BYTES);
+      bytes = await readCapped(
+        response,
+        call.kind === 'discovery' ? DISCOVERY_MAX_BYTES : TOKEN_RESPONSE_MAX_BYTES,
+      );
     } catch (err) {
       if (err instanceof ResponseTooLarge) call.tooLarge = true;
       else call.transport = transportFailure(err) === 'timeout' ? 'timeout' : 'lost';
       throw err;
     }
-    if (call.kind === 'discovery') return new Response(NULL_BODY_STATUSES.has(response.status) ? null : bytes, response);
+    if (call.kind === 'discovery')
+      return new Response(NULL_BODY_STATUSES.has(response.status) ? null : bytes, response);
     return applyResponseQuirks(call, response, bytes);
   };
 }

@@ -54,18 +54,31 @@ function jsonResponse(status: number, body: Record<string, unknown>, from: Heade
 }
 
 /** The request headers with the entry's quirks applied. */
-export function addQuirkHeaders(entry: ProviderEntry, headers: Record<string, string>): Record<string, string> {
+export function addQuirkHeaders(
+  entry: ProviderEntry,
+  headers: Record<string, string>,
+): Record<string, string> {
   // GitHub answers form-encoded unless asked for JSON.
   if (entry.tokenResponse === 'github') return { ...headers, accept: 'application/json' };
   return headers;
 }
 
 /** Rewrites a token/revocation endpoint answer into RFC 6749 shape, noting error codes and remapped statuses in `call`. */
-export function applyResponseQuirks(call: ProviderCall, response: Response, bytes: Uint8Array): Response {
+export function applyResponseQuirks(
+  call: ProviderCall,
+  response: Response,
+  bytes: Uint8Array,
+): Response {
   const { entry } = call;
   const status = response.status;
   // RFC 7009 §2.2: the content of a successful revocation answer is ignored; some providers answer 204.
-  if (call.kind === 'revoke' && entry.revocation.style === 'rfc7009' && status >= 200 && status < 300) return new Response(null, { status: 200 });
+  if (
+    call.kind === 'revoke' &&
+    entry.revocation.style === 'rfc7009' &&
+    status >= 200 &&
+    status < 300
+  )
+    return new Response(null, { status: 200 });
   if (NULL_BODY_STATUSES.has(status)) return new Response(null, response);
   const contentType = (response.headers.get('content-type') ?? '').toLowerCase();
   const text = new TextDecoder().decode(bytes);
@@ -77,7 +90,10 @@ export function applyResponseQuirks(call: ProviderCall, response: Response, byte
     } catch {
       json = null;
     }
-  } else if (entry.tokenResponse === 'github' && contentType.includes('application/x-www-form-urlencoded')) {
+  } else if (
+    entry.tokenResponse === 'github' &&
+    contentType.includes('application/x-www-form-urlencoded')
+  ) {
     json = Object.fromEntries(new URLSearchParams(text));
   }
   if (json === null) return new Response(bytes, response);
@@ -108,7 +124,11 @@ export function applyResponseQuirks(call: ProviderCall, response: Response, byte
     if (status < 300 && json.access_token !== undefined) {
       json = { ...json };
       if (json.token_type === undefined) json.token_type = 'Bearer';
-      if (entry.tokenResponse === 'slack' && (json.token_type === 'bot' || json.token_type === 'user')) json.token_type = 'Bearer';
+      if (
+        entry.tokenResponse === 'slack' &&
+        (json.token_type === 'bot' || json.token_type === 'user')
+      )
+        json.token_type = 'Bearer';
       if (entry.issuer === null) delete json.id_token;
       return jsonResponse(status, json, response.headers);
     }

@@ -32,14 +32,23 @@ export async function revokeByRfc7009(
   run: (call: () => Promise<void>) => Promise<void>,
 ): Promise<RevocationOutcome> {
   if (!cfg.serverMetadata().revocation_endpoint) {
-    throw new LinkvaultError('provider_misconfigured', { detail: `${target.entry.name} publishes no revocation endpoint` });
+    throw new LinkvaultError('provider_misconfigured', {
+      detail: `${target.entry.name} publishes no revocation endpoint`,
+    });
   }
   try {
-    await run(() => client.tokenRevocation(cfg, target.token.reveal(), { token_type_hint: tokenTypeHint }));
+    await run(() =>
+      client.tokenRevocation(cfg, target.token.reveal(), { token_type_hint: tokenTypeHint }),
+    );
     return 'confirmed';
   } catch (err) {
     // RFC 7009 §2.2 says an invalid token gets 200; Salesforce and Zoho answer 400 invalid_token instead.
-    if (err instanceof LinkvaultError && err.code === 'provider_error' && err.extra?.provider_error === 'invalid_token') return 'confirmed';
+    if (
+      err instanceof LinkvaultError &&
+      err.code === 'provider_error' &&
+      err.extra?.provider_error === 'invalid_token'
+    )
+      return 'confirmed';
     throw err;
   }
 }
@@ -77,7 +86,9 @@ export async function revokeByCustomStyle(
       body = '{}';
       break;
     default:
-      throw new LinkvaultError('internal_error', { detail: `no revocation implementation for style ${entry.revocation.style}` });
+      throw new LinkvaultError('internal_error', {
+        detail: `no revocation implementation for style ${entry.revocation.style}`,
+      });
   }
   const response = await send(url, { method, headers, body, redirect: 'manual' });
   const status = response.status;
@@ -86,7 +97,13 @@ export async function revokeByCustomStyle(
     if (isJsonObject(json) && json.ok === true) return 'confirmed';
     const error = isJsonObject(json) && typeof json.error === 'string' ? json.error : 'unknown';
     // A token Slack no longer knows is as revoked as it gets (RFC 7009 §2.2 treats it the same way).
-    if (error === 'invalid_auth' || error === 'token_revoked' || error === 'token_expired' || error === 'account_inactive') return 'confirmed';
+    if (
+      error === 'invalid_auth' ||
+      error === 'token_revoked' ||
+      error === 'token_expired' ||
+      error === 'account_inactive'
+    )
+      return 'confirmed';
     if (error === 'ratelimited') call.status = 429;
     else call.errorCode = 'unknown';
     throw new Error(`slack auth.revoke answered ok:false`);

@@ -12,8 +12,15 @@
  * - slack_auth_revoke   POST revocation.url (auth.revoke) with the token as a Bearer; 200 ok:true
  * - intercom_uninstall  POST revocation.url with the access token as a Bearer (uninstalls the app from the workspace)
  */
-export type RevocationStyle = 'rfc7009' | 'none' | 'github_grant' | 'slack_auth_revoke' | 'intercom_uninstall';
-export const REVOCATION_STYLES: readonly RevocationStyle[] = ['rfc7009', 'none', 'github_grant', 'slack_auth_revoke', 'intercom_uninstall'];
+export type RevocationStyle =
+  'rfc7009' | 'none' | 'github_grant' | 'slack_auth_revoke' | 'intercom_uninstall';
+export const REVOCATION_STYLES: readonly RevocationStyle[] = [
+  'rfc7009',
+  'none',
+  'github_grant',
+  'slack_auth_revoke',
+  'intercom_uninstall',
+];
 
 /**
  * Token-endpoint answer quirks handled by the OAuth adapter.
@@ -23,7 +30,12 @@ export const REVOCATION_STYLES: readonly RevocationStyle[] = ['rfc7009', 'none',
  * - jwt_expiry  standard, but no `expires_in`: the expiry is read from the access token's JWT `exp` (monday OAuth 2.1)
  */
 export type TokenResponseStyle = 'standard' | 'slack' | 'github' | 'jwt_expiry';
-export const TOKEN_RESPONSE_STYLES: readonly TokenResponseStyle[] = ['standard', 'slack', 'github', 'jwt_expiry'];
+export const TOKEN_RESPONSE_STYLES: readonly TokenResponseStyle[] = [
+  'standard',
+  'slack',
+  'github',
+  'jwt_expiry',
+];
 
 export type TokenEndpointAuthMethod = 'client_secret_basic' | 'client_secret_post';
 

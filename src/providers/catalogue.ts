@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import type { Config, ProviderCredentials } from '../config.js';
 import { LinkvaultError, invalidRequest } from '../errors.js';
-import type { AccountIdSource, ProviderPrivacy, RevocationStyle, TemplateVariable, TokenEndpointAuthMethod, TokenResponseStyle } from './catalogue-entry.js';
+import type {
+  AccountIdSource,
+  ProviderPrivacy,
+  RevocationStyle,
+  TemplateVariable,
+  TokenEndpointAuthMethod,
+  TokenResponseStyle,
+} from './catalogue-entry.js';
 import { checkVariableValue, expandTemplate } from './expand-template.js';
 import { EntryProblem, parseProviderEntry } from './parse-provider-entry.js';
 
@@ -83,7 +90,11 @@ export interface ProviderPublicView {
   readonly name: string;
   readonly category: string;
   readonly scopes: readonly { readonly name: string; readonly description: string | null }[];
-  readonly privacy: { readonly settings_url: string | null; readonly instructions: string; readonly policy_url: string };
+  readonly privacy: {
+    readonly settings_url: string | null;
+    readonly instructions: string;
+    readonly policy_url: string;
+  };
 }
 
 export interface Catalogue {
@@ -106,11 +117,18 @@ export interface Catalogue {
    * Throws LinkvaultError('invalid_request', extra.parameter) naming the parameter (never echoing
    * the value), or 'provider_not_found' for an unknown id.
    */
-  resolveVariables(id: string, source: 'session' | 'callback', values: Readonly<Record<string, string | undefined>>): Record<string, string>;
+  resolveVariables(
+    id: string,
+    source: 'session' | 'callback',
+    values: Readonly<Record<string, string | undefined>>,
+  ): Record<string, string>;
   /** The provider's endpoints with `variables` (keyed by variable name) substituted; throws invalid_request on a missing/invalid value. */
   endpoints(id: string, variables: Readonly<Record<string, string>>): ResolvedEndpoints;
   /** The privacy block with its settings URL resolved from `variables` (defaults used; null when a value is missing). */
-  privacy(id: string, variables?: Readonly<Record<string, string>>): { settings_url: string | null; instructions: string; policy_url: string };
+  privacy(
+    id: string,
+    variables?: Readonly<Record<string, string>>,
+  ): { settings_url: string | null; instructions: string; policy_url: string };
   publicView(entry: ProviderEntry): ProviderPublicView;
 }
 
@@ -127,7 +145,8 @@ export interface LoadCatalogueOptions {
   readonly builtinFile: string;
   /** Path of LINKVAULT_PROVIDERS_FILE; defaults to config.providersFile; null = none. */
   readonly extraFile?: string | null;
-  readonly config: Pick<Config, 'allowInsecureProviderUrls' | 'providerCredentialFor'> & Partial<Pick<Config, 'providersFile'>>;
+  readonly config: Pick<Config, 'allowInsecureProviderUrls' | 'providerCredentialFor'> &
+    Partial<Pick<Config, 'providersFile'>>;
   /** Entries registered in code with their own credentials (the sandbox). */
   readonly extraEntries?: readonly ExtraProvider[];
 }
@@ -141,17 +160,25 @@ function readEntries(file: string): unknown[] {
   try {
     json = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new CatalogueError(file, 'file', `cannot read as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new CatalogueError(
+      file,
+      'file',
+      `cannot read as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
   }
-  if (!isObject(json) || !Array.isArray(json.providers)) throw new CatalogueError(file, 'file', 'must be {"providers": [ ... ]}');
+  if (!isObject(json) || !Array.isArray(json.providers))
+    throw new CatalogueError(file, 'file', 'must be {"providers": [ ... ]}');
   for (const key of Object.keys(json)) {
-    if (key !== 'providers' && key !== '$comment') throw new CatalogueError(file, 'file', `unknown top-level field "${key}"`);
+    if (key !== 'providers' && key !== '$comment')
+      throw new CatalogueError(file, 'file', `unknown top-level field "${key}"`);
   }
   return json.providers;
 }
 
 function entryLabel(raw: unknown, index: number): string {
-  return isObject(raw) && typeof raw.id === 'string' ? `provider "${raw.id}"` : `providers[${index}]`;
+  return isObject(raw) && typeof raw.id === 'string'
+    ? `provider "${raw.id}"`
+    : `providers[${index}]`;
 }
 
 function parseFile(file: string, allowHttp: boolean): ProviderEntry[] {
@@ -161,7 +188,8 @@ function parseFile(file: string, allowHttp: boolean): ProviderEntry[] {
     try {
       entry = parseProviderEntry(raw, allowHttp);
     } catch (err) {
-      if (err instanceof EntryProblem) throw new CatalogueError(file, entryLabel(raw, index), err.message);
+      if (err instanceof EntryProblem)
+        throw new CatalogueError(file, entryLabel(raw, index), err.message);
       throw err;
     }
     if (seen.has(entry.id)) throw new CatalogueError(file, entryLabel(raw, index), 'duplicate id');
@@ -180,7 +208,8 @@ export function loadCatalogue(options: LoadCatalogueOptions): Catalogue {
   const entries = new Map<string, ProviderEntry>();
   for (const e of parseFile(options.builtinFile, allowHttp)) entries.set(e.id, e);
 
-  const extraFile = options.extraFile === undefined ? (config.providersFile ?? null) : options.extraFile;
+  const extraFile =
+    options.extraFile === undefined ? (config.providersFile ?? null) : options.extraFile;
   if (extraFile) {
     // Whole-entry replace by id (documented at the top of this file).
     for (const e of parseFile(extraFile, allowHttp)) entries.set(e.id, e);
@@ -192,10 +221,16 @@ export function loadCatalogue(options: LoadCatalogueOptions): Catalogue {
     try {
       entry = parseProviderEntry(extra.entry, allowHttp || extra.allowInsecureUrls === true);
     } catch (err) {
-      if (err instanceof EntryProblem) throw new CatalogueError('extra entries', entryLabel(extra.entry, index), err.message);
+      if (err instanceof EntryProblem)
+        throw new CatalogueError('extra entries', entryLabel(extra.entry, index), err.message);
       throw err;
     }
-    if (entries.has(entry.id)) throw new CatalogueError('extra entries', entryLabel(extra.entry, index), 'duplicate id (already in a catalogue file)');
+    if (entries.has(entry.id))
+      throw new CatalogueError(
+        'extra entries',
+        entryLabel(extra.entry, index),
+        'duplicate id (already in a catalogue file)',
+      );
     entries.set(entry.id, entry);
     extraCredentials.set(entry.id, Object.freeze({ ...extra.credentials }));
   }
@@ -215,17 +250,24 @@ function createCatalogue(
 
   const entryOrThrow = (id: string): ProviderEntry => {
     const entry = entries.get(id);
-    if (!entry) throw new LinkvaultError('provider_not_found', { detail: 'No such provider in the catalogue' });
+    if (!entry)
+      throw new LinkvaultError('provider_not_found', {
+        detail: 'No such provider in the catalogue',
+      });
     return entry;
   };
 
   const clientIdOf = (entry: ProviderEntry) => (): string => {
     const creds = credentials(entry.id);
-    if (!creds) throw new LinkvaultError('provider_not_found', { detail: 'The provider is not enabled' });
+    if (!creds)
+      throw new LinkvaultError('provider_not_found', { detail: 'The provider is not enabled' });
     return creds.clientId;
   };
-  const expand = (entry: ProviderEntry, template: string, variables: Readonly<Record<string, string>>): string =>
-    expandTemplate(template, entry.templateVariables, variables, clientIdOf(entry));
+  const expand = (
+    entry: ProviderEntry,
+    template: string,
+    variables: Readonly<Record<string, string>>,
+  ): string => expandTemplate(template, entry.templateVariables, variables, clientIdOf(entry));
 
   const catalogue: Catalogue = {
     get: (id) => entries.get(id),
@@ -236,8 +278,10 @@ function createCatalogue(
       const entry = entryOrThrow(id);
       const out: Record<string, string> = {};
       for (const variable of entry.templateVariables) {
-        const parameter = source === 'session' ? variable.sessionParameter : variable.callbackParameter;
-        const raw = parameter !== null && Object.hasOwn(values, parameter) ? values[parameter] : undefined;
+        const parameter =
+          source === 'session' ? variable.sessionParameter : variable.callbackParameter;
+        const raw =
+          parameter !== null && Object.hasOwn(values, parameter) ? values[parameter] : undefined;
         if (raw === undefined || raw.trim() === '') {
           if (source === 'callback') continue;
           if (variable.default === null) {
@@ -248,7 +292,8 @@ function createCatalogue(
           continue;
         }
         const value = checkVariableValue(variable, raw);
-        if (value === null) throw invalidRequest(parameter!, `${parameter!} is not an allowed value`);
+        if (value === null)
+          throw invalidRequest(parameter!, `${parameter!} is not an allowed value`);
         out[variable.name] = value;
       }
       return out;
@@ -257,9 +302,11 @@ function createCatalogue(
       const entry = entryOrThrow(id);
       return {
         issuer: entry.issuer === null ? null : expand(entry, entry.issuer, variables),
-        authorizationUrl: entry.authorizationUrl === null ? null : expand(entry, entry.authorizationUrl, variables),
+        authorizationUrl:
+          entry.authorizationUrl === null ? null : expand(entry, entry.authorizationUrl, variables),
         tokenUrl: entry.tokenUrl === null ? null : expand(entry, entry.tokenUrl, variables),
-        revocationUrl: entry.revocation.url === null ? null : expand(entry, entry.revocation.url, variables),
+        revocationUrl:
+          entry.revocation.url === null ? null : expand(entry, entry.revocation.url, variables),
         defaultScopes: entry.scopes.default.map((s) => expand(entry, s, variables)),
       };
     },
@@ -273,14 +320,21 @@ function createCatalogue(
           settingsUrl = null;
         }
       }
-      return { settings_url: settingsUrl, instructions: entry.privacy.instructions, policy_url: entry.privacy.policyUrl };
+      return {
+        settings_url: settingsUrl,
+        instructions: entry.privacy.instructions,
+        policy_url: entry.privacy.policyUrl,
+      };
     },
     publicView(entry) {
       return {
         id: entry.id,
         name: entry.name,
         category: entry.category,
-        scopes: entry.scopes.default.map((s) => ({ name: s, description: entry.scopes.descriptions[s] ?? null })),
+        scopes: entry.scopes.default.map((s) => ({
+          name: s,
+          description: entry.scopes.descriptions[s] ?? null,
+        })),
         privacy: catalogue.privacy(entry.id),
       };
     },

@@ -61,8 +61,13 @@ function sampleFor(variable: TemplateVariable): string {
 }
 
 /** The template with every placeholder replaced by a plausible value, so that its URL shape can be checked at load. */
-export function fillWithSamples(template: string, variables: ReadonlyMap<string, TemplateVariable>): string {
-  return template.replace(PLACEHOLDER, (_, name: string) => (name === 'client_id' ? 'client' : sampleFor(variables.get(name)!)));
+export function fillWithSamples(
+  template: string,
+  variables: ReadonlyMap<string, TemplateVariable>,
+): string {
+  return template.replace(PLACEHOLDER, (_, name: string) =>
+    name === 'client_id' ? 'client' : sampleFor(variables.get(name)!),
+  );
 }
 
 /**
@@ -83,7 +88,10 @@ export function expandTemplate(
     const value = raw === undefined ? variable.default : checkVariableValue(variable, raw);
     if (value === null) {
       const parameter = variable.sessionParameter ?? variable.callbackParameter ?? name;
-      throw invalidRequest(parameter, `${parameter} ${raw === undefined ? 'is required' : 'is not an allowed value'}`);
+      throw invalidRequest(
+        parameter,
+        `${parameter} ${raw === undefined ? 'is required' : 'is not an allowed value'}`,
+      );
     }
     return substitution(variable, value);
   });

@@ -67,7 +67,12 @@ function pageCsp(formActionOrigins: readonly string[]): string {
 interface OidcProvider {
   callback(): (req: IncomingMessage, res: ServerResponse) => void;
   interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<InteractionDetails>;
-  interactionFinished(req: IncomingMessage, res: ServerResponse, result: Record<string, unknown>, options?: { mergeWithLastSubmission?: boolean }): Promise<void>;
+  interactionFinished(
+    req: IncomingMessage,
+    res: ServerResponse,
+    result: Record<string, unknown>,
+    options?: { mergeWithLastSubmission?: boolean },
+  ): Promise<void>;
   on(event: string, listener: (...args: unknown[]) => void): void;
   proxy: boolean;
   Grant: GrantConstructor;
@@ -98,18 +103,30 @@ export interface GrantConstructor {
  * Saves the grant a consent prompt asks for (the interaction's existing grant, or a new one) with
  * every missing OIDC scope, claim and resource scope added; returns the grant id for interactionFinished.
  */
-export async function saveConsentGrant(Grant: GrantConstructor, details: InteractionDetails, accountId: string): Promise<string> {
+export async function saveConsentGrant(
+  Grant: GrantConstructor,
+  details: InteractionDetails,
+  accountId: string,
+): Promise<string> {
   const clientId = String(details.params.client_id);
-  const grant = (details.grantId ? await Grant.find(details.grantId) : undefined) ?? new Grant({ accountId, clientId });
+  const grant =
+    (details.grantId ? await Grant.find(details.grantId) : undefined) ??
+    new Grant({ accountId, clientId });
   const missing = details.prompt.details;
-  if (Array.isArray(missing.missingOIDCScope)) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
-  if (Array.isArray(missing.missingOIDCClaims)) grant.addOIDCClaims(missing.missingOIDCClaims as string[]);
+  if (Array.isArray(missing.missingOIDCScope))
+    grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (Array.isArray(missing.missingOIDCClaims))
+    grant.addOIDCClaims(missing.missingOIDCClaims as string[]);
   const resourceScopes = missing.missingResourceScopes as Record<string, string[]> | undefined;
-  for (const [indicator, scopes] of Object.entries(resourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
+  for (const [indicator, scopes] of Object.entries(resourceScopes ?? {}))
+    grant.addResourceScope(indicator, scopes.join(' '));
   return grant.save();
 }
 
-type ProviderConstructor = new (issuer: string, configuration: Record<string, unknown>) => OidcProvider;
+type ProviderConstructor = new (
+  issuer: string,
+  configuration: Record<string, unknown>,
+) => OidcProvider;
 
 async function loadProvider(): Promise<ProviderConstructor> {
   const mod = (await import('oidc-provider' as string)) as { default: ProviderConstructor };
@@ -136,17 +153,26 @@ ${body}
 `;
 }
 
-function sendPageWith(csp: string, res: Response, status: number, title: string, body: string): void {
+function sendPageWith(
+  csp: string,
+  res: Response,
+  status: number,
+  title: string,
+  body: string,
+): void {
   res.status(status).setHeader('Content-Security-Policy', csp);
   res.setHeader('Cache-Control', 'no-store');
   res.type('text/html; charset=utf-8').send(page(title, body));
 }
 
 /** Builds the sandbox provider. Throws when oidc-provider cannot be configured (a start-up failure). */
-export async function createSandboxProvider(options: SandboxProviderOptions): Promise<SandboxProvider> {
+export async function createSandboxProvider(
+  options: SandboxProviderOptions,
+): Promise<SandboxProvider> {
   const { publicUrl, log } = options;
   const csp = pageCsp(options.returnOrigins ?? []);
-  const sendPage = (res: Response, status: number, title: string, body: string): void => sendPageWith(csp, res, status, title, body);
+  const sendPage = (res: Response, status: number, title: string, body: string): void =>
+    sendPageWith(csp, res, status, title, body);
   const base = new URL(publicUrl);
   const basePath = base.pathname.replace(/\/$/, '');
   const issuer = `${publicUrl}${SANDBOX_MOUNT_PATH}`;
@@ -157,7 +183,12 @@ export async function createSandboxProvider(options: SandboxProviderOptions): Pr
     clientSecret: randomBytes(32).toString('base64url'),
   });
   // ES256: a P-256 key is generated in a millisecond; the client is registered for it below.
-  const signingKey = { ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }), kid: `sandbox-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'ES256' };
+  const signingKey = {
+    ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }),
+    kid: `sandbox-${randomBytes(4).toString('hex')}`,
+    use: 'sig',
+    alg: 'ES256',
+  };
 
   const Provider = await loadProvider();
   const provider = new Provider(issuer, {
@@ -179,14 +210,23 @@ export async function createSandboxProvider(options: SandboxProviderOptions): Pr
     scopes: [...SANDBOX_SCOPES],
     findAccount: async (_ctx: unknown, sub: string) => ({
       accountId: sub,
-      claims: async () => ({ sub, name: sub, email: `${sub}@sandbox.invalid`, email_verified: true }),
+      claims: async () => ({
+        sub,
+        name: sub,
+        email: `${sub}@sandbox.invalid`,
+        email_verified: true,
+      }),
     }),
     // RFC 9700 §2.1.1: PKCE for every client, S256 only (oidc-provider's default method list).
     pkce: { required: () => true },
-    interactions: { url: (_ctx: unknown, interaction: { uid: string }) => `${basePath}${SANDBOX_MOUNT_PATH}/interaction/${interaction.uid}` },
+    interactions: {
+      url: (_ctx: unknown, interaction: { uid: string }) =>
+        `${basePath}${SANDBOX_MOUNT_PATH}/interaction/${interaction.uid}`,
+    },
     // Refresh tokens without offline_access, and not bound to the sandbox's own login session:
     // linkvault's whole point is acting while the user is away.
-    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(t: string): boolean }) => client.grantTypeAllowed('refresh_token'),
+    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(t: string): boolean }) =>
+      client.grantTypeAllowed('refresh_token'),
     expiresWithSession: async () => false,
     // RFC 9700 §4.14.2: rotate refresh tokens, so linkvault's single-flight refresh is exercised.
     rotateRefreshToken: true,
@@ -209,20 +249,29 @@ export async function createSandboxProvider(options: SandboxProviderOptions): Pr
         enabled: true,
         defaultResource: () => resource,
         useGrantedResource: () => true,
-        getResourceServerInfo: () => ({ scope: SANDBOX_SCOPES.join(' '), accessTokenFormat: 'opaque', accessTokenTTL: 900 }),
+        getResourceServerInfo: () => ({
+          scope: SANDBOX_SCOPES.join(' '),
+          accessTokenFormat: 'opaque',
+          accessTokenTTL: 900,
+        }),
       },
     },
     renderError: async (ctx: { type: string; body: string }, out: Record<string, unknown>) => {
       const error = typeof out.error === 'string' ? out.error : 'server_error';
       const description = typeof out.error_description === 'string' ? out.error_description : '';
       ctx.type = 'html';
-      ctx.body = page('Something went wrong', `<p><code>${escapeHtml(error)}</code></p><p>${escapeHtml(description)}</p>`);
+      ctx.body = page(
+        'Something went wrong',
+        `<p><code>${escapeHtml(error)}</code></p><p>${escapeHtml(description)}</p>`,
+      );
     },
   });
   // Behind a TLS-terminating proxy the sandbox builds its endpoint URLs from X-Forwarded-Proto/Host
   // (discovery must advertise the https URLs the browser and linkvault use). A sandbox-only switch.
   provider.proxy = base.protocol === 'https:';
-  provider.on('server_error', (...args: unknown[]) => log.error({ err: args[1] }, 'sandbox provider: server error'));
+  provider.on('server_error', (...args: unknown[]) =>
+    log.error({ err: args[1] }, 'sandbox provider: server error'),
+  );
 
   const router = Router();
   const forms = express.urlencoded({ extended: false, limit: '2kb', parameterLimit: 10 });
@@ -246,7 +295,9 @@ export async function createSandboxProvider(options: SandboxProviderOptions): Pr
     const uid = details.uid;
     if (details.prompt.name === 'login') return sendPage(res, 200, 'Sign in', loginForm(uid, null));
     if (details.prompt.name === 'consent') {
-      const scopes = String(details.params.scope ?? '').split(' ').filter(Boolean);
+      const scopes = String(details.params.scope ?? '')
+        .split(' ')
+        .filter(Boolean);
       const client = await provider.Client.find(String(details.params.client_id));
       const list = scopes.map((s) => `<li><code>${escapeHtml(s)}</code></li>`).join('\n');
       return sendPage(
@@ -271,22 +322,44 @@ ${list}
   const login: RequestHandler = async (req, res) => {
     const details = await provider.interactionDetails(req, res);
     const username: unknown = (req.body as Record<string, unknown> | undefined)?.username;
-    if (details.prompt.name !== 'login') return sendPage(res, 400, 'Unexpected step', '<p>Start again from the application.</p>');
+    if (details.prompt.name !== 'login')
+      return sendPage(res, 400, 'Unexpected step', '<p>Start again from the application.</p>');
     if (typeof username !== 'string' || !USERNAME.test(username)) {
-      return sendPage(res, 400, 'Sign in', loginForm(details.uid, 'Use 1-64 letters, digits or . _ @ + -'));
+      return sendPage(
+        res,
+        400,
+        'Sign in',
+        loginForm(details.uid, 'Use 1-64 letters, digits or . _ @ + -'),
+      );
     }
-    await provider.interactionFinished(req, res, { login: { accountId: username } }, { mergeWithLastSubmission: false });
+    await provider.interactionFinished(
+      req,
+      res,
+      { login: { accountId: username } },
+      { mergeWithLastSubmission: false },
+    );
   };
 
   const confirm: RequestHandler = async (req, res) => {
     const details = await provider.interactionDetails(req, res);
-    if (details.prompt.name !== 'consent' || !details.session?.accountId) return sendPage(res, 400, 'Unexpected step', '<p>Start again from the application.</p>');
+    if (details.prompt.name !== 'consent' || !details.session?.accountId)
+      return sendPage(res, 400, 'Unexpected step', '<p>Start again from the application.</p>');
     const grantId = await saveConsentGrant(provider.Grant, details, details.session.accountId);
-    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    await provider.interactionFinished(
+      req,
+      res,
+      { consent: { grantId } },
+      { mergeWithLastSubmission: true },
+    );
   };
 
   const abort: RequestHandler = async (req, res) => {
-    await provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'The user cancelled' }, { mergeWithLastSubmission: false });
+    await provider.interactionFinished(
+      req,
+      res,
+      { error: 'access_denied', error_description: 'The user cancelled' },
+      { mergeWithLastSubmission: false },
+    );
   };
 
   /** Interaction routes fail as a page, never as a stack: an expired interaction is ordinary. */
@@ -298,10 +371,16 @@ ${list}
       } catch (err) {
         const name = (err as { name?: unknown }).name;
         if (name === 'SessionNotFound' || name === 'InvalidRequest') {
-          return sendPage(res, 400, 'This sign-in has expired', '<p>Start again from the application.</p>');
+          return sendPage(
+            res,
+            400,
+            'This sign-in has expired',
+            '<p>Start again from the application.</p>',
+          );
         }
         log.error({ err }, 'sandbox provider: interaction failed');
-        if (!res.headersSent) sendPage(res, 500, 'Something went wrong', '<p>Start again from the application.</p>');
+        if (!res.headersSent)
+          sendPage(res, 500, 'Something went wrong', '<p>Start again from the application.</p>');
       }
     };
 
@@ -351,12 +430,14 @@ ${list}
     api_hosts: [base.hostname],
     privacy: {
       settings_url: `${issuer}/connected-apps`,
-      instructions: 'Sandbox CRM is a test provider inside linkvault. Its grants live in memory only; removing the link (or restarting linkvault) ends them.',
+      instructions:
+        'Sandbox CRM is a test provider inside linkvault. Its grants live in memory only; removing the link (or restarting linkvault) ends them.',
       policy_url: `${issuer}/privacy`,
     },
     account_id: { from: 'id_token_claim', path: 'sub' },
     token_response: 'standard',
-    notes: 'Built-in development provider (node-oidc-provider), never enabled in production. Client credentials, keys, grants and tokens are generated per process and kept in memory.',
+    notes:
+      'Built-in development provider (node-oidc-provider), never enabled in production. Client credentials, keys, grants and tokens are generated per process and kept in memory.',
   };
 
   return {

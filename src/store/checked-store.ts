@@ -93,7 +93,9 @@ export function checkedStore(inner: Store): Store {
       return inner.getGrant(checkId('id', id));
     },
     async listGrants(serviceId) {
-      return inner.listGrants(serviceId === undefined ? undefined : checkId('serviceId', serviceId));
+      return inner.listGrants(
+        serviceId === undefined ? undefined : checkId('serviceId', serviceId),
+      );
     },
     async deleteGrant(id) {
       return inner.deleteGrant(checkId('id', id));

@@ -17,13 +17,20 @@ const REDIS_STARTUP_TIMEOUT_MS = 5000;
  * client is ready (rejects store_unavailable after `startupTimeoutMs`, default 5 s) and logs a
  * warning when persistence settings put acknowledged writes at risk (see redis-persistence.ts).
  */
-export async function createStore(config: StoreConfig, deps: { metrics: Metrics; log?: Logger; startupTimeoutMs?: number }): Promise<Store> {
+export async function createStore(
+  config: StoreConfig,
+  deps: { metrics: Metrics; log?: Logger; startupTimeoutMs?: number },
+): Promise<Store> {
   const onUnavailable = (): void => deps.metrics.storeErrors.inc({ store: config.kind });
   if (config.kind === 'sqlite') {
     return checkedStore(new SqliteStore({ path: config.sqlitePath, log: deps.log, onUnavailable }));
   }
 
-  const target = config.clusterNodes ? { clusterNodes: config.clusterNodes } : config.redisUrl ? { url: config.redisUrl } : null;
+  const target = config.clusterNodes
+    ? { clusterNodes: config.clusterNodes }
+    : config.redisUrl
+      ? { url: config.redisUrl }
+      : null;
   if (!target) throw new Error('redis store: set a Redis URL or cluster nodes');
   const client = createRedisClient(target);
   // Until the store is built nobody else listens: keep ioredis from printing connection errors.
@@ -38,13 +45,29 @@ export async function createStore(config: StoreConfig, deps: { metrics: Metrics;
   } finally {
     client.off('error', quiet);
   }
-  const store = new RedisStore({ client, keyPrefix: config.keyPrefix, log: deps.log, onUnavailable });
+  const store = new RedisStore({
+    client,
+    keyPrefix: config.keyPrefix,
+    log: deps.log,
+    onUnavailable,
+  });
   try {
     const report = await checkRedisPersistence(client);
-    if (!report.ok) deps.log?.warn({ store: 'redis', problems: report.problems }, 'Redis persistence settings put acknowledged writes at risk');
-    if (report.unknown.length) deps.log?.info({ store: 'redis', unknown: report.unknown }, 'Redis persistence settings could not be read (CONFIG disabled); confirm them with your provider');
+    if (!report.ok)
+      deps.log?.warn(
+        { store: 'redis', problems: report.problems },
+        'Redis persistence settings put acknowledged writes at risk',
+      );
+    if (report.unknown.length)
+      deps.log?.info(
+        { store: 'redis', unknown: report.unknown },
+        'Redis persistence settings could not be read (CONFIG disabled); confirm them with your provider',
+      );
   } catch (err) {
-    deps.log?.warn({ store: 'redis', err: describeRedisError(err) }, 'Redis persistence settings could not be checked');
+    deps.log?.warn(
+      { store: 'redis', err: describeRedisError(err) },
+      'Redis persistence settings could not be checked',
+    );
   }
   return checkedStore(store);
 }

@@ -15,7 +15,9 @@ export const REFRESH_UNCERTAIN_KEY = 'linkvault.refresh_uncertain_since';
  * that does not expire and no retry pending, are not filed. Both adapters derive the index from
  * this one function, inside the same atomic write as the link.
  */
-export function expiryIndexScore(link: Pick<LinkRecord, 'status' | 'accessTokenExpiresAtMs' | 'metadata'>): number | null {
+export function expiryIndexScore(
+  link: Pick<LinkRecord, 'status' | 'accessTokenExpiresAtMs' | 'metadata'>,
+): number | null {
   if (link.status !== 'active') return null;
   if (Object.hasOwn(link.metadata, REFRESH_UNCERTAIN_KEY)) return 0;
   return link.accessTokenExpiresAtMs;

@@ -13,13 +13,19 @@ export interface LockWaitOptions<T> {
   readonly settled?: () => Promise<T | undefined>;
 }
 
-export type LockWaitOutcome<T> = { readonly owner: string } | { readonly settled: T } | { readonly timedOut: true };
+export type LockWaitOutcome<T> =
+  { readonly owner: string } | { readonly settled: T } | { readonly timedOut: true };
 
 /**
  * Takes the store lock `name` (TTL `ttlMs`), retrying while another holder has it, until the lock
  * is taken, `settled` answers, or `waitMs` has passed. Rejects only when the store does.
  */
-export async function acquireLockWithin<T = never>(store: Pick<Store, 'acquireLock'>, name: string, ttlMs: number, options: LockWaitOptions<T>): Promise<LockWaitOutcome<T>> {
+export async function acquireLockWithin<T = never>(
+  store: Pick<Store, 'acquireLock'>,
+  name: string,
+  ttlMs: number,
+  options: LockWaitOptions<T>,
+): Promise<LockWaitOutcome<T>> {
   const deadline = options.now() + options.waitMs;
   for (let attempt = 0; ; attempt++) {
     if (options.settled) {

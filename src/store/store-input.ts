@@ -14,10 +14,17 @@ export const MAX_ID_LENGTH = 512;
 /** Largest page any list/read/claim call returns. */
 export const MAX_LIMIT = 10_000;
 
-const LINK_STATUSES: ReadonlySet<string> = new Set<LinkStatus>(['active', 'needs_reauth', 'revoked']);
+const LINK_STATUSES: ReadonlySet<string> = new Set<LinkStatus>([
+  'active',
+  'needs_reauth',
+  'revoked',
+]);
 
 function refuse(name: string, problem: string): never {
-  throw new LinkvaultError('invalid_request', { detail: `${name} ${problem}`, extra: { parameter: name } });
+  throw new LinkvaultError('invalid_request', {
+    detail: `${name} ${problem}`,
+    extra: { parameter: name },
+  });
 }
 
 /** A non-empty string of at most MAX_ID_LENGTH characters. */
@@ -33,18 +40,25 @@ export function checkOptionalId(name: string, value: unknown): string | undefine
 
 /** Whole milliseconds (since the epoch, or a duration), 0 or more. */
 export function checkTimeMs(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) refuse(name, 'must be a whole number of milliseconds, 0 or more');
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)
+    refuse(name, 'must be a whole number of milliseconds, 0 or more');
   return value;
 }
 
-export function checkPositiveInt(name: string, value: unknown, max: number = Number.MAX_SAFE_INTEGER): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) refuse(name, `must be a whole number from 1 to ${max}`);
+export function checkPositiveInt(
+  name: string,
+  value: unknown,
+  max: number = Number.MAX_SAFE_INTEGER,
+): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max)
+    refuse(name, `must be a whole number from 1 to ${max}`);
   return value;
 }
 
 /** A duration in seconds; fractions allowed (a flow state may live 0.5 s in a test), at most a day. */
 export function checkTtlSeconds(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > 86_400) refuse(name, 'must be a number of seconds above 0 and at most 86400');
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > 86_400)
+    refuse(name, 'must be a number of seconds above 0 and at most 86400');
   return value;
 }
 
@@ -54,7 +68,8 @@ export function checkLimit(value: unknown, fallback: number): number {
 
 /** A JSON object (not an array, not null); what the store keeps as opaque JSON. */
 export function checkObject(name: string, value: unknown): Readonly<Record<string, unknown>> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) refuse(name, 'must be an object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    refuse(name, 'must be an object');
   return value as Readonly<Record<string, unknown>>;
 }
 
@@ -73,9 +88,11 @@ export function checkLink(link: LinkRecord): void {
   checkId('link.tenantId', link.tenantId);
   checkId('link.userId', link.userId);
   checkId('link.providerId', link.providerId);
-  if (!LINK_STATUSES.has(link.status)) refuse('link.status', 'must be active, needs_reauth or revoked');
+  if (!LINK_STATUSES.has(link.status))
+    refuse('link.status', 'must be active, needs_reauth or revoked');
   if (link.providerAccountId !== null) checkId('link.providerAccountId', link.providerAccountId);
-  if (!Array.isArray(link.grantedScopes) || !link.grantedScopes.every((s) => typeof s === 'string')) refuse('link.grantedScopes', 'must be an array of strings');
+  if (!Array.isArray(link.grantedScopes) || !link.grantedScopes.every((s) => typeof s === 'string'))
+    refuse('link.grantedScopes', 'must be an array of strings');
   checkObject('link.metadata', link.metadata);
   checkObject('link.endpointVariables', link.endpointVariables);
   if (link.tokens !== null) checkObject('link.tokens', link.tokens);
@@ -87,7 +104,8 @@ export function checkLink(link: LinkRecord): void {
 }
 
 export function checkLinkStatus(name: string, value: unknown): LinkStatus {
-  if (typeof value !== 'string' || !LINK_STATUSES.has(value)) refuse(name, 'must be active, needs_reauth or revoked');
+  if (typeof value !== 'string' || !LINK_STATUSES.has(value))
+    refuse(name, 'must be active, needs_reauth or revoked');
   return value as LinkStatus;
 }
 
@@ -123,12 +141,14 @@ export function checkJob(job: Omit<QueueJob, 'leaseToken'>): void {
   checkId('job.id', job.id);
   checkId('job.kind', job.kind);
   checkObject('job.payload', job.payload);
-  if (!Number.isSafeInteger(job.attempts) || job.attempts < 0) refuse('job.attempts', 'must be a whole number, 0 or more');
+  if (!Number.isSafeInteger(job.attempts) || job.attempts < 0)
+    refuse('job.attempts', 'must be a whole number, 0 or more');
   checkTimeMs('job.runAtMs', job.runAtMs);
 }
 
 export function checkAttempts(value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) refuse('attempts', 'must be a whole number, 0 or more');
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)
+    refuse('attempts', 'must be a whole number, 0 or more');
   return value;
 }
 

@@ -169,7 +169,13 @@ export interface JobQueueStore {
   /** Removes a claimed job; false when the lease was lost. */
   completeJob(id: string, leaseToken: string): Promise<boolean>;
   /** Puts a claimed job back for `runAtMs` with its attempt count and payload updated; false when the lease was lost. */
-  rescheduleJob(id: string, leaseToken: string, runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean>;
+  rescheduleJob(
+    id: string,
+    leaseToken: string,
+    runAtMs: number,
+    attempts: number,
+    payload?: Readonly<Record<string, unknown>>,
+  ): Promise<boolean>;
   /** Number of jobs queued (due or not). */
   countJobs(): Promise<number>;
   /**
@@ -185,12 +191,17 @@ export interface JobQueueStore {
    * Attempts, run time and due order are left as they are. True when replaced; false otherwise, so a
    * worker's reschedule or completion is never overwritten (compare-and-set, like saveLink).
    */
-  replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean>;
+  replaceJobPayload(
+    id: string,
+    expected: Readonly<Record<string, unknown>>,
+    payload: Readonly<Record<string, unknown>>,
+  ): Promise<boolean>;
 }
 
 /** Everything linkvault keeps; factories ask for the capabilities they use (`Pick<Store, ...>` or one of the parts). */
 export interface Store
-  extends StoreLifecycle,
+  extends
+    StoreLifecycle,
     LinkStore,
     FlowStateStore,
     SessionStore,

@@ -1,5 +1,20 @@
-import { ApiError, basePath, callApi, fragmentParam, hasSession, isSessionError, revealSessionToken } from './page-session.js';
-import { externalLink, h, indexProviders, replaceChildren, scopeItems, showNotice } from './render-dom.js';
+import {
+  ApiError,
+  basePath,
+  callApi,
+  fragmentParam,
+  hasSession,
+  isSessionError,
+  revealSessionToken,
+} from './page-session.js';
+import {
+  externalLink,
+  h,
+  indexProviders,
+  replaceChildren,
+  scopeItems,
+  showNotice,
+} from './render-dom.js';
 import { POPUP_CONTEXT_KEY, postResultToOpener } from './popup-result.js';
 
 /**
@@ -20,7 +35,8 @@ const nonce = fragmentParam('nonce');
 const openerOrigin = body.dataset.openerOrigin || null;
 const originRejected = body.dataset.originRejected === 'true';
 const isPopup = display === 'popup' && window.opener !== null;
-const EXPIRED_TEXT = 'Connect links only work for a short time. Go back to the app and start again.';
+const EXPIRED_TEXT =
+  'Connect links only work for a short time. Go back to the app and start again.';
 
 const notice = document.getElementById('notice');
 const list = document.getElementById('providers');
@@ -39,7 +55,11 @@ function finishPopup(result) {
 }
 
 function closeButton() {
-  return h('button', { type: 'button', class: 'button button-secondary', onclick: () => window.close() }, 'Close this window');
+  return h(
+    'button',
+    { type: 'button', class: 'button button-secondary', onclick: () => window.close() },
+    'Close this window',
+  );
 }
 
 function fail(titleText, message, errorCode) {
@@ -68,29 +88,62 @@ function startConnect(provider, button) {
 
 /** 'crm' → 'CRM', 'productivity' → 'Productivity'. */
 function categoryLabel(category) {
-  return category.length <= 3 ? category.toUpperCase() : category.charAt(0).toUpperCase() + category.slice(1).replace(/[_-]/g, ' ');
+  return category.length <= 3
+    ? category.toUpperCase()
+    : category.charAt(0).toUpperCase() + category.slice(1).replace(/[_-]/g, ' ');
 }
 
 function providerCard(provider) {
-  const scopeNames = Array.isArray(provider.scopes) ? provider.scopes.map((s) => s && s.name).filter((n) => typeof n === 'string') : [];
+  const scopeNames = Array.isArray(provider.scopes)
+    ? provider.scopes.map((s) => s && s.name).filter((n) => typeof n === 'string')
+    : [];
   const headingId = `provider-${provider.id}-name`;
-  const button = h('button', { type: 'button', class: 'button button-primary' }, isPopup || onlyProvider ? `Continue to ${provider.name}` : `Connect ${provider.name}`);
+  const button = h(
+    'button',
+    { type: 'button', class: 'button button-primary' },
+    isPopup || onlyProvider ? `Continue to ${provider.name}` : `Connect ${provider.name}`,
+  );
   button.addEventListener('click', () => startConnect(provider, button));
-  const policy = externalLink(provider.privacy && provider.privacy.policy_url, `${provider.name} privacy policy`);
+  const policy = externalLink(
+    provider.privacy && provider.privacy.policy_url,
+    `${provider.name} privacy policy`,
+  );
   return h(
     'li',
     { class: 'card' },
-    h('div', { class: 'card-head' }, h('h2', { id: headingId, class: 'card-title' }, provider.name), provider.category ? h('span', { class: 'tag' }, categoryLabel(provider.category)) : null),
+    h(
+      'div',
+      { class: 'card-head' },
+      h('h2', { id: headingId, class: 'card-title' }, provider.name),
+      provider.category ? h('span', { class: 'tag' }, categoryLabel(provider.category)) : null,
+    ),
     scopeNames.length
-      ? [h('p', { class: 'card-text' }, `${provider.name} will ask you to allow this app to:`), h('ul', { class: 'scope-list' }, scopeItems(scopeNames, provider))]
-      : h('p', { class: 'card-text' }, `${provider.name} will show you the access it grants before you agree.`),
+      ? [
+          h('p', { class: 'card-text' }, `${provider.name} will ask you to allow this app to:`),
+          h('ul', { class: 'scope-list' }, scopeItems(scopeNames, provider)),
+        ]
+      : h(
+          'p',
+          { class: 'card-text' },
+          `${provider.name} will show you the access it grants before you agree.`,
+        ),
     policy ? h('p', { class: 'card-links' }, policy) : null,
     h(
       'div',
       { class: 'card-actions' },
       button,
       // In the SDK's popup the user can say no here, before ever reaching the provider.
-      isPopup ? h('button', { type: 'button', class: 'button button-secondary', onclick: () => finishPopup({ status: 'cancelled' }) }, 'Cancel') : null,
+      isPopup
+        ? h(
+            'button',
+            {
+              type: 'button',
+              class: 'button button-secondary',
+              onclick: () => finishPopup({ status: 'cancelled' }),
+            },
+            'Cancel',
+          )
+        : null,
     ),
   );
 }
@@ -106,8 +159,16 @@ async function main() {
     // The server refused the opener's origin, so no result may be posted to it. Only the bare
     // error code (no link, no session data) goes out, to whichever page opened us, so that the
     // developer sees why instead of a popup that never answers.
-    if (window.opener) postResultToOpener({ origin: '*', nonce: nonce || '', provider: onlyProvider || '' }, { status: 'error', error: 'origin_not_allowed' });
-    fail('This site cannot connect accounts', 'The page that opened this window is not allowed to use linkvault. Contact the app\u2019s support.', 'origin_not_allowed');
+    if (window.opener)
+      postResultToOpener(
+        { origin: '*', nonce: nonce || '', provider: onlyProvider || '' },
+        { status: 'error', error: 'origin_not_allowed' },
+      );
+    fail(
+      'This site cannot connect accounts',
+      'The page that opened this window is not allowed to use linkvault. Contact the app\u2019s support.',
+      'origin_not_allowed',
+    );
     return;
   }
   if (!hasSession()) {
@@ -120,12 +181,25 @@ async function main() {
     providers = await loadAllowedProviders();
   } catch (error) {
     if (isSessionError(error)) fail('This link has expired', EXPIRED_TEXT, 'session_expired');
-    else fail('Something went wrong', error instanceof ApiError && error.status === 0 ? error.message : 'linkvault could not load the list of providers. Try again in a moment.', error instanceof ApiError && error.code ? error.code : 'flow_failed');
+    else
+      fail(
+        'Something went wrong',
+        error instanceof ApiError && error.status === 0
+          ? error.message
+          : 'linkvault could not load the list of providers. Try again in a moment.',
+        error instanceof ApiError && error.code ? error.code : 'flow_failed',
+      );
     return;
   }
   loading.hidden = true;
   if (providers.length === 0) {
-    fail('Nothing to connect', onlyProvider ? 'This provider is not available for this app.' : 'No providers are available for this app.', 'provider_not_allowed');
+    fail(
+      'Nothing to connect',
+      onlyProvider
+        ? 'This provider is not available for this app.'
+        : 'No providers are available for this app.',
+      'provider_not_allowed',
+    );
     return;
   }
   if (providers.length === 1) {

@@ -45,8 +45,14 @@
    * provider's own OAuth error (RFC 6749 §4.1.2.1): access_denied is the user saying no.
    */
   function errorFromResult(status, error, providerError) {
-    if (status === 'cancelled' || error === 'cancelled' || (error === 'provider_denied' && providerError === 'access_denied')) return fail('cancelled', error || null);
-    if (error === 'session_expired' || error === 'unauthorized') return fail('session_expired', error);
+    if (
+      status === 'cancelled' ||
+      error === 'cancelled' ||
+      (error === 'provider_denied' && providerError === 'access_denied')
+    )
+      return fail('cancelled', error || null);
+    if (error === 'session_expired' || error === 'unauthorized')
+      return fail('session_expired', error);
     if (error === 'origin_not_allowed') return fail('origin_not_allowed', error);
     return fail('flow_failed', error || null);
   }
@@ -62,8 +68,19 @@
   function connectUrl(sessionToken, provider, display, nonce) {
     // The session token travels in the fragment: never sent to a server, never in a Referer.
     // The connect page reads it once and removes it from the address bar.
-    var fragment = new URLSearchParams({ session: sessionToken, provider: provider, display: display, nonce: nonce });
-    return BASE_URL + '/connect?origin=' + encodeURIComponent(global.location.origin) + '#' + fragment.toString();
+    var fragment = new URLSearchParams({
+      session: sessionToken,
+      provider: provider,
+      display: display,
+      nonce: nonce,
+    });
+    return (
+      BASE_URL +
+      '/connect?origin=' +
+      encodeURIComponent(global.location.origin) +
+      '#' +
+      fragment.toString()
+    );
   }
 
   function popupFeatures() {
@@ -71,7 +88,16 @@
     var height = Math.min(POPUP_HEIGHT, global.screen.availHeight || POPUP_HEIGHT);
     var left = Math.round((global.screenX || 0) + ((global.outerWidth || width) - width) / 2);
     var top = Math.round((global.screenY || 0) + ((global.outerHeight || height) - height) / 2);
-    return 'popup=yes,width=' + width + ',height=' + height + ',left=' + Math.max(0, left) + ',top=' + Math.max(0, top);
+    return (
+      'popup=yes,width=' +
+      width +
+      ',height=' +
+      height +
+      ',left=' +
+      Math.max(0, left) +
+      ',top=' +
+      Math.max(0, top)
+    );
   }
 
   var active = null;
@@ -87,17 +113,29 @@
     options = options || {};
     var sessionToken = options.sessionToken;
     var provider = options.provider;
-    if (typeof sessionToken !== 'string' || sessionToken === '' || typeof provider !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(provider)) {
+    if (
+      typeof sessionToken !== 'string' ||
+      sessionToken === '' ||
+      typeof provider !== 'string' ||
+      !/^[A-Za-z0-9_.-]{1,64}$/.test(provider)
+    ) {
       return Promise.reject(fail('invalid_argument'));
     }
     if (active) active.abort(fail('superseded'));
 
     var nonce = randomNonce();
-    var popup = global.open(connectUrl(sessionToken, provider, 'popup', nonce), 'linkvault_connect', popupFeatures());
+    var popup = global.open(
+      connectUrl(sessionToken, provider, 'popup', nonce),
+      'linkvault_connect',
+      popupFeatures(),
+    );
     if (!popup) {
       if (options.fallback === 'none') return Promise.reject(fail('popup_blocked'));
       try {
-        global.sessionStorage.setItem(PENDING_KEY, JSON.stringify({ provider: provider, nonce: nonce }));
+        global.sessionStorage.setItem(
+          PENDING_KEY,
+          JSON.stringify({ provider: provider, nonce: nonce }),
+        );
       } catch (e) {
         // Storage disabled: completeRedirect() still works from the URL alone.
       }
@@ -127,8 +165,15 @@
         var data = event.data;
         if (!data || data.type !== MESSAGE_TYPE || data.nonce !== nonce) return;
         finish();
-        if (data.status === 'connected' && typeof data.link_id === 'string' && data.link_id !== '') {
-          resolve({ link_id: data.link_id, provider: typeof data.provider === 'string' ? data.provider : provider });
+        if (
+          data.status === 'connected' &&
+          typeof data.link_id === 'string' &&
+          data.link_id !== ''
+        ) {
+          resolve({
+            link_id: data.link_id,
+            provider: typeof data.provider === 'string' ? data.provider : provider,
+          });
         } else {
           reject(errorFromResult(data.status, typeof data.error === 'string' ? data.error : null));
         }

@@ -1,5 +1,19 @@
-import { ApiError, callApi, hasSession, isSessionError, revealSessionToken } from './page-session.js';
-import { externalLink, h, indexProviders, replaceChildren, scopeItems, showNotice, timeElement } from './render-dom.js';
+import {
+  ApiError,
+  callApi,
+  hasSession,
+  isSessionError,
+  revealSessionToken,
+} from './page-session.js';
+import {
+  externalLink,
+  h,
+  indexProviders,
+  replaceChildren,
+  scopeItems,
+  showNotice,
+  timeElement,
+} from './render-dom.js';
 
 /**
  * "My linked accounts" (manage_url): the user's links with status, granted access and dates;
@@ -19,7 +33,8 @@ const keepButton = document.getElementById('confirm-cancel');
 
 const STATUS_LABELS = { active: 'Active', needs_reauth: 'Needs reconnecting', revoked: 'Revoked' };
 const STATUS_ORDER = { needs_reauth: 0, active: 1, revoked: 2 };
-const EXPIRED_TEXT = 'For your security this page only works for a short time and not after a reload. Open your linked accounts again from the app.';
+const EXPIRED_TEXT =
+  'For your security this page only works for a short time and not after a reload. Open your linked accounts again from the app.';
 
 let providers = new Map();
 
@@ -36,7 +51,14 @@ function sessionExpired() {
 
 function apiFailure(error, what) {
   if (isSessionError(error)) return sessionExpired();
-  showNotice(notice, 'error', `Could not ${what}`, error instanceof ApiError && error.status === 0 ? error.message : 'Something went wrong on our side. Try again in a moment.');
+  showNotice(
+    notice,
+    'error',
+    `Could not ${what}`,
+    error instanceof ApiError && error.status === 0
+      ? error.message
+      : 'Something went wrong on our side. Try again in a moment.',
+  );
 }
 
 /** Asks for confirmation in a modal dialog; resolves true when the user confirmed. */
@@ -74,19 +96,38 @@ function providerStatusSentence(name, status) {
 /** The revocation record's guidance, as a section with a focusable heading. */
 function guidanceSection(record, fallbackName) {
   const guidance = (record && record.guidance) || {};
-  const name = typeof guidance.provider_name === 'string' && guidance.provider_name !== '' ? guidance.provider_name : fallbackName;
-  const providerStatus = record && record.provider_revocation ? record.provider_revocation.status : 'failed';
+  const name =
+    typeof guidance.provider_name === 'string' && guidance.provider_name !== ''
+      ? guidance.provider_name
+      : fallbackName;
+  const providerStatus =
+    record && record.provider_revocation ? record.provider_revocation.status : 'failed';
   const headingId = `guidance-${record && record.link_id ? record.link_id : 'revoked'}`;
-  const settings = externalLink(guidance.settings_url, `Open your ${name} settings`, { class: 'button button-secondary' });
+  const settings = externalLink(guidance.settings_url, `Open your ${name} settings`, {
+    class: 'button button-secondary',
+  });
   const policy = externalLink(guidance.privacy_policy_url, `${name} privacy policy`);
   return h(
     'section',
     { class: 'guidance', 'aria-labelledby': headingId },
     h('h3', { id: headingId, class: 'guidance-title', tabindex: '-1' }, `${name} access revoked`),
-    h('p', null, 'Revoked on ', timeElement(record && record.revoked_at, 'just now'), '. The app can no longer use this account, and linkvault has deleted the access it held.'),
-    h('p', { class: `provider-status provider-status-${providerStatus}` }, providerStatusSentence(name, providerStatus)),
+    h(
+      'p',
+      null,
+      'Revoked on ',
+      timeElement(record && record.revoked_at, 'just now'),
+      '. The app can no longer use this account, and linkvault has deleted the access it held.',
+    ),
+    h(
+      'p',
+      { class: `provider-status provider-status-${providerStatus}` },
+      providerStatusSentence(name, providerStatus),
+    ),
     typeof guidance.instructions === 'string' && guidance.instructions !== ''
-      ? [h('h4', { class: 'guidance-subtitle' }, `Check in ${name}`), h('p', { class: 'instructions' }, guidance.instructions)]
+      ? [
+          h('h4', { class: 'guidance-subtitle' }, `Check in ${name}`),
+          h('p', { class: 'instructions' }, guidance.instructions),
+        ]
       : null,
     settings || policy ? h('p', { class: 'guidance-links' }, settings, policy) : null,
   );
@@ -106,7 +147,10 @@ async function revoke(link, card) {
   } catch (error) {
     status.textContent = previousStatus;
     for (const button of actions.querySelectorAll('button')) button.disabled = false;
-    if (error instanceof ApiError && (error.code === 'link_revoked' || error.code === 'link_not_found')) {
+    if (
+      error instanceof ApiError &&
+      (error.code === 'link_revoked' || error.code === 'link_not_found')
+    ) {
       await loadLinks();
       showNotice(notice, 'info', `${name} was already revoked`, 'The list has been updated.');
       return;
@@ -128,47 +172,108 @@ async function reconnect(link, button) {
   const name = providerName(link.provider_id);
   button.disabled = true;
   try {
-    await window.linkvault.connect({ sessionToken: revealSessionToken(), provider: link.provider_id });
+    await window.linkvault.connect({
+      sessionToken: revealSessionToken(),
+      provider: link.provider_id,
+    });
   } catch (error) {
     button.disabled = false;
     const code = error && error.code;
     if (code === 'cancelled' || code === 'popup_closed') return;
     if (code === 'session_expired') return sessionExpired();
-    showNotice(notice, 'error', `Could not reconnect ${name}`, `${name} did not complete the connection. Try again in a moment.`);
+    showNotice(
+      notice,
+      'error',
+      `Could not reconnect ${name}`,
+      `${name} did not complete the connection. Try again in a moment.`,
+    );
     return;
   }
   await loadLinks();
-  showNotice(notice, 'success', `${name} is connected again`, 'The app can use this account again.');
+  showNotice(
+    notice,
+    'success',
+    `${name} is connected again`,
+    'The app can use this account again.',
+  );
 }
 
 function linkCard(link) {
   const name = providerName(link.provider_id);
   const provider = providers.get(link.provider_id);
   const headingId = `link-${link.id}-name`;
-  const scopes = Array.isArray(link.granted_scopes) ? link.granted_scopes.filter((s) => typeof s === 'string') : [];
+  const scopes = Array.isArray(link.granted_scopes)
+    ? link.granted_scopes.filter((s) => typeof s === 'string')
+    : [];
   const card = h('li', { class: `card${link.status === 'revoked' ? ' card-revoked' : ''}` });
   const actions = h('div', { class: 'card-actions' });
   if (link.status === 'needs_reauth') {
     // Short visible labels keep both buttons on one line; the hidden part names the provider for
     // screen readers' button lists, with the visible text kept at the start (WCAG 2.5.3 label in name).
-    const button = h('button', { type: 'button', class: 'button button-primary' }, 'Reconnect', h('span', { class: 'visually-hidden' }, ` ${name}`));
+    const button = h(
+      'button',
+      { type: 'button', class: 'button button-primary' },
+      'Reconnect',
+      h('span', { class: 'visually-hidden' }, ` ${name}`),
+    );
     button.addEventListener('click', () => reconnect(link, button));
     actions.append(button);
   }
   if (link.status !== 'revoked') {
-    actions.append(h('button', { type: 'button', class: 'button button-danger', onclick: () => revoke(link, card) }, 'Revoke access', h('span', { class: 'visually-hidden' }, ` to ${name}`)));
+    actions.append(
+      h(
+        'button',
+        { type: 'button', class: 'button button-danger', onclick: () => revoke(link, card) },
+        'Revoke access',
+        h('span', { class: 'visually-hidden' }, ` to ${name}`),
+      ),
+    );
   }
   replaceChildren(
     card,
-    h('div', { class: 'card-head' }, h('h2', { id: headingId, class: 'card-title' }, name), h('span', { class: `status status-${link.status}` }, STATUS_LABELS[link.status] || link.status)),
-    link.status === 'needs_reauth' ? h('p', { class: 'card-text attention' }, `${name} asked to be connected again before the app can use it.`) : null,
+    h(
+      'div',
+      { class: 'card-head' },
+      h('h2', { id: headingId, class: 'card-title' }, name),
+      h(
+        'span',
+        { class: `status status-${link.status}` },
+        STATUS_LABELS[link.status] || link.status,
+      ),
+    ),
+    link.status === 'needs_reauth'
+      ? h(
+          'p',
+          { class: 'card-text attention' },
+          `${name} asked to be connected again before the app can use it.`,
+        )
+      : null,
     h(
       'dl',
       { class: 'facts' },
-      h('div', null, h('dt', null, 'Linked'), h('dd', null, timeElement(link.created_at, 'Unknown'))),
-      h('div', null, h('dt', null, 'Last used'), h('dd', null, timeElement(link.last_used_at, 'Not used yet'))),
+      h(
+        'div',
+        null,
+        h('dt', null, 'Linked'),
+        h('dd', null, timeElement(link.created_at, 'Unknown')),
+      ),
+      h(
+        'div',
+        null,
+        h('dt', null, 'Last used'),
+        h('dd', null, timeElement(link.last_used_at, 'Not used yet')),
+      ),
     ),
-    scopes.length ? [h('h3', { class: 'card-subtitle' }, link.status === 'revoked' ? 'Access it had' : 'Access granted'), h('ul', { class: 'scope-list' }, scopeItems(scopes, provider))] : null,
+    scopes.length
+      ? [
+          h(
+            'h3',
+            { class: 'card-subtitle' },
+            link.status === 'revoked' ? 'Access it had' : 'Access granted',
+          ),
+          h('ul', { class: 'scope-list' }, scopeItems(scopes, provider)),
+        ]
+      : null,
     actions.childElementCount ? actions : null,
   );
   return card;
@@ -189,11 +294,22 @@ async function loadProviderNames() {
 async function loadLinks() {
   const [catalogue, mine] = await Promise.all([loadProviderNames(), callApi('/v1/me/links')]);
   providers = catalogue;
-  const links = (mine && Array.isArray(mine.links) ? mine.links : []).slice().sort((a, b) => (STATUS_ORDER[a.status] ?? 3) - (STATUS_ORDER[b.status] ?? 3) || String(b.created_at).localeCompare(String(a.created_at)));
+  const links = (mine && Array.isArray(mine.links) ? mine.links : [])
+    .slice()
+    .sort(
+      (a, b) =>
+        (STATUS_ORDER[a.status] ?? 3) - (STATUS_ORDER[b.status] ?? 3) ||
+        String(b.created_at).localeCompare(String(a.created_at)),
+    );
   loading.hidden = true;
   if (links.length === 0) {
     list.hidden = true;
-    showNotice(notice, 'info', 'No linked accounts', 'You have not connected any accounts to this app yet.');
+    showNotice(
+      notice,
+      'info',
+      'No linked accounts',
+      'You have not connected any accounts to this app yet.',
+    );
     return;
   }
   replaceChildren(list, links.map(linkCard));

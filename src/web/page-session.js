@@ -54,18 +54,35 @@ export async function callApi(path, { method = 'GET', auth = true } = {}) {
   }
   let response;
   try {
-    response = await fetch(basePath + path, { method, headers, credentials: 'omit', cache: 'no-store', redirect: 'error' });
+    response = await fetch(basePath + path, {
+      method,
+      headers,
+      credentials: 'omit',
+      cache: 'no-store',
+      redirect: 'error',
+    });
   } catch {
-    throw new ApiError(0, 'network_error', 'linkvault could not be reached. Check your connection and try again.');
+    throw new ApiError(
+      0,
+      'network_error',
+      'linkvault could not be reached. Check your connection and try again.',
+    );
   }
   const body = await response.json().catch(() => null);
   if (!response.ok) {
-    throw new ApiError(response.status, body && typeof body.code === 'string' ? body.code : null, body && typeof body.detail === 'string' ? body.detail : null);
+    throw new ApiError(
+      response.status,
+      body && typeof body.code === 'string' ? body.code : null,
+      body && typeof body.detail === 'string' ? body.detail : null,
+    );
   }
   return body;
 }
 
 /** True for the errors that mean "this page's session is gone": the user must start again from the app. */
 export function isSessionError(error) {
-  return error instanceof ApiError && (error.status === 401 || error.code === 'session_expired' || error.code === 'unauthorized');
+  return (
+    error instanceof ApiError &&
+    (error.status === 401 || error.code === 'session_expired' || error.code === 'unauthorized')
+  );
 }

@@ -21,7 +21,13 @@ export function takePopupContext() {
   } catch {
     return null;
   }
-  if (!context || typeof context.origin !== 'string' || context.origin === '' || typeof context.nonce !== 'string') return null;
+  if (
+    !context ||
+    typeof context.origin !== 'string' ||
+    context.origin === '' ||
+    typeof context.nonce !== 'string'
+  )
+    return null;
   return context;
 }
 

@@ -13,7 +13,8 @@ export function h(tag, props, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(props || {})) {
     if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith('on') && typeof value === 'function') node.addEventListener(name.slice(2), value);
+    if (name.startsWith('on') && typeof value === 'function')
+      node.addEventListener(name.slice(2), value);
     else if (name === 'class') node.className = value;
     else node.setAttribute(name, value === true ? '' : String(value));
   }
@@ -51,7 +52,12 @@ export function safeHttpUrl(value) {
 export function externalLink(href, text, extra = {}) {
   const url = safeHttpUrl(href);
   if (!url) return null;
-  return h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', ...extra }, text, h('span', { class: 'visually-hidden' }, ' (opens in a new tab)'));
+  return h(
+    'a',
+    { href: url, target: '_blank', rel: 'noopener noreferrer', ...extra },
+    text,
+    h('span', { class: 'visually-hidden' }, ' (opens in a new tab)'),
+  );
 }
 
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
@@ -70,8 +76,13 @@ export function timeElement(rfc3339, fallback) {
  */
 export function scopeItems(scopeNames, provider) {
   const descriptions = new Map();
-  for (const scope of (provider && Array.isArray(provider.scopes) ? provider.scopes : [])) {
-    if (scope && typeof scope.name === 'string' && typeof scope.description === 'string' && scope.description !== '') {
+  for (const scope of provider && Array.isArray(provider.scopes) ? provider.scopes : []) {
+    if (
+      scope &&
+      typeof scope.name === 'string' &&
+      typeof scope.description === 'string' &&
+      scope.description !== ''
+    ) {
       descriptions.set(scope.name, scope.description);
     }
   }
@@ -86,7 +97,7 @@ export function scopeItems(scopeNames, provider) {
 /** Providers from GET /v1/providers by id. */
 export function indexProviders(body) {
   const map = new Map();
-  for (const provider of (body && Array.isArray(body.providers) ? body.providers : [])) {
+  for (const provider of body && Array.isArray(body.providers) ? body.providers : []) {
     if (provider && typeof provider.id === 'string') map.set(provider.id, provider);
   }
   return map;
@@ -96,6 +107,10 @@ export function indexProviders(body) {
 export function showNotice(region, kind, title, ...body) {
   region.hidden = false;
   region.className = `notice notice-${kind}`;
-  replaceChildren(region, h('h2', { class: 'notice-title', tabindex: '-1' }, title), ...body.map((part) => (typeof part === 'string' ? h('p', null, part) : part)));
+  replaceChildren(
+    region,
+    h('h2', { class: 'notice-title', tabindex: '-1' }, title),
+    ...body.map((part) => (typeof part === 'string' ? h('p', null, part) : part)),
+  );
   region.querySelector('.notice-title').focus();
 }

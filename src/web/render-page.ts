@@ -22,7 +22,9 @@ export interface ShellOptions {
 
 function renderShell(options: ShellOptions): string {
   const base = options.basePath;
-  const data = Object.entries({ 'base-path': base, ...options.data }).map(([name, value]) => html` data-${name}="${value}"`);
+  const data = Object.entries({ 'base-path': base, ...options.data }).map(
+    ([name, value]) => html` data-${name}="${value}"`,
+  );
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -39,13 +41,17 @@ function renderShell(options: ShellOptions): string {
 <main id="main" class="page">
 ${options.main}
 </main>
-${(options.classicScripts ?? []).map((src) => html`<script src="${base}${src}"></script>\n`)}<script type="module" src="${base}${options.moduleScript}"></script>
+${(options.classicScripts ?? []).map((src) => html`<script src="${base}${src}"></script> `)}<script type="module" src="${base}${options.moduleScript}"></script>
 </body>
 </html>
 `.toString();
 }
 
-const NOSCRIPT = html`<noscript><p class="notice notice-error">This page needs JavaScript. Turn it on and open the link from the app again.</p></noscript>`;
+const NOSCRIPT = html`<noscript
+  ><p class="notice notice-error">
+    This page needs JavaScript. Turn it on and open the link from the app again.
+  </p></noscript
+>`;
 
 export interface ConnectPageOptions {
   readonly basePath: string;
@@ -65,16 +71,26 @@ export function renderConnectPage(options: ConnectPageOptions): string {
     data,
     moduleScript: '/assets/connect-page.js',
     main: html`<h1 id="page-title">Connect an account</h1>
-<p id="page-lead" class="lead">Choose the account to connect. You sign in on the provider\u2019s own site; linkvault never sees your password.</p>
-<div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
-<p id="loading" class="loading">Loading\u2026</p>
-<ul id="providers" class="card-list" aria-labelledby="page-title" hidden></ul>
-<section id="privacy-note" class="privacy-note" aria-labelledby="privacy-title">
-<h2 id="privacy-title">Your privacy</h2>
-<p>When you connect, the provider gives this app a key to use your account with the access listed above, and nothing more. linkvault keeps that key encrypted, releases it only to the parts of the app you approved, and never shows it to this page.</p>
-<p>You can revoke access at any time from your linked accounts page in the app, or in the provider\u2019s own settings. The provider\u2019s privacy policy applies to the data it holds.</p>
-</section>
-${NOSCRIPT}`,
+      <p id="page-lead" class="lead">
+        Choose the account to connect. You sign in on the provider’s own site; linkvault never sees
+        your password.
+      </p>
+      <div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
+      <p id="loading" class="loading">Loading…</p>
+      <ul id="providers" class="card-list" aria-labelledby="page-title" hidden></ul>
+      <section id="privacy-note" class="privacy-note" aria-labelledby="privacy-title">
+        <h2 id="privacy-title">Your privacy</h2>
+        <p>
+          When you connect, the provider gives this app a key to use your account with the access
+          listed above, and nothing more. linkvault keeps that key encrypted, releases it only to
+          the parts of the app you approved, and never shows it to this page.
+        </p>
+        <p>
+          You can revoke access at any time from your linked accounts page in the app, or in the
+          provider’s own settings. The provider’s privacy policy applies to the data it holds.
+        </p>
+      </section>
+      ${NOSCRIPT}`,
   });
 }
 
@@ -86,19 +102,28 @@ export function renderManagePage(options: { readonly basePath: string }): string
     classicScripts: ['/sdk/connect.v1.js'],
     moduleScript: '/assets/manage-page.js',
     main: html`<h1 id="page-title">Your linked accounts</h1>
-<p class="lead">Accounts you connected to this app. Revoking one stops the app from using it.</p>
-<div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
-<p id="loading" class="loading">Loading your linked accounts\u2026</p>
-<ul id="links" class="card-list" aria-labelledby="page-title" hidden></ul>
-<dialog id="confirm" class="dialog" aria-labelledby="confirm-title" aria-describedby="confirm-text">
-<h2 id="confirm-title" class="dialog-title">Revoke access?</h2>
-<p id="confirm-text"></p>
-<div class="dialog-actions">
-<button type="button" id="confirm-cancel" class="button button-secondary">Keep it</button>
-<button type="button" id="confirm-revoke" class="button button-danger">Revoke access</button>
-</div>
-</dialog>
-${NOSCRIPT}`,
+      <p class="lead">
+        Accounts you connected to this app. Revoking one stops the app from using it.
+      </p>
+      <div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
+      <p id="loading" class="loading">Loading your linked accounts…</p>
+      <ul id="links" class="card-list" aria-labelledby="page-title" hidden></ul>
+      <dialog
+        id="confirm"
+        class="dialog"
+        aria-labelledby="confirm-title"
+        aria-describedby="confirm-text"
+      >
+        <h2 id="confirm-title" class="dialog-title">Revoke access?</h2>
+        <p id="confirm-text"></p>
+        <div class="dialog-actions">
+          <button type="button" id="confirm-cancel" class="button button-secondary">Keep it</button>
+          <button type="button" id="confirm-revoke" class="button button-danger">
+            Revoke access
+          </button>
+        </div>
+      </dialog>
+      ${NOSCRIPT}`,
   });
 }
 
@@ -132,12 +157,22 @@ function errorSentence(code: string, name: string): string {
   }
 }
 
-export function renderResultPage(options: { readonly basePath: string; readonly result: ConnectResult; readonly providerName: string | null }): string {
+export function renderResultPage(options: {
+  readonly basePath: string;
+  readonly result: ConnectResult;
+  readonly providerName: string | null;
+}): string {
   const { result } = options;
   const name = options.providerName ?? 'The provider';
-  const accountName = options.providerName ? `your ${options.providerName} account` : 'your account';
-  const cancelled = result.status === 'cancelled' || (result.status === 'error' && CANCEL_CODES.has(result.error));
-  const data: Record<string, string> = { page: 'result', status: cancelled ? 'cancelled' : result.status };
+  const accountName = options.providerName
+    ? `your ${options.providerName} account`
+    : 'your account';
+  const cancelled =
+    result.status === 'cancelled' || (result.status === 'error' && CANCEL_CODES.has(result.error));
+  const data: Record<string, string> = {
+    page: 'result',
+    status: cancelled ? 'cancelled' : result.status,
+  };
   if (result.providerId !== null) data.provider = result.providerId;
   if (result.status === 'connected') data['link-id'] = result.linkId;
   if (result.status === 'error') data.error = result.error;
@@ -145,23 +180,31 @@ export function renderResultPage(options: { readonly basePath: string; readonly 
   let main: SafeHtml;
   if (result.status === 'connected') {
     main = html`<div class="result result-success">
-<h1 id="result-title" tabindex="-1">${options.providerName ? `${options.providerName} is connected` : 'Account connected'}</h1>
-<p>The app can now use ${accountName} with the access you approved.</p>
-<p id="result-hint" class="hint">You can close this window and go back to the app.</p>
-</div>`;
+      <h1 id="result-title" tabindex="-1">
+        ${options.providerName ? `${options.providerName} is connected` : 'Account connected'}
+      </h1>
+      <p>The app can now use ${accountName} with the access you approved.</p>
+      <p id="result-hint" class="hint">You can close this window and go back to the app.</p>
+    </div>`;
   } else if (cancelled) {
     main = html`<div class="result result-neutral">
-<h1 id="result-title" tabindex="-1">Connection cancelled</h1>
-<p>Nothing was connected. You can start again from the app whenever you like.</p>
-<p id="result-hint" class="hint">You can close this window and go back to the app.</p>
-</div>`;
+      <h1 id="result-title" tabindex="-1">Connection cancelled</h1>
+      <p>Nothing was connected. You can start again from the app whenever you like.</p>
+      <p id="result-hint" class="hint">You can close this window and go back to the app.</p>
+    </div>`;
   } else {
     main = html`<div class="result result-error">
-<h1 id="result-title" tabindex="-1">The connection did not finish</h1>
-<p>${errorSentence(result.error, name)}</p>
-<p class="hint">Error code for support: <code>${result.error}</code></p>
-<p id="result-hint" class="hint">You can close this window and go back to the app.</p>
-</div>`;
+      <h1 id="result-title" tabindex="-1">The connection did not finish</h1>
+      <p>${errorSentence(result.error, name)}</p>
+      <p class="hint">Error code for support: <code>${result.error}</code></p>
+      <p id="result-hint" class="hint">You can close this window and go back to the app.</p>
+    </div>`;
   }
-  return renderShell({ basePath: options.basePath, title: 'Connection result \u2013 linkvault', data, moduleScript: '/assets/result-page.js', main });
+  return renderShell({
+    basePath: options.basePath,
+    title: 'Connection result \u2013 linkvault',
+    data,
+    moduleScript: '/assets/result-page.js',
+    main,
+  });
 }

@@ -22,6 +22,7 @@ if (context && postResultToOpener(context, result)) {
   window.close();
 } else {
   const closeHint = document.getElementById('result-hint');
-  if (closeHint && !window.opener) closeHint.textContent = 'You can close this tab and go back to the app.';
+  if (closeHint && !window.opener)
+    closeHint.textContent = 'You can close this tab and go back to the app.';
 }
 document.getElementById('result-title')?.focus();

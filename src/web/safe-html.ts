@@ -38,7 +38,8 @@ export function escapeHtml(value: string): string {
   return value.replace(/[&<>"'`]/g, (ch) => ESCAPES[ch] ?? ch);
 }
 
-type Interpolation = SafeHtml | string | number | null | undefined | false | readonly Interpolation[];
+type Interpolation =
+  SafeHtml | string | number | null | undefined | false | readonly Interpolation[];
 
 function render(value: Interpolation): string {
   if (value === null || value === undefined || value === false) return '';

@@ -5,7 +5,11 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import express from 'express';
 import request from 'supertest';
-import { loadDevService, devServiceEnabled, DEV_TOKEN_LIFETIME_SECONDS } from '../../src/auth/dev-service.js';
+import {
+  loadDevService,
+  devServiceEnabled,
+  DEV_TOKEN_LIFETIME_SECONDS,
+} from '../../src/auth/dev-service.js';
 import { runCli } from '../../src/cli.js';
 import { loadConfig } from '../../src/config.js';
 import { createServiceAuth } from '../../src/http/service-auth.js';
@@ -15,10 +19,18 @@ describe('when a developer asks for a dev token', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
   const env = { LINKVAULT_SANDBOX: 'true' };
 
-  async function cli(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number; out: string[]; err: string[] }> {
+  async function cli(
+    args: string[],
+    extraEnv: Record<string, string> = {},
+  ): Promise<{ code: number; out: string[]; err: string[] }> {
     const out: string[] = [];
     const err: string[] = [];
-    const code = await runCli(args, { env: { ...env, ...extraEnv }, cwd: dir, out: (l) => out.push(l), err: (l) => err.push(l) });
+    const code = await runCli(args, {
+      env: { ...env, ...extraEnv },
+      cwd: dir,
+      out: (l) => out.push(l),
+      err: (l) => err.push(l),
+    });
     return { code, out, err };
   }
 
@@ -35,7 +47,13 @@ describe('when a developer asks for a dev token', () => {
     assert.equal(loaded.created, true);
     assert.equal(loaded.keyFile, join(dir, 'data', 'dev-service.key'));
     assert.equal(statSync(loaded.keyFile).mode & 0o777, 0o600);
-    assert.deepEqual([...loaded.service.roles].sort(), ['admin', 'links:read', 'links:revoke', 'sessions', 'tokens']);
+    assert.deepEqual([...loaded.service.roles].sort(), [
+      'admin',
+      'links:read',
+      'links:revoke',
+      'sessions',
+      'tokens',
+    ]);
     const keyText = readFileSync(loaded.keyFile, 'utf8');
     // A second start reads the same key.
     const again = loadDevService(config)!;
@@ -46,7 +64,12 @@ describe('when a developer asks for a dev token', () => {
     assert.equal(r.code, 0, r.err.join('\n'));
     assert.equal(r.out.length, 1);
     const token = r.out[0]!;
-    const [header, payload] = token.split('.').slice(0, 2).map((s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as Record<string, unknown>);
+    const [header, payload] = token
+      .split('.')
+      .slice(0, 2)
+      .map(
+        (s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as Record<string, unknown>,
+      );
     assert.deepEqual(header, { alg: 'HS256', typ: 'JWT', kid: 'dev' });
     assert.equal(payload!.iss, 'dev');
     assert.equal(payload!.aud, 'linkvault');

@@ -28,9 +28,18 @@ describe('when a token release fails inside linkvault, then the 5xx body says no
             const value = Reflect.get(target, prop, receiver) as unknown;
             if (prop === 'getLink') {
               return (id: string) =>
-                id === failGetLinkFor ? Promise.reject(new LinkvaultError('store_unavailable', { detail: STORE_DETAIL, retryAfterSeconds: 1 })) : target.getLink(id);
+                id === failGetLinkFor
+                  ? Promise.reject(
+                      new LinkvaultError('store_unavailable', {
+                        detail: STORE_DETAIL,
+                        retryAfterSeconds: 1,
+                      }),
+                    )
+                  : target.getLink(id);
             }
-            return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+            return typeof value === 'function'
+              ? (value as (...a: unknown[]) => unknown).bind(target)
+              : value;
           },
         }),
     });
@@ -51,20 +60,31 @@ describe('when a token release fails inside linkvault, then the 5xx body says no
     const target = (): Parameters<typeof request>[0] => (via === 'express' ? h.app : h.listener);
 
     it(`(${via}) a sealed record that does not open answers 500 sealed_record_invalid without detail`, async () => {
-      const res = await request(target()).post(`/v1/links/${swappedId}/token`).set('Authorization', h.services.bearer('billing-hs')).set('Content-Type', 'application/json').send('{}');
+      const res = await request(target())
+        .post(`/v1/links/${swappedId}/token`)
+        .set('Authorization', h.services.bearer('billing-hs'))
+        .set('Content-Type', 'application/json')
+        .send('{}');
       assert.equal(res.status, 500);
       assert.equal(res.body.code, 'sealed_record_invalid');
       assert.equal(res.body.title, 'Internal error');
       assert.equal(res.body.detail, undefined, 'the vault’s detail stays in the log');
       assert.doesNotMatch(res.text, /wrapped|identity|data key|master/i);
       // The operator still finds the cause in the log, under the response's request id.
-      assert.match(h.logText(), new RegExp(`"request_id":"${res.headers['x-request-id']}"[^\\n]*sealed_record_invalid`));
+      assert.match(
+        h.logText(),
+        new RegExp(`"request_id":"${res.headers['x-request-id']}"[^\\n]*sealed_record_invalid`),
+      );
     });
 
     it(`(${via}) a store timeout answers 503 store_unavailable with Retry-After and without detail`, async () => {
       failGetLinkFor = unreachableId;
       try {
-        const res = await request(target()).post(`/v1/links/${unreachableId}/token`).set('Authorization', h.services.bearer('billing-hs')).set('Content-Type', 'application/json').send('{}');
+        const res = await request(target())
+          .post(`/v1/links/${unreachableId}/token`)
+          .set('Authorization', h.services.bearer('billing-hs'))
+          .set('Content-Type', 'application/json')
+          .send('{}');
         assert.equal(res.status, 503);
         assert.equal(res.body.code, 'store_unavailable');
         assert.equal(res.headers['retry-after'], '1');
@@ -77,7 +97,10 @@ describe('when a token release fails inside linkvault, then the 5xx body says no
   }
 
   it('a client error keeps its detail (the caller needs it to fix the request)', async () => {
-    const res = await request(h.app).post(`/v1/links/${swappedId}/token`).set('Authorization', h.services.bearer('billing-hs')).send({ min_validity_seconds: -1 });
+    const res = await request(h.app)
+      .post(`/v1/links/${swappedId}/token`)
+      .set('Authorization', h.services.bearer('billing-hs'))
+      .send({ min_validity_seconds: -1 });
     assert.equal(res.status, 400);
     assert.match(String(res.body.detail), /min_validity_seconds/);
   });

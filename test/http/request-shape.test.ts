@@ -2,7 +2,15 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { LinkvaultError } from '../../src/errors.js';
 import { problemBody } from '../../src/http/problem.js';
-import { echoableName, jsonObject, onlyMembers, optionalBoolean, optionalInteger, optionalStringList, safeName } from '../../src/http/request-shape.js';
+import {
+  echoableName,
+  jsonObject,
+  onlyMembers,
+  optionalBoolean,
+  optionalInteger,
+  optionalStringList,
+  safeName,
+} from '../../src/http/request-shape.js';
 
 /** The problem body `fn` is refused with (request id fixed). */
 function refusal(fn: () => unknown): Record<string, unknown> {
@@ -40,13 +48,17 @@ describe('request shape', () => {
     const body = refusal(() => onlyMembers({ n: 1, '<x>': 2 }, allowed));
     assert.equal(body.parameter, '?x?');
     assert.equal(body.detail, 'Unknown member in the request body');
-    assert.equal(refusal(() => optionalInteger({ n: 1.5 }, 'n', 0, 10)).detail, 'n must be an integer from 0 to 10');
+    assert.equal(
+      refusal(() => optionalInteger({ n: 1.5 }, 'n', 0, 10)).detail,
+      'n must be an integer from 0 to 10',
+    );
     assert.equal(refusal(() => optionalInteger({ n: 11 }, 'n', 0, 10)).parameter, 'n');
     assert.equal(optionalInteger({}, 'n', 0, 10), undefined);
     assert.equal(optionalInteger({ n: 10 }, 'n', 0, 10), 10);
     assert.equal(refusal(() => optionalBoolean({ b: 'true' }, 'b')).detail, 'b must be a boolean');
     assert.equal(optionalBoolean({ b: false }, 'b'), false);
-    const list = (v: unknown) => optionalStringList({ l: v }, 'l', 2, (s) => s !== '', 'bad list', 'bad item');
+    const list = (v: unknown) =>
+      optionalStringList({ l: v }, 'l', 2, (s) => s !== '', 'bad list', 'bad item');
     assert.equal(refusal(() => list([])).detail, 'bad list');
     assert.equal(refusal(() => list(['a', 'b', 'c'])).detail, 'bad list');
     assert.equal(refusal(() => list(['a', ''])).detail, 'bad item');

@@ -41,18 +41,34 @@ function mutate(token: string, rnd: () => number): string {
   const chars = [...token];
   const kind = Math.floor(rnd() * 6);
   const pos = Math.floor(rnd() * chars.length);
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ {}"\\\u0000\u00ff\ud83d';
+  const alphabet =
+    'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ {}"\\\u0000\u00ff\ud83d';
   const pick = () => alphabet[Math.floor(rnd() * alphabet.length)]!;
   switch (kind) {
-    case 0: chars[pos] = pick(); break;
-    case 1: chars.splice(pos, 1); break;
-    case 2: chars.splice(pos, 0, pick()); break;
-    case 3: return chars.slice(0, pos).join('');
-    case 4: return token.split('.').reverse().join('.');
+    case 0:
+      chars[pos] = pick();
+      break;
+    case 1:
+      chars.splice(pos, 1);
+      break;
+    case 2:
+      chars.splice(pos, 0, pick());
+      break;
+    case 3:
+      return chars.slice(0, pos).join('');
+    case 4:
+      return token.split('.').reverse().join('.');
     default: {
       const parts = token.split('.');
       const i = Math.floor(rnd() * parts.length);
-      parts[i] = Buffer.from(JSON.stringify({ alg: rnd() < 0.5 ? 'none' : 'HS256', kid: rnd() < 0.5 ? 'crm-hs' : ['x'], exp: 'soon', n: rnd() })).toString('base64url');
+      parts[i] = Buffer.from(
+        JSON.stringify({
+          alg: rnd() < 0.5 ? 'none' : 'HS256',
+          kid: rnd() < 0.5 ? 'crm-hs' : ['x'],
+          exp: 'soon',
+          n: rnd(),
+        }),
+      ).toString('base64url');
       return parts.join('.');
     }
   }
@@ -60,7 +76,11 @@ function mutate(token: string, rnd: () => number): string {
 }
 
 function sameBytes(token: string, originals: string[]): boolean {
-  const decode = (x: string) => x.split('.').map((p) => Buffer.from(p, 'base64url').toString('hex')).join('.');
+  const decode = (x: string) =>
+    x
+      .split('.')
+      .map((p) => Buffer.from(p, 'base64url').toString('hex'))
+      .join('.');
   return originals.some((o) => decode(o) === decode(token));
 }
 
@@ -71,8 +91,10 @@ describe('service JWT authentication fuzz', () => {
     let count = 0;
     for (let i = 0; i < 4000; i++) {
       let value: string;
-      if (i % 4 === 0) value = randomBytes(Math.floor(rnd() * 200)).toString(rnd() < 0.5 ? 'base64url' : 'latin1');
-      else if (i % 4 === 1) value = `${rnd() < 0.8 ? 'Bearer ' : 'bearer\t'}${randomBytes(Math.floor(rnd() * 120)).toString('base64url')}.${randomBytes(Math.floor(rnd() * 200)).toString('base64url')}.${randomBytes(32).toString('base64url')}`;
+      if (i % 4 === 0)
+        value = randomBytes(Math.floor(rnd() * 200)).toString(rnd() < 0.5 ? 'base64url' : 'latin1');
+      else if (i % 4 === 1)
+        value = `${rnd() < 0.8 ? 'Bearer ' : 'bearer\t'}${randomBytes(Math.floor(rnd() * 120)).toString('base64url')}.${randomBytes(Math.floor(rnd() * 200)).toString('base64url')}.${randomBytes(32).toString('base64url')}`;
       else value = `Bearer ${mutate(valid[i % valid.length]!, rnd)}`;
       const r = runMiddleware(value);
       if (r.outcome === 'pass') {

@@ -17,15 +17,25 @@ const t = makeTestServices();
 const NOW_S = Math.floor(Date.now() / 1000);
 
 function buildApp(now?: () => number) {
-  const auth = createServiceAuth({ services: t.services, audience: t.audience, ...(now ? { now } : {}) });
+  const auth = createServiceAuth({
+    services: t.services,
+    audience: t.audience,
+    ...(now ? { now } : {}),
+  });
   const app = express();
   app.get('/who', auth.authenticate, (_req, res) => {
     const s = res.locals.service as AuthenticatedService;
     res.json({ id: s.id, roles: [...s.roles].sort() });
   });
-  app.get('/admin', auth.authenticate, auth.requireRole('admin'), (_req, res) => void res.json({ ok: true }));
+  app.get(
+    '/admin',
+    auth.authenticate,
+    auth.requireRole('admin'),
+    (_req, res) => void res.json({ ok: true }),
+  );
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    if (isLinkvaultError(err)) return void res.status(err.status).json({ code: err.code, detail: err.detail });
+    if (isLinkvaultError(err))
+      return void res.status(err.status).json({ code: err.code, detail: err.detail });
     res.status(500).json({ code: 'internal_error' });
   });
   return app;
@@ -64,9 +74,14 @@ describe('service JWT authentication', () => {
     for (const kid of ['crm-hs', 'crm-es']) {
       const res = await request(app).get('/who').set('Authorization', t.bearer(kid));
       assert.equal(res.status, 200);
-      assert.deepEqual(res.body, { id: 'crm-sync', roles: ['admin', 'links:read', 'links:revoke', 'sessions', 'tokens'] });
+      assert.deepEqual(res.body, {
+        id: 'crm-sync',
+        roles: ['admin', 'links:read', 'links:revoke', 'sessions', 'tokens'],
+      });
     }
-    const res = await request(app).get('/who').set('Authorization', `bearer ${t.token('billing-hs')}`);
+    const res = await request(app)
+      .get('/who')
+      .set('Authorization', `bearer ${t.token('billing-hs')}`);
     assert.deepEqual(res.body, { id: 'billing', roles: ['links:read', 'tokens'] });
   });
 
@@ -78,33 +93,47 @@ describe('service JWT authentication', () => {
   });
 
   it('when alg is none (signature empty or not), then 401', async () => {
-    await expect401(`Bearer ${signServiceJwt({ kid: 'crm-hs', alg: 'none', iss: 'crm-sync', aud: t.audience })}`);
+    await expect401(
+      `Bearer ${signServiceJwt({ kid: 'crm-hs', alg: 'none', iss: 'crm-sync', aud: t.audience })}`,
+    );
     const valid = t.token('crm-hs').split('.');
-    const noneHeader = Buffer.from(JSON.stringify({ alg: 'none', kid: 'crm-hs' })).toString('base64url');
+    const noneHeader = Buffer.from(JSON.stringify({ alg: 'none', kid: 'crm-hs' })).toString(
+      'base64url',
+    );
     await expect401(`Bearer ${noneHeader}.${valid[1]}.${valid[2]}`);
     await expect401(`Bearer ${noneHeader}.${valid[1]}.`);
   });
 
   it('when HS256 is signed with the ES256 public key as the secret (alg confusion), then 401', async () => {
-    await expect401(`Bearer ${signServiceJwt({ kid: 'crm-es', alg: 'HS256', key: t.esPublicKeyPem, iss: 'crm-sync', aud: t.audience })}`);
+    await expect401(
+      `Bearer ${signServiceJwt({ kid: 'crm-es', alg: 'HS256', key: t.esPublicKeyPem, iss: 'crm-sync', aud: t.audience })}`,
+    );
   });
 
   it('when the kid is unknown or missing, then 401', async () => {
-    await expect401(`Bearer ${signServiceJwt({ kid: 'nope', alg: 'HS256', key: t.keys['crm-hs']!.signingKey, iss: 'crm-sync', aud: t.audience })}`);
+    await expect401(
+      `Bearer ${signServiceJwt({ kid: 'nope', alg: 'HS256', key: t.keys['crm-hs']!.signingKey, iss: 'crm-sync', aud: t.audience })}`,
+    );
     await expect401(`Bearer ${t.token('crm-hs', { extraHeader: { kid: undefined } })}`);
   });
 
   it('when the alg differs from the one pinned to the kid, then 401', async () => {
-    await expect401(`Bearer ${signServiceJwt({ kid: 'crm-hs', alg: 'HS512', key: t.keys['crm-hs']!.signingKey, iss: 'crm-sync', aud: t.audience })}`);
+    await expect401(
+      `Bearer ${signServiceJwt({ kid: 'crm-hs', alg: 'HS512', key: t.keys['crm-hs']!.signingKey, iss: 'crm-sync', aud: t.audience })}`,
+    );
   });
 
   it('when the signature is wrong, then 401', async () => {
-    await expect401(`Bearer ${signServiceJwt({ kid: 'crm-hs', alg: 'HS256', key: Buffer.alloc(32, 1), iss: 'crm-sync', aud: t.audience })}`);
+    await expect401(
+      `Bearer ${signServiceJwt({ kid: 'crm-hs', alg: 'HS256', key: Buffer.alloc(32, 1), iss: 'crm-sync', aud: t.audience })}`,
+    );
   });
 
   it('when the token expired (beyond the clock tolerance), then 401; within it, accepted', async () => {
     await expect401(t.bearer('crm-hs', { iat: NOW_S - 200, lifetimeSeconds: 100 }));
-    const res = await request(app).get('/who').set('Authorization', t.bearer('crm-hs', { iat: NOW_S - 70, lifetimeSeconds: 60 }));
+    const res = await request(app)
+      .get('/who')
+      .set('Authorization', t.bearer('crm-hs', { iat: NOW_S - 70, lifetimeSeconds: 60 }));
     assert.equal(res.status, 200);
   });
 
@@ -115,7 +144,9 @@ describe('service JWT authentication', () => {
 
   it('when the lifetime exceeds 300 s, then 401 (exactly 300 s is accepted)', async () => {
     await expect401(t.bearer('crm-hs', { lifetimeSeconds: 301 }));
-    const res = await request(app).get('/who').set('Authorization', t.bearer('crm-hs', { lifetimeSeconds: 300 }));
+    const res = await request(app)
+      .get('/who')
+      .set('Authorization', t.bearer('crm-hs', { lifetimeSeconds: 300 }));
     assert.equal(res.status, 200);
   });
 
@@ -136,14 +167,27 @@ describe('service JWT authentication', () => {
   });
 
   it('when the header embeds jwk / jku / x5u / x5c, then they are ignored and never fetched', async () => {
-    const attacker = signServiceJwt({ kid: 'crm-hs', alg: 'HS256', key: Buffer.alloc(32, 7), iss: 'crm-sync', aud: t.audience, extraHeader: { jku: jkuUrl } });
+    const attacker = signServiceJwt({
+      kid: 'crm-hs',
+      alg: 'HS256',
+      key: Buffer.alloc(32, 7),
+      iss: 'crm-sync',
+      aud: t.audience,
+      extraHeader: { jku: jkuUrl },
+    });
     await expect401(`Bearer ${attacker}`);
     const ec = (await import('node:crypto')).generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const jwk = ec.publicKey.export({ format: 'jwk' });
-    await expect401(`Bearer ${signServiceJwt({ kid: 'crm-es', alg: 'ES256', key: ec.privateKey, iss: 'crm-sync', aud: t.audience, extraHeader: { jwk, jku: jkuUrl, x5u: jkuUrl } })}`);
-    await expect401(`Bearer ${signServiceJwt({ kid: 'attacker', alg: 'ES256', key: ec.privateKey, iss: 'crm-sync', aud: t.audience, extraHeader: { jwk, jku: jkuUrl } })}`);
+    await expect401(
+      `Bearer ${signServiceJwt({ kid: 'crm-es', alg: 'ES256', key: ec.privateKey, iss: 'crm-sync', aud: t.audience, extraHeader: { jwk, jku: jkuUrl, x5u: jkuUrl } })}`,
+    );
+    await expect401(
+      `Bearer ${signServiceJwt({ kid: 'attacker', alg: 'ES256', key: ec.privateKey, iss: 'crm-sync', aud: t.audience, extraHeader: { jwk, jku: jkuUrl } })}`,
+    );
     // A legitimately signed token that merely carries the members is verified with our key only.
-    const res = await request(app).get('/who').set('Authorization', t.bearer('crm-hs', { extraHeader: { jku: jkuUrl, x5u: jkuUrl } }));
+    const res = await request(app)
+      .get('/who')
+      .set('Authorization', t.bearer('crm-hs', { extraHeader: { jku: jkuUrl, x5u: jkuUrl } }));
     assert.equal(res.status, 200);
     assert.equal(jkuHits, 0, 'jku / x5u must never be fetched');
   });
@@ -154,7 +198,8 @@ describe('service JWT authentication', () => {
 
   it('when the header is not JSON or not an object, then 401', async () => {
     const [, payload, sig] = t.token('crm-hs').split('.');
-    for (const h of ['not json', '[1,2]', 'null', '"HS256"']) await expect401(`Bearer ${Buffer.from(h).toString('base64url')}.${payload}.${sig}`);
+    for (const h of ['not json', '[1,2]', 'null', '"HS256"'])
+      await expect401(`Bearer ${Buffer.from(h).toString('base64url')}.${payload}.${sig}`);
   });
 
   it('when the bearer is oversized (a huge header), then 401 without a 5xx or 431 from us', async () => {
@@ -167,7 +212,10 @@ describe('service JWT authentication', () => {
   it('when the service lacks the role, then 403 forbidden; with it, 200', async () => {
     const denied = await request(app).get('/admin').set('Authorization', t.bearer('billing-hs'));
     assert.equal(denied.status, 403);
-    assert.deepEqual(denied.body, { code: 'forbidden', detail: 'This route requires the "admin" role' });
+    assert.deepEqual(denied.body, {
+      code: 'forbidden',
+      detail: 'This route requires the "admin" role',
+    });
     const ok = await request(app).get('/admin').set('Authorization', t.bearer('crm-es'));
     assert.equal(ok.status, 200);
   });

@@ -18,7 +18,10 @@ import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 class LogCapture extends Writable {
   readonly lines: Record<string, unknown>[] = [];
   readonly raw: string[] = [];
-  #waiters: { match: (line: Record<string, unknown>) => boolean; resolve: (line: Record<string, unknown>) => void }[] = [];
+  #waiters: {
+    match: (line: Record<string, unknown>) => boolean;
+    resolve: (line: Record<string, unknown>) => void;
+  }[] = [];
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
     for (const text of chunk.toString('utf8').split('\n').filter(Boolean)) {
@@ -69,7 +72,11 @@ function featureRouter(): express.Router {
   router.get('/v1/busy', async () => {
     // A provider-side 503: its detail and extra are for the caller. (Our own machinery's 5xx —
     // store, key service, audit, any 500 — answer with the title only: problem-internals.test.ts.)
-    throw new LinkvaultError('provider_unavailable', { detail: 'try again shortly', retryAfterSeconds: 2.2, extra: { parameter: 'x', status: 999 } });
+    throw new LinkvaultError('provider_unavailable', {
+      detail: 'try again shortly',
+      retryAfterSeconds: 2.2,
+      extra: { parameter: 'x', status: 999 },
+    });
   });
   router.get('/v1/connect/:providerId', (_req, res) => {
     res.status(204).end();
@@ -81,12 +88,24 @@ function featureRouter(): express.Router {
 }
 
 function buildApp(overrides: Partial<AppDeps> = {}): express.Express {
-  return createApp({ config: loadConfig({}, dir), store, keys, metrics, log, routers: [featureRouter()], ...overrides });
+  return createApp({
+    config: loadConfig({}, dir),
+    store,
+    keys,
+    metrics,
+    log,
+    routers: [featureRouter()],
+    ...overrides,
+  });
 }
 
 before(async () => {
   store = new SqliteStore({ path: join(dir, 'data/linkvault.db'), log });
-  keys = await LocalKeyProvider.load({ keyFile: join(dir, 'data/master.key'), mayGenerate: true, metrics: new Metrics() });
+  keys = await LocalKeyProvider.load({
+    keyFile: join(dir, 'data/master.key'),
+    mayGenerate: true,
+    metrics: new Metrics(),
+  });
   metrics = new Metrics();
   app = buildApp();
 });
@@ -98,8 +117,21 @@ after(async () => {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-function problem(code: string, status: number, title: string, requestId: string, more: Record<string, unknown> = {}) {
-  return { type: `https://linkvault.dev/problems/${code.replaceAll('_', '-')}`, title, status, code, ...more, request_id: requestId };
+function problem(
+  code: string,
+  status: number,
+  title: string,
+  requestId: string,
+  more: Record<string, unknown> = {},
+) {
+  return {
+    type: `https://linkvault.dev/problems/${code.replaceAll('_', '-')}`,
+    title,
+    status,
+    code,
+    ...more,
+    request_id: requestId,
+  };
 }
 
 describe('request id', () => {
@@ -147,7 +179,10 @@ describe('problem+json', () => {
     const res = await request(app).delete('/v1/links/l1').set('X-Request-Id', 'r405');
     assert.equal(res.status, 405);
     assert.equal(res.headers.allow, 'GET, HEAD');
-    assert.deepEqual(res.body, problem('method_not_allowed', 405, 'Method not allowed on this route', 'r405'));
+    assert.deepEqual(
+      res.body,
+      problem('method_not_allowed', 405, 'Method not allowed on this route', 'r405'),
+    );
   });
 
   test('when /healthz is POSTed, then 405 with Allow: GET, HEAD', async () => {
@@ -163,26 +198,47 @@ describe('problem+json', () => {
       .set('X-Request-Id', 'r413')
       .send(JSON.stringify({ pad: 'x'.repeat(17 * 1024) }));
     assert.equal(res.status, 413);
-    assert.deepEqual(res.body, problem('payload_too_large', 413, 'The request body is too large', 'r413', { detail: 'The request body exceeds the size limit' }));
+    assert.deepEqual(
+      res.body,
+      problem('payload_too_large', 413, 'The request body is too large', 'r413', {
+        detail: 'The request body exceeds the size limit',
+      }),
+    );
   });
 
   test('when the body is not JSON-typed, then 415 unsupported_media_type', async () => {
-    const res = await request(app).post('/v1/echo').set('Content-Type', 'application/x-www-form-urlencoded').set('X-Request-Id', 'r415').send('a=1');
+    const res = await request(app)
+      .post('/v1/echo')
+      .set('Content-Type', 'application/x-www-form-urlencoded')
+      .set('X-Request-Id', 'r415')
+      .send('a=1');
     assert.equal(res.status, 415);
-    assert.deepEqual(res.body, problem('unsupported_media_type', 415, 'The request body must be application/json', 'r415'));
+    assert.deepEqual(
+      res.body,
+      problem('unsupported_media_type', 415, 'The request body must be application/json', 'r415'),
+    );
   });
 
   test('when a body comes without any Content-Type, then 415 unsupported_media_type', async () => {
-    const res = await request(app).post('/v1/echo').set('X-Request-Id', 'r415b').serialize((x: string) => x).send('{"a":1}').unset('Content-Type');
+    const res = await request(app)
+      .post('/v1/echo')
+      .set('X-Request-Id', 'r415b')
+      .serialize((x: string) => x)
+      .send('{"a":1}')
+      .unset('Content-Type');
     assert.equal(res.status, 415);
     assert.equal(res.body.code, 'unsupported_media_type');
   });
 
   test('when a path outside the /v1 API gets a form post, then the body is left for its own router to parse', async () => {
     const forms = express.Router();
-    forms.post('/sandbox/interaction/:uid/login', express.urlencoded({ extended: false }), (req, res) => {
-      res.json({ form: req.body });
-    });
+    forms.post(
+      '/sandbox/interaction/:uid/login',
+      express.urlencoded({ extended: false }),
+      (req, res) => {
+        res.json({ form: req.body });
+      },
+    );
     const res = await request(buildApp({ routers: [featureRouter(), forms] }))
       .post('/sandbox/interaction/u1/login')
       .set('Content-Type', 'application/x-www-form-urlencoded')
@@ -198,22 +254,44 @@ describe('problem+json', () => {
   });
 
   test('when the JSON is valid, then the route gets it parsed', async () => {
-    const res = await request(app).post('/v1/echo').set('Content-Type', 'application/json; charset=utf-8').send('{"a":[1,2]}');
+    const res = await request(app)
+      .post('/v1/echo')
+      .set('Content-Type', 'application/json; charset=utf-8')
+      .send('{"a":[1,2]}');
     assert.equal(res.status, 201);
     assert.deepEqual(res.body, { body: { a: [1, 2] } });
   });
 
   test('when the JSON is malformed, then 400 invalid_request and the body is not logged', async () => {
     const canary = 'canary-refresh-token-0d1e2f';
-    const res = await request(app).post('/v1/echo').set('Content-Type', 'application/json').set('X-Request-Id', 'r400').send(`{"refresh_token": "${canary}"`);
+    const res = await request(app)
+      .post('/v1/echo')
+      .set('Content-Type', 'application/json')
+      .set('X-Request-Id', 'r400')
+      .send(`{"refresh_token": "${canary}"`);
     assert.equal(res.status, 400);
-    assert.deepEqual(res.body, problem('invalid_request', 400, 'The request is malformed or has invalid parameters', 'r400', { detail: 'The request body is not valid JSON' }));
+    assert.deepEqual(
+      res.body,
+      problem(
+        'invalid_request',
+        400,
+        'The request is malformed or has invalid parameters',
+        'r400',
+        { detail: 'The request body is not valid JSON' },
+      ),
+    );
     await capture.requestLine('r400');
-    assert.ok(!capture.raw.some((l) => l.includes(canary)), 'the malformed body never reaches the log');
+    assert.ok(
+      !capture.raw.some((l) => l.includes(canary)),
+      'the malformed body never reaches the log',
+    );
   });
 
   test('when the JSON is a bare string (not an object or array), then 400 invalid_request', async () => {
-    const res = await request(app).post('/v1/echo').set('Content-Type', 'application/json').send('"text"');
+    const res = await request(app)
+      .post('/v1/echo')
+      .set('Content-Type', 'application/json')
+      .send('"text"');
     assert.equal(res.status, 400);
     assert.equal(res.body.code, 'invalid_request');
   });
@@ -229,7 +307,9 @@ describe('problem+json', () => {
     assert.equal(res.status, 500);
     assert.deepEqual(res.body, problem('internal_error', 500, 'Internal error', 'r500'));
     assert.doesNotMatch(res.text, /hunter2|secret|stack|Error:/);
-    const logged = await capture.waitFor((l) => l.request_id === 'r500' && l.msg === 'request failed');
+    const logged = await capture.waitFor(
+      (l) => l.request_id === 'r500' && l.msg === 'request failed',
+    );
     assert.equal(logged.level, 50);
     assert.equal(logged.error_code, 'internal_error');
     assert.match(JSON.stringify(logged.err), /hunter2/, 'the cause goes to the log');
@@ -240,7 +320,13 @@ describe('problem+json', () => {
     assert.equal(res.status, 503);
     assert.equal(res.headers['retry-after'], '3');
     // `extra` never overrides a standard member (its `status: 999` is dropped).
-    assert.deepEqual(res.body, problem('provider_unavailable', 503, 'The provider is unavailable; retry later', 'r503', { parameter: 'x', detail: 'try again shortly' }));
+    assert.deepEqual(
+      res.body,
+      problem('provider_unavailable', 503, 'The provider is unavailable; retry later', 'r503', {
+        parameter: 'x',
+        detail: 'try again shortly',
+      }),
+    );
   });
 });
 
@@ -249,7 +335,10 @@ describe('security headers', () => {
     assert.equal(res.headers['x-content-type-options'], 'nosniff');
     assert.equal(res.headers['referrer-policy'], 'no-referrer');
     assert.equal(res.headers['x-frame-options'], 'DENY');
-    assert.equal(res.headers['content-security-policy'], "default-src 'none'; frame-ancestors 'none'");
+    assert.equal(
+      res.headers['content-security-policy'],
+      "default-src 'none'; frame-ancestors 'none'",
+    );
     assert.equal(res.headers['x-powered-by'], undefined);
     assert.equal(res.headers.etag, undefined);
   };
@@ -267,12 +356,24 @@ describe('security headers', () => {
   });
 
   test('when the public URL is http, then no Strict-Transport-Security', async () => {
-    assert.equal((await request(app).get('/healthz')).headers['strict-transport-security'], undefined);
+    assert.equal(
+      (await request(app).get('/healthz')).headers['strict-transport-security'],
+      undefined,
+    );
   });
 
   test('when the public URL is https, then Strict-Transport-Security is sent', async () => {
-    const httpsApp = createApp({ config: loadConfig({ LINKVAULT_PUBLIC_URL: 'https://vault.example.com' }, dir), store, keys, metrics: new Metrics(), log });
-    assert.equal((await request(httpsApp).get('/healthz')).headers['strict-transport-security'], 'max-age=31536000');
+    const httpsApp = createApp({
+      config: loadConfig({ LINKVAULT_PUBLIC_URL: 'https://vault.example.com' }, dir),
+      store,
+      keys,
+      metrics: new Metrics(),
+      log,
+    });
+    assert.equal(
+      (await request(httpsApp).get('/healthz')).headers['strict-transport-security'],
+      'max-age=31536000',
+    );
   });
 });
 
@@ -292,14 +393,20 @@ describe('operational routes', () => {
   });
 
   test('when an extra readiness check hangs, then /readyz is 503 naming it as timed out, within the bound', async () => {
-    const hanging = buildApp({ readiness: [{ name: 'oauth', check: () => new Promise<void>(() => {}) }], readinessTimeoutMs: 100 });
+    const hanging = buildApp({
+      readiness: [{ name: 'oauth', check: () => new Promise<void>(() => {}) }],
+      readinessTimeoutMs: 100,
+    });
     const started = Date.now();
     const res = await request(hanging).get('/readyz').set('X-Request-Id', 'ready-timeout');
     assert.ok(Date.now() - started < 2000);
     assert.equal(res.status, 503);
     assert.deepEqual(
       res.body,
-      problem('not_ready', 503, 'A dependency of the service is not ready', 'ready-timeout', { detail: 'Not ready: oauth', checks: { store: 'ok', keys: 'ok', oauth: 'timeout' } }),
+      problem('not_ready', 503, 'A dependency of the service is not ready', 'ready-timeout', {
+        detail: 'Not ready: oauth',
+        checks: { store: 'ok', keys: 'ok', oauth: 'timeout' },
+      }),
     );
   });
 
@@ -310,7 +417,13 @@ describe('operational routes', () => {
     const res = await request(broken).get('/readyz').set('X-Request-Id', 'ready-503');
     assert.equal(res.status, 503);
     assert.match(res.headers['content-type']!, /^application\/problem\+json/);
-    assert.deepEqual(res.body, problem('not_ready', 503, 'A dependency of the service is not ready', 'ready-503', { detail: 'Not ready: store', checks: { store: 'failed', keys: 'ok' } }));
+    assert.deepEqual(
+      res.body,
+      problem('not_ready', 503, 'A dependency of the service is not ready', 'ready-503', {
+        detail: 'Not ready: store',
+        checks: { store: 'failed', keys: 'ok' },
+      }),
+    );
     assert.doesNotMatch(res.text, /closed|sqlite|\.db/);
   });
 
@@ -323,10 +436,22 @@ describe('operational routes', () => {
     assert.equal(res.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');
     assert.match(res.text, /^# HELP linkvault_http_requests_total /m);
     assert.match(res.text, /^# TYPE linkvault_http_requests_total counter$/m);
-    assert.match(res.text, /^linkvault_http_requests_total\{route="\/v1\/links\/:id",method="GET",status="200"\} \d+$/m);
-    assert.match(res.text, /^linkvault_http_requests_total\{route="\/v1\/connect\/:providerId",method="GET",status="204"\} \d+$/m);
-    assert.match(res.text, /^linkvault_http_requests_total\{route="unmatched",method="GET",status="404"\} \d+$/m);
-    assert.match(res.text, /^linkvault_http_request_duration_seconds_bucket\{route="\/v1\/links\/:id",method="GET",le="\+Inf"\} \d+$/m);
+    assert.match(
+      res.text,
+      /^linkvault_http_requests_total\{route="\/v1\/links\/:id",method="GET",status="200"\} \d+$/m,
+    );
+    assert.match(
+      res.text,
+      /^linkvault_http_requests_total\{route="\/v1\/connect\/:providerId",method="GET",status="204"\} \d+$/m,
+    );
+    assert.match(
+      res.text,
+      /^linkvault_http_requests_total\{route="unmatched",method="GET",status="404"\} \d+$/m,
+    );
+    assert.match(
+      res.text,
+      /^linkvault_http_request_duration_seconds_bucket\{route="\/v1\/links\/:id",method="GET",le="\+Inf"\} \d+$/m,
+    );
     assert.doesNotMatch(res.text, /link-abc-123|sess-canary-777|unknown-thing-42|hubspot/);
   });
 
@@ -340,20 +465,52 @@ describe('operational routes', () => {
 
 describe('request log', () => {
   test('when a request is logged, then only allowlisted fields appear', async () => {
-    await request(app).get('/v1/links/l-77').set('X-Request-Id', 'log-fields').set('User-Agent', 'test-agent/1');
+    await request(app)
+      .get('/v1/links/l-77')
+      .set('X-Request-Id', 'log-fields')
+      .set('User-Agent', 'test-agent/1');
     const line = await capture.requestLine('log-fields');
-    assert.deepEqual(Object.keys(line).sort(), ['duration_ms', 'level', 'method', 'msg', 'request_bytes', 'request_id', 'route', 'service', 'status', 'time', 'user_agent']);
+    assert.deepEqual(Object.keys(line).sort(), [
+      'duration_ms',
+      'level',
+      'method',
+      'msg',
+      'request_bytes',
+      'request_id',
+      'route',
+      'service',
+      'status',
+      'time',
+      'user_agent',
+    ]);
     assert.equal(line.route, '/v1/links/:id');
     assert.equal(line.status, '200');
     assert.equal(line.user_agent, 'test-agent/1');
   });
 
   test('when secrets travel in the query, headers or body, then none reaches the log or the response', async () => {
-    const canaries = ['canary-session-5a1', 'canary-code-6b2', 'canary-state-7c3', 'canary-bearer-8d4', 'canary-cookie-9e5', 'canary-body-af6'];
+    const canaries = [
+      'canary-session-5a1',
+      'canary-code-6b2',
+      'canary-state-7c3',
+      'canary-bearer-8d4',
+      'canary-cookie-9e5',
+      'canary-body-af6',
+    ];
     const [session, code, state, bearer, cookie, body] = canaries;
-    const r1 = await request(app).get(`/v1/connect/sandbox?session=${session}`).set('X-Request-Id', 'canary-1').set('Authorization', `Bearer ${bearer}`);
-    const r2 = await request(app).get(`/v1/oauth/callback/sandbox?code=${code}&state=${state}`).set('X-Request-Id', 'canary-2').set('Cookie', `lv_flow=${cookie}`);
-    const r3 = await request(app).post('/v1/echo?x=1').set('X-Request-Id', 'canary-3').set('Content-Type', 'text/plain').send(body);
+    const r1 = await request(app)
+      .get(`/v1/connect/sandbox?session=${session}`)
+      .set('X-Request-Id', 'canary-1')
+      .set('Authorization', `Bearer ${bearer}`);
+    const r2 = await request(app)
+      .get(`/v1/oauth/callback/sandbox?code=${code}&state=${state}`)
+      .set('X-Request-Id', 'canary-2')
+      .set('Cookie', `lv_flow=${cookie}`);
+    const r3 = await request(app)
+      .post('/v1/echo?x=1')
+      .set('X-Request-Id', 'canary-3')
+      .set('Content-Type', 'text/plain')
+      .send(body);
     await Promise.all(['canary-1', 'canary-2', 'canary-3'].map((id) => capture.requestLine(id)));
     for (const res of [r1, r2, r3]) for (const c of canaries) assert.ok(!res.text.includes(c));
     const leaked = canaries.filter((c) => capture.raw.some((l) => l.includes(c)));
@@ -361,7 +518,17 @@ describe('request log', () => {
   });
 
   test('when a caller logs a secret-named field, then pino redacts it at any depth', () => {
-    log.info({ access_token: 'redact-me-1', cause: { refresh_token: 'redact-me-2', response: { body: { id_token: 'redact-me-3', code: 'redact-me-4' } } }, headers: { authorization: 'redact-me-5', 'set-cookie': 'redact-me-6' } }, 'redaction probe');
+    log.info(
+      {
+        access_token: 'redact-me-1',
+        cause: {
+          refresh_token: 'redact-me-2',
+          response: { body: { id_token: 'redact-me-3', code: 'redact-me-4' } },
+        },
+        headers: { authorization: 'redact-me-5', 'set-cookie': 'redact-me-6' },
+      },
+      'redaction probe',
+    );
     const line = capture.raw.find((l) => l.includes('redaction probe'))!;
     assert.doesNotMatch(line, /redact-me/);
     assert.match(line, /\[redacted\]/);

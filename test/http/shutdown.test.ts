@@ -61,7 +61,9 @@ class RawConnection {
   }
 
   write(data: string): Promise<void> {
-    return new Promise((resolve, reject) => this.socket.write(data, (err) => (err ? reject(err) : resolve())));
+    return new Promise((resolve, reject) =>
+      this.socket.write(data, (err) => (err ? reject(err) : resolve())),
+    );
   }
 }
 
@@ -77,7 +79,8 @@ function tryConnect(port: number): Promise<string> {
   });
 }
 
-const isShuttingDown = (l: Record<string, unknown>): boolean => typeof l.msg === 'string' && l.msg.startsWith('shutting down');
+const isShuttingDown = (l: Record<string, unknown>): boolean =>
+  typeof l.msg === 'string' && l.msg.startsWith('shutting down');
 
 function link(id: string, tokens: LinkRecord['tokens']): LinkRecord {
   const now = Date.now();
@@ -118,14 +121,20 @@ describe('graceful shutdown of the real process', () => {
 
     // A request in flight: headers sent, the server has begun it (100 Continue proves it), body withheld.
     const inFlight = new RawConnection(first.port);
-    await inFlight.write('POST /v1/nothing-here HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\nX-Request-Id: in-flight-1\r\n\r\n');
+    await inFlight.write(
+      'POST /v1/nothing-here HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\nX-Request-Id: in-flight-1\r\n\r\n',
+    );
     await inFlight.waitFor('HTTP/1.1 100 Continue\r\n\r\n');
 
     const signalledAt = Date.now();
     first.child.kill('SIGTERM');
     await first.waitForLine(isShuttingDown);
 
-    assert.equal(await tryConnect(first.port), 'ECONNREFUSED', 'no new connections once shutdown has begun');
+    assert.equal(
+      await tryConnect(first.port),
+      'ECONNREFUSED',
+      'no new connections once shutdown has begun',
+    );
     await idle.closed; // the server closed the idle keep-alive connection
 
     await inFlight.write('{}');
@@ -153,8 +162,16 @@ describe('graceful shutdown of the real process', () => {
     const metrics = new Metrics();
     const keys = await LocalKeyProvider.load({ keyFile, mayGenerate: false, metrics });
     const vault = createVault({ keys, metrics, maxEntries: 0, maxAgeMs: 0 });
-    const identity = { tenant: 'tenant-1', link: 'link-restart', provider: 'sandbox', field: 'tokens' };
-    const sealed = await vault.seal(identity, Buffer.from('{"access_token":"a","refresh_token":"r"}'));
+    const identity = {
+      tenant: 'tenant-1',
+      link: 'link-restart',
+      provider: 'sandbox',
+      field: 'tokens',
+    };
+    const sealed = await vault.seal(
+      identity,
+      Buffer.from('{"access_token":"a","refresh_token":"r"}'),
+    );
     let store = new SqliteStore({ path: join(cwd, 'data/linkvault.db') });
     const saved = await store.saveLink(link('link-restart', sealed), null);
     assert.ok(saved);
@@ -163,7 +180,10 @@ describe('graceful shutdown of the real process', () => {
     const second = await start(cwd, env);
     const ready = await fetch(`${second.url}/readyz`);
     assert.equal(ready.status, 200);
-    assert.ok(!second.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('GENERATED')), 'the restart does not generate a new key');
+    assert.ok(
+      !second.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('GENERATED')),
+      'the restart does not generate a new key',
+    );
     second.child.kill('SIGTERM');
     assert.deepEqual(await second.exited, { code: 0, signal: null });
 
@@ -172,7 +192,10 @@ describe('graceful shutdown of the real process', () => {
     try {
       const reread = await store.getLink('link-restart');
       assert.deepEqual(reread, saved);
-      assert.equal((await vault.open(identity, reread!.tokens!)).toString(), '{"access_token":"a","refresh_token":"r"}');
+      assert.equal(
+        (await vault.open(identity, reread!.tokens!)).toString(),
+        '{"access_token":"a","refresh_token":"r"}',
+      );
     } finally {
       await store.close();
     }
@@ -183,17 +206,28 @@ describe('graceful shutdown of the real process', () => {
     const service = await start(cwd, { LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS: '1' });
 
     const stuck = new RawConnection(service.port);
-    await stuck.write('POST /v1/never HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n');
+    await stuck.write(
+      'POST /v1/never HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n',
+    );
     await stuck.waitFor('HTTP/1.1 100 Continue\r\n\r\n');
 
     const signalledAt = Date.now();
     service.child.kill('SIGINT');
     await stuck.closed;
-    assert.doesNotMatch(stuck.received, /HTTP\/1\.1 [2-5]\d\d/, 'the stuck request got no response; its socket was destroyed');
+    assert.doesNotMatch(
+      stuck.received,
+      /HTTP\/1\.1 [2-5]\d\d/,
+      'the stuck request got no response; its socket was destroyed',
+    );
     assert.deepEqual(await service.exited, { code: 0, signal: null });
     const elapsed = Date.now() - signalledAt;
-    assert.ok(elapsed >= 900 && elapsed < 8000, `exited after the 1 s timeout, not long after (took ${elapsed} ms)`);
-    assert.ok(service.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('shutdown timeout')));
+    assert.ok(
+      elapsed >= 900 && elapsed < 8000,
+      `exited after the 1 s timeout, not long after (took ${elapsed} ms)`,
+    );
+    assert.ok(
+      service.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('shutdown timeout')),
+    );
     assert.equal(service.stderr(), '');
   });
 });

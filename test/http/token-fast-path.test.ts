@@ -20,14 +20,32 @@ import { createReleaseHarness, type ReleaseHarness } from '../support/release-ha
  * Plain cases must be taken by the fast path; unusual ones must be left to Express.
  */
 
-const HEADERS = ['strict-transport-security', 'content-type', 'cache-control', 'pragma', 'x-content-type-options', 'referrer-policy', 'x-frame-options', 'content-security-policy', 'www-authenticate', 'retry-after', 'allow'];
+const HEADERS = [
+  'strict-transport-security',
+  'content-type',
+  'cache-control',
+  'pragma',
+  'x-content-type-options',
+  'referrer-policy',
+  'x-frame-options',
+  'content-security-policy',
+  'www-authenticate',
+  'retry-after',
+  'allow',
+];
 
 function normalise(res: Response): Record<string, unknown> {
   const headers: Record<string, unknown> = {};
   for (const h of HEADERS) headers[h] = res.headers[h];
-  const body = res.headers['content-type']?.includes('json') ? { ...(res.body as Record<string, unknown>) } : res.text;
+  const body = res.headers['content-type']?.includes('json')
+    ? { ...(res.body as Record<string, unknown>) }
+    : res.text;
   if (typeof body === 'object') {
-    assert.equal(body.request_id ?? res.headers['x-request-id'], res.headers['x-request-id'], 'problem bodies carry the response’s request id');
+    assert.equal(
+      body.request_id ?? res.headers['x-request-id'],
+      res.headers['x-request-id'],
+      'problem bodies carry the response’s request id',
+    );
     delete body.request_id;
   }
   return { status: res.status, headers, body };
@@ -55,19 +73,26 @@ function countedRequests(metrics: Metrics): Map<string, number> {
 }
 
 /** Sends one request and collects its log lines (once the request line is written on close) and counter increments. */
-async function observe(logText: () => string, metrics: Metrics, send: () => PromiseLike<Response>): Promise<Observed> {
+async function observe(
+  logText: () => string,
+  metrics: Metrics,
+  send: () => PromiseLike<Response>,
+): Promise<Observed> {
   const from = logText().length;
   const before = countedRequests(metrics);
   const res = await send();
-  for (let i = 0; i < 200 && !logText().slice(from).includes('"msg":"request"'); i++) await new Promise((r) => setTimeout(r, 5));
+  for (let i = 0; i < 200 && !logText().slice(from).includes('"msg":"request"'); i++)
+    await new Promise((r) => setTimeout(r, 5));
   const lines: string[] = [];
   for (const raw of logText().slice(from).split('\n')) {
     if (raw === '') continue;
     const line = JSON.parse(raw) as { msg?: string; level?: unknown };
-    if (line.msg !== undefined && OBSERVED_LINES.has(line.msg)) lines.push(`${line.msg}@${String(line.level)}`);
+    if (line.msg !== undefined && OBSERVED_LINES.has(line.msg))
+      lines.push(`${line.msg}@${String(line.level)}`);
   }
   const counted: string[] = [];
-  for (const [labels, n] of countedRequests(metrics)) if (n !== (before.get(labels) ?? 0)) counted.push(labels);
+  for (const [labels, n] of countedRequests(metrics))
+    if (n !== (before.get(labels) ?? 0)) counted.push(labels);
   return { res, lines, counted };
 }
 
@@ -79,7 +104,13 @@ describe('token fast path', () => {
 
   before(async () => {
     h = await createReleaseHarness();
-    const fast = createTokenFastPath({ auth: h.auth, release: h.release, metrics: h.metrics, log: h.log, hsts: false });
+    const fast = createTokenFastPath({
+      auth: h.auth,
+      release: h.release,
+      metrics: h.metrics,
+      log: h.log,
+      hsts: false,
+    });
     listener = (req, res) => {
       if (fast(req, res)) taken++;
       else h.app(req, res);
@@ -104,7 +135,12 @@ describe('token fast path', () => {
   const cases = (): Case[] => [
     { name: 'happy path', body: '{}', fast: true },
     { name: 'with options', body: '{"min_validity_seconds":30,"scopes":["read"]}', fast: true },
-    { name: 'no body (the client still declares Content-Length: 0)', body: undefined, headers: {}, fast: true },
+    {
+      name: 'no body (the client still declares Content-Length: 0)',
+      body: undefined,
+      headers: {},
+      fast: true,
+    },
     { name: 'invalid JSON', body: '{', fast: true },
     { name: 'JSON null', body: 'null', fast: true },
     { name: 'JSON string', body: '"x"', fast: true },
@@ -113,25 +149,85 @@ describe('token fast path', () => {
     { name: 'out of range', body: '{"min_validity_seconds":99999}', fast: true },
     { name: 'no Authorization', body: '{}', auth: null, fast: true },
     { name: 'bad Authorization', body: '{}', auth: 'Bearer abc.def.ghi', fast: true },
-    { name: 'service without the tokens role', body: '{}', auth: h.services.bearer('auditor-hs'), fast: true },
+    {
+      name: 'service without the tokens role',
+      body: '{}',
+      auth: h.services.bearer('auditor-hs'),
+      fast: true,
+    },
     { name: 'unknown link', body: '{}', path: '/v1/links/lnk_nope/token', fast: true },
     { name: 'no grant', body: '{}', auth: h.services.bearer('crm-hs'), fast: true },
     { name: 'query string', body: '{}', path: `/v1/links/${linkId}/token?x=1`, fast: true },
-    { name: 'charset utf-8', body: '{}', headers: { 'content-type': 'application/json; charset=utf-8' }, fast: true },
-    { name: 'inbound request id', body: '{}', headers: { 'x-request-id': 'caller-id-123' }, fast: true },
-    { name: 'unsafe inbound request id', body: '{}', headers: { 'x-request-id': 'bad id\twith tab' }, fast: true },
-    { name: 'text/plain body', body: 'hello', headers: { 'content-type': 'text/plain' }, fast: false },
-    { name: 'latin-1 JSON', body: '{}', headers: { 'content-type': 'application/json; charset=iso-8859-1' }, fast: false },
-    { name: 'declared empty body without a type', body: undefined, headers: { 'content-length': '0' }, fast: true },
-    { name: 'empty body typed text/plain (fetch with body "")', body: undefined, headers: { 'content-type': 'text/plain;charset=UTF-8', 'content-length': '0' }, fast: true },
-    { name: 'empty body typed as a form (curl -d "")', body: undefined, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '0' }, fast: true },
+    {
+      name: 'charset utf-8',
+      body: '{}',
+      headers: { 'content-type': 'application/json; charset=utf-8' },
+      fast: true,
+    },
+    {
+      name: 'inbound request id',
+      body: '{}',
+      headers: { 'x-request-id': 'caller-id-123' },
+      fast: true,
+    },
+    {
+      name: 'unsafe inbound request id',
+      body: '{}',
+      headers: { 'x-request-id': 'bad id\twith tab' },
+      fast: true,
+    },
+    {
+      name: 'text/plain body',
+      body: 'hello',
+      headers: { 'content-type': 'text/plain' },
+      fast: false,
+    },
+    {
+      name: 'latin-1 JSON',
+      body: '{}',
+      headers: { 'content-type': 'application/json; charset=iso-8859-1' },
+      fast: false,
+    },
+    {
+      name: 'declared empty body without a type',
+      body: undefined,
+      headers: { 'content-length': '0' },
+      fast: true,
+    },
+    {
+      name: 'empty body typed text/plain (fetch with body "")',
+      body: undefined,
+      headers: { 'content-type': 'text/plain;charset=UTF-8', 'content-length': '0' },
+      fast: true,
+    },
+    {
+      name: 'empty body typed as a form (curl -d "")',
+      body: undefined,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '0' },
+      fast: true,
+    },
     { name: 'empty body typed JSON', body: '', fast: true },
-    { name: 'empty body typed latin-1 JSON', body: undefined, headers: { 'content-type': 'application/json; charset=iso-8859-1', 'content-length': '0' }, fast: false },
-    { name: 'form body', body: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded' }, fast: false },
+    {
+      name: 'empty body typed latin-1 JSON',
+      body: undefined,
+      headers: { 'content-type': 'application/json; charset=iso-8859-1', 'content-length': '0' },
+      fast: false,
+    },
+    {
+      name: 'form body',
+      body: 'a=1',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      fast: false,
+    },
     { name: 'oversized body', body: JSON.stringify({ scopes: ['x'.repeat(20_000)] }), fast: false },
     { name: 'trailing slash', body: '{}', path: `/v1/links/${linkId}/token/`, fast: false },
     { name: 'upper-case path', body: '{}', path: `/V1/LINKS/${linkId}/TOKEN`, fast: false },
-    { name: 'percent-encoded id', body: '{}', path: `/v1/links/${encodeURIComponent(linkId).replace('_', '%5F')}/token`, fast: false },
+    {
+      name: 'percent-encoded id',
+      body: '{}',
+      path: `/v1/links/${encodeURIComponent(linkId).replace('_', '%5F')}/token`,
+      fast: false,
+    },
     { name: 'GET', method: 'get', fast: false },
   ];
 
@@ -145,7 +241,11 @@ describe('token fast path', () => {
   }
 
   /** Every case through `app` alone and through `fast` in front of it: same answer, log levels and counted labels. */
-  async function compareAll(app: Express, fast: (req: IncomingMessage, res: ServerResponse) => boolean, hsts: boolean): Promise<void> {
+  async function compareAll(
+    app: Express,
+    fast: (req: IncomingMessage, res: ServerResponse) => boolean,
+    hsts: boolean,
+  ): Promise<void> {
     const both = (req: IncomingMessage, res: ServerResponse) => {
       if (fast(req, res)) taken++;
       else app(req, res);
@@ -155,11 +255,22 @@ describe('token fast path', () => {
       const viaExpress = await observe(h.logText, h.metrics, () => send(app, c));
       const before = taken;
       const viaFast = await observe(h.logText, h.metrics, () => send(both, c));
-      assert.equal(taken - before, c.fast ? 1 : 0, `${name}: ${c.fast ? 'the fast path must take it' : 'Express must take it'}`);
+      assert.equal(
+        taken - before,
+        c.fast ? 1 : 0,
+        `${name}: ${c.fast ? 'the fast path must take it' : 'Express must take it'}`,
+      );
       assert.deepEqual(normalise(viaFast.res), normalise(viaExpress.res), name);
-      assert.equal(viaFast.res.headers['strict-transport-security'], hsts ? 'max-age=31536000' : undefined, `${name}: HSTS`);
+      assert.equal(
+        viaFast.res.headers['strict-transport-security'],
+        hsts ? 'max-age=31536000' : undefined,
+        `${name}: HSTS`,
+      );
       assert.deepEqual(viaFast.lines, viaExpress.lines, `${name}: log lines and levels`);
-      assert.ok(viaExpress.lines.some((l) => l.startsWith('request@')), `${name}: a request line is logged`);
+      assert.ok(
+        viaExpress.lines.some((l) => l.startsWith('request@')),
+        `${name}: a request line is logged`,
+      );
       assert.deepEqual(viaFast.counted, viaExpress.counted, `${name}: counted labels`);
       assert.equal(viaExpress.counted.length, 1, `${name}: one request counted`);
     }
@@ -174,19 +285,45 @@ describe('token fast path', () => {
       log: h.log,
       routers: [createTokenRouter({ auth: h.auth, release: h.release })],
     });
-    await compareAll(app, createTokenFastPath({ auth: h.auth, release: h.release, metrics: h.metrics, log: h.log, hsts: true }), true);
+    await compareAll(
+      app,
+      createTokenFastPath({
+        auth: h.auth,
+        release: h.release,
+        metrics: h.metrics,
+        log: h.log,
+        hsts: true,
+      }),
+      true,
+    );
   });
 
   it('when each case is sent to Express alone and to the fast path, then the answers are identical', async () => {
-    await compareAll(h.app, createTokenFastPath({ auth: h.auth, release: h.release, metrics: h.metrics, log: h.log, hsts: false }), false);
+    await compareAll(
+      h.app,
+      createTokenFastPath({
+        auth: h.auth,
+        release: h.release,
+        metrics: h.metrics,
+        log: h.log,
+        hsts: false,
+      }),
+      false,
+    );
     for (const c of cases()) {
       const viaExpress = await send(h.app, c);
       const before = taken;
       const viaFast = await send(listener, c);
-      assert.equal(taken - before, c.fast ? 1 : 0, `${c.name}: ${c.fast ? 'the fast path must take it' : 'Express must take it'}`);
+      assert.equal(
+        taken - before,
+        c.fast ? 1 : 0,
+        `${c.name}: ${c.fast ? 'the fast path must take it' : 'Express must take it'}`,
+      );
       assert.deepEqual(normalise(viaFast), normalise(viaExpress), c.name);
-      if (c.headers?.['x-request-id'] === 'caller-id-123') assert.equal(viaFast.headers['x-request-id'], 'caller-id-123');
-      if (c.headers?.['x-request-id']?.includes('\t')) assert.match(viaFast.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+      if (c.headers?.['x-request-id'] === 'caller-id-123')
+        assert.equal(viaFast.headers['x-request-id'], 'caller-id-123');
+      if (c.headers?.['x-request-id']?.includes('\t'))
+        assert.match(viaFast.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
     }
     const ok = await send(listener, { name: 'happy', body: '{}', fast: true });
     assert.equal(ok.body.access_token, 'fast-path-access-token');
@@ -201,30 +338,58 @@ describe('token fast path', () => {
       { 'content-type': 'application/json', 'content-length': '0' },
     ];
     for (const headers of empties) {
-      for (const [name, target] of [['Express', h.app], ['fast path', listener]] as const) {
+      for (const [name, target] of [
+        ['Express', h.app],
+        ['fast path', listener],
+      ] as const) {
         const res = await send(target, { name: 'empty', body: undefined, headers, fast: true });
-        assert.equal(res.status, 200, `${name} ${JSON.stringify(headers)}: ${res.status} ${res.text}`);
+        assert.equal(
+          res.status,
+          200,
+          `${name} ${JSON.stringify(headers)}: ${res.status} ${res.text}`,
+        );
         assert.equal(res.body.access_token, 'fast-path-access-token');
       }
     }
     // A body is still a body: a non-JSON one stays 415.
-    const form = await send(listener, { name: 'form', body: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded' }, fast: false });
+    const form = await send(listener, {
+      name: 'form',
+      body: 'a=1',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      fast: false,
+    });
     assert.equal(form.status, 415);
   });
 
   it('when the fast path answers, then the request is counted and logged under the route template', async () => {
-    const before = h.metrics.httpRequests.get({ route: '/v1/links/:id/token', method: 'POST', status: '200' });
+    const before = h.metrics.httpRequests.get({
+      route: '/v1/links/:id/token',
+      method: 'POST',
+      status: '200',
+    });
     await send(listener, { name: 'happy', body: '{}', fast: true });
-    assert.equal(h.metrics.httpRequests.get({ route: '/v1/links/:id/token', method: 'POST', status: '200' }), before + 1);
+    assert.equal(
+      h.metrics.httpRequests.get({ route: '/v1/links/:id/token', method: 'POST', status: '200' }),
+      before + 1,
+    );
     assert.ok(!h.logText().includes('fast-path-access-token'));
   });
 
   it('when 1000 random bearer values arrive on the fast path, then every answer is 401 and none is a 5xx', async () => {
     for (let i = 0; i < 1000; i++) {
-      const value = i % 2 ? `Bearer ${randomBytes(i % 300).toString('base64url')}.${randomBytes(40).toString('base64url')}.${randomBytes(32).toString('base64url')}` : randomBytes(1 + (i % 200)).toString('latin1').replace(/[\r\n\0]/g, 'x');
+      const value =
+        i % 2
+          ? `Bearer ${randomBytes(i % 300).toString('base64url')}.${randomBytes(40).toString('base64url')}.${randomBytes(32).toString('base64url')}`
+          : randomBytes(1 + (i % 200))
+              .toString('latin1')
+              .replace(/[\r\n\0]/g, 'x');
       let res: Response;
       try {
-        res = await request(listener).post(`/v1/links/${linkId}/token`).set('Authorization', value).set('Content-Type', 'application/json').send('{}');
+        res = await request(listener)
+          .post(`/v1/links/${linkId}/token`)
+          .set('Authorization', value)
+          .set('Content-Type', 'application/json')
+          .send('{}');
       } catch {
         continue; // a header value the HTTP client itself refuses to send
       }
@@ -240,7 +405,11 @@ describe('token fast path with an audit log that cannot append', () => {
       wrapStore: (real: Store): Store =>
         new Proxy(real, {
           get(target, prop, receiver) {
-            if (prop === 'appendAudit') return (...a: Parameters<Store['appendAudit']>) => (fail ? Promise.reject(new LinkvaultError('store_unavailable')) : target.appendAudit(...a));
+            if (prop === 'appendAudit')
+              return (...a: Parameters<Store['appendAudit']>) =>
+                fail
+                  ? Promise.reject(new LinkvaultError('store_unavailable'))
+                  : target.appendAudit(...a);
             const v: unknown = Reflect.get(target, prop, receiver);
             return typeof v === 'function' ? v.bind(target) : v;
           },
@@ -250,7 +419,12 @@ describe('token fast path with an audit log that cannot append', () => {
       const link = await h.seedLink({ accessToken: 'never-leaves-on-503' });
       await h.addGrant({ serviceId: 'billing', linkId: link.id });
       fail = true;
-      const post = (target: typeof h.app | typeof h.listener) => () => request(target).post(`/v1/links/${link.id}/token`).set('Authorization', h.services.bearer('billing-hs')).set('Content-Type', 'application/json').send('{}');
+      const post = (target: typeof h.app | typeof h.listener) => () =>
+        request(target)
+          .post(`/v1/links/${link.id}/token`)
+          .set('Authorization', h.services.bearer('billing-hs'))
+          .set('Content-Type', 'application/json')
+          .send('{}');
       const viaExpress = await observe(h.logText, h.metrics, post(h.app));
       const viaFast = await observe(h.logText, h.metrics, post(h.listener));
       // A dependency's 503 is a warning on both paths, with the same request line and counted labels.

@@ -6,7 +6,12 @@ import { LinkvaultError } from '../../src/errors.js';
 import { openTokenSet } from '../../src/links/sealing/token-vault.js';
 import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
 import { expectedProblem } from '../support/problem-body.js';
-import { connectViaProvider, createTestOAuth, TEST_REDIRECT_URI, type TestOAuth } from '../support/provider-link.js';
+import {
+  connectViaProvider,
+  createTestOAuth,
+  TEST_REDIRECT_URI,
+  type TestOAuth,
+} from '../support/provider-link.js';
 import { createReleaseHarness, type ReleaseHarness } from '../support/release-harness.js';
 
 /**
@@ -15,7 +20,11 @@ import { createReleaseHarness, type ReleaseHarness } from '../support/release-ha
  * refresh token, audit fail-closed, and no key-service call in steady state.
  */
 
-const CLIENT = { client_id: 'linkvault-test', client_secret: 'test-secret-that-is-long-enough-000', redirect_uris: [TEST_REDIRECT_URI] };
+const CLIENT = {
+  client_id: 'linkvault-test',
+  client_secret: 'test-secret-that-is-long-enough-000',
+  redirect_uris: [TEST_REDIRECT_URI],
+};
 
 describe('token route', () => {
   let oidc: OidcServer;
@@ -25,7 +34,11 @@ describe('token route', () => {
 
   before(async () => {
     oidc = await startOidcServer({ mode: 'oauth', clients: [CLIENT], rotateRefreshTokens: true });
-    t = createTestOAuth({ entry: oidc.catalogueEntry('acme'), clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret });
+    t = createTestOAuth({
+      entry: oidc.catalogueEntry('acme'),
+      clientId: CLIENT.client_id,
+      clientSecret: CLIENT.client_secret,
+    });
     h = await createReleaseHarness({ oauth: t.oauth });
     await h.addGrant({ serviceId: 'billing', tenantId: 'tenant-a' });
   });
@@ -34,7 +47,10 @@ describe('token route', () => {
     await oidc.close();
   });
 
-  const connect = (accessTokenExpiresAtMs?: number | null, connectedAtMs = Date.now() - 3_480_000) =>
+  const connect = (
+    accessTokenExpiresAtMs?: number | null,
+    connectedAtMs = Date.now() - 3_480_000,
+  ) =>
     connectViaProvider({
       oauth: t.oauth,
       completeLogin: (u, o) => oidc.completeLogin(u, o),
@@ -46,7 +62,9 @@ describe('token route', () => {
       ...(accessTokenExpiresAtMs === undefined ? {} : { accessTokenExpiresAtMs }),
     });
   const token = (linkId: string, body?: unknown) => {
-    const req = request(h.app).post(`/v1/links/${linkId}/token`).set('Authorization', h.services.bearer('billing-hs'));
+    const req = request(h.app)
+      .post(`/v1/links/${linkId}/token`)
+      .set('Authorization', h.services.bearer('billing-hs'));
     return body === undefined ? req : req.send(body as object);
   };
   const refreshes = () => oidc.tokenRequests().refresh_token ?? 0;
@@ -61,17 +79,37 @@ describe('token route', () => {
       [{ scopes: [] }, 'scopes', 'scopes must be an array of 1-100 scope strings'],
       [{ scopes: 'api:read' }, 'scopes', 'scopes must be an array of 1-100 scope strings'],
       [{ scopes: ['a b'] }, 'scopes', 'each scope must be a non-empty scope token (RFC 6749 §3.3)'],
-      [{ min_validity_seconds: -1 }, 'min_validity_seconds', 'min_validity_seconds must be an integer from 0 to 86400'],
-      [{ min_validity_seconds: 86_401 }, 'min_validity_seconds', 'min_validity_seconds must be an integer from 0 to 86400'],
-      [{ min_validity_seconds: 1.5 }, 'min_validity_seconds', 'min_validity_seconds must be an integer from 0 to 86400'],
-      [{ min_validity_seconds: '60' }, 'min_validity_seconds', 'min_validity_seconds must be an integer from 0 to 86400'],
+      [
+        { min_validity_seconds: -1 },
+        'min_validity_seconds',
+        'min_validity_seconds must be an integer from 0 to 86400',
+      ],
+      [
+        { min_validity_seconds: 86_401 },
+        'min_validity_seconds',
+        'min_validity_seconds must be an integer from 0 to 86400',
+      ],
+      [
+        { min_validity_seconds: 1.5 },
+        'min_validity_seconds',
+        'min_validity_seconds must be an integer from 0 to 86400',
+      ],
+      [
+        { min_validity_seconds: '60' },
+        'min_validity_seconds',
+        'min_validity_seconds must be an integer from 0 to 86400',
+      ],
       [{ force_refresh: 'yes' }, 'force_refresh', 'force_refresh must be a boolean'],
       [['force_refresh'], 'body', 'The body must be a JSON object'],
     ];
     for (const [body, parameter, detail] of cases) {
       const res = await token('lnk_does_not_matter', body);
       assert.equal(res.status, 400, JSON.stringify(body));
-      assert.deepEqual(res.body, expectedProblem(res, 'invalid_request', { detail, parameter }), JSON.stringify(body));
+      assert.deepEqual(
+        res.body,
+        expectedProblem(res, 'invalid_request', { detail, parameter }),
+        JSON.stringify(body),
+      );
       assert.equal(res.headers['cache-control'], 'no-store');
     }
   });
@@ -92,8 +130,14 @@ describe('token route', () => {
       metadata: {},
     });
     assert.equal(refreshes(), before);
-    assert.equal((await oidc.introspect(res.body.access_token)).active, true, 'the released token is the provider’s live token');
-    const event = (await h.store.readAudit()).filter((e) => e.type === 'token.released' && e.data.link_id === link.id).at(-1);
+    assert.equal(
+      (await oidc.introspect(res.body.access_token)).active,
+      true,
+      'the released token is the provider’s live token',
+    );
+    const event = (await h.store.readAudit())
+      .filter((e) => e.type === 'token.released' && e.data.link_id === link.id)
+      .at(-1);
     assert.ok(event);
     assert.equal(event.data.access_token, await h.audit.fingerprint(tokens.accessToken));
     assert.equal(event.data.service_id, 'billing');
@@ -120,7 +164,11 @@ describe('token route', () => {
     const now = await stored(link.id);
     assert.equal(now.link.version, old.link.version + 1);
     assert.equal(now.tokens.accessToken.reveal(), beyond.body.access_token);
-    assert.notEqual(now.tokens.refreshToken!.reveal(), old.tokens.refreshToken!.reveal(), 'the provider rotated; the new refresh token is stored');
+    assert.notEqual(
+      now.tokens.refreshToken!.reveal(),
+      old.tokens.refreshToken!.reveal(),
+      'the provider rotated; the new refresh token is stored',
+    );
     assert.ok(Date.parse(beyond.body.expires_at) > Date.now() + 3000_000);
     assert.ok(now.link.lastRefreshedAtMs !== null);
     assert.equal((await oidc.introspect(beyond.body.access_token)).active, true);
@@ -131,7 +179,11 @@ describe('token route', () => {
     const before = refreshes();
     const res = await token(link.id, { min_validity_seconds: 300 });
     assert.equal(res.status, 200);
-    assert.equal(refreshes(), before, 'a token issued seconds ago is not refreshed for a longer one');
+    assert.equal(
+      refreshes(),
+      before,
+      'a token issued seconds ago is not refreshed for a longer one',
+    );
     const forced = await token(link.id, { force_refresh: true });
     assert.equal(forced.status, 200);
     assert.equal(refreshes(), before + 1);
@@ -165,7 +217,12 @@ describe('token route', () => {
     assert.equal(ok.body.access_token, `at-${valid.id}`);
     const forced = await token(valid.id, { force_refresh: true });
     assert.equal(forced.status, 409);
-    assert.deepEqual(forced.body, expectedProblem(forced, 'refresh_not_possible', { detail: 'The provider issued no refresh token for this link' }));
+    assert.deepEqual(
+      forced.body,
+      expectedProblem(forced, 'refresh_not_possible', {
+        detail: 'The provider issued no refresh token for this link',
+      }),
+    );
 
     const never = await h.seedLink({ refreshToken: null, expiresAtMs: null });
     const served = await token(never.id, { min_validity_seconds: 86_400 });
@@ -195,7 +252,10 @@ describe('token route with an audit log that cannot append', () => {
       new Proxy(real, {
         get(target, prop, receiver) {
           if (prop === 'appendAudit') {
-            return (...args: Parameters<Store['appendAudit']>) => (failAudit ? Promise.reject(new LinkvaultError('store_unavailable')) : target.appendAudit(...args));
+            return (...args: Parameters<Store['appendAudit']>) =>
+              failAudit
+                ? Promise.reject(new LinkvaultError('store_unavailable'))
+                : target.appendAudit(...args);
           }
           const value: unknown = Reflect.get(target, prop, receiver);
           return typeof value === 'function' ? value.bind(target) : value;
@@ -206,14 +266,20 @@ describe('token route with an audit log that cannot append', () => {
       const link = await h.seedLink({ accessToken: 'canary-access-token-123' });
       await h.addGrant({ serviceId: 'billing', linkId: link.id });
       failAudit = true;
-      const res = await request(h.app).post(`/v1/links/${link.id}/token`).set('Authorization', h.services.bearer('billing-hs')).send({});
+      const res = await request(h.app)
+        .post(`/v1/links/${link.id}/token`)
+        .set('Authorization', h.services.bearer('billing-hs'))
+        .send({});
       assert.equal(res.status, 503);
       assert.equal(res.headers['retry-after'], '1');
       assert.equal(res.headers['cache-control'], 'no-store');
       assert.deepEqual(res.body, expectedProblem(res, 'audit_unavailable'));
       assert.ok(!res.text.includes('canary-access-token-123'));
       failAudit = false;
-      const ok = await request(h.app).post(`/v1/links/${link.id}/token`).set('Authorization', h.services.bearer('billing-hs')).send({});
+      const ok = await request(h.app)
+        .post(`/v1/links/${link.id}/token`)
+        .set('Authorization', h.services.bearer('billing-hs'))
+        .send({});
       assert.equal(ok.body.access_token, 'canary-access-token-123');
     } finally {
       await h.close();

@@ -20,14 +20,26 @@ describe('aead', () => {
     assert.throws(() => sealAead(randomBytes(16), SECRET, AAD), failsWith('key_length'));
     const sealed = sealAead(KEY, SECRET, AAD);
     assert.throws(() => openAead(randomBytes(31), sealed, AAD), failsWith('key_length'));
-    assert.throws(() => openAead(createSecretKey(randomBytes(24)), sealed, AAD), failsWith('key_length'));
+    assert.throws(
+      () => openAead(createSecretKey(randomBytes(24)), sealed, AAD),
+      failsWith('key_length'),
+    );
   });
 
   it('when the iv or tag has the wrong length, then opening fails naming which', () => {
     const sealed = sealAead(KEY, SECRET, AAD);
-    assert.throws(() => openAead(KEY, { ...sealed, iv: sealed.iv.subarray(0, 8) }, AAD), failsWith('iv_length'));
-    assert.throws(() => openAead(KEY, { ...sealed, iv: Buffer.concat([sealed.iv, Buffer.alloc(4)]) }, AAD), failsWith('iv_length'));
-    assert.throws(() => openAead(KEY, { ...sealed, tag: sealed.tag.subarray(0, 12) }, AAD), failsWith('tag_length'));
+    assert.throws(
+      () => openAead(KEY, { ...sealed, iv: sealed.iv.subarray(0, 8) }, AAD),
+      failsWith('iv_length'),
+    );
+    assert.throws(
+      () => openAead(KEY, { ...sealed, iv: Buffer.concat([sealed.iv, Buffer.alloc(4)]) }, AAD),
+      failsWith('iv_length'),
+    );
+    assert.throws(
+      () => openAead(KEY, { ...sealed, tag: sealed.tag.subarray(0, 12) }, AAD),
+      failsWith('tag_length'),
+    );
   });
 
   it('when the key, the aad or any byte differs, then opening fails with not_authentic', () => {
@@ -38,10 +50,22 @@ describe('aead', () => {
       return copy;
     };
     assert.throws(() => openAead(randomBytes(32), sealed, AAD), failsWith('not_authentic'));
-    assert.throws(() => openAead(KEY, sealed, AAD.replace('lnk_a', 'lnk_b')), failsWith('not_authentic'));
-    assert.throws(() => openAead(KEY, { ...sealed, iv: flipped(sealed.iv, 0) }, AAD), failsWith('not_authentic'));
-    assert.throws(() => openAead(KEY, { ...sealed, ct: flipped(sealed.ct, sealed.ct.length - 1) }, AAD), failsWith('not_authentic'));
-    assert.throws(() => openAead(KEY, { ...sealed, tag: flipped(sealed.tag, 15) }, AAD), failsWith('not_authentic'));
+    assert.throws(
+      () => openAead(KEY, sealed, AAD.replace('lnk_a', 'lnk_b')),
+      failsWith('not_authentic'),
+    );
+    assert.throws(
+      () => openAead(KEY, { ...sealed, iv: flipped(sealed.iv, 0) }, AAD),
+      failsWith('not_authentic'),
+    );
+    assert.throws(
+      () => openAead(KEY, { ...sealed, ct: flipped(sealed.ct, sealed.ct.length - 1) }, AAD),
+      failsWith('not_authentic'),
+    );
+    assert.throws(
+      () => openAead(KEY, { ...sealed, tag: flipped(sealed.tag, 15) }, AAD),
+      failsWith('not_authentic'),
+    );
   });
 
   it('when sealed, then it opens under the same key and aad (Buffer or KeyObject), with a 12-byte iv, a 16-byte tag and a fresh iv each time', () => {

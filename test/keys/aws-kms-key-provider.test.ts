@@ -3,12 +3,24 @@ import { after, before, describe, it } from 'node:test';
 import { isLinkvaultError } from '../../src/errors.js';
 import { AwsKmsKeyProvider, translateKmsError } from '../../src/keys/aws-kms-key-provider.js';
 import { Metrics } from '../../src/metrics.js';
-import { startKmsStandIn, type KmsFault, type KmsOperation, type KmsStandIn } from '../support/kms-stand-in.js';
+import {
+  startKmsStandIn,
+  type KmsFault,
+  type KmsOperation,
+  type KmsStandIn,
+} from '../support/kms-stand-in.js';
 import { IDENTITY, rejectsWith, runKeyProviderContract } from './key-provider-contract.js';
 
-const CREDENTIALS = { accessKeyId: 'AKIDSTANDIN0000000000', secretAccessKey: 'stand-in-secret-not-a-real-one' };
+const CREDENTIALS = {
+  accessKeyId: 'AKIDSTANDIN0000000000',
+  secretAccessKey: 'stand-in-secret-not-a-real-one',
+};
 
-function providerFor(kms: KmsStandIn, keyId: string, extra: { maxAttempts?: number; requestTimeoutMs?: number; metrics?: Metrics } = {}): AwsKmsKeyProvider {
+function providerFor(
+  kms: KmsStandIn,
+  keyId: string,
+  extra: { maxAttempts?: number; requestTimeoutMs?: number; metrics?: Metrics } = {},
+): AwsKmsKeyProvider {
   return new AwsKmsKeyProvider({
     keyId,
     region: kms.region,
@@ -66,9 +78,19 @@ describe('AwsKmsKeyProvider against the KMS stand-in', () => {
     try {
       const generated = await provider.generateDataKey(IDENTITY);
       const before = kms.calls('Decrypt');
-      await rejectsWith(provider.unwrapDataKey(generated.kid, generated.wrapped, { ...IDENTITY, tenant: 'other' }), 'sealed_record_invalid');
-      assert.equal(kms.calls('Decrypt'), before + 1, 'the refusal came from KMS checking the context');
-      await rejectsWith(provider.rewrapDataKey(generated.kid, generated.wrapped, { ...IDENTITY, field: 'other' }), 'sealed_record_invalid');
+      await rejectsWith(
+        provider.unwrapDataKey(generated.kid, generated.wrapped, { ...IDENTITY, tenant: 'other' }),
+        'sealed_record_invalid',
+      );
+      assert.equal(
+        kms.calls('Decrypt'),
+        before + 1,
+        'the refusal came from KMS checking the context',
+      );
+      await rejectsWith(
+        provider.rewrapDataKey(generated.kid, generated.wrapped, { ...IDENTITY, field: 'other' }),
+        'sealed_record_invalid',
+      );
     } finally {
       provider.destroy();
     }
@@ -79,7 +101,10 @@ describe('AwsKmsKeyProvider against the KMS stand-in', () => {
     const provider = providerFor(kms, arn);
     try {
       const generated = await provider.generateDataKey(IDENTITY);
-      await rejectsWith(provider.unwrapDataKey(other, generated.wrapped, IDENTITY), 'sealed_record_invalid');
+      await rejectsWith(
+        provider.unwrapDataKey(other, generated.wrapped, IDENTITY),
+        'sealed_record_invalid',
+      );
     } finally {
       provider.destroy();
     }
@@ -89,14 +114,24 @@ describe('AwsKmsKeyProvider against the KMS stand-in', () => {
     const provider = providerFor(kms, arn);
     try {
       const before = kms.calls();
-      await rejectsWith(provider.unwrapDataKey('local:0123456789abcdef', Buffer.alloc(60), IDENTITY), 'sealed_record_invalid');
+      await rejectsWith(
+        provider.unwrapDataKey('local:0123456789abcdef', Buffer.alloc(60), IDENTITY),
+        'sealed_record_invalid',
+      );
       assert.equal(kms.calls(), before);
     } finally {
       provider.destroy();
     }
   });
 
-  const FAULTS: readonly KmsFault[] = ['throttling', 'internal', 'dependency_timeout', 'non_json', 'access_denied', 'timeout'];
+  const FAULTS: readonly KmsFault[] = [
+    'throttling',
+    'internal',
+    'dependency_timeout',
+    'non_json',
+    'access_denied',
+    'timeout',
+  ];
   const OPERATIONS: readonly { name: string; op: KmsOperation }[] = [
     { name: 'generate', op: 'GenerateDataKey' },
     { name: 'unwrap', op: 'Decrypt' },
@@ -130,8 +165,18 @@ describe('AwsKmsKeyProvider against the KMS stand-in', () => {
           const elapsedMs = performance.now() - started;
           // Two attempts of at most 250 ms each plus SDK back-off; nowhere near a hang.
           assert.ok(elapsedMs < 3000, `${name} took ${Math.round(elapsedMs)} ms`);
-          assert.ok(kms.calls(op) - callsBefore >= 1 && kms.calls(op) - callsBefore <= 2, `${name}: at most maxAttempts calls`);
-          assert.equal(metrics.keyServiceCalls.get({ provider: 'aws-kms', operation: name, outcome: 'unavailable' }), 1);
+          assert.ok(
+            kms.calls(op) - callsBefore >= 1 && kms.calls(op) - callsBefore <= 2,
+            `${name}: at most maxAttempts calls`,
+          );
+          assert.equal(
+            metrics.keyServiceCalls.get({
+              provider: 'aws-kms',
+              operation: name,
+              outcome: 'unavailable',
+            }),
+            1,
+          );
         }
       } finally {
         kms.setFault('*', null);
@@ -161,12 +206,18 @@ describe('AwsKmsKeyProvider against the KMS stand-in', () => {
       for (const state of ['Disabled', 'PendingDeletion'] as const) {
         kms.setKeyState(key, state);
         await rejectsWith(provider.generateDataKey(IDENTITY), 'key_service_unavailable');
-        await rejectsWith(provider.unwrapDataKey(generated.kid, generated.wrapped, IDENTITY), 'key_service_unavailable');
+        await rejectsWith(
+          provider.unwrapDataKey(generated.kid, generated.wrapped, IDENTITY),
+          'key_service_unavailable',
+        );
         await rejectsWith(provider.ping(), 'key_service_unavailable');
       }
       kms.setKeyState(key, 'Enabled');
       await provider.ping();
-      assert.deepEqual(await provider.unwrapDataKey(generated.kid, generated.wrapped, IDENTITY), generated.plaintext);
+      assert.deepEqual(
+        await provider.unwrapDataKey(generated.kid, generated.wrapped, IDENTITY),
+        generated.plaintext,
+      );
     } finally {
       provider.destroy();
     }
@@ -200,17 +251,54 @@ describe('AwsKmsKeyProvider against the KMS stand-in', () => {
 
 describe('translateKmsError', () => {
   it('when an error carries a type, then it is classified by the type and never by the message', () => {
-    const typed = (name: string, message: string) => Object.assign(new Error(message), { name, __type: name });
-    assert.equal(translateKmsError(typed('InvalidCiphertextException', ''), 'unwrap').code, 'sealed_record_invalid');
-    assert.equal(translateKmsError(typed('IncorrectKeyException', 'x'), 'rewrap').code, 'sealed_record_invalid');
-    assert.equal(translateKmsError({ __type: 'com.amazonaws.kms#InvalidCiphertextException', message: '' }, 'unwrap').code, 'sealed_record_invalid');
-    assert.equal(translateKmsError(typed('NotFoundException', ''), 'unwrap').code, 'sealed_record_invalid');
-    assert.equal(translateKmsError(typed('NotFoundException', ''), 'generate').code, 'key_service_unavailable');
-    assert.equal(translateKmsError(typed('NotFoundException', ''), 'rewrap').code, 'key_service_unavailable');
-    assert.equal(translateKmsError(typed('ThrottlingException', 'InvalidCiphertextException'), 'unwrap').code, 'key_service_unavailable');
-    assert.equal(translateKmsError(new SyntaxError('Unexpected token <'), 'unwrap').code, 'key_service_unavailable');
-    assert.equal(translateKmsError(new Error('InvalidCiphertextException'), 'unwrap').code, 'key_service_unavailable');
-    assert.equal(translateKmsError(typed('AccessDeniedException', ''), 'generate').retryAfterSeconds, 30);
-    assert.equal(translateKmsError(typed('ThrottlingException', ''), 'generate').retryAfterSeconds, 1);
+    const typed = (name: string, message: string) =>
+      Object.assign(new Error(message), { name, __type: name });
+    assert.equal(
+      translateKmsError(typed('InvalidCiphertextException', ''), 'unwrap').code,
+      'sealed_record_invalid',
+    );
+    assert.equal(
+      translateKmsError(typed('IncorrectKeyException', 'x'), 'rewrap').code,
+      'sealed_record_invalid',
+    );
+    assert.equal(
+      translateKmsError(
+        { __type: 'com.amazonaws.kms#InvalidCiphertextException', message: '' },
+        'unwrap',
+      ).code,
+      'sealed_record_invalid',
+    );
+    assert.equal(
+      translateKmsError(typed('NotFoundException', ''), 'unwrap').code,
+      'sealed_record_invalid',
+    );
+    assert.equal(
+      translateKmsError(typed('NotFoundException', ''), 'generate').code,
+      'key_service_unavailable',
+    );
+    assert.equal(
+      translateKmsError(typed('NotFoundException', ''), 'rewrap').code,
+      'key_service_unavailable',
+    );
+    assert.equal(
+      translateKmsError(typed('ThrottlingException', 'InvalidCiphertextException'), 'unwrap').code,
+      'key_service_unavailable',
+    );
+    assert.equal(
+      translateKmsError(new SyntaxError('Unexpected token <'), 'unwrap').code,
+      'key_service_unavailable',
+    );
+    assert.equal(
+      translateKmsError(new Error('InvalidCiphertextException'), 'unwrap').code,
+      'key_service_unavailable',
+    );
+    assert.equal(
+      translateKmsError(typed('AccessDeniedException', ''), 'generate').retryAfterSeconds,
+      30,
+    );
+    assert.equal(
+      translateKmsError(typed('ThrottlingException', ''), 'generate').retryAfterSeconds,
+      1,
+    );
   });
 });

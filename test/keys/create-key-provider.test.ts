@@ -19,7 +19,15 @@ function capturingLogger(): { log: pino.Logger; lines: () => Record<string, unkn
       done();
     },
   });
-  return { log: pino({ level: 'info' }, stream), lines: () => chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+  return {
+    log: pino({ level: 'info' }, stream),
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
 const dirs: string[] = [];
@@ -31,7 +39,12 @@ describe('createKeyProvider', () => {
   it('when a local key is generated, then it warns loudly once; when the key exists, then it does not warn', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'lv-create-keys-'));
     dirs.push(dir);
-    const config = { kind: 'local' as const, localKeyFile: join(dir, 'master.key'), previousKeyFiles: [], mayGenerate: true };
+    const config = {
+      kind: 'local' as const,
+      localKeyFile: join(dir, 'master.key'),
+      previousKeyFiles: [],
+      mayGenerate: true,
+    };
     const first = capturingLogger();
     const provider = await createKeyProvider(config, { metrics: new Metrics(), log: first.log });
     assert.ok(provider instanceof LocalKeyProvider);
@@ -50,12 +63,21 @@ describe('createKeyProvider', () => {
     const arn = kms.createKey('alias/lv');
     // The SDK's default credential chain reads the standard AWS_* variables; this process has none.
     // Setting them keeps the chain from ever trying the instance metadata service (off loopback).
-    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY, imds: process.env.AWS_EC2_METADATA_DISABLED };
+    const saved = {
+      id: process.env.AWS_ACCESS_KEY_ID,
+      secret: process.env.AWS_SECRET_ACCESS_KEY,
+      imds: process.env.AWS_EC2_METADATA_DISABLED,
+    };
     process.env.AWS_ACCESS_KEY_ID = 'AKIDSTANDIN';
     process.env.AWS_SECRET_ACCESS_KEY = 'stand-in';
     process.env.AWS_EC2_METADATA_DISABLED = 'true';
     try {
-      const config = { kind: 'aws-kms' as const, kmsKeyId: 'alias/lv', region: kms.region, endpoint: kms.endpoint };
+      const config = {
+        kind: 'aws-kms' as const,
+        kmsKeyId: 'alias/lv',
+        region: kms.region,
+        endpoint: kms.endpoint,
+      };
       const provider = await createKeyProvider(config, { metrics: new Metrics() });
       assert.ok(provider instanceof AwsKmsKeyProvider);
       assert.equal(provider.currentKeyId(), arn);
@@ -65,7 +87,11 @@ describe('createKeyProvider', () => {
       const { log, lines } = capturingLogger();
       const unready = await createKeyProvider(config, { metrics: new Metrics(), log });
       assert.equal(unready.currentKeyId(), 'alias/lv');
-      assert.equal(lines().filter((l) => l.level === 40 && /KMS did not answer at start/.test(String(l.msg))).length, 1);
+      assert.equal(
+        lines().filter((l) => l.level === 40 && /KMS did not answer at start/.test(String(l.msg)))
+          .length,
+        1,
+      );
       (unready as AwsKmsKeyProvider).destroy();
     } finally {
       if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;

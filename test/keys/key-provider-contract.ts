@@ -18,7 +18,12 @@ export interface KeyProviderSubject {
   readonly close: () => Promise<void>;
 }
 
-export const IDENTITY: SealIdentity = Object.freeze({ tenant: 'acme', link: 'lnk_1', provider: 'hubspot', field: 'token_set' });
+export const IDENTITY: SealIdentity = Object.freeze({
+  tenant: 'acme',
+  link: 'lnk_1',
+  provider: 'hubspot',
+  field: 'token_set',
+});
 
 /** Rejects with a LinkvaultError of exactly this code. */
 export async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
@@ -35,7 +40,10 @@ export function flipBit(bytes: Buffer, index: number, bit = 0): Buffer {
   return copy;
 }
 
-export function runKeyProviderContract(name: string, setup: () => Promise<KeyProviderSubject>): void {
+export function runKeyProviderContract(
+  name: string,
+  setup: () => Promise<KeyProviderSubject>,
+): void {
   describe(`KeyProvider contract: ${name}`, () => {
     let subject: KeyProviderSubject;
     before(async () => {
@@ -51,7 +59,11 @@ export function runKeyProviderContract(name: string, setup: () => Promise<KeyPro
       assert.equal(generated.plaintext.length, 32);
       assert.equal(generated.kid, provider.currentKeyId());
       assert.ok(generated.wrapped.length > 32);
-      assert.equal(generated.wrapped.includes(generated.plaintext), false, 'the wrapped key does not contain the key');
+      assert.equal(
+        generated.wrapped.includes(generated.plaintext),
+        false,
+        'the wrapped key does not contain the key',
+      );
       const unwrapped = await provider.unwrapDataKey(generated.kid, generated.wrapped, IDENTITY);
       assert.deepEqual(unwrapped, generated.plaintext);
     });
@@ -67,7 +79,10 @@ export function runKeyProviderContract(name: string, setup: () => Promise<KeyPro
       const generated = await subject.provider.generateDataKey(IDENTITY);
       for (const member of ['tenant', 'link', 'provider', 'field'] as const) {
         const other = { ...IDENTITY, [member]: `${IDENTITY[member]}x` };
-        await rejectsWith(subject.provider.unwrapDataKey(generated.kid, generated.wrapped, other), 'sealed_record_invalid');
+        await rejectsWith(
+          subject.provider.unwrapDataKey(generated.kid, generated.wrapped, other),
+          'sealed_record_invalid',
+        );
       }
     });
 
@@ -75,14 +90,31 @@ export function runKeyProviderContract(name: string, setup: () => Promise<KeyPro
       const generated = await subject.provider.generateDataKey(IDENTITY);
       const n = generated.wrapped.length;
       for (const index of [0, Math.floor(n / 2), n - 1]) {
-        await rejectsWith(subject.provider.unwrapDataKey(generated.kid, flipBit(generated.wrapped, index), IDENTITY), 'sealed_record_invalid');
+        await rejectsWith(
+          subject.provider.unwrapDataKey(
+            generated.kid,
+            flipBit(generated.wrapped, index),
+            IDENTITY,
+          ),
+          'sealed_record_invalid',
+        );
       }
-      await rejectsWith(subject.provider.unwrapDataKey(generated.kid, generated.wrapped.subarray(0, n - 1), IDENTITY), 'sealed_record_invalid');
+      await rejectsWith(
+        subject.provider.unwrapDataKey(
+          generated.kid,
+          generated.wrapped.subarray(0, n - 1),
+          IDENTITY,
+        ),
+        'sealed_record_invalid',
+      );
     });
 
     it('when the kid is unknown, then sealed_record_invalid', async () => {
       const generated = await subject.provider.generateDataKey(IDENTITY);
-      await rejectsWith(subject.provider.unwrapDataKey(subject.unknownKid, generated.wrapped, IDENTITY), 'sealed_record_invalid');
+      await rejectsWith(
+        subject.provider.unwrapDataKey(subject.unknownKid, generated.wrapped, IDENTITY),
+        'sealed_record_invalid',
+      );
     });
 
     it('when a wrapped key is rewrapped, then it is under the current kid and unwraps to the same data key', async () => {
@@ -91,8 +123,14 @@ export function runKeyProviderContract(name: string, setup: () => Promise<KeyPro
       const rewrapped = await provider.rewrapDataKey(generated.kid, generated.wrapped, IDENTITY);
       assert.equal(rewrapped.kid, provider.currentKeyId());
       assert.notDeepEqual(rewrapped.wrapped, generated.wrapped);
-      assert.deepEqual(await provider.unwrapDataKey(rewrapped.kid, rewrapped.wrapped, IDENTITY), generated.plaintext);
-      await rejectsWith(provider.rewrapDataKey(generated.kid, generated.wrapped, { ...IDENTITY, link: 'lnk_2' }), 'sealed_record_invalid');
+      assert.deepEqual(
+        await provider.unwrapDataKey(rewrapped.kid, rewrapped.wrapped, IDENTITY),
+        generated.plaintext,
+      );
+      await rejectsWith(
+        provider.rewrapDataKey(generated.kid, generated.wrapped, { ...IDENTITY, link: 'lnk_2' }),
+        'sealed_record_invalid',
+      );
     });
 
     it('when pinged, then it resolves', async () => {
@@ -101,16 +139,41 @@ export function runKeyProviderContract(name: string, setup: () => Promise<KeyPro
 
     it('when operations run, then each is counted by provider, operation and outcome', async () => {
       const { provider, metrics, label } = subject;
-      const count = (operation: string, outcome: string) => metrics.keyServiceCalls.get({ provider: label, operation, outcome });
-      const before = { gen: count('generate', 'ok'), unwrap: count('unwrap', 'ok'), bad: count('unwrap', 'invalid'), rewrap: count('rewrap', 'ok'), ping: count('ping', 'ok') };
+      const count = (operation: string, outcome: string) =>
+        metrics.keyServiceCalls.get({ provider: label, operation, outcome });
+      const before = {
+        gen: count('generate', 'ok'),
+        unwrap: count('unwrap', 'ok'),
+        bad: count('unwrap', 'invalid'),
+        rewrap: count('rewrap', 'ok'),
+        ping: count('ping', 'ok'),
+      };
       const generated = await provider.generateDataKey(IDENTITY);
       await provider.unwrapDataKey(generated.kid, generated.wrapped, IDENTITY);
-      await provider.unwrapDataKey(generated.kid, flipBit(generated.wrapped, generated.wrapped.length - 1), IDENTITY).catch(() => undefined);
+      await provider
+        .unwrapDataKey(
+          generated.kid,
+          flipBit(generated.wrapped, generated.wrapped.length - 1),
+          IDENTITY,
+        )
+        .catch(() => undefined);
       await provider.rewrapDataKey(generated.kid, generated.wrapped, IDENTITY);
       await provider.ping();
       assert.deepEqual(
-        { gen: count('generate', 'ok'), unwrap: count('unwrap', 'ok'), bad: count('unwrap', 'invalid'), rewrap: count('rewrap', 'ok'), ping: count('ping', 'ok') },
-        { gen: before.gen + 1, unwrap: before.unwrap + 1, bad: before.bad + 1, rewrap: before.rewrap + 1, ping: before.ping + 1 },
+        {
+          gen: count('generate', 'ok'),
+          unwrap: count('unwrap', 'ok'),
+          bad: count('unwrap', 'invalid'),
+          rewrap: count('rewrap', 'ok'),
+          ping: count('ping', 'ok'),
+        },
+        {
+          gen: before.gen + 1,
+          unwrap: before.unwrap + 1,
+          bad: before.bad + 1,
+          rewrap: before.rewrap + 1,
+          ping: before.ping + 1,
+        },
       );
     });
   });

@@ -9,9 +9,16 @@ import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { rewrapAll } from '../../src/links/sealing/rewrap.js';
 import { createVault, type Vault } from '../../src/keys/vault.js';
 import type { KeyProvider } from '../../src/keys/key-provider.js';
-import { createRevocation, PROVIDER_REVOCATION_JOB_KIND } from '../../src/links/revoke/revocation.js';
+import {
+  createRevocation,
+  PROVIDER_REVOCATION_JOB_KIND,
+} from '../../src/links/revoke/revocation.js';
 import { createRevocationWorker } from '../../src/links/revoke/revocation-worker.js';
-import { openTokenSet, sealTokenSet, tokenSetIdentity } from '../../src/links/sealing/token-vault.js';
+import {
+  openTokenSet,
+  sealTokenSet,
+  tokenSetIdentity,
+} from '../../src/links/sealing/token-vault.js';
 import { Metrics } from '../../src/metrics.js';
 import type { TokenSet } from '../../src/oauth/oauth-client.js';
 import { Secret } from '../../src/secret.js';
@@ -100,12 +107,20 @@ async function assertAllOpen(store: Store, vault: Vault): Promise<void> {
   }
 }
 
-async function assertMovedUntouched(store: Store, before: Map<string, SealedRecord>, kid: string): Promise<void> {
+async function assertMovedUntouched(
+  store: Store,
+  before: Map<string, SealedRecord>,
+  kid: string,
+): Promise<void> {
   for (const [id, old] of before) {
     const now = (await store.getLink(id))!.tokens!;
     assert.equal(now.kid, kid);
     assert.notEqual(now.edk, old.edk);
-    assert.deepEqual({ iv: now.iv, ct: now.ct, tag: now.tag }, { iv: old.iv, ct: old.ct, tag: old.tag }, `${id}: ciphertext byte-identical`);
+    assert.deepEqual(
+      { iv: now.iv, ct: now.ct, tag: now.tag },
+      { iv: old.iv, ct: old.ct, tag: old.tag },
+      `${id}: ciphertext byte-identical`,
+    );
   }
 }
 
@@ -114,29 +129,86 @@ describe('key rotation', () => {
     const dir = tempDir();
     const store = new SqliteStore({ path: join(dir, 'linkvault.db') });
     try {
-      const keysA = await LocalKeyProvider.load({ keyFile: join(dir, 'a.key'), mayGenerate: true, metrics: new Metrics() });
+      const keysA = await LocalKeyProvider.load({
+        keyFile: join(dir, 'a.key'),
+        mayGenerate: true,
+        metrics: new Metrics(),
+      });
       const sealed = await populate(store, vaultOn(keysA));
 
       // Rotate: a new current key, the old one kept for unwrapping only.
-      await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: true, metrics: new Metrics() });
-      const keysB = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), previousKeyFiles: [join(dir, 'a.key')], mayGenerate: false, metrics: new Metrics() });
+      await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        mayGenerate: true,
+        metrics: new Metrics(),
+      });
+      const keysB = await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        previousKeyFiles: [join(dir, 'a.key')],
+        mayGenerate: false,
+        metrics: new Metrics(),
+      });
       assert.notEqual(keysB.currentKeyId(), keysA.currentKeyId());
       const vaultB = vaultOn(keysB);
       const fresh = await sealTokenSet(vaultB, linkFor(99), tokensFor(99), null);
       assert.equal(fresh.kid, keysB.currentKeyId(), 'new data keys are wrapped under the new key');
-      const resealed = await sealTokenSet(vaultB, linkFor(1), tokensFor(1, 2), sealed.get(linkFor(1).id)!);
-      assert.equal(resealed.kid, keysB.currentKeyId(), 'a re-seal after rotation takes a data key under the new key');
+      const resealed = await sealTokenSet(
+        vaultB,
+        linkFor(1),
+        tokensFor(1, 2),
+        sealed.get(linkFor(1).id)!,
+      );
+      assert.equal(
+        resealed.kid,
+        keysB.currentKeyId(),
+        'a re-seal after rotation takes a data key under the new key',
+      );
       await assertAllOpen(store, vaultB);
 
       // Without the old key, nothing sealed before the rewrap opens.
-      const onlyB = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: false, metrics: new Metrics() });
+      const onlyB = await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        mayGenerate: false,
+        metrics: new Metrics(),
+      });
       const link1 = (await store.getLink(linkFor(1).id))!;
-      await rejectsWith(openTokenSet(vaultOn(onlyB), link1, link1.tokens!), 'sealed_record_invalid');
+      await rejectsWith(
+        openTokenSet(vaultOn(onlyB), link1, link1.tokens!),
+        'sealed_record_invalid',
+      );
 
       const result = await rewrapAll({ store, vault: vaultB, keys: keysB });
-      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS, skipped: 1, conflicts: 0, failed: 0, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
+      assert.deepEqual(result, {
+        scanned: LINKS + 1,
+        rewrapped: LINKS,
+        skipped: 1,
+        conflicts: 0,
+        failed: 0,
+        jobsScanned: 0,
+        jobsRewrapped: 0,
+        jobsSkipped: 0,
+        jobConflicts: 0,
+        jobsFailed: 0,
+        jobsOnOldKey: 0,
+      });
       await assertMovedUntouched(store, sealed, keysB.currentKeyId());
-      assert.deepEqual(await rewrapAll({ store, vault: vaultB, keys: keysB }), { scanned: LINKS + 1, rewrapped: 0, skipped: LINKS + 1, conflicts: 0, failed: 0, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 }, 'a second run has nothing to do');
+      assert.deepEqual(
+        await rewrapAll({ store, vault: vaultB, keys: keysB }),
+        {
+          scanned: LINKS + 1,
+          rewrapped: 0,
+          skipped: LINKS + 1,
+          conflicts: 0,
+          failed: 0,
+          jobsScanned: 0,
+          jobsRewrapped: 0,
+          jobsSkipped: 0,
+          jobConflicts: 0,
+          jobsFailed: 0,
+          jobsOnOldKey: 0,
+        },
+        'a second run has nothing to do',
+      );
 
       // The old key file can now go: the new key alone opens everything.
       await assertAllOpen(store, vaultOn(onlyB));
@@ -151,7 +223,15 @@ describe('key rotation', () => {
     const keyA = kms.createKey();
     const keyB = kms.createKey();
     const kmsProvider = (keyId: string) =>
-      new AwsKmsKeyProvider({ keyId, region: kms.region, endpoint: kms.endpoint, credentials: { accessKeyId: 'AKIDSTANDIN', secretAccessKey: 'stand-in' }, maxAttempts: 1, requestTimeoutMs: 1000, metrics: new Metrics() });
+      new AwsKmsKeyProvider({
+        keyId,
+        region: kms.region,
+        endpoint: kms.endpoint,
+        credentials: { accessKeyId: 'AKIDSTANDIN', secretAccessKey: 'stand-in' },
+        maxAttempts: 1,
+        requestTimeoutMs: 1000,
+        metrics: new Metrics(),
+      });
     const keysA = kmsProvider(keyA);
     const keysB = kmsProvider(keyB);
     try {
@@ -165,9 +245,25 @@ describe('key rotation', () => {
       const reEncryptsBefore = kms.calls('ReEncrypt');
       const decryptsBefore = kms.calls('Decrypt');
       const result = await rewrapAll({ store, vault: vaultOn(keysB), keys: keysB });
-      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS, skipped: 1, conflicts: 0, failed: 0, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
+      assert.deepEqual(result, {
+        scanned: LINKS + 1,
+        rewrapped: LINKS,
+        skipped: 1,
+        conflicts: 0,
+        failed: 0,
+        jobsScanned: 0,
+        jobsRewrapped: 0,
+        jobsSkipped: 0,
+        jobConflicts: 0,
+        jobsFailed: 0,
+        jobsOnOldKey: 0,
+      });
       assert.equal(kms.calls('ReEncrypt') - reEncryptsBefore, LINKS, 'one ReEncrypt per link');
-      assert.equal(kms.calls('Decrypt'), decryptsBefore, 'rewrapping never decrypts a data key out of KMS');
+      assert.equal(
+        kms.calls('Decrypt'),
+        decryptsBefore,
+        'rewrapping never decrypts a data key out of KMS',
+      );
       await assertMovedUntouched(store, sealed, keyB);
 
       kms.setKeyState(keyA, 'Disabled');
@@ -187,10 +283,23 @@ describe('key rotation', () => {
     const dir = tempDir();
     const store = new SqliteStore({ path: join(dir, 'linkvault.db') });
     try {
-      const keysA = await LocalKeyProvider.load({ keyFile: join(dir, 'a.key'), mayGenerate: true, metrics: new Metrics() });
+      const keysA = await LocalKeyProvider.load({
+        keyFile: join(dir, 'a.key'),
+        mayGenerate: true,
+        metrics: new Metrics(),
+      });
       await populate(store, vaultOn(keysA));
-      await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: true, metrics: new Metrics() });
-      const keysB = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), previousKeyFiles: [join(dir, 'a.key')], mayGenerate: false, metrics: new Metrics() });
+      await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        mayGenerate: true,
+        metrics: new Metrics(),
+      });
+      const keysB = await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        previousKeyFiles: [join(dir, 'a.key')],
+        mayGenerate: false,
+        metrics: new Metrics(),
+      });
       const vaultB = vaultOn(keysB);
 
       // A real concurrent writer: just before rewrapAll's first write to each of two links, another
@@ -198,10 +307,14 @@ describe('key rotation', () => {
       const touched = linkFor(1).id;
       const refreshed = linkFor(2).id;
       const raced = new Set<string>();
-      const racingStore: Pick<Store, 'scanLinkIds' | 'getLink' | 'saveLink' | 'scanJobs' | 'replaceJobPayload'> = {
+      const racingStore: Pick<
+        Store,
+        'scanLinkIds' | 'getLink' | 'saveLink' | 'scanJobs' | 'replaceJobPayload'
+      > = {
         scanLinkIds: () => store.scanLinkIds(),
         scanJobs: () => store.scanJobs(),
-        replaceJobPayload: (id, expected, payload) => store.replaceJobPayload(id, expected, payload),
+        replaceJobPayload: (id, expected, payload) =>
+          store.replaceJobPayload(id, expected, payload),
         getLink: (id) => store.getLink(id),
         async saveLink(link, expectedVersion) {
           if ((link.id === touched || link.id === refreshed) && !raced.has(link.id)) {
@@ -210,7 +323,11 @@ describe('key rotation', () => {
             const change: LinkRecord =
               link.id === touched
                 ? { ...current, metadata: { hub_id: '42' } }
-                : { ...current, tokens: await sealTokenSet(vaultB, current, tokensFor(2, 2), current.tokens), lastRefreshedAtMs: 1_700_000_100_000 };
+                : {
+                    ...current,
+                    tokens: await sealTokenSet(vaultB, current, tokensFor(2, 2), current.tokens),
+                    lastRefreshedAtMs: 1_700_000_100_000,
+                  };
             assert.ok(await store.saveLink(change, current.version));
           }
           return store.saveLink(link, expectedVersion);
@@ -218,14 +335,31 @@ describe('key rotation', () => {
       };
 
       const result = await rewrapAll({ store: racingStore, vault: vaultB, keys: keysB });
-      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS - 1, skipped: 2, conflicts: 2, failed: 0, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
+      assert.deepEqual(result, {
+        scanned: LINKS + 1,
+        rewrapped: LINKS - 1,
+        skipped: 2,
+        conflicts: 2,
+        failed: 0,
+        jobsScanned: 0,
+        jobsRewrapped: 0,
+        jobsSkipped: 0,
+        jobConflicts: 0,
+        jobsFailed: 0,
+        jobsOnOldKey: 0,
+      });
 
       const link1 = (await store.getLink(touched))!;
       assert.deepEqual(link1.metadata, { hub_id: '42' }, 'the concurrent change survived');
       assert.equal(link1.tokens!.kid, keysB.currentKeyId());
       const link2 = (await store.getLink(refreshed))!;
-      assert.equal((await openTokenSet(vaultB, link2, link2.tokens!)).accessToken.reveal(), 'at-2-2', 'the refreshed tokens were not replaced by the stale record');
-      for (let n = 1; n <= LINKS; n++) assert.equal((await store.getLink(linkFor(n).id))!.tokens!.kid, keysB.currentKeyId());
+      assert.equal(
+        (await openTokenSet(vaultB, link2, link2.tokens!)).accessToken.reveal(),
+        'at-2-2',
+        'the refreshed tokens were not replaced by the stale record',
+      );
+      for (let n = 1; n <= LINKS; n++)
+        assert.equal((await store.getLink(linkFor(n).id))!.tokens!.kid, keysB.currentKeyId());
     } finally {
       await store.close();
     }
@@ -235,15 +369,42 @@ describe('key rotation', () => {
     const dir = tempDir();
     const store = new SqliteStore({ path: join(dir, 'linkvault.db') });
     try {
-      const keysA = await LocalKeyProvider.load({ keyFile: join(dir, 'a.key'), mayGenerate: true, metrics: new Metrics() });
+      const keysA = await LocalKeyProvider.load({
+        keyFile: join(dir, 'a.key'),
+        mayGenerate: true,
+        metrics: new Metrics(),
+      });
       const sealed = await populate(store, vaultOn(keysA));
       // Link 3 carries link 4's record: bound to another identity.
       const link3 = (await store.getLink(linkFor(3).id))!;
-      assert.ok(await store.saveLink({ ...link3, tokens: sealed.get(linkFor(4).id)! }, link3.version));
-      await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: true, metrics: new Metrics() });
-      const keysB = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), previousKeyFiles: [join(dir, 'a.key')], mayGenerate: false, metrics: new Metrics() });
+      assert.ok(
+        await store.saveLink({ ...link3, tokens: sealed.get(linkFor(4).id)! }, link3.version),
+      );
+      await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        mayGenerate: true,
+        metrics: new Metrics(),
+      });
+      const keysB = await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        previousKeyFiles: [join(dir, 'a.key')],
+        mayGenerate: false,
+        metrics: new Metrics(),
+      });
       const result = await rewrapAll({ store, vault: vaultOn(keysB), keys: keysB });
-      assert.deepEqual(result, { scanned: LINKS + 1, rewrapped: LINKS - 1, skipped: 1, conflicts: 0, failed: 1, jobsScanned: 0, jobsRewrapped: 0, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
+      assert.deepEqual(result, {
+        scanned: LINKS + 1,
+        rewrapped: LINKS - 1,
+        skipped: 1,
+        conflicts: 0,
+        failed: 1,
+        jobsScanned: 0,
+        jobsRewrapped: 0,
+        jobsSkipped: 0,
+        jobConflicts: 0,
+        jobsFailed: 0,
+        jobsOnOldKey: 0,
+      });
       assert.equal((await store.getLink(linkFor(3).id))!.tokens!.kid, keysA.currentKeyId());
     } finally {
       await store.close();
@@ -255,14 +416,20 @@ describe('key rotation', () => {
     const store = new SqliteStore({ path: join(dir, 'linkvault.db') });
     try {
       const metrics = new Metrics();
-      const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'a.key'), mayGenerate: true, metrics });
+      const keys = await LocalKeyProvider.load({
+        keyFile: join(dir, 'a.key'),
+        mayGenerate: true,
+        metrics,
+      });
       const vault = vaultOn(keys, metrics);
       const sealed = await populate(store, vault);
       const victim = (await store.getLink(linkFor(5).id))!;
       const old = victim.tokens!;
 
       // Shred: the link keeps no sealed record, and the vault drops the unwrapped data key.
-      assert.ok(await store.saveLink({ ...victim, status: 'revoked', tokens: null }, victim.version));
+      assert.ok(
+        await store.saveLink({ ...victim, status: 'revoked', tokens: null }, victim.version),
+      );
       vault.forget(old);
       assert.equal((await store.getLink(victim.id))!.tokens, null);
 
@@ -277,7 +444,10 @@ describe('key rotation', () => {
       const otherEdks = [...sealed.values()].filter((r) => r.edk !== old.edk).map((r) => r.edk);
       otherEdks.push((await vaultOn(keys).seal(tokenSetIdentity(victim), Buffer.from('x'))).edk);
       for (const edk of otherEdks) {
-        await rejectsWith(openTokenSet(vaultOn(keys), victim, { ...old, edk }), 'sealed_record_invalid');
+        await rejectsWith(
+          openTokenSet(vaultOn(keys), victim, { ...old, edk }),
+          'sealed_record_invalid',
+        );
       }
     } finally {
       await store.close();
@@ -286,23 +456,62 @@ describe('key rotation', () => {
 
   it('when a provider revocation is pending under the old key, then rewrapAll moves its sealed copy too and, with the old key gone, the worker still revokes at the provider', async () => {
     const redirect = 'http://127.0.0.1:3000/v1/oauth/callback/test-as';
-    const oidc = await startOidcServer({ mode: 'oauth', clients: [{ client_id: 'lv-client', client_secret: 'lv-secret-0123456789', redirect_uris: [redirect] }] });
+    const oidc = await startOidcServer({
+      mode: 'oauth',
+      clients: [
+        {
+          client_id: 'lv-client',
+          client_secret: 'lv-secret-0123456789',
+          redirect_uris: [redirect],
+        },
+      ],
+    });
     const dir = tempDir();
     const store = new SqliteStore({ path: join(dir, 'linkvault.db') });
     // The harness gives the real catalogue, OAuth adapter and audit on this store; its worker stays off
     // and its own vault is not used: the keys here are the test's, so that they can be rotated.
-    const stack = await startStack({ store, providers: [{ entry: oidc.catalogueEntry('test-as'), clientId: 'lv-client', clientSecret: 'lv-secret-0123456789' }], startWorker: false });
+    const stack = await startStack({
+      store,
+      providers: [
+        {
+          entry: oidc.catalogueEntry('test-as'),
+          clientId: 'lv-client',
+          clientSecret: 'lv-secret-0123456789',
+        },
+      ],
+      startWorker: false,
+    });
     const log = pino({ level: 'silent' });
     try {
       const tokens = await obtainTokens(stack, oidc, 'test-as', 'alice', redirect);
-      const keysA = await LocalKeyProvider.load({ keyFile: join(dir, 'a.key'), mayGenerate: true, metrics: new Metrics() });
+      const keysA = await LocalKeyProvider.load({
+        keyFile: join(dir, 'a.key'),
+        mayGenerate: true,
+        metrics: new Metrics(),
+      });
       const vaultA = vaultOn(keysA);
       const link = { ...linkFor(1), providerId: 'test-as' };
-      assert.ok(await store.saveLink({ ...link, tokens: await sealTokenSet(vaultA, link, tokens, null) }, null));
+      assert.ok(
+        await store.saveLink(
+          { ...link, tokens: await sealTokenSet(vaultA, link, tokens, null) },
+          null,
+        ),
+      );
 
       // Revoked while the provider step is still to run: the job holds the only sealed copy, under key A.
-      const revocationA = createRevocation({ store, vault: vaultA, catalogue: stack.catalogue, audit: stack.audit, log });
-      const revoked = await revocationA.revokeLink(link.id, { revokedBy: 'service', serviceId: 'crm-sync', reason: 'service_request', requestId: null });
+      const revocationA = createRevocation({
+        store,
+        vault: vaultA,
+        catalogue: stack.catalogue,
+        audit: stack.audit,
+        log,
+      });
+      const revoked = await revocationA.revokeLink(link.id, {
+        revokedBy: 'service',
+        serviceId: 'crm-sync',
+        reason: 'service_request',
+        requestId: null,
+      });
       assert.equal(revoked.record.provider_revocation.status, 'pending');
       assert.equal((await store.getLink(link.id))!.tokens, null);
       const queued: { id: string; kind: string; payload: Readonly<Record<string, unknown>> }[] = [];
@@ -313,31 +522,82 @@ describe('key rotation', () => {
       assert.equal(before.kid, keysA.currentKeyId());
 
       // Rotate to key B (A still accepted for unwrapping) and rewrap.
-      await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: true, metrics: new Metrics() });
-      const keysB = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), previousKeyFiles: [join(dir, 'a.key')], mayGenerate: false, metrics: new Metrics() });
+      await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        mayGenerate: true,
+        metrics: new Metrics(),
+      });
+      const keysB = await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        previousKeyFiles: [join(dir, 'a.key')],
+        mayGenerate: false,
+        metrics: new Metrics(),
+      });
       const result = await rewrapAll({ store, vault: vaultOn(keysB), keys: keysB });
-      assert.deepEqual(result, { scanned: 1, rewrapped: 0, skipped: 1, conflicts: 0, failed: 0, jobsScanned: 1, jobsRewrapped: 1, jobsSkipped: 0, jobConflicts: 0, jobsFailed: 0, jobsOnOldKey: 0 });
+      assert.deepEqual(result, {
+        scanned: 1,
+        rewrapped: 0,
+        skipped: 1,
+        conflicts: 0,
+        failed: 0,
+        jobsScanned: 1,
+        jobsRewrapped: 1,
+        jobsSkipped: 0,
+        jobConflicts: 0,
+        jobsFailed: 0,
+        jobsOnOldKey: 0,
+      });
       const after: Readonly<Record<string, unknown>>[] = [];
       for await (const job of store.scanJobs()) after.push(job.payload);
       const moved = after[0]!.sealed as SealedRecord;
       assert.equal(moved.kid, keysB.currentKeyId());
-      assert.deepEqual({ iv: moved.iv, ct: moved.ct, tag: moved.tag }, { iv: before.iv, ct: before.ct, tag: before.tag }, 'ciphertext byte-identical');
+      assert.deepEqual(
+        { iv: moved.iv, ct: moved.ct, tag: moved.tag },
+        { iv: before.iv, ct: before.ct, tag: before.tag },
+        'ciphertext byte-identical',
+      );
       const { sealed: _a, ...restBefore } = queued[0]!.payload;
       const { sealed: _b, ...restAfter } = after[0]!;
       assert.deepEqual(restAfter, restBefore, 'only the sealed record changed');
 
       // Destroy key A: a process with key B alone. The untouched copy no longer opens; the moved one does.
       rmSync(join(dir, 'a.key'));
-      const keysBOnly = await LocalKeyProvider.load({ keyFile: join(dir, 'b.key'), mayGenerate: false, metrics: new Metrics() });
+      const keysBOnly = await LocalKeyProvider.load({
+        keyFile: join(dir, 'b.key'),
+        mayGenerate: false,
+        metrics: new Metrics(),
+      });
       const vaultB = vaultOn(keysBOnly);
       await assert.rejects(openTokenSet(vaultB, link, before));
-      assert.equal((await openTokenSet(vaultB, link, moved)).refreshToken?.reveal(), tokens.refreshToken!.reveal());
+      assert.equal(
+        (await openTokenSet(vaultB, link, moved)).refreshToken?.reveal(),
+        tokens.refreshToken!.reveal(),
+      );
 
       // The real worker on key B alone completes the revocation at the provider.
-      const revocationB = createRevocation({ store, vault: vaultB, catalogue: stack.catalogue, audit: stack.audit, log });
-      const worker = createRevocationWorker({ store, vault: vaultB, oauth: stack.oauth, catalogue: stack.catalogue, revocation: revocationB, audit: stack.audit, metrics: new Metrics(), log, options: { takeoverGraceMs: 0 } });
+      const revocationB = createRevocation({
+        store,
+        vault: vaultB,
+        catalogue: stack.catalogue,
+        audit: stack.audit,
+        log,
+      });
+      const worker = createRevocationWorker({
+        store,
+        vault: vaultB,
+        oauth: stack.oauth,
+        catalogue: stack.catalogue,
+        revocation: revocationB,
+        audit: stack.audit,
+        metrics: new Metrics(),
+        log,
+        options: { takeoverGraceMs: 0 },
+      });
       assert.equal(await worker.runOnce(), 1);
-      assert.deepEqual((await revocationB.getRecord(link.id)).provider_revocation, { status: 'confirmed', attempts: 1 });
+      assert.deepEqual((await revocationB.getRecord(link.id)).provider_revocation, {
+        status: 'confirmed',
+        attempts: 1,
+      });
       assert.equal((await oidc.introspect(tokens.refreshToken!.reveal())).active, false);
       assert.equal(await store.countJobs(), 0);
     } finally {

@@ -12,8 +12,18 @@ import type { SealedRecord } from '../../src/keys/sealed-record.js';
 import { startKmsStandIn, type KmsStandIn } from '../support/kms-stand-in.js';
 import { flipBit, rejectsWith } from './key-provider-contract.js';
 
-const LINK_A: SealIdentity = Object.freeze({ tenant: 'acme', link: 'lnk_a', provider: 'hubspot', field: 'token_set' });
-const LINK_B: SealIdentity = Object.freeze({ tenant: 'acme', link: 'lnk_b', provider: 'hubspot', field: 'token_set' });
+const LINK_A: SealIdentity = Object.freeze({
+  tenant: 'acme',
+  link: 'lnk_a',
+  provider: 'hubspot',
+  field: 'token_set',
+});
+const LINK_B: SealIdentity = Object.freeze({
+  tenant: 'acme',
+  link: 'lnk_b',
+  provider: 'hubspot',
+  field: 'token_set',
+});
 const SECRET = Buffer.from('{"access_token":"at-canary-5f2b","refresh_token":"rt-canary-9c1d"}');
 
 interface Subject {
@@ -25,18 +35,38 @@ interface Subject {
   readonly breakService: (() => () => void) | null;
 }
 
-function vaultOn(subject: Subject, options: { maxEntries?: number; maxAgeMs?: number; now?: () => number } = {}): Vault {
-  return createVault({ keys: subject.keys, metrics: subject.metrics, maxEntries: options.maxEntries ?? 1000, maxAgeMs: options.maxAgeMs ?? 300_000, ...(options.now ? { now: options.now } : {}) });
+function vaultOn(
+  subject: Subject,
+  options: { maxEntries?: number; maxAgeMs?: number; now?: () => number } = {},
+): Vault {
+  return createVault({
+    keys: subject.keys,
+    metrics: subject.metrics,
+    maxEntries: options.maxEntries ?? 1000,
+    maxAgeMs: options.maxAgeMs ?? 300_000,
+    ...(options.now ? { now: options.now } : {}),
+  });
 }
 
-function tamper(record: SealedRecord, member: 'kid' | 'edk' | 'iv' | 'ct' | 'tag', where: 'first' | 'last'): SealedRecord {
+function tamper(
+  record: SealedRecord,
+  member: 'kid' | 'edk' | 'iv' | 'ct' | 'tag',
+  where: 'first' | 'last',
+): SealedRecord {
   if (member === 'kid') {
     const i = where === 'first' ? 0 : record.kid.length - 1;
     const flipped = String.fromCharCode(record.kid.charCodeAt(i) ^ 1);
     return { ...record, kid: record.kid.slice(0, i) + flipped + record.kid.slice(i + 1) };
   }
   const bytes = Buffer.from(record[member], 'base64url');
-  return { ...record, [member]: flipBit(bytes, where === 'first' ? 0 : bytes.length - 1, where === 'first' ? 0 : 7).toString('base64url') };
+  return {
+    ...record,
+    [member]: flipBit(
+      bytes,
+      where === 'first' ? 0 : bytes.length - 1,
+      where === 'first' ? 0 : 7,
+    ).toString('base64url'),
+  };
 }
 
 const tempDirs: string[] = [];
@@ -54,12 +84,30 @@ const PROVIDERS: Record<'local' | 'aws-kms', () => Promise<Subject & { close: ()
     const dir = mkdtempSync(join(tmpdir(), 'lv-vault-'));
     tempDirs.push(dir);
     const metrics = new Metrics();
-    const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
-    return { keys, metrics, serviceCalls: () => metrics.keyServiceCalls.total(), breakService: null, close: () => undefined };
+    const keys = await LocalKeyProvider.load({
+      keyFile: join(dir, 'master.key'),
+      mayGenerate: true,
+      metrics,
+    });
+    return {
+      keys,
+      metrics,
+      serviceCalls: () => metrics.keyServiceCalls.total(),
+      breakService: null,
+      close: () => undefined,
+    };
   },
   async 'aws-kms'() {
     const metrics = new Metrics();
-    const keys = new AwsKmsKeyProvider({ keyId: kms.createKey(), region: kms.region, endpoint: kms.endpoint, credentials: { accessKeyId: 'AKIDSTANDIN', secretAccessKey: 'stand-in' }, maxAttempts: 1, requestTimeoutMs: 500, metrics });
+    const keys = new AwsKmsKeyProvider({
+      keyId: kms.createKey(),
+      region: kms.region,
+      endpoint: kms.endpoint,
+      credentials: { accessKeyId: 'AKIDSTANDIN', secretAccessKey: 'stand-in' },
+      maxAttempts: 1,
+      requestTimeoutMs: 500,
+      metrics,
+    });
     const base = kms.calls();
     return {
       keys,
@@ -93,7 +141,11 @@ for (const [kind, make] of Object.entries(PROVIDERS)) {
       assert.equal(Buffer.from(record.tag, 'base64url').length, 16);
       assert.equal(JSON.stringify(record).includes('canary'), false, 'no plaintext in the record');
       assert.deepEqual(await vault.open(LINK_A, record), SECRET);
-      assert.deepEqual(await vaultOn(subject).open(LINK_A, record), SECRET, 'a cold vault opens it through the key service');
+      assert.deepEqual(
+        await vaultOn(subject).open(LINK_A, record),
+        SECRET,
+        'a cold vault opens it through the key service',
+      );
     });
 
     it('when the same plaintext is sealed twice with the reused data key, then IVs and ciphertexts differ', async () => {
@@ -115,7 +167,11 @@ for (const [kind, make] of Object.entries(PROVIDERS)) {
           await rejectsWith(vault.open(LINK_A, bad), 'sealed_record_invalid');
           await rejectsWith(vaultOn(subject).open(LINK_A, bad), 'sealed_record_invalid');
         }
-        assert.deepEqual(await vault.open(LINK_A, record), SECRET, 'the genuine record still opens');
+        assert.deepEqual(
+          await vault.open(LINK_A, record),
+          SECRET,
+          'the genuine record still opens',
+        );
       });
     }
 
@@ -125,7 +181,10 @@ for (const [kind, make] of Object.entries(PROVIDERS)) {
       await rejectsWith(vault.open(LINK_B, record), 'sealed_record_invalid');
       await rejectsWith(vaultOn(subject).open(LINK_B, record), 'sealed_record_invalid');
       for (const member of ['tenant', 'provider', 'field'] as const) {
-        await rejectsWith(vault.open({ ...LINK_A, [member]: 'other' }, record), 'sealed_record_invalid');
+        await rejectsWith(
+          vault.open({ ...LINK_A, [member]: 'other' }, record),
+          'sealed_record_invalid',
+        );
       }
       // Nor can its data key be borrowed by sealing link B "reusing" link A's record.
       // Neither from a warm cache (the entry serves only the identity it was unwrapped for) nor a cold one.
@@ -150,12 +209,23 @@ for (const [kind, make] of Object.entries(PROVIDERS)) {
         { ...record, edk: '' },
         { ...record, kid: '' },
         { ...record, extra: 'x' },
-        { v: record.v, alg: record.alg, kid: record.kid, edk: record.edk, iv: record.iv, ct: record.ct },
+        {
+          v: record.v,
+          alg: record.alg,
+          kid: record.kid,
+          edk: record.edk,
+          iv: record.iv,
+          ct: record.ct,
+        },
         null,
         'record',
       ];
       const calls = subject.serviceCalls();
-      for (const candidate of bad) await rejectsWith(vaultOn(subject).open(LINK_A, candidate as SealedRecord), 'sealed_record_invalid');
+      for (const candidate of bad)
+        await rejectsWith(
+          vaultOn(subject).open(LINK_A, candidate as SealedRecord),
+          'sealed_record_invalid',
+        );
       assert.equal(subject.serviceCalls(), calls);
     });
 
@@ -168,8 +238,12 @@ for (const [kind, make] of Object.entries(PROVIDERS)) {
         else assert.equal((await vault.open(LINK_A, record!)).length, SECRET.length);
       }
       const used = subject.serviceCalls() - calls;
-      t.diagnostic(`${kind}: 10,000 seal/open operations on one link made ${used} key-service call(s)`);
-      console.log(`[vault] ${kind}: 10,000 seal/open operations on one link made ${used} key-service call(s)`);
+      t.diagnostic(
+        `${kind}: 10,000 seal/open operations on one link made ${used} key-service call(s)`,
+      );
+      console.log(
+        `[vault] ${kind}: 10,000 seal/open operations on one link made ${used} key-service call(s)`,
+      );
       assert.equal(used, 1);
     });
 
@@ -177,7 +251,9 @@ for (const [kind, make] of Object.entries(PROVIDERS)) {
       const record = await vaultOn(subject).seal(LINK_A, SECRET);
       const vault = vaultOn(subject);
       const calls = subject.serviceCalls();
-      const opened = await Promise.all(Array.from({ length: 25 }, () => vault.open(LINK_A, record)));
+      const opened = await Promise.all(
+        Array.from({ length: 25 }, () => vault.open(LINK_A, record)),
+      );
       for (const plaintext of opened) assert.deepEqual(plaintext, SECRET);
       assert.equal(subject.serviceCalls() - calls, 1);
     });
@@ -197,7 +273,10 @@ for (const [kind, make] of Object.entries(PROVIDERS)) {
       const vault = vaultOn(subject);
       const record = await vault.seal(LINK_A, SECRET);
       const rewrapped = await vault.rewrap(LINK_A, record);
-      assert.deepEqual({ iv: rewrapped.iv, ct: rewrapped.ct, tag: rewrapped.tag }, { iv: record.iv, ct: record.ct, tag: record.tag });
+      assert.deepEqual(
+        { iv: rewrapped.iv, ct: rewrapped.ct, tag: rewrapped.tag },
+        { iv: record.iv, ct: record.ct, tag: record.tag },
+      );
       assert.notEqual(rewrapped.edk, record.edk);
       const calls = subject.serviceCalls();
       assert.deepEqual(await vault.open(LINK_A, rewrapped), SECRET);
@@ -222,7 +301,10 @@ for (const [kind, make] of Object.entries(PROVIDERS)) {
             'key_service_unavailable',
           );
           assert.equal(produced, null);
-          await rejectsWith(vaultOn(subject).seal(LINK_A, SECRET, existing), 'key_service_unavailable');
+          await rejectsWith(
+            vaultOn(subject).seal(LINK_A, SECRET, existing),
+            'key_service_unavailable',
+          );
           await rejectsWith(vaultOn(subject).open(LINK_A, existing), 'key_service_unavailable');
           await rejectsWith(warm.rewrap(LINK_A, existing), 'key_service_unavailable');
           // A key unwrapped before the outage still serves its own link from the cache.
@@ -241,7 +323,11 @@ describe('vault data-key cache bounds', () => {
     const dir = mkdtempSync(join(tmpdir(), 'lv-vault-cache-'));
     tempDirs.push(dir);
     const metrics = new Metrics();
-    const local = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
+    const local = await LocalKeyProvider.load({
+      keyFile: join(dir, 'master.key'),
+      mayGenerate: true,
+      metrics,
+    });
     const handedOut: Buffer[] = [];
     const keys: KeyProvider = {
       kind: 'local',
@@ -259,9 +345,20 @@ describe('vault data-key cache bounds', () => {
       rewrapDataKey: (kid, wrapped, context) => local.rewrapDataKey(kid, wrapped, context),
       ping: () => local.ping(),
     };
-    return { keys, metrics, serviceCalls: () => metrics.keyServiceCalls.total(), breakService: null, handedOut };
+    return {
+      keys,
+      metrics,
+      serviceCalls: () => metrics.keyServiceCalls.total(),
+      breakService: null,
+      handedOut,
+    };
   }
-  const link = (n: number): SealIdentity => ({ tenant: 'acme', link: `lnk_${n}`, provider: 'hubspot', field: 'token_set' });
+  const link = (n: number): SealIdentity => ({
+    tenant: 'acme',
+    link: `lnk_${n}`,
+    provider: 'hubspot',
+    field: 'token_set',
+  });
   const isZero = (b: Buffer) => b.every((x) => x === 0);
 
   it('when more links are used than maxEntries, then the least recently used key is evicted and zeroed', async () => {
@@ -271,7 +368,11 @@ describe('vault data-key cache bounds', () => {
     for (let n = 1; n <= 3; n++) records.push(await vault.seal(link(n), SECRET));
     await vault.open(link(1), records[0]!); // link 1 is now the most recent; link 2 the least
     records.push(await vault.seal(link(4), SECRET));
-    assert.deepEqual(subject.handedOut.map(isZero), [false, true, false, false], "link 2's key was evicted and zeroed");
+    assert.deepEqual(
+      subject.handedOut.map(isZero),
+      [false, true, false, false],
+      "link 2's key was evicted and zeroed",
+    );
 
     const calls = subject.serviceCalls();
     const hits = subject.metrics.dataKeyCache.get({ result: 'hit' });

@@ -8,7 +8,11 @@ import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
 import { createTestCatalogue } from '../support/test-catalogue.js';
 
 const REDIRECT = 'http://127.0.0.1:1/v1/oauth/callback/test';
-const CLIENT = { client_id: 'linkvault', client_secret: 'linkvault-secret', redirect_uris: [REDIRECT] };
+const CLIENT = {
+  client_id: 'linkvault',
+  client_secret: 'linkvault-secret',
+  redirect_uris: [REDIRECT],
+};
 const CREDENTIALS = { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret };
 
 for (const mode of ['oidc', 'oauth'] as const) {
@@ -19,12 +23,19 @@ for (const mode of ['oidc', 'oauth'] as const) {
     before(async () => {
       server = await startOidcServer({ mode, clients: [CLIENT], rotateRefreshTokens: true });
       const catalogue = createTestCatalogue([server.catalogueEntry('test')], CREDENTIALS);
-      oauth = createOAuthClient({ catalogue, config: { providerTimeoutMs: 5000, allowInsecureProviderUrls: true } });
+      oauth = createOAuthClient({
+        catalogue,
+        config: { providerTimeoutMs: 5000, allowInsecureProviderUrls: true },
+      });
     });
     after(() => server.close());
 
     it('sends state, PKCE S256 and (OIDC only) a nonce, and exchanges the code once', async () => {
-      const start = await oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT });
+      const start = await oauth.startAuthorization({
+        providerId: 'test',
+        endpointVariables: {},
+        redirectUri: REDIRECT,
+      });
       const q = start.url.searchParams;
       assert.equal(start.url.origin + start.url.pathname, `${server.issuer}/auth`);
       assert.equal(q.get('response_type'), 'code');
@@ -32,9 +43,14 @@ for (const mode of ['oidc', 'oauth'] as const) {
       assert.equal(q.get('redirect_uri'), REDIRECT);
       assert.equal(q.get('scope'), server.scopes.join(' '));
       assert.equal(q.get('state'), start.checks.state.reveal());
-      assert.ok(Buffer.from(start.checks.state.reveal(), 'base64url').length >= 16, 'state carries at least 128 bits');
+      assert.ok(
+        Buffer.from(start.checks.state.reveal(), 'base64url').length >= 16,
+        'state carries at least 128 bits',
+      );
       assert.equal(q.get('code_challenge_method'), 'S256');
-      const expectedChallenge = createHash('sha256').update(start.checks.codeVerifier!.reveal()).digest('base64url');
+      const expectedChallenge = createHash('sha256')
+        .update(start.checks.codeVerifier!.reveal())
+        .digest('base64url');
       assert.equal(q.get('code_challenge'), expectedChallenge);
       if (mode === 'oidc') {
         assert.equal(q.get('nonce'), start.checks.nonce!.reveal());
@@ -48,13 +64,21 @@ for (const mode of ['oidc', 'oauth'] as const) {
 
       const callback = await server.completeLogin(start.url, { accountId: 'alice' });
       assert.equal(callback.origin + callback.pathname, REDIRECT);
-      const done = await oauth.completeAuthorization({ providerId: 'test', endpointVariables: {}, callbackUrl: callback, checks: start.checks });
+      const done = await oauth.completeAuthorization({
+        providerId: 'test',
+        endpointVariables: {},
+        callbackUrl: callback,
+        checks: start.checks,
+      });
 
       assert.equal(done.tokens.tokenType, 'bearer');
       assert.ok(done.tokens.accessToken.reveal().length > 10);
       assert.ok(done.tokens.refreshToken);
       assert.deepEqual(done.tokens.scopes, ['api:read', 'api:write']);
-      assert.ok(done.tokens.expiresAtMs !== null && Math.abs(done.tokens.expiresAtMs - (Date.now() + 3600_000)) < 10_000);
+      assert.ok(
+        done.tokens.expiresAtMs !== null &&
+          Math.abs(done.tokens.expiresAtMs - (Date.now() + 3600_000)) < 10_000,
+      );
       assert.deepEqual(server.tokenRequests(), { authorization_code: 1 });
       const introspection = await server.introspect(done.tokens.accessToken.reveal());
       assert.equal(introspection.active, true);
@@ -74,14 +98,23 @@ for (const mode of ['oidc', 'oauth'] as const) {
 
       // The same callback replayed: the code is single use at the server (invalid_grant → reauth_required).
       await assert.rejects(
-        oauth.completeAuthorization({ providerId: 'test', endpointVariables: {}, callbackUrl: callback, checks: start.checks }),
+        oauth.completeAuthorization({
+          providerId: 'test',
+          endpointVariables: {},
+          callbackUrl: callback,
+          checks: start.checks,
+        }),
         (err: unknown) => err instanceof LinkvaultError && err.code === 'reauth_required',
       );
       assert.equal(server.tokenRequests().authorization_code, 2);
     });
 
     it('refreshes with rotation: a new refresh token comes back and the old one is dead', async () => {
-      const start = await oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT });
+      const start = await oauth.startAuthorization({
+        providerId: 'test',
+        endpointVariables: {},
+        redirectUri: REDIRECT,
+      });
       const done = await oauth.completeAuthorization({
         providerId: 'test',
         endpointVariables: {},
@@ -89,7 +122,11 @@ for (const mode of ['oidc', 'oauth'] as const) {
         checks: start.checks,
       });
       const first = done.tokens.refreshToken!;
-      const refreshed = await oauth.refresh({ providerId: 'test', endpointVariables: {}, refreshToken: first });
+      const refreshed = await oauth.refresh({
+        providerId: 'test',
+        endpointVariables: {},
+        refreshToken: first,
+      });
       assert.ok(refreshed.refreshToken);
       assert.notEqual(refreshed.refreshToken.reveal(), first.reveal());
       assert.notEqual(refreshed.accessToken.reveal(), done.tokens.accessToken.reveal());
@@ -103,7 +140,11 @@ for (const mode of ['oidc', 'oauth'] as const) {
     });
 
     it('revokes the refresh token with RFC 7009, after which introspection says inactive', async () => {
-      const start = await oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT });
+      const start = await oauth.startAuthorization({
+        providerId: 'test',
+        endpointVariables: {},
+        redirectUri: REDIRECT,
+      });
       const done = await oauth.completeAuthorization({
         providerId: 'test',
         endpointVariables: {},
@@ -111,12 +152,25 @@ for (const mode of ['oidc', 'oauth'] as const) {
         checks: start.checks,
       });
       const before = server.requestCounts().revocation;
-      const outcome = await oauth.revoke({ providerId: 'test', endpointVariables: {}, token: done.tokens.refreshToken!, tokenTypeHint: 'refresh_token' });
+      const outcome = await oauth.revoke({
+        providerId: 'test',
+        endpointVariables: {},
+        token: done.tokens.refreshToken!,
+        tokenTypeHint: 'refresh_token',
+      });
       assert.equal(outcome, 'confirmed');
       assert.equal(server.requestCounts().revocation, before + 1);
       assert.equal((await server.introspect(done.tokens.refreshToken!.reveal())).active, false);
       // RFC 7009 §2.2: revoking an unknown (already revoked) token is still a 200.
-      assert.equal(await oauth.revoke({ providerId: 'test', endpointVariables: {}, token: done.tokens.refreshToken!, tokenTypeHint: 'refresh_token' }), 'confirmed');
+      assert.equal(
+        await oauth.revoke({
+          providerId: 'test',
+          endpointVariables: {},
+          token: done.tokens.refreshToken!,
+          tokenTypeHint: 'refresh_token',
+        }),
+        'confirmed',
+      );
     });
   });
 }
@@ -124,23 +178,42 @@ for (const mode of ['oidc', 'oauth'] as const) {
 describe('when the provider does not rotate refresh tokens, then refresh() returns refreshToken null', () => {
   let server: OidcServer;
   before(async () => {
-    server = await startOidcServer({ mode: 'oauth', clients: [CLIENT], rotateRefreshTokens: false });
+    server = await startOidcServer({
+      mode: 'oauth',
+      clients: [CLIENT],
+      rotateRefreshTokens: false,
+    });
   });
   after(() => server.close());
 
   it('keeps the old refresh token usable', async () => {
-    const oauth = createOAuthClient({ catalogue: createTestCatalogue([server.catalogueEntry('test')], CREDENTIALS), config: { providerTimeoutMs: 5000, allowInsecureProviderUrls: true } });
-    const start = await oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT });
+    const oauth = createOAuthClient({
+      catalogue: createTestCatalogue([server.catalogueEntry('test')], CREDENTIALS),
+      config: { providerTimeoutMs: 5000, allowInsecureProviderUrls: true },
+    });
+    const start = await oauth.startAuthorization({
+      providerId: 'test',
+      endpointVariables: {},
+      redirectUri: REDIRECT,
+    });
     const done = await oauth.completeAuthorization({
       providerId: 'test',
       endpointVariables: {},
       callbackUrl: await server.completeLogin(start.url, { accountId: 'dave' }),
       checks: start.checks,
     });
-    const refreshed = await oauth.refresh({ providerId: 'test', endpointVariables: {}, refreshToken: done.tokens.refreshToken! });
+    const refreshed = await oauth.refresh({
+      providerId: 'test',
+      endpointVariables: {},
+      refreshToken: done.tokens.refreshToken!,
+    });
     assert.equal(refreshed.refreshToken, null);
     assert.equal((await server.introspect(done.tokens.refreshToken!.reveal())).active, true);
-    const again = await oauth.refresh({ providerId: 'test', endpointVariables: {}, refreshToken: done.tokens.refreshToken! });
+    const again = await oauth.refresh({
+      providerId: 'test',
+      endpointVariables: {},
+      refreshToken: done.tokens.refreshToken!,
+    });
     assert.equal(again.tokenType, 'bearer');
     assert.equal(server.tokenRequests().refresh_token, 2);
   });

@@ -7,7 +7,11 @@ import { startOidcServer } from '../support/oidc-server.js';
 import { createTestCatalogue } from '../support/test-catalogue.js';
 
 const REDIRECT = 'http://127.0.0.1:1/v1/oauth/callback/test';
-const CLIENT = { client_id: 'linkvault', client_secret: 'linkvault-secret', redirect_uris: [REDIRECT] };
+const CLIENT = {
+  client_id: 'linkvault',
+  client_secret: 'linkvault-secret',
+  redirect_uris: [REDIRECT],
+};
 const CREDENTIALS = { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret };
 const config = { providerTimeoutMs: 3000, allowInsecureProviderUrls: true };
 
@@ -15,17 +19,45 @@ describe('when an OIDC provider is used many times, then its discovery document 
   it('shares one fetch among concurrent first calls and reuses it later', async () => {
     const server = await startOidcServer({ mode: 'oidc', clients: [CLIENT] });
     try {
-      const oauth = createOAuthClient({ catalogue: createTestCatalogue([server.catalogueEntry('test')], CREDENTIALS), config });
-      const starts = await Promise.all(Array.from({ length: 20 }, () => oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT })));
-      assert.equal(new Set(starts.map((s) => s.checks.state.reveal())).size, 20, 'fresh state every time');
+      const oauth = createOAuthClient({
+        catalogue: createTestCatalogue([server.catalogueEntry('test')], CREDENTIALS),
+        config,
+      });
+      const starts = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          oauth.startAuthorization({
+            providerId: 'test',
+            endpointVariables: {},
+            redirectUri: REDIRECT,
+          }),
+        ),
+      );
+      assert.equal(
+        new Set(starts.map((s) => s.checks.state.reveal())).size,
+        20,
+        'fresh state every time',
+      );
       const done = await oauth.completeAuthorization({
         providerId: 'test',
         endpointVariables: {},
         callbackUrl: await server.completeLogin(starts[0]!.url, { accountId: 'alice' }),
         checks: starts[0]!.checks,
       });
-      await Promise.all(Array.from({ length: 5 }, () => oauth.refresh({ providerId: 'test', endpointVariables: {}, refreshToken: done.tokens.refreshToken! })));
-      await oauth.revoke({ providerId: 'test', endpointVariables: {}, token: done.tokens.refreshToken!, tokenTypeHint: 'refresh_token' });
+      await Promise.all(
+        Array.from({ length: 5 }, () =>
+          oauth.refresh({
+            providerId: 'test',
+            endpointVariables: {},
+            refreshToken: done.tokens.refreshToken!,
+          }),
+        ),
+      );
+      await oauth.revoke({
+        providerId: 'test',
+        endpointVariables: {},
+        token: done.tokens.refreshToken!,
+        tokenTypeHint: 'refresh_token',
+      });
       assert.equal(server.requestCounts().discovery, 1);
     } finally {
       await server.close();
@@ -48,18 +80,40 @@ describe('when an OIDC provider is used many times, then its discovery document 
       template_variables: [],
       capture_metadata: [],
       api_hosts: ['127.0.0.1'],
-      privacy: { settings_url: null, instructions: 'Remove the app.', policy_url: 'https://example.test/privacy' },
+      privacy: {
+        settings_url: null,
+        instructions: 'Remove the app.',
+        policy_url: 'https://example.test/privacy',
+      },
     };
-    const oauth = createOAuthClient({ catalogue: createTestCatalogue([entry], CREDENTIALS), config });
+    const oauth = createOAuthClient({
+      catalogue: createTestCatalogue([entry], CREDENTIALS),
+      config,
+    });
     await assert.rejects(
-      oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT }),
-      (err: unknown) => err instanceof LinkvaultError && err.code === 'provider_unavailable' && err.extra?.maybe_delivered === false,
+      oauth.startAuthorization({
+        providerId: 'test',
+        endpointVariables: {},
+        redirectUri: REDIRECT,
+      }),
+      (err: unknown) =>
+        err instanceof LinkvaultError &&
+        err.code === 'provider_unavailable' &&
+        err.extra?.maybe_delivered === false,
     );
     const server = await startOidcServer({ mode: 'oidc', clients: [CLIENT], port });
     try {
-      const start = await oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT });
+      const start = await oauth.startAuthorization({
+        providerId: 'test',
+        endpointVariables: {},
+        redirectUri: REDIRECT,
+      });
       assert.equal(start.checks.expectedIssuer, issuer);
-      await oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT });
+      await oauth.startAuthorization({
+        providerId: 'test',
+        endpointVariables: {},
+        redirectUri: REDIRECT,
+      });
       assert.equal(server.requestCounts().discovery, 1);
     } finally {
       await server.close();
@@ -70,9 +124,16 @@ describe('when an OIDC provider is used many times, then its discovery document 
     const server = await startOidcServer({ mode: 'oidc', clients: [CLIENT] });
     try {
       const entry = server.catalogueEntry('test', { issuer: `${server.issuer}/not-an-issuer` });
-      const oauth = createOAuthClient({ catalogue: createTestCatalogue([entry], CREDENTIALS), config });
+      const oauth = createOAuthClient({
+        catalogue: createTestCatalogue([entry], CREDENTIALS),
+        config,
+      });
       await assert.rejects(
-        oauth.startAuthorization({ providerId: 'test', endpointVariables: {}, redirectUri: REDIRECT }),
+        oauth.startAuthorization({
+          providerId: 'test',
+          endpointVariables: {},
+          redirectUri: REDIRECT,
+        }),
         (err: unknown) => err instanceof LinkvaultError && err.code === 'provider_misconfigured',
       );
     } finally {

@@ -24,7 +24,12 @@ const CLIENT = { clientId: 'quirk-client', clientSecret: 'quirk-secret' };
 const config = { providerTimeoutMs: 2000, allowInsecureProviderUrls: true };
 
 /** The callback a provider would send after the user consents (code issued out of band by the stand-in). */
-function callbackFor(redirectUri: string, start: AuthorizationStart, code: string, extra: Record<string, string> = {}): URL {
+function callbackFor(
+  redirectUri: string,
+  start: AuthorizationStart,
+  code: string,
+  extra: Record<string, string> = {},
+): URL {
   const url = new URL(redirectUri);
   url.searchParams.set('code', code);
   url.searchParams.set('state', start.checks.state.reveal());
@@ -41,7 +46,11 @@ describe('when Salesforce answers without expires_in, then the token set has no 
     const entry = shippedEntry('salesforce', {
       authorization_url: `${sf.url}/services/oauth2/authorize`,
       token_url: `${sf.url}${sf.tokenPath}`,
-      revocation: { style: 'rfc7009', url: `${sf.url}${sf.revokePath}`, token_type_hint: 'refresh_token' },
+      revocation: {
+        style: 'rfc7009',
+        url: `${sf.url}${sf.revokePath}`,
+        token_type_hint: 'refresh_token',
+      },
       template_variables: [],
       privacy: { ...(shippedEntry('salesforce').privacy as object), settings_url: null },
     });
@@ -50,9 +59,18 @@ describe('when Salesforce answers without expires_in, then the token set has no 
   after(() => sf.close());
 
   it('connects, refreshes (no new refresh token) and revokes', async () => {
-    const start = await oauth.startAuthorization({ providerId: 'salesforce', endpointVariables: {}, redirectUri: redirect });
+    const start = await oauth.startAuthorization({
+      providerId: 'salesforce',
+      endpointVariables: {},
+      redirectUri: redirect,
+    });
     assert.equal(start.url.searchParams.get('scope'), 'api refresh_token');
-    const done = await oauth.completeAuthorization({ providerId: 'salesforce', endpointVariables: {}, callbackUrl: callbackFor(redirect, start, 'sf-code'), checks: start.checks });
+    const done = await oauth.completeAuthorization({
+      providerId: 'salesforce',
+      endpointVariables: {},
+      callbackUrl: callbackFor(redirect, start, 'sf-code'),
+      checks: start.checks,
+    });
     assert.equal(done.tokens.expiresAtMs, null);
     assert.equal(done.tokens.tokenType, 'bearer');
     assert.deepEqual(done.tokens.scopes, ['api', 'refresh_token']);
@@ -61,14 +79,34 @@ describe('when Salesforce answers without expires_in, then the token set has no 
     assert.equal('signature' in done.tokens.extra, false, 'signature is not kept');
     assert.equal(done.idTokenClaims, null);
 
-    const refreshed = await oauth.refresh({ providerId: 'salesforce', endpointVariables: {}, refreshToken: done.tokens.refreshToken! });
+    const refreshed = await oauth.refresh({
+      providerId: 'salesforce',
+      endpointVariables: {},
+      refreshToken: done.tokens.refreshToken!,
+    });
     assert.equal(refreshed.refreshToken, null);
     assert.equal(refreshed.expiresAtMs, null);
 
-    assert.equal(await oauth.revoke({ providerId: 'salesforce', endpointVariables: {}, token: done.tokens.refreshToken!, tokenTypeHint: 'refresh_token' }), 'confirmed');
+    assert.equal(
+      await oauth.revoke({
+        providerId: 'salesforce',
+        endpointVariables: {},
+        token: done.tokens.refreshToken!,
+        tokenTypeHint: 'refresh_token',
+      }),
+      'confirmed',
+    );
     assert.equal(sf.isActive(done.tokens.refreshToken!.reveal()), false);
     // Salesforce answers 400 invalid_token for a token it no longer knows: the token is dead, so confirmed.
-    assert.equal(await oauth.revoke({ providerId: 'salesforce', endpointVariables: {}, token: done.tokens.refreshToken!, tokenTypeHint: 'refresh_token' }), 'confirmed');
+    assert.equal(
+      await oauth.revoke({
+        providerId: 'salesforce',
+        endpointVariables: {},
+        token: done.tokens.refreshToken!,
+        tokenTypeHint: 'refresh_token',
+      }),
+      'confirmed',
+    );
   });
 });
 
@@ -80,18 +118,37 @@ describe('when Slack answers HTTP 200 with ok:false, then the Slack error become
     return shippedEntry('slack', {
       authorization_url: `${url}/oauth/v2/authorize`,
       token_url: `${url}/api/oauth.v2.access`,
-      revocation: { style: 'slack_auth_revoke', url: `${url}/api/auth.revoke`, token_type_hint: 'access_token' },
+      revocation: {
+        style: 'slack_auth_revoke',
+        url: `${url}/api/auth.revoke`,
+        token_type_hint: 'access_token',
+      },
     });
   }
   before(async () => {
     slack = await startSlackStandIn(CLIENT, { rotation: true });
-    oauth = createOAuthClient({ catalogue: createTestCatalogue([slackEntry(slack.url)], CLIENT), config });
+    oauth = createOAuthClient({
+      catalogue: createTestCatalogue([slackEntry(slack.url)], CLIENT),
+      config,
+    });
   });
   after(() => slack.close());
 
   async function connect(code: string) {
-    const start = await oauth.startAuthorization({ providerId: 'slack', endpointVariables: {}, redirectUri: redirect });
-    return { start, done: await oauth.completeAuthorization({ providerId: 'slack', endpointVariables: {}, callbackUrl: callbackFor(redirect, start, code), checks: start.checks }) };
+    const start = await oauth.startAuthorization({
+      providerId: 'slack',
+      endpointVariables: {},
+      redirectUri: redirect,
+    });
+    return {
+      start,
+      done: await oauth.completeAuthorization({
+        providerId: 'slack',
+        endpointVariables: {},
+        callbackUrl: callbackFor(redirect, start, code),
+        checks: start.checks,
+      }),
+    };
   }
 
   it('accepts the bot token (token_type bot) and keeps only non-secret installation metadata', async () => {
@@ -102,7 +159,11 @@ describe('when Slack answers HTTP 200 with ok:false, then the Slack error become
     assert.ok(done.tokens.refreshToken);
     assert.deepEqual(done.tokens.scopes, ['channels:read', 'users:read']);
     assert.deepEqual(done.tokens.extra.team, { id: slack.teamId, name: 'Test Workspace' });
-    assert.deepEqual(done.tokens.extra.authed_user, { id: 'U0123TEST', scope: 'search:read' }, 'the user token is not carried along');
+    assert.deepEqual(
+      done.tokens.extra.authed_user,
+      { id: 'U0123TEST', scope: 'search:read' },
+      'the user token is not carried along',
+    );
     assert.equal('incoming_webhook' in done.tokens.extra, false, 'a webhook URL is a credential');
     assert.doesNotMatch(JSON.stringify(done.tokens.extra), /xox[bpe]-/);
   });
@@ -114,24 +175,54 @@ describe('when Slack answers HTTP 200 with ok:false, then the Slack error become
     slack.failNextWith('ratelimited');
     await assert.rejects(connect('slack-code-3'), errorWithCode('provider_unavailable'));
     slack.failNextWith('some_new_slack_error');
-    await assert.rejects(connect('slack-code-4'), errorWithCode('provider_error', (err) => assert.equal(err.extra?.provider_error, 'unknown')));
+    await assert.rejects(
+      connect('slack-code-4'),
+      errorWithCode('provider_error', (err) => assert.equal(err.extra?.provider_error, 'unknown')),
+    );
   });
 
   it('refreshes with rotation and refuses the old refresh token afterwards', async () => {
     const { done } = await connect('slack-code-5');
-    const refreshed = await oauth.refresh({ providerId: 'slack', endpointVariables: {}, refreshToken: done.tokens.refreshToken! });
+    const refreshed = await oauth.refresh({
+      providerId: 'slack',
+      endpointVariables: {},
+      refreshToken: done.tokens.refreshToken!,
+    });
     assert.ok(refreshed.refreshToken);
     assert.ok(refreshed.expiresAtMs !== null && refreshed.expiresAtMs > Date.now() + 43_000_000);
-    await assert.rejects(oauth.refresh({ providerId: 'slack', endpointVariables: {}, refreshToken: done.tokens.refreshToken! }), errorWithCode('reauth_required'));
+    await assert.rejects(
+      oauth.refresh({
+        providerId: 'slack',
+        endpointVariables: {},
+        refreshToken: done.tokens.refreshToken!,
+      }),
+      errorWithCode('reauth_required'),
+    );
   });
 
   it('revokes with auth.revoke (token as a Bearer); an already dead token is confirmed too', async () => {
     const { done } = await connect('slack-code-6');
     const token = done.tokens.accessToken;
     assert.equal(slack.isActive(token.reveal()), true);
-    assert.equal(await oauth.revoke({ providerId: 'slack', endpointVariables: {}, token, tokenTypeHint: 'access_token' }), 'confirmed');
+    assert.equal(
+      await oauth.revoke({
+        providerId: 'slack',
+        endpointVariables: {},
+        token,
+        tokenTypeHint: 'access_token',
+      }),
+      'confirmed',
+    );
     assert.equal(slack.isActive(token.reveal()), false);
-    assert.equal(await oauth.revoke({ providerId: 'slack', endpointVariables: {}, token, tokenTypeHint: 'access_token' }), 'confirmed');
+    assert.equal(
+      await oauth.revoke({
+        providerId: 'slack',
+        endpointVariables: {},
+        token,
+        tokenTypeHint: 'access_token',
+      }),
+      'confirmed',
+    );
     assert.equal(slack.requests(slack.revokePath), 2);
   });
 });
@@ -144,25 +235,45 @@ describe('when GitHub would answer form-encoded, then the adapter asks for JSON 
     return shippedEntry('github', {
       authorization_url: `${url}/login/oauth/authorize`,
       token_url: `${url}/login/oauth/access_token`,
-      revocation: { style: 'github_grant', url: `${url}/applications/{client_id}/grant`, token_type_hint: 'access_token' },
+      revocation: {
+        style: 'github_grant',
+        url: `${url}/applications/{client_id}/grant`,
+        token_type_hint: 'access_token',
+      },
     });
   }
   before(async () => {
     gh = await startGitHubStandIn(CLIENT);
-    oauth = createOAuthClient({ catalogue: createTestCatalogue([githubEntry(gh.url)], CLIENT), config });
+    oauth = createOAuthClient({
+      catalogue: createTestCatalogue([githubEntry(gh.url)], CLIENT),
+      config,
+    });
   });
   after(() => gh.close());
 
   async function connect(code: string) {
-    const start = await oauth.startAuthorization({ providerId: 'github', endpointVariables: {}, redirectUri: redirect });
-    return oauth.completeAuthorization({ providerId: 'github', endpointVariables: {}, callbackUrl: callbackFor(redirect, start, code), checks: start.checks });
+    const start = await oauth.startAuthorization({
+      providerId: 'github',
+      endpointVariables: {},
+      redirectUri: redirect,
+    });
+    return oauth.completeAuthorization({
+      providerId: 'github',
+      endpointVariables: {},
+      callbackUrl: callbackFor(redirect, start, code),
+      checks: start.checks,
+    });
   }
 
   it('the stand-in really answers form-encoded without Accept: application/json', async () => {
     const response = await fetch(`${gh.url}${gh.tokenPath}`, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ client_id: CLIENT.clientId, client_secret: CLIENT.clientSecret, code: 'gh-raw' }),
+      body: new URLSearchParams({
+        client_id: CLIENT.clientId,
+        client_secret: CLIENT.clientSecret,
+        code: 'gh-raw',
+      }),
     });
     assert.match(response.headers.get('content-type') ?? '', /application\/x-www-form-urlencoded/);
     assert.match(await response.text(), /^access_token=gho_/);
@@ -180,21 +291,52 @@ describe('when GitHub would answer form-encoded, then the adapter asks for JSON 
 
   it('bad_verification_code (HTTP 200) → reauth_required; incorrect_client_credentials → provider_misconfigured', async () => {
     await assert.rejects(connect('gh-code-1'), errorWithCode('reauth_required'));
-    const wrong = createOAuthClient({ catalogue: createTestCatalogue([githubEntry(gh.url)], { clientId: CLIENT.clientId, clientSecret: 'wrong' }), config });
-    const start = await wrong.startAuthorization({ providerId: 'github', endpointVariables: {}, redirectUri: redirect });
+    const wrong = createOAuthClient({
+      catalogue: createTestCatalogue([githubEntry(gh.url)], {
+        clientId: CLIENT.clientId,
+        clientSecret: 'wrong',
+      }),
+      config,
+    });
+    const start = await wrong.startAuthorization({
+      providerId: 'github',
+      endpointVariables: {},
+      redirectUri: redirect,
+    });
     await assert.rejects(
-      wrong.completeAuthorization({ providerId: 'github', endpointVariables: {}, callbackUrl: callbackFor(redirect, start, 'gh-code-2'), checks: start.checks }),
+      wrong.completeAuthorization({
+        providerId: 'github',
+        endpointVariables: {},
+        callbackUrl: callbackFor(redirect, start, 'gh-code-2'),
+        checks: start.checks,
+      }),
       errorWithCode('provider_misconfigured'),
     );
   });
 
   it('revokes the grant with DELETE /applications/{client_id}/grant (Basic auth, token in the body, never the URL)', async () => {
     const done = await connect('gh-code-3');
-    assert.equal(await oauth.revoke({ providerId: 'github', endpointVariables: {}, token: done.tokens.accessToken, tokenTypeHint: 'access_token' }), 'confirmed');
+    assert.equal(
+      await oauth.revoke({
+        providerId: 'github',
+        endpointVariables: {},
+        token: done.tokens.accessToken,
+        tokenTypeHint: 'access_token',
+      }),
+      'confirmed',
+    );
     assert.equal(gh.isActive(done.tokens.accessToken.reveal()), false);
     assert.equal(gh.requests(gh.grantPath), 1);
     // A second revoke: GitHub answers 404, which could also mean wrong credentials: not confirmed.
-    await assert.rejects(oauth.revoke({ providerId: 'github', endpointVariables: {}, token: done.tokens.accessToken, tokenTypeHint: 'access_token' }), errorWithCode('provider_error'));
+    await assert.rejects(
+      oauth.revoke({
+        providerId: 'github',
+        endpointVariables: {},
+        token: done.tokens.accessToken,
+        tokenTypeHint: 'access_token',
+      }),
+      errorWithCode('provider_error'),
+    );
   });
 });
 
@@ -208,7 +350,11 @@ describe('when Zoho sends the user back with accounts-server, then the exchange,
     const entry = shippedEntry('zoho', {
       authorization_url: `${zoho.url}/{accountsServer}/oauth/v2/auth`,
       token_url: `${zoho.url}/{accountsServer}/oauth/v2/token`,
-      revocation: { style: 'rfc7009', url: `${zoho.url}/{accountsServer}/oauth/v2/token/revoke`, token_type_hint: 'refresh_token' },
+      revocation: {
+        style: 'rfc7009',
+        url: `${zoho.url}/{accountsServer}/oauth/v2/token/revoke`,
+        token_type_hint: 'refresh_token',
+      },
     });
     const catalogue = createTestCatalogue([entry], CLIENT);
     oauth = createOAuthClient({ catalogue, config });
@@ -220,41 +366,94 @@ describe('when Zoho sends the user back with accounts-server, then the exchange,
   it('starts at the default DC, then exchanges at the callback’s DC and captures api_domain', async () => {
     const sessionVars = catalogueRef.resolveVariables('zoho', 'session', {});
     assert.deepEqual(sessionVars, { accountsServer: 'accounts.zoho.com' });
-    const start = await oauth.startAuthorization({ providerId: 'zoho', endpointVariables: sessionVars, redirectUri: redirect });
+    const start = await oauth.startAuthorization({
+      providerId: 'zoho',
+      endpointVariables: sessionVars,
+      redirectUri: redirect,
+    });
     assert.equal(start.url.pathname, '/accounts.zoho.com/oauth/v2/auth');
-    assert.equal(start.url.searchParams.get('scope'), 'ZohoCRM.modules.READ,ZohoCRM.settings.READ,ZohoCRM.users.READ,ZohoCRM.org.READ');
+    assert.equal(
+      start.url.searchParams.get('scope'),
+      'ZohoCRM.modules.READ,ZohoCRM.settings.READ,ZohoCRM.users.READ,ZohoCRM.org.READ',
+    );
     assert.equal(start.url.searchParams.get('access_type'), 'offline');
 
-    const callback = callbackFor(redirect, start, zoho.issueCode('accounts.zoho.eu'), { location: 'eu', 'accounts-server': 'https://accounts.zoho.eu' });
+    const callback = callbackFor(redirect, start, zoho.issueCode('accounts.zoho.eu'), {
+      location: 'eu',
+      'accounts-server': 'https://accounts.zoho.eu',
+    });
 
     // A caller that forgets to merge the callback's accounts server is stopped before any exchange.
     await assert.rejects(
-      oauth.completeAuthorization({ providerId: 'zoho', endpointVariables: sessionVars, callbackUrl: callback, checks: start.checks }),
-      errorWithCode('invalid_request', (err) => assert.equal(err.extra?.parameter, 'accounts-server')),
+      oauth.completeAuthorization({
+        providerId: 'zoho',
+        endpointVariables: sessionVars,
+        callbackUrl: callback,
+        checks: start.checks,
+      }),
+      errorWithCode('invalid_request', (err) =>
+        assert.equal(err.extra?.parameter, 'accounts-server'),
+      ),
     );
     assert.equal(zoho.requests(), 0);
 
-    const vars = { ...sessionVars, ...catalogueRef.resolveVariables('zoho', 'callback', Object.fromEntries(callback.searchParams)) };
+    const vars = {
+      ...sessionVars,
+      ...catalogueRef.resolveVariables(
+        'zoho',
+        'callback',
+        Object.fromEntries(callback.searchParams),
+      ),
+    };
     assert.deepEqual(vars, { accountsServer: 'accounts.zoho.eu' });
-    const done = await oauth.completeAuthorization({ providerId: 'zoho', endpointVariables: vars, callbackUrl: callback, checks: start.checks });
+    const done = await oauth.completeAuthorization({
+      providerId: 'zoho',
+      endpointVariables: vars,
+      callbackUrl: callback,
+      checks: start.checks,
+    });
     assert.equal(done.tokens.extra.api_domain, 'https://www.zohoapis.eu');
     assert.equal(zoho.requests('/accounts.zoho.eu/oauth/v2/token'), 1);
     assert.equal(zoho.requests('/accounts.zoho.com/oauth/v2/token'), 0);
 
-    const refreshed = await oauth.refresh({ providerId: 'zoho', endpointVariables: vars, refreshToken: done.tokens.refreshToken! });
+    const refreshed = await oauth.refresh({
+      providerId: 'zoho',
+      endpointVariables: vars,
+      refreshToken: done.tokens.refreshToken!,
+    });
     assert.equal(refreshed.refreshToken, null);
     assert.equal(refreshed.extra.api_domain, 'https://www.zohoapis.eu');
     // The refresh token is bound to its DC: the US server does not know it.
-    await assert.rejects(oauth.refresh({ providerId: 'zoho', endpointVariables: sessionVars, refreshToken: done.tokens.refreshToken! }), errorWithCode('reauth_required'));
+    await assert.rejects(
+      oauth.refresh({
+        providerId: 'zoho',
+        endpointVariables: sessionVars,
+        refreshToken: done.tokens.refreshToken!,
+      }),
+      errorWithCode('reauth_required'),
+    );
 
-    assert.equal(await oauth.revoke({ providerId: 'zoho', endpointVariables: vars, token: done.tokens.refreshToken!, tokenTypeHint: 'refresh_token' }), 'confirmed');
+    assert.equal(
+      await oauth.revoke({
+        providerId: 'zoho',
+        endpointVariables: vars,
+        token: done.tokens.refreshToken!,
+        tokenTypeHint: 'refresh_token',
+      }),
+      'confirmed',
+    );
     assert.equal(zoho.isActive(done.tokens.refreshToken!.reveal()), false);
   });
 
   it('refuses an accounts-server that is not Zoho’s', async () => {
     assert.throws(
-      () => catalogueRef.resolveVariables('zoho', 'callback', { 'accounts-server': 'https://accounts.zoho.evil.test' }),
-      errorWithCode('invalid_request', (err) => assert.equal(err.extra?.parameter, 'accounts-server')),
+      () =>
+        catalogueRef.resolveVariables('zoho', 'callback', {
+          'accounts-server': 'https://accounts.zoho.evil.test',
+        }),
+      errorWithCode('invalid_request', (err) =>
+        assert.equal(err.extra?.parameter, 'accounts-server'),
+      ),
     );
   });
 });

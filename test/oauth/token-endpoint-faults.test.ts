@@ -5,7 +5,10 @@ import { createOAuthClient, type OAuthLog } from '../../src/oauth/openid-oauth-c
 import { parseRetryAfter } from '../../src/oauth/provider-fetch.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
 import { Secret } from '../../src/secret.js';
-import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../support/provider-stand-ins.js';
+import {
+  startTokenEndpointStandIn,
+  type TokenEndpointStandIn,
+} from '../support/provider-stand-ins.js';
 import { errorWithCode } from '../support/error-with-code.js';
 import { freePort } from '../support/free-port.js';
 import { createTestCatalogue, testProviderEntry } from '../support/test-catalogue.js';
@@ -37,7 +40,8 @@ describe('when the token endpoint misbehaves, then every failure is classified b
     standIn.addRefreshToken(refreshToken.reveal());
   });
 
-  const refresh = () => oauth.refresh({ providerId: 'faulty', endpointVariables: {}, refreshToken });
+  const refresh = () =>
+    oauth.refresh({ providerId: 'faulty', endpointVariables: {}, refreshToken });
   const refreshCount = () => standIn.tokenRequests().refresh_token ?? 0;
 
   it('refreshes normally and rotates', async () => {
@@ -53,7 +57,12 @@ describe('when the token endpoint misbehaves, then every failure is classified b
     standIn.queue({ kind: 'hang' });
     const before = refreshCount();
     const startedAt = Date.now();
-    await assert.rejects(refresh(), errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
+    await assert.rejects(
+      refresh(),
+      errorWithCode('provider_unavailable', (err) =>
+        assert.equal(err.extra?.maybe_delivered, true),
+      ),
+    );
     assert.ok(Date.now() - startedAt < TIMEOUT_MS + 1500, 'bounded by the provider timeout');
     assert.equal(refreshCount(), before + 1, 'never retried');
   });
@@ -61,16 +70,30 @@ describe('when the token endpoint misbehaves, then every failure is classified b
   it('a 500 → provider_unavailable, maybe_delivered', async () => {
     standIn.queue({ kind: 'status', status: 500, body: '<html>oops</html>' });
     const before = refreshCount();
-    await assert.rejects(refresh(), errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
+    await assert.rejects(
+      refresh(),
+      errorWithCode('provider_unavailable', (err) =>
+        assert.equal(err.extra?.maybe_delivered, true),
+      ),
+    );
     assert.equal(refreshCount(), before + 1);
   });
 
   it('a 503 with an HTTP-date Retry-After → provider_unavailable with retryAfterSeconds, not delivered', async () => {
-    standIn.queue({ kind: 'status', status: 503, retryAfter: new Date(Date.now() + 120_000).toUTCString() });
+    standIn.queue({
+      kind: 'status',
+      status: 503,
+      retryAfter: new Date(Date.now() + 120_000).toUTCString(),
+    });
     await assert.rejects(
       refresh(),
       errorWithCode('provider_unavailable', (err) => {
-        assert.ok(err.retryAfterSeconds !== undefined && err.retryAfterSeconds >= 118 && err.retryAfterSeconds <= 121, String(err.retryAfterSeconds));
+        assert.ok(
+          err.retryAfterSeconds !== undefined &&
+            err.retryAfterSeconds >= 118 &&
+            err.retryAfterSeconds <= 121,
+          String(err.retryAfterSeconds),
+        );
         assert.equal(err.extra?.maybe_delivered, false);
       }),
     );
@@ -106,14 +129,28 @@ describe('when the token endpoint misbehaves, then every failure is classified b
 
   it('another RFC 6749 error → provider_error naming the code', async () => {
     standIn.queue({ kind: 'error', error: 'invalid_scope' });
-    await assert.rejects(refresh(), errorWithCode('provider_error', (err) => assert.equal(err.extra?.provider_error, 'invalid_scope')));
+    await assert.rejects(
+      refresh(),
+      errorWithCode('provider_error', (err) =>
+        assert.equal(err.extra?.provider_error, 'invalid_scope'),
+      ),
+    );
   });
 
   it('rotated then the connection dropped → provider_unavailable, maybe_delivered, and the provider did rotate', async () => {
     standIn.queue({ kind: 'rotate_then_drop' });
     const live = standIn.liveRefreshTokens().length;
-    await assert.rejects(refresh(), errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)));
-    assert.equal(standIn.isActive(refreshToken.reveal()), false, 'the old refresh token is gone at the provider');
+    await assert.rejects(
+      refresh(),
+      errorWithCode('provider_unavailable', (err) =>
+        assert.equal(err.extra?.maybe_delivered, true),
+      ),
+    );
+    assert.equal(
+      standIn.isActive(refreshToken.reveal()),
+      false,
+      'the old refresh token is gone at the provider',
+    );
     assert.equal(standIn.liveRefreshTokens().length, live, 'a new one exists that nobody received');
   });
 
@@ -129,20 +166,39 @@ describe('when the token endpoint misbehaves, then every failure is classified b
 
   it('the code exchange is never retried either', async () => {
     standIn.queue({ kind: 'status', status: 502 });
-    const start = await oauth.startAuthorization({ providerId: 'faulty', endpointVariables: {}, redirectUri: REDIRECT });
+    const start = await oauth.startAuthorization({
+      providerId: 'faulty',
+      endpointVariables: {},
+      redirectUri: REDIRECT,
+    });
     const callback = new URL(REDIRECT);
     callback.searchParams.set('code', 'code-1');
     callback.searchParams.set('state', start.checks.state.reveal());
     const before = standIn.tokenRequests().authorization_code ?? 0;
     await assert.rejects(
-      oauth.completeAuthorization({ providerId: 'faulty', endpointVariables: {}, callbackUrl: callback, checks: start.checks }),
-      errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, true)),
+      oauth.completeAuthorization({
+        providerId: 'faulty',
+        endpointVariables: {},
+        callbackUrl: callback,
+        checks: start.checks,
+      }),
+      errorWithCode('provider_unavailable', (err) =>
+        assert.equal(err.extra?.maybe_delivered, true),
+      ),
     );
     assert.equal(standIn.tokenRequests().authorization_code, before + 1);
   });
 
   it('no token value ever reaches an error or a log line', async () => {
-    standIn.queue({ kind: 'status', status: 200, body: JSON.stringify({ token_type: 'mac', access_token: 'at_canary_value', refresh_token: 'rt_canary_value' }) });
+    standIn.queue({
+      kind: 'status',
+      status: 200,
+      body: JSON.stringify({
+        token_type: 'mac',
+        access_token: 'at_canary_value',
+        refresh_token: 'rt_canary_value',
+      }),
+    });
     let caught: unknown;
     await refresh().catch((err: unknown) => {
       caught = err;
@@ -156,7 +212,12 @@ describe('when the token endpoint misbehaves, then every failure is classified b
       ((caught as Error).cause as Error | undefined)?.stack ?? '',
       ...logLines,
     ].join('\n');
-    for (const secret of ['at_canary_value', 'rt_canary_value', refreshToken.reveal(), standIn.client.clientSecret]) {
+    for (const secret of [
+      'at_canary_value',
+      'rt_canary_value',
+      refreshToken.reveal(),
+      standIn.client.clientSecret,
+    ]) {
       assert.equal(everything.includes(secret), false, `leaked ${secret}`);
     }
   });
@@ -170,8 +231,14 @@ describe('when the provider cannot be reached at all, then the request is known 
       config: { providerTimeoutMs: TIMEOUT_MS, allowInsecureProviderUrls: true },
     });
     await assert.rejects(
-      oauth.refresh({ providerId: 'faulty', endpointVariables: {}, refreshToken: new Secret('rt') }),
-      errorWithCode('provider_unavailable', (err) => assert.equal(err.extra?.maybe_delivered, false)),
+      oauth.refresh({
+        providerId: 'faulty',
+        endpointVariables: {},
+        refreshToken: new Secret('rt'),
+      }),
+      errorWithCode('provider_unavailable', (err) =>
+        assert.equal(err.extra?.maybe_delivered, false),
+      ),
     );
   });
 });

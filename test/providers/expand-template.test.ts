@@ -25,16 +25,25 @@ const region: TemplateVariable = {
   callbackParameter: 'location',
 };
 const declared = [host, region];
-const noClientId = (): string => assert.fail('client id looked up for a template without {client_id}');
+const noClientId = (): string =>
+  assert.fail('client id looked up for a template without {client_id}');
 
 describe('when an endpoint template is expanded, then every value is re-checked and never echoed', () => {
   it('substitutes a pattern value as given and a values-map value by its mapped text', () => {
-    const url = expandTemplate('https://{instanceDomain}/token?r={region}', declared, { instanceDomain: 'acme.my.example.com', region: 'eu' }, noClientId);
+    const url = expandTemplate(
+      'https://{instanceDomain}/token?r={region}',
+      declared,
+      { instanceDomain: 'acme.my.example.com', region: 'eu' },
+      noClientId,
+    );
     assert.equal(url, 'https://acme.my.example.com/token?r=eu.');
   });
 
   it('uses the default of a variable without a value', () => {
-    assert.equal(expandTemplate('https://api.{region}example.com', declared, {}, noClientId), 'https://api.example.com');
+    assert.equal(
+      expandTemplate('https://api.{region}example.com', declared, {}, noClientId),
+      'https://api.example.com',
+    );
   });
 
   it('refuses a missing required value, naming the session parameter', () => {
@@ -54,7 +63,13 @@ describe('when an endpoint template is expanded, then every value is re-checked 
       [{ region: 'apac' }, 'location'],
     ] as const) {
       assert.throws(
-        () => expandTemplate('https://{instanceDomain}/{region}', declared, { instanceDomain: 'acme.my.example.com', ...variables }, noClientId),
+        () =>
+          expandTemplate(
+            'https://{instanceDomain}/{region}',
+            declared,
+            { instanceDomain: 'acme.my.example.com', ...variables },
+            noClientId,
+          ),
         (err: unknown) =>
           err instanceof LinkvaultError &&
           err.code === 'invalid_request' &&
@@ -66,11 +81,22 @@ describe('when an endpoint template is expanded, then every value is re-checked 
   });
 
   it('replaces {client_id} with the URL-encoded client id', () => {
-    assert.equal(expandTemplate('https://api.example.com/applications/{client_id}/grant', declared, {}, () => 'a b/c'), 'https://api.example.com/applications/a%20b%2Fc/grant');
+    assert.equal(
+      expandTemplate(
+        'https://api.example.com/applications/{client_id}/grant',
+        declared,
+        {},
+        () => 'a b/c',
+      ),
+      'https://api.example.com/applications/a%20b%2Fc/grant',
+    );
   });
 
   it('normalises host values: trimmed, lower-cased, an https:// form reduced to the host', () => {
-    assert.equal(checkVariableValue(host, '  https://ACME.my.example.com/ '), 'acme.my.example.com');
+    assert.equal(
+      checkVariableValue(host, '  https://ACME.my.example.com/ '),
+      'acme.my.example.com',
+    );
     assert.equal(checkVariableValue(host, 'https://acme.my.example.com/path'), null);
     assert.equal(checkVariableValue(host, 'acme.my.example.com:8443'), null);
   });

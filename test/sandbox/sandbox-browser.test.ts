@@ -11,44 +11,59 @@ import { startConnectHarness, type ConnectHarness } from '../support/connect-har
  * service is aborted, so the test cannot reach the internet.
  */
 
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => existsSync(p));
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find(
+  (p) => existsSync(p),
+);
 
-describe('when a person connects the Sandbox CRM in a real browser', { skip: CHROMIUM ? false : 'no Chromium installed' }, () => {
-  let h: ConnectHarness;
-  let browser: Browser;
-  before(async () => {
-    h = await startConnectHarness({ sandbox: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM!, headless: true });
-  });
-  after(async () => {
-    await browser?.close();
-    await h?.close();
-  });
-
-  test('then the login and consent pages work under their CSP and the result page confirms the link', async () => {
-    const session = await h.createSession({ tenant_id: 'tenant-browser', user_id: 'person' });
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    const violations: string[] = [];
-    page.on('console', (message) => {
-      if (/Content Security Policy|Refused to/i.test(message.text())) violations.push(message.text());
+describe(
+  'when a person connects the Sandbox CRM in a real browser',
+  { skip: CHROMIUM ? false : 'no Chromium installed' },
+  () => {
+    let h: ConnectHarness;
+    let browser: Browser;
+    before(async () => {
+      h = await startConnectHarness({ sandbox: true });
+      browser = await chromium.launch({ executablePath: CHROMIUM!, headless: true });
     });
-    await context.route('**/*', (route) => (new URL(route.request().url()).origin === h.publicUrl ? route.continue() : route.abort()));
+    after(async () => {
+      await browser?.close();
+      await h?.close();
+    });
 
-    await page.goto(`${h.publicUrl}/v1/connect/sandbox?session=${session.session_token}`);
-    assert.equal(await page.textContent('h2'), 'Sign in');
-    await page.fill('#username', 'grace');
-    await Promise.all([page.waitForURL(/\/sandbox\/interaction\//), page.click('button:has-text("Sign in")')]);
-    assert.equal(await page.textContent('h2'), 'Allow access?');
-    await Promise.all([page.waitForURL(/\/connect\/result\?status=connected/), page.click('button:has-text("Allow")')]);
-    assert.equal(await page.textContent('h1'), 'Sandbox CRM is connected');
-    assert.deepEqual(violations, []);
+    test('then the login and consent pages work under their CSP and the result page confirms the link', async () => {
+      const session = await h.createSession({ tenant_id: 'tenant-browser', user_id: 'person' });
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      const violations: string[] = [];
+      page.on('console', (message) => {
+        if (/Content Security Policy|Refused to/i.test(message.text()))
+          violations.push(message.text());
+      });
+      await context.route('**/*', (route) =>
+        new URL(route.request().url()).origin === h.publicUrl ? route.continue() : route.abort(),
+      );
 
-    const links = await h.store.listLinks({ tenantId: 'tenant-browser', userId: 'person' });
-    assert.equal(links.length, 1);
-    assert.equal(links[0]!.providerAccountId, 'grace');
-    // The binding cookie was cleared after the callback.
-    assert.ok(!(await context.cookies()).some((c) => c.name === 'lv_flow'));
-    await context.close();
-  });
-});
+      await page.goto(`${h.publicUrl}/v1/connect/sandbox?session=${session.session_token}`);
+      assert.equal(await page.textContent('h2'), 'Sign in');
+      await page.fill('#username', 'grace');
+      await Promise.all([
+        page.waitForURL(/\/sandbox\/interaction\//),
+        page.click('button:has-text("Sign in")'),
+      ]);
+      assert.equal(await page.textContent('h2'), 'Allow access?');
+      await Promise.all([
+        page.waitForURL(/\/connect\/result\?status=connected/),
+        page.click('button:has-text("Allow")'),
+      ]);
+      assert.equal(await page.textContent('h1'), 'Sandbox CRM is connected');
+      assert.deepEqual(violations, []);
+
+      const links = await h.store.listLinks({ tenantId: 'tenant-browser', userId: 'person' });
+      assert.equal(links.length, 1);
+      assert.equal(links[0]!.providerAccountId, 'grace');
+      // The binding cookie was cleared after the callback.
+      assert.ok(!(await context.cookies()).some((c) => c.name === 'lv_flow'));
+      await context.close();
+    });
+  },
+);

@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { APP_ORIGIN, startConnectHarness, type ConnectHarness, type HttpAnswer } from '../support/connect-harness.js';
+import {
+  APP_ORIGIN,
+  startConnectHarness,
+  type ConnectHarness,
+  type HttpAnswer,
+} from '../support/connect-harness.js';
 
 /**
  * The built-in Sandbox CRM, driven the way a person drives it: follow the redirects, read the
@@ -15,13 +20,18 @@ class Browser {
 
   async go(path: string | URL, init: RequestInit = {}): Promise<HttpAnswer> {
     const headers = new Headers(init.headers);
-    if (this.cookies.size > 0) headers.set('cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '));
+    if (this.cookies.size > 0)
+      headers.set('cookie', [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '));
     const answer = await this.h.request(String(path), { ...init, headers });
     for (const line of answer.headers.getSetCookie()) {
       const [pair, ...attributes] = line.split(';');
       const eq = pair!.indexOf('=');
       const name = pair!.slice(0, eq).trim();
-      if (attributes.some((a) => /^\s*max-age=0$/i.test(a)) || /expires=Thu, 01 Jan 1970/i.test(line)) this.cookies.delete(name);
+      if (
+        attributes.some((a) => /^\s*max-age=0$/i.test(a)) ||
+        /expires=Thu, 01 Jan 1970/i.test(line)
+      )
+        this.cookies.delete(name);
       else this.cookies.set(name, pair!.slice(eq + 1).trim());
     }
     return answer;
@@ -30,18 +40,37 @@ class Browser {
   /** Follows redirects while they stay on the service; returns the first answer that is not one (or leaves). */
   async follow(start: HttpAnswer): Promise<HttpAnswer> {
     let answer = start;
-    for (let hop = 0; hop < 10 && answer.status >= 300 && answer.status < 400 && answer.location?.origin === this.h.publicUrl; hop++) {
+    for (
+      let hop = 0;
+      hop < 10 &&
+      answer.status >= 300 &&
+      answer.status < 400 &&
+      answer.location?.origin === this.h.publicUrl;
+      hop++
+    ) {
       answer = await this.go(answer.location.pathname + answer.location.search);
     }
     return answer;
   }
 
   /** Submits the page's form whose action ends with `suffix`, with `fields`. */
-  async submit(page: HttpAnswer, suffix: string, fields: Record<string, string> = {}): Promise<HttpAnswer> {
-    const actions = [...page.text.matchAll(/<form method="post" action="([^"]+)">/g)].map((m) => m[1]!.replaceAll('&#47;', '/'));
+  async submit(
+    page: HttpAnswer,
+    suffix: string,
+    fields: Record<string, string> = {},
+  ): Promise<HttpAnswer> {
+    const actions = [...page.text.matchAll(/<form method="post" action="([^"]+)">/g)].map((m) =>
+      m[1]!.replaceAll('&#47;', '/'),
+    );
     const action = actions.find((a) => a.endsWith(suffix));
     assert.ok(action, `no form ending in ${suffix} among ${actions.join(', ')}`);
-    return this.follow(await this.go(action, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() }));
+    return this.follow(
+      await this.go(action, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(fields).toString(),
+      }),
+    );
   }
 }
 
@@ -63,11 +92,16 @@ describe('when a developer connects the built-in Sandbox CRM', () => {
     assert.equal(doc.authorization_response_iss_parameter_supported, true);
     assert.deepEqual(doc.code_challenge_methods_supported, ['S256']);
     const providers = await h.request('/v1/providers');
-    if (providers.status === 200) assert.ok((providers.json!.providers as { id: string }[]).some((p) => p.id === 'sandbox'));
+    if (providers.status === 200)
+      assert.ok((providers.json!.providers as { id: string }[]).some((p) => p.id === 'sandbox'));
   });
 
   test('then logging in and allowing access stores a working link whose refresh token rotates', async () => {
-    const session = await h.createSession({ tenant_id: 'tenant-dev', user_id: 'dev-user', return_to: `${APP_ORIGIN}/done` });
+    const session = await h.createSession({
+      tenant_id: 'tenant-dev',
+      user_id: 'dev-user',
+      return_to: `${APP_ORIGIN}/done`,
+    });
     const browser = new Browser(h);
     const start = await browser.go(`/v1/connect/sandbox?session=${session.session_token}`);
     assert.equal(start.status, 302);
@@ -78,7 +112,10 @@ describe('when a developer connects the built-in Sandbox CRM', () => {
     assert.equal(login.status, 200, login.text);
     assert.match(login.text, /<h2>Sign in<\/h2>/);
     // As production wires it: the allowlisted return origins may be form-action targets.
-    assert.equal(login.headers.get('content-security-policy'), `default-src 'none'; form-action 'self' ${APP_ORIGIN}; base-uri 'none'; frame-ancestors 'none'`);
+    assert.equal(
+      login.headers.get('content-security-policy'),
+      `default-src 'none'; form-action 'self' ${APP_ORIGIN}; base-uri 'none'; frame-ancestors 'none'`,
+    );
     assert.ok(!/<script|style=/i.test(login.text));
 
     const refused = await browser.submit(login, '/login', { username: '<b>x</b>' });
@@ -96,17 +133,37 @@ describe('when a developer connects the built-in Sandbox CRM', () => {
     assert.equal(back.location!.searchParams.get('status'), 'connected');
     const linkId = back.location!.searchParams.get('link_id')!;
 
-    const link = await h.request(`/v1/links/${linkId}`, { headers: { authorization: h.services.bearer('crm-hs') } });
+    const link = await h.request(`/v1/links/${linkId}`, {
+      headers: { authorization: h.services.bearer('crm-hs') },
+    });
     assert.equal(link.status, 200);
     assert.equal(link.json!.provider_id, 'sandbox');
     assert.deepEqual([...(link.json!.granted_scopes as string[])].sort(), ['contacts.read']);
     assert.equal((await h.store.getLink(linkId))?.providerAccountId, 'ada');
 
-    const admin = { authorization: h.services.bearer('crm-hs'), 'content-type': 'application/json' };
-    const grant = await h.request('/v1/grants', { method: 'POST', headers: admin, body: JSON.stringify({ service_id: 'billing', link_id: linkId, purpose: 'sandbox walkthrough' }) });
+    const admin = {
+      authorization: h.services.bearer('crm-hs'),
+      'content-type': 'application/json',
+    };
+    const grant = await h.request('/v1/grants', {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({
+        service_id: 'billing',
+        link_id: linkId,
+        purpose: 'sandbox walkthrough',
+      }),
+    });
     assert.equal(grant.status, 201, grant.text);
     const release = (body: Record<string, unknown>) =>
-      h.request(`/v1/links/${linkId}/token`, { method: 'POST', headers: { authorization: h.services.bearer('billing-hs'), 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      h.request(`/v1/links/${linkId}/token`, {
+        method: 'POST',
+        headers: {
+          authorization: h.services.bearer('billing-hs'),
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify(body),
+      });
     const first = await release({});
     assert.equal(first.status, 200, first.text);
     const refreshed = await release({ force_refresh: true });
@@ -115,12 +172,21 @@ describe('when a developer connects the built-in Sandbox CRM', () => {
   });
 
   test('then pressing Deny ends the flow with provider_denied and no link', async () => {
-    const session = await h.createSession({ tenant_id: 'tenant-deny', user_id: 'u', return_to: `${APP_ORIGIN}/done` });
+    const session = await h.createSession({
+      tenant_id: 'tenant-deny',
+      user_id: 'u',
+      return_to: `${APP_ORIGIN}/done`,
+    });
     const browser = new Browser(h);
-    const login = await browser.follow(await browser.go(`/v1/connect/sandbox?session=${session.session_token}`));
+    const login = await browser.follow(
+      await browser.go(`/v1/connect/sandbox?session=${session.session_token}`),
+    );
     const consent = await browser.submit(login, '/login', { username: 'bob' });
     const back = await browser.submit(consent, '/abort');
-    assert.equal(back.location?.href, `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=sandbox&provider_error=access_denied`);
+    assert.equal(
+      back.location?.href,
+      `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=sandbox&provider_error=access_denied`,
+    );
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-deny' })).length, 0);
   });
 });

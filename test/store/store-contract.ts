@@ -45,7 +45,15 @@ export function makeLink(overrides: Partial<LinkRecord> = {}): LinkRecord {
     grantedScopes: ['crm.objects.contacts.read', 'oauth'],
     metadata: { hub_id: '123', api_domain: 'api.hubapi.com' },
     endpointVariables: {},
-    tokens: { v: 1, alg: 'A256GCM', kid: 'local:k1', edk: 'ZWRr', iv: 'aXY', ct: 'Y3Q', tag: 'dGFn' },
+    tokens: {
+      v: 1,
+      alg: 'A256GCM',
+      kid: 'local:k1',
+      edk: 'ZWRr',
+      iv: 'aXY',
+      ct: 'Y3Q',
+      tag: 'dGFn',
+    },
     accessTokenExpiresAtMs: NOW + 3_600_000,
     createdAtMs: NOW,
     updatedAtMs: NOW,
@@ -114,12 +122,24 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
         ['listLinks zero limit', () => store.listLinks({}, 0)],
         ['listLinks fractional limit', () => store.listLinks({}, 1.5)],
         ['listLinks huge limit', () => store.listLinks({}, 10_001)],
-        ['saveLink bad status', () => store.saveLink({ ...link, status: 'gone' as 'active' }, null)],
+        [
+          'saveLink bad status',
+          () => store.saveLink({ ...link, status: 'gone' as 'active' }, null),
+        ],
         ['saveLink empty tenant', () => store.saveLink({ ...link, tenantId: '' }, null)],
         ['saveLink empty user', () => store.saveLink({ ...link, userId: '' }, null)],
-        ['saveLink NaN createdAt', () => store.saveLink({ ...link, createdAtMs: Number.NaN }, null)],
-        ['saveLink fractional updatedAt', () => store.saveLink({ ...link, updatedAtMs: 1.5 }, null)],
-        ['saveLink scopes not strings', () => store.saveLink({ ...link, grantedScopes: [1] as unknown as string[] }, null)],
+        [
+          'saveLink NaN createdAt',
+          () => store.saveLink({ ...link, createdAtMs: Number.NaN }, null),
+        ],
+        [
+          'saveLink fractional updatedAt',
+          () => store.saveLink({ ...link, updatedAtMs: 1.5 }, null),
+        ],
+        [
+          'saveLink scopes not strings',
+          () => store.saveLink({ ...link, grantedScopes: [1] as unknown as string[] }, null),
+        ],
         ['saveLink expectedVersion 0', () => store.saveLink(link, 0)],
         ['saveLink expectedVersion negative', () => store.saveLink(link, -1)],
         ['saveLink expectedVersion fractional', () => store.saveLink(link, 1.5)],
@@ -127,14 +147,20 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
         ['touchLink negative time', () => store.touchLink(link.id, -1)],
         ['listLinksExpiringBefore negative cutoff', () => store.listLinksExpiringBefore(-1, 10)],
         ['listLinksExpiringBefore fractional cutoff', () => store.listLinksExpiringBefore(1.5, 10)],
-        ['listLinksExpiringBefore string cutoff', () => store.listLinksExpiringBefore('1' as unknown as number, 10)],
+        [
+          'listLinksExpiringBefore string cutoff',
+          () => store.listLinksExpiringBefore('1' as unknown as number, 10),
+        ],
         ['listLinksExpiringBefore zero limit', () => store.listLinksExpiringBefore(NOW, 0)],
         ['listLinksExpiringBefore huge limit', () => store.listLinksExpiringBefore(NOW, 10_001)],
         ['putFlowState empty key', () => store.putFlowState('', {}, 10)],
         ['putFlowState zero ttl', () => store.putFlowState('k', {}, 0)],
         ['putFlowState negative ttl', () => store.putFlowState('k', {}, -5)],
         ['putFlowState ttl over a day', () => store.putFlowState('k', {}, 86_401)],
-        ['putFlowState null value', () => store.putFlowState('k', null as unknown as Record<string, unknown>, 10)],
+        [
+          'putFlowState null value',
+          () => store.putFlowState('k', null as unknown as Record<string, unknown>, 10),
+        ],
         ['takeFlowState empty key', () => store.takeFlowState('')],
         ['putSession empty id', () => store.putSession(makeSession({ id: '' }))],
         ['getSession empty id', () => store.getSession('')],
@@ -153,7 +179,15 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
         ['releaseLock empty name', () => store.releaseLock('', 'o')],
         ['appendAudit negative time', () => store.appendAudit({ atMs: -1, type: 't', data: {} })],
         ['appendAudit empty type', () => store.appendAudit({ atMs: NOW, type: '', data: {} })],
-        ['appendAudit array data', () => store.appendAudit({ atMs: NOW, type: 't', data: [] as unknown as Record<string, unknown> })],
+        [
+          'appendAudit array data',
+          () =>
+            store.appendAudit({
+              atMs: NOW,
+              type: 't',
+              data: [] as unknown as Record<string, unknown>,
+            }),
+        ],
         ['readAudit foreign cursor', () => store.readAudit('not-a-seq')],
         ['readAudit zero limit', () => store.readAudit(undefined, 0)],
         ['enqueue empty id', () => store.enqueue({ ...job, id: '' })],
@@ -166,7 +200,11 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
         ['completeJob empty token', () => store.completeJob('job-1', '')],
         ['rescheduleJob negative runAt', () => store.rescheduleJob('job-1', 'tok', -1, 0)],
         ['rescheduleJob negative attempts', () => store.rescheduleJob('job-1', 'tok', NOW, -1)],
-        ['rescheduleJob array payload', () => store.rescheduleJob('job-1', 'tok', NOW, 1, [] as unknown as Record<string, unknown>)],
+        [
+          'rescheduleJob array payload',
+          () =>
+            store.rescheduleJob('job-1', 'tok', NOW, 1, [] as unknown as Record<string, unknown>),
+        ],
         ['putJobStatus empty id', () => store.putJobStatus({ id: '', status: {} })],
         ['getJobStatus empty id', () => store.getJobStatus('')],
       ];
@@ -206,14 +244,21 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     });
 
     it('when ids contain separators and braces, then they stay distinct records', async () => {
-      const a = makeLink({ id: 'a:b{c}', tenantId: 't:{x}', userId: 'u}:1', providerAccountId: '{acct}' });
+      const a = makeLink({
+        id: 'a:b{c}',
+        tenantId: 't:{x}',
+        userId: 'u}:1',
+        providerAccountId: '{acct}',
+      });
       const b = makeLink({ id: 'a:b', tenantId: 't:{x}}', userId: 'u' });
       assert.ok(await store.saveLink(a, null));
       assert.ok(await store.saveLink(b, null));
       assert.deepEqual(await store.getLink('a:b{c}'), { ...a, version: 1 });
       assert.deepEqual(await store.getLink('a:b'), { ...b, version: 1 });
       assert.deepEqual(ids(await store.listLinks({ tenantId: 't:{x}' })), ['a:b{c}']);
-      assert.deepEqual(ids(await store.listLinks({ tenantId: 't:{x}', userId: 'u}:1' })), ['a:b{c}']);
+      assert.deepEqual(ids(await store.listLinks({ tenantId: 't:{x}', userId: 'u}:1' })), [
+        'a:b{c}',
+      ]);
     });
 
     it('when the store is closed, then close is idempotent and calls reject store_unavailable', async () => {
@@ -221,7 +266,11 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       await store.close();
       await store.close();
       await rejectsWith(store.getLink('lnk_x'), 'store_unavailable', 'getLink after close');
-      await rejectsWith(store.appendAudit({ atMs: NOW, type: 't', data: {} }), 'store_unavailable', 'appendAudit after close');
+      await rejectsWith(
+        store.appendAudit({ atMs: NOW, type: 't', data: {} }),
+        'store_unavailable',
+        'appendAudit after close',
+      );
     });
 
     // ---- links ----
@@ -250,7 +299,11 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       assert.equal(v2?.version, 2);
       assert.equal(await store.saveLink({ ...link, status: 'revoked' }, 1), null, 'stale version');
       assert.equal(await store.saveLink({ ...link, status: 'revoked' }, 7), null, 'future version');
-      assert.equal(await store.saveLink(makeLink(), 1), null, 'update of a link that does not exist');
+      assert.equal(
+        await store.saveLink(makeLink(), 1),
+        null,
+        'update of a link that does not exist',
+      );
       const v3 = await store.saveLink({ ...link, tokens: null, status: 'revoked' }, 2);
       assert.deepEqual(v3, { ...link, tokens: null, status: 'revoked', version: 3 });
       assert.deepEqual(await store.getLink(link.id), v3);
@@ -274,50 +327,109 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     it('when an update moves a link to another tenant, then it is refused', async () => {
       const link = makeLink();
       await store.saveLink(link, null);
-      await rejectsWith(store.saveLink({ ...link, tenantId: 'tenant-b' }, 1), 'invalid_request', 'tenant change');
+      await rejectsWith(
+        store.saveLink({ ...link, tenantId: 'tenant-b' }, 1),
+        'invalid_request',
+        'tenant change',
+      );
       assert.deepEqual(await store.getLink(link.id), { ...link, version: 1 });
     });
 
     it('when links are listed, then every filter matches, newest first, within the limit', async () => {
       const t = `tenant-${randomUUID()}`;
-      const a = makeLink({ tenantId: t, userId: 'u1', providerId: 'p1', providerAccountId: 'acct-1', createdAtMs: NOW + 1 });
-      const b = makeLink({ tenantId: t, userId: 'u1', providerId: 'p2', providerAccountId: 'acct-2', createdAtMs: NOW + 2 });
-      const c = makeLink({ tenantId: t, userId: 'u2', providerId: 'p1', providerAccountId: null, createdAtMs: NOW + 3, status: 'needs_reauth' });
-      const other = makeLink({ tenantId: `${t}-other`, userId: 'u1', providerId: 'p1', providerAccountId: 'acct-1', createdAtMs: NOW + 4 });
+      const a = makeLink({
+        tenantId: t,
+        userId: 'u1',
+        providerId: 'p1',
+        providerAccountId: 'acct-1',
+        createdAtMs: NOW + 1,
+      });
+      const b = makeLink({
+        tenantId: t,
+        userId: 'u1',
+        providerId: 'p2',
+        providerAccountId: 'acct-2',
+        createdAtMs: NOW + 2,
+      });
+      const c = makeLink({
+        tenantId: t,
+        userId: 'u2',
+        providerId: 'p1',
+        providerAccountId: null,
+        createdAtMs: NOW + 3,
+        status: 'needs_reauth',
+      });
+      const other = makeLink({
+        tenantId: `${t}-other`,
+        userId: 'u1',
+        providerId: 'p1',
+        providerAccountId: 'acct-1',
+        createdAtMs: NOW + 4,
+      });
       for (const l of [a, b, c, other]) await store.saveLink(l, null);
 
       assert.deepEqual(ids(await store.listLinks({ tenantId: t })), [c.id, b.id, a.id]);
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, userId: 'u1' })), [b.id, a.id]);
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, providerId: 'p1' })), [c.id, a.id]);
-      assert.deepEqual(ids(await store.listLinks({ tenantId: t, userId: 'u1', providerId: 'p1' })), [a.id]);
+      assert.deepEqual(
+        ids(await store.listLinks({ tenantId: t, userId: 'u1', providerId: 'p1' })),
+        [a.id],
+      );
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, status: 'active' })), [b.id, a.id]);
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, status: 'needs_reauth' })), [c.id]);
-      assert.deepEqual(ids(await store.listLinks({ tenantId: t, providerAccountId: 'acct-1' })), [a.id]);
+      assert.deepEqual(ids(await store.listLinks({ tenantId: t, providerAccountId: 'acct-1' })), [
+        a.id,
+      ]);
       assert.deepEqual(ids(await store.listLinks({ tenantId: t }, 2)), [c.id, b.id]);
       // Without a tenant, across tenants.
-      assert.deepEqual(ids(await store.listLinks({ providerAccountId: 'acct-1' })), [other.id, a.id]);
-      assert.deepEqual(ids(await store.listLinks({ providerAccountId: 'acct-1', providerId: 'p1' }, 1)), [other.id]);
-      assert.deepEqual(ids(await store.listLinks({ userId: 'u1', providerId: 'p1' })), [other.id, a.id]);
+      assert.deepEqual(ids(await store.listLinks({ providerAccountId: 'acct-1' })), [
+        other.id,
+        a.id,
+      ]);
+      assert.deepEqual(
+        ids(await store.listLinks({ providerAccountId: 'acct-1', providerId: 'p1' }, 1)),
+        [other.id],
+      );
+      assert.deepEqual(ids(await store.listLinks({ userId: 'u1', providerId: 'p1' })), [
+        other.id,
+        a.id,
+      ]);
       assert.deepEqual(ids(await store.listLinks({})), [other.id, c.id, b.id, a.id]);
-      assert.deepEqual(await store.listLinks({ tenantId: t, userId: 'u2' }), [{ ...c, version: 1 }]);
+      assert.deepEqual(await store.listLinks({ tenantId: t, userId: 'u2' }), [
+        { ...c, version: 1 },
+      ]);
     });
 
     it('when a link changes status, account or user, then the listings follow at once', async () => {
       const t = `tenant-${randomUUID()}`;
       const link = makeLink({ tenantId: t, providerAccountId: 'acct-old' });
       await store.saveLink(link, null);
-      await store.saveLink({ ...link, status: 'revoked', providerAccountId: 'acct-new', userId: 'user-2' }, 1);
+      await store.saveLink(
+        { ...link, status: 'revoked', providerAccountId: 'acct-new', userId: 'user-2' },
+        1,
+      );
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, status: 'active' })), []);
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, status: 'revoked' })), [link.id]);
       assert.deepEqual(ids(await store.listLinks({ status: 'active' })), []);
-      assert.deepEqual(ids(await store.listLinks({ tenantId: t, providerAccountId: 'acct-old' })), []);
-      assert.deepEqual(ids(await store.listLinks({ tenantId: t, providerAccountId: 'acct-new' })), [link.id]);
+      assert.deepEqual(
+        ids(await store.listLinks({ tenantId: t, providerAccountId: 'acct-old' })),
+        [],
+      );
+      assert.deepEqual(ids(await store.listLinks({ tenantId: t, providerAccountId: 'acct-new' })), [
+        link.id,
+      ]);
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, userId: link.userId })), []);
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, userId: 'user-2' })), [link.id]);
-      await store.saveLink({ ...link, status: 'active', providerAccountId: null, userId: 'user-2' }, 2);
+      await store.saveLink(
+        { ...link, status: 'active', providerAccountId: null, userId: 'user-2' },
+        2,
+      );
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, status: 'revoked' })), []);
       assert.deepEqual(ids(await store.listLinks({ tenantId: t, status: 'active' })), [link.id]);
-      assert.deepEqual(ids(await store.listLinks({ tenantId: t, providerAccountId: 'acct-new' })), []);
+      assert.deepEqual(
+        ids(await store.listLinks({ tenantId: t, providerAccountId: 'acct-new' })),
+        [],
+      );
     });
 
     it('when a link is touched, then lastUsedAtMs only moves forward and the version stays', async () => {
@@ -327,17 +439,28 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       assert.equal((await store.getLink(link.id))?.lastUsedAtMs, NOW + 1000);
       await store.touchLink(link.id, NOW + 500);
       assert.equal((await store.getLink(link.id))?.lastUsedAtMs, NOW + 1000, 'never backwards');
-      await Promise.all([store.touchLink(link.id, NOW + 3000), store.touchLink(link.id, NOW + 2000)]);
+      await Promise.all([
+        store.touchLink(link.id, NOW + 3000),
+        store.touchLink(link.id, NOW + 2000),
+      ]);
       const touched = await store.getLink(link.id);
       assert.equal(touched?.lastUsedAtMs, NOW + 3000);
       assert.equal(touched?.version, 1, 'no version bump');
       // A save carrying an older read does not undo the touch.
-      const saved = await store.saveLink({ ...link, status: 'needs_reauth', lastUsedAtMs: null }, 1);
+      const saved = await store.saveLink(
+        { ...link, status: 'needs_reauth', lastUsedAtMs: null },
+        1,
+      );
       assert.equal(saved?.lastUsedAtMs, NOW + 3000);
       assert.equal((await store.getLink(link.id))?.lastUsedAtMs, NOW + 3000);
       const later = await store.saveLink({ ...link, lastUsedAtMs: NOW + 9000 }, 2);
       assert.equal(later?.lastUsedAtMs, NOW + 9000);
-      assert.deepEqual((await store.listLinks({ tenantId: link.tenantId, userId: link.userId })).find((l) => l.id === link.id), later);
+      assert.deepEqual(
+        (await store.listLinks({ tenantId: link.tenantId, userId: link.userId })).find(
+          (l) => l.id === link.id,
+        ),
+        later,
+      );
     });
 
     it('when links expire at different times across tenants, then listLinksExpiringBefore returns the active ones expiring before the cutoff, soonest first', async () => {
@@ -346,24 +469,51 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
         assert.ok(saved);
         return saved;
       };
-      const first = await save({ id: 'lnk_exp_1', tenantId: 'exp-a', accessTokenExpiresAtMs: NOW + 1000 });
-      const tie = await save({ id: 'lnk_exp_0', tenantId: 'exp-b', accessTokenExpiresAtMs: NOW + 1000 });
+      const first = await save({
+        id: 'lnk_exp_1',
+        tenantId: 'exp-a',
+        accessTokenExpiresAtMs: NOW + 1000,
+      });
+      const tie = await save({
+        id: 'lnk_exp_0',
+        tenantId: 'exp-b',
+        accessTokenExpiresAtMs: NOW + 1000,
+      });
       const second = await save({ tenantId: 'exp-b', accessTokenExpiresAtMs: NOW + 2000 });
       const expired = await save({ tenantId: 'exp-c', accessTokenExpiresAtMs: NOW - 60_000 });
       const atCutoff = await save({ tenantId: 'exp-a', accessTokenExpiresAtMs: NOW + 5000 });
       // A lost refresh answer is due at once, whatever its token's expiry (it sorts first).
-      const uncertain = await save({ tenantId: 'exp-c', accessTokenExpiresAtMs: NOW + 3_600_000, metadata: { 'linkvault.refresh_uncertain_since': new Date(NOW).toISOString() } });
+      const uncertain = await save({
+        tenantId: 'exp-c',
+        accessTokenExpiresAtMs: NOW + 3_600_000,
+        metadata: { 'linkvault.refresh_uncertain_since': new Date(NOW).toISOString() },
+      });
       await save({ tenantId: 'exp-a', accessTokenExpiresAtMs: NOW + 60_000 }); // after the cutoff
       await save({ tenantId: 'exp-a', accessTokenExpiresAtMs: null }); // never expires
       await save({ tenantId: 'exp-b', status: 'needs_reauth', accessTokenExpiresAtMs: NOW + 500 });
-      await save({ tenantId: 'exp-b', status: 'revoked', tokens: null, accessTokenExpiresAtMs: null });
+      await save({
+        tenantId: 'exp-b',
+        status: 'revoked',
+        tokens: null,
+        accessTokenExpiresAtMs: null,
+      });
       await save({ tenantId: 'exp-c', status: 'revoked', accessTokenExpiresAtMs: NOW + 500 });
 
       const all = await store.listLinksExpiringBefore(NOW + 5000, 100);
-      assert.deepEqual(ids(all), [uncertain.id, expired.id, tie.id, first.id, second.id], 'strictly before the cutoff; ties by id');
+      assert.deepEqual(
+        ids(all),
+        [uncertain.id, expired.id, tie.id, first.id, second.id],
+        'strictly before the cutoff; ties by id',
+      );
       assert.deepEqual(all[2], tie, 'whole records');
-      assert.deepEqual(ids(await store.listLinksExpiringBefore(NOW + 5000, 2)), [uncertain.id, expired.id]);
-      assert.deepEqual(ids(await store.listLinksExpiringBefore(NOW + 5001, 100)).at(-1), atCutoff.id);
+      assert.deepEqual(ids(await store.listLinksExpiringBefore(NOW + 5000, 2)), [
+        uncertain.id,
+        expired.id,
+      ]);
+      assert.deepEqual(
+        ids(await store.listLinksExpiringBefore(NOW + 5001, 100)).at(-1),
+        atCutoff.id,
+      );
       assert.deepEqual(ids(await store.listLinksExpiringBefore(1, 100)), [uncertain.id]);
     });
 
@@ -380,7 +530,14 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       assert.equal(await store.saveLink({ ...link, accessTokenExpiresAtMs: NOW + 1000 }, 1), null);
       assert.deepEqual(await listed(), []);
       // A lost refresh answer: due at once; the marker cleared: back to its expiry.
-      const marked = { ...link, accessTokenExpiresAtMs: NOW + 3_600_000, metadata: { ...link.metadata, 'linkvault.refresh_uncertain_since': new Date(NOW).toISOString() } };
+      const marked = {
+        ...link,
+        accessTokenExpiresAtMs: NOW + 3_600_000,
+        metadata: {
+          ...link.metadata,
+          'linkvault.refresh_uncertain_since': new Date(NOW).toISOString(),
+        },
+      };
       await store.saveLink(marked, 2);
       assert.deepEqual(await listed(), [link.id]);
       await store.saveLink({ ...marked, metadata: link.metadata }, 3);
@@ -389,11 +546,17 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       assert.deepEqual(await listed(), [link.id]);
       await store.touchLink(link.id, NOW + 10);
       assert.deepEqual(await listed(), [link.id], 'a touch does not move it');
-      await store.saveLink({ ...link, status: 'needs_reauth', accessTokenExpiresAtMs: NOW + 2000 }, 5);
+      await store.saveLink(
+        { ...link, status: 'needs_reauth', accessTokenExpiresAtMs: NOW + 2000 },
+        5,
+      );
       assert.deepEqual(await listed(), []);
       await store.saveLink({ ...link, status: 'active', accessTokenExpiresAtMs: NOW + 2000 }, 6); // reconnected
       assert.deepEqual(await listed(), [link.id]);
-      await store.saveLink({ ...link, status: 'revoked', tokens: null, accessTokenExpiresAtMs: null }, 7);
+      await store.saveLink(
+        { ...link, status: 'revoked', tokens: null, accessTokenExpiresAtMs: null },
+        7,
+      );
       assert.deepEqual(await listed(), []);
     });
 
@@ -402,7 +565,10 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       const tenants = ['scan-a', 'scan-b', 'scan-c'];
       const batch: Promise<unknown>[] = [];
       for (let i = 0; i < 620; i++) {
-        const link = makeLink({ tenantId: tenants[i % 3]!, id: `lnk_${String(i).padStart(4, '0')}_${randomUUID()}` });
+        const link = makeLink({
+          tenantId: tenants[i % 3]!,
+          id: `lnk_${String(i).padStart(4, '0')}_${randomUUID()}`,
+        });
         expected.add(link.id);
         batch.push(store.saveLink(link, null));
         if (batch.length === 50) await Promise.all(batch.splice(0));
@@ -417,7 +583,11 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     // ---- flow state ----
 
     it('when flow state is taken, then it is returned once and gone afterwards', async () => {
-      const value = { provider_id: 'hubspot', verifier_sealed: 'x', nested: { list: [1, 'a'], empty: [] } };
+      const value = {
+        provider_id: 'hubspot',
+        verifier_sealed: 'x',
+        nested: { list: [1, 'a'], empty: [] },
+      };
       await store.putFlowState('state-hash-1', value, 60);
       assert.deepEqual(await store.takeFlowState('state-hash-1'), value);
       assert.equal(await store.takeFlowState('state-hash-1'), null);
@@ -425,9 +595,14 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
 
     it('when 50 callers take the same flow state at once, then exactly one gets it', async () => {
       await store.putFlowState('state-race', { n: 1 }, 60);
-      const results = await Promise.all(Array.from({ length: 50 }, () => store.takeFlowState('state-race')));
+      const results = await Promise.all(
+        Array.from({ length: 50 }, () => store.takeFlowState('state-race')),
+      );
       assert.equal(results.filter((r) => r !== null).length, 1);
-      assert.deepEqual(results.find((r) => r !== null), { n: 1 });
+      assert.deepEqual(
+        results.find((r) => r !== null),
+        { n: 1 },
+      );
     });
 
     it('when flow state outlives its TTL, then take returns null', async () => {
@@ -463,7 +638,13 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
 
     it('when grants are stored, then they list per service oldest first and delete once', async () => {
       const g1 = makeGrant({ serviceId: 'svc-a', createdAtMs: NOW + 2 });
-      const g2 = makeGrant({ serviceId: 'svc-a', createdAtMs: NOW + 1, scopes: ['read'], linkId: 'lnk_1', expiresAtMs: NOW + 99 });
+      const g2 = makeGrant({
+        serviceId: 'svc-a',
+        createdAtMs: NOW + 1,
+        scopes: ['read'],
+        linkId: 'lnk_1',
+        expiresAtMs: NOW + 99,
+      });
       const g3 = makeGrant({ serviceId: 'svc-b', createdAtMs: NOW + 3 });
       for (const g of [g1, g2, g3]) await store.putGrant(g);
       assert.deepEqual(await store.getGrant(g2.id), g2);
@@ -486,7 +667,12 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     // ---- revocation records and job status ----
 
     it('when a revocation record is stored, then it reads back and can be replaced', async () => {
-      const record = { link_id: 'lnk_1', revoked_by: 'user', provider_revocation: { status: 'pending', attempts: 0 }, guidance: { settings_url: null } };
+      const record = {
+        link_id: 'lnk_1',
+        revoked_by: 'user',
+        provider_revocation: { status: 'pending', attempts: 0 },
+        guidance: { settings_url: null },
+      };
       await store.putRevocation({ linkId: 'lnk_1', record });
       assert.deepEqual(await store.getRevocation('lnk_1'), { linkId: 'lnk_1', record });
       const confirmed = { ...record, provider_revocation: { status: 'confirmed', attempts: 1 } };
@@ -495,10 +681,19 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     });
 
     it('when a job status is stored, then it reads back and can be replaced', async () => {
-      await store.putJobStatus({ id: 'job-s', status: { status: 'running', total: 3, revoked: 0 } });
-      assert.deepEqual(await store.getJobStatus('job-s'), { id: 'job-s', status: { status: 'running', total: 3, revoked: 0 } });
+      await store.putJobStatus({
+        id: 'job-s',
+        status: { status: 'running', total: 3, revoked: 0 },
+      });
+      assert.deepEqual(await store.getJobStatus('job-s'), {
+        id: 'job-s',
+        status: { status: 'running', total: 3, revoked: 0 },
+      });
       await store.putJobStatus({ id: 'job-s', status: { status: 'done', total: 3, revoked: 3 } });
-      assert.deepEqual(await store.getJobStatus('job-s'), { id: 'job-s', status: { status: 'done', total: 3, revoked: 3 } });
+      assert.deepEqual(await store.getJobStatus('job-s'), {
+        id: 'job-s',
+        status: { status: 'done', total: 3, revoked: 3 },
+      });
     });
 
     // ---- locks ----
@@ -519,7 +714,9 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     });
 
     it('when many callers acquire one lock at once, then exactly one gets it', async () => {
-      const owners = await Promise.all(Array.from({ length: 20 }, () => store.acquireLock('race', 5000)));
+      const owners = await Promise.all(
+        Array.from({ length: 20 }, () => store.acquireLock('race', 5000)),
+      );
       assert.equal(owners.filter((o) => o !== null).length, 1);
     });
 
@@ -540,7 +737,11 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       await wait(100);
       assert.equal(await store.extendLock('extended', owner, 1000), true);
       await wait(300);
-      assert.equal(await store.acquireLock('extended', 1000), null, 'still held after the first TTL');
+      assert.equal(
+        await store.acquireLock('extended', 1000),
+        null,
+        'still held after the first TTL',
+      );
       assert.equal(await store.releaseLock('extended', owner), true);
     });
 
@@ -559,15 +760,18 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       assert.equal(new Set(seqs).size, seqs.length, 'distinct sequence ids');
 
       const all = await store.readAudit();
-      assert.deepEqual(
-        all,
-        [...events.map((e, i) => ({ ...e, seq: seqs[i] })), { seq: seqs[7], atMs: NOW + 7, type: 'no.request', requestId: null, data: {} }],
-      );
+      assert.deepEqual(all, [
+        ...events.map((e, i) => ({ ...e, seq: seqs[i] })),
+        { seq: seqs[7], atMs: NOW + 7, type: 'no.request', requestId: null, data: {} },
+      ]);
       assert.deepEqual(
         (await store.readAudit(seqs[4])).map((e) => e.seq),
         seqs.slice(5),
       );
-      assert.deepEqual((await store.readAudit(undefined, 2)).map((e) => e.seq), seqs.slice(0, 2));
+      assert.deepEqual(
+        (await store.readAudit(undefined, 2)).map((e) => e.seq),
+        seqs.slice(0, 2),
+      );
       assert.deepEqual(await store.readAudit(seqs[7]), []);
 
       const paged: string[] = [];
@@ -582,7 +786,11 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     });
 
     it('when audit events are appended concurrently, then none is lost and sequence ids are distinct', async () => {
-      const seqs = await Promise.all(Array.from({ length: 40 }, (_, i) => store.appendAudit({ atMs: NOW, type: 'burst', data: { i } })));
+      const seqs = await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          store.appendAudit({ atMs: NOW, type: 'burst', data: { i } }),
+        ),
+      );
       assert.equal(new Set(seqs).size, 40);
       const read = await store.readAudit();
       assert.equal(read.length, 40);
@@ -592,71 +800,179 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     // ---- queue ----
 
     it('when a job is enqueued twice with one id, then the first stays and it counts once', async () => {
-      await store.enqueue({ id: 'job-dup', kind: 'revoke', payload: { link_id: 'lnk_1' }, attempts: 0, runAtMs: NOW });
-      await store.enqueue({ id: 'job-dup', kind: 'other', payload: { link_id: 'lnk_2' }, attempts: 5, runAtMs: NOW - 100 });
+      await store.enqueue({
+        id: 'job-dup',
+        kind: 'revoke',
+        payload: { link_id: 'lnk_1' },
+        attempts: 0,
+        runAtMs: NOW,
+      });
+      await store.enqueue({
+        id: 'job-dup',
+        kind: 'other',
+        payload: { link_id: 'lnk_2' },
+        attempts: 5,
+        runAtMs: NOW - 100,
+      });
       assert.equal(await store.countJobs(), 1);
       const [job] = await store.claimJobs(NOW, 10, 1000);
-      assert.deepEqual({ ...job, leaseToken: undefined }, { id: 'job-dup', kind: 'revoke', payload: { link_id: 'lnk_1' }, attempts: 0, runAtMs: NOW, leaseToken: undefined });
+      assert.deepEqual(
+        { ...job, leaseToken: undefined },
+        {
+          id: 'job-dup',
+          kind: 'revoke',
+          payload: { link_id: 'lnk_1' },
+          attempts: 0,
+          runAtMs: NOW,
+          leaseToken: undefined,
+        },
+      );
       // While leased, enqueueing the same id again does not reset it.
-      await store.enqueue({ id: 'job-dup', kind: 'revoke', payload: {}, attempts: 0, runAtMs: NOW });
+      await store.enqueue({
+        id: 'job-dup',
+        kind: 'revoke',
+        payload: {},
+        attempts: 0,
+        runAtMs: NOW,
+      });
       assert.deepEqual(await store.claimJobs(NOW, 10, 1000), []);
     });
 
     it('when jobs are claimed, then only due ones come back, oldest first, leased and up to the limit', async () => {
-      await store.enqueue({ id: 'job-late', kind: 'k', payload: {}, attempts: 0, runAtMs: NOW + 60_000 });
-      await store.enqueue({ id: 'job-b', kind: 'k', payload: { n: 2 }, attempts: 1, runAtMs: NOW - 5 });
-      await store.enqueue({ id: 'job-a', kind: 'k', payload: { n: 1 }, attempts: 0, runAtMs: NOW - 10 });
+      await store.enqueue({
+        id: 'job-late',
+        kind: 'k',
+        payload: {},
+        attempts: 0,
+        runAtMs: NOW + 60_000,
+      });
+      await store.enqueue({
+        id: 'job-b',
+        kind: 'k',
+        payload: { n: 2 },
+        attempts: 1,
+        runAtMs: NOW - 5,
+      });
+      await store.enqueue({
+        id: 'job-a',
+        kind: 'k',
+        payload: { n: 1 },
+        attempts: 0,
+        runAtMs: NOW - 10,
+      });
       await store.enqueue({ id: 'job-c', kind: 'k', payload: { n: 3 }, attempts: 0, runAtMs: NOW });
       const first = await store.claimJobs(NOW, 2, 10_000);
-      assert.deepEqual(first.map((j) => j.id), ['job-a', 'job-b']);
-      assert.deepEqual({ ...first[1], leaseToken: undefined }, { id: 'job-b', kind: 'k', payload: { n: 2 }, attempts: 1, runAtMs: NOW - 5, leaseToken: undefined });
+      assert.deepEqual(
+        first.map((j) => j.id),
+        ['job-a', 'job-b'],
+      );
+      assert.deepEqual(
+        { ...first[1], leaseToken: undefined },
+        {
+          id: 'job-b',
+          kind: 'k',
+          payload: { n: 2 },
+          attempts: 1,
+          runAtMs: NOW - 5,
+          leaseToken: undefined,
+        },
+      );
       assert.ok(first.every((j) => typeof j.leaseToken === 'string' && j.leaseToken.length >= 16));
       assert.notEqual(first[0]!.leaseToken, first[1]!.leaseToken);
       const second = await store.claimJobs(NOW, 10, 10_000);
-      assert.deepEqual(second.map((j) => j.id), ['job-c'], 'leased jobs are invisible to other claimers');
+      assert.deepEqual(
+        second.map((j) => j.id),
+        ['job-c'],
+        'leased jobs are invisible to other claimers',
+      );
       assert.deepEqual(await store.claimJobs(NOW, 10, 10_000), []);
       assert.equal(await store.countJobs(), 4, 'claimed jobs still count as queued');
     });
 
     it('when many workers claim at once, then each job goes to exactly one of them', async () => {
-      for (let i = 0; i < 30; i++) await store.enqueue({ id: `job-${i}`, kind: 'k', payload: {}, attempts: 0, runAtMs: NOW });
-      const claims = await Promise.all(Array.from({ length: 10 }, () => store.claimJobs(NOW, 5, 10_000)));
+      for (let i = 0; i < 30; i++)
+        await store.enqueue({ id: `job-${i}`, kind: 'k', payload: {}, attempts: 0, runAtMs: NOW });
+      const claims = await Promise.all(
+        Array.from({ length: 10 }, () => store.claimJobs(NOW, 5, 10_000)),
+      );
       const claimed = claims.flat().map((j) => j.id);
       assert.equal(claimed.length, 30);
       assert.equal(new Set(claimed).size, 30);
     });
 
     it('when a lease runs out, then the job is due again and the old lease can neither complete nor reschedule', async () => {
-      await store.enqueue({ id: 'job-lease', kind: 'k', payload: { a: 1 }, attempts: 0, runAtMs: NOW });
+      await store.enqueue({
+        id: 'job-lease',
+        kind: 'k',
+        payload: { a: 1 },
+        attempts: 0,
+        runAtMs: NOW,
+      });
       const [first] = await store.claimJobs(NOW, 1, 1000);
       assert.ok(first?.leaseToken);
       assert.deepEqual(await store.claimJobs(NOW + 999, 1, 1000), [], 'still leased');
       const [again] = await store.claimJobs(NOW + 1000, 1, 1000);
-      assert.equal(again?.id, 'job-lease', 'a crashed worker\'s job comes back');
+      assert.equal(again?.id, 'job-lease', "a crashed worker's job comes back");
       assert.notEqual(again!.leaseToken, first.leaseToken);
       assert.equal(await store.completeJob('job-lease', first.leaseToken), false);
       assert.equal(await store.rescheduleJob('job-lease', first.leaseToken, NOW, 1), false);
       assert.equal(await store.completeJob('job-lease', again!.leaseToken!), true);
-      assert.equal(await store.completeJob('job-lease', again!.leaseToken!), false, 'completed once');
+      assert.equal(
+        await store.completeJob('job-lease', again!.leaseToken!),
+        false,
+        'completed once',
+      );
       assert.equal(await store.countJobs(), 0);
     });
 
     it('when a lease ran out but nobody claimed the job again, then its holder can still complete it', async () => {
       // The lease ended at NOW - 900. The lease token is the fence: it is lost only when another claim replaced it.
-      await store.enqueue({ id: 'job-late-done', kind: 'k', payload: {}, attempts: 0, runAtMs: NOW - 1000 });
+      await store.enqueue({
+        id: 'job-late-done',
+        kind: 'k',
+        payload: {},
+        attempts: 0,
+        runAtMs: NOW - 1000,
+      });
       const [claimed] = await store.claimJobs(NOW - 1000, 1, 100);
       assert.equal(await store.completeJob('job-late-done', claimed!.leaseToken!), true);
       assert.equal(await store.countJobs(), 0);
     });
 
     it('when a job is rescheduled, then it comes back at runAtMs with its attempts and payload', async () => {
-      await store.enqueue({ id: 'job-r', kind: 'revoke', payload: { step: 1 }, attempts: 0, runAtMs: NOW });
+      await store.enqueue({
+        id: 'job-r',
+        kind: 'revoke',
+        payload: { step: 1 },
+        attempts: 0,
+        runAtMs: NOW,
+      });
       const [claimed] = await store.claimJobs(NOW, 1, 60_000);
-      assert.equal(await store.rescheduleJob('job-r', claimed!.leaseToken!, NOW + 5000, 1, { step: 2, list: [] }), true);
-      assert.equal(await store.rescheduleJob('job-r', claimed!.leaseToken!, NOW + 5000, 1), false, 'the lease ended with the reschedule');
+      assert.equal(
+        await store.rescheduleJob('job-r', claimed!.leaseToken!, NOW + 5000, 1, {
+          step: 2,
+          list: [],
+        }),
+        true,
+      );
+      assert.equal(
+        await store.rescheduleJob('job-r', claimed!.leaseToken!, NOW + 5000, 1),
+        false,
+        'the lease ended with the reschedule',
+      );
       assert.deepEqual(await store.claimJobs(NOW + 4999, 1, 1000), []);
       const [back] = await store.claimJobs(NOW + 5000, 1, 1000);
-      assert.deepEqual({ ...back, leaseToken: undefined }, { id: 'job-r', kind: 'revoke', payload: { step: 2, list: [] }, attempts: 1, runAtMs: NOW + 5000, leaseToken: undefined });
+      assert.deepEqual(
+        { ...back, leaseToken: undefined },
+        {
+          id: 'job-r',
+          kind: 'revoke',
+          payload: { step: 2, list: [] },
+          attempts: 1,
+          runAtMs: NOW + 5000,
+          leaseToken: undefined,
+        },
+      );
       // Without a payload the payload is kept.
       assert.equal(await store.rescheduleJob('job-r', back!.leaseToken!, NOW + 6000, 2), true);
       const [kept] = await store.claimJobs(NOW + 6000, 1, 1000);
@@ -677,13 +993,34 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     }
 
     it('when jobs are queued, due or not, leased or not, then scanJobs yields each exactly once with its lease state', async () => {
-      for (let i = 0; i < 450; i++) await store.enqueue({ id: `job-s${String(i).padStart(3, '0')}`, kind: 'k', payload: { i, nested: { list: [i] } }, attempts: i % 3, runAtMs: NOW + i });
+      for (let i = 0; i < 450; i++)
+        await store.enqueue({
+          id: `job-s${String(i).padStart(3, '0')}`,
+          kind: 'k',
+          payload: { i, nested: { list: [i] } },
+          attempts: i % 3,
+          runAtMs: NOW + i,
+        });
       const [leased] = await store.claimJobs(NOW, 1, 60_000);
       assert.equal(leased!.id, 'job-s000');
       const jobs = await scanned();
       assert.equal(jobs.size, 450);
-      assert.deepEqual(jobs.get('job-s000'), { id: 'job-s000', kind: 'k', payload: { i: 0, nested: { list: [0] } }, attempts: 0, runAtMs: NOW, leased: true });
-      assert.deepEqual(jobs.get('job-s449'), { id: 'job-s449', kind: 'k', payload: { i: 449, nested: { list: [449] } }, attempts: 2, runAtMs: NOW + 449, leased: false });
+      assert.deepEqual(jobs.get('job-s000'), {
+        id: 'job-s000',
+        kind: 'k',
+        payload: { i: 0, nested: { list: [0] } },
+        attempts: 0,
+        runAtMs: NOW,
+        leased: true,
+      });
+      assert.deepEqual(jobs.get('job-s449'), {
+        id: 'job-s449',
+        kind: 'k',
+        payload: { i: 449, nested: { list: [449] } },
+        attempts: 2,
+        runAtMs: NOW + 449,
+        leased: false,
+      });
       // After a reschedule the lease is gone; after completion the job is.
       assert.ok(await store.rescheduleJob('job-s000', leased!.leaseToken!, NOW + 10, 1));
       assert.equal((await scanned()).get('job-s000')!.leased, false);
@@ -693,31 +1030,85 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     });
 
     it('when an unleased job still holds the expected payload, then replaceJobPayload swaps it and leaves attempts and run time', async () => {
-      await store.enqueue({ id: 'job-p', kind: 'revoke', payload: { sealed: { kid: 'old', edk: 'a' }, n: 1 }, attempts: 2, runAtMs: NOW + 5000 });
+      await store.enqueue({
+        id: 'job-p',
+        kind: 'revoke',
+        payload: { sealed: { kid: 'old', edk: 'a' }, n: 1 },
+        attempts: 2,
+        runAtMs: NOW + 5000,
+      });
       const job = (await scanned()).get('job-p')!;
-      assert.equal(await store.replaceJobPayload('job-p', job.payload, { sealed: { kid: 'new', edk: 'b' }, n: 1 }), true);
-      assert.equal(await store.replaceJobPayload('job-p', job.payload, { sealed: { kid: 'newer', edk: 'c' }, n: 1 }), false, 'a stale expected payload loses');
-      assert.equal(await store.replaceJobPayload('job-missing', job.payload, { n: 2 }), false, 'no such job');
+      assert.equal(
+        await store.replaceJobPayload('job-p', job.payload, {
+          sealed: { kid: 'new', edk: 'b' },
+          n: 1,
+        }),
+        true,
+      );
+      assert.equal(
+        await store.replaceJobPayload('job-p', job.payload, {
+          sealed: { kid: 'newer', edk: 'c' },
+          n: 1,
+        }),
+        false,
+        'a stale expected payload loses',
+      );
+      assert.equal(
+        await store.replaceJobPayload('job-missing', job.payload, { n: 2 }),
+        false,
+        'no such job',
+      );
       assert.deepEqual(await store.claimJobs(NOW + 4999, 1, 1000), [], 'not moved earlier');
       const [back] = await store.claimJobs(NOW + 5000, 1, 1000);
-      assert.deepEqual({ ...back, leaseToken: undefined }, { id: 'job-p', kind: 'revoke', payload: { sealed: { kid: 'new', edk: 'b' }, n: 1 }, attempts: 2, runAtMs: NOW + 5000, leaseToken: undefined });
+      assert.deepEqual(
+        { ...back, leaseToken: undefined },
+        {
+          id: 'job-p',
+          kind: 'revoke',
+          payload: { sealed: { kid: 'new', edk: 'b' }, n: 1 },
+          attempts: 2,
+          runAtMs: NOW + 5000,
+          leaseToken: undefined,
+        },
+      );
       assert.equal(await store.countJobs(), 1);
     });
 
     it('when a job is leased, then replaceJobPayload refuses it, and a reschedule by the worker is never overwritten', async () => {
-      await store.enqueue({ id: 'job-w', kind: 'revoke', payload: { step: 1 }, attempts: 0, runAtMs: NOW });
+      await store.enqueue({
+        id: 'job-w',
+        kind: 'revoke',
+        payload: { step: 1 },
+        attempts: 0,
+        runAtMs: NOW,
+      });
       const seen = (await scanned()).get('job-w')!;
       const [claimed] = await store.claimJobs(NOW, 1, 60_000);
       // Leased: the claimer holds the payload and would write it back, so no maintenance write lands.
-      assert.equal(await store.replaceJobPayload('job-w', seen.payload, { step: 1, rewrapped: true }), false);
-      assert.equal(await store.replaceJobPayload('job-w', claimed!.payload, { step: 1, rewrapped: true }), false);
+      assert.equal(
+        await store.replaceJobPayload('job-w', seen.payload, { step: 1, rewrapped: true }),
+        false,
+      );
+      assert.equal(
+        await store.replaceJobPayload('job-w', claimed!.payload, { step: 1, rewrapped: true }),
+        false,
+      );
       // The worker reschedules with a changed payload: the scan's expected payload is now stale.
-      assert.ok(await store.rescheduleJob('job-w', claimed!.leaseToken!, NOW + 100, 1, { step: 2 }));
-      assert.equal(await store.replaceJobPayload('job-w', seen.payload, { step: 1, rewrapped: true }), false, "the worker's reschedule wins");
+      assert.ok(
+        await store.rescheduleJob('job-w', claimed!.leaseToken!, NOW + 100, 1, { step: 2 }),
+      );
+      assert.equal(
+        await store.replaceJobPayload('job-w', seen.payload, { step: 1, rewrapped: true }),
+        false,
+        "the worker's reschedule wins",
+      );
       const fresh = (await scanned()).get('job-w')!;
       assert.deepEqual(fresh.payload, { step: 2 });
       assert.equal(fresh.leased, false);
-      assert.equal(await store.replaceJobPayload('job-w', fresh.payload, { step: 2, rewrapped: true }), true);
+      assert.equal(
+        await store.replaceJobPayload('job-w', fresh.payload, { step: 2, rewrapped: true }),
+        true,
+      );
       const [back] = await store.claimJobs(NOW + 100, 1, 1000);
       assert.deepEqual(back!.payload, { step: 2, rewrapped: true });
       assert.equal(back!.attempts, 1);
@@ -728,8 +1119,18 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
     });
 
     it('when many replaceJobPayload calls race on one job with the same expected payload, then exactly one wins', async () => {
-      await store.enqueue({ id: 'job-race', kind: 'k', payload: { v: 0 }, attempts: 0, runAtMs: NOW });
-      const results = await Promise.all(Array.from({ length: 10 }, (_, i) => store.replaceJobPayload('job-race', { v: 0 }, { v: i + 1 })));
+      await store.enqueue({
+        id: 'job-race',
+        kind: 'k',
+        payload: { v: 0 },
+        attempts: 0,
+        runAtMs: NOW,
+      });
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          store.replaceJobPayload('job-race', { v: 0 }, { v: i + 1 }),
+        ),
+      );
       assert.equal(results.filter(Boolean).length, 1);
       const winner = results.indexOf(true) + 1;
       assert.deepEqual((await scanned()).get('job-race')!.payload, { v: winner });

@@ -111,8 +111,21 @@ function startHostApp(port: number, lvUrl: string): Promise<Server> {
       });
       res.end(text);
     };
-    if (path === '/app') return send('text/html; charset=utf-8', hostPage(lvUrl, 'Acme CRM sync', '/host.js', '<button type="button" id="connect">Connect Sandbox CRM</button>'));
-    if (path === '/return') return send('text/html; charset=utf-8', hostPage(lvUrl, 'Acme CRM sync: back from linkvault', '/return.js', ''));
+    if (path === '/app')
+      return send(
+        'text/html; charset=utf-8',
+        hostPage(
+          lvUrl,
+          'Acme CRM sync',
+          '/host.js',
+          '<button type="button" id="connect">Connect Sandbox CRM</button>',
+        ),
+      );
+    if (path === '/return')
+      return send(
+        'text/html; charset=utf-8',
+        hostPage(lvUrl, 'Acme CRM sync: back from linkvault', '/return.js', ''),
+      );
     if (path === '/host.js') return send('text/javascript; charset=utf-8', HOST_APP_SCRIPT);
     if (path === '/return.js') return send('text/javascript; charset=utf-8', HOST_RETURN_SCRIPT);
     res.writeHead(404, { 'content-type': 'text/plain' });
@@ -154,10 +167,17 @@ export async function startBrowserStack(): Promise<BrowserStack> {
     throw err;
   }
 
-  const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+  const call = async (
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: Record<string, unknown> }> => {
     const res = await fetch(`${lvUrl}${path}`, {
       method,
-      headers: { authorization: services.bearer('crm-hs'), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: {
+        authorization: services.bearer('crm-hs'),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
@@ -174,13 +194,17 @@ export async function startBrowserStack(): Promise<BrowserStack> {
       `${hostOrigin}/app#${new URLSearchParams({ session: sessionToken, provider: options.provider ?? 'sandbox', ...(options.auto ? { auto: '1' } : {}) })}`,
     async createSession(body) {
       const res = await call('POST', '/v1/sessions', body);
-      if (res.status !== 201) throw new Error(`POST /v1/sessions answered ${res.status}: ${JSON.stringify(res.body)}`);
+      if (res.status !== 201)
+        throw new Error(`POST /v1/sessions answered ${res.status}: ${JSON.stringify(res.body)}`);
       return res.body as unknown as CreatedSession;
     },
     serviceGet: (path) => call('GET', path),
     async close() {
       service.child.kill('SIGTERM');
-      const exited = await Promise.race([service.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000).unref())]);
+      const exited = await Promise.race([
+        service.exited.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 5000).unref()),
+      ]);
       if (!exited) service.kill();
       host.closeAllConnections();
       await new Promise<void>((resolve) => host.close(() => resolve()));
@@ -202,7 +226,9 @@ export interface BrowserTestSetup {
  * Registers a browser test file's hooks: one stack for the file, and one Chromium for the file or,
  * with `browserPerTest`, a fresh profile per test (the sandbox remembers a sign-in). Call at top level.
  */
-export function useBrowserStack(options: { browserPerTest?: boolean; launch?: LaunchOptions } = {}): BrowserTestSetup {
+export function useBrowserStack(
+  options: { browserPerTest?: boolean; launch?: LaunchOptions } = {},
+): BrowserTestSetup {
   const skip = chromiumSkipReason();
   let stack: BrowserStack | undefined;
   let browser: Browser | undefined;

@@ -62,9 +62,12 @@ export async function launchChromium(options: LaunchOptions = {}): Promise<Brows
     viewport: options.viewport ?? { width: 1000, height: 800 },
   });
   const problems: string[] = [];
-  await context.exposeBinding('__lvReportCspViolation', (_source, v: { directive: string; blocked: string; url: string }) => {
-    problems.push(`CSP violation on ${v.url}: ${v.directive} blocked ${v.blocked}`);
-  });
+  await context.exposeBinding(
+    '__lvReportCspViolation',
+    (_source, v: { directive: string; blocked: string; url: string }) => {
+      problems.push(`CSP violation on ${v.url}: ${v.directive} blocked ${v.blocked}`);
+    },
+  );
   // Runs before any page script, in every page and popup of the context (browser code, hence a string:
   // this project compiles without the DOM library).
   await context.addInitScript({
@@ -74,7 +77,8 @@ export async function launchChromium(options: LaunchOptions = {}): Promise<Brows
   });
   const watch = (page: Page): void => {
     page.on('console', (message) => {
-      if (message.type() === 'error') problems.push(`console error on ${page.url()}: ${message.text()}`);
+      if (message.type() === 'error')
+        problems.push(`console error on ${page.url()}: ${message.text()}`);
     });
     page.on('pageerror', (error) => problems.push(`page error on ${page.url()}: ${error.message}`));
   };
@@ -88,7 +92,10 @@ export async function launchChromium(options: LaunchOptions = {}): Promise<Brows
       try {
         return await step;
       } catch (err) {
-        throw new Error(`${(err as Error).message}\nbrowser problems so far:\n${problems.join('\n') || '(none)'}`, { cause: err });
+        throw new Error(
+          `${(err as Error).message}\nbrowser problems so far:\n${problems.join('\n') || '(none)'}`,
+          { cause: err },
+        );
       }
     },
     async screenshot(page, name) {

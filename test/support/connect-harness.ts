@@ -14,7 +14,9 @@ export const BUILTIN_CATALOGUE = join(import.meta.dirname, '../../config/provide
 
 export interface ConnectHarnessOptions {
   /** Registers the test's providers once the public URL is known (start the provider here). */
-  readonly providers?: (publicUrl: string) => Promise<readonly ExtraProvider[]> | readonly ExtraProvider[];
+  readonly providers?: (
+    publicUrl: string,
+  ) => Promise<readonly ExtraProvider[]> | readonly ExtraProvider[];
   /** A Redis URL to use instead of a SQLite file. */
   readonly redisUrl?: string;
   /** Mount the built-in Sandbox CRM. */
@@ -47,9 +49,20 @@ export interface ConnectHarness extends Stack {
   /** Any request to the service (relative path); never follows redirects. */
   request(path: string, init?: RequestInit): Promise<HttpAnswer>;
   /** POST /v1/sessions as crm-sync; returns the 201 body (throws otherwise). */
-  createSession(body?: Record<string, unknown>): Promise<{ session_token: string; expires_at: string; connect_url: string; manage_url: string }>;
+  createSession(
+    body?: Record<string, unknown>,
+  ): Promise<{
+    session_token: string;
+    expires_at: string;
+    connect_url: string;
+    manage_url: string;
+  }>;
   /** GET /v1/connect/:provider?session=… (+ extra query); expects the 302 and returns it. */
-  startFlow(providerId: string, sessionToken: string, extraQuery?: Record<string, string>): Promise<StartedFlow>;
+  startFlow(
+    providerId: string,
+    sessionToken: string,
+    extraQuery?: Record<string, string>,
+  ): Promise<StartedFlow>;
   /** GET the callback URL (absolute, or relative to the public URL) with the given Cookie header. */
   callback(url: URL | string, cookie: string | null, init?: RequestInit): Promise<HttpAnswer>;
 }
@@ -57,15 +70,28 @@ export interface ConnectHarness extends Stack {
 async function answerOf(response: Response, requestUrl: string): Promise<HttpAnswer> {
   const text = await response.text();
   let json: Record<string, unknown> | null = null;
-  if ((response.headers.get('content-type') ?? '').includes('json') && text !== '') json = JSON.parse(text) as Record<string, unknown>;
+  if ((response.headers.get('content-type') ?? '').includes('json') && text !== '')
+    json = JSON.parse(text) as Record<string, unknown>;
   const location = response.headers.get('location');
-  return { status: response.status, headers: response.headers, text, json, location: location === null ? null : new URL(location, requestUrl) };
+  return {
+    status: response.status,
+    headers: response.headers,
+    text,
+    json,
+    location: location === null ? null : new URL(location, requestUrl),
+  };
 }
 
-export async function startConnectHarness(options: ConnectHarnessOptions = {}): Promise<ConnectHarness> {
+export async function startConnectHarness(
+  options: ConnectHarnessOptions = {},
+): Promise<ConnectHarness> {
   const stack = await startStack({
     listen: true,
-    env: { LINKVAULT_RETURN_URL_ALLOWLIST: APP_ORIGIN, LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '5', ...options.env },
+    env: {
+      LINKVAULT_RETURN_URL_ALLOWLIST: APP_ORIGIN,
+      LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '5',
+      ...options.env,
+    },
     ...(options.providers ? { providers: options.providers } : {}),
     ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
     ...(options.sandbox ? { sandbox: true } : {}),
@@ -80,26 +106,45 @@ export async function startConnectHarness(options: ConnectHarnessOptions = {}): 
   return {
     ...stack,
     request,
-    async createSession(body = { tenant_id: 'tenant-a', user_id: 'user-1', return_to: `${APP_ORIGIN}/settings/integrations` }) {
+    async createSession(
+      body = {
+        tenant_id: 'tenant-a',
+        user_id: 'user-1',
+        return_to: `${APP_ORIGIN}/settings/integrations`,
+      },
+    ) {
       const answer = await request('/v1/sessions', {
         method: 'POST',
         headers: { authorization: services.bearer('crm-hs'), 'content-type': 'application/json' },
         body: JSON.stringify(body),
       });
-      if (answer.status !== 201 || !answer.json) throw new Error(`POST /v1/sessions answered ${answer.status}: ${answer.text}`);
-      return answer.json as { session_token: string; expires_at: string; connect_url: string; manage_url: string };
+      if (answer.status !== 201 || !answer.json)
+        throw new Error(`POST /v1/sessions answered ${answer.status}: ${answer.text}`);
+      return answer.json as {
+        session_token: string;
+        expires_at: string;
+        connect_url: string;
+        manage_url: string;
+      };
     },
     async startFlow(providerId, sessionToken, extraQuery = {}) {
       const query = new URLSearchParams({ session: sessionToken, ...extraQuery });
       const answer = await request(`/v1/connect/${providerId}?${query}`);
-      if (answer.status !== 302 || !answer.location) throw new Error(`GET /v1/connect/${providerId} answered ${answer.status}: ${answer.text}`);
+      if (answer.status !== 302 || !answer.location)
+        throw new Error(`GET /v1/connect/${providerId} answered ${answer.status}: ${answer.text}`);
       const setCookie = answer.headers.getSetCookie().find((c) => c.startsWith('lv_flow=')) ?? '';
       if (!setCookie) throw new Error('no binding cookie was set');
-      return { answer, authorizationUrl: answer.location, cookie: setCookie.split(';')[0]!, setCookie };
+      return {
+        answer,
+        authorizationUrl: answer.location,
+        cookie: setCookie.split(';')[0]!,
+        setCookie,
+      };
     },
     async callback(url, cookie, init = {}) {
       const target = new URL(url, publicUrl);
-      if (target.origin !== publicUrl) throw new Error(`callback URL ${target.origin} is not the service (${publicUrl})`);
+      if (target.origin !== publicUrl)
+        throw new Error(`callback URL ${target.origin} is not the service (${publicUrl})`);
       const headers = new Headers(init.headers);
       if (cookie !== null) headers.set('cookie', cookie);
       return answerOf(await fetch(target, { redirect: 'manual', ...init, headers }), target.href);
@@ -108,7 +153,10 @@ export async function startConnectHarness(options: ConnectHarnessOptions = {}): 
 }
 
 /** The client linkvault is registered as at startConnectHarnessWithOidc's provider (by default). */
-export const ACME_CLIENT = { client_id: 'lv-acme', client_secret: 'acme-client-secret-0123456789abcdef' } as const;
+export const ACME_CLIENT = {
+  client_id: 'lv-acme',
+  client_secret: 'acme-client-secret-0123456789abcdef',
+} as const;
 
 /** A connect harness whose provider `acme` is a node-oidc-provider it started. */
 export type OidcConnectHarness = ConnectHarness & { readonly oidc: OidcServer };
@@ -133,8 +181,17 @@ export async function startConnectHarnessWithOidc(
     h = await startConnectHarness({
       ...options,
       providers: async (publicUrl) => {
-        oidc = await startOidcServer({ ...serverOptions, clients: [{ ...client, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }] });
-        return [{ entry: oidc.catalogueEntry('acme'), credentials: { clientId: client.client_id, clientSecret: client.client_secret }, allowInsecureUrls: true }];
+        oidc = await startOidcServer({
+          ...serverOptions,
+          clients: [{ ...client, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }],
+        });
+        return [
+          {
+            entry: oidc.catalogueEntry('acme'),
+            credentials: { clientId: client.client_id, clientSecret: client.client_secret },
+            allowInsecureUrls: true,
+          },
+        ];
       },
     });
   } catch (err) {

@@ -26,7 +26,14 @@ export interface HoldingProxy {
   close(): Promise<void>;
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'content-encoding', 'host']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-length',
+  'content-encoding',
+  'host',
+]);
 
 export async function startHoldingProxy(target: string): Promise<HoldingProxy> {
   let waiting: ((held: HeldRequest) => void) | null = null;
@@ -35,8 +42,13 @@ export async function startHoldingProxy(target: string): Promise<HoldingProxy> {
   async function relay(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
     forwardedCount++;
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_BY_HOP.has(k)) headers[k] = v;
-    const answer = await fetch(new URL(req.url ?? '/', target), { method: req.method ?? 'GET', headers, ...(body.length ? { body } : {}) });
+    for (const [k, v] of Object.entries(req.headers))
+      if (typeof v === 'string' && !HOP_BY_HOP.has(k)) headers[k] = v;
+    const answer = await fetch(new URL(req.url ?? '/', target), {
+      method: req.method ?? 'GET',
+      headers,
+      ...(body.length ? { body } : {}),
+    });
     const bytes = Buffer.from(await answer.arrayBuffer());
     const out: Record<string, string> = {};
     answer.headers.forEach((v, k) => {

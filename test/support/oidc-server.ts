@@ -1,7 +1,11 @@
 import { generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { saveConsentGrant, type GrantConstructor, type InteractionDetails } from '../../src/sandbox/sandbox-provider.js';
+import {
+  saveConsentGrant,
+  type GrantConstructor,
+  type InteractionDetails,
+} from '../../src/sandbox/sandbox-provider.js';
 
 /**
  * A real authorization server for tests: node-oidc-provider (v9) on a free loopback port.
@@ -104,7 +108,12 @@ export interface OidcProviderInstance {
   callback(): (req: IncomingMessage, res: ServerResponse) => void;
   use(middleware: (ctx: KoaContext, next: () => Promise<void>) => Promise<void>): void;
   interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<InteractionDetails>;
-  interactionFinished(req: IncomingMessage, res: ServerResponse, result: Record<string, unknown>, options?: { mergeWithLastSubmission?: boolean }): Promise<void>;
+  interactionFinished(
+    req: IncomingMessage,
+    res: ServerResponse,
+    result: Record<string, unknown>,
+    options?: { mergeWithLastSubmission?: boolean },
+  ): Promise<void>;
   on(event: string, listener: (...args: unknown[]) => void): void;
   Grant: GrantConstructor;
   [key: string]: unknown;
@@ -117,7 +126,10 @@ interface KoaContext {
   oidc?: { params?: Record<string, unknown> };
 }
 
-type ProviderConstructor = new (issuer: string, configuration: Record<string, unknown>) => OidcProviderInstance;
+type ProviderConstructor = new (
+  issuer: string,
+  configuration: Record<string, unknown>,
+) => OidcProviderInstance;
 
 /** The resource every access token is for, and its scopes. */
 export const TEST_API_RESOURCE = 'urn:linkvault:test-api';
@@ -126,7 +138,12 @@ export const TEST_API_SCOPES = ['api:read', 'api:write'] as const;
 let signingKey: JsonWebKey | undefined;
 function signingJwk(): JsonWebKey {
   // One RSA key per test process (RS256 is the ID token default); generated, never checked in.
-  signingKey ??= { ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }), kid: 'test-rs256', use: 'sig', alg: 'RS256' };
+  signingKey ??= {
+    ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }),
+    kid: 'test-rs256',
+    use: 'sig',
+    alg: 'RS256',
+  };
   return signingKey;
 }
 
@@ -136,13 +153,20 @@ async function loadProvider(): Promise<ProviderConstructor> {
   return mod.default;
 }
 
-type Payload = Record<string, unknown> & { grantId?: string; uid?: string; userCode?: string; consumed?: number };
+type Payload = Record<string, unknown> & {
+  grantId?: string;
+  uid?: string;
+  userCode?: string;
+  consumed?: number;
+};
 
 /**
  * A per-server in-memory storage adapter (oidc-provider's bundled one is a process-wide LRU of
  * 1000 entries shared by every instance, which heavy suites could evict from).
  */
-function createMemoryAdapter(): new (model: string) => Record<string, (...args: never[]) => Promise<unknown>> {
+function createMemoryAdapter(): new (
+  model: string,
+) => Record<string, (...args: never[]) => Promise<unknown>> {
   const store = new Map<string, { payload: Payload; expiresAtMs: number }>();
   const live = (key: string): Payload | undefined => {
     const hit = store.get(key);
@@ -162,7 +186,10 @@ function createMemoryAdapter(): new (model: string) => Record<string, (...args: 
       return `${this.model}:${id}`;
     }
     async upsert(id: string, payload: Payload, expiresIn?: number): Promise<void> {
-      store.set(this.key(id), { payload: { ...payload }, expiresAtMs: typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity });
+      store.set(this.key(id), {
+        payload: { ...payload },
+        expiresAtMs: typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity,
+      });
     }
     async find(id: string): Promise<Payload | undefined> {
       const p = live(this.key(id));
@@ -233,11 +260,17 @@ export async function startOidcServer(options: StartOidcServerOptions): Promise<
     cookies: { keys: ['linkvault-test-cookie-key'] },
     scopes: [...TEST_API_SCOPES],
     claims: { openid: ['sub'], email: ['email', 'email_verified'] },
-    findAccount: async (_ctx: unknown, sub: string) => ({ accountId: sub, claims: async () => ({ sub, email: `${sub}@example.test`, email_verified: true }) }),
+    findAccount: async (_ctx: unknown, sub: string) => ({
+      accountId: sub,
+      claims: async () => ({ sub, email: `${sub}@example.test`, email_verified: true }),
+    }),
     // RFC 7636 / RFC 9700 §2.1.1: PKCE for every client, S256 only (the default method list).
     pkce: { required: () => true },
-    interactions: { url: (_ctx: unknown, interaction: { uid: string }) => `/interaction/${interaction.uid}` },
-    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(t: string): boolean }) => client.grantTypeAllowed('refresh_token'),
+    interactions: {
+      url: (_ctx: unknown, interaction: { uid: string }) => `/interaction/${interaction.uid}`,
+    },
+    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(t: string): boolean }) =>
+      client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: options.rotateRefreshTokens ?? false,
     ttl: {
       AccessToken: options.accessTokenTtlSeconds ?? 3600,
@@ -257,7 +290,11 @@ export async function startOidcServer(options: StartOidcServerOptions): Promise<
         enabled: true,
         defaultResource: () => TEST_API_RESOURCE,
         useGrantedResource: () => true,
-        getResourceServerInfo: () => ({ scope: TEST_API_SCOPES.join(' '), accessTokenFormat: 'opaque', accessTokenTTL: options.accessTokenTtlSeconds ?? 3600 }),
+        getResourceServerInfo: () => ({
+          scope: TEST_API_SCOPES.join(' '),
+          accessTokenFormat: 'opaque',
+          accessTokenTTL: options.accessTokenTtlSeconds ?? 3600,
+        }),
       },
       ...options.features,
     },
@@ -266,7 +303,8 @@ export async function startOidcServer(options: StartOidcServerOptions): Promise<
   provider.use(async (ctx, next) => {
     await next();
     if (ctx.method === 'POST' && ctx.path === '/token') {
-      const grantType = typeof ctx.oidc?.params?.grant_type === 'string' ? ctx.oidc.params.grant_type : 'unknown';
+      const grantType =
+        typeof ctx.oidc?.params?.grant_type === 'string' ? ctx.oidc.params.grant_type : 'unknown';
       tokenCounts[grantType] = (tokenCounts[grantType] ?? 0) + 1;
     } else if (ctx.path === '/token/revocation') counts.revocation += 1;
     else if (ctx.path === '/token/introspection') counts.introspection += 1;
@@ -302,8 +340,14 @@ export async function startOidcServer(options: StartOidcServerOptions): Promise<
         name: `Test AS ${id}`,
         category: 'test',
         issuer: options.mode === 'oidc' ? issuer : null,
-        ...(options.mode === 'oauth' ? { authorization_url: `${issuer}/auth`, token_url: `${issuer}/token` } : {}),
-        revocation: { style: 'rfc7009', url: options.mode === 'oauth' ? `${issuer}/token/revocation` : null, token_type_hint: 'refresh_token' },
+        ...(options.mode === 'oauth'
+          ? { authorization_url: `${issuer}/auth`, token_url: `${issuer}/token` }
+          : {}),
+        revocation: {
+          style: 'rfc7009',
+          url: options.mode === 'oauth' ? `${issuer}/token/revocation` : null,
+          token_type_hint: 'refresh_token',
+        },
         scopes: { default: scopes, separator: ' ' },
         pkce: true,
         token_endpoint_auth_method: first?.token_endpoint_auth_method ?? 'client_secret_post',
@@ -311,8 +355,13 @@ export async function startOidcServer(options: StartOidcServerOptions): Promise<
         template_variables: [],
         capture_metadata: [],
         api_hosts: ['127.0.0.1'],
-        privacy: { settings_url: `${issuer}/account`, instructions: 'Remove the app in the test server.', policy_url: `${issuer}/privacy` },
-        account_id: options.mode === 'oidc' ? { from: 'id_token_claim', path: 'sub' } : { from: 'none' },
+        privacy: {
+          settings_url: `${issuer}/account`,
+          instructions: 'Remove the app in the test server.',
+          policy_url: `${issuer}/privacy`,
+        },
+        account_id:
+          options.mode === 'oidc' ? { from: 'id_token_claim', path: 'sub' } : { from: 'none' },
       };
       return { ...base, ...overrides };
     },
@@ -329,7 +378,8 @@ export async function startOidcServer(options: StartOidcServerOptions): Promise<
       if (response.status !== 200) throw new Error(`introspection answered ${response.status}`);
       return (await response.json()) as { active: boolean } & Record<string, unknown>;
     },
-    completeLogin: (authorizationUrl, loginOptions) => driveLogin(issuer, authorizationUrl, loginOptions),
+    completeLogin: (authorizationUrl, loginOptions) =>
+      driveLogin(issuer, authorizationUrl, loginOptions),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -339,17 +389,26 @@ export async function startOidcServer(options: StartOidcServerOptions): Promise<
 }
 
 /** Answers the provider's interaction: login as the requested account, consent to everything, or deny. */
-async function answerInteraction(provider: OidcProviderInstance, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function answerInteraction(
+  provider: OidcProviderInstance,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const details = await provider.interactionDetails(req, res);
   const accountId = req.headers['x-test-account'];
   let result: Record<string, unknown>;
   if (req.headers['x-test-deny'] === '1') {
     result = { error: 'access_denied', error_description: 'The test user said no' };
   } else if (details.prompt.name === 'login') {
-    if (typeof accountId !== 'string' || accountId === '') throw new Error('x-test-account header missing');
+    if (typeof accountId !== 'string' || accountId === '')
+      throw new Error('x-test-account header missing');
     result = { login: { accountId } };
   } else if (details.prompt.name === 'consent') {
-    result = { consent: { grantId: await saveConsentGrant(provider.Grant, details, details.session!.accountId!) } };
+    result = {
+      consent: {
+        grantId: await saveConsentGrant(provider.Grant, details, details.session!.accountId!),
+      },
+    };
   } else {
     throw new Error(`unexpected prompt ${details.prompt.name}`);
   }
@@ -357,7 +416,11 @@ async function answerInteraction(provider: OidcProviderInstance, req: IncomingMe
 }
 
 /** Follows redirects by hand (keeping cookies) until one leaves the issuer: that is the callback. */
-async function driveLogin(issuer: string, authorizationUrl: URL | string, options: CompleteLoginOptions): Promise<URL> {
+async function driveLogin(
+  issuer: string,
+  authorizationUrl: URL | string,
+  options: CompleteLoginOptions,
+): Promise<URL> {
   const cookies = new Map<string, string>();
   let next = new URL(authorizationUrl);
   for (let hop = 0; hop < 10; hop++) {

@@ -24,14 +24,35 @@ export interface TestOAuth {
 }
 
 /** A catalogue with `entry` (a provider's snake_case catalogue entry) and the real adapter over it. */
-export function createTestOAuth(options: { entry: Record<string, unknown>; clientId: string; clientSecret: string; providerTimeoutMs?: number }): TestOAuth {
+export function createTestOAuth(options: {
+  entry: Record<string, unknown>;
+  clientId: string;
+  clientSecret: string;
+  providerTimeoutMs?: number;
+}): TestOAuth {
   const catalogue = loadCatalogue({
     builtinFile: BUILTIN_CATALOGUE,
     extraFile: null,
-    config: { allowInsecureProviderUrls: false, providerCredentialFor: () => null, providersFile: null },
-    extraEntries: [{ entry: options.entry, credentials: { clientId: options.clientId, clientSecret: options.clientSecret }, allowInsecureUrls: true }],
+    config: {
+      allowInsecureProviderUrls: false,
+      providerCredentialFor: () => null,
+      providersFile: null,
+    },
+    extraEntries: [
+      {
+        entry: options.entry,
+        credentials: { clientId: options.clientId, clientSecret: options.clientSecret },
+        allowInsecureUrls: true,
+      },
+    ],
   });
-  const oauth = createOAuthClient({ catalogue, config: { providerTimeoutMs: options.providerTimeoutMs ?? 5000, allowInsecureProviderUrls: false } });
+  const oauth = createOAuthClient({
+    catalogue,
+    config: {
+      providerTimeoutMs: options.providerTimeoutMs ?? 5000,
+      allowInsecureProviderUrls: false,
+    },
+  });
   return { catalogue, oauth };
 }
 
@@ -56,11 +77,21 @@ export interface ConnectViaProviderOptions {
 /** Runs a real authorization-code flow at the provider and stores the resulting link. */
 export async function connectViaProvider(o: ConnectViaProviderOptions): Promise<LinkRecord> {
   const redirectUri = o.redirectUri ?? TEST_REDIRECT_URI;
-  const start = await o.oauth.startAuthorization({ providerId: o.providerId, endpointVariables: {}, redirectUri });
+  const start = await o.oauth.startAuthorization({
+    providerId: o.providerId,
+    endpointVariables: {},
+    redirectUri,
+  });
   const callbackUrl = await o.completeLogin(start.url, { accountId: o.accountId ?? 'user-1' });
-  const done = await o.oauth.completeAuthorization({ providerId: o.providerId, endpointVariables: {}, callbackUrl, checks: start.checks });
+  const done = await o.oauth.completeAuthorization({
+    providerId: o.providerId,
+    endpointVariables: {},
+    callbackUrl,
+    checks: start.checks,
+  });
   const at = Date.now();
-  const expiresAtMs = o.accessTokenExpiresAtMs === undefined ? done.tokens.expiresAtMs : o.accessTokenExpiresAtMs;
+  const expiresAtMs =
+    o.accessTokenExpiresAtMs === undefined ? done.tokens.expiresAtMs : o.accessTokenExpiresAtMs;
   const link: LinkRecord = {
     id: o.linkId,
     tenantId: o.tenantId ?? 'tenant-a',

@@ -52,9 +52,18 @@ function token(prefix: string): string {
   return `${prefix}${randomBytes(18).toString('base64url')}`;
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers });
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -64,7 +73,10 @@ function basicCredentials(req: StandInRequest): { id: string; secret: string } |
   const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon < 0) return null;
-  return { id: decodeURIComponent(decoded.slice(0, colon)), secret: decodeURIComponent(decoded.slice(colon + 1)) };
+  return {
+    id: decodeURIComponent(decoded.slice(0, colon)),
+    secret: decodeURIComponent(decoded.slice(colon + 1)),
+  };
 }
 
 /** RFC 6749 §2.3.1 client authentication, either method. */
@@ -80,7 +92,9 @@ function bearer(req: StandInRequest): string | null {
   return header?.startsWith('Bearer ') ? header.slice(7) : null;
 }
 
-async function startStandIn(routes: (url: () => string) => Record<string, Route>): Promise<BaseStandIn & { sockets: Set<Socket> }> {
+async function startStandIn(
+  routes: (url: () => string) => Record<string, Route>,
+): Promise<BaseStandIn & { sockets: Set<Socket> }> {
   const counts = new Map<string, number>();
   let total = 0;
   const sockets = new Set<Socket>();
@@ -99,9 +113,13 @@ async function startStandIn(routes: (url: () => string) => Record<string, Route>
         path,
         headers: req.headers,
         body,
-        form: contentType.includes('application/x-www-form-urlencoded') ? new URLSearchParams(body) : new URLSearchParams(),
+        form: contentType.includes('application/x-www-form-urlencoded')
+          ? new URLSearchParams(body)
+          : new URLSearchParams(),
       };
-      const route = table[`${request.method} ${path}`] ?? Object.entries(table).find(([k]) => matchPattern(k, request.method, path))?.[1];
+      const route =
+        table[`${request.method} ${path}`] ??
+        Object.entries(table).find(([k]) => matchPattern(k, request.method, path))?.[1];
       if (!route) {
         sendJson(res, 404, { message: 'Not Found' });
         return;
@@ -186,16 +204,28 @@ export async function startSalesforceStandIn(client: StandInClient): Promise<Sal
   };
   const base = await startStandIn(() => ({
     'POST /services/oauth2/token': (req, res) => {
-      if (!clientMatches(req, client)) return sendJson(res, 400, { error: 'invalid_client', error_description: 'invalid client credentials' });
+      if (!clientMatches(req, client))
+        return sendJson(res, 400, {
+          error: 'invalid_client',
+          error_description: 'invalid client credentials',
+        });
       const grant = req.form.get('grant_type');
       if (grant === 'authorization_code') {
         const code = req.form.get('code') ?? '';
-        if (!code || usedCodes.has(code)) return sendJson(res, 400, { error: 'invalid_grant', error_description: 'authentication failure' });
+        if (!code || usedCodes.has(code))
+          return sendJson(res, 400, {
+            error: 'invalid_grant',
+            error_description: 'authentication failure',
+          });
         usedCodes.add(code);
         return answer(res, true);
       }
       if (grant === 'refresh_token') {
-        if (!refreshTokens.has(req.form.get('refresh_token') ?? '')) return sendJson(res, 400, { error: 'invalid_grant', error_description: 'expired access/refresh token' });
+        if (!refreshTokens.has(req.form.get('refresh_token') ?? ''))
+          return sendJson(res, 400, {
+            error: 'invalid_grant',
+            error_description: 'expired access/refresh token',
+          });
         return answer(res, false);
       }
       return sendJson(res, 400, { error: 'unsupported_grant_type' });
@@ -236,7 +266,10 @@ export interface SlackStandIn extends BaseStandIn {
  * auth. With `rotation`, answers carry refresh_token + expires_in 43200 and a refresh revokes the
  * old refresh token; without it tokens never expire. auth.revoke takes the token as a Bearer.
  */
-export async function startSlackStandIn(client: StandInClient, options: { rotation?: boolean } = {}): Promise<SlackStandIn> {
+export async function startSlackStandIn(
+  client: StandInClient,
+  options: { rotation?: boolean } = {},
+): Promise<SlackStandIn> {
   const usedCodes = new Set<string>();
   const active = new Set<string>();
   const refreshTokens = new Set<string>();
@@ -250,7 +283,12 @@ export async function startSlackStandIn(client: StandInClient, options: { rotati
     const body: Record<string, unknown> = {
       ok: true,
       app_id: 'A0123TEST',
-      authed_user: { id: 'U0123TEST', scope: 'search:read', access_token: user, token_type: 'user' },
+      authed_user: {
+        id: 'U0123TEST',
+        scope: 'search:read',
+        access_token: user,
+        token_type: 'user',
+      },
       scope: 'channels:read,users:read',
       token_type: 'bot',
       access_token: bot,
@@ -258,7 +296,12 @@ export async function startSlackStandIn(client: StandInClient, options: { rotati
       team: { id: teamId, name: 'Test Workspace' },
       enterprise: null,
       is_enterprise_install: false,
-      incoming_webhook: { channel: '#general', channel_id: 'C0123', configuration_url: 'https://test.slack.com/services/B1', url: 'https://hooks.slack.com/services/T0/B1/secret' },
+      incoming_webhook: {
+        channel: '#general',
+        channel_id: 'C0123',
+        configuration_url: 'https://test.slack.com/services/B1',
+        url: 'https://hooks.slack.com/services/T0/B1/secret',
+      },
     };
     if (options.rotation) {
       const refresh = token('xoxe-1-');
@@ -278,18 +321,22 @@ export async function startSlackStandIn(client: StandInClient, options: { rotati
       const basic = basicCredentials(req);
       const id = basic?.id ?? req.form.get('client_id');
       const secret = basic?.secret ?? req.form.get('client_secret');
-      if (id !== client.clientId) return sendJson(res, 200, { ok: false, error: 'invalid_client_id' });
-      if (secret !== client.clientSecret) return sendJson(res, 200, { ok: false, error: 'bad_client_secret' });
+      if (id !== client.clientId)
+        return sendJson(res, 200, { ok: false, error: 'invalid_client_id' });
+      if (secret !== client.clientSecret)
+        return sendJson(res, 200, { ok: false, error: 'bad_client_secret' });
       const grant = req.form.get('grant_type') ?? 'authorization_code';
       if (grant === 'authorization_code') {
         const code = req.form.get('code') ?? '';
-        if (!code || usedCodes.has(code)) return sendJson(res, 200, { ok: false, error: 'invalid_code' });
+        if (!code || usedCodes.has(code))
+          return sendJson(res, 200, { ok: false, error: 'invalid_code' });
         usedCodes.add(code);
         return sendJson(res, 200, installation());
       }
       if (grant === 'refresh_token') {
         const old = req.form.get('refresh_token') ?? '';
-        if (!refreshTokens.delete(old)) return sendJson(res, 200, { ok: false, error: 'invalid_refresh_token' });
+        if (!refreshTokens.delete(old))
+          return sendJson(res, 200, { ok: false, error: 'invalid_refresh_token' });
         return sendJson(res, 200, installation());
       }
       return sendJson(res, 200, { ok: false, error: 'invalid_grant_type' });
@@ -348,32 +395,53 @@ export async function startGitHubStandIn(client: StandInClient): Promise<GitHubS
     'POST /login/oauth/access_token': (req, res) => {
       if ((req.headers.accept ?? '').includes('application/json')) accepts.json += 1;
       else accepts.other += 1;
-      if (req.form.get('client_id') !== client.clientId || req.form.get('client_secret') !== client.clientSecret) {
-        return answer(req, res, { error: 'incorrect_client_credentials', error_description: 'The client_id and/or client_secret passed are incorrect.' });
+      if (
+        req.form.get('client_id') !== client.clientId ||
+        req.form.get('client_secret') !== client.clientSecret
+      ) {
+        return answer(req, res, {
+          error: 'incorrect_client_credentials',
+          error_description: 'The client_id and/or client_secret passed are incorrect.',
+        });
       }
       const code = req.form.get('code') ?? '';
       if (!code || usedCodes.has(code)) {
-        return answer(req, res, { error: 'bad_verification_code', error_description: 'The code passed is incorrect or expired.' });
+        return answer(req, res, {
+          error: 'bad_verification_code',
+          error_description: 'The code passed is incorrect or expired.',
+        });
       }
       usedCodes.add(code);
       const access = token('gho_');
       active.add(access);
-      answer(req, res, { access_token: access, scope: 'read:user,user:email', token_type: 'bearer' });
+      answer(req, res, {
+        access_token: access,
+        scope: 'read:user,user:email',
+        token_type: 'bearer',
+      });
     },
     [`DELETE ${grantPath}`]: (req, res) => {
       const basic = basicCredentials(req);
-      if (basic?.id !== client.clientId || basic.secret !== client.clientSecret) return sendJson(res, 401, { message: 'Bad credentials' });
+      if (basic?.id !== client.clientId || basic.secret !== client.clientSecret)
+        return sendJson(res, 401, { message: 'Bad credentials' });
       let accessToken: unknown;
       try {
         accessToken = (JSON.parse(req.body) as { access_token?: unknown }).access_token;
       } catch {
         return sendJson(res, 422, { message: 'Problems parsing JSON' });
       }
-      if (typeof accessToken !== 'string' || !active.delete(accessToken)) return sendJson(res, 404, { message: 'Not Found' });
+      if (typeof accessToken !== 'string' || !active.delete(accessToken))
+        return sendJson(res, 404, { message: 'Not Found' });
       res.writeHead(204).end();
     },
   }));
-  return { ...base, tokenPath: '/login/oauth/access_token', grantPath, isActive: (t) => active.has(t), acceptCounts: () => ({ ...accepts }) };
+  return {
+    ...base,
+    tokenPath: '/login/oauth/access_token',
+    grantPath,
+    isActive: (t) => active.has(t),
+    acceptCounts: () => ({ ...accepts }),
+  };
 }
 
 // ------------------------------------------------------------------------------------------- Zoho
@@ -395,11 +463,15 @@ export interface ZohoStandIn extends BaseStandIn {
  * token used at another DC's server is invalid (invalid_code / invalid_grant, HTTP 200 as
  * Zoho does for invalid_code). Revocation answers {"status":"success"}.
  */
-export async function startZohoStandIn(client: StandInClient, accountsHosts: readonly string[] = ['accounts.zoho.com', 'accounts.zoho.eu']): Promise<ZohoStandIn> {
+export async function startZohoStandIn(
+  client: StandInClient,
+  accountsHosts: readonly string[] = ['accounts.zoho.com', 'accounts.zoho.eu'],
+): Promise<ZohoStandIn> {
   const codes = new Map<string, string>(); // code → dc
   const refresh = new Map<string, string>(); // token → dc
   const access = new Set<string>();
-  const apiDomain = (dc: string): string => `https://www.zohoapis.${dc.replace(/^accounts\.zoho\./, '')}`;
+  const apiDomain = (dc: string): string =>
+    `https://www.zohoapis.${dc.replace(/^accounts\.zoho\./, '')}`;
   const routes: Record<string, Route> = {};
   for (const dc of accountsHosts) {
     routes[`POST /${dc}/oauth/v2/token`] = (req, res) => {
@@ -413,17 +485,32 @@ export async function startZohoStandIn(client: StandInClient, accountsHosts: rea
         const rt = token('1000.r.');
         refresh.set(rt, dc);
         access.add(at);
-        return sendJson(res, 200, { access_token: at, refresh_token: rt, scope: 'ZohoCRM.modules.READ', api_domain: apiDomain(dc), token_type: 'Bearer', expires_in: 3600 });
+        return sendJson(res, 200, {
+          access_token: at,
+          refresh_token: rt,
+          scope: 'ZohoCRM.modules.READ',
+          api_domain: apiDomain(dc),
+          token_type: 'Bearer',
+          expires_in: 3600,
+        });
       }
       if (grant === 'refresh_token') {
-        if (refresh.get(req.form.get('refresh_token') ?? '') !== dc) return sendJson(res, 400, { error: 'invalid_grant' });
+        if (refresh.get(req.form.get('refresh_token') ?? '') !== dc)
+          return sendJson(res, 400, { error: 'invalid_grant' });
         access.add(at);
-        return sendJson(res, 200, { access_token: at, scope: 'ZohoCRM.modules.READ', api_domain: apiDomain(dc), token_type: 'Bearer', expires_in: 3600 });
+        return sendJson(res, 200, {
+          access_token: at,
+          scope: 'ZohoCRM.modules.READ',
+          api_domain: apiDomain(dc),
+          token_type: 'Bearer',
+          expires_in: 3600,
+        });
       }
       return sendJson(res, 400, { error: 'unsupported_grant_type' });
     };
     routes[`POST /${dc}/oauth/v2/token/revoke`] = (req, res) => {
-      const t = req.form.get('token') ?? new URL(`http://x${req.path}`).searchParams.get('token') ?? '';
+      const t =
+        req.form.get('token') ?? new URL(`http://x${req.path}`).searchParams.get('token') ?? '';
       refresh.delete(t);
       access.delete(t);
       sendJson(res, 200, { status: 'success' });
@@ -471,11 +558,20 @@ export async function startIntercomStandIn(client: StandInClient): Promise<Inter
     },
     'POST /auth/uninstall': (req, res) => {
       const t = bearer(req);
-      if (t === null || !active.delete(t)) return sendJson(res, 401, { type: 'error.list', errors: [{ code: 'unauthorized', message: 'Access Token Invalid' }] });
+      if (t === null || !active.delete(t))
+        return sendJson(res, 401, {
+          type: 'error.list',
+          errors: [{ code: 'unauthorized', message: 'Access Token Invalid' }],
+        });
       sendJson(res, 200, {});
     },
   }));
-  return { ...base, tokenPath: '/auth/eagle/token', uninstallPath: '/auth/uninstall', isActive: (t) => active.has(t) };
+  return {
+    ...base,
+    tokenPath: '/auth/eagle/token',
+    uninstallPath: '/auth/uninstall',
+    isActive: (t) => active.has(t),
+  };
 }
 
 // ------------------------------------------------------------------- generic faulty token endpoint
@@ -493,7 +589,12 @@ export async function startIntercomStandIn(client: StandInClient): Promise<Inter
 export type TokenEndpointBehaviour =
   | { readonly kind: 'normal'; readonly delayMs?: number }
   | { readonly kind: 'hang' }
-  | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: string; readonly body?: string }
+  | {
+      readonly kind: 'status';
+      readonly status: number;
+      readonly retryAfter?: string;
+      readonly body?: string;
+    }
   | { readonly kind: 'error'; readonly error: string; readonly status?: number }
   | { readonly kind: 'rotate_then_drop' }
   | { readonly kind: 'oversized'; readonly bytes?: number };
@@ -542,7 +643,9 @@ export interface TokenEndpointStandInOptions {
  * The catalogue entry for it: authorization_url `${url}/authorize` (never served), token_url
  * `${url}/token`, revocation `${url}/revoke`.
  */
-export async function startTokenEndpointStandIn(options: TokenEndpointStandInOptions = {}): Promise<TokenEndpointStandIn> {
+export async function startTokenEndpointStandIn(
+  options: TokenEndpointStandInOptions = {},
+): Promise<TokenEndpointStandIn> {
   const client = options.client ?? { clientId: 'stand-in-client', clientSecret: 'stand-in-secret' };
   const rotate = options.rotate ?? true;
   const expiresIn = options.expiresInSeconds ?? 3600;
@@ -562,7 +665,13 @@ export async function startTokenEndpointStandIn(options: TokenEndpointStandInOpt
   const issue = (withRefresh: boolean): Record<string, unknown> => {
     const at = token('at_');
     accessTokens.set(at, Date.now() + expiresIn * 1000);
-    const body: Record<string, unknown> = { ...answerExtra, access_token: at, token_type: 'Bearer', expires_in: expiresIn, scope: 'api:read' };
+    const body: Record<string, unknown> = {
+      ...answerExtra,
+      access_token: at,
+      token_type: 'Bearer',
+      expires_in: expiresIn,
+      scope: 'api:read',
+    };
     if (withRefresh) {
       const rt = token('rt_');
       refreshTokens.add(rt);
@@ -603,10 +712,19 @@ export async function startTokenEndpointStandIn(options: TokenEndpointStandInOpt
             'content-type': behaviour.body === undefined ? 'application/json' : 'text/html',
             ...(behaviour.retryAfter === undefined ? {} : { 'retry-after': behaviour.retryAfter }),
           });
-          res.end(behaviour.body ?? JSON.stringify({ error: behaviour.status >= 500 ? 'server_error' : 'temporarily_unavailable' }));
+          res.end(
+            behaviour.body ??
+              JSON.stringify({
+                error: behaviour.status >= 500 ? 'server_error' : 'temporarily_unavailable',
+              }),
+          );
           return;
         case 'error':
-          return sendJson(res, behaviour.status ?? (behaviour.error === 'invalid_client' ? 401 : 400), { error: behaviour.error });
+          return sendJson(
+            res,
+            behaviour.status ?? (behaviour.error === 'invalid_client' ? 401 : 400),
+            { error: behaviour.error },
+          );
         case 'rotate_then_drop': {
           perform(req); // the provider did the work...
           res.socket?.destroy(); // ...and the answer never arrives
@@ -638,7 +756,12 @@ export async function startTokenEndpointStandIn(options: TokenEndpointStandInOpt
       }
       if (revocationBehaviour.kind === 'hang') return;
       if (revocationBehaviour.kind === 'status') {
-        res.writeHead(revocationBehaviour.status, revocationBehaviour.retryAfter === undefined ? {} : { 'retry-after': revocationBehaviour.retryAfter });
+        res.writeHead(
+          revocationBehaviour.status,
+          revocationBehaviour.retryAfter === undefined
+            ? {}
+            : { 'retry-after': revocationBehaviour.retryAfter },
+        );
         res.end();
         return;
       }

@@ -89,7 +89,9 @@ function findRedisServer(): string {
       // not here
     }
   }
-  throw new Error('redis-server not found on PATH: install it with `apt-get install -y redis-server`');
+  throw new Error(
+    'redis-server not found on PATH: install it with `apt-get install -y redis-server`',
+  );
 }
 
 function canListen(port: number): Promise<boolean> {
@@ -130,7 +132,21 @@ function spawnRedis(spec: ProcessSpec): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       spec.bin,
-      ['--port', String(spec.port), '--bind', HOST, '--dir', spec.dir, '--daemonize', 'no', '--logfile', '', '--save', '', ...spec.args],
+      [
+        '--port',
+        String(spec.port),
+        '--bind',
+        HOST,
+        '--dir',
+        spec.dir,
+        '--daemonize',
+        'no',
+        '--logfile',
+        '',
+        '--save',
+        '',
+        ...spec.args,
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     live.add(child);
@@ -156,7 +172,12 @@ function spawnRedis(spec: ProcessSpec): Promise<ChildProcess> {
     });
     child.once('exit', (code, signal) => {
       live.delete(child);
-      if (!ready) reject(new Error(`redis-server on port ${spec.port} exited before ready (code ${code}, signal ${signal}): ${tail.trim().split('\n').slice(-3).join(' | ')}`));
+      if (!ready)
+        reject(
+          new Error(
+            `redis-server on port ${spec.port} exited before ready (code ${code}, signal ${signal}): ${tail.trim().split('\n').slice(-3).join(' | ')}`,
+          ),
+        );
     });
   });
 }
@@ -168,7 +189,11 @@ function waitForExit(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-async function startServer(bin: string, args: readonly string[], busPort: boolean): Promise<RedisServerHandle> {
+async function startServer(
+  bin: string,
+  args: readonly string[],
+  busPort: boolean,
+): Promise<RedisServerHandle> {
   installExitHook();
   const dir = mkdtempSync(join(tmpdir(), 'linkvault-redis-'));
   dirs.add(dir);
@@ -262,7 +287,9 @@ async function clusterInfo(client: Redis): Promise<Record<string, string>> {
  * Starts a Redis Cluster of `masters` master nodes (no replicas), slots split evenly, and resolves
  * once every node reports cluster_state:ok with all nodes known. On failure every node is stopped.
  */
-export async function startRedisCluster(opts: { masters: number } = { masters: 3 }): Promise<RedisClusterHandle> {
+export async function startRedisCluster(
+  opts: { masters: number } = { masters: 3 },
+): Promise<RedisClusterHandle> {
   const bin = findRedisServer();
   const nodes: RedisServerHandle[] = [];
   const clients: Redis[] = [];
@@ -270,10 +297,27 @@ export async function startRedisCluster(opts: { masters: number } = { masters: 3
     await Promise.all(nodes.map((n) => n.stop()));
   };
   try {
-    const args = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--appendonly', 'no'];
+    const args = [
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      'nodes.conf',
+      '--cluster-node-timeout',
+      '2000',
+      '--appendonly',
+      'no',
+    ];
     for (let i = 0; i < opts.masters; i++) nodes.push(await startServer(bin, args, true));
     for (const node of nodes) {
-      clients.push(new Redis({ host: HOST, port: node.port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null }));
+      clients.push(
+        new Redis({
+          host: HOST,
+          port: node.port,
+          lazyConnect: true,
+          maxRetriesPerRequest: 0,
+          retryStrategy: () => null,
+        }),
+      );
     }
     await Promise.all(clients.map((c) => c.connect()));
 
@@ -285,16 +329,23 @@ export async function startRedisCluster(opts: { masters: number } = { masters: 3
       await clients[i]!.call('CLUSTER', 'SET-CONFIG-EPOCH', String(i + 1));
       await clients[i]!.call('CLUSTER', 'ADDSLOTSRANGE', String(first), String(last));
     }
-    for (const node of nodes.slice(1)) await clients[0]!.call('CLUSTER', 'MEET', HOST, String(node.port));
+    for (const node of nodes.slice(1))
+      await clients[0]!.call('CLUSTER', 'MEET', HOST, String(node.port));
 
     const deadline = Date.now() + 30_000;
     for (;;) {
       const infos = await Promise.all(clients.map((c) => clusterInfo(c)));
       const converged = infos.every(
-        (info) => info['cluster_state'] === 'ok' && info['cluster_known_nodes'] === String(opts.masters) && info['cluster_slots_ok'] === '16384',
+        (info) =>
+          info['cluster_state'] === 'ok' &&
+          info['cluster_known_nodes'] === String(opts.masters) &&
+          info['cluster_slots_ok'] === '16384',
       );
       if (converged) break;
-      if (Date.now() > deadline) throw new Error(`cluster did not converge: ${JSON.stringify(infos.map((i) => i['cluster_state']))}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `cluster did not converge: ${JSON.stringify(infos.map((i) => i['cluster_state']))}`,
+        );
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   } catch (err) {

@@ -9,9 +9,18 @@ import { createStore } from '../../src/store/create-store.js';
 import type { Store } from '../../src/store/store.js';
 import type { LinkRecord } from '../../src/links/link.js';
 import { freePort } from './free-port.js';
-import { connectViaProvider, createTestOAuth, type ConnectViaProviderOptions } from './provider-link.js';
+import {
+  connectViaProvider,
+  createTestOAuth,
+  type ConnectViaProviderOptions,
+} from './provider-link.js';
 import { startRedis, type RedisServerHandle } from './redis-server.js';
-import { startServiceProcess, writeServiceConfig, type ServiceProcess, type StartServiceProcessOptions } from './service-process.js';
+import {
+  startServiceProcess,
+  writeServiceConfig,
+  type ServiceProcess,
+  type StartServiceProcessOptions,
+} from './service-process.js';
 import { makeTestServices, type TestServices } from './service-jwt.js';
 
 /**
@@ -32,11 +41,22 @@ export interface ReleaseCluster {
    * Connects a link of the cluster's provider through a real authorization-code flow (login by
    * the options' completeLogin) and stores it, sealed, as the connect flow would.
    */
-  connectLink(options: Pick<ConnectViaProviderOptions, 'linkId' | 'accessTokenExpiresAtMs' | 'tenantId' | 'userId' | 'accountId'>): Promise<LinkRecord>;
+  connectLink(
+    options: Pick<
+      ConnectViaProviderOptions,
+      'linkId' | 'accessTokenExpiresAtMs' | 'tenantId' | 'userId' | 'accountId'
+    >,
+  ): Promise<LinkRecord>;
   /** POST /v1/grants on replica 0 as crm-sync (an admin). */
-  createGrant(body: Record<string, unknown>): Promise<{ status: number; body: Record<string, unknown> }>;
+  createGrant(
+    body: Record<string, unknown>,
+  ): Promise<{ status: number; body: Record<string, unknown> }>;
   /** POST /v1/links/:id/token on `replica` as `billing` (role tokens). */
-  requestToken(replica: number, linkId: string, body?: Record<string, unknown>): Promise<{ status: number; body: Record<string, unknown> }>;
+  requestToken(
+    replica: number,
+    linkId: string,
+    body?: Record<string, unknown>,
+  ): Promise<{ status: number; body: Record<string, unknown> }>;
   stop(): Promise<void>;
 }
 
@@ -57,28 +77,55 @@ export interface StartReleaseClusterOptions {
   readonly ready?: StartServiceProcessOptions['ready'];
 }
 
-async function call(url: string, authorization: string, body: Record<string, unknown>): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(url, { method: 'POST', headers: { authorization, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+async function call(
+  url: string,
+  authorization: string,
+  body: Record<string, unknown>,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { authorization, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
-export async function startReleaseCluster(options: StartReleaseClusterOptions): Promise<ReleaseCluster> {
+export async function startReleaseCluster(
+  options: StartReleaseClusterOptions,
+): Promise<ReleaseCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'lv-cluster-'));
   const redis = await startRedis();
   const metrics = new Metrics();
   // Created once here (where writeServiceConfig points the replicas), so they never race to generate it.
-  const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
+  const keys = await LocalKeyProvider.load({
+    keyFile: join(dir, 'master.key'),
+    mayGenerate: true,
+    metrics,
+  });
   const vault = createVault({ keys, metrics, maxEntries: 1000, maxAgeMs: 300_000 });
   const services = makeTestServices();
   const env: Record<string, string> = {
-    ...writeServiceConfig({ dir, services, providers: [{ entry: options.entry, clientId: options.clientId, clientSecret: options.clientSecret }] }),
+    ...writeServiceConfig({
+      dir,
+      services,
+      providers: [
+        { entry: options.entry, clientId: options.clientId, clientSecret: options.clientSecret },
+      ],
+    }),
     LINKVAULT_STORE: 'redis',
     LINKVAULT_REDIS_URL: redis.url,
     LINKVAULT_BACKGROUND_REFRESH: 'false',
     ...options.env,
   };
-  const store = await createStore({ kind: 'redis', redisUrl: redis.url, clusterNodes: null, keyPrefix: 'lv' }, { metrics });
-  const { oauth } = createTestOAuth({ entry: options.entry, clientId: options.clientId, clientSecret: options.clientSecret });
+  const store = await createStore(
+    { kind: 'redis', redisUrl: redis.url, clusterNodes: null, keyPrefix: 'lv' },
+    { metrics },
+  );
+  const { oauth } = createTestOAuth({
+    entry: options.entry,
+    clientId: options.clientId,
+    clientSecret: options.clientSecret,
+  });
   const replicas: ServiceProcess[] = [];
   const stop = async (): Promise<void> => {
     await Promise.all(replicas.map((r) => r.stop()));
@@ -88,7 +135,12 @@ export async function startReleaseCluster(options: StartReleaseClusterOptions): 
   };
   const startReplica = async (): Promise<ServiceProcess> => {
     const replicaEnv = options.ready ? { ...env, LINKVAULT_PORT: String(await freePort()) } : env;
-    return startServiceProcess({ cwd: dir, env: replicaEnv, ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}), ...(options.ready ? { ready: options.ready } : {}) });
+    return startServiceProcess({
+      cwd: dir,
+      env: replicaEnv,
+      ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
+      ...(options.ready ? { ready: options.ready } : {}),
+    });
   };
   const started = await Promise.allSettled(Array.from({ length: options.replicas }, startReplica));
   for (const outcome of started) if (outcome.status === 'fulfilled') replicas.push(outcome.value);
@@ -104,9 +156,22 @@ export async function startReleaseCluster(options: StartReleaseClusterOptions): 
     store,
     vault,
     oauth,
-    connectLink: (o) => connectViaProvider({ ...o, oauth, completeLogin: options.completeLogin, store, vault, providerId: options.providerId }),
+    connectLink: (o) =>
+      connectViaProvider({
+        ...o,
+        oauth,
+        completeLogin: options.completeLogin,
+        store,
+        vault,
+        providerId: options.providerId,
+      }),
     createGrant: (body) => call(`${replicas[0]!.url}/v1/grants`, services.bearer('crm-hs'), body),
-    requestToken: (replica, linkId, body = {}) => call(`${replicas[replica]!.url}/v1/links/${linkId}/token`, services.bearer('billing-hs'), body),
+    requestToken: (replica, linkId, body = {}) =>
+      call(
+        `${replicas[replica]!.url}/v1/links/${linkId}/token`,
+        services.bearer('billing-hs'),
+        body,
+      ),
     stop,
   };
 }

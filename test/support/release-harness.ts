@@ -38,7 +38,12 @@ const refuseFlow = () => Promise.reject(new Error('this test expected no authori
 
 /** A token client completed into the full port: the release tests never start an authorization flow. */
 function asOAuthClient(client: OAuthTokenClient): OAuthClient {
-  return { refresh: (i) => client.refresh(i), revoke: (i) => client.revoke(i), startAuthorization: refuseFlow, completeAuthorization: refuseFlow };
+  return {
+    refresh: (i) => client.refresh(i),
+    revoke: (i) => client.revoke(i),
+    startAuthorization: refuseFlow,
+    completeAuthorization: refuseFlow,
+  };
 }
 
 export function createReleaseHarness(options: ReleaseHarnessOptions = {}): Promise<ReleaseHarness> {

@@ -11,7 +11,11 @@ export async function signInToSandbox(page: Page, username: string): Promise<voi
  * Connects the Sandbox CRM through the hosted connect page (a session's connect_url, without
  * return_to, so the flow ends on the result page) and returns the new link's id.
  */
-export async function connectOnHostedPage(page: Page, connectUrl: string, username: string): Promise<string> {
+export async function connectOnHostedPage(
+  page: Page,
+  connectUrl: string,
+  username: string,
+): Promise<string> {
   await page.goto(connectUrl);
   await page.getByRole('button', { name: 'Connect Sandbox CRM' }).click();
   await signInToSandbox(page, username);

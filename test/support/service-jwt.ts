@@ -1,5 +1,16 @@
-import { createHmac, createPrivateKey, generateKeyPairSync, randomBytes, sign as cryptoSign, type KeyObject } from 'node:crypto';
-import { parseServicesFile, type ServiceDefinition, type ServiceRole } from '../../src/auth/services-file.js';
+import {
+  createHmac,
+  createPrivateKey,
+  generateKeyPairSync,
+  randomBytes,
+  sign as cryptoSign,
+  type KeyObject,
+} from 'node:crypto';
+import {
+  parseServicesFile,
+  type ServiceDefinition,
+  type ServiceRole,
+} from '../../src/auth/services-file.js';
 
 /**
  * Test-side service JWTs. The signer is written with node:crypto on purpose (not jsonwebtoken):
@@ -38,20 +49,37 @@ function hmacKey(key: SignServiceJwtOptions['key']): Buffer | KeyObject {
 export function signServiceJwt(options: SignServiceJwtOptions): string {
   const iat = options.iat ?? Math.floor(Date.now() / 1000);
   const header = { alg: options.alg, kid: options.kid, typ: 'JWT', ...options.extraHeader };
-  const claims = { iss: options.iss, aud: options.aud, iat, exp: iat + (options.lifetimeSeconds ?? 60), ...options.extraClaims };
+  const claims = {
+    iss: options.iss,
+    aud: options.aud,
+    iat,
+    exp: iat + (options.lifetimeSeconds ?? 60),
+    ...options.extraClaims,
+  };
   const input = `${b64(header)}.${b64(claims)}`;
   const alg = options.alg;
   let signature: Buffer;
   if (alg === 'none') {
     signature = Buffer.alloc(0);
   } else if (alg.startsWith('HS')) {
-    signature = createHmac(`sha${alg.slice(2)}`, hmacKey(options.key)).update(input).digest();
+    signature = createHmac(`sha${alg.slice(2)}`, hmacKey(options.key))
+      .update(input)
+      .digest();
   } else {
-    const key = typeof options.key === 'string' || Buffer.isBuffer(options.key) ? createPrivateKey(options.key) : options.key;
+    const key =
+      typeof options.key === 'string' || Buffer.isBuffer(options.key)
+        ? createPrivateKey(options.key)
+        : options.key;
     if (!key) throw new Error('signServiceJwt: key required');
     const hash = `sha${alg.slice(2)}`;
-    if (alg.startsWith('ES')) signature = cryptoSign(hash, Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
-    else if (alg.startsWith('PS')) signature = cryptoSign(hash, Buffer.from(input), { key, padding: 6 /* RSA_PKCS1_PSS_PADDING */, saltLength: Number(alg.slice(2)) / 8 });
+    if (alg.startsWith('ES'))
+      signature = cryptoSign(hash, Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+    else if (alg.startsWith('PS'))
+      signature = cryptoSign(hash, Buffer.from(input), {
+        key,
+        padding: 6 /* RSA_PKCS1_PSS_PADDING */,
+        saltLength: Number(alg.slice(2)) / 8,
+      });
     else signature = cryptoSign(hash, Buffer.from(input), key);
   }
   return `${input}.${signature.toString('base64url')}`;
@@ -110,21 +138,51 @@ export function makeTestServices(audience = 'linkvault'): TestServices {
           { kid: 'crm-es', alg: 'ES256', public_key_pem: esPublicKeyPem },
         ],
       },
-      { id: 'billing', roles: ['tokens', 'links:read'], keys: [{ kid: 'billing-hs', alg: 'HS256', secret_env: 'LV_TEST_BILLING_SECRET' }] },
-      { id: 'auditor', roles: ['links:read'], keys: [{ kid: 'auditor-hs', alg: 'HS256', secret_env: 'LV_TEST_AUDITOR_SECRET' }] },
+      {
+        id: 'billing',
+        roles: ['tokens', 'links:read'],
+        keys: [{ kid: 'billing-hs', alg: 'HS256', secret_env: 'LV_TEST_BILLING_SECRET' }],
+      },
+      {
+        id: 'auditor',
+        roles: ['links:read'],
+        keys: [{ kid: 'auditor-hs', alg: 'HS256', secret_env: 'LV_TEST_AUDITOR_SECRET' }],
+      },
     ],
   };
   const services = parseServicesFile(servicesFile, env);
   const keys: Record<string, TestServiceKey> = {
-    'crm-hs': { kid: 'crm-hs', alg: 'HS256', signingKey: Buffer.from(env.LV_TEST_CRM_SECRET!), iss: 'crm-sync' },
+    'crm-hs': {
+      kid: 'crm-hs',
+      alg: 'HS256',
+      signingKey: Buffer.from(env.LV_TEST_CRM_SECRET!),
+      iss: 'crm-sync',
+    },
     'crm-es': { kid: 'crm-es', alg: 'ES256', signingKey: ec.privateKey, iss: 'crm-sync' },
-    'billing-hs': { kid: 'billing-hs', alg: 'HS256', signingKey: Buffer.from(env.LV_TEST_BILLING_SECRET!), iss: 'billing' },
-    'auditor-hs': { kid: 'auditor-hs', alg: 'HS256', signingKey: Buffer.from(env.LV_TEST_AUDITOR_SECRET!), iss: 'auditor' },
+    'billing-hs': {
+      kid: 'billing-hs',
+      alg: 'HS256',
+      signingKey: Buffer.from(env.LV_TEST_BILLING_SECRET!),
+      iss: 'billing',
+    },
+    'auditor-hs': {
+      kid: 'auditor-hs',
+      alg: 'HS256',
+      signingKey: Buffer.from(env.LV_TEST_AUDITOR_SECRET!),
+      iss: 'auditor',
+    },
   };
   const token = (kid: string, overrides: Partial<SignServiceJwtOptions> = {}): string => {
     const k = keys[kid];
     if (!k) throw new Error(`makeTestServices: unknown kid ${kid}`);
-    return signServiceJwt({ kid, alg: k.alg, key: k.signingKey, iss: k.iss, aud: audience, ...overrides });
+    return signServiceJwt({
+      kid,
+      alg: k.alg,
+      key: k.signingKey,
+      iss: k.iss,
+      aud: audience,
+      ...overrides,
+    });
   };
   return {
     audience,

@@ -58,7 +58,8 @@ export interface StartServiceProcessOptions {
   readonly ready?: (line: LogLine) => boolean;
 }
 
-const isListening = (line: LogLine): boolean => typeof line.msg === 'string' && line.msg.startsWith('linkvault listening on port ');
+const isListening = (line: LogLine): boolean =>
+  typeof line.msg === 'string' && line.msg.startsWith('linkvault listening on port ');
 
 function isRunning(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
@@ -76,10 +77,21 @@ function installExitHook(): void {
  * Spawns the real service in `cwd` with only `env` (plus PATH) on a free loopback port (port 0)
  * unless env says otherwise, and resolves once it is ready; rejects, with its stderr, if it exits first.
  */
-export async function startServiceProcess(options: StartServiceProcessOptions): Promise<ServiceProcess> {
+export async function startServiceProcess(
+  options: StartServiceProcessOptions,
+): Promise<ServiceProcess> {
   installExitHook();
-  const env = { PATH: process.env.PATH ?? '', LINKVAULT_PORT: '0', LINKVAULT_HOST: '127.0.0.1', ...options.env };
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), BIN, 'serve'], { cwd: options.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = {
+    PATH: process.env.PATH ?? '',
+    LINKVAULT_PORT: '0',
+    LINKVAULT_HOST: '127.0.0.1',
+    ...options.env,
+  };
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), BIN, 'serve'], {
+    cwd: options.cwd,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   live.add(child);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => {
@@ -117,12 +129,16 @@ export async function startServiceProcess(options: StartServiceProcessOptions): 
   const ready = waitForLine(options.ready ?? isListening);
   const outcome = await Promise.race([ready, exited.then((e) => ({ exitedEarly: e }))]);
   if ('exitedEarly' in outcome) {
-    throw new Error(`the service exited before it was ready (${JSON.stringify(outcome.exitedEarly)}): ${stderr}`);
+    throw new Error(
+      `the service exited before it was ready (${JSON.stringify(outcome.exitedEarly)}): ${stderr}`,
+    );
   }
   const port = options.ready ? Number(env.LINKVAULT_PORT) : Number(outcome.port);
   if (!(port > 0)) {
     child.kill('SIGKILL');
-    throw new Error('startServiceProcess: with a custom ready line, give LINKVAULT_PORT (a free port)');
+    throw new Error(
+      'startServiceProcess: with a custom ready line, give LINKVAULT_PORT (a free port)',
+    );
   }
 
   let stopped: Promise<void> | undefined;
@@ -161,7 +177,11 @@ export interface ServiceConfigOptions {
   readonly dir: string;
   readonly services: TestServices;
   /** Catalogue entries (snake_case, http:// allowed) and the client credentials the operator would set. */
-  readonly providers: readonly { readonly entry: Record<string, unknown>; readonly clientId: string; readonly clientSecret: string }[];
+  readonly providers: readonly {
+    readonly entry: Record<string, unknown>;
+    readonly clientId: string;
+    readonly clientSecret: string;
+  }[];
 }
 
 /**
@@ -174,7 +194,10 @@ export function writeServiceConfig(options: ServiceConfigOptions): Record<string
   const servicesFile = join(options.dir, 'services.json');
   const providersFile = join(options.dir, 'providers.json');
   writeFileSync(servicesFile, JSON.stringify(options.services.servicesFile));
-  writeFileSync(providersFile, JSON.stringify({ providers: options.providers.map((p) => p.entry) }));
+  writeFileSync(
+    providersFile,
+    JSON.stringify({ providers: options.providers.map((p) => p.entry) }),
+  );
   const env: Record<string, string> = {
     ...options.services.env,
     NODE_ENV: 'test',

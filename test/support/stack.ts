@@ -7,7 +7,14 @@ import { join } from 'node:path';
 import type { Express } from 'express';
 import type { Logger } from 'pino';
 import { loadConfig, type Config } from '../../src/config.js';
-import { buildAdapters, buildApp, buildFeatures, buildListener, type FeatureOptions, type Features } from '../../src/features.js';
+import {
+  buildAdapters,
+  buildApp,
+  buildFeatures,
+  buildListener,
+  type FeatureOptions,
+  type Features,
+} from '../../src/features.js';
 import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import type { Vault } from '../../src/keys/vault.js';
 import { loadAuditKey } from '../../src/links/audit/audit.js';
@@ -40,7 +47,9 @@ export interface StackOptions extends Omit<FeatureOptions, 'extraProviders' | 'a
   /** Wraps the store every feature uses (e.g. to make one method fail); the audit key is loaded before. */
   readonly wrapStore?: (store: Store) => Store;
   /** Extra catalogue entries, or a function giving them once the public URL is known (with `listen`). */
-  readonly providers?: readonly ExtraProvider[] | ((publicUrl: string) => Promise<readonly ExtraProvider[]> | readonly ExtraProvider[]);
+  readonly providers?:
+    | readonly ExtraProvider[]
+    | ((publicUrl: string) => Promise<readonly ExtraProvider[]> | readonly ExtraProvider[]);
   /** Mount the built-in Sandbox CRM (default off). */
   readonly sandbox?: boolean;
   /** Listen on a loopback port first, so that the public URL is the real one (default: not listening). */
@@ -147,24 +156,67 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         LINKVAULT_SERVICES_FILE: servicesFile,
         LINKVAULT_AUDIENCE: services.audience,
         ...services.env,
-        ...(options.redisUrl ? { LINKVAULT_STORE: 'redis', LINKVAULT_REDIS_URL: options.redisUrl, LINKVAULT_REDIS_PREFIX: `lvt${process.pid}` } : { LINKVAULT_STORE: 'sqlite', LINKVAULT_SQLITE_PATH: sqlitePath ?? join(dir, 'unused.db') }),
+        ...(options.redisUrl
+          ? {
+              LINKVAULT_STORE: 'redis',
+              LINKVAULT_REDIS_URL: options.redisUrl,
+              LINKVAULT_REDIS_PREFIX: `lvt${process.pid}`,
+            }
+          : {
+              LINKVAULT_STORE: 'sqlite',
+              LINKVAULT_SQLITE_PATH: sqlitePath ?? join(dir, 'unused.db'),
+            }),
         ...options.env,
       },
       dir,
     );
     const lines: string[] = [];
-    const log = options.log ?? createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
+    const log =
+      options.log ??
+      createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
     const metrics = new Metrics();
-    const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
-    const adapters = await buildAdapters(config, { log, metrics, keys, ...(options.store ? { store: options.store } : {}) });
+    const keys = await LocalKeyProvider.load({
+      keyFile: join(dir, 'master.key'),
+      mayGenerate: true,
+      metrics,
+    });
+    const adapters = await buildAdapters(config, {
+      log,
+      metrics,
+      keys,
+      ...(options.store ? { store: options.store } : {}),
+    });
     const now = options.now ?? Date.now;
     let features: Features;
     let deps: typeof adapters;
     try {
-      const hmacKey = options.auditHmacKey ?? (await loadAuditKey({ store: adapters.store, vault: adapters.vault, currentKeyId: () => keys.currentKeyId(), now }));
-      deps = options.wrapStore ? { ...adapters, store: options.wrapStore(adapters.store) } : adapters;
-      const providers = typeof options.providers === 'function' ? await options.providers(publicUrl) : (options.providers ?? []);
-      const { env: _env, store: _store, redisUrl: _redisUrl, wrapStore: _wrapStore, providers: _providers, sandbox: _sandbox, listen: _listen, services: _services, log: _log, ...featureOptions } = options;
+      const hmacKey =
+        options.auditHmacKey ??
+        (await loadAuditKey({
+          store: adapters.store,
+          vault: adapters.vault,
+          currentKeyId: () => keys.currentKeyId(),
+          now,
+        }));
+      deps = options.wrapStore
+        ? { ...adapters, store: options.wrapStore(adapters.store) }
+        : adapters;
+      const providers =
+        typeof options.providers === 'function'
+          ? await options.providers(publicUrl)
+          : (options.providers ?? []);
+      const {
+        env: _env,
+        store: _store,
+        redisUrl: _redisUrl,
+        wrapStore: _wrapStore,
+        providers: _providers,
+        sandbox: _sandbox,
+        listen: _listen,
+        services: _services,
+        log: _log,
+        ...featureOptions
+      } = options;
       features = await buildFeatures(deps, {
         ...featureOptions,
         extraProviders: providers,
@@ -176,7 +228,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await adapters.close();
       throw err;
     }
-    const { routers: _routers, readiness: _readiness, background, fastPath: _fastPath, ...built } = features;
+    const {
+      routers: _routers,
+      readiness: _readiness,
+      background,
+      fastPath: _fastPath,
+      ...built
+    } = features;
     const app = buildApp(deps, features);
     const listener = buildListener(app, features);
     server?.on('request', listener);
@@ -221,7 +279,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 
     async function createLink(input: CreateLinkInput): Promise<LinkRecord> {
       const id = `lnk_${randomUUID()}`;
-      const sealed = await sealTokenSet(vault, { id, tenantId: input.tenantId, providerId: input.providerId }, input.tokens, null);
+      const sealed = await sealTokenSet(
+        vault,
+        { id, tenantId: input.tenantId, providerId: input.providerId },
+        input.tokens,
+        null,
+      );
       const at = input.createdAtMs ?? now();
       const link: LinkRecord = {
         id,
@@ -243,7 +306,17 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       };
       const saved = await store.saveLink(link, null);
       if (!saved) throw new Error('createLink: link exists');
-      await store.putGrant({ id: `grt_${randomUUID()}`, serviceId: 'crm-sync', tenantId: null, providerId: null, linkId: id, scopes: null, purpose: 'tests', createdAtMs: now(), expiresAtMs: null });
+      await store.putGrant({
+        id: `grt_${randomUUID()}`,
+        serviceId: 'crm-sync',
+        tenantId: null,
+        providerId: null,
+        linkId: id,
+        scopes: null,
+        purpose: 'tests',
+        createdAtMs: now(),
+        expiresAtMs: null,
+      });
       return saved;
     }
 
@@ -264,7 +337,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       sqlitePath,
       seedLink,
       createLink,
-      addGrant: (input) => built.grants.create({ purpose: 'test', ...input }, { serviceId: 'crm-sync', requestId: 'test' }),
+      addGrant: (input) =>
+        built.grants.create(
+          { purpose: 'test', ...input },
+          { serviceId: 'crm-sync', requestId: 'test' },
+        ),
       async sessionToken(tenantId, userId) {
         const created = await built.sessions.createSession({ tenantId, userId }, 'crm-sync');
         return created.session_token;
@@ -296,7 +373,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 }
 
 /** A token set as a provider would hand it over. */
-export function tokenSet(accessToken: string, refreshToken: string | null, expiresInSeconds = 3600): TokenSet {
+export function tokenSet(
+  accessToken: string,
+  refreshToken: string | null,
+  expiresInSeconds = 3600,
+): TokenSet {
   return {
     accessToken: new Secret(accessToken),
     refreshToken: refreshToken === null ? null : new Secret(refreshToken),

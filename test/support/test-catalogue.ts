@@ -8,8 +8,13 @@ import { loadCatalogue, type Catalogue } from '../../src/providers/catalogue.js'
 export const BUILTIN_PROVIDERS_FILE = resolve(import.meta.dirname, '../../config/providers.json');
 
 /** A raw (snake_case) entry of the shipped catalogue, deep-copied, with `overrides` shallow-merged over it. */
-export function shippedEntry(id: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
-  const file = JSON.parse(readFileSync(BUILTIN_PROVIDERS_FILE, 'utf8')) as { providers: Record<string, unknown>[] };
+export function shippedEntry(
+  id: string,
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const file = JSON.parse(readFileSync(BUILTIN_PROVIDERS_FILE, 'utf8')) as {
+    providers: Record<string, unknown>[];
+  };
   const entry = file.providers.find((p) => p.id === id);
   if (!entry) throw new Error(`no shipped provider ${id}`);
   return { ...structuredClone(entry), ...overrides };
@@ -22,15 +27,24 @@ export function shippedEntry(id: string, overrides: Record<string, unknown> = {}
  */
 export function createTestCatalogue(
   entries: readonly Record<string, unknown>[],
-  credentials: ProviderCredentials | Readonly<Record<string, ProviderCredentials>> = { clientId: 'test-client', clientSecret: 'test-secret' },
+  credentials: ProviderCredentials | Readonly<Record<string, ProviderCredentials>> = {
+    clientId: 'test-client',
+    clientSecret: 'test-secret',
+  },
 ): Catalogue {
   const dir = mkdtempSync(join(tmpdir(), 'linkvault-catalogue-'));
   try {
     const file = join(dir, 'providers.json');
     writeFileSync(file, JSON.stringify({ providers: entries }));
     const byId = (id: string): ProviderCredentials | null =>
-      'clientId' in credentials ? (credentials as ProviderCredentials) : ((credentials as Record<string, ProviderCredentials>)[id] ?? null);
-    return loadCatalogue({ builtinFile: file, extraFile: null, config: { allowInsecureProviderUrls: true, providerCredentialFor: byId } });
+      'clientId' in credentials
+        ? (credentials as ProviderCredentials)
+        : ((credentials as Record<string, ProviderCredentials>)[id] ?? null);
+    return loadCatalogue({
+      builtinFile: file,
+      extraFile: null,
+      config: { allowInsecureProviderUrls: true, providerCredentialFor: byId },
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -42,7 +56,11 @@ export function createTestCatalogue(
  * stand-in), PKCE, client_secret_post, scope `api:read`, named `Provider <id>` with guidance under
  * https://<id>.example. `overrides` are shallow-merged over it.
  */
-export function testProviderEntry(id: string, baseUrl: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+export function testProviderEntry(
+  id: string,
+  baseUrl: string,
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
   return {
     id,
     name: `Provider ${id}`,

@@ -30,7 +30,13 @@ export async function startWebApp(env: Readonly<Record<string, string>> = {}): P
       ...env,
     },
   });
-  return { app: stack.app, config: stack.config, sessions: stack.sessions, catalogue: stack.catalogue, close: () => stack.close() };
+  return {
+    app: stack.app,
+    config: stack.config,
+    sessions: stack.sessions,
+    catalogue: stack.catalogue,
+    close: () => stack.close(),
+  };
 }
 
 /** Asserts-friendly view of a page's CSP: directive → source list. */

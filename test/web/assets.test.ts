@@ -29,14 +29,20 @@ test('when an asset path is not one of the listed assets, then 404 problem+json 
 });
 
 test('when every listed asset is fetched, then it has its type, an ETag and no-cache (revalidate on every use)', async () => {
-  const types: Record<string, string> = { js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8', svg: 'image/svg+xml' };
+  const types: Record<string, string> = {
+    js: 'text/javascript; charset=utf-8',
+    css: 'text/css; charset=utf-8',
+    svg: 'image/svg+xml',
+  };
   for (const name of PAGE_ASSETS) {
     const res = await request(web.app).get(`/assets/${name}`);
     assert.equal(res.status, 200, name);
     assert.equal(res.headers['content-type'], types[name.split('.').pop()!], name);
     assert.equal(res.headers['cache-control'], 'no-cache', name);
     assert.match(res.headers.etag!, /^"[A-Za-z0-9_-]{32}"$/, name);
-    const again = await request(web.app).get(`/assets/${name}`).set('If-None-Match', res.headers.etag!);
+    const again = await request(web.app)
+      .get(`/assets/${name}`)
+      .set('If-None-Match', res.headers.etag!);
     assert.equal(again.status, 304, name);
   }
 });
@@ -44,7 +50,11 @@ test('when every listed asset is fetched, then it has its type, an ETag and no-c
 test('when the page scripts are read, then none writes HTML strings into the DOM or evaluates code', async () => {
   for (const name of PAGE_ASSETS.filter((n) => n.endsWith('.js'))) {
     const res = await request(web.app).get(`/assets/${name}`);
-    assert.doesNotMatch(res.text, /innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setTimeout\(\s*['"`]/, name);
+    assert.doesNotMatch(
+      res.text,
+      /innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setTimeout\(\s*['"`]/,
+      name,
+    );
     assert.doesNotMatch(res.text, /localStorage/, `${name}: the session must not be persisted`);
   }
 });

@@ -6,7 +6,9 @@ import { startWebApp, type WebApp } from '../support/web-app.js';
 let web: WebApp;
 
 before(async () => {
-  web = await startWebApp({ LINKVAULT_RETURN_URL_ALLOWLIST: 'https://app.example.com,http://localhost:5173' });
+  web = await startWebApp({
+    LINKVAULT_RETURN_URL_ALLOWLIST: 'https://app.example.com,http://localhost:5173',
+  });
 });
 after(() => web.close());
 
@@ -21,10 +23,17 @@ test('when the connect page is opened without an origin, then it renders with no
 });
 
 test('when the opener origin is on the allowlist, or is linkvault itself, then the page carries it for the result page', async () => {
-  for (const origin of ['https://app.example.com', 'http://localhost:5173', 'http://127.0.0.1:3000']) {
+  for (const origin of [
+    'https://app.example.com',
+    'http://localhost:5173',
+    'http://127.0.0.1:3000',
+  ]) {
     const res = await request(web.app).get('/connect').query({ origin });
     assert.equal(res.status, 200, origin);
-    assert.equal(bodyTag(res.text), `<body data-base-path="" data-page="connect" data-opener-origin="${origin}">`);
+    assert.equal(
+      bodyTag(res.text),
+      `<body data-base-path="" data-page="connect" data-opener-origin="${origin}">`,
+    );
   }
 });
 
@@ -43,13 +52,19 @@ test('when the opener origin is not exactly an allowlisted origin, then 400 and 
   ]) {
     const res = await request(web.app).get('/connect').query({ origin });
     assert.equal(res.status, 400, origin);
-    assert.equal(bodyTag(res.text), '<body data-base-path="" data-page="connect" data-origin-rejected="true">', origin);
+    assert.equal(
+      bodyTag(res.text),
+      '<body data-base-path="" data-page="connect" data-origin-rejected="true">',
+      origin,
+    );
     assert.doesNotMatch(res.text, /<script>alert/);
   }
 });
 
 test('when the origin parameter is repeated, then it is refused rather than one of them picked', async () => {
-  const res = await request(web.app).get('/connect?origin=https://app.example.com&origin=https://evil.example.com');
+  const res = await request(web.app).get(
+    '/connect?origin=https://app.example.com&origin=https://evil.example.com',
+  );
   assert.equal(res.status, 400);
   assert.doesNotMatch(res.text, /data-opener-origin/);
 });

@@ -11,12 +11,20 @@ before(async () => {
 after(() => web.close());
 
 async function sessionToken(providers?: string[]): Promise<string> {
-  const created = await web.sessions.createSession({ tenantId: 't1', userId: 'u1', ...(providers ? { providers } : {}) }, 'svc');
+  const created = await web.sessions.createSession(
+    { tenantId: 't1', userId: 'u1', ...(providers ? { providers } : {}) },
+    'svc',
+  );
   return created.session_token;
 }
 
 test('when GET /v1/me/providers has no or a bad bearer, then 401 session_expired with WWW-Authenticate, and no-store', async () => {
-  for (const auth of [undefined, 'Bearer ', 'Bearer nope', `Basic ${Buffer.from('a:b').toString('base64')}`]) {
+  for (const auth of [
+    undefined,
+    'Bearer ',
+    'Bearer nope',
+    `Basic ${Buffer.from('a:b').toString('base64')}`,
+  ]) {
     const req = request(web.app).get('/v1/me/providers');
     if (auth) req.set('Authorization', auth);
     const res = await req;
@@ -29,7 +37,9 @@ test('when GET /v1/me/providers has no or a bad bearer, then 401 session_expired
 
 test('when the session allows some providers, then exactly those enabled ones come back, with names, scope descriptions and privacy', async () => {
   const token = await sessionToken(['hubspot']);
-  const res = await request(web.app).get('/v1/me/providers').set('Authorization', `Bearer ${token}`);
+  const res = await request(web.app)
+    .get('/v1/me/providers')
+    .set('Authorization', `Bearer ${token}`);
   assert.equal(res.status, 200);
   assert.deepEqual(res.body, {
     providers: [
@@ -51,12 +61,18 @@ test('when the session allows some providers, then exactly those enabled ones co
 
 test('when the session names no providers, then every enabled provider comes back in catalogue order', async () => {
   const token = await sessionToken();
-  const res = await request(web.app).get('/v1/me/providers').set('Authorization', `Bearer ${token}`);
+  const res = await request(web.app)
+    .get('/v1/me/providers')
+    .set('Authorization', `Bearer ${token}`);
   assert.deepEqual(
     res.body.providers.map((p: { id: string }) => p.id),
     web.catalogue.enabled().map((e) => e.id),
   );
-  assert.deepEqual(res.body.providers.map((p: { id: string }) => p.id).sort(), ['google', 'hubspot', 'salesforce']);
+  assert.deepEqual(res.body.providers.map((p: { id: string }) => p.id).sort(), [
+    'google',
+    'hubspot',
+    'salesforce',
+  ]);
 });
 
 test('when GET /v1/providers is called without credentials, then every enabled provider comes back, never a disabled one', async () => {
@@ -67,5 +83,8 @@ test('when GET /v1/providers is called without credentials, then every enabled p
     web.catalogue.enabled().map((e) => e.id),
   );
   assert.deepEqual(res.body.providers[0], web.catalogue.publicView(web.catalogue.enabled()[0]!));
-  assert.ok(!res.body.providers.some((p: { id: string }) => p.id === 'zoho'), 'zoho has no credentials here');
+  assert.ok(
+    !res.body.providers.some((p: { id: string }) => p.id === 'zoho'),
+    'zoho has no credentials here',
+  );
 });

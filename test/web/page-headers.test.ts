@@ -6,11 +6,17 @@ import { startWebApp, parseCsp, type WebApp } from '../support/web-app.js';
 let web: WebApp;
 
 before(async () => {
-  web = await startWebApp({ LINKVAULT_RETURN_URL_ALLOWLIST: 'https://app.example.com,http://localhost:5173' });
+  web = await startWebApp({
+    LINKVAULT_RETURN_URL_ALLOWLIST: 'https://app.example.com,http://localhost:5173',
+  });
 });
 after(() => web.close());
 
-const PAGES = ['/connect', '/manage', '/connect/result?status=connected&link_id=lnk_abc&provider=hubspot'];
+const PAGES = [
+  '/connect',
+  '/manage',
+  '/connect/result?status=connected&link_id=lnk_abc&provider=hubspot',
+];
 
 describe('pages', () => {
   for (const path of PAGES) {
@@ -42,18 +48,20 @@ describe('pages', () => {
     test(`when ${path} is served, then its HTML has no inline script, no inline style and no third-party asset`, async () => {
       const res = await request(web.app).get(path);
       const html = res.text;
-      for (const tag of html.match(/<script\b[^>]*>/g) ?? []) assert.match(tag, /\ssrc="\/(assets|sdk)\/[a-z0-9.-]+\.js"/, tag);
+      for (const tag of html.match(/<script\b[^>]*>/g) ?? [])
+        assert.match(tag, /\ssrc="\/(assets|sdk)\/[a-z0-9.-]+\.js"/, tag);
       assert.doesNotMatch(html, /<script\b[^>]*>[^<]+<\/script>/, 'no script body');
       assert.doesNotMatch(html, /<style\b/i);
       assert.doesNotMatch(html, /\sstyle=/i);
       assert.doesNotMatch(html, /\son[a-z]+=/i, 'no inline event handler');
-      for (const m of html.matchAll(/\s(?:src|href)="([^"]*)"/g)) assert.match(m[1]!, /^\/(assets|sdk)\//, `same-origin asset: ${m[1]}`);
+      for (const m of html.matchAll(/\s(?:src|href)="([^"]*)"/g))
+        assert.match(m[1]!, /^\/(assets|sdk)\//, `same-origin asset: ${m[1]}`);
       assert.match(html, /<html lang="en">/);
       assert.match(html, /<meta name="viewport" content="width=device-width, initial-scale=1">/);
     });
   }
 
-  test('when /manage is served, then it keeps its popups\' opener (COOP same-origin-allow-popups) and loads the SDK before its module', async () => {
+  test("when /manage is served, then it keeps its popups' opener (COOP same-origin-allow-popups) and loads the SDK before its module", async () => {
     const res = await request(web.app).get('/manage');
     assert.equal(res.headers['cross-origin-opener-policy'], 'same-origin-allow-popups');
     assert.ok(res.text.indexOf('/sdk/connect.v1.js') < res.text.indexOf('/assets/manage-page.js'));

@@ -9,11 +9,14 @@ import { startWebApp, type WebApp } from '../support/web-app.js';
 let web: WebApp;
 
 before(async () => {
-  web = await startWebApp({ LINKVAULT_PUBLIC_URL: 'https://vault.example.com/lv', LINKVAULT_RETURN_URL_ALLOWLIST: 'https://app.example.com' });
+  web = await startWebApp({
+    LINKVAULT_PUBLIC_URL: 'https://vault.example.com/lv',
+    LINKVAULT_RETURN_URL_ALLOWLIST: 'https://app.example.com',
+  });
 });
 after(() => web.close());
 
-test('when /sdk/connect.js is fetched, then it is JavaScript with this deployment\'s exact base URL and origin written in', async () => {
+test("when /sdk/connect.js is fetched, then it is JavaScript with this deployment's exact base URL and origin written in", async () => {
   const res = await request(web.app).get('/sdk/connect.js');
   assert.equal(res.status, 200);
   assert.equal(res.headers['content-type'], 'text/javascript; charset=utf-8');
@@ -42,7 +45,9 @@ test('when the SDK is fetched, then it has an ETag, a public Cache-Control, and 
 test('when the SDK is revalidated with its ETag, then 304 without a body; with another tag, then 200', async () => {
   const first = await request(web.app).get('/sdk/connect.v1.js');
   const etag = first.headers.etag!;
-  const same = await request(web.app).get('/sdk/connect.v1.js').set('If-None-Match', `"other", W/${etag}`);
+  const same = await request(web.app)
+    .get('/sdk/connect.v1.js')
+    .set('If-None-Match', `"other", W/${etag}`);
   assert.equal(same.status, 304);
   assert.equal(same.text, '');
   assert.equal(same.headers.etag, etag);
@@ -52,14 +57,29 @@ test('when the SDK is revalidated with its ETag, then 304 without a body; with a
 });
 
 test('when a placeholder is missing from the SDK source, then building it fails loudly', () => {
-  assert.throws(() => buildSdk("var BASE_URL = '__LINKVAULT_BASE_URL__';", 'https://vault.example.com'), /__LINKVAULT_ORIGIN__/);
+  assert.throws(
+    () => buildSdk("var BASE_URL = '__LINKVAULT_BASE_URL__';", 'https://vault.example.com'),
+    /__LINKVAULT_ORIGIN__/,
+  );
 });
 
 test('when the SDK runs, then it defines window.linkvault with connect, completeRedirect and a typed error', async () => {
   const res = await request(web.app).get('/sdk/connect.js');
   const window: Record<string, unknown> = {};
-  vm.runInNewContext(res.text, { window, URLSearchParams, URL, Promise, Error, Object, JSON, Math, Uint8Array });
-  const lv = window.linkvault as Record<string, unknown> & { LinkvaultConnectError: new (code: string, message: string) => Error & { code: string } };
+  vm.runInNewContext(res.text, {
+    window,
+    URLSearchParams,
+    URL,
+    Promise,
+    Error,
+    Object,
+    JSON,
+    Math,
+    Uint8Array,
+  });
+  const lv = window.linkvault as Record<string, unknown> & {
+    LinkvaultConnectError: new (code: string, message: string) => Error & { code: string };
+  };
   assert.equal(lv.version, '1.0.0');
   assert.equal(lv.origin, 'https://vault.example.com');
   assert.equal(typeof lv.connect, 'function');
@@ -69,7 +89,10 @@ test('when the SDK runs, then it defines window.linkvault with connect, complete
   assert.equal(err.code, 'cancelled');
   assert.ok(Object.isFrozen(lv));
   // connect() without a token rejects with invalid_argument, before opening anything.
-  await assert.rejects((lv.connect as (o: unknown) => Promise<unknown>)({ provider: 'hubspot' }), (e: { code?: string }) => e.code === 'invalid_argument');
+  await assert.rejects(
+    (lv.connect as (o: unknown) => Promise<unknown>)({ provider: 'hubspot' }),
+    (e: { code?: string }) => e.code === 'invalid_argument',
+  );
 });
 
 test('when the SDK source is read, then it has no dependency: no import, no require, no other script', () => {

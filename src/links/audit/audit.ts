@@ -21,7 +21,11 @@ import type { SealedRecord } from '../../keys/sealed-record.js';
 
 export interface Audit {
   /** Appends one event; rejects audit_unavailable when it cannot be stored (or the key cannot be had). Returns the sequence id. */
-  record(type: string, fields: Readonly<Record<string, unknown>>, requestId?: string | null): Promise<string>;
+  record(
+    type: string,
+    fields: Readonly<Record<string, unknown>>,
+    requestId?: string | null,
+  ): Promise<string>;
   /** The label under which `secret` appears in the audit log (for an operator's lookup). */
   fingerprint(secret: Secret): Promise<string>;
 }
@@ -46,7 +50,8 @@ interface KeyMaterial {
 
 function materialOf(input: KeyObject | Buffer): KeyMaterial {
   const key = Buffer.isBuffer(input) ? createSecretKey(input) : input;
-  if (key.type !== 'secret' || (key.symmetricKeySize ?? 0) < 32) throw new Error('audit HMAC key must be a secret key of at least 32 bytes');
+  if (key.type !== 'secret' || (key.symmetricKeySize ?? 0) < 32)
+    throw new Error('audit HMAC key must be a secret key of at least 32 bytes');
   return { key, keyId: createHash('sha256').update(key.export()).digest('base64url').slice(0, 8) };
 }
 
@@ -65,7 +70,10 @@ export function createAudit(deps: AuditDeps): Audit {
   }
 
   function label(m: KeyMaterial, secret: Secret): string {
-    const mac = createHmac('sha256', m.key).update(secret.reveal(), 'utf8').digest().subarray(0, MAC_BYTES);
+    const mac = createHmac('sha256', m.key)
+      .update(secret.reveal(), 'utf8')
+      .digest()
+      .subarray(0, MAC_BYTES);
     return `hmac-sha256/128:${m.keyId}:${mac.toString('base64url')}`;
   }
 
@@ -78,7 +86,11 @@ export function createAudit(deps: AuditDeps): Audit {
     return out;
   }
 
-  async function record(type: string, fields: Readonly<Record<string, unknown>>, requestId: string | null = null): Promise<string> {
+  async function record(
+    type: string,
+    fields: Readonly<Record<string, unknown>>,
+    requestId: string | null = null,
+  ): Promise<string> {
     const data = scrub(await material(), fields, 0) as Record<string, unknown>;
     try {
       return await deps.store.appendAudit({ atMs: deps.now(), type, requestId, data });
@@ -95,7 +107,12 @@ export function createAudit(deps: AuditDeps): Audit {
 /** Where the sealed audit key lives (a job-status row: the Store's durable small-document slot). */
 export const AUDIT_KEY_ROW_ID = 'linkvault:audit-hmac-key';
 const AUDIT_KEY_LOCK = 'linkvault:audit-hmac-key:create';
-const AUDIT_KEY_IDENTITY: SealIdentity = { tenant: '_linkvault', link: '_audit', provider: '_linkvault', field: 'audit_hmac_key' };
+const AUDIT_KEY_IDENTITY: SealIdentity = {
+  tenant: '_linkvault',
+  link: '_audit',
+  provider: '_linkvault',
+  field: 'audit_hmac_key',
+};
 const AUDIT_KEY_BYTES = 32;
 
 export interface AuditKeyDeps {
@@ -147,20 +164,28 @@ export async function loadAuditKey(deps: AuditKeyDeps): Promise<KeyObject> {
     settled: async () => (await readAuditKey(deps)) ?? undefined,
   });
   if ('settled' in lock) return lock.settled;
-  if ('timedOut' in lock) throw new LinkvaultError('store_unavailable', { detail: 'timed out waiting for another replica to create the audit key' });
+  if ('timedOut' in lock)
+    throw new LinkvaultError('store_unavailable', {
+      detail: 'timed out waiting for another replica to create the audit key',
+    });
   try {
     const again = await readAuditKey(deps);
     if (again) return again;
     const raw = randomBytes(AUDIT_KEY_BYTES);
     try {
       const sealed = await deps.vault.seal(AUDIT_KEY_IDENTITY, raw);
-      await deps.store.putJobStatus({ id: AUDIT_KEY_ROW_ID, status: { sealed, created_at_ms: deps.now() } });
+      await deps.store.putJobStatus({
+        id: AUDIT_KEY_ROW_ID,
+        status: { sealed, created_at_ms: deps.now() },
+      });
     } finally {
       raw.fill(0);
     }
     const stored = await readAuditKey(deps);
     if (stored) return stored;
-    throw new LinkvaultError('store_unavailable', { detail: 'the audit key did not read back after it was written' });
+    throw new LinkvaultError('store_unavailable', {
+      detail: 'the audit key did not read back after it was written',
+    });
   } finally {
     await deps.store.releaseLock(AUDIT_KEY_LOCK, lock.owner).catch(() => undefined);
   }
@@ -170,7 +195,10 @@ async function readAuditKey(deps: AuditKeyDeps): Promise<KeyObject | null> {
   const row = await deps.store.getJobStatus(AUDIT_KEY_ROW_ID);
   if (!row) return null;
   const sealed = (row.status as { sealed?: SealedRecord }).sealed;
-  if (!sealed || typeof sealed !== 'object') throw new LinkvaultError('sealed_record_invalid', { detail: 'the stored audit key row is malformed' });
+  if (!sealed || typeof sealed !== 'object')
+    throw new LinkvaultError('sealed_record_invalid', {
+      detail: 'the stored audit key row is malformed',
+    });
   let raw: Buffer;
   try {
     raw = await deps.vault.open(AUDIT_KEY_IDENTITY, sealed);
@@ -179,12 +207,18 @@ async function readAuditKey(deps: AuditKeyDeps): Promise<KeyObject | null> {
     throw new LinkvaultError('sealed_record_invalid', { cause: err });
   }
   try {
-    if (raw.length !== AUDIT_KEY_BYTES) throw new LinkvaultError('sealed_record_invalid', { detail: 'the stored audit key has the wrong length' });
+    if (raw.length !== AUDIT_KEY_BYTES)
+      throw new LinkvaultError('sealed_record_invalid', {
+        detail: 'the stored audit key has the wrong length',
+      });
     // Follow master-key rotation: re-seal (same key bytes) under the current key so that the old
     // master key can be retired. Any replica may do it; the bytes are equal, so a race is harmless.
     if (sealed.kid !== deps.currentKeyId()) {
       const resealed = await deps.vault.seal(AUDIT_KEY_IDENTITY, raw);
-      await deps.store.putJobStatus({ id: AUDIT_KEY_ROW_ID, status: { ...row.status, sealed: resealed } });
+      await deps.store.putJobStatus({
+        id: AUDIT_KEY_ROW_ID,
+        status: { ...row.status, sealed: resealed },
+      });
     }
     return createSecretKey(Buffer.from(raw));
   } finally {

@@ -5,7 +5,12 @@ import { isLinkvaultError, LinkvaultError } from '../../errors.js';
 import { openAead, sealAead } from '../../keys/aead.js';
 import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
-import type { AuthorizationChecks, EndpointVariables, OAuthClient, TokenSet } from '../../oauth/oauth-client.js';
+import type {
+  AuthorizationChecks,
+  EndpointVariables,
+  OAuthClient,
+  TokenSet,
+} from '../../oauth/oauth-client.js';
 import { Secret } from '../../secret.js';
 import { acquireLockWithin } from '../../store/lock-wait.js';
 import type { Store } from '../../store/store.js';
@@ -49,7 +54,10 @@ const CONNECT_LOCK_WAIT_MS = 5_000;
 
 export interface ConnectDeps {
   readonly config: Pick<Config, 'publicUrl'>;
-  readonly store: Pick<Store, 'putFlowState' | 'takeFlowState' | 'listLinks' | 'saveLink' | 'acquireLock' | 'releaseLock'>;
+  readonly store: Pick<
+    Store,
+    'putFlowState' | 'takeFlowState' | 'listLinks' | 'saveLink' | 'acquireLock' | 'releaseLock'
+  >;
   readonly sessions: Pick<Sessions, 'resolveSession'>;
   readonly catalogue: Pick<Catalogue, 'get' | 'isEnabled' | 'resolveVariables' | 'endpoints'>;
   readonly oauth: Pick<OAuthClient, 'startAuthorization' | 'completeAuthorization' | 'revoke'>;
@@ -96,8 +104,21 @@ export interface CallbackRequest {
  * return URL, so it gets the plain result page.
  */
 export type CallbackOutcome =
-  | { readonly status: 'connected'; readonly linkId: string; readonly providerId: string; readonly reconnected: boolean; readonly returnTo: string | null; readonly display: ConnectDisplay }
-  | { readonly status: 'error'; readonly error: LinkvaultError; readonly providerId: string | null; readonly returnTo: string | null; readonly display: ConnectDisplay | null };
+  | {
+      readonly status: 'connected';
+      readonly linkId: string;
+      readonly providerId: string;
+      readonly reconnected: boolean;
+      readonly returnTo: string | null;
+      readonly display: ConnectDisplay;
+    }
+  | {
+      readonly status: 'error';
+      readonly error: LinkvaultError;
+      readonly providerId: string | null;
+      readonly returnTo: string | null;
+      readonly display: ConnectDisplay | null;
+    };
 
 export interface Connect {
   startConnect(request: StartConnectRequest): Promise<StartedConnect>;
@@ -137,17 +158,28 @@ export function flowStateKey(state: string): string {
 function flowKey(state: string): Buffer {
   // HKDF (RFC 5869) with the state as input keying material: ≥128 random bits, so no salt is needed
   // for extraction to be sound; the info string separates this use from any other hash of the state.
-  return Buffer.from(hkdfSync('sha256', Buffer.from(state, 'utf8'), Buffer.alloc(0), FLOW_HKDF_INFO, 32));
+  return Buffer.from(
+    hkdfSync('sha256', Buffer.from(state, 'utf8'), Buffer.alloc(0), FLOW_HKDF_INFO, 32),
+  );
 }
 
 /** Seals a flow under a key derived from its state; the record is `{v, iv, ct, tag}` (base64url). */
-export function sealFlowState(state: string, storeKey: string, flow: FlowState): Record<string, unknown> {
+export function sealFlowState(
+  state: string,
+  storeKey: string,
+  flow: FlowState,
+): Record<string, unknown> {
   const key = flowKey(state);
   const plaintext = Buffer.from(JSON.stringify(flow), 'utf8');
   try {
     // The store key is the AAD: a sealed flow moved to another key does not open.
     const { iv, ct, tag } = sealAead(key, plaintext, storeKey);
-    return { v: FLOW_FORMAT_VERSION, iv: iv.toString('base64url'), ct: ct.toString('base64url'), tag: tag.toString('base64url') };
+    return {
+      v: FLOW_FORMAT_VERSION,
+      iv: iv.toString('base64url'),
+      ct: ct.toString('base64url'),
+      tag: tag.toString('base64url'),
+    };
   } finally {
     plaintext.fill(0);
     key.fill(0);
@@ -155,12 +187,30 @@ export function sealFlowState(state: string, storeKey: string, flow: FlowState):
 }
 
 /** Opens a sealed flow, or null when it is malformed or was not sealed for this state under this store key. */
-export function openFlowState(state: string, storeKey: string, record: Readonly<Record<string, unknown>>): FlowState | null {
+export function openFlowState(
+  state: string,
+  storeKey: string,
+  record: Readonly<Record<string, unknown>>,
+): FlowState | null {
   const { v, iv, ct, tag } = record;
-  if (v !== FLOW_FORMAT_VERSION || typeof iv !== 'string' || typeof ct !== 'string' || typeof tag !== 'string') return null;
+  if (
+    v !== FLOW_FORMAT_VERSION ||
+    typeof iv !== 'string' ||
+    typeof ct !== 'string' ||
+    typeof tag !== 'string'
+  )
+    return null;
   const key = flowKey(state);
   try {
-    const plaintext = openAead(key, { iv: Buffer.from(iv, 'base64url'), ct: Buffer.from(ct, 'base64url'), tag: Buffer.from(tag, 'base64url') }, storeKey);
+    const plaintext = openAead(
+      key,
+      {
+        iv: Buffer.from(iv, 'base64url'),
+        ct: Buffer.from(ct, 'base64url'),
+        tag: Buffer.from(tag, 'base64url'),
+      },
+      storeKey,
+    );
     const flow = JSON.parse(plaintext.toString('utf8')) as FlowState;
     plaintext.fill(0);
     return flow.v === FLOW_FORMAT_VERSION ? flow : null;
@@ -180,7 +230,13 @@ function sha256(value: string): Buffer {
 function memberAt(source: Readonly<Record<string, unknown>> | null, path: string): unknown {
   let value: unknown = source;
   for (const part of path.split('.')) {
-    if (typeof value !== 'object' || value === null || Array.isArray(value) || !Object.hasOwn(value, part)) return undefined;
+    if (
+      typeof value !== 'object' ||
+      value === null ||
+      Array.isArray(value) ||
+      !Object.hasOwn(value, part)
+    )
+      return undefined;
     value = (value as Record<string, unknown>)[part];
   }
   return value;
@@ -189,7 +245,11 @@ function memberAt(source: Readonly<Record<string, unknown>> | null, path: string
 /** True when `host` is one of the entry's API hosts (`*.example.com` = any subdomain of example.com). */
 function isApiHost(entry: Pick<ProviderEntry, 'apiHosts'>, host: string): boolean {
   const h = host.toLowerCase();
-  return entry.apiHosts.some((pattern) => (pattern.startsWith('*.') ? h.endsWith(pattern.slice(1)) && h.length > pattern.length - 1 : h === pattern));
+  return entry.apiHosts.some((pattern) =>
+    pattern.startsWith('*.')
+      ? h.endsWith(pattern.slice(1)) && h.length > pattern.length - 1
+      : h === pattern,
+  );
 }
 
 function badTokenResponse(detail: string): LinkvaultError {
@@ -203,7 +263,10 @@ function badTokenResponse(detail: string): LinkvaultError {
  * entry's api_hosts (RFC 9700 §4.4 mix-up / §4.9 token leakage: a token response steering API calls
  * elsewhere is refused — rejects invalid_token_response — and nothing of it is stored).
  */
-export function captureMetadata(entry: ProviderEntry, extra: Readonly<Record<string, unknown>>): Record<string, string> {
+export function captureMetadata(
+  entry: ProviderEntry,
+  extra: Readonly<Record<string, unknown>>,
+): Record<string, string> {
   const metadata: Record<string, string> = {};
   for (const path of entry.captureMetadata) {
     const value = memberAt(extra, path);
@@ -212,7 +275,8 @@ export function captureMetadata(entry: ProviderEntry, extra: Readonly<Record<str
     else if (typeof value === 'number' && Number.isFinite(value)) text = String(value);
     else if (typeof value === 'boolean') text = String(value);
     else continue; // absent, null or structured: not a metadata value
-    if (text.length > MAX_METADATA_VALUE_CHARS || /[\p{Cc}]/u.test(text)) throw badTokenResponse(`metadata member ${path} is not acceptable`);
+    if (text.length > MAX_METADATA_VALUE_CHARS || /[\p{Cc}]/u.test(text))
+      throw badTokenResponse(`metadata member ${path} is not acceptable`);
     if (/^[a-z][a-z0-9+.-]*:/i.test(text)) {
       let url: URL;
       try {
@@ -220,8 +284,14 @@ export function captureMetadata(entry: ProviderEntry, extra: Readonly<Record<str
       } catch {
         throw badTokenResponse(`metadata member ${path} is not a valid URL`);
       }
-      const schemeOk = url.protocol === 'https:' || (url.protocol === 'http:' && entry.insecureUrlsAllowed);
-      if (!schemeOk || url.username !== '' || url.password !== '' || !isApiHost(entry, url.hostname)) {
+      const schemeOk =
+        url.protocol === 'https:' || (url.protocol === 'http:' && entry.insecureUrlsAllowed);
+      if (
+        !schemeOk ||
+        url.username !== '' ||
+        url.password !== '' ||
+        !isApiHost(entry, url.hostname)
+      ) {
         throw badTokenResponse(`metadata member ${path} points outside the provider's API hosts`);
       }
     }
@@ -230,7 +300,11 @@ export function captureMetadata(entry: ProviderEntry, extra: Readonly<Record<str
   return metadata;
 }
 
-function accountIdOf(entry: ProviderEntry, tokens: TokenSet, idTokenClaims: Readonly<Record<string, unknown>> | null): string | null {
+function accountIdOf(
+  entry: ProviderEntry,
+  tokens: TokenSet,
+  idTokenClaims: Readonly<Record<string, unknown>> | null,
+): string | null {
   let value: unknown;
   switch (entry.accountId.from) {
     case 'id_token_claim':
@@ -259,7 +333,10 @@ export function createConnect(deps: ConnectDeps): Connect {
 
   function enabledEntry(providerId: string): ProviderEntry {
     const entry = catalogue.get(providerId);
-    if (!entry || !catalogue.isEnabled(providerId)) throw new LinkvaultError('provider_not_found', { detail: 'No such provider, or it is not enabled' });
+    if (!entry || !catalogue.isEnabled(providerId))
+      throw new LinkvaultError('provider_not_found', {
+        detail: 'No such provider, or it is not enabled',
+      });
     return entry;
   }
 
@@ -268,19 +345,28 @@ export function createConnect(deps: ConnectDeps): Connect {
   function checkProviderAllowed(session: SessionRecord, providerId: string): ProviderEntry {
     const entry = enabledEntry(providerId);
     if (session.providers.length > 0 && !session.providers.includes(providerId)) {
-      throw new LinkvaultError('provider_not_allowed', { detail: 'This session may not connect this provider' });
+      throw new LinkvaultError('provider_not_allowed', {
+        detail: 'This session may not connect this provider',
+      });
     }
     return entry;
   }
 
-  function resolveSessionVariables(entry: ProviderEntry, parameters: Readonly<Record<string, string>>): Record<string, string> {
-    const known = new Set(entry.templateVariables.map((v) => v.sessionParameter).filter((p): p is string => p !== null));
+  function resolveSessionVariables(
+    entry: ProviderEntry,
+    parameters: Readonly<Record<string, string>>,
+  ): Record<string, string> {
+    const known = new Set(
+      entry.templateVariables.map((v) => v.sessionParameter).filter((p): p is string => p !== null),
+    );
     for (const name of Object.keys(parameters)) {
       if (!known.has(name)) {
         // Parameter names are the caller's text: name it only when it is a plain identifier.
         const safe = /^[A-Za-z0-9_-]{1,64}$/.test(name);
         throw new LinkvaultError('invalid_request', {
-          detail: safe ? `unknown parameter "${name}" for this provider` : 'unknown parameter for this provider',
+          detail: safe
+            ? `unknown parameter "${name}" for this provider`
+            : 'unknown parameter for this provider',
           ...(safe ? { extra: { parameter: name } } : {}),
         });
       }
@@ -300,7 +386,12 @@ export function createConnect(deps: ConnectDeps): Connect {
     const redirectUri = buildRedirectUri(entry.id);
     const requestedScopes = catalogue.endpoints(entry.id, endpointVariables).defaultScopes;
 
-    const start = await oauth.startAuthorization({ providerId: entry.id, endpointVariables, redirectUri, scopes: requestedScopes });
+    const start = await oauth.startAuthorization({
+      providerId: entry.id,
+      endpointVariables,
+      redirectUri,
+      scopes: requestedScopes,
+    });
     const state = start.checks.state.reveal();
 
     // bindBrowser: a fresh value for the cookie; only its hash goes into the flow state.
@@ -333,36 +424,54 @@ export function createConnect(deps: ConnectDeps): Connect {
 
   // ---- completeCallback steps ----
 
-  async function takeFlowState(params: URLSearchParams): Promise<{ state: string; flow: FlowState }> {
+  async function takeFlowState(
+    params: URLSearchParams,
+  ): Promise<{ state: string; flow: FlowState }> {
     const state = params.get('state');
-    if (state === null || state === '') throw new LinkvaultError('invalid_state', { detail: 'The authorization response has no state' });
+    if (state === null || state === '')
+      throw new LinkvaultError('invalid_state', {
+        detail: 'The authorization response has no state',
+      });
     const key = flowStateKey(state);
     const record = await store.takeFlowState(key);
     const flow = record ? openFlowState(state, key, record) : null;
     if (!flow || flow.createdAtMs + FLOW_TTL_SECONDS * 1000 <= now()) {
-      throw new LinkvaultError('invalid_state', { detail: 'The authorization response state is unknown, expired or already used' });
+      throw new LinkvaultError('invalid_state', {
+        detail: 'The authorization response state is unknown, expired or already used',
+      });
     }
     return { state, flow };
   }
 
   function checkProviderMatches(flow: FlowState, providerId: string): void {
     if (flow.providerId !== providerId) {
-      throw new LinkvaultError('invalid_state', { detail: 'The authorization response arrived at another provider\'s callback' });
+      throw new LinkvaultError('invalid_state', {
+        detail: "The authorization response arrived at another provider's callback",
+      });
     }
   }
 
   function checkBrowserBinding(flow: FlowState, cookie: string | undefined): void {
     const expected = Buffer.from(flow.bindingHash, 'base64url');
-    const given = cookie === undefined || cookie === '' || cookie.length > 256 ? null : sha256(cookie);
+    const given =
+      cookie === undefined || cookie === '' || cookie.length > 256 ? null : sha256(cookie);
     if (!given || expected.length !== given.length || !timingSafeEqual(expected, given)) {
-      throw new LinkvaultError('flow_binding_mismatch', { detail: 'Start the connection again from the same browser' });
+      throw new LinkvaultError('flow_binding_mismatch', {
+        detail: 'Start the connection again from the same browser',
+      });
     }
   }
 
-  function resolveCallbackVariables(flow: FlowState, params: URLSearchParams): Record<string, string> {
+  function resolveCallbackVariables(
+    flow: FlowState,
+    params: URLSearchParams,
+  ): Record<string, string> {
     const values: Record<string, string> = {};
     for (const [name, value] of params) values[name] = value;
-    return { ...flow.endpointVariables, ...catalogue.resolveVariables(flow.providerId, 'callback', values) };
+    return {
+      ...flow.endpointVariables,
+      ...catalogue.resolveVariables(flow.providerId, 'callback', values),
+    };
   }
 
   function checksOf(state: string, flow: FlowState): AuthorizationChecks {
@@ -381,26 +490,53 @@ export function createConnect(deps: ConnectDeps): Connect {
    * code it means the code is spent, expired or was not issued for this flow's PKCE verifier and
    * redirect URI (RFC 6749 §5.2, RFC 7636 §4.6: a code injected from another flow lands here).
    */
-  async function exchangeCode(flow: FlowState, state: string, endpointVariables: EndpointVariables, callbackUrl: URL) {
+  async function exchangeCode(
+    flow: FlowState,
+    state: string,
+    endpointVariables: EndpointVariables,
+    callbackUrl: URL,
+  ) {
     try {
-      return await oauth.completeAuthorization({ providerId: flow.providerId, endpointVariables, callbackUrl, checks: checksOf(state, flow) });
+      return await oauth.completeAuthorization({
+        providerId: flow.providerId,
+        endpointVariables,
+        callbackUrl,
+        checks: checksOf(state, flow),
+      });
     } catch (err) {
-      if (isLinkvaultError(err, 'reauth_required')) throw new LinkvaultError('authorization_code_rejected', { cause: err });
+      if (isLinkvaultError(err, 'reauth_required'))
+        throw new LinkvaultError('authorization_code_rejected', { cause: err });
       throw err;
     }
   }
 
   /** Serialises connects of one account so two tabs finishing at once cannot create two links. */
-  async function withAccountLock<T>(flow: FlowState, accountId: string | null, work: () => Promise<T>): Promise<T> {
+  async function withAccountLock<T>(
+    flow: FlowState,
+    accountId: string | null,
+    work: () => Promise<T>,
+  ): Promise<T> {
     if (accountId === null) return work();
-    const name = `connect:${createHash('sha256').update(JSON.stringify([flow.tenantId, flow.userId, flow.providerId, accountId])).digest('base64url')}`;
-    const lock = await acquireLockWithin(store, name, CONNECT_LOCK_TTL_MS, { waitMs: CONNECT_LOCK_WAIT_MS, pollMs: 50, now });
-    if (!('owner' in lock)) throw new LinkvaultError('conflict', { detail: 'Another connection of this account is in progress', retryAfterSeconds: 1 });
+    const name = `connect:${createHash('sha256')
+      .update(JSON.stringify([flow.tenantId, flow.userId, flow.providerId, accountId]))
+      .digest('base64url')}`;
+    const lock = await acquireLockWithin(store, name, CONNECT_LOCK_TTL_MS, {
+      waitMs: CONNECT_LOCK_WAIT_MS,
+      pollMs: 50,
+      now,
+    });
+    if (!('owner' in lock))
+      throw new LinkvaultError('conflict', {
+        detail: 'Another connection of this account is in progress',
+        retryAfterSeconds: 1,
+      });
     const owner = lock.owner;
     try {
       return await work();
     } finally {
-      await store.releaseLock(name, owner).catch((err: unknown) => log.warn({ err }, 'connect: could not release the account lock'));
+      await store
+        .releaseLock(name, owner)
+        .catch((err: unknown) => log.warn({ err }, 'connect: could not release the account lock'));
     }
   }
 
@@ -408,19 +544,37 @@ export function createConnect(deps: ConnectDeps): Connect {
     readonly link: LinkRecord;
     readonly reconnected: boolean;
     /** The refresh token the reconnect replaced (to revoke), with the variables it was issued under. */
-    readonly superseded: { readonly token: Secret; readonly endpointVariables: EndpointVariables } | null;
+    readonly superseded: {
+      readonly token: Secret;
+      readonly endpointVariables: EndpointVariables;
+    } | null;
   }
 
   async function saveLink(
     flow: FlowState,
     tokens: TokenSet,
-    fields: { accountId: string | null; grantedScopes: readonly string[]; metadata: Record<string, string>; endpointVariables: Record<string, string> },
+    fields: {
+      accountId: string | null;
+      grantedScopes: readonly string[];
+      metadata: Record<string, string>;
+      endpointVariables: Record<string, string>;
+    },
   ): Promise<Saved> {
     for (let attempt = 0; attempt < SAVE_ATTEMPTS; attempt++) {
       const existing =
         fields.accountId === null
           ? undefined
-          : (await store.listLinks({ tenantId: flow.tenantId, userId: flow.userId, providerId: flow.providerId, providerAccountId: fields.accountId }, 10))
+          : (
+              await store.listLinks(
+                {
+                  tenantId: flow.tenantId,
+                  userId: flow.userId,
+                  providerId: flow.providerId,
+                  providerAccountId: fields.accountId,
+                },
+                10,
+              )
+            )
               // A revoked link stays revoked for ever: reconnecting that account makes a new link.
               .find((l) => l.status !== 'revoked');
       const at = now();
@@ -433,13 +587,21 @@ export function createConnect(deps: ConnectDeps): Connect {
             previous = await openTokenSet(vault, existing, existing.tokens);
           } catch (err) {
             if (!isLinkvaultError(err, 'sealed_record_invalid')) throw err;
-            log.warn({ link_id: existing.id, error_code: err.code }, 'connect: the superseded token set does not open; replacing it');
+            log.warn(
+              { link_id: existing.id, error_code: err.code },
+              'connect: the superseded token set does not open; replacing it',
+            );
           }
         }
         // A provider that issues a refresh token only on first consent (Google, Zoho without
         // prompt=consent) answers a reconnect without one: the old one is still the live one.
         const refreshToken = tokens.refreshToken ?? previous?.refreshToken ?? null;
-        const sealed = await sealTokenSet(vault, existing, { ...tokens, refreshToken }, existing.tokens);
+        const sealed = await sealTokenSet(
+          vault,
+          existing,
+          { ...tokens, refreshToken },
+          existing.tokens,
+        );
         const updated: LinkRecord = {
           ...existing,
           status: 'active',
@@ -454,7 +616,12 @@ export function createConnect(deps: ConnectDeps): Connect {
         const stored = await store.saveLink(updated, existing.version);
         if (!stored) continue; // a refresh or revoke moved the link on: read it again
         const old = previous?.refreshToken ?? null;
-        const superseded = tokens.refreshToken !== null && old !== null && old.reveal() !== tokens.refreshToken.reveal() ? { token: old, endpointVariables: existing.endpointVariables } : null;
+        const superseded =
+          tokens.refreshToken !== null &&
+          old !== null &&
+          old.reveal() !== tokens.refreshToken.reveal()
+            ? { token: old, endpointVariables: existing.endpointVariables }
+            : null;
         return { link: stored, reconnected: true, superseded };
       }
 
@@ -482,27 +649,59 @@ export function createConnect(deps: ConnectDeps): Connect {
       const stored = await store.saveLink(link, null);
       if (stored) return { link: stored, reconnected: false, superseded: null };
     }
-    throw new LinkvaultError('conflict', { detail: 'The link changed while it was being saved; connect again', retryAfterSeconds: 1 });
+    throw new LinkvaultError('conflict', {
+      detail: 'The link changed while it was being saved; connect again',
+      retryAfterSeconds: 1,
+    });
   }
 
   /** Best effort, in the background: a failure is logged and audited, never fails the connect. */
-  function revokeSuperseded(entry: ProviderEntry, link: LinkRecord, superseded: NonNullable<Saved['superseded']>, requestId: string | null): void {
+  function revokeSuperseded(
+    entry: ProviderEntry,
+    link: LinkRecord,
+    superseded: NonNullable<Saved['superseded']>,
+    requestId: string | null,
+  ): void {
     // Only a provider that revokes a single refresh token the RFC 7009 way: the custom styles
     // (GitHub's grant deletion, Slack's auth.revoke of the access token) would end the new grant too.
-    if (entry.revocation.style !== 'rfc7009' || entry.revocation.tokenTypeHint !== 'refresh_token') return;
+    if (entry.revocation.style !== 'rfc7009' || entry.revocation.tokenTypeHint !== 'refresh_token')
+      return;
     const work = (async () => {
       let outcome: string;
       let errorCode: string | null = null;
       try {
-        outcome = await oauth.revoke({ providerId: entry.id, endpointVariables: superseded.endpointVariables, token: superseded.token, tokenTypeHint: 'refresh_token' });
+        outcome = await oauth.revoke({
+          providerId: entry.id,
+          endpointVariables: superseded.endpointVariables,
+          token: superseded.token,
+          tokenTypeHint: 'refresh_token',
+        });
       } catch (err) {
         outcome = 'failed';
         errorCode = isLinkvaultError(err) ? err.code : 'internal_error';
-        log.warn({ link_id: link.id, provider_id: entry.id, error_code: errorCode }, 'connect: revoking the superseded refresh token failed');
+        log.warn(
+          { link_id: link.id, provider_id: entry.id, error_code: errorCode },
+          'connect: revoking the superseded refresh token failed',
+        );
       }
       await deps.audit
-        .record('link.superseded_token_revoked', { link_id: link.id, tenant_id: link.tenantId, provider_id: entry.id, outcome, error_code: errorCode }, requestId)
-        .catch((err: unknown) => log.error({ err, link_id: link.id }, 'connect: audit of the superseded-token revocation failed'));
+        .record(
+          'link.superseded_token_revoked',
+          {
+            link_id: link.id,
+            tenant_id: link.tenantId,
+            provider_id: entry.id,
+            outcome,
+            error_code: errorCode,
+          },
+          requestId,
+        )
+        .catch((err: unknown) =>
+          log.error(
+            { err, link_id: link.id },
+            'connect: audit of the superseded-token revocation failed',
+          ),
+        );
     })();
     background.add(work);
     void work.finally(() => background.delete(work));
@@ -511,11 +710,24 @@ export function createConnect(deps: ConnectDeps): Connect {
   async function completeCallback(request: CallbackRequest): Promise<CallbackOutcome> {
     const providerLabel = metricProvider(request.providerId);
     const fail = (error: unknown, flow: FlowState | null): CallbackOutcome => {
-      const e = isLinkvaultError(error) ? error : new LinkvaultError('internal_error', { cause: error });
-      if (e.status >= 500) log.error({ err: e.cause ?? e, provider_id: providerLabel, error_code: e.code }, 'connect: callback failed');
-      else log.info({ provider_id: providerLabel, error_code: e.code }, 'connect: callback refused');
+      const e = isLinkvaultError(error)
+        ? error
+        : new LinkvaultError('internal_error', { cause: error });
+      if (e.status >= 500)
+        log.error(
+          { err: e.cause ?? e, provider_id: providerLabel, error_code: e.code },
+          'connect: callback failed',
+        );
+      else
+        log.info({ provider_id: providerLabel, error_code: e.code }, 'connect: callback refused');
       deps.metrics.connects.inc({ provider: providerLabel, outcome: e.code });
-      return { status: 'error', error: e, providerId: flow?.providerId ?? null, returnTo: flow?.returnTo ?? null, display: flow?.display ?? null };
+      return {
+        status: 'error',
+        error: e,
+        providerId: flow?.providerId ?? null,
+        returnTo: flow?.returnTo ?? null,
+        display: flow?.display ?? null,
+      };
     };
 
     const params = new URLSearchParams(request.rawQuery);
@@ -532,30 +744,65 @@ export function createConnect(deps: ConnectDeps): Connect {
 
     try {
       const entry = catalogue.get(flow.providerId);
-      if (!entry) throw new LinkvaultError('provider_not_found', { detail: 'The provider is no longer in the catalogue' });
+      if (!entry)
+        throw new LinkvaultError('provider_not_found', {
+          detail: 'The provider is no longer in the catalogue',
+        });
       const endpointVariables = resolveCallbackVariables(flow, params);
-      const callbackUrl = new URL(`${buildRedirectUri(flow.providerId)}${request.rawQuery === '' ? '' : `?${request.rawQuery}`}`);
+      const callbackUrl = new URL(
+        `${buildRedirectUri(flow.providerId)}${request.rawQuery === '' ? '' : `?${request.rawQuery}`}`,
+      );
 
-      const { tokens, idTokenClaims } = await exchangeCode(flow, state, endpointVariables, callbackUrl);
+      const { tokens, idTokenClaims } = await exchangeCode(
+        flow,
+        state,
+        endpointVariables,
+        callbackUrl,
+      );
 
       const metadata = captureMetadata(entry, tokens.extra);
       const accountId = accountIdOf(entry, tokens, idTokenClaims);
       const grantedScopes = tokens.scopes ?? flow.requestedScopes;
 
-      const saved = await withAccountLock(flow, accountId, () => saveLink(flow, tokens, { accountId, grantedScopes, metadata, endpointVariables }));
-      if (saved.superseded) revokeSuperseded(entry, saved.link, saved.superseded, request.requestId ?? null);
+      const saved = await withAccountLock(flow, accountId, () =>
+        saveLink(flow, tokens, { accountId, grantedScopes, metadata, endpointVariables }),
+      );
+      if (saved.superseded)
+        revokeSuperseded(entry, saved.link, saved.superseded, request.requestId ?? null);
 
       // The link is stored; an audit failure is logged rather than failing a connect that already happened.
       await deps.audit
         .record(
           saved.reconnected ? 'link.reconnected' : 'link.connected',
-          { link_id: saved.link.id, tenant_id: flow.tenantId, user_id: flow.userId, provider_id: flow.providerId, service_id: flow.serviceId, granted_scopes: [...grantedScopes] },
+          {
+            link_id: saved.link.id,
+            tenant_id: flow.tenantId,
+            user_id: flow.userId,
+            provider_id: flow.providerId,
+            service_id: flow.serviceId,
+            granted_scopes: [...grantedScopes],
+          },
           request.requestId ?? null,
         )
-        .catch((err: unknown) => log.error({ err, link_id: saved.link.id }, 'connect: audit of the connect failed'));
-      deps.metrics.connects.inc({ provider: flow.providerId, outcome: saved.reconnected ? 'reconnected' : 'connected' });
-      log.info({ link_id: saved.link.id, provider_id: flow.providerId, reconnected: saved.reconnected }, 'connect: link stored');
-      return { status: 'connected', linkId: saved.link.id, providerId: flow.providerId, reconnected: saved.reconnected, returnTo: flow.returnTo, display: flow.display };
+        .catch((err: unknown) =>
+          log.error({ err, link_id: saved.link.id }, 'connect: audit of the connect failed'),
+        );
+      deps.metrics.connects.inc({
+        provider: flow.providerId,
+        outcome: saved.reconnected ? 'reconnected' : 'connected',
+      });
+      log.info(
+        { link_id: saved.link.id, provider_id: flow.providerId, reconnected: saved.reconnected },
+        'connect: link stored',
+      );
+      return {
+        status: 'connected',
+        linkId: saved.link.id,
+        providerId: flow.providerId,
+        reconnected: saved.reconnected,
+        returnTo: flow.returnTo,
+        display: flow.display,
+      };
     } catch (err) {
       return fail(err, flow);
     }

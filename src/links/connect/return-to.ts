@@ -27,10 +27,13 @@ function reject(detail: string): never {
  */
 export function checkReturnTo(raw: unknown, allowlist: readonly string[]): string {
   if (typeof raw !== 'string' || raw === '') reject('return_to must be a non-empty string');
-  if (raw.length > MAX_RETURN_TO_CHARS) reject(`return_to must be at most ${MAX_RETURN_TO_CHARS} characters`);
-  if (!PRINTABLE_ASCII.test(raw)) reject('return_to must not contain whitespace, control or non-ASCII characters');
+  if (raw.length > MAX_RETURN_TO_CHARS)
+    reject(`return_to must be at most ${MAX_RETURN_TO_CHARS} characters`);
+  if (!PRINTABLE_ASCII.test(raw))
+    reject('return_to must not contain whitespace, control or non-ASCII characters');
   if (raw.includes('\\')) reject('return_to must not contain a backslash');
-  if (ENCODED_TRICK.test(raw)) reject('return_to must not contain encoded control characters or backslashes');
+  if (ENCODED_TRICK.test(raw))
+    reject('return_to must not contain encoded control characters or backslashes');
 
   // Scheme-relative and relative forms have no scheme of their own: refuse before parsing.
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(raw);
@@ -51,7 +54,8 @@ export function checkReturnTo(raw: unknown, allowlist: readonly string[]): strin
   // tricks, a trailing dot, percent-encoded or numeric host forms and an explicit default port.
   const afterScheme = raw.slice(scheme[0].length);
   const authority = afterScheme.split(/[/?#]/, 1)[0] ?? '';
-  if (authority.toLowerCase() !== parsed.host) reject('return_to must name its host exactly as the allowlisted origin does');
+  if (authority.toLowerCase() !== parsed.host)
+    reject('return_to must name its host exactly as the allowlisted origin does');
 
   if (!allowlist.includes(parsed.origin)) reject('return_to is not on the allowlist');
   return raw;

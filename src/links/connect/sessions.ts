@@ -20,7 +20,6 @@ export interface SessionRecord {
   readonly expiresAtMs: number;
 }
 
-
 /**
  * Browser sessions: a backend service mints a short-lived bearer for one end user of one tenant,
  * and the browser uses it to connect providers (GET /v1/connect) and manage links (/v1/me/links).
@@ -66,7 +65,8 @@ const TOKEN_BYTES = 32;
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
 /** Tenant and user ids are the caller's own identifiers: printable, bounded, no controls. */
 const MAX_ID_CHARS = 256;
-const ID_PATTERN = /^[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}](?:[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}])?$/u;
+const ID_PATTERN =
+  /^[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}](?:[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}])?$/u;
 const MAX_PROVIDERS = 100;
 
 /** The store id of a session: SHA-256 of the bearer, base64url. */
@@ -76,7 +76,12 @@ export function sessionIdOf(token: string): string {
 
 /** Checks a tenant or user id (the same rule everywhere an id comes in from a caller). */
 export function checkCallerId(value: unknown, parameter: string): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_ID_CHARS || !ID_PATTERN.test(value)) {
+  if (
+    typeof value !== 'string' ||
+    value.length === 0 ||
+    value.length > MAX_ID_CHARS ||
+    !ID_PATTERN.test(value)
+  ) {
     throw new LinkvaultError('invalid_request', {
       detail: `${parameter} must be a string of 1-${MAX_ID_CHARS} printable characters`,
       extra: { parameter },
@@ -99,22 +104,34 @@ export function createSessions(deps: SessionsDeps): Sessions {
     const out: string[] = [];
     for (const id of value) {
       if (typeof id !== 'string' || !PROVIDER_ID_PATTERN.test(id)) {
-        throw new LinkvaultError('invalid_request', { detail: 'providers must contain provider ids', extra: { parameter: 'providers' } });
+        throw new LinkvaultError('invalid_request', {
+          detail: 'providers must contain provider ids',
+          extra: { parameter: 'providers' },
+        });
       }
       // The id matched the catalogue's own id syntax above, so naming it in the detail is safe.
       if (!deps.catalogue.isEnabled(id)) {
-        throw new LinkvaultError('invalid_request', { detail: `provider "${id}" is not an enabled provider`, extra: { parameter: 'providers', provider_id: id } });
+        throw new LinkvaultError('invalid_request', {
+          detail: `provider "${id}" is not an enabled provider`,
+          extra: { parameter: 'providers', provider_id: id },
+        });
       }
       if (!out.includes(id)) out.push(id);
     }
     return out;
   }
 
-  async function createSession(input: CreateSessionInput, serviceId: string): Promise<CreatedSession> {
+  async function createSession(
+    input: CreateSessionInput,
+    serviceId: string,
+  ): Promise<CreatedSession> {
     const tenantId = checkCallerId(input.tenantId, 'tenant_id');
     const userId = checkCallerId(input.userId, 'user_id');
     const providers = input.providers === undefined ? [] : checkProviders(input.providers);
-    const returnTo = input.returnTo === undefined ? null : checkReturnTo(input.returnTo, config.returnUrlAllowlist);
+    const returnTo =
+      input.returnTo === undefined
+        ? null
+        : checkReturnTo(input.returnTo, config.returnUrlAllowlist);
 
     const token = randomBytes(TOKEN_BYTES).toString('base64url');
     const createdAtMs = now();
@@ -140,7 +157,8 @@ export function createSessions(deps: SessionsDeps): Sessions {
   }
 
   async function resolveSession(token: unknown): Promise<SessionRecord> {
-    if (typeof token !== 'string' || !TOKEN_PATTERN.test(token)) throw new LinkvaultError('session_expired');
+    if (typeof token !== 'string' || !TOKEN_PATTERN.test(token))
+      throw new LinkvaultError('session_expired');
     const session = await deps.store.getSession(sessionIdOf(token));
     // The store drops expired sessions itself; the clock check guards a store whose expiry lags.
     if (!session || session.expiresAtMs <= now()) throw new LinkvaultError('session_expired');

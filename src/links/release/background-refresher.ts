@@ -1,7 +1,11 @@
 import type { Logger } from 'pino';
 import type { Store } from '../../store/store.js';
 import type { LinkRecord } from '../link.js';
-import { refreshDue, REFRESH_UNCERTAIN_KEY, type RefreshCoordinator } from './refresh-coordinator.js';
+import {
+  refreshDue,
+  REFRESH_UNCERTAIN_KEY,
+  type RefreshCoordinator,
+} from './refresh-coordinator.js';
 
 /**
  * Refreshes links ahead of expiry so that callers rarely wait on a provider: every interval it

@@ -17,7 +17,6 @@ export interface GrantRecord {
   readonly expiresAtMs: number | null;
 }
 
-
 /**
  * Grants: which service may obtain tokens for which links, for which scopes, for what purpose.
  * Deny by default: a release needs a live grant of the calling service that matches the link.
@@ -61,7 +60,10 @@ export const MAX_PURPOSE_CHARS = 200;
 export function createGrants(deps: GrantsDeps): Grants {
   const { store, audit, now } = deps;
 
-  async function create(input: GrantInput, actor: { serviceId: string; requestId: string }): Promise<GrantRecord> {
+  async function create(
+    input: GrantInput,
+    actor: { serviceId: string; requestId: string },
+  ): Promise<GrantRecord> {
     checkGrantShape(input, deps.isService, now());
     const tenantId = input.tenantId ?? null;
     const providerId = input.providerId ?? null;
@@ -82,7 +84,11 @@ export function createGrants(deps: GrantsDeps): Grants {
     };
     await store.putGrant(grant);
     try {
-      await audit.record('grant.created', grantAuditFields(grant, actor.serviceId), actor.requestId);
+      await audit.record(
+        'grant.created',
+        grantAuditFields(grant, actor.serviceId),
+        actor.requestId,
+      );
     } catch (err) {
       // Fail closed: a grant nobody can trace must not exist. Best-effort removal, then 503.
       await store.deleteGrant(grant.id).catch(() => undefined);
@@ -91,19 +97,32 @@ export function createGrants(deps: GrantsDeps): Grants {
     return grant;
   }
 
-  async function checkAgainstLink(linkId: string, tenantId: string | null, providerId: string | null, scopes: readonly string[] | null): Promise<void> {
+  async function checkAgainstLink(
+    linkId: string,
+    tenantId: string | null,
+    providerId: string | null,
+    scopes: readonly string[] | null,
+  ): Promise<void> {
     const link = await store.getLink(linkId);
     if (!link) throw new LinkvaultError('link_not_found', { detail: 'link_id names no link' });
     // A grant whose fields contradict its own link could never match: refuse it rather than store a dead rule.
-    if (tenantId !== null && tenantId !== link.tenantId) throw invalidRequest('tenant_id', 'link_id belongs to another tenant');
-    if (providerId !== null && providerId !== link.providerId) throw invalidRequest('provider_id', 'link_id belongs to another provider');
+    if (tenantId !== null && tenantId !== link.tenantId)
+      throw invalidRequest('tenant_id', 'link_id belongs to another tenant');
+    if (providerId !== null && providerId !== link.providerId)
+      throw invalidRequest('provider_id', 'link_id belongs to another provider');
     if (scopes) {
       const missing = scopes.filter((s) => !link.grantedScopes.includes(s));
-      if (missing.length > 0) throw new LinkvaultError('scope_exceeds_link', { detail: `The link was not granted: ${missing.join(' ')}` });
+      if (missing.length > 0)
+        throw new LinkvaultError('scope_exceeds_link', {
+          detail: `The link was not granted: ${missing.join(' ')}`,
+        });
     }
   }
 
-  async function remove(id: string, actor: { serviceId: string; requestId: string }): Promise<void> {
+  async function remove(
+    id: string,
+    actor: { serviceId: string; requestId: string },
+  ): Promise<void> {
     const grant = await store.getGrant(id);
     if (!grant) throw new LinkvaultError('grant_not_found');
     // Audit first: removing access is always allowed, but it must leave a trace; no audit → 503, grant stays.
@@ -115,13 +134,25 @@ export function createGrants(deps: GrantsDeps): Grants {
 }
 
 /** The domain rules of a grant (shapes are the route's job): scope, purpose, expiry, service. */
-function checkGrantShape(input: GrantInput, isService: (id: string) => boolean, nowMs: number): void {
-  if (!isService(input.serviceId)) throw invalidRequest('service_id', 'service_id is not a registered service');
-  if (!input.tenantId && !input.linkId) throw invalidRequest('tenant_id', 'A grant must name a tenant_id or a link_id');
+function checkGrantShape(
+  input: GrantInput,
+  isService: (id: string) => boolean,
+  nowMs: number,
+): void {
+  if (!isService(input.serviceId))
+    throw invalidRequest('service_id', 'service_id is not a registered service');
+  if (!input.tenantId && !input.linkId)
+    throw invalidRequest('tenant_id', 'A grant must name a tenant_id or a link_id');
   const purpose = input.purpose.trim();
-  if (purpose.length < 1 || purpose.length > MAX_PURPOSE_CHARS) throw invalidRequest('purpose', `purpose must be 1-${MAX_PURPOSE_CHARS} characters`);
-  if (input.scopes && input.scopes.length === 0) throw invalidRequest('scopes', 'scopes must not be empty; omit it to allow every scope of the link');
-  if (input.expiresAtMs !== undefined && input.expiresAtMs !== null && input.expiresAtMs <= nowMs) throw invalidRequest('expires_at', 'expires_at must be in the future');
+  if (purpose.length < 1 || purpose.length > MAX_PURPOSE_CHARS)
+    throw invalidRequest('purpose', `purpose must be 1-${MAX_PURPOSE_CHARS} characters`);
+  if (input.scopes && input.scopes.length === 0)
+    throw invalidRequest(
+      'scopes',
+      'scopes must not be empty; omit it to allow every scope of the link',
+    );
+  if (input.expiresAtMs !== undefined && input.expiresAtMs !== null && input.expiresAtMs <= nowMs)
+    throw invalidRequest('expires_at', 'expires_at must be in the future');
 }
 
 function grantAuditFields(grant: GrantRecord, actor: string): Record<string, unknown> {
@@ -139,7 +170,11 @@ function grantAuditFields(grant: GrantRecord, actor: string): Record<string, unk
 }
 
 /** True when `grant` is live at `nowMs` and every field it sets matches `link`. */
-function grantMatchesLink(grant: GrantRecord, link: Pick<LinkRecord, 'id' | 'tenantId' | 'providerId'>, nowMs: number): boolean {
+function grantMatchesLink(
+  grant: GrantRecord,
+  link: Pick<LinkRecord, 'id' | 'tenantId' | 'providerId'>,
+  nowMs: number,
+): boolean {
   // Deny by default even for a record that slipped past creation rules: it must pin a tenant or a link.
   if (grant.tenantId === null && grant.linkId === null) return false;
   if (grant.expiresAtMs !== null && grant.expiresAtMs <= nowMs) return false;
@@ -151,12 +186,23 @@ function grantMatchesLink(grant: GrantRecord, link: Pick<LinkRecord, 'id' | 'ten
 
 /** Most specific first: a link grant, then tenant+provider, then tenant. */
 function specificity(grant: GrantRecord): number {
-  return (grant.linkId !== null ? 4 : 0) + (grant.providerId !== null ? 2 : 0) + (grant.tenantId !== null ? 1 : 0);
+  return (
+    (grant.linkId !== null ? 4 : 0) +
+    (grant.providerId !== null ? 2 : 0) +
+    (grant.tenantId !== null ? 1 : 0)
+  );
 }
 
 /** Live grants of `serviceId` that match `link` by tenant / provider / link, most specific first. */
-export function matchingGrants(grants: readonly GrantRecord[], serviceId: string, link: Pick<LinkRecord, 'id' | 'tenantId' | 'providerId'>, nowMs: number): GrantRecord[] {
-  return grants.filter((g) => g.serviceId === serviceId && grantMatchesLink(g, link, nowMs)).sort((a, b) => specificity(b) - specificity(a));
+export function matchingGrants(
+  grants: readonly GrantRecord[],
+  serviceId: string,
+  link: Pick<LinkRecord, 'id' | 'tenantId' | 'providerId'>,
+  nowMs: number,
+): GrantRecord[] {
+  return grants
+    .filter((g) => g.serviceId === serviceId && grantMatchesLink(g, link, nowMs))
+    .sort((a, b) => specificity(b) - specificity(a));
 }
 
 /**
@@ -164,7 +210,11 @@ export function matchingGrants(grants: readonly GrantRecord[], serviceId: string
  * to it (no_grant; checked here for tenant/provider grants), and the requested scopes must be
  * within the grant's (scope_not_granted when some grant matched but none covers them).
  */
-export function chooseGrant(candidates: readonly GrantRecord[], link: Pick<LinkRecord, 'grantedScopes'>, requestedScopes: readonly string[] | null): GrantRecord {
+export function chooseGrant(
+  candidates: readonly GrantRecord[],
+  link: Pick<LinkRecord, 'grantedScopes'>,
+  requestedScopes: readonly string[] | null,
+): GrantRecord {
   let scopeShort = false;
   for (const grant of candidates) {
     if (grant.scopes && !isSubset(grant.scopes, link.grantedScopes)) continue;

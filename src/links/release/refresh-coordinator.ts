@@ -49,7 +49,10 @@ export interface RefreshCriteria {
 }
 
 export interface RefreshCoordinatorDeps {
-  readonly store: Pick<Store, 'getLink' | 'saveLink' | 'acquireLock' | 'extendLock' | 'releaseLock'>;
+  readonly store: Pick<
+    Store,
+    'getLink' | 'saveLink' | 'acquireLock' | 'extendLock' | 'releaseLock'
+  >;
   readonly vault: Vault;
   readonly oauth: OAuthTokenClient;
   readonly audit: Pick<Audit, 'record'>;
@@ -64,7 +67,10 @@ export interface RefreshCoordinatorDeps {
    * Non-secret members of a refresh response to keep in the link's metadata (the catalogue's
    * capture_metadata, e.g. Pipedrive's api_domain that can change on every refresh).
    */
-  readonly captureMetadata: (providerId: string, extra: Readonly<Record<string, unknown>>) => Record<string, string>;
+  readonly captureMetadata: (
+    providerId: string,
+    extra: Readonly<Record<string, unknown>>,
+  ) => Record<string, string>;
   /**
    * Where the tokens of a refresh that lost to a revocation go: the durable revocation queue,
    * retried with backoff until the provider confirms.
@@ -84,7 +90,10 @@ export interface RefreshCoordinator {
    * Background: refreshes `linkId` when its token expires within `leadMs`, only if no one else is
    * refreshing it (never waits for a peer). Resolves the outcome; never rejects for provider trouble.
    */
-  refreshAhead(linkId: string, leadMs: number): Promise<'refreshed' | 'fresh' | 'busy' | 'skipped' | 'failed'>;
+  refreshAhead(
+    linkId: string,
+    leadMs: number,
+  ): Promise<'refreshed' | 'fresh' | 'busy' | 'skipped' | 'failed'>;
   /** Number of refreshes in flight in this process. */
   inFlight(): number;
 }
@@ -101,10 +110,18 @@ export const MIN_REFRESH_INTERVAL_MS = 60_000;
  * without expiry never is; a still-valid token issued (connected or refreshed) within
  * MIN_REFRESH_INTERVAL_MS is not — its caller gets it with less validity than asked for.
  */
-export function refreshDue(link: Pick<LinkRecord, 'accessTokenExpiresAtMs' | 'lastRefreshedAtMs' | 'createdAtMs'>, nowMs: number, minValidityMs: number): boolean {
+export function refreshDue(
+  link: Pick<LinkRecord, 'accessTokenExpiresAtMs' | 'lastRefreshedAtMs' | 'createdAtMs'>,
+  nowMs: number,
+  minValidityMs: number,
+): boolean {
   const expiresAtMs = link.accessTokenExpiresAtMs;
   if (expiresAtMs === null || expiresAtMs - nowMs >= minValidityMs) return false;
-  if (expiresAtMs > nowMs && nowMs - (link.lastRefreshedAtMs ?? link.createdAtMs) < MIN_REFRESH_INTERVAL_MS) return false;
+  if (
+    expiresAtMs > nowMs &&
+    nowMs - (link.lastRefreshedAtMs ?? link.createdAtMs) < MIN_REFRESH_INTERVAL_MS
+  )
+    return false;
   return true;
 }
 
@@ -120,13 +137,21 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
 
   // ---- entry points ----
 
-  async function ensureFresh(link: LinkRecord, tokens: TokenSet, criteria: RefreshCriteria): Promise<FreshTokens> {
-    if (!criteria.force && !refreshDue(link, now(), criteria.minValidityMs)) return { link, tokens };
+  async function ensureFresh(
+    link: LinkRecord,
+    tokens: TokenSet,
+    criteria: RefreshCriteria,
+  ): Promise<FreshTokens> {
+    if (!criteria.force && !refreshDue(link, now(), criteria.minValidityMs))
+      return { link, tokens };
     if (!tokens.refreshToken) return withoutRefreshToken(link, tokens, criteria);
     return singleFlight(link.id, () => refreshAcrossReplicas(link, criteria));
   }
 
-  async function refreshAhead(linkId: string, leadMs: number): Promise<'refreshed' | 'fresh' | 'busy' | 'skipped' | 'failed'> {
+  async function refreshAhead(
+    linkId: string,
+    leadMs: number,
+  ): Promise<'refreshed' | 'fresh' | 'busy' | 'skipped' | 'failed'> {
     if (inflight.has(linkId)) return 'busy';
     const owner = await store.acquireLock(lockName(linkId), lockTtlMs);
     if (!owner) return 'busy';
@@ -137,10 +162,18 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
         before = link;
         // A lost refresh answer is retried promptly: providers with a reuse grace period accept
         // the old refresh token again only for a short while.
-        const criteria: RefreshCriteria = { minValidityMs: leadMs, force: REFRESH_UNCERTAIN_KEY in link.metadata, requestId: null };
+        const criteria: RefreshCriteria = {
+          minValidityMs: leadMs,
+          force: REFRESH_UNCERTAIN_KEY in link.metadata,
+          requestId: null,
+        };
         return await refreshUnderLock(link, link, owner, criteria);
       } finally {
-        await store.releaseLock(lockName(linkId), owner).catch((err: unknown) => log.warn({ link_id: linkId, err }, 'refresh lock release failed'));
+        await store
+          .releaseLock(lockName(linkId), owner)
+          .catch((err: unknown) =>
+            log.warn({ link_id: linkId, err }, 'refresh lock release failed'),
+          );
       }
     })();
     inflight.set(linkId, run);
@@ -148,7 +181,13 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       const result = await run;
       return before !== null && !sameTokens(result.link, before) ? 'refreshed' : 'fresh';
     } catch (err) {
-      if (isLinkvaultError(err, 'link_revoked') || isLinkvaultError(err, 'link_not_found') || isLinkvaultError(err, 'reauth_required') || isLinkvaultError(err, 'refresh_not_possible')) return 'skipped';
+      if (
+        isLinkvaultError(err, 'link_revoked') ||
+        isLinkvaultError(err, 'link_not_found') ||
+        isLinkvaultError(err, 'reauth_required') ||
+        isLinkvaultError(err, 'refresh_not_possible')
+      )
+        return 'skipped';
       log.warn({ link_id: linkId, err }, 'background refresh failed');
       return 'failed';
     } finally {
@@ -171,8 +210,15 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
   // ---- the steps ----
 
   /** No refresh token: serve a token that is still valid; an expired one means the user must reconnect. */
-  async function withoutRefreshToken(link: LinkRecord, tokens: TokenSet, criteria: RefreshCriteria): Promise<FreshTokens> {
-    if (criteria.force) throw new LinkvaultError('refresh_not_possible', { detail: 'The provider issued no refresh token for this link' });
+  async function withoutRefreshToken(
+    link: LinkRecord,
+    tokens: TokenSet,
+    criteria: RefreshCriteria,
+  ): Promise<FreshTokens> {
+    if (criteria.force)
+      throw new LinkvaultError('refresh_not_possible', {
+        detail: 'The provider issued no refresh token for this link',
+      });
     if (link.accessTokenExpiresAtMs !== null && link.accessTokenExpiresAtMs <= now()) {
       const newer = await markNeedsReauth(link, 'expired_without_refresh_token', criteria);
       return { link: newer, tokens: await openLink(newer) };
@@ -185,7 +231,10 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
    * re-reading the stored link. A waiter retries the lock on every poll, so a holder that died or
    * gave up hands over after its release or TTL.
    */
-  async function refreshAcrossReplicas(observed: LinkRecord, criteria: RefreshCriteria): Promise<FreshTokens> {
+  async function refreshAcrossReplicas(
+    observed: LinkRecord,
+    criteria: RefreshCriteria,
+  ): Promise<FreshTokens> {
     const lock = await acquireLockWithin(store, lockName(observed.id), lockTtlMs, {
       waitMs: waitForPeerMs,
       pollMs: (attempt) => Math.min(10 * 2 ** attempt, 200),
@@ -201,20 +250,33 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
         const current = await readLink(observed.id);
         return await refreshUnderLock(current, observed, lock.owner, criteria);
       } finally {
-        await store.releaseLock(lockName(observed.id), lock.owner).catch((err: unknown) => log.warn({ link_id: observed.id, err }, 'refresh lock release failed'));
+        await store
+          .releaseLock(lockName(observed.id), lock.owner)
+          .catch((err: unknown) =>
+            log.warn({ link_id: observed.id, err }, 'refresh lock release failed'),
+          );
       }
     }
     metrics.refreshes.inc({ provider: observed.providerId, outcome: 'peer_timeout' });
     const current = await readLink(observed.id);
-    if (!criteria.force && stillValid(current)) return { link: current, tokens: await openLink(current) };
-    throw new LinkvaultError('provider_unavailable', { detail: 'A refresh of this link is taking too long; retry', retryAfterSeconds: 1 });
+    if (!criteria.force && stillValid(current))
+      return { link: current, tokens: await openLink(current) };
+    throw new LinkvaultError('provider_unavailable', {
+      detail: 'A refresh of this link is taking too long; retry',
+      retryAfterSeconds: 1,
+    });
   }
 
   /**
    * Under the lock: re-check (a peer may have refreshed between our read and our lock), spend
    * the refresh token once, store the result with CAS, and only then hand it out.
    */
-  async function refreshUnderLock(link: LinkRecord, observed: LinkRecord, owner: string, criteria: RefreshCriteria): Promise<FreshTokens> {
+  async function refreshUnderLock(
+    link: LinkRecord,
+    observed: LinkRecord,
+    owner: string,
+    criteria: RefreshCriteria,
+  ): Promise<FreshTokens> {
     if (satisfied(link, observed, criteria)) return { link, tokens: await openLink(link) };
     const tokens = await openLink(link);
     if (!tokens.refreshToken) return withoutRefreshToken(link, tokens, criteria);
@@ -223,12 +285,20 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     if (!(await store.extendLock(lockName(link.id), owner, lockTtlMs))) {
       metrics.refreshes.inc({ provider: link.providerId, outcome: 'lock_lost' });
       const current = await readLink(link.id);
-      if (!sameTokens(current, link) || stillValid(current)) return { link: current, tokens: await openLink(current) };
-      throw new LinkvaultError('provider_unavailable', { detail: 'The refresh lock was lost; retry', retryAfterSeconds: 1 });
+      if (!sameTokens(current, link) || stillValid(current))
+        return { link: current, tokens: await openLink(current) };
+      throw new LinkvaultError('provider_unavailable', {
+        detail: 'The refresh lock was lost; retry',
+        retryAfterSeconds: 1,
+      });
     }
     let fresh: TokenSet;
     try {
-      fresh = await oauth.refresh({ providerId: link.providerId, endpointVariables: link.endpointVariables, refreshToken: tokens.refreshToken });
+      fresh = await oauth.refresh({
+        providerId: link.providerId,
+        endpointVariables: link.endpointVariables,
+        refreshToken: tokens.refreshToken,
+      });
     } catch (err) {
       return onRefreshFailure(link, tokens, err, criteria);
     }
@@ -237,7 +307,12 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
   }
 
   /** Seals and CAS-writes the new token set; on a lost CAS, reconciles with what is stored. */
-  async function storeRefreshed(link: LinkRecord, old: TokenSet, fresh: TokenSet, criteria: RefreshCriteria): Promise<FreshTokens> {
+  async function storeRefreshed(
+    link: LinkRecord,
+    old: TokenSet,
+    fresh: TokenSet,
+    criteria: RefreshCriteria,
+  ): Promise<FreshTokens> {
     const merged: TokenSet = {
       accessToken: fresh.accessToken,
       // Providers that do not rotate answer without a refresh token: keep ours (RFC 6749 §6).
@@ -248,12 +323,17 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       scopes: fresh.scopes ?? old.scopes,
       extra: fresh.extra,
     };
-    const rotated = fresh.refreshToken !== null && fresh.refreshToken.reveal() !== old.refreshToken?.reveal();
+    const rotated =
+      fresh.refreshToken !== null && fresh.refreshToken.reveal() !== old.refreshToken?.reveal();
     let sealed;
     try {
       sealed = await sealTokenSet(vault, link, merged, link.tokens);
     } catch (err) {
-      if (rotated) log.error({ link_id: link.id, provider: link.providerId, err }, 'a rotated refresh token could not be sealed; the link may need the user to reconnect');
+      if (rotated)
+        log.error(
+          { link_id: link.id, provider: link.providerId, err },
+          'a rotated refresh token could not be sealed; the link may need the user to reconnect',
+        );
       throw err;
     }
     const refreshedAtMs = now();
@@ -275,13 +355,29 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       try {
         saved = await store.saveLink(next, base.version);
       } catch (err) {
-        if (rotated) log.error({ link_id: link.id, provider: link.providerId, err }, 'a rotated refresh token could not be stored; the link may need the user to reconnect');
+        if (rotated)
+          log.error(
+            { link_id: link.id, provider: link.providerId, err },
+            'a rotated refresh token could not be stored; the link may need the user to reconnect',
+          );
         throw err;
       }
       if (saved) {
         await audit
-          .record('link.refreshed', { link_id: saved.id, tenant_id: saved.tenantId, provider_id: saved.providerId, rotated, access_token: merged.accessToken }, criteria.requestId)
-          .catch((err: unknown) => log.error({ link_id: saved.id, err }, 'audit of a refresh failed'));
+          .record(
+            'link.refreshed',
+            {
+              link_id: saved.id,
+              tenant_id: saved.tenantId,
+              provider_id: saved.providerId,
+              rotated,
+              access_token: merged.accessToken,
+            },
+            criteria.requestId,
+          )
+          .catch((err: unknown) =>
+            log.error({ link_id: saved.id, err }, 'audit of a refresh failed'),
+          );
         return { link: saved, tokens: merged };
       }
       // Lost the CAS: someone wrote the link after we read it.
@@ -303,7 +399,9 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       // stored, so ours must win or the link is dead. Rebase onto the current record and retry.
       base = current;
     }
-    throw new LinkvaultError('conflict', { detail: 'The link kept changing during a refresh; retry' });
+    throw new LinkvaultError('conflict', {
+      detail: 'The link kept changing during a refresh; retry',
+    });
   }
 
   /**
@@ -314,33 +412,63 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     try {
       return deps.captureMetadata(link.providerId, fresh.extra);
     } catch (err) {
-      log.warn({ link_id: link.id, provider: link.providerId, err }, 'refresh answer metadata refused; keeping the previous metadata');
+      log.warn(
+        { link_id: link.id, provider: link.providerId, err },
+        'refresh answer metadata refused; keeping the previous metadata',
+      );
       return {};
     }
   }
 
   /** Classifies a failed refresh (oauth-client.ts) and decides what callers get. */
-  async function onRefreshFailure(link: LinkRecord, tokens: TokenSet, err: unknown, criteria: RefreshCriteria): Promise<FreshTokens> {
+  async function onRefreshFailure(
+    link: LinkRecord,
+    tokens: TokenSet,
+    err: unknown,
+    criteria: RefreshCriteria,
+  ): Promise<FreshTokens> {
     // The port promises classified errors; anything else is treated as an answer that may have been lost.
-    const failure = isLinkvaultError(err) ? err : new LinkvaultError('provider_unavailable', { cause: err, retryAfterSeconds: 1, extra: { maybe_delivered: true } });
+    const failure = isLinkvaultError(err)
+      ? err
+      : new LinkvaultError('provider_unavailable', {
+          cause: err,
+          retryAfterSeconds: 1,
+          extra: { maybe_delivered: true },
+        });
     const provider = link.providerId;
     switch (failure.code) {
       case 'reauth_required': {
         metrics.refreshes.inc({ provider, outcome: 'invalid_grant' });
-        const reason = link.metadata[REFRESH_UNCERTAIN_KEY] ? 'refresh_token_rejected_after_lost_answer' : 'refresh_token_rejected';
+        const reason = link.metadata[REFRESH_UNCERTAIN_KEY]
+          ? 'refresh_token_rejected_after_lost_answer'
+          : 'refresh_token_rejected';
         const newer = await markNeedsReauth(link, reason, criteria);
         return { link: newer, tokens: await openLink(newer) };
       }
       case 'provider_misconfigured':
         metrics.refreshes.inc({ provider, outcome: 'misconfigured' });
-        log.error({ link_id: link.id, provider, err: failure }, 'the provider rejected our client configuration during a refresh');
-        throw new LinkvaultError('provider_misconfigured', { cause: failure, retryAfterSeconds: 60 });
+        log.error(
+          { link_id: link.id, provider, err: failure },
+          'the provider rejected our client configuration during a refresh',
+        );
+        throw new LinkvaultError('provider_misconfigured', {
+          cause: failure,
+          retryAfterSeconds: 60,
+        });
       case 'provider_unavailable':
       case 'invalid_token_response':
       case 'provider_error': {
         // A 2xx we could not accept, or an answer lost after sending: the provider may have rotated.
-        const maybeRotated = failure.code === 'invalid_token_response' || failure.extra?.maybe_delivered === true;
-        metrics.refreshes.inc({ provider, outcome: maybeRotated ? 'maybe_delivered' : failure.code === 'provider_error' ? 'provider_error' : 'unavailable' });
+        const maybeRotated =
+          failure.code === 'invalid_token_response' || failure.extra?.maybe_delivered === true;
+        metrics.refreshes.inc({
+          provider,
+          outcome: maybeRotated
+            ? 'maybe_delivered'
+            : failure.code === 'provider_error'
+              ? 'provider_error'
+              : 'unavailable',
+        });
         if (maybeRotated) {
           const newer = await markRefreshUncertain(link);
           if (newer) return { link: newer, tokens: await openLink(newer) };
@@ -349,7 +477,10 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
         // whose caller has just seen this token rejected).
         if (!criteria.force && stillValid(link)) return { link, tokens };
         if (failure.code === 'provider_unavailable') {
-          throw new LinkvaultError('provider_unavailable', { cause: failure, retryAfterSeconds: failure.retryAfterSeconds ?? 1 });
+          throw new LinkvaultError('provider_unavailable', {
+            cause: failure,
+            retryAfterSeconds: failure.retryAfterSeconds ?? 1,
+          });
         }
         throw failure;
       }
@@ -363,11 +494,21 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
    * have). Returns the newer stored link when the CAS loses to newer tokens, else null.
    */
   async function markRefreshUncertain(link: LinkRecord): Promise<LinkRecord | null> {
-    log.warn({ link_id: link.id, provider: link.providerId }, 'refresh answer lost after sending; the provider may have rotated the refresh token');
+    log.warn(
+      { link_id: link.id, provider: link.providerId },
+      'refresh answer lost after sending; the provider may have rotated the refresh token',
+    );
     let base = link;
     for (let attempt = 0; attempt < 3; attempt++) {
       const at = now();
-      const saved = await store.saveLink({ ...base, metadata: { ...base.metadata, [REFRESH_UNCERTAIN_KEY]: new Date(at).toISOString() }, updatedAtMs: at }, base.version);
+      const saved = await store.saveLink(
+        {
+          ...base,
+          metadata: { ...base.metadata, [REFRESH_UNCERTAIN_KEY]: new Date(at).toISOString() },
+          updatedAtMs: at,
+        },
+        base.version,
+      );
       if (saved) return null;
       const current = await readLink(link.id);
       if (!sameTokens(current, link)) return current;
@@ -381,16 +522,43 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
    * tries again; from then on the link answers 409 until the user reconnects. Always rejects
    * reauth_required, except when newer tokens were stored meanwhile: then resolves that link.
    */
-  async function markNeedsReauth(link: LinkRecord, reason: string, criteria: RefreshCriteria): Promise<LinkRecord> {
+  async function markNeedsReauth(
+    link: LinkRecord,
+    reason: string,
+    criteria: RefreshCriteria,
+  ): Promise<LinkRecord> {
     let base = link;
     for (let attempt = 0; attempt < 3; attempt++) {
       const at = now();
-      const saved = await store.saveLink({ ...base, status: 'needs_reauth', metadata: withoutKey(base.metadata, REFRESH_UNCERTAIN_KEY), updatedAtMs: at }, base.version);
+      const saved = await store.saveLink(
+        {
+          ...base,
+          status: 'needs_reauth',
+          metadata: withoutKey(base.metadata, REFRESH_UNCERTAIN_KEY),
+          updatedAtMs: at,
+        },
+        base.version,
+      );
       if (saved) {
-        log.warn({ link_id: link.id, provider: link.providerId, reason }, 'link needs the user to reconnect');
+        log.warn(
+          { link_id: link.id, provider: link.providerId, reason },
+          'link needs the user to reconnect',
+        );
         await audit
-          .record('link.needs_reauth', { link_id: link.id, tenant_id: link.tenantId, user_id: link.userId, provider_id: link.providerId, reason }, criteria.requestId)
-          .catch((err: unknown) => log.error({ link_id: link.id, err }, 'audit of needs_reauth failed'));
+          .record(
+            'link.needs_reauth',
+            {
+              link_id: link.id,
+              tenant_id: link.tenantId,
+              user_id: link.userId,
+              provider_id: link.providerId,
+              reason,
+            },
+            criteria.requestId,
+          )
+          .catch((err: unknown) =>
+            log.error({ link_id: link.id, err }, 'audit of needs_reauth failed'),
+          );
         throw new LinkvaultError('reauth_required');
       }
       const current = await readLink(link.id);
@@ -411,19 +579,36 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
    * the provider answers; only when the queue cannot take them (the store is down) are they
    * revoked inline, once, best effort.
    */
-  async function revokeOrphan(link: LinkRecord, sealed: SealedRecord, fresh: TokenSet, merged: TokenSet, criteria: RefreshCriteria): Promise<void> {
+  async function revokeOrphan(
+    link: LinkRecord,
+    sealed: SealedRecord,
+    fresh: TokenSet,
+    merged: TokenSet,
+    criteria: RefreshCriteria,
+  ): Promise<void> {
     try {
       await deps.revocation.revokeOrphanedTokens(link, sealed, criteria.requestId);
       return;
     } catch (err) {
-      log.error({ link_id: link.id, provider: link.providerId, err }, 'could not queue the revocation of tokens obtained by a refresh that raced a revocation; revoking them inline');
+      log.error(
+        { link_id: link.id, provider: link.providerId, err },
+        'could not queue the revocation of tokens obtained by a refresh that raced a revocation; revoking them inline',
+      );
     }
     const token = fresh.refreshToken ?? merged.accessToken;
     const tokenTypeHint = fresh.refreshToken ? 'refresh_token' : 'access_token';
     try {
-      await oauth.revoke({ providerId: link.providerId, endpointVariables: link.endpointVariables, token, tokenTypeHint });
+      await oauth.revoke({
+        providerId: link.providerId,
+        endpointVariables: link.endpointVariables,
+        token,
+        tokenTypeHint,
+      });
     } catch (err) {
-      log.warn({ link_id: link.id, provider: link.providerId, err }, 'could not revoke tokens obtained by a refresh that raced a revocation');
+      log.warn(
+        { link_id: link.id, provider: link.providerId, err },
+        'could not revoke tokens obtained by a refresh that raced a revocation',
+      );
     } finally {
       vault.forget(sealed);
     }
@@ -446,12 +631,17 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
 
   async function openLink(link: LinkRecord): Promise<TokenSet> {
     checkUsable(link);
-    if (!link.tokens) throw new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
+    if (!link.tokens)
+      throw new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
     return openTokenSet(vault, link, link.tokens);
   }
 
   /** Whether `current` already answers the caller that looked at `observed`. */
-  function satisfied(current: LinkRecord, observed: LinkRecord, criteria: RefreshCriteria): boolean {
+  function satisfied(
+    current: LinkRecord,
+    observed: LinkRecord,
+    criteria: RefreshCriteria,
+  ): boolean {
     checkUsable(current);
     // A refresh (or reconnect) stored since the caller looked: that is the result it waits for.
     if (!sameTokens(current, observed)) return true;

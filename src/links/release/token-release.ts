@@ -9,7 +9,11 @@ import type { GrantRecord } from './grants.js';
 import type { LinkRecord } from '../link.js';
 import type { Audit } from '../audit/audit.js';
 import { chooseGrant, matchingGrants } from './grants.js';
-import { INTERNAL_METADATA_PREFIX, type FreshTokens, type RefreshCoordinator } from './refresh-coordinator.js';
+import {
+  INTERNAL_METADATA_PREFIX,
+  type FreshTokens,
+  type RefreshCoordinator,
+} from './refresh-coordinator.js';
 import { openTokenSet } from '../sealing/token-vault.js';
 
 /**
@@ -71,7 +75,10 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   async function release(request: ReleaseRequest): Promise<ReleasedToken> {
     let provider = 'unknown';
     try {
-      const [link, grants] = await Promise.all([loadLink(request.linkId), store.listGrants(request.service.id)]);
+      const [link, grants] = await Promise.all([
+        loadLink(request.linkId),
+        store.listGrants(request.service.id),
+      ]);
       provider = link.providerId;
       const grant = findMatchingGrant(grants, request, link);
       const tokens = await openLinkTokens(link);
@@ -82,7 +89,10 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       metrics.tokenReleases.inc({ provider, outcome: 'released' });
       return shapeRelease(fresh);
     } catch (err) {
-      metrics.tokenReleases.inc({ provider, outcome: isLinkvaultError(err) ? err.code : 'internal_error' });
+      metrics.tokenReleases.inc({
+        provider,
+        outcome: isLinkvaultError(err) ? err.code : 'internal_error',
+      });
       throw err;
     }
   }
@@ -97,7 +107,11 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
    * Deny by default. The link's state is told only to a service that holds a grant for it, so a
    * service without one learns no more than that it may not have the token.
    */
-  function findMatchingGrant(grants: readonly GrantRecord[], request: ReleaseRequest, link: LinkRecord): GrantRecord {
+  function findMatchingGrant(
+    grants: readonly GrantRecord[],
+    request: ReleaseRequest,
+    link: LinkRecord,
+  ): GrantRecord {
     const candidates = matchingGrants(grants, request.service.id, link, now());
     if (candidates.length === 0) throw new LinkvaultError('no_grant');
     checkLinkStatus(link);
@@ -111,17 +125,30 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   }
 
   async function openLinkTokens(link: LinkRecord): Promise<TokenSet> {
-    if (!link.tokens) throw new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
+    if (!link.tokens)
+      throw new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
     return openTokenSet(vault, link, link.tokens);
   }
 
-  function refreshIfDue(link: LinkRecord, tokens: TokenSet, request: ReleaseRequest): Promise<FreshTokens> {
+  function refreshIfDue(
+    link: LinkRecord,
+    tokens: TokenSet,
+    request: ReleaseRequest,
+  ): Promise<FreshTokens> {
     const minValiditySeconds = request.minValiditySeconds ?? DEFAULT_MIN_VALIDITY_SECONDS;
-    return coordinator.ensureFresh(link, tokens, { minValidityMs: minValiditySeconds * 1000, force: request.forceRefresh === true, requestId: request.requestId });
+    return coordinator.ensureFresh(link, tokens, {
+      minValidityMs: minValiditySeconds * 1000,
+      force: request.forceRefresh === true,
+      requestId: request.requestId,
+    });
   }
 
   /** Awaited and fail-closed: when the record cannot be stored, the release fails (audit_unavailable). */
-  async function auditRelease(fresh: FreshTokens, grant: GrantRecord, request: ReleaseRequest): Promise<void> {
+  async function auditRelease(
+    fresh: FreshTokens,
+    grant: GrantRecord,
+    request: ReleaseRequest,
+  ): Promise<void> {
     const { link, tokens } = fresh;
     await audit.record(
       'token.released',
@@ -150,7 +177,11 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
    * could be answered before a tombstone written while the record is being stored, and the token
    * would leave after the revocation had been confirmed to its caller.
    */
-  async function confirmStillUsable(link: LinkRecord, grant: GrantRecord, request: ReleaseRequest): Promise<void> {
+  async function confirmStillUsable(
+    link: LinkRecord,
+    grant: GrantRecord,
+    request: ReleaseRequest,
+  ): Promise<void> {
     const current = await store.getLink(link.id);
     if (current !== null && current.status === 'active' && current.tokens !== null) return;
     const refusal = refusalFor(current);
@@ -159,10 +190,19 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     await audit
       .record(
         'token.release_withdrawn',
-        { service_id: request.service.id, grant_id: grant.id, link_id: link.id, tenant_id: link.tenantId, provider_id: link.providerId, reason: refusal.code },
+        {
+          service_id: request.service.id,
+          grant_id: grant.id,
+          link_id: link.id,
+          tenant_id: link.tenantId,
+          provider_id: link.providerId,
+          reason: refusal.code,
+        },
         request.requestId,
       )
-      .catch((err: unknown) => log.error({ link_id: link.id, err }, 'audit of a withdrawn release failed'));
+      .catch((err: unknown) =>
+        log.error({ link_id: link.id, err }, 'audit of a withdrawn release failed'),
+      );
     throw refusal;
   }
 
@@ -172,7 +212,9 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     if (at - last < touchIntervalMs) return;
     if (touched.size >= MAX_TOUCH_ENTRIES) touched.clear();
     touched.set(link.id, at);
-    store.touchLink(link.id, at).catch((err: unknown) => log.warn({ link_id: link.id, err }, 'last_used_at update failed'));
+    store
+      .touchLink(link.id, at)
+      .catch((err: unknown) => log.warn({ link_id: link.id, err }, 'last_used_at update failed'));
   }
 
   return { release };
@@ -197,11 +239,14 @@ function shapeRelease({ link, tokens }: FreshTokens): ReleasedToken {
 }
 
 /** The link's metadata without linkvault's own bookkeeping keys. */
-function publicMetadata(metadata: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+function publicMetadata(
+  metadata: Readonly<Record<string, string>>,
+): Readonly<Record<string, string>> {
   let internal = false;
   for (const key in metadata) if (key.startsWith(INTERNAL_METADATA_PREFIX)) internal = true;
   if (!internal) return metadata;
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(metadata)) if (!k.startsWith(INTERNAL_METADATA_PREFIX)) out[k] = v;
+  for (const [k, v] of Object.entries(metadata))
+    if (!k.startsWith(INTERNAL_METADATA_PREFIX)) out[k] = v;
   return out;
 }

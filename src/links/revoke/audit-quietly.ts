@@ -14,6 +14,9 @@ export async function auditQuietly(
   try {
     await deps.audit.record(type, data, requestId);
   } catch (err) {
-    deps.log.error({ err, audit_type: type, link_id: data.link_id }, 'revocation worker: audit append failed');
+    deps.log.error(
+      { err, audit_type: type, link_id: data.link_id },
+      'revocation worker: audit append failed',
+    );
   }
 }

@@ -53,10 +53,21 @@ export function createBulkRevocationJob(deps: BulkRevocationJobDeps): JobHandler
       await job.complete();
       return;
     }
-    const actor: RevocationActor = { revokedBy: 'admin', serviceId: p.service_id, reason: p.reason, requestId: p.request_id, bulkJobId: p.job_id };
+    const actor: RevocationActor = {
+      revokedBy: 'admin',
+      serviceId: p.service_id,
+      reason: p.reason,
+      requestId: p.request_id,
+      bulkJobId: p.job_id,
+    };
     const pending = [...p.pending];
     const skipped = new Set(p.skipped);
-    const counts = { revoked: p.revoked, provider_confirmed: p.provider_confirmed, provider_failed: p.provider_failed, provider_unsupported: p.provider_unsupported };
+    const counts = {
+      revoked: p.revoked,
+      provider_confirmed: p.provider_confirmed,
+      provider_failed: p.provider_failed,
+      provider_unsupported: p.provider_unsupported,
+    };
     let exhausted = p.exhausted;
     let transientError: unknown;
 
@@ -69,11 +80,19 @@ export function createBulkRevocationJob(deps: BulkRevocationJobDeps): JobHandler
     };
 
     if (!exhausted) {
-      const filter = toLinkFilter({ tenantId: p.filter.tenant_id, userId: p.filter.user_id, providerId: p.filter.provider_id });
+      const filter = toLinkFilter({
+        tenantId: p.filter.tenant_id,
+        userId: p.filter.user_id,
+        providerId: p.filter.provider_id,
+      });
       const want = Math.min(10_000, options.bulkSliceSize + skipped.size);
-      let candidates = (await store.listLinks({ ...filter, status: 'active' }, want)).filter((l) => !skipped.has(l.id));
+      let candidates = (await store.listLinks({ ...filter, status: 'active' }, want)).filter(
+        (l) => !skipped.has(l.id),
+      );
       if (candidates.length < options.bulkSliceSize) {
-        const reauth = (await store.listLinks({ ...filter, status: 'needs_reauth' }, want)).filter((l) => !skipped.has(l.id));
+        const reauth = (await store.listLinks({ ...filter, status: 'needs_reauth' }, want)).filter(
+          (l) => !skipped.has(l.id),
+        );
         candidates = candidates.concat(reauth);
       }
       candidates = candidates.slice(0, options.bulkSliceSize);
@@ -95,12 +114,17 @@ export function createBulkRevocationJob(deps: BulkRevocationJobDeps): JobHandler
               transientError = err;
               return;
             }
-            log.error({ err, link_id: link.id, job_id: p.job_id }, 'bulk revocation: a link could not be revoked; skipping it');
+            log.error(
+              { err, link_id: link.id, job_id: p.job_id },
+              'bulk revocation: a link could not be revoked; skipping it',
+            );
             skipped.add(link.id);
           }
         }
       };
-      await Promise.all(Array.from({ length: Math.min(options.concurrency, candidates.length) }, runOne));
+      await Promise.all(
+        Array.from({ length: Math.min(options.concurrency, candidates.length) }, runOne),
+      );
     }
 
     // Follow the provider steps of the links this job tombstoned.
@@ -125,11 +149,17 @@ export function createBulkRevocationJob(deps: BulkRevocationJobDeps): JobHandler
     await store.putJobStatus({ id: p.job_id, status: bulkStatusRow(p, done, now()) });
     if (done) {
       await job.complete();
-      await auditQuietly(deps, REVOCATION_AUDIT.bulkDone, { job_id: p.job_id, ...counts, total: Math.max(p.total, p.revoked) }, p.request_id);
+      await auditQuietly(
+        deps,
+        REVOCATION_AUDIT.bulkDone,
+        { job_id: p.job_id, ...counts, total: Math.max(p.total, p.revoked) },
+        p.request_id,
+      );
       log.info({ job_id: p.job_id, ...counts }, 'bulk revocation done');
       return;
     }
-    const delay = transientError !== undefined ? backoffMs(1, options) : exhausted ? options.bulkPollMs : 0;
+    const delay =
+      transientError !== undefined ? backoffMs(1, options) : exhausted ? options.bulkPollMs : 0;
     await job.reschedule(now() + delay, job.attempts, { ...p });
   }
 

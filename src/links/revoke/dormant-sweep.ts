@@ -10,7 +10,10 @@ export interface DormantSweepOptions {
 }
 
 export interface DormantSweepDeps {
-  readonly store: Pick<Store, 'acquireLock' | 'extendLock' | 'releaseLock' | 'scanLinkIds' | 'getLink'>;
+  readonly store: Pick<
+    Store,
+    'acquireLock' | 'extendLock' | 'releaseLock' | 'scanLinkIds' | 'getLink'
+  >;
   readonly revocation: Pick<Revocation, 'revokeLink'>;
   readonly log: Logger;
   readonly now: () => number;
@@ -51,7 +54,11 @@ export function createDormantSweep(deps: DormantSweepDeps): DormantSweep {
       let seen = 0;
       for await (const id of store.scanLinkIds()) {
         if (stopping) break;
-        if (++seen % 200 === 0 && !(await store.extendLock(DORMANT_LOCK, owner, DORMANT_LOCK_TTL_MS))) break;
+        if (
+          ++seen % 200 === 0 &&
+          !(await store.extendLock(DORMANT_LOCK, owner, DORMANT_LOCK_TTL_MS))
+        )
+          break;
         const link = await store.getLink(id);
         if (!link || link.status === 'revoked') continue;
         // "Unused": no token released since, and not (re)connected since. Refreshes do not count:
@@ -59,10 +66,18 @@ export function createDormantSweep(deps: DormantSweepDeps): DormantSweep {
         const lastUseMs = Math.max(link.createdAtMs, link.lastUsedAtMs ?? 0);
         if (lastUseMs >= cutoffMs) continue;
         try {
-          const result = await revocation.revokeLink(id, { revokedBy: 'admin', serviceId: null, reason: 'dormant', requestId: null });
+          const result = await revocation.revokeLink(id, {
+            revokedBy: 'admin',
+            serviceId: null,
+            reason: 'dormant',
+            requestId: null,
+          });
           if (!result.alreadyRevoked) revoked++;
         } catch (err) {
-          log.warn({ err, link_id: id }, 'dormant sweep: could not revoke a link; next sweep retries');
+          log.warn(
+            { err, link_id: id },
+            'dormant sweep: could not revoke a link; next sweep retries',
+          );
         }
       }
     } finally {

@@ -55,25 +55,54 @@ function sleep(ms: number): Promise<void> {
 }
 
 function isSealedRecord(v: unknown): v is SealedRecord {
-  return typeof v === 'object' && v !== null && typeof (v as SealedRecord).edk === 'string' && typeof (v as SealedRecord).ct === 'string';
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as SealedRecord).edk === 'string' &&
+    typeof (v as SealedRecord).ct === 'string'
+  );
 }
 
-function parseProviderPayload(raw: Readonly<Record<string, unknown>>): ProviderRevocationPayload | null {
+function parseProviderPayload(
+  raw: Readonly<Record<string, unknown>>,
+): ProviderRevocationPayload | null {
   const p = raw as Partial<ProviderRevocationPayload>;
-  if (typeof p.link_id !== 'string' || typeof p.tenant_id !== 'string' || typeof p.provider_id !== 'string') return null;
-  if (typeof p.link_version !== 'number' || (p.role !== 'link' && p.role !== 'orphan') || !isSealedRecord(p.sealed)) return null;
+  if (
+    typeof p.link_id !== 'string' ||
+    typeof p.tenant_id !== 'string' ||
+    typeof p.provider_id !== 'string'
+  )
+    return null;
+  if (
+    typeof p.link_version !== 'number' ||
+    (p.role !== 'link' && p.role !== 'orphan') ||
+    !isSealedRecord(p.sealed)
+  )
+    return null;
   if (typeof p.requested_at_ms !== 'number') return null;
   return p as ProviderRevocationPayload;
 }
 
 function actorOf(p: ProviderRevocationPayload): RevocationActor {
-  return { revokedBy: p.revoked_by, serviceId: p.service_id, reason: p.reason, requestId: p.request_id, bulkJobId: p.bulk_job_id };
+  return {
+    revokedBy: p.revoked_by,
+    serviceId: p.service_id,
+    reason: p.reason,
+    requestId: p.request_id,
+    bulkJobId: p.bulk_job_id,
+  };
 }
 
 /** What a provider-revocation job is, given the link as it is now. */
-function classify(link: LinkRecord | null, p: ProviderRevocationPayload, nowMs: number, graceMs: number): Role {
+function classify(
+  link: LinkRecord | null,
+  p: ProviderRevocationPayload,
+  nowMs: number,
+  graceMs: number,
+): Role {
   if (!link) return 'orphan';
-  if (link.status === 'revoked') return p.role === 'link' && link.version === p.link_version + 1 ? 'primary' : 'orphan';
+  if (link.status === 'revoked')
+    return p.role === 'link' && link.version === p.link_version + 1 ? 'primary' : 'orphan';
   // The link is live. Never revoke a live link's grant from a stale copy of its tokens.
   if (p.role === 'orphan' || link.version !== p.link_version) return 'superseded';
   // Same version, not tombstoned: the request that queued this is between its two writes, or died there.
@@ -103,11 +132,18 @@ function providerErrorOf(err: unknown): string | undefined {
 export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): JobHandler {
   const { store, vault, oauth, catalogue, revocation, metrics, log, now, throttle, options } = deps;
 
-  async function updateRecord(linkId: string, status: ProviderRevocationStatus, attempts: number): Promise<void> {
+  async function updateRecord(
+    linkId: string,
+    status: ProviderRevocationStatus,
+    attempts: number,
+  ): Promise<void> {
     const row = await store.getRevocation(linkId);
     if (!row) return;
     const record = parseRecord(row.record);
-    await store.putRevocation({ linkId, record: { ...record, provider_revocation: { status, attempts } } });
+    await store.putRevocation({
+      linkId,
+      record: { ...record, provider_revocation: { status, attempts } },
+    });
   }
 
   /**
@@ -124,19 +160,46 @@ export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): Jo
     errorCode?: string,
     revokedTokens: readonly TokenHint[] = [],
   ): Promise<void> {
-    const ref = { link_id: p.link_id, tenant_id: p.tenant_id, user_id: p.user_id, provider_id: p.provider_id };
+    const ref = {
+      link_id: p.link_id,
+      tenant_id: p.tenant_id,
+      user_id: p.user_id,
+      provider_id: p.provider_id,
+    };
     if (role === 'primary' && status) await updateRecord(p.link_id, status, attempts);
     const removed = await job.complete();
     vault.forget(p.sealed);
     if (!removed) {
       // Our lease ran out and another worker holds the job now; it will finish it.
-      log.warn({ ...ref, job_id: job.id }, 'revocation worker: lease lost before completing the job');
+      log.warn(
+        { ...ref, job_id: job.id },
+        'revocation worker: lease lost before completing the job',
+      );
       return;
     }
     metrics.revocations.inc({ provider: p.provider_id, outcome });
-    const type = role === 'primary' ? REVOCATION_AUDIT.providerOutcome : REVOCATION_AUDIT.orphanTokens;
-    await auditQuietly(deps, type, { ...ref, outcome, final: true, attempts, tokens_revoked: revokedTokens, ...(errorCode ? { error_code: errorCode } : {}), job_role: role }, p.request_id);
-    await auditQuietly(deps, REVOCATION_AUDIT.shredded, { ...ref, where: 'revocation_job' }, p.request_id);
+    const type =
+      role === 'primary' ? REVOCATION_AUDIT.providerOutcome : REVOCATION_AUDIT.orphanTokens;
+    await auditQuietly(
+      deps,
+      type,
+      {
+        ...ref,
+        outcome,
+        final: true,
+        attempts,
+        tokens_revoked: revokedTokens,
+        ...(errorCode ? { error_code: errorCode } : {}),
+        job_role: role,
+      },
+      p.request_id,
+    );
+    await auditQuietly(
+      deps,
+      REVOCATION_AUDIT.shredded,
+      { ...ref, where: 'revocation_job' },
+      p.request_id,
+    );
     log.info({ ...ref, outcome, attempts, job_role: role }, 'revocation at the provider ended');
   }
 
@@ -147,7 +210,12 @@ export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): Jo
       await job.complete();
       return;
     }
-    const ref = { link_id: p.link_id, tenant_id: p.tenant_id, user_id: p.user_id, provider_id: p.provider_id };
+    const ref = {
+      link_id: p.link_id,
+      tenant_id: p.tenant_id,
+      user_id: p.user_id,
+      provider_id: p.provider_id,
+    };
 
     let link = await store.getLink(p.link_id);
     let role = classify(link, p, now(), options.takeoverGraceMs);
@@ -158,11 +226,15 @@ export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): Jo
     if (role === 'takeover') {
       // The revocation was requested and queued, but the tombstone never landed (the process
       // died between the writes): the queued job is the durable intent, finish it.
-      log.warn({ ...ref, job_id: job.id }, 'revocation worker: finishing a revocation whose tombstone was not written');
+      log.warn(
+        { ...ref, job_id: job.id },
+        'revocation worker: finishing a revocation whose tombstone was not written',
+      );
       await revocation.revokeLink(p.link_id, actorOf(p));
       link = await store.getLink(p.link_id);
       role = classify(link, p, now(), options.takeoverGraceMs);
-      if (role === 'takeover' || role === 'wait') throw new LinkvaultError('conflict', { detail: 'the tombstone did not land' });
+      if (role === 'takeover' || role === 'wait')
+        throw new LinkvaultError('conflict', { detail: 'the tombstone did not land' });
     }
     if (role === 'superseded') {
       // The link moved on before any tombstone: these tokens are an older copy of a live link's.
@@ -180,19 +252,34 @@ export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): Jo
       return;
     }
 
-    const tokens = await openTokenSet(vault, { id: p.link_id, tenantId: p.tenant_id, providerId: p.provider_id }, p.sealed);
-    let steps: TokenHint[] = p.steps ? [...p.steps] : stepsFor(entry.revocation.style, entry.revocation.tokenTypeHint, tokens.refreshToken !== null);
+    const tokens = await openTokenSet(
+      vault,
+      { id: p.link_id, tenantId: p.tenant_id, providerId: p.provider_id },
+      p.sealed,
+    );
+    let steps: TokenHint[] = p.steps
+      ? [...p.steps]
+      : stepsFor(
+          entry.revocation.style,
+          entry.revocation.tokenTypeHint,
+          tokens.refreshToken !== null,
+        );
     let primaryDone = p.primary_done === true;
     // An attempt is one run of this job that reached for the provider (however many tokens it sent).
     let attempts = job.attempts;
     let attempted = false;
     const revokedTokens: TokenHint[] = [...(p.revoked_tokens ?? [])];
-    const progress = (): Partial<ProviderRevocationPayload> => ({ steps, primary_done: primaryDone, revoked_tokens: revokedTokens });
+    const progress = (): Partial<ProviderRevocationPayload> => ({
+      steps,
+      primary_done: primaryDone,
+      revoked_tokens: revokedTokens,
+    });
 
     while (steps.length > 0) {
       const hint = steps[0]!;
       const isPrimary = !primaryDone;
-      const token: Secret | null = hint === 'refresh_token' ? tokens.refreshToken : tokens.accessToken;
+      const token: Secret | null =
+        hint === 'refresh_token' ? tokens.refreshToken : tokens.accessToken;
       if (!token) {
         steps = steps.slice(1);
         continue;
@@ -212,7 +299,12 @@ export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): Jo
         attempts += 1;
       }
       try {
-        const outcome = await oauth.revoke({ providerId: p.provider_id, endpointVariables: p.endpoint_variables, token, tokenTypeHint: hint });
+        const outcome = await oauth.revoke({
+          providerId: p.provider_id,
+          endpointVariables: p.endpoint_variables,
+          token,
+          tokenTypeHint: hint,
+        });
         if (outcome === 'unsupported') {
           await finish(job, p, role, 'unsupported', attempts, 'unsupported');
           return;
@@ -226,16 +318,34 @@ export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): Jo
         if (code === 'provider_unavailable') {
           // 429, 5xx or no answer: the provider needs every caller to back off, not only this job.
           // Retry-After (RFC 9110 §10.2.3) says for how long; without it, one backoff step.
-          throttle.slowDown(p.provider_id, retryAfterSeconds !== undefined ? retryAfterMs(retryAfterSeconds) : Math.min(options.backoffBaseMs, 5_000));
+          throttle.slowDown(
+            p.provider_id,
+            retryAfterSeconds !== undefined
+              ? retryAfterMs(retryAfterSeconds)
+              : Math.min(options.backoffBaseMs, 5_000),
+          );
         }
-        if (code === 'reauth_required' || (code === 'provider_error' && providerErrorOf(err) === 'invalid_token')) {
+        if (
+          code === 'reauth_required' ||
+          (code === 'provider_error' && providerErrorOf(err) === 'invalid_token')
+        ) {
           // The provider says the token is no longer valid: nothing left alive to revoke.
-          await auditQuietly(deps, REVOCATION_AUDIT.providerOutcome, { ...ref, outcome: 'already_invalid', token_type_hint: hint, attempts }, p.request_id);
+          await auditQuietly(
+            deps,
+            REVOCATION_AUDIT.providerOutcome,
+            { ...ref, outcome: 'already_invalid', token_type_hint: hint, attempts },
+            p.request_id,
+          );
           if (isPrimary) primaryDone = true;
           steps = steps.slice(1);
           continue;
         }
-        const retryable = code === 'provider_unavailable' || code === 'provider_misconfigured' || code === 'store_unavailable' || code === 'key_service_unavailable' || code === 'internal_error';
+        const retryable =
+          code === 'provider_unavailable' ||
+          code === 'provider_misconfigured' ||
+          code === 'store_unavailable' ||
+          code === 'key_service_unavailable' ||
+          code === 'internal_error';
         if (!retryable) {
           if (isPrimary) {
             await finish(job, p, role, 'failed', attempts, 'failed', code, revokedTokens);
@@ -243,23 +353,55 @@ export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): Jo
           }
           // The secondary token (the access token after its refresh token) is best effort:
           // many providers ended it with the grant, or do not revoke access tokens at all.
-          await auditQuietly(deps, REVOCATION_AUDIT.providerOutcome, { ...ref, outcome: 'skipped', token_type_hint: hint, attempts, error_code: code }, p.request_id);
+          await auditQuietly(
+            deps,
+            REVOCATION_AUDIT.providerOutcome,
+            { ...ref, outcome: 'skipped', token_type_hint: hint, attempts, error_code: code },
+            p.request_id,
+          );
           steps = steps.slice(1);
           continue;
         }
         if (attempts >= options.maxAttempts) {
-          await finish(job, p, role, primaryDone ? 'confirmed' : 'failed', attempts, primaryDone ? 'confirmed' : 'failed', code, revokedTokens);
+          await finish(
+            job,
+            p,
+            role,
+            primaryDone ? 'confirmed' : 'failed',
+            attempts,
+            primaryDone ? 'confirmed' : 'failed',
+            code,
+            revokedTokens,
+          );
           return;
         }
         const delay = backoffMs(attempts, options, retryAfterSeconds);
-        log.warn({ ...ref, job_id: job.id, attempts, error_code: code, retry_in_ms: delay }, 'revocation at the provider failed; will retry');
-        await auditQuietly(deps, REVOCATION_AUDIT.providerOutcome, { ...ref, outcome: 'retry', token_type_hint: hint, attempts, error_code: code }, p.request_id);
-        if (role === 'primary') await updateRecord(p.link_id, primaryDone ? 'confirmed' : 'pending', attempts);
+        log.warn(
+          { ...ref, job_id: job.id, attempts, error_code: code, retry_in_ms: delay },
+          'revocation at the provider failed; will retry',
+        );
+        await auditQuietly(
+          deps,
+          REVOCATION_AUDIT.providerOutcome,
+          { ...ref, outcome: 'retry', token_type_hint: hint, attempts, error_code: code },
+          p.request_id,
+        );
+        if (role === 'primary')
+          await updateRecord(p.link_id, primaryDone ? 'confirmed' : 'pending', attempts);
         await job.reschedule(now() + delay, attempts, { ...p, ...progress() });
         return;
       }
     }
-    await finish(job, p, role, primaryDone ? 'confirmed' : 'failed', attempts, primaryDone ? 'confirmed' : 'failed', undefined, revokedTokens);
+    await finish(
+      job,
+      p,
+      role,
+      primaryDone ? 'confirmed' : 'failed',
+      attempts,
+      primaryDone ? 'confirmed' : 'failed',
+      undefined,
+      revokedTokens,
+    );
   }
 
   async function onError(job: ClaimedJob, err: unknown): Promise<void> {
@@ -279,8 +421,21 @@ export function createProviderRevocationJob(deps: ProviderRevocationJobDeps): Jo
       await finish(job, p, role, 'failed', attempts, 'failed', code);
       return;
     }
-    const delay = backoffMs(Math.min(attempts, options.maxAttempts), options, isLinkvaultError(err) ? err.retryAfterSeconds : undefined);
-    log.warn({ job_id: job.id, link_id: p?.link_id, error_code: code, err: isLinkvaultError(err) ? undefined : err, retry_in_ms: delay }, 'revocation job failed; will retry');
+    const delay = backoffMs(
+      Math.min(attempts, options.maxAttempts),
+      options,
+      isLinkvaultError(err) ? err.retryAfterSeconds : undefined,
+    );
+    log.warn(
+      {
+        job_id: job.id,
+        link_id: p?.link_id,
+        error_code: code,
+        err: isLinkvaultError(err) ? undefined : err,
+        retry_in_ms: delay,
+      },
+      'revocation job failed; will retry',
+    );
     await job.reschedule(now() + delay, attempts, job.payload);
   }
 

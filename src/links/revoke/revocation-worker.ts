@@ -10,8 +10,15 @@ import type { Store } from '../../store/store.js';
 import type { Audit } from '../audit/audit.js';
 import { createBulkRevocationJob, type BulkRevocationJobOptions } from './bulk-revocation-job.js';
 import { createDormantSweep, type DormantSweepOptions } from './dormant-sweep.js';
-import { createProviderRevocationJob, type ProviderRevocationJobOptions } from './provider-revocation-job.js';
-import { BULK_REVOCATION_JOB_KIND, PROVIDER_REVOCATION_JOB_KIND, type Revocation } from './revocation.js';
+import {
+  createProviderRevocationJob,
+  type ProviderRevocationJobOptions,
+} from './provider-revocation-job.js';
+import {
+  BULK_REVOCATION_JOB_KIND,
+  PROVIDER_REVOCATION_JOB_KIND,
+  type Revocation,
+} from './revocation.js';
 
 /**
  * The background half of revocation, run on every replica: a job worker over the store's queue
@@ -24,7 +31,12 @@ import { BULK_REVOCATION_JOB_KIND, PROVIDER_REVOCATION_JOB_KIND, type Revocation
  * recovers slowly.
  */
 
-export interface RevocationWorkerOptions extends JobWorkerOptions, ProviderRevocationJobOptions, BulkRevocationJobOptions, DormantSweepOptions {
+export interface RevocationWorkerOptions
+  extends
+    JobWorkerOptions,
+    ProviderRevocationJobOptions,
+    BulkRevocationJobOptions,
+    DormantSweepOptions {
   /** Provider calls per second per provider (and per replica). */
   readonly ratePerSecond: number;
   /** Calls allowed in a burst. */
@@ -50,10 +62,13 @@ export const DEFAULT_REVOCATION_WORKER_OPTIONS: RevocationWorkerOptions = {
 };
 
 /** Worker options from the configuration (main.ts): the lease covers two provider calls and a throttle wait. */
-export function revocationWorkerOptionsFrom(config: Pick<Config, 'dormantLinkDays' | 'providerTimeoutMs'>): Partial<RevocationWorkerOptions> {
+export function revocationWorkerOptionsFrom(
+  config: Pick<Config, 'dormantLinkDays' | 'providerTimeoutMs'>,
+): Partial<RevocationWorkerOptions> {
   return {
     dormantLinkDays: config.dormantLinkDays,
-    leaseMs: 2 * config.providerTimeoutMs + DEFAULT_REVOCATION_WORKER_OPTIONS.maxThrottleWaitMs + 10_000,
+    leaseMs:
+      2 * config.providerTimeoutMs + DEFAULT_REVOCATION_WORKER_OPTIONS.maxThrottleWaitMs + 10_000,
   };
 }
 
@@ -106,14 +121,22 @@ const STOP_WAIT_MS = 5_000;
 export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWorker {
   const { store, revocation, log } = deps;
   const now = deps.now ?? Date.now;
-  const options: RevocationWorkerOptions = { ...DEFAULT_REVOCATION_WORKER_OPTIONS, ...(deps.options ?? {}) };
+  const options: RevocationWorkerOptions = {
+    ...DEFAULT_REVOCATION_WORKER_OPTIONS,
+    ...(deps.options ?? {}),
+  };
   const throttle = new Throttle(options.ratePerSecond, options.burst, now);
 
   const jobs = createJobWorker({
     name: 'revocation worker',
     store,
     handlers: {
-      [PROVIDER_REVOCATION_JOB_KIND]: createProviderRevocationJob({ ...deps, now, throttle, options }),
+      [PROVIDER_REVOCATION_JOB_KIND]: createProviderRevocationJob({
+        ...deps,
+        now,
+        throttle,
+        options,
+      }),
       [BULK_REVOCATION_JOB_KIND]: createBulkRevocationJob({ ...deps, now, options }),
     },
     log,

@@ -40,7 +40,10 @@ export interface RevocationRecord {
   readonly revoked_by: RevokedBy;
   /** Why: `user_request`, `service_request`, a bulk job's reason, `dormant`, ... */
   readonly reason: string;
-  readonly provider_revocation: { readonly status: ProviderRevocationStatus; readonly attempts: number };
+  readonly provider_revocation: {
+    readonly status: ProviderRevocationStatus;
+    readonly attempts: number;
+  };
   readonly guidance: {
     readonly provider_name: string;
     readonly settings_url: string | null;
@@ -131,7 +134,11 @@ export interface ProviderRevocationPayload {
 
 export interface BulkRevocationPayload {
   readonly job_id: string;
-  readonly filter: { readonly tenant_id: string | null; readonly user_id: string | null; readonly provider_id: string | null };
+  readonly filter: {
+    readonly tenant_id: string | null;
+    readonly user_id: string | null;
+    readonly provider_id: string | null;
+  };
   readonly reason: string;
   readonly service_id: string | null;
   readonly request_id: string | null;
@@ -151,7 +158,14 @@ export interface BulkRevocationPayload {
 
 export type RevocationStore = Pick<
   Store,
-  'getLink' | 'listLinks' | 'saveLink' | 'putRevocation' | 'getRevocation' | 'enqueue' | 'putJobStatus' | 'getJobStatus'
+  | 'getLink'
+  | 'listLinks'
+  | 'saveLink'
+  | 'putRevocation'
+  | 'getRevocation'
+  | 'enqueue'
+  | 'putJobStatus'
+  | 'getJobStatus'
 >;
 
 export interface RevocationDeps {
@@ -173,17 +187,31 @@ export interface Revocation {
    * Rejects link_not_found, conflict (the link kept changing; the queued job finishes it),
    * store_unavailable.
    */
-  revokeLink(linkId: string, actor: RevocationActor, owner?: { readonly tenantId: string; readonly userId: string }): Promise<RevokeResult>;
+  revokeLink(
+    linkId: string,
+    actor: RevocationActor,
+    owner?: { readonly tenantId: string; readonly userId: string },
+  ): Promise<RevokeResult>;
   /** The record of a revoked link; revocation_not_found when the link is not (yet) revoked. `owner` as in revokeLink. */
-  getRecord(linkId: string, owner?: { readonly tenantId: string; readonly userId: string }): Promise<RevocationRecord>;
+  getRecord(
+    linkId: string,
+    owner?: { readonly tenantId: string; readonly userId: string },
+  ): Promise<RevocationRecord>;
   /**
    * Queues the revocation at the provider of tokens that must never be used: a refresh that
    * obtained new tokens but lost its write against the tombstone ("a refresh token it
    * obtained is revoked at the provider too"). `sealed` is those tokens sealed for `link`.
    */
-  revokeOrphanedTokens(link: LinkRecord, sealed: SealedRecord, requestId: string | null): Promise<void>;
+  revokeOrphanedTokens(
+    link: LinkRecord,
+    sealed: SealedRecord,
+    requestId: string | null,
+  ): Promise<void>;
   /** Starts a bulk revocation job; resolves with its id and the number of links it matched. */
-  startBulk(filter: BulkRevocationFilter, actor: RevocationActor): Promise<{ job_id: string; matched: number }>;
+  startBulk(
+    filter: BulkRevocationFilter,
+    actor: RevocationActor,
+  ): Promise<{ job_id: string; matched: number }>;
   /** Progress of a bulk job; job_not_found when unknown. */
   getBulkStatus(jobId: string): Promise<BulkRevocationStatus>;
   /** Registers a listener called after a job is queued (the worker's wake-up); returns an unsubscribe. */
@@ -212,8 +240,15 @@ export function normaliseReason(reason: unknown, fallback: string): string {
 /** Reads a stored record row back into the typed record (our own writes; shape-checked loosely). */
 export function parseRecord(value: Readonly<Record<string, unknown>>): RevocationRecord {
   const pr = value.provider_revocation as RevocationRecord['provider_revocation'] | undefined;
-  if (typeof value.link_id !== 'string' || typeof pr !== 'object' || pr === null || typeof pr.status !== 'string') {
-    throw new LinkvaultError('internal_error', { detail: 'stored revocation record has an unexpected shape' });
+  if (
+    typeof value.link_id !== 'string' ||
+    typeof pr !== 'object' ||
+    pr === null ||
+    typeof pr.status !== 'string'
+  ) {
+    throw new LinkvaultError('internal_error', {
+      detail: 'stored revocation record has an unexpected shape',
+    });
   }
   return value as unknown as RevocationRecord;
 }
@@ -233,7 +268,11 @@ function toBulkStatus(row: Readonly<Record<string, unknown>>): BulkRevocationSta
 }
 
 /** The status row a bulk payload publishes. */
-export function bulkStatusRow(p: BulkRevocationPayload, done: boolean, nowMs: number): Record<string, unknown> {
+export function bulkStatusRow(
+  p: BulkRevocationPayload,
+  done: boolean,
+  nowMs: number,
+): Record<string, unknown> {
   return {
     job_id: p.job_id,
     status: done ? 'done' : 'running',
@@ -264,24 +303,46 @@ export function createRevocation(deps: RevocationDeps): Revocation {
     }
   }
 
-  async function audit(type: string, requestId: string | null, data: Record<string, unknown>): Promise<void> {
+  async function audit(
+    type: string,
+    requestId: string | null,
+    data: Record<string, unknown>,
+  ): Promise<void> {
     await deps.audit.record(type, data, requestId);
   }
 
   /** Audit after the tombstone: the revocation stands even if this fails, so it is logged, not thrown. */
-  async function auditAfter(type: string, requestId: string | null, data: Record<string, unknown>): Promise<void> {
+  async function auditAfter(
+    type: string,
+    requestId: string | null,
+    data: Record<string, unknown>,
+  ): Promise<void> {
     try {
       await audit(type, requestId, data);
     } catch (err) {
-      log.error({ err, audit_type: type, link_id: data.link_id }, 'revocation: audit append failed after the tombstone');
+      log.error(
+        { err, audit_type: type, link_id: data.link_id },
+        'revocation: audit append failed after the tombstone',
+      );
     }
   }
 
   function guidanceFor(link: LinkRecord): RevocationRecord['guidance'] {
     const entry = catalogue.get(link.providerId);
-    if (!entry) return { provider_name: link.providerId, settings_url: null, instructions: null, privacy_policy_url: null };
+    if (!entry)
+      return {
+        provider_name: link.providerId,
+        settings_url: null,
+        instructions: null,
+        privacy_policy_url: null,
+      };
     const privacy = catalogue.privacy(link.providerId, link.endpointVariables);
-    return { provider_name: entry.name, settings_url: privacy.settings_url, instructions: privacy.instructions, privacy_policy_url: privacy.policy_url };
+    return {
+      provider_name: entry.name,
+      settings_url: privacy.settings_url,
+      instructions: privacy.instructions,
+      privacy_policy_url: privacy.policy_url,
+    };
   }
 
   /** What the provider step will be, decided from the catalogue at tombstone time. */
@@ -294,7 +355,12 @@ export function createRevocation(deps: RevocationDeps): Revocation {
     return 'pending';
   }
 
-  function buildRecord(link: LinkRecord, actor: RevocationActor, status: ProviderRevocationStatus, atMs: number): RevocationRecord {
+  function buildRecord(
+    link: LinkRecord,
+    actor: RevocationActor,
+    status: ProviderRevocationStatus,
+    atMs: number,
+  ): RevocationRecord {
     return {
       link_id: link.id,
       tenant_id: link.tenantId,
@@ -309,11 +375,16 @@ export function createRevocation(deps: RevocationDeps): Revocation {
   }
 
   function owns(link: LinkRecord, owner?: { tenantId: string; userId: string }): boolean {
-    return owner === undefined || (link.tenantId === owner.tenantId && link.userId === owner.userId);
+    return (
+      owner === undefined || (link.tenantId === owner.tenantId && link.userId === owner.userId)
+    );
   }
 
   /** The record of an already revoked link; writes one when it is missing (never expected, but never a 500). */
-  async function existingRecord(link: LinkRecord, actor: RevocationActor): Promise<RevocationRecord> {
+  async function existingRecord(
+    link: LinkRecord,
+    actor: RevocationActor,
+  ): Promise<RevocationRecord> {
     const row = await store.getRevocation(link.id);
     if (row) return parseRecord(row.record);
     // A revoked link with no record was not revoked by this module; say what we know honestly:
@@ -324,13 +395,23 @@ export function createRevocation(deps: RevocationDeps): Revocation {
   }
 
   function linkRef(link: LinkRecord): Record<string, unknown> {
-    return { link_id: link.id, tenant_id: link.tenantId, user_id: link.userId, provider_id: link.providerId };
+    return {
+      link_id: link.id,
+      tenant_id: link.tenantId,
+      user_id: link.userId,
+      provider_id: link.providerId,
+    };
   }
 
-  async function revokeLink(linkId: string, actor: RevocationActor, owner?: { tenantId: string; userId: string }): Promise<RevokeResult> {
+  async function revokeLink(
+    linkId: string,
+    actor: RevocationActor,
+    owner?: { tenantId: string; userId: string },
+  ): Promise<RevokeResult> {
     let link = await store.getLink(linkId);
     if (!link || !owns(link, owner)) throw new LinkvaultError('link_not_found');
-    if (link.status === 'revoked') return { record: await existingRecord(link, actor), alreadyRevoked: true };
+    if (link.status === 'revoked')
+      return { record: await existingRecord(link, actor), alreadyRevoked: true };
 
     // Fail closed on the first step: no audit record of the request, no revocation (store down means nothing would stick anyway).
     await audit(REVOCATION_AUDIT.requested, actor.requestId, {
@@ -345,7 +426,8 @@ export function createRevocation(deps: RevocationDeps): Revocation {
       if (round > 0) {
         link = await store.getLink(linkId);
         if (!link || !owns(link, owner)) throw new LinkvaultError('link_not_found');
-        if (link.status === 'revoked') return { record: await existingRecord(link, actor), alreadyRevoked: true };
+        if (link.status === 'revoked')
+          return { record: await existingRecord(link, actor), alreadyRevoked: true };
       }
       const atMs = now();
       const status = initialProviderStatus(link);
@@ -353,35 +435,74 @@ export function createRevocation(deps: RevocationDeps): Revocation {
       if (status === 'pending' && sealed) {
         // The durable intent, written before the tombstone: the sealed tokens move into the job.
         const payload = jobPayload(link, sealed, 'link', actor, atMs);
-        await store.enqueue({ id: providerJobId(link.id, link.version), kind: PROVIDER_REVOCATION_JOB_KIND, payload: { ...payload }, attempts: 0, runAtMs: atMs });
+        await store.enqueue({
+          id: providerJobId(link.id, link.version),
+          kind: PROVIDER_REVOCATION_JOB_KIND,
+          payload: { ...payload },
+          attempts: 0,
+          runAtMs: atMs,
+        });
       }
       const record = buildRecord(link, actor, status, atMs);
       // Record before tombstone: a revoked link always has its record. Only this step and the
       // worker write records; the worker writes only after the tombstone exists.
       await store.putRevocation({ linkId: link.id, record: { ...record } });
 
-      const tombstone: LinkRecord = { ...link, status: 'revoked', tokens: null, accessTokenExpiresAtMs: null, updatedAtMs: atMs };
+      const tombstone: LinkRecord = {
+        ...link,
+        status: 'revoked',
+        tokens: null,
+        accessTokenExpiresAtMs: null,
+        updatedAtMs: atMs,
+      };
       const saved = await store.saveLink(tombstone, link.version);
       if (!saved) continue; // a refresh (or another revocation) wrote first: re-read and go again
 
       if (sealed) vault.forget(sealed);
-      await auditAfter(REVOCATION_AUDIT.tombstoned, actor.requestId, { ...linkRef(link), version: saved.version, provider_revocation: status });
+      await auditAfter(REVOCATION_AUDIT.tombstoned, actor.requestId, {
+        ...linkRef(link),
+        version: saved.version,
+        provider_revocation: status,
+      });
       if (status === 'pending') {
         notifyQueued();
       } else {
         // No provider step: the tombstone was the last copy of the sealed tokens.
         deps.metrics?.revocations.inc({ provider: link.providerId, outcome: status });
-        await auditAfter(REVOCATION_AUDIT.providerOutcome, actor.requestId, { ...linkRef(link), outcome: status, attempts: 0 });
-        if (sealed) await auditAfter(REVOCATION_AUDIT.shredded, actor.requestId, { ...linkRef(link), where: 'link' });
+        await auditAfter(REVOCATION_AUDIT.providerOutcome, actor.requestId, {
+          ...linkRef(link),
+          outcome: status,
+          attempts: 0,
+        });
+        if (sealed)
+          await auditAfter(REVOCATION_AUDIT.shredded, actor.requestId, {
+            ...linkRef(link),
+            where: 'link',
+          });
       }
-      log.info({ link_id: link.id, provider_id: link.providerId, revoked_by: actor.revokedBy, provider_revocation: status, request_id: actor.requestId }, 'link revoked');
+      log.info(
+        {
+          link_id: link.id,
+          provider_id: link.providerId,
+          revoked_by: actor.revokedBy,
+          provider_revocation: status,
+          request_id: actor.requestId,
+        },
+        'link revoked',
+      );
       return { record, alreadyRevoked: false };
     }
     // The link kept changing under us. The job queued in the last round finishes the tombstone.
-    throw new LinkvaultError('conflict', { detail: 'The link changed concurrently; the revocation will complete in the background', retryAfterSeconds: 1 });
+    throw new LinkvaultError('conflict', {
+      detail: 'The link changed concurrently; the revocation will complete in the background',
+      retryAfterSeconds: 1,
+    });
   }
 
-  async function getRecord(linkId: string, owner?: { tenantId: string; userId: string }): Promise<RevocationRecord> {
+  async function getRecord(
+    linkId: string,
+    owner?: { tenantId: string; userId: string },
+  ): Promise<RevocationRecord> {
     const link = await store.getLink(linkId);
     if (!link || !owns(link, owner)) throw new LinkvaultError('link_not_found');
     // A record written just before a tombstone that has not landed (yet) is not a revocation.
@@ -391,11 +512,26 @@ export function createRevocation(deps: RevocationDeps): Revocation {
     return parseRecord(row.record);
   }
 
-  async function revokeOrphanedTokens(link: LinkRecord, sealed: SealedRecord, requestId: string | null): Promise<void> {
+  async function revokeOrphanedTokens(
+    link: LinkRecord,
+    sealed: SealedRecord,
+    requestId: string | null,
+  ): Promise<void> {
     const atMs = now();
-    const actor: RevocationActor = { revokedBy: 'service', serviceId: null, reason: 'refresh_lost_to_revocation', requestId };
+    const actor: RevocationActor = {
+      revokedBy: 'service',
+      serviceId: null,
+      reason: 'refresh_lost_to_revocation',
+      requestId,
+    };
     const payload = jobPayload(link, sealed, 'orphan', actor, atMs);
-    await store.enqueue({ id: `revoke-orphan:${link.id}:${randomUUID()}`, kind: PROVIDER_REVOCATION_JOB_KIND, payload: { ...payload }, attempts: 0, runAtMs: atMs });
+    await store.enqueue({
+      id: `revoke-orphan:${link.id}:${randomUUID()}`,
+      kind: PROVIDER_REVOCATION_JOB_KIND,
+      payload: { ...payload },
+      attempts: 0,
+      runAtMs: atMs,
+    });
     notifyQueued();
   }
 
@@ -407,15 +543,29 @@ export function createRevocation(deps: RevocationDeps): Revocation {
     return active.length + reauth.length;
   }
 
-  async function startBulk(filter: BulkRevocationFilter, actor: RevocationActor): Promise<{ job_id: string; matched: number }> {
-    if (!filter.tenantId && !filter.providerId) throw new LinkvaultError('invalid_request', { detail: 'tenant_id or provider_id is required' });
-    if (filter.userId && !filter.tenantId) throw new LinkvaultError('invalid_request', { detail: 'user_id needs tenant_id', extra: { parameter: 'user_id' } });
+  async function startBulk(
+    filter: BulkRevocationFilter,
+    actor: RevocationActor,
+  ): Promise<{ job_id: string; matched: number }> {
+    if (!filter.tenantId && !filter.providerId)
+      throw new LinkvaultError('invalid_request', {
+        detail: 'tenant_id or provider_id is required',
+      });
+    if (filter.userId && !filter.tenantId)
+      throw new LinkvaultError('invalid_request', {
+        detail: 'user_id needs tenant_id',
+        extra: { parameter: 'user_id' },
+      });
     const jobId = `rvj_${randomUUID()}`;
     const matched = await countMatching(toLinkFilter(filter));
     const atMs = now();
     const payload: BulkRevocationPayload = {
       job_id: jobId,
-      filter: { tenant_id: filter.tenantId, user_id: filter.userId, provider_id: filter.providerId },
+      filter: {
+        tenant_id: filter.tenantId,
+        user_id: filter.userId,
+        provider_id: filter.providerId,
+      },
       reason: actor.reason,
       service_id: actor.serviceId,
       request_id: actor.requestId,
@@ -429,9 +579,21 @@ export function createRevocation(deps: RevocationDeps): Revocation {
       exhausted: false,
       created_at_ms: atMs,
     };
-    await audit(REVOCATION_AUDIT.bulkStarted, actor.requestId, { job_id: jobId, filter: payload.filter, reason: actor.reason, service_id: actor.serviceId, matched });
+    await audit(REVOCATION_AUDIT.bulkStarted, actor.requestId, {
+      job_id: jobId,
+      filter: payload.filter,
+      reason: actor.reason,
+      service_id: actor.serviceId,
+      matched,
+    });
     await store.putJobStatus({ id: jobId, status: bulkStatusRow(payload, false, atMs) });
-    await store.enqueue({ id: `bulk:${jobId}`, kind: BULK_REVOCATION_JOB_KIND, payload: { ...payload }, attempts: 0, runAtMs: atMs });
+    await store.enqueue({
+      id: `bulk:${jobId}`,
+      kind: BULK_REVOCATION_JOB_KIND,
+      payload: { ...payload },
+      attempts: 0,
+      runAtMs: atMs,
+    });
     notifyQueued();
     return { job_id: jobId, matched };
   }
@@ -456,7 +618,13 @@ export function createRevocation(deps: RevocationDeps): Revocation {
 }
 
 /** The payload of a provider-revocation job for `link`'s `sealed` tokens. */
-function jobPayload(link: LinkRecord, sealed: SealedRecord, role: ProviderRevocationPayload['role'], actor: RevocationActor, atMs: number): ProviderRevocationPayload {
+function jobPayload(
+  link: LinkRecord,
+  sealed: SealedRecord,
+  role: ProviderRevocationPayload['role'],
+  actor: RevocationActor,
+  atMs: number,
+): ProviderRevocationPayload {
   return {
     link_id: link.id,
     tenant_id: link.tenantId,
@@ -486,5 +654,11 @@ export function toLinkFilter(filter: BulkRevocationFilter): LinkFilter {
 
 /** True for errors worth another attempt later (the store or key service may come back). */
 export function isTransient(err: unknown): boolean {
-  return isLinkvaultError(err) && (err.code === 'store_unavailable' || err.code === 'key_service_unavailable' || err.code === 'provider_unavailable' || err.code === 'conflict');
+  return (
+    isLinkvaultError(err) &&
+    (err.code === 'store_unavailable' ||
+      err.code === 'key_service_unavailable' ||
+      err.code === 'provider_unavailable' ||
+      err.code === 'conflict')
+  );
 }

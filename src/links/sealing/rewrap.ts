@@ -8,7 +8,10 @@ import { PROVIDER_REVOCATION_JOB_KIND } from '../revoke/revocation.js';
 import { tokenSetIdentity } from './token-vault.js';
 
 export interface RewrapDeps {
-  readonly store: Pick<Store, 'scanLinkIds' | 'getLink' | 'saveLink' | 'scanJobs' | 'replaceJobPayload'>;
+  readonly store: Pick<
+    Store,
+    'scanLinkIds' | 'getLink' | 'saveLink' | 'scanJobs' | 'replaceJobPayload'
+  >;
   readonly vault: Vault;
   readonly keys: KeyProvider;
   readonly log?: Logger;
@@ -82,7 +85,10 @@ export async function rewrapAll(deps: RewrapDeps): Promise<RewrapResult> {
         tokens = await vault.rewrap(tokenSetIdentity(link), link.tokens);
       } catch (err) {
         if (!isLinkvaultError(err, 'sealed_record_invalid')) throw err;
-        log?.warn({ linkId: id, err }, 'rewrap: the link\'s sealed record does not open under its identity; left as it is');
+        log?.warn(
+          { linkId: id, err },
+          "rewrap: the link's sealed record does not open under its identity; left as it is",
+        );
         outcome = 'failed';
         break;
       }
@@ -104,7 +110,10 @@ export async function rewrapAll(deps: RewrapDeps): Promise<RewrapResult> {
   return result;
 }
 
-type JobCounts = Pick<RewrapResult, 'jobsScanned' | 'jobsRewrapped' | 'jobsSkipped' | 'jobConflicts' | 'jobsFailed' | 'jobsOnOldKey'>;
+type JobCounts = Pick<
+  RewrapResult,
+  'jobsScanned' | 'jobsRewrapped' | 'jobsSkipped' | 'jobConflicts' | 'jobsFailed' | 'jobsOnOldKey'
+>;
 
 /**
  * Pending provider-revocation jobs carry their own sealed copy of a link's token set (the link
@@ -114,7 +123,12 @@ type JobCounts = Pick<RewrapResult, 'jobsScanned' | 'jobsRewrapped' | 'jobsSkipp
  * refuses a leased job, so a worker's reschedule is never overwritten and a claimer cannot write the
  * old payload back over ours after we counted the job as done.
  */
-async function rewrapQueuedJobs(store: RewrapDeps['store'], vault: Vault, current: string, log: Logger | undefined): Promise<JobCounts> {
+async function rewrapQueuedJobs(
+  store: RewrapDeps['store'],
+  vault: Vault,
+  current: string,
+  log: Logger | undefined,
+): Promise<JobCounts> {
   let jobsScanned = 0;
   let jobsRewrapped = 0;
   let jobsSkipped = 0;
@@ -137,15 +151,25 @@ async function rewrapQueuedJobs(store: RewrapDeps['store'], vault: Vault, curren
       const identity = sealIdentityOf(job);
       if (identity === null || job.leased) {
         if (retry === null) jobsSkipped++;
-        if (identity === null) log?.warn({ job_id: job.id, kind: job.kind }, 'rewrap: queued job of a kind whose seal identity is unknown; left as it is');
+        if (identity === null)
+          log?.warn(
+            { job_id: job.id, kind: job.kind },
+            'rewrap: queued job of a kind whose seal identity is unknown; left as it is',
+          );
         continue;
       }
       let payload: Record<string, unknown>;
       try {
-        payload = (await rewrapIn(job.payload, identity, current, vault)) as Record<string, unknown>;
+        payload = (await rewrapIn(job.payload, identity, current, vault)) as Record<
+          string,
+          unknown
+        >;
       } catch (err) {
         if (!isLinkvaultError(err, 'sealed_record_invalid')) throw err;
-        log?.warn({ job_id: job.id, err }, 'rewrap: a queued job\'s sealed record does not open under its identity; left as it is');
+        log?.warn(
+          { job_id: job.id, err },
+          "rewrap: a queued job's sealed record does not open under its identity; left as it is",
+        );
         failedIds.add(job.id);
         continue;
       }
@@ -159,12 +183,17 @@ async function rewrapQueuedJobs(store: RewrapDeps['store'], vault: Vault, curren
     retry = conflicted;
   }
   jobsFailed = failedIds.size;
-  if (retry !== null && retry.size > 0) log?.warn({ jobs: retry.size }, 'rewrap: queued jobs kept changing underneath; left for the next run');
+  if (retry !== null && retry.size > 0)
+    log?.warn(
+      { jobs: retry.size },
+      'rewrap: queued jobs kept changing underneath; left for the next run',
+    );
 
   // Counted afresh, not derived from the passes: a job enqueued during the run under an old key
   // (a revocation of a link not yet re-wrapped) must keep the old key alive as well.
   let jobsOnOldKey = 0;
-  for await (const job of store.scanJobs()) if (oldSealedRecords(job.payload, current).length > 0) jobsOnOldKey++;
+  for await (const job of store.scanJobs())
+    if (oldSealedRecords(job.payload, current).length > 0) jobsOnOldKey++;
   return { jobsScanned, jobsRewrapped, jobsSkipped, jobConflicts, jobsFailed, jobsOnOldKey };
 }
 
@@ -176,7 +205,12 @@ async function rewrapQueuedJobs(store: RewrapDeps['store'], vault: Vault, curren
 function sealIdentityOf(job: ScannedJob): SealIdentity | null {
   if (job.kind !== PROVIDER_REVOCATION_JOB_KIND) return null;
   const p = job.payload;
-  if (typeof p.link_id !== 'string' || typeof p.tenant_id !== 'string' || typeof p.provider_id !== 'string') return null;
+  if (
+    typeof p.link_id !== 'string' ||
+    typeof p.tenant_id !== 'string' ||
+    typeof p.provider_id !== 'string'
+  )
+    return null;
   return tokenSetIdentity({ id: p.link_id, tenantId: p.tenant_id, providerId: p.provider_id });
 }
 
@@ -198,13 +232,20 @@ function isSealedRecordShape(v: unknown): v is SealedRecord {
 function oldSealedRecords(value: unknown, current: string): SealedRecord[] {
   if (isSealedRecordShape(value)) return value.kid === current ? [] : [value];
   if (Array.isArray(value)) return value.flatMap((v) => oldSealedRecords(v, current));
-  if (typeof value === 'object' && value !== null) return Object.values(value).flatMap((v) => oldSealedRecords(v, current));
+  if (typeof value === 'object' && value !== null)
+    return Object.values(value).flatMap((v) => oldSealedRecords(v, current));
   return [];
 }
 
 /** A copy of `value` with every SealedRecord under an old key re-wrapped for `identity` (only kid and edk change). */
-async function rewrapIn(value: unknown, identity: SealIdentity, current: string, vault: Vault): Promise<unknown> {
-  if (isSealedRecordShape(value)) return value.kid === current ? value : await vault.rewrap(identity, value);
+async function rewrapIn(
+  value: unknown,
+  identity: SealIdentity,
+  current: string,
+  vault: Vault,
+): Promise<unknown> {
+  if (isSealedRecordShape(value))
+    return value.kid === current ? value : await vault.rewrap(identity, value);
   if (Array.isArray(value)) {
     const out: unknown[] = [];
     for (const v of value) out.push(await rewrapIn(v, identity, current, vault));
@@ -212,7 +253,8 @@ async function rewrapIn(value: unknown, identity: SealIdentity, current: string,
   }
   if (typeof value === 'object' && value !== null) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = await rewrapIn(v, identity, current, vault);
+    for (const [k, v] of Object.entries(value))
+      out[k] = await rewrapIn(v, identity, current, vault);
     return out;
   }
   return value;

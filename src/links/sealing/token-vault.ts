@@ -20,14 +20,24 @@ const FORMAT_VERSION = 1;
 
 /** The identity a link's token set is sealed under. */
 export function tokenSetIdentity(link: TokenSetLink): SealIdentity {
-  return { tenant: link.tenantId, link: link.id, provider: link.providerId, field: TOKEN_SET_FIELD };
+  return {
+    tenant: link.tenantId,
+    link: link.id,
+    provider: link.providerId,
+    field: TOKEN_SET_FIELD,
+  };
 }
 
 /**
  * Seals a token set for `link`. `previous` is the link's current record (its data key is reused),
  * or null for a new link. Rejects key_service_unavailable when no key can be had: nothing is sealed.
  */
-export async function sealTokenSet(vault: Vault, link: TokenSetLink, tokens: TokenSet, previous: SealedRecord | null): Promise<SealedRecord> {
+export async function sealTokenSet(
+  vault: Vault,
+  link: TokenSetLink,
+  tokens: TokenSet,
+  previous: SealedRecord | null,
+): Promise<SealedRecord> {
   const plaintext = Buffer.from(
     JSON.stringify({
       v: FORMAT_VERSION,
@@ -48,7 +58,11 @@ export async function sealTokenSet(vault: Vault, link: TokenSetLink, tokens: Tok
 }
 
 /** Opens `link`'s token set. Rejects sealed_record_invalid when the record does not open or decode under this link. */
-export async function openTokenSet(vault: Vault, link: TokenSetLink, record: SealedRecord): Promise<TokenSet> {
+export async function openTokenSet(
+  vault: Vault,
+  link: TokenSetLink,
+  record: SealedRecord,
+): Promise<TokenSet> {
   const plaintext = await vault.open(tokenSetIdentity(link), record);
   let parsed: unknown;
   try {
@@ -62,7 +76,9 @@ export async function openTokenSet(vault: Vault, link: TokenSetLink, record: Sea
 }
 
 function malformed(): LinkvaultError {
-  return new LinkvaultError('sealed_record_invalid', { detail: 'the sealed token set has an unexpected shape' });
+  return new LinkvaultError('sealed_record_invalid', {
+    detail: 'the sealed token set has an unexpected shape',
+  });
 }
 
 function optionalString(value: unknown): string | null {
@@ -79,8 +95,16 @@ function decodeTokenSet(value: unknown): TokenSet {
   const refreshToken = optionalString(v.refresh_token);
   const idToken = optionalString(v.id_token);
   if (typeof v.token_type !== 'string' || v.token_type === '') throw malformed();
-  if (v.expires_at_ms !== null && (typeof v.expires_at_ms !== 'number' || !Number.isFinite(v.expires_at_ms))) throw malformed();
-  if (v.scopes !== null && (!Array.isArray(v.scopes) || v.scopes.some((s) => typeof s !== 'string'))) throw malformed();
+  if (
+    v.expires_at_ms !== null &&
+    (typeof v.expires_at_ms !== 'number' || !Number.isFinite(v.expires_at_ms))
+  )
+    throw malformed();
+  if (
+    v.scopes !== null &&
+    (!Array.isArray(v.scopes) || v.scopes.some((s) => typeof s !== 'string'))
+  )
+    throw malformed();
   return {
     accessToken: new Secret(v.access_token),
     refreshToken: refreshToken === null ? null : new Secret(refreshToken),

@@ -10,7 +10,9 @@ import { LinkvaultError, isLinkvaultError } from '../../errors.js';
 export type RedisClient = Redis | Cluster;
 
 /** Where Redis is: a standalone URL or the seed nodes of a cluster. */
-export type RedisTarget = { readonly url: string } | { readonly clusterNodes: readonly { readonly host: string; readonly port: number }[] };
+export type RedisTarget =
+  | { readonly url: string }
+  | { readonly clusterNodes: readonly { readonly host: string; readonly port: number }[] };
 
 /** Per-command timeout; the store's own guard fires shortly after it. */
 export const REDIS_COMMAND_TIMEOUT_MS = 1000;
@@ -35,7 +37,11 @@ const NODE_OPTIONS = {
 /** An ioredis client configured to fail fast (see the file comment). Connects in the background. */
 export function createRedisClient(target: RedisTarget): RedisClient {
   if ('url' in target) {
-    return new Redis(target.url, { ...NODE_OPTIONS, enableOfflineQueue: false, retryStrategy: reconnectDelayMs });
+    return new Redis(target.url, {
+      ...NODE_OPTIONS,
+      enableOfflineQueue: false,
+      retryStrategy: reconnectDelayMs,
+    });
   }
   const options: ClusterOptions = {
     enableOfflineQueue: false,
@@ -68,7 +74,12 @@ export function waitForRedisReady(client: RedisClient, timeoutMs: number): Promi
     };
     const timer = setTimeout(() => {
       client.off('ready', onReady);
-      reject(new LinkvaultError('store_unavailable', { detail: `Redis was not ready within ${timeoutMs} ms`, retryAfterSeconds: 1 }));
+      reject(
+        new LinkvaultError('store_unavailable', {
+          detail: `Redis was not ready within ${timeoutMs} ms`,
+          retryAfterSeconds: 1,
+        }),
+      );
     }, timeoutMs);
     client.once('ready', onReady);
   });
@@ -101,7 +112,10 @@ const UNAVAILABLE_REPLY_CODES: ReadonlySet<string> = new Set([
  */
 export function describeRedisError(err: unknown): { name: string; code: string } {
   if (err instanceof ReplyError) {
-    return { name: 'ReplyError', code: /^[A-Z]+/.exec(String((err as Error).message))?.[0] ?? 'ERR' };
+    return {
+      name: 'ReplyError',
+      code: /^[A-Z]+/.exec(String((err as Error).message))?.[0] ?? 'ERR',
+    };
   }
   if (err instanceof Error) {
     const errno = (err as NodeJS.ErrnoException).code;
@@ -115,6 +129,7 @@ export function translateRedisError(err: unknown): LinkvaultError {
   if (isLinkvaultError(err)) return err;
   const { name, code } = describeRedisError(err);
   const cause = new Error(`${name}: ${code}`);
-  if (err instanceof ReplyError && !UNAVAILABLE_REPLY_CODES.has(code)) return new LinkvaultError('internal_error', { cause });
+  if (err instanceof ReplyError && !UNAVAILABLE_REPLY_CODES.has(code))
+    return new LinkvaultError('internal_error', { cause });
   return new LinkvaultError('store_unavailable', { cause, retryAfterSeconds: 1 });
 }

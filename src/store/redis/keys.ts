@@ -40,9 +40,16 @@ export class RedisKeys {
   }
 
   /** The listing indexes a link with these fields belongs to; `ix:all` first. */
-  linkIndexes(link: Pick<LinkRecord, 'tenantId' | 'userId' | 'providerId' | 'status' | 'providerAccountId'>): string[] {
+  linkIndexes(
+    link: Pick<LinkRecord, 'tenantId' | 'userId' | 'providerId' | 'status' | 'providerAccountId'>,
+  ): string[] {
     const tag = redisTenantTag(this.#p, link.tenantId);
-    const keys = [`${tag}:ix:all`, `${tag}:ix:u:${enc(link.userId)}`, `${tag}:ix:p:${enc(link.providerId)}`, `${tag}:ix:s:${link.status}`];
+    const keys = [
+      `${tag}:ix:all`,
+      `${tag}:ix:u:${enc(link.userId)}`,
+      `${tag}:ix:p:${enc(link.providerId)}`,
+      `${tag}:ix:s:${link.status}`,
+    ];
     if (link.providerAccountId !== null) keys.push(`${tag}:ix:a:${enc(link.providerAccountId)}`);
     return keys;
   }
@@ -50,7 +57,8 @@ export class RedisKeys {
   /** The most selective listing index for `filter` within one tenant. */
   listingIndex(tenantId: string, filter: LinkFilter): string {
     const tag = redisTenantTag(this.#p, tenantId);
-    if (filter.providerAccountId !== undefined) return `${tag}:ix:a:${enc(filter.providerAccountId)}`;
+    if (filter.providerAccountId !== undefined)
+      return `${tag}:ix:a:${enc(filter.providerAccountId)}`;
     if (filter.userId !== undefined) return `${tag}:ix:u:${enc(filter.userId)}`;
     if (filter.providerId !== undefined) return `${tag}:ix:p:${enc(filter.providerId)}`;
     if (filter.status !== undefined) return `${tag}:ix:s:${filter.status}`;
@@ -104,6 +112,13 @@ export class RedisKeys {
   /** The queue's keys in the order every queue script declares them: due, kind, payload, attempts, runat, lease. */
   queue(): string[] {
     const tag = `{${this.#p}:q}`;
-    return [`${tag}:due`, `${tag}:kind`, `${tag}:payload`, `${tag}:attempts`, `${tag}:runat`, `${tag}:lease`];
+    return [
+      `${tag}:due`,
+      `${tag}:kind`,
+      `${tag}:payload`,
+      `${tag}:attempts`,
+      `${tag}:runat`,
+      `${tag}:lease`,
+    ];
   }
 }

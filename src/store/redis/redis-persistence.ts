@@ -50,10 +50,12 @@ function problemWith(setting: Setting, value: string): string | null {
 /** The value from a CONFIG GET reply (flat [name, value] array, or an object under RESP3 mapping). */
 function configValue(reply: unknown, setting: string): string | null {
   if (Array.isArray(reply)) {
-    for (let i = 0; i + 1 < reply.length; i += 2) if (String(reply[i]) === setting) return String(reply[i + 1]);
+    for (let i = 0; i + 1 < reply.length; i += 2)
+      if (String(reply[i]) === setting) return String(reply[i + 1]);
     return null;
   }
-  if (reply && typeof reply === 'object' && setting in reply) return String((reply as Record<string, unknown>)[setting]);
+  if (reply && typeof reply === 'object' && setting in reply)
+    return String((reply as Record<string, unknown>)[setting]);
   return null;
 }
 
@@ -61,10 +63,14 @@ function configValue(reply: unknown, setting: string): string | null {
  * Reads appendonly, appendfsync and maxmemory-policy from the server (each master of a cluster).
  * Rejects store_unavailable when a node cannot be reached; never fails on a disabled CONFIG.
  */
-export async function checkRedisPersistence(client: Redis | Cluster): Promise<RedisPersistenceReport> {
+export async function checkRedisPersistence(
+  client: Redis | Cluster,
+): Promise<RedisPersistenceReport> {
   const targets: { label: string; node: Redis }[] =
     client instanceof Cluster
-      ? client.nodes('master').map((node) => ({ label: `${node.options.host}:${node.options.port} `, node }))
+      ? client
+          .nodes('master')
+          .map((node) => ({ label: `${node.options.host}:${node.options.port} `, node }))
       : [{ label: '', node: client }];
   const problems: string[] = [];
   const unknown: string[] = [];

@@ -14,11 +14,24 @@ import type { Logger } from 'pino';
 import { LinkvaultError } from '../../errors.js';
 import { refuseAuditCursor, refuseTenantChange } from '../store-input.js';
 import { expiryIndexScore } from '../expiry-index-score.js';
-import type { AuditEvent, FlowStateRecord, JobStatusRecord, QueueJob, RevocationRecordRow, ScannedJob, Store } from '../store.js';
+import type {
+  AuditEvent,
+  FlowStateRecord,
+  JobStatusRecord,
+  QueueJob,
+  RevocationRecordRow,
+  ScannedJob,
+  Store,
+} from '../store.js';
 import type { GrantRecord } from '../../links/release/grants.js';
 import type { LinkFilter, LinkRecord } from '../../links/link.js';
 import type { SessionRecord } from '../../links/connect/sessions.js';
-import { REDIS_COMMAND_TIMEOUT_MS, describeRedisError, translateRedisError, type RedisClient } from './client.js';
+import {
+  REDIS_COMMAND_TIMEOUT_MS,
+  describeRedisError,
+  translateRedisError,
+  type RedisClient,
+} from './client.js';
 import { RedisKeys, type RedisDocumentSlot } from './keys.js';
 import { defineScripts, type ScriptCommands } from './scripts.js';
 
@@ -70,7 +83,8 @@ export class RedisStore implements Store {
   #lastErrorLogMs = 0;
 
   constructor(options: RedisStoreOptions) {
-    if (!/^[A-Za-z0-9_.-]{1,32}$/.test(options.keyPrefix)) throw new Error('keyPrefix must be 1-32 characters of letters, digits, _ . -');
+    if (!/^[A-Za-z0-9_.-]{1,32}$/.test(options.keyPrefix))
+      throw new Error('keyPrefix must be 1-32 characters of letters, digits, _ . -');
     this.#client = options.client;
     this.#keys = new RedisKeys(options.keyPrefix);
     this.#log = options.log;
@@ -89,7 +103,11 @@ export class RedisStore implements Store {
   };
 
   /** Stores one JSON document in `slot` (revocation records, job status: the same code for both). */
-  async #putDocument(slot: RedisDocumentSlot, id: string, value: Readonly<Record<string, unknown>>): Promise<void> {
+  async #putDocument(
+    slot: RedisDocumentSlot,
+    id: string,
+    value: Readonly<Record<string, unknown>>,
+  ): Promise<void> {
     await this.#call(() => this.#client.set(this.#keys.document(slot, id), JSON.stringify(value)));
   }
 
@@ -105,12 +123,27 @@ export class RedisStore implements Store {
    * commands a cluster holds back while it re-discovers slots).
    */
   #call<T>(op: () => Promise<T>): Promise<T> {
-    if (this.#closed) return Promise.reject(this.#fail(new LinkvaultError('store_unavailable', { detail: 'the store is closed', retryAfterSeconds: 1 })));
+    if (this.#closed)
+      return Promise.reject(
+        this.#fail(
+          new LinkvaultError('store_unavailable', {
+            detail: 'the store is closed',
+            retryAfterSeconds: 1,
+          }),
+        ),
+      );
     return new Promise<T>((resolve, reject) => {
       let settled = false;
       const timer = setTimeout(() => {
         settled = true;
-        reject(this.#fail(new LinkvaultError('store_unavailable', { detail: `Redis did not answer within ${GUARD_MS} ms`, retryAfterSeconds: 1 })));
+        reject(
+          this.#fail(
+            new LinkvaultError('store_unavailable', {
+              detail: `Redis did not answer within ${GUARD_MS} ms`,
+              retryAfterSeconds: 1,
+            }),
+          ),
+        );
       }, GUARD_MS);
       let pending: Promise<T>;
       try {
@@ -148,10 +181,23 @@ export class RedisStore implements Store {
       // Ready only when every master answers and sees the cluster as whole: with a master down,
       // the links in its slots are unreachable (and PING alone still succeeds on the others).
       const masters = client.nodes('master');
-      if (masters.length === 0) throw this.#fail(new LinkvaultError('store_unavailable', { detail: 'no Redis Cluster master known', retryAfterSeconds: 1 }));
-      const infos = await Promise.all(masters.map((node) => this.#call(() => node.call('CLUSTER', 'INFO'))));
+      if (masters.length === 0)
+        throw this.#fail(
+          new LinkvaultError('store_unavailable', {
+            detail: 'no Redis Cluster master known',
+            retryAfterSeconds: 1,
+          }),
+        );
+      const infos = await Promise.all(
+        masters.map((node) => this.#call(() => node.call('CLUSTER', 'INFO'))),
+      );
       if (!infos.every((info) => /^cluster_state:ok\b/m.test(String(info)))) {
-        throw this.#fail(new LinkvaultError('store_unavailable', { detail: 'the Redis Cluster state is not ok', retryAfterSeconds: 1 }));
+        throw this.#fail(
+          new LinkvaultError('store_unavailable', {
+            detail: 'the Redis Cluster state is not ok',
+            retryAfterSeconds: 1,
+          }),
+        );
       }
       return;
     }
@@ -163,7 +209,10 @@ export class RedisStore implements Store {
     this.#closed = true;
     const client = this.#client;
     if (client.status === 'ready') {
-      await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, GUARD_MS).unref())]);
+      await Promise.race([
+        client.quit().catch(() => undefined),
+        new Promise((resolve) => setTimeout(resolve, GUARD_MS).unref()),
+      ]);
     }
     client.disconnect();
     client.off('error', this.#onClientError);
@@ -212,7 +261,9 @@ export class RedisStore implements Store {
   async getLink(id: string): Promise<LinkRecord | null> {
     const tenant = await this.#tenantOf(id);
     if (tenant === null) return null;
-    const [json, lastUsed] = await this.#call(() => this.#client.hmget(this.#keys.link(tenant, id), 'j', 'u'));
+    const [json, lastUsed] = await this.#call(() =>
+      this.#client.hmget(this.#keys.link(tenant, id), 'j', 'u'),
+    );
     return json ? this.#decodeLink(json, lastUsed ?? null) : null;
   }
 
@@ -238,7 +289,9 @@ export class RedisStore implements Store {
     const tenants = new Set<string>();
     let cursor = '0';
     do {
-      const [next, members] = await this.#call(() => this.#client.sscan(this.#keys.tenants, cursor, 'COUNT', 500));
+      const [next, members] = await this.#call(() =>
+        this.#client.sscan(this.#keys.tenants, cursor, 'COUNT', 500),
+      );
       cursor = next;
       for (const m of members) tenants.add(m);
     } while (cursor !== '0');
@@ -251,7 +304,9 @@ export class RedisStore implements Store {
     const pageSize = Math.min(Math.max(max, 50), 1000);
     const out: LinkRecord[] = [];
     for (let start = 0; out.length < max; start += pageSize) {
-      const ids = await this.#call(() => this.#client.zrevrange(index, start, start + pageSize - 1));
+      const ids = await this.#call(() =>
+        this.#client.zrevrange(index, start, start + pageSize - 1),
+      );
       if (ids.length === 0) break;
       for (const link of await this.#readLinks(tenantId, ids)) {
         if (matches(link, { ...filter, tenantId }) && out.length < max) out.push(link);
@@ -320,13 +375,36 @@ export class RedisStore implements Store {
 
   async listLinksExpiringBefore(cutoffMs: number, limit: number): Promise<LinkRecord[]> {
     await this.#ensureExpiryIndex();
-    const found = await this.#acrossTenants((t) => this.#tenantLinksExpiringBefore(t, cutoffMs, limit));
-    found.sort((a, b) => (a.score !== b.score ? a.score - b.score : a.link.id < b.link.id ? -1 : a.link.id > b.link.id ? 1 : 0));
+    const found = await this.#acrossTenants((t) =>
+      this.#tenantLinksExpiringBefore(t, cutoffMs, limit),
+    );
+    found.sort((a, b) =>
+      a.score !== b.score
+        ? a.score - b.score
+        : a.link.id < b.link.id
+          ? -1
+          : a.link.id > b.link.id
+            ? 1
+            : 0,
+    );
     return found.slice(0, limit).map((f) => f.link);
   }
 
-  async #tenantLinksExpiringBefore(tenantId: string, cutoffMs: number, limit: number): Promise<{ link: LinkRecord; score: number }[]> {
-    const ids = await this.#call(() => this.#client.zrangebyscore(this.#keys.expiry(tenantId), '-inf', `(${cutoffMs}`, 'LIMIT', 0, limit));
+  async #tenantLinksExpiringBefore(
+    tenantId: string,
+    cutoffMs: number,
+    limit: number,
+  ): Promise<{ link: LinkRecord; score: number }[]> {
+    const ids = await this.#call(() =>
+      this.#client.zrangebyscore(
+        this.#keys.expiry(tenantId),
+        '-inf',
+        `(${cutoffMs}`,
+        'LIMIT',
+        0,
+        limit,
+      ),
+    );
     if (ids.length === 0) return [];
     const out: { link: LinkRecord; score: number }[] = [];
     for (const link of await this.#readLinks(tenantId, ids)) {
@@ -356,7 +434,15 @@ export class RedisStore implements Store {
         if (!json) continue;
         const link = JSON.parse(json) as LinkRecord;
         const score = expiryIndexScore(link);
-        await this.#call(() => this.#scripts.linkvaultFileExpiry(this.#keys.link(tenant, id), this.#keys.expiry(tenant), String(link.version), score === null ? '' : String(score), id));
+        await this.#call(() =>
+          this.#scripts.linkvaultFileExpiry(
+            this.#keys.link(tenant, id),
+            this.#keys.expiry(tenant),
+            String(link.version),
+            score === null ? '' : String(score),
+            id,
+          ),
+        );
       }
     }
     await this.#call(() => this.#client.set(markerKey, String(Date.now())));
@@ -366,13 +452,22 @@ export class RedisStore implements Store {
   async touchLink(id: string, lastUsedAtMs: number): Promise<void> {
     const tenant = await this.#tenantOf(id);
     if (tenant === null) return;
-    await this.#call(() => this.#scripts.linkvaultTouchLink(this.#keys.link(tenant, id), String(lastUsedAtMs)));
+    await this.#call(() =>
+      this.#scripts.linkvaultTouchLink(this.#keys.link(tenant, id), String(lastUsedAtMs)),
+    );
   }
 
   // ---- flow state ----
 
   async putFlowState(key: string, value: FlowStateRecord, ttlSeconds: number): Promise<void> {
-        await this.#call(() => this.#client.set(this.#keys.flowState(key), JSON.stringify(value), 'PX', Math.ceil(ttlSeconds * 1000)));
+    await this.#call(() =>
+      this.#client.set(
+        this.#keys.flowState(key),
+        JSON.stringify(value),
+        'PX',
+        Math.ceil(ttlSeconds * 1000),
+      ),
+    );
   }
 
   async takeFlowState(key: string): Promise<FlowStateRecord | null> {
@@ -389,7 +484,9 @@ export class RedisStore implements Store {
       await this.#call(() => this.#client.del(key));
       return;
     }
-    await this.#call(() => this.#client.set(key, JSON.stringify(session), 'PXAT', session.expiresAtMs));
+    await this.#call(() =>
+      this.#client.set(key, JSON.stringify(session), 'PXAT', session.expiresAtMs),
+    );
   }
 
   async getSession(id: string): Promise<SessionRecord | null> {
@@ -413,8 +510,11 @@ export class RedisStore implements Store {
     // applies only if the grant is still what we read.
     for (let attempt = 0; attempt < 10; attempt++) {
       const seen = await this.#call(() => this.#client.hget(all, grant.id));
-      const oldSvc = seen === null ? svc : this.#keys.grants((JSON.parse(seen) as GrantRecord).serviceId).svc;
-      const done = await this.#call(() => this.#scripts.linkvaultPutGrant(all, svc, oldSvc, grant.id, json, seen ?? ''));
+      const oldSvc =
+        seen === null ? svc : this.#keys.grants((JSON.parse(seen) as GrantRecord).serviceId).svc;
+      const done = await this.#call(() =>
+        this.#scripts.linkvaultPutGrant(all, svc, oldSvc, grant.id, json, seen ?? ''),
+      );
       if (done === 1) return;
     }
     throw new LinkvaultError('conflict', { detail: 'the grant kept changing concurrently' });
@@ -426,11 +526,20 @@ export class RedisStore implements Store {
   }
 
   async listGrants(serviceId?: string): Promise<GrantRecord[]> {
-    const key = serviceId === undefined ? this.#keys.grants('').all : this.#keys.grants(serviceId).svc;
+    const key =
+      serviceId === undefined ? this.#keys.grants('').all : this.#keys.grants(serviceId).svc;
     const values = await this.#call(() => this.#client.hvals(key));
     return values
       .map((v) => JSON.parse(v) as GrantRecord)
-      .sort((a, b) => (a.createdAtMs !== b.createdAtMs ? a.createdAtMs - b.createdAtMs : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      .sort((a, b) =>
+        a.createdAtMs !== b.createdAtMs
+          ? a.createdAtMs - b.createdAtMs
+          : a.id < b.id
+            ? -1
+            : a.id > b.id
+              ? 1
+              : 0,
+      );
   }
 
   async deleteGrant(id: string): Promise<boolean> {
@@ -460,22 +569,36 @@ export class RedisStore implements Store {
 
   async acquireLock(name: string, ttlMs: number): Promise<string | null> {
     const owner = randomToken();
-    const ok = await this.#call(() => this.#client.set(this.#keys.lock(name), owner, 'PX', ttlMs, 'NX'));
+    const ok = await this.#call(() =>
+      this.#client.set(this.#keys.lock(name), owner, 'PX', ttlMs, 'NX'),
+    );
     return ok === 'OK' ? owner : null;
   }
 
   async extendLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
-    return (await this.#call(() => this.#scripts.linkvaultExtendLock(this.#keys.lock(name), owner, String(ttlMs)))) === 1;
+    return (
+      (await this.#call(() =>
+        this.#scripts.linkvaultExtendLock(this.#keys.lock(name), owner, String(ttlMs)),
+      )) === 1
+    );
   }
 
   async releaseLock(name: string, owner: string): Promise<boolean> {
-    return (await this.#call(() => this.#scripts.linkvaultReleaseLock(this.#keys.lock(name), owner))) === 1;
+    return (
+      (await this.#call(() => this.#scripts.linkvaultReleaseLock(this.#keys.lock(name), owner))) ===
+      1
+    );
   }
 
   // ---- audit ----
 
   async appendAudit(event: AuditEvent): Promise<string> {
-    const json = JSON.stringify({ atMs: event.atMs, type: event.type, requestId: event.requestId ?? null, data: event.data });
+    const json = JSON.stringify({
+      atMs: event.atMs,
+      type: event.type,
+      requestId: event.requestId ?? null,
+      data: event.data,
+    });
     const id = await this.#call(() => this.#client.xadd(this.#keys.audit, '*', 'e', json));
     if (id === null) throw new LinkvaultError('internal_error', { detail: 'XADD returned no id' });
     return id;
@@ -483,10 +606,16 @@ export class RedisStore implements Store {
 
   async readAudit(afterSeq?: string, limit?: number): Promise<AuditEvent[]> {
     const max = limit ?? 1000;
-    if (afterSeq !== undefined && (typeof afterSeq !== 'string' || !/^\d{1,20}-\d{1,20}$/.test(afterSeq))) refuseAuditCursor();
+    if (
+      afterSeq !== undefined &&
+      (typeof afterSeq !== 'string' || !/^\d{1,20}-\d{1,20}$/.test(afterSeq))
+    )
+      refuseAuditCursor();
     // `(id` is an exclusive range start (Redis 6.2+): strictly after afterSeq.
     const start = afterSeq === undefined ? '-' : `(${afterSeq}`;
-    const entries = await this.#call(() => this.#client.xrange(this.#keys.audit, start, '+', 'COUNT', max));
+    const entries = await this.#call(() =>
+      this.#client.xrange(this.#keys.audit, start, '+', 'COUNT', max),
+    );
     return entries.map(([seq, fields]) => {
       const json = fields[fields.indexOf('e') + 1]!;
       const e = JSON.parse(json) as Omit<AuditEvent, 'seq'>;
@@ -498,13 +627,26 @@ export class RedisStore implements Store {
 
   async enqueue(job: Omit<QueueJob, 'leaseToken'>): Promise<void> {
     await this.#call(() =>
-      this.#scripts.linkvaultEnqueue(...this.#keys.queue(), job.id, job.kind, JSON.stringify(job.payload), String(job.attempts), String(job.runAtMs)),
+      this.#scripts.linkvaultEnqueue(
+        ...this.#keys.queue(),
+        job.id,
+        job.kind,
+        JSON.stringify(job.payload),
+        String(job.attempts),
+        String(job.runAtMs),
+      ),
     );
   }
 
   async claimJobs(nowMs: number, limit: number, leaseMs: number): Promise<QueueJob[]> {
     const flat = await this.#call(() =>
-      this.#scripts.linkvaultClaimJobs(...this.#keys.queue(), String(nowMs), String(limit), String(nowMs + leaseMs), randomToken()),
+      this.#scripts.linkvaultClaimJobs(
+        ...this.#keys.queue(),
+        String(nowMs),
+        String(limit),
+        String(nowMs + leaseMs),
+        randomToken(),
+      ),
     );
     const jobs: QueueJob[] = [];
     for (let i = 0; i + 5 < flat.length; i += 6) {
@@ -521,13 +663,32 @@ export class RedisStore implements Store {
   }
 
   async completeJob(id: string, leaseToken: string): Promise<boolean> {
-    return (await this.#call(() => this.#scripts.linkvaultCompleteJob(...this.#keys.queue(), id, leaseToken))) === 1;
+    return (
+      (await this.#call(() =>
+        this.#scripts.linkvaultCompleteJob(...this.#keys.queue(), id, leaseToken),
+      )) === 1
+    );
   }
 
-  async rescheduleJob(id: string, leaseToken: string, runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean> {
+  async rescheduleJob(
+    id: string,
+    leaseToken: string,
+    runAtMs: number,
+    attempts: number,
+    payload?: Readonly<Record<string, unknown>>,
+  ): Promise<boolean> {
     const payloadJson = payload === undefined ? '' : JSON.stringify(payload);
     return (
-      (await this.#call(() => this.#scripts.linkvaultRescheduleJob(...this.#keys.queue(), id, leaseToken, String(runAtMs), String(attempts), payloadJson))) === 1
+      (await this.#call(() =>
+        this.#scripts.linkvaultRescheduleJob(
+          ...this.#keys.queue(),
+          id,
+          leaseToken,
+          String(runAtMs),
+          String(attempts),
+          payloadJson,
+        ),
+      )) === 1
     );
   }
 
@@ -539,7 +700,9 @@ export class RedisStore implements Store {
     const seen = new Set<string>();
     let cursor = '0';
     do {
-      const flat = await this.#call(() => this.#scripts.linkvaultScanJobs(...this.#keys.queue(), cursor, '200'));
+      const flat = await this.#call(() =>
+        this.#scripts.linkvaultScanJobs(...this.#keys.queue(), cursor, '200'),
+      );
       cursor = String(flat[0]);
       for (let i = 1; i + 5 < flat.length; i += 6) {
         const id = String(flat[i]);
@@ -557,10 +720,23 @@ export class RedisStore implements Store {
     } while (cursor !== '0');
   }
 
-  async replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean> {
+  async replaceJobPayload(
+    id: string,
+    expected: Readonly<Record<string, unknown>>,
+    payload: Readonly<Record<string, unknown>>,
+  ): Promise<boolean> {
     const expectedJson = JSON.stringify(expected);
     const payloadJson = JSON.stringify(payload);
-    return (await this.#call(() => this.#scripts.linkvaultReplaceJobPayload(...this.#keys.queue(), id, expectedJson, payloadJson))) === 1;
+    return (
+      (await this.#call(() =>
+        this.#scripts.linkvaultReplaceJobPayload(
+          ...this.#keys.queue(),
+          id,
+          expectedJson,
+          payloadJson,
+        ),
+      )) === 1
+    );
   }
 
   // ---- job status ----
@@ -596,5 +772,4 @@ export class RedisStore implements Store {
       }
     } while (cursor !== '0');
   }
-
 }

@@ -185,10 +185,23 @@ type ScriptArg = string | number;
 export interface ScriptCommands {
   linkvaultSaveLink(numKeys: number, ...args: ScriptArg[]): Promise<[number, string] | null>;
   linkvaultTouchLink(key: string, lastUsedAtMs: string): Promise<number>;
-  linkvaultFileExpiry(linkKey: string, expiryKey: string, version: string, score: string, id: string): Promise<number>;
+  linkvaultFileExpiry(
+    linkKey: string,
+    expiryKey: string,
+    version: string,
+    score: string,
+    id: string,
+  ): Promise<number>;
   linkvaultReleaseLock(key: string, owner: string): Promise<number>;
   linkvaultExtendLock(key: string, owner: string, ttlMs: string): Promise<number>;
-  linkvaultPutGrant(all: string, svcNew: string, svcOld: string, id: string, json: string, seen: string): Promise<number>;
+  linkvaultPutGrant(
+    all: string,
+    svcNew: string,
+    svcOld: string,
+    id: string,
+    json: string,
+    seen: string,
+  ): Promise<number>;
   linkvaultDeleteGrant(all: string, svc: string, id: string, seen: string): Promise<number>;
   linkvaultEnqueue(...args: ScriptArg[]): Promise<number>;
   linkvaultClaimJobs(...args: ScriptArg[]): Promise<(string | null)[]>;

@@ -86,13 +86,20 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       `);
       // Backfill from the stored records, by keyset pages (the rows are JSON: computed in code,
       // exactly as saveLink does).
-      const page = db.prepare<[string], { id: string; status: string; body: string }>('SELECT id, status, body FROM links WHERE id > ? ORDER BY id LIMIT 500');
-      const set = db.prepare<[number | null, string]>('UPDATE links SET refresh_due_at_ms = ? WHERE id = ?');
-      for (let after = ''; ; ) {
+      const page = db.prepare<[string], { id: string; status: string; body: string }>(
+        'SELECT id, status, body FROM links WHERE id > ? ORDER BY id LIMIT 500',
+      );
+      const set = db.prepare<[number | null, string]>(
+        'UPDATE links SET refresh_due_at_ms = ? WHERE id = ?',
+      );
+      for (let after = ''; ;) {
         const rows = page.all(after);
         for (const row of rows) {
           const link = JSON.parse(row.body) as LinkRecord;
-          set.run(expiryIndexScore({ ...link, status: row.status as LinkRecord['status'] }), row.id);
+          set.run(
+            expiryIndexScore({ ...link, status: row.status as LinkRecord['status'] }),
+            row.id,
+          );
         }
         if (rows.length < 500) break;
         after = rows[rows.length - 1]!.id;
@@ -107,15 +114,26 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
  */
 export function applySqliteMigrations(db: Db, migrations: readonly SqliteMigration[]): void {
   migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`sqlite migrations must be numbered 1, 2, 3, ...; got ${m.version} at position ${i + 1}`);
+    if (m.version !== i + 1)
+      throw new Error(
+        `sqlite migrations must be numbered 1, 2, 3, ...; got ${m.version} at position ${i + 1}`,
+      );
   });
-  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at_ms INTEGER NOT NULL) STRICT');
-  const current = db.prepare<[], { v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
-  const record = db.prepare('INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?, ?, ?)');
+  db.exec(
+    'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at_ms INTEGER NOT NULL) STRICT',
+  );
+  const current = db.prepare<[], { v: number | null }>(
+    'SELECT max(version) AS v FROM schema_migrations',
+  );
+  const record = db.prepare(
+    'INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?, ?, ?)',
+  );
   const known = migrations.length;
   const found = current.get()?.v ?? 0;
   if (found > known) {
-    throw new Error(`the sqlite database has schema version ${found}, newer than this linkvault knows (${known}); refusing to open it`);
+    throw new Error(
+      `the sqlite database has schema version ${found}, newer than this linkvault knows (${known}); refusing to open it`,
+    );
   }
   for (const m of migrations) {
     // IMMEDIATE takes the write lock first, then re-reads: another process may have applied it meanwhile.

@@ -18,8 +18,20 @@ import type pino from 'pino';
 import { LinkvaultError, isLinkvaultError } from '../../errors.js';
 import { refuseAuditCursor, refuseTenantChange } from '../store-input.js';
 import { expiryIndexScore } from '../expiry-index-score.js';
-import { SQLITE_MIGRATIONS, applySqliteMigrations, type SqliteMigration } from './sqlite-migrations.js';
-import type { AuditEvent, FlowStateRecord, JobStatusRecord, QueueJob, RevocationRecordRow, ScannedJob, Store } from '../store.js';
+import {
+  SQLITE_MIGRATIONS,
+  applySqliteMigrations,
+  type SqliteMigration,
+} from './sqlite-migrations.js';
+import type {
+  AuditEvent,
+  FlowStateRecord,
+  JobStatusRecord,
+  QueueJob,
+  RevocationRecordRow,
+  ScannedJob,
+  Store,
+} from '../store.js';
 import type { GrantRecord } from '../../links/release/grants.js';
 import type { LinkFilter, LinkRecord } from '../../links/link.js';
 import type { SessionRecord } from '../../links/connect/sessions.js';
@@ -41,7 +53,8 @@ export interface SqliteStoreOptions {
 }
 
 /** sqlite result codes that mean "the database cannot serve now", not "this input is wrong". */
-const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|NOMEM|PROTOCOL|NOLFS|INTERRUPT)/;
+const UNAVAILABLE_CODES =
+  /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|NOMEM|PROTOCOL|NOLFS|INTERRUPT)/;
 
 function randomToken(): string {
   return randomBytes(18).toString('base64url');
@@ -100,7 +113,11 @@ export class SqliteStore implements Store {
   /** Runs `fn` against the open database, translating sqlite failures by result code. */
   #run<T>(fn: () => T): Promise<T> {
     try {
-      if (this.#closed) throw new LinkvaultError('store_unavailable', { detail: 'the store is closed', retryAfterSeconds: 1 });
+      if (this.#closed)
+        throw new LinkvaultError('store_unavailable', {
+          detail: 'the store is closed',
+          retryAfterSeconds: 1,
+        });
       return Promise.resolve(fn());
     } catch (err) {
       return Promise.reject(this.#translate(err));
@@ -132,7 +149,10 @@ export class SqliteStore implements Store {
       })();
     } catch (err) {
       // A busy database is retried at the next tick; reads check expiry anyway.
-      this.#log?.warn({ store: 'sqlite', code: err instanceof Database.SqliteError ? err.code : 'unknown' }, 'sqlite purge of expired rows failed');
+      this.#log?.warn(
+        { store: 'sqlite', code: err instanceof Database.SqliteError ? err.code : 'unknown' },
+        'sqlite purge of expired rows failed',
+      );
     }
   }
 
@@ -150,7 +170,11 @@ export class SqliteStore implements Store {
   // ---- links ----
 
   #toLink(row: LinkRow): LinkRecord {
-    return { ...(JSON.parse(row.body) as LinkRecord), version: row.version, lastUsedAtMs: row.last_used_at_ms };
+    return {
+      ...(JSON.parse(row.body) as LinkRecord),
+      version: row.version,
+      lastUsedAtMs: row.last_used_at_ms,
+    };
   }
 
   getLink(id: string): Promise<LinkRecord | null> {
@@ -233,7 +257,10 @@ export class SqliteStore implements Store {
     try {
       this.#db.pragma('wal_checkpoint(TRUNCATE)');
     } catch (err) {
-      this.#log?.warn({ err: { code: (err as { code?: string }).code } }, 'sqlite WAL truncate after shred failed; retried at the next checkpoint');
+      this.#log?.warn(
+        { err: { code: (err as { code?: string }).code } },
+        'sqlite WAL truncate after shred failed; retried at the next checkpoint',
+      );
     }
   }
 
@@ -304,7 +331,10 @@ export class SqliteStore implements Store {
 
   listGrants(serviceId?: string): Promise<GrantRecord[]> {
     return this.#run(() => {
-      const rows = serviceId === undefined ? this.#s.listGrants.all() : this.#s.listGrantsOfService.all(serviceId);
+      const rows =
+        serviceId === undefined
+          ? this.#s.listGrants.all()
+          : this.#s.listGrantsOfService.all(serviceId);
       return rows.map((row) => JSON.parse(row.body) as GrantRecord);
     });
   }
@@ -371,7 +401,12 @@ export class SqliteStore implements Store {
 
   appendAudit(event: AuditEvent): Promise<string> {
     return this.#run(() => {
-      const row = this.#s.appendAudit.get(event.atMs, event.type, event.requestId ?? null, JSON.stringify(event.data));
+      const row = this.#s.appendAudit.get(
+        event.atMs,
+        event.type,
+        event.requestId ?? null,
+        JSON.stringify(event.data),
+      );
       return String(row!.seq);
     });
   }
@@ -398,7 +433,13 @@ export class SqliteStore implements Store {
 
   async enqueue(job: Omit<QueueJob, 'leaseToken'>): Promise<void> {
     await this.#run(() => {
-      this.#s.enqueue.run({ id: job.id, kind: job.kind, payload: JSON.stringify(job.payload), attempts: job.attempts, run_at_ms: job.runAtMs });
+      this.#s.enqueue.run({
+        id: job.id,
+        kind: job.kind,
+        payload: JSON.stringify(job.payload),
+        attempts: job.attempts,
+        run_at_ms: job.runAtMs,
+      });
     });
   }
 
@@ -409,8 +450,19 @@ export class SqliteStore implements Store {
           const due = this.#s.dueJobs.all(nowMs, limit);
           return due.map((row) => {
             const leaseToken = randomToken();
-            this.#s.leaseJob.run({ lease_token: leaseToken, lease_until_ms: nowMs + leaseMs, id: row.id });
-            return { id: row.id, kind: row.kind, payload: parseObject(row.payload), attempts: row.attempts, runAtMs: row.run_at_ms, leaseToken };
+            this.#s.leaseJob.run({
+              lease_token: leaseToken,
+              lease_until_ms: nowMs + leaseMs,
+              id: row.id,
+            });
+            return {
+              id: row.id,
+              kind: row.kind,
+              payload: parseObject(row.payload),
+              attempts: row.attempts,
+              runAtMs: row.run_at_ms,
+              leaseToken,
+            };
           });
         })
         .immediate();
@@ -425,10 +477,24 @@ export class SqliteStore implements Store {
     });
   }
 
-  rescheduleJob(id: string, leaseToken: string, runAtMs: number, attempts: number, payload?: Readonly<Record<string, unknown>>): Promise<boolean> {
+  rescheduleJob(
+    id: string,
+    leaseToken: string,
+    runAtMs: number,
+    attempts: number,
+    payload?: Readonly<Record<string, unknown>>,
+  ): Promise<boolean> {
     return this.#run(() => {
       const payloadJson = payload === undefined ? null : JSON.stringify(payload);
-      return this.#s.rescheduleJob.run({ id, lease_token: leaseToken, run_at_ms: runAtMs, attempts, payload: payloadJson }).changes > 0;
+      return (
+        this.#s.rescheduleJob.run({
+          id,
+          lease_token: leaseToken,
+          run_at_ms: runAtMs,
+          attempts,
+          payload: payloadJson,
+        }).changes > 0
+      );
     });
   }
 
@@ -442,19 +508,33 @@ export class SqliteStore implements Store {
     for (;;) {
       const page = await this.#run(() => this.#s.jobPage.all(after, 500));
       for (const row of page) {
-        yield { id: row.id, kind: row.kind, payload: parseObject(row.payload), attempts: row.attempts, runAtMs: row.run_at_ms, leased: row.leased === 1 };
+        yield {
+          id: row.id,
+          kind: row.kind,
+          payload: parseObject(row.payload),
+          attempts: row.attempts,
+          runAtMs: row.run_at_ms,
+          leased: row.leased === 1,
+        };
       }
       if (page.length < 500) return;
       after = page[page.length - 1]!.id;
     }
   }
 
-  replaceJobPayload(id: string, expected: Readonly<Record<string, unknown>>, payload: Readonly<Record<string, unknown>>): Promise<boolean> {
+  replaceJobPayload(
+    id: string,
+    expected: Readonly<Record<string, unknown>>,
+    payload: Readonly<Record<string, unknown>>,
+  ): Promise<boolean> {
     return this.#run(() => {
       const expectedJson = JSON.stringify(expected);
       const payloadJson = JSON.stringify(payload);
       // One UPDATE is one atomic statement: the lease check and the payload comparison see the same row.
-      return this.#s.replaceJobPayload.run({ id, expected: expectedJson, payload: payloadJson }).changes > 0;
+      return (
+        this.#s.replaceJobPayload.run({ id, expected: expectedJson, payload: payloadJson })
+          .changes > 0
+      );
     });
   }
 
@@ -485,10 +565,18 @@ interface SqliteDocuments {
   get(key: string): Record<string, unknown> | null;
 }
 
-function prepareDocuments(db: Db, table: 'revocations' | 'job_status', keyColumn: 'link_id' | 'id'): SqliteDocuments {
+function prepareDocuments(
+  db: Db,
+  table: 'revocations' | 'job_status',
+  keyColumn: 'link_id' | 'id',
+): SqliteDocuments {
   // Table and column come from the two literals above, never from input.
-  const put = db.prepare<[string, string]>(`INSERT OR REPLACE INTO ${table} (${keyColumn}, body) VALUES (?, ?)`);
-  const get = db.prepare<[string], { body: string }>(`SELECT body FROM ${table} WHERE ${keyColumn} = ?`);
+  const put = db.prepare<[string, string]>(
+    `INSERT OR REPLACE INTO ${table} (${keyColumn}, body) VALUES (?, ?)`,
+  );
+  const get = db.prepare<[string], { body: string }>(
+    `SELECT body FROM ${table} WHERE ${keyColumn} = ?`,
+  );
   return {
     put: (key, value) => void put.run(key, JSON.stringify(value)),
     get: (key) => {
@@ -505,10 +593,13 @@ function parseObject(json: string): Record<string, unknown> {
 function prepareStatements(db: Db) {
   return {
     ping: db.prepare('SELECT 1'),
-    getLink: db.prepare<[string], LinkRow>('SELECT body, version, last_used_at_ms FROM links WHERE id = ?'),
-    getLinkMeta: db.prepare<[string], { version: number; tenant_id: string; last_used_at_ms: number | null }>(
-      'SELECT version, tenant_id, last_used_at_ms FROM links WHERE id = ?',
+    getLink: db.prepare<[string], LinkRow>(
+      'SELECT body, version, last_used_at_ms FROM links WHERE id = ?',
     ),
+    getLinkMeta: db.prepare<
+      [string],
+      { version: number; tenant_id: string; last_used_at_ms: number | null }
+    >('SELECT version, tenant_id, last_used_at_ms FROM links WHERE id = ?'),
     upsertLink: db.prepare(
       `INSERT INTO links (id, tenant_id, user_id, provider_id, status, provider_account_id, version, created_at_ms, last_used_at_ms, refresh_due_at_ms, body)
        VALUES (@id, @tenant_id, @user_id, @provider_id, @status, @provider_account_id, @version, @created_at_ms, @last_used_at_ms, @refresh_due_at_ms, @body)
@@ -516,54 +607,95 @@ function prepareStatements(db: Db) {
          provider_account_id = excluded.provider_account_id, version = excluded.version, created_at_ms = excluded.created_at_ms,
          last_used_at_ms = excluded.last_used_at_ms, refresh_due_at_ms = excluded.refresh_due_at_ms, body = excluded.body`,
     ),
-    touchLink: db.prepare<[number, string, number]>('UPDATE links SET last_used_at_ms = ? WHERE id = ? AND (last_used_at_ms IS NULL OR last_used_at_ms < ?)'),
-    linkIdPage: db.prepare<[string, number], { id: string }>('SELECT id FROM links WHERE id > ? ORDER BY id LIMIT ?'),
+    touchLink: db.prepare<[number, string, number]>(
+      'UPDATE links SET last_used_at_ms = ? WHERE id = ? AND (last_used_at_ms IS NULL OR last_used_at_ms < ?)',
+    ),
+    linkIdPage: db.prepare<[string, number], { id: string }>(
+      'SELECT id FROM links WHERE id > ? ORDER BY id LIMIT ?',
+    ),
     // Served by the partial index links_refresh_due (migration 2).
     linksExpiringBefore: db.prepare<[number, number], LinkRow>(
       'SELECT body, version, last_used_at_ms FROM links WHERE refresh_due_at_ms IS NOT NULL AND refresh_due_at_ms < ? ORDER BY refresh_due_at_ms, id LIMIT ?',
     ),
 
-    putFlow: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO flow_state (key, value, expires_at_ms) VALUES (?, ?, ?)'),
-    takeFlow: db.prepare<[string], { value: string; expires_at_ms: number }>('DELETE FROM flow_state WHERE key = ? RETURNING value, expires_at_ms'),
+    putFlow: db.prepare<[string, string, number]>(
+      'INSERT OR REPLACE INTO flow_state (key, value, expires_at_ms) VALUES (?, ?, ?)',
+    ),
+    takeFlow: db.prepare<[string], { value: string; expires_at_ms: number }>(
+      'DELETE FROM flow_state WHERE key = ? RETURNING value, expires_at_ms',
+    ),
     purgeFlow: db.prepare<[number]>('DELETE FROM flow_state WHERE expires_at_ms <= ?'),
 
-    putSession: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO sessions (id, body, expires_at_ms) VALUES (?, ?, ?)'),
-    getSession: db.prepare<[string], { body: string; expires_at_ms: number }>('SELECT body, expires_at_ms FROM sessions WHERE id = ?'),
+    putSession: db.prepare<[string, string, number]>(
+      'INSERT OR REPLACE INTO sessions (id, body, expires_at_ms) VALUES (?, ?, ?)',
+    ),
+    getSession: db.prepare<[string], { body: string; expires_at_ms: number }>(
+      'SELECT body, expires_at_ms FROM sessions WHERE id = ?',
+    ),
     deleteSession: db.prepare<[string]>('DELETE FROM sessions WHERE id = ?'),
     purgeSessions: db.prepare<[number]>('DELETE FROM sessions WHERE expires_at_ms <= ?'),
 
-    putGrant: db.prepare<[string, string, number, string]>('INSERT OR REPLACE INTO grants (id, service_id, created_at_ms, body) VALUES (?, ?, ?, ?)'),
+    putGrant: db.prepare<[string, string, number, string]>(
+      'INSERT OR REPLACE INTO grants (id, service_id, created_at_ms, body) VALUES (?, ?, ?, ?)',
+    ),
     getGrant: db.prepare<[string], { body: string }>('SELECT body FROM grants WHERE id = ?'),
-    listGrants: db.prepare<[], { body: string }>('SELECT body FROM grants ORDER BY created_at_ms, id'),
-    listGrantsOfService: db.prepare<[string], { body: string }>('SELECT body FROM grants WHERE service_id = ? ORDER BY created_at_ms, id'),
+    listGrants: db.prepare<[], { body: string }>(
+      'SELECT body FROM grants ORDER BY created_at_ms, id',
+    ),
+    listGrantsOfService: db.prepare<[string], { body: string }>(
+      'SELECT body FROM grants WHERE service_id = ? ORDER BY created_at_ms, id',
+    ),
     deleteGrant: db.prepare<[string]>('DELETE FROM grants WHERE id = ?'),
 
     revocations: prepareDocuments(db, 'revocations', 'link_id'),
     jobStatus: prepareDocuments(db, 'job_status', 'id'),
 
-    getLock: db.prepare<[string], { owner: string; expires_at_ms: number }>('SELECT owner, expires_at_ms FROM locks WHERE name = ?'),
-    putLock: db.prepare<[string, string, number]>('INSERT OR REPLACE INTO locks (name, owner, expires_at_ms) VALUES (?, ?, ?)'),
-    extendLock: db.prepare<[number, string, string, number]>('UPDATE locks SET expires_at_ms = ? WHERE name = ? AND owner = ? AND expires_at_ms > ?'),
-    releaseLock: db.prepare<[string, string, number]>('DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at_ms > ?'),
+    getLock: db.prepare<[string], { owner: string; expires_at_ms: number }>(
+      'SELECT owner, expires_at_ms FROM locks WHERE name = ?',
+    ),
+    putLock: db.prepare<[string, string, number]>(
+      'INSERT OR REPLACE INTO locks (name, owner, expires_at_ms) VALUES (?, ?, ?)',
+    ),
+    extendLock: db.prepare<[number, string, string, number]>(
+      'UPDATE locks SET expires_at_ms = ? WHERE name = ? AND owner = ? AND expires_at_ms > ?',
+    ),
+    releaseLock: db.prepare<[string, string, number]>(
+      'DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at_ms > ?',
+    ),
     purgeLocks: db.prepare<[number]>('DELETE FROM locks WHERE expires_at_ms <= ?'),
 
     appendAudit: db.prepare<[number, string, string | null, string], { seq: number }>(
       'INSERT INTO audit (at_ms, type, request_id, data) VALUES (?, ?, ?, ?) RETURNING seq',
     ),
-    readAudit: db.prepare<[number, number], { seq: number; at_ms: number; type: string; request_id: string | null; data: string }>(
-      'SELECT seq, at_ms, type, request_id, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?',
-    ),
+    readAudit: db.prepare<
+      [number, number],
+      { seq: number; at_ms: number; type: string; request_id: string | null; data: string }
+    >('SELECT seq, at_ms, type, request_id, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
 
-    enqueue: db.prepare<[{ id: string; kind: string; payload: string; attempts: number; run_at_ms: number }]>(
+    enqueue: db.prepare<
+      [{ id: string; kind: string; payload: string; attempts: number; run_at_ms: number }]
+    >(
       `INSERT INTO queue (id, kind, payload, attempts, run_at_ms, lease_token, lease_until_ms, due_at_ms)
        VALUES (@id, @kind, @payload, @attempts, @run_at_ms, NULL, NULL, @run_at_ms) ON CONFLICT (id) DO NOTHING`,
     ),
-    dueJobs: db.prepare<[number, number], QueueRow>('SELECT id, kind, payload, attempts, run_at_ms FROM queue WHERE due_at_ms <= ? ORDER BY due_at_ms, id LIMIT ?'),
+    dueJobs: db.prepare<[number, number], QueueRow>(
+      'SELECT id, kind, payload, attempts, run_at_ms FROM queue WHERE due_at_ms <= ? ORDER BY due_at_ms, id LIMIT ?',
+    ),
     leaseJob: db.prepare<[{ lease_token: string; lease_until_ms: number; id: string }]>(
       'UPDATE queue SET lease_token = @lease_token, lease_until_ms = @lease_until_ms, due_at_ms = @lease_until_ms WHERE id = @id',
     ),
     completeJob: db.prepare<[string, string]>('DELETE FROM queue WHERE id = ? AND lease_token = ?'),
-    rescheduleJob: db.prepare<[{ id: string; lease_token: string; run_at_ms: number; attempts: number; payload: string | null }]>(
+    rescheduleJob: db.prepare<
+      [
+        {
+          id: string;
+          lease_token: string;
+          run_at_ms: number;
+          attempts: number;
+          payload: string | null;
+        },
+      ]
+    >(
       `UPDATE queue SET run_at_ms = @run_at_ms, due_at_ms = @run_at_ms, attempts = @attempts, payload = coalesce(@payload, payload),
          lease_token = NULL, lease_until_ms = NULL
        WHERE id = @id AND lease_token = @lease_token`,

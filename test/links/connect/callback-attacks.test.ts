@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { APP_ORIGIN, startConnectHarness, type ConnectHarness, type HttpAnswer } from '../../support/connect-harness.js';
+import {
+  APP_ORIGIN,
+  startConnectHarness,
+  type ConnectHarness,
+  type HttpAnswer,
+} from '../../support/connect-harness.js';
 import { startOidcServer, type OidcServer } from '../../support/oidc-server.js';
 
 /**
@@ -22,8 +27,14 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
   before(async () => {
     h = await startConnectHarness({
       providers: async (publicUrl) => {
-        oidc = await startOidcServer({ mode: 'oidc', clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }] });
-        other = await startOidcServer({ mode: 'oidc', clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/other`] }] });
+        oidc = await startOidcServer({
+          mode: 'oidc',
+          clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/acme`] }],
+        });
+        other = await startOidcServer({
+          mode: 'oidc',
+          clients: [{ ...CLIENT, redirect_uris: [`${publicUrl}/v1/oauth/callback/other`] }],
+        });
         const credentials = { clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret };
         return [
           { entry: oidc.catalogueEntry('acme'), credentials, allowInsecureUrls: true },
@@ -38,7 +49,9 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     await other.close();
   });
 
-  const codeExchanges = (): number => (oidc.tokenRequests().authorization_code ?? 0) + (other.tokenRequests().authorization_code ?? 0);
+  const codeExchanges = (): number =>
+    (oidc.tokenRequests().authorization_code ?? 0) +
+    (other.tokenRequests().authorization_code ?? 0);
 
   /** A fresh tenant per test, so "nothing stored" is a plain count. */
   async function newSession(withReturnTo = false): Promise<{ token: string; tenant: string }> {
@@ -78,9 +91,13 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     const { tenant } = await newSession();
     const exchanges = codeExchanges();
     const forged = `${h.publicUrl}/v1/oauth/callback/acme?code=${randomBytes(32).toString('base64url')}&state=${randomBytes(32).toString('base64url')}&iss=${encodeURIComponent(oidc.issuer)}`;
-    const answer = await h.callback(forged, `lv_flow=${randomBytes(32).toString('base64url')}`, { headers: JSON_ACCEPT });
+    const answer = await h.callback(forged, `lv_flow=${randomBytes(32).toString('base64url')}`, {
+      headers: JSON_ACCEPT,
+    });
     assertProblem(answer, 400, 'invalid_state');
-    const noState = await h.callback(`${h.publicUrl}/v1/oauth/callback/acme?code=abc`, null, { headers: JSON_ACCEPT });
+    const noState = await h.callback(`${h.publicUrl}/v1/oauth/callback/acme?code=abc`, null, {
+      headers: JSON_ACCEPT,
+    });
     assertProblem(noState, 400, 'invalid_state');
     assert.equal(codeExchanges(), exchanges);
     assert.equal(await linksOf(tenant), 0);
@@ -102,18 +119,26 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     assert.equal(await linksOf(tenant), 0);
   });
 
-  test('a callback with another flow\'s cookie (swapped) is flow_binding_mismatch with zero token requests', async () => {
+  test("a callback with another flow's cookie (swapped) is flow_binding_mismatch with zero token requests", async () => {
     const victim = await newSession();
     const attacker = await newSession();
     const victimFlow = await h.startFlow('acme', victim.token);
     const attackerFlow = await h.startFlow('acme', attacker.token);
-    const callbackUrl = await oidc.completeLogin(victimFlow.authorizationUrl, { accountId: 'victim' });
+    const callbackUrl = await oidc.completeLogin(victimFlow.authorizationUrl, {
+      accountId: 'victim',
+    });
     const exchanges = codeExchanges();
     const answer = await h.callback(callbackUrl, attackerFlow.cookie, { headers: JSON_ACCEPT });
     assertProblem(answer, 400, 'flow_binding_mismatch');
     // Two cookies of our name (one tossed in by someone else): refused rather than guessed.
-    const attackerCallback = await oidc.completeLogin(attackerFlow.authorizationUrl, { accountId: 'attacker' });
-    const doubled = await h.callback(attackerCallback, `${attackerFlow.cookie}; ${victimFlow.cookie}`, { headers: JSON_ACCEPT });
+    const attackerCallback = await oidc.completeLogin(attackerFlow.authorizationUrl, {
+      accountId: 'attacker',
+    });
+    const doubled = await h.callback(
+      attackerCallback,
+      `${attackerFlow.cookie}; ${victimFlow.cookie}`,
+      { headers: JSON_ACCEPT },
+    );
     assertProblem(doubled, 400, 'flow_binding_mismatch');
     assert.equal(codeExchanges(), exchanges);
     assert.equal(await linksOf(victim.tenant), 0);
@@ -130,12 +155,15 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     const answer = await h.callback(callbackUrl, flow.cookie);
     // The flow was ours and this browser's: the user goes back to the app with the error code.
     assert.equal(answer.status, 303);
-    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=issuer_mismatch&provider=acme`);
+    assert.equal(
+      answer.location?.href,
+      `${APP_ORIGIN}/done?status=error&error=issuer_mismatch&provider=acme`,
+    );
     assert.equal(codeExchanges(), exchanges);
     assert.equal(await linksOf(tenant), 0);
   });
 
-  test('a response for one provider delivered to another provider\'s callback is invalid_state with zero token requests', async () => {
+  test("a response for one provider delivered to another provider's callback is invalid_state with zero token requests", async () => {
     const { token, tenant } = await newSession(true);
     const flow = await h.startFlow('acme', token);
     const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, { accountId: 'victim' });
@@ -152,9 +180,13 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     const attacker = await newSession();
     const victim = await newSession();
     const attackerFlow = await h.startFlow('acme', attacker.token);
-    const attackerCallback = await oidc.completeLogin(attackerFlow.authorizationUrl, { accountId: 'attacker' });
+    const attackerCallback = await oidc.completeLogin(attackerFlow.authorizationUrl, {
+      accountId: 'attacker',
+    });
     const victimFlow = await h.startFlow('acme', victim.token);
-    const victimCallback = await oidc.completeLogin(victimFlow.authorizationUrl, { accountId: 'victim' });
+    const victimCallback = await oidc.completeLogin(victimFlow.authorizationUrl, {
+      accountId: 'victim',
+    });
     victimCallback.searchParams.set('code', attackerCallback.searchParams.get('code')!);
     const exchanges = codeExchanges();
     const answer = await h.callback(victimCallback, victimFlow.cookie, { headers: JSON_ACCEPT });
@@ -167,12 +199,18 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
   test('a provider error answer (user denied) is provider_denied with zero token requests', async () => {
     const { token, tenant } = await newSession(true);
     const flow = await h.startFlow('acme', token);
-    const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, { accountId: 'victim', deny: true });
+    const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, {
+      accountId: 'victim',
+      deny: true,
+    });
     assert.equal(callbackUrl.searchParams.get('error'), 'access_denied');
     const exchanges = codeExchanges();
     const answer = await h.callback(callbackUrl, flow.cookie);
     assert.equal(answer.status, 303);
-    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=acme&provider_error=access_denied`);
+    assert.equal(
+      answer.location?.href,
+      `${APP_ORIGIN}/done?status=error&error=provider_denied&provider=acme&provider_error=access_denied`,
+    );
     assert.equal(codeExchanges(), exchanges);
     assert.equal(await linksOf(tenant), 0);
   });
@@ -212,9 +250,16 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
   });
 
   test('in a browser, an untrusted callback ends on the hosted result page with the error code and nothing else', async () => {
-    const answer = await h.callback(`${h.publicUrl}/v1/oauth/callback/acme?state=%3Cscript%3Ealert(1)%3C%2Fscript%3E&code=x`, null, { headers: { accept: 'text/html' } });
+    const answer = await h.callback(
+      `${h.publicUrl}/v1/oauth/callback/acme?state=%3Cscript%3Ealert(1)%3C%2Fscript%3E&code=x`,
+      null,
+      { headers: { accept: 'text/html' } },
+    );
     assert.equal(answer.status, 303);
-    assert.equal(answer.location?.href, `${h.publicUrl}/connect/result?status=error&error=invalid_state`);
+    assert.equal(
+      answer.location?.href,
+      `${h.publicUrl}/connect/result?status=error&error=invalid_state`,
+    );
     assert.equal(answer.headers.get('cache-control'), 'no-store');
     const page = await h.request(answer.location!.pathname + answer.location!.search);
     assert.equal(page.status, 200);
@@ -226,29 +271,57 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
   test('a popup flow goes to the hosted result page, never to return_to', async () => {
     const { token, tenant } = await newSession(true);
     const flow = await h.startFlow('acme', token, { display: 'popup' });
-    const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, { accountId: 'popup-user' });
+    const callbackUrl = await oidc.completeLogin(flow.authorizationUrl, {
+      accountId: 'popup-user',
+    });
     const answer = await h.callback(callbackUrl, flow.cookie, { headers: { accept: 'text/html' } });
     assert.equal(answer.status, 303);
     const [link] = await h.store.listLinks({ tenantId: tenant });
-    assert.equal(answer.location?.href, `${h.publicUrl}/connect/result?status=connected&link_id=${link!.id}&provider=acme`);
+    assert.equal(
+      answer.location?.href,
+      `${h.publicUrl}/connect/result?status=connected&link_id=${link!.id}&provider=acme`,
+    );
     // A denied popup flow reports the provider's code, so the page can say "cancelled".
     const second = await newSession(true);
     const denied = await h.startFlow('acme', second.token, { display: 'popup' });
-    const deniedAnswer = await h.callback(await oidc.completeLogin(denied.authorizationUrl, { accountId: 'popup-user', deny: true }), denied.cookie, { headers: { accept: 'text/html' } });
-    assert.equal(deniedAnswer.location?.href, `${h.publicUrl}/connect/result?status=error&error=provider_denied&provider_error=access_denied&provider=acme`);
+    const deniedAnswer = await h.callback(
+      await oidc.completeLogin(denied.authorizationUrl, { accountId: 'popup-user', deny: true }),
+      denied.cookie,
+      { headers: { accept: 'text/html' } },
+    );
+    assert.equal(
+      deniedAnswer.location?.href,
+      `${h.publicUrl}/connect/result?status=error&error=provider_denied&provider_error=access_denied&provider=acme`,
+    );
   });
 
   test('a connect request is refused without a valid session, for a provider outside the session, or with unknown or repeated parameters', async () => {
-    const restricted = await h.createSession({ tenant_id: 'tenant-r', user_id: 'u', providers: ['other'] });
+    const restricted = await h.createSession({
+      tenant_id: 'tenant-r',
+      user_id: 'u',
+      providers: ['other'],
+    });
     const cases: [string, number, string][] = [
       ['/v1/connect/acme', 401, 'session_expired'],
       [`/v1/connect/acme?session=${randomBytes(32).toString('base64url')}`, 401, 'session_expired'],
       [`/v1/connect/acme?session=${restricted.session_token}`, 403, 'provider_not_allowed'],
       [`/v1/connect/nope?session=${restricted.session_token}`, 404, 'provider_not_found'],
-      [`/v1/connect/other?session=${restricted.session_token}&session=${restricted.session_token}`, 400, 'invalid_request'],
-      [`/v1/connect/other?session=${restricted.session_token}&login_host=evil.example`, 400, 'invalid_request'],
+      [
+        `/v1/connect/other?session=${restricted.session_token}&session=${restricted.session_token}`,
+        400,
+        'invalid_request',
+      ],
+      [
+        `/v1/connect/other?session=${restricted.session_token}&login_host=evil.example`,
+        400,
+        'invalid_request',
+      ],
       [`/v1/connect/other?session[]=${restricted.session_token}`, 400, 'invalid_request'],
-      [`/v1/connect/other?session=${restricted.session_token}&display=window`, 400, 'invalid_request'],
+      [
+        `/v1/connect/other?session=${restricted.session_token}&display=window`,
+        400,
+        'invalid_request',
+      ],
     ];
     for (const [path, status, code] of cases) {
       const answer = await h.request(path, { headers: JSON_ACCEPT });
@@ -256,8 +329,13 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
       assert.equal(answer.headers.getSetCookie().length, 0, `${path} set no cookie`);
     }
     // A browser is sent to the hosted result page with the code instead.
-    const page = await h.request(`/v1/connect/acme?session=${restricted.session_token}`, { headers: { accept: 'text/html' } });
+    const page = await h.request(`/v1/connect/acme?session=${restricted.session_token}`, {
+      headers: { accept: 'text/html' },
+    });
     assert.equal(page.status, 303);
-    assert.equal(page.location?.href, `${h.publicUrl}/connect/result?status=error&error=provider_not_allowed&provider=acme`);
+    assert.equal(
+      page.location?.href,
+      `${h.publicUrl}/connect/result?status=error&error=provider_not_allowed&provider=acme`,
+    );
   });
 });

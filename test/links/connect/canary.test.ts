@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { APP_ORIGIN, startConnectHarnessWithOidc, type HttpAnswer, type OidcConnectHarness } from '../../support/connect-harness.js';
+import {
+  APP_ORIGIN,
+  startConnectHarnessWithOidc,
+  type HttpAnswer,
+  type OidcConnectHarness,
+} from '../../support/connect-harness.js';
 import { startRedis, type RedisServerHandle } from '../../support/redis-server.js';
 
 /**
@@ -41,11 +46,18 @@ async function redisBytes(url: string): Promise<Buffer> {
         if (dumped) chunks.push(dumped);
         const type = await client.type(key);
         if (type === 'string') chunks.push((await client.getBuffer(key)) ?? Buffer.alloc(0));
-        else if (type === 'hash') chunks.push(...Object.entries(await client.hgetallBuffer(key)).flatMap(([k, v]) => [Buffer.from(k), v]));
+        else if (type === 'hash')
+          chunks.push(
+            ...Object.entries(await client.hgetallBuffer(key)).flatMap(([k, v]) => [
+              Buffer.from(k),
+              v,
+            ]),
+          );
         else if (type === 'list') chunks.push(...(await client.lrangeBuffer(key, '0', '-1')));
         else if (type === 'set') chunks.push(...(await client.smembersBuffer(key)));
         else if (type === 'zset') chunks.push(...(await client.zrangeBuffer(key, '0', '-1')));
-        else if (type === 'stream') chunks.push(Buffer.from(JSON.stringify(await client.xrange(key, '-', '+'))));
+        else if (type === 'stream')
+          chunks.push(Buffer.from(JSON.stringify(await client.xrange(key, '-', '+'))));
       }
     } while (cursor !== '0');
     return Buffer.concat(chunks);
@@ -62,8 +74,12 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
 
     before(async () => {
       // rdbcompression off: DUMP must show string values as stored, not LZF-compressed.
-      if (storeKind === 'redis') redis = await startRedis({ extraArgs: ['--rdbcompression', 'no'] });
-      h = await startConnectHarnessWithOidc({ mode: 'oidc', rotateRefreshTokens: true, client: CLIENT }, redis ? { redisUrl: redis.url } : {});
+      if (storeKind === 'redis')
+        redis = await startRedis({ extraArgs: ['--rdbcompression', 'no'] });
+      h = await startConnectHarnessWithOidc(
+        { mode: 'oidc', rotateRefreshTokens: true, client: CLIENT },
+        redis ? { redisUrl: redis.url } : {},
+      );
       // Capture every token exactly as the provider hands it out (the token endpoint's answer body).
       h.oidc.provider.on('grant.success', (ctx: unknown) => {
         const body = (ctx as { body?: unknown }).body;
@@ -85,42 +101,92 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
         seen.push({ label, answer });
         return answer;
       };
-      const admin = { authorization: h.services.bearer('crm-hs'), 'content-type': 'application/json' };
+      const admin = {
+        authorization: h.services.bearer('crm-hs'),
+        'content-type': 'application/json',
+      };
 
-      const sessionAnswer = record('create session', await h.request('/v1/sessions', { method: 'POST', headers: admin, body: JSON.stringify({ tenant_id: 'tenant-canary', user_id: 'user-canary', return_to: `${APP_ORIGIN}/done` }) }));
+      const sessionAnswer = record(
+        'create session',
+        await h.request('/v1/sessions', {
+          method: 'POST',
+          headers: admin,
+          body: JSON.stringify({
+            tenant_id: 'tenant-canary',
+            user_id: 'user-canary',
+            return_to: `${APP_ORIGIN}/done`,
+          }),
+        }),
+      );
       const sessionToken = String(sessionAnswer.json!.session_token);
       const flow = await h.startFlow('acme', sessionToken);
       record('connect redirect', flow.answer);
       const bindingValue = flow.cookie.split('=')[1]!;
-      const callbackUrl = await h.oidc.completeLogin(flow.authorizationUrl, { accountId: 'canary-account' });
+      const callbackUrl = await h.oidc.completeLogin(flow.authorizationUrl, {
+        accountId: 'canary-account',
+      });
       const code = callbackUrl.searchParams.get('code')!;
       const state = callbackUrl.searchParams.get('state')!;
       const done = record('callback', await h.callback(callbackUrl, flow.cookie));
       const linkId = done.location!.searchParams.get('link_id')!;
       record('callback replay', await h.callback(callbackUrl, flow.cookie));
-      record('callback replay json', await h.callback(callbackUrl, flow.cookie, { headers: { accept: 'application/json' } }));
-      record('callback without cookie', await h.callback(`/v1/oauth/callback/acme?code=${code}&state=${state}`, null, { headers: { accept: 'text/html' } }));
+      record(
+        'callback replay json',
+        await h.callback(callbackUrl, flow.cookie, { headers: { accept: 'application/json' } }),
+      );
+      record(
+        'callback without cookie',
+        await h.callback(`/v1/oauth/callback/acme?code=${code}&state=${state}`, null, {
+          headers: { accept: 'text/html' },
+        }),
+      );
 
       // Reconnect once more: a second token set, the first refresh token revoked in the background.
       const again = await h.startFlow('acme', sessionToken);
       record('reconnect redirect', again.answer);
-      const againCallback = await h.oidc.completeLogin(again.authorizationUrl, { accountId: 'canary-account' });
+      const againCallback = await h.oidc.completeLogin(again.authorizationUrl, {
+        accountId: 'canary-account',
+      });
       record('reconnect callback', await h.callback(againCallback, again.cookie));
       await h.connect.idle();
 
-      record('grant', await h.request('/v1/grants', { method: 'POST', headers: admin, body: JSON.stringify({ service_id: 'billing', link_id: linkId, purpose: 'canary' }) }));
+      record(
+        'grant',
+        await h.request('/v1/grants', {
+          method: 'POST',
+          headers: admin,
+          body: JSON.stringify({ service_id: 'billing', link_id: linkId, purpose: 'canary' }),
+        }),
+      );
       const release = (body: Record<string, unknown>) =>
-        h.request(`/v1/links/${linkId}/token`, { method: 'POST', headers: { authorization: h.services.bearer('billing-hs'), 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      const tokenAnswers = [await release({}), await release({ force_refresh: true }), await release({ force_refresh: true })];
+        h.request(`/v1/links/${linkId}/token`, {
+          method: 'POST',
+          headers: {
+            authorization: h.services.bearer('billing-hs'),
+            'content-type': 'application/json',
+          },
+          body: JSON.stringify(body),
+        });
+      const tokenAnswers = [
+        await release({}),
+        await release({ force_refresh: true }),
+        await release({ force_refresh: true }),
+      ];
       for (const a of tokenAnswers) assert.equal(a.status, 200, a.text);
 
       record('link', await h.request(`/v1/links/${linkId}`, { headers: admin }));
       record('links', await h.request('/v1/links?tenant_id=tenant-canary', { headers: admin }));
-      record('my links', await h.request('/v1/me/links', { headers: { authorization: `Bearer ${sessionToken}` } }));
+      record(
+        'my links',
+        await h.request('/v1/me/links', { headers: { authorization: `Bearer ${sessionToken}` } }),
+      );
       record('metrics', await h.request('/metrics'));
       record('providers', await h.request('/v1/providers'));
 
-      assert.ok(issued.access.length >= 4 && issued.refresh.length >= 4 && issued.id.length >= 2, JSON.stringify({ a: issued.access.length, r: issued.refresh.length, i: issued.id.length }));
+      assert.ok(
+        issued.access.length >= 4 && issued.refresh.length >= 4 && issued.id.length >= 2,
+        JSON.stringify({ a: issued.access.length, r: issued.refresh.length, i: issued.id.length }),
+      );
       // The token route released exactly the provider's access tokens (the last two after refreshes).
       assert.equal(tokenAnswers[2]!.json!.access_token, issued.access.at(-1));
 
@@ -141,7 +207,11 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
       let storeBytes: Buffer;
       if (storeKind === 'sqlite') {
         const path = h.sqlitePath!;
-        storeBytes = Buffer.concat([path, `${path}-wal`, `${path}-shm`, `${path}-journal`].filter((p) => existsSync(p)).map((p) => readFileSync(p)));
+        storeBytes = Buffer.concat(
+          [path, `${path}-wal`, `${path}-shm`, `${path}-journal`]
+            .filter((p) => existsSync(p))
+            .map((p) => readFileSync(p)),
+        );
       } else {
         storeBytes = await redisBytes(redis!.url);
       }
@@ -152,23 +222,32 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
       for (const [what, values] of Object.entries(neverStoredOrLogged)) {
         for (const value of values) {
           assert.ok(value.length >= 16, `${what} canary is long enough to be meaningful`);
-          assert.ok(!storeBytes.includes(Buffer.from(value)), `${what} found in the ${storeKind} store`);
+          assert.ok(
+            !storeBytes.includes(Buffer.from(value)),
+            `${what} found in the ${storeKind} store`,
+          );
           assert.ok(!logs.includes(value), `${what} found in the logs`);
         }
       }
       for (const { label, answer } of seen) {
         const raw = rawOf(answer);
-        for (const [what, values] of Object.entries({ ...neverAnywhere, 'access token': issued.access })) {
-          for (const value of values) assert.ok(!raw.includes(value), `${what} found in the ${label} response`);
+        for (const [what, values] of Object.entries({
+          ...neverAnywhere,
+          'access token': issued.access,
+        })) {
+          for (const value of values)
+            assert.ok(!raw.includes(value), `${what} found in the ${label} response`);
         }
         for (const value of [code, state, bindingValue]) {
-          if (label !== 'connect redirect' && label !== 'reconnect redirect') assert.ok(!raw.includes(value), `a flow secret found in the ${label} response`);
+          if (label !== 'connect redirect' && label !== 'reconnect redirect')
+            assert.ok(!raw.includes(value), `a flow secret found in the ${label} response`);
         }
       }
       for (const answer of tokenAnswers) {
         const raw = rawOf(answer);
         for (const [what, values] of Object.entries(neverAnywhere)) {
-          for (const value of values) assert.ok(!raw.includes(value), `${what} found in a token route response`);
+          for (const value of values)
+            assert.ok(!raw.includes(value), `${what} found in a token route response`);
         }
       }
     });

@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ACME_CLIENT, APP_ORIGIN, startConnectHarnessWithOidc, type OidcConnectHarness } from '../../support/connect-harness.js';
+import {
+  ACME_CLIENT,
+  APP_ORIGIN,
+  startConnectHarnessWithOidc,
+  type OidcConnectHarness,
+} from '../../support/connect-harness.js';
 
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
 
@@ -31,7 +36,10 @@ for (const mode of ['oidc', 'oauth'] as const) {
       assert.equal(p.get('scope'), h.oidc.scopes.join(' '));
       // The session bearer never travels on to the provider.
       assert.ok(!url.href.includes(session.session_token));
-      assert.match(flow.setCookie, /^lv_flow=[A-Za-z0-9_-]{43}; Path=\/v1\/oauth\/callback\/acme; Max-Age=600; HttpOnly; SameSite=Lax$/);
+      assert.match(
+        flow.setCookie,
+        /^lv_flow=[A-Za-z0-9_-]{43}; Path=\/v1\/oauth\/callback\/acme; Max-Age=600; HttpOnly; SameSite=Lax$/,
+      );
       assert.equal(flow.answer.headers.get('cache-control'), 'no-store');
       assert.equal(flow.answer.headers.get('referrer-policy'), 'no-referrer');
     });
@@ -40,8 +48,13 @@ for (const mode of ['oidc', 'oauth'] as const) {
       const before = h.oidc.tokenRequests().authorization_code ?? 0;
       const session = await h.createSession();
       const flow = await h.startFlow('acme', session.session_token);
-      const callbackUrl = await h.oidc.completeLogin(flow.authorizationUrl, { accountId: `alice-${mode}` });
-      assert.equal(callbackUrl.origin + callbackUrl.pathname, `${h.publicUrl}/v1/oauth/callback/acme`);
+      const callbackUrl = await h.oidc.completeLogin(flow.authorizationUrl, {
+        accountId: `alice-${mode}`,
+      });
+      assert.equal(
+        callbackUrl.origin + callbackUrl.pathname,
+        `${h.publicUrl}/v1/oauth/callback/acme`,
+      );
 
       const done = await h.callback(callbackUrl, flow.cookie);
       assert.equal(done.status, 303);
@@ -55,16 +68,25 @@ for (const mode of ['oidc', 'oauth'] as const) {
       const linkId = location.searchParams.get('link_id')!;
       assert.match(linkId, /^lnk_[A-Za-z0-9_-]{22}$/);
       // The binding cookie is cleared on the way out.
-      assert.ok(done.headers.getSetCookie().some((c) => /^lv_flow=; Path=\/v1\/oauth\/callback\/acme; Max-Age=0;/.test(c)));
+      assert.ok(
+        done.headers
+          .getSetCookie()
+          .some((c) => /^lv_flow=; Path=\/v1\/oauth\/callback\/acme; Max-Age=0;/.test(c)),
+      );
       assert.equal((h.oidc.tokenRequests().authorization_code ?? 0) - before, 1);
 
-      const read = await h.request(`/v1/links/${linkId}`, { headers: { authorization: h.services.bearer('crm-hs') } });
+      const read = await h.request(`/v1/links/${linkId}`, {
+        headers: { authorization: h.services.bearer('crm-hs') },
+      });
       assert.equal(read.status, 200);
       const body = read.json!;
       assert.match(String(body.created_at), RFC3339);
       assert.equal(body.updated_at, body.created_at);
       const granted = body.granted_scopes as string[];
-      assert.ok(granted.includes('api:read') && granted.includes('api:write'), `granted scopes ${granted.join(' ')}`);
+      assert.ok(
+        granted.includes('api:read') && granted.includes('api:write'),
+        `granted scopes ${granted.join(' ')}`,
+      );
       assert.deepEqual(body, {
         id: linkId,
         tenant_id: 'tenant-a',
@@ -83,11 +105,15 @@ for (const mode of ['oidc', 'oauth'] as const) {
       assert.equal(stored?.providerAccountId, mode === 'oidc' ? `alice-${mode}` : null);
       assert.ok(stored?.tokens, 'the token set is sealed on the link');
 
-      const list = await h.request('/v1/links?tenant_id=tenant-a&provider_id=acme&status=active', { headers: { authorization: h.services.bearer('auditor-hs') } });
+      const list = await h.request('/v1/links?tenant_id=tenant-a&provider_id=acme&status=active', {
+        headers: { authorization: h.services.bearer('auditor-hs') },
+      });
       assert.equal(list.status, 200);
       assert.ok((list.json!.links as { id: string }[]).some((l) => l.id === linkId));
 
-      const mine = await h.request('/v1/me/links', { headers: { authorization: `Bearer ${session.session_token}` } });
+      const mine = await h.request('/v1/me/links', {
+        headers: { authorization: `Bearer ${session.session_token}` },
+      });
       assert.equal(mine.status, 200);
       assert.ok((mine.json!.links as { id: string }[]).some((l) => l.id === linkId));
     });

@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { APP_ORIGIN, BUILTIN_CATALOGUE, startConnectHarness, type ConnectHarness } from '../../support/connect-harness.js';
+import {
+  APP_ORIGIN,
+  BUILTIN_CATALOGUE,
+  startConnectHarness,
+  type ConnectHarness,
+} from '../../support/connect-harness.js';
 import {
   startGitHubStandIn,
   startSalesforceStandIn,
@@ -21,9 +26,15 @@ import {
  */
 
 const CLIENT = { clientId: 'lv-client', clientSecret: 'lv-client-secret-0123456789abcdef' };
-const builtin = (JSON.parse(readFileSync(BUILTIN_CATALOGUE, 'utf8')) as { providers: Record<string, unknown>[] }).providers;
+const builtin = (
+  JSON.parse(readFileSync(BUILTIN_CATALOGUE, 'utf8')) as { providers: Record<string, unknown>[] }
+).providers;
 
-function entryFrom(id: string, newId: string, overrides: Record<string, unknown>): Record<string, unknown> {
+function entryFrom(
+  id: string,
+  newId: string,
+  overrides: Record<string, unknown>,
+): Record<string, unknown> {
   const entry = structuredClone(builtin.find((e) => e.id === id)!);
   delete entry.unconfirmed;
   return { ...entry, id: newId, ...overrides };
@@ -37,16 +48,33 @@ describe('when a provider answers with its documented quirks', () => {
   let h: ConnectHarness;
 
   before(async () => {
-    [sf, slack, gh, zoho] = await Promise.all([startSalesforceStandIn(CLIENT), startSlackStandIn(CLIENT), startGitHubStandIn(CLIENT), startZohoStandIn(CLIENT)]);
-    const privacy = { settings_url: 'https://example.test/settings', instructions: 'test', policy_url: 'https://example.test/privacy' };
-    const extra = (entry: Record<string, unknown>) => ({ entry, credentials: CLIENT, allowInsecureUrls: true });
+    [sf, slack, gh, zoho] = await Promise.all([
+      startSalesforceStandIn(CLIENT),
+      startSlackStandIn(CLIENT),
+      startGitHubStandIn(CLIENT),
+      startZohoStandIn(CLIENT),
+    ]);
+    const privacy = {
+      settings_url: 'https://example.test/settings',
+      instructions: 'test',
+      policy_url: 'https://example.test/privacy',
+    };
+    const extra = (entry: Record<string, unknown>) => ({
+      entry,
+      credentials: CLIENT,
+      allowInsecureUrls: true,
+    });
     h = await startConnectHarness({
       providers: () => [
         extra(
           entryFrom('salesforce', 'sf', {
             authorization_url: `${sf.url}/services/oauth2/authorize`,
             token_url: `${sf.url}${sf.tokenPath}`,
-            revocation: { style: 'rfc7009', url: `${sf.url}${sf.revokePath}`, token_type_hint: 'refresh_token' },
+            revocation: {
+              style: 'rfc7009',
+              url: `${sf.url}${sf.revokePath}`,
+              token_type_hint: 'refresh_token',
+            },
             template_variables: [],
             privacy,
           }),
@@ -56,7 +84,11 @@ describe('when a provider answers with its documented quirks', () => {
           entryFrom('salesforce', 'sf-strict', {
             authorization_url: `${sf.url}/services/oauth2/authorize`,
             token_url: `${sf.url}${sf.tokenPath}`,
-            revocation: { style: 'rfc7009', url: `${sf.url}${sf.revokePath}`, token_type_hint: 'refresh_token' },
+            revocation: {
+              style: 'rfc7009',
+              url: `${sf.url}${sf.revokePath}`,
+              token_type_hint: 'refresh_token',
+            },
             template_variables: [],
             api_hosts: ['*.force.com'],
             privacy,
@@ -66,21 +98,33 @@ describe('when a provider answers with its documented quirks', () => {
           entryFrom('slack', 'slk', {
             authorization_url: `${slack.url}/oauth/v2/authorize`,
             token_url: `${slack.url}${slack.tokenPath}`,
-            revocation: { style: 'slack_auth_revoke', url: `${slack.url}${slack.revokePath}`, token_type_hint: 'access_token' },
+            revocation: {
+              style: 'slack_auth_revoke',
+              url: `${slack.url}${slack.revokePath}`,
+              token_type_hint: 'access_token',
+            },
           }),
         ),
         extra(
           entryFrom('github', 'gh', {
             authorization_url: `${gh.url}/login/oauth/authorize`,
             token_url: `${gh.url}${gh.tokenPath}`,
-            revocation: { style: 'github_grant', url: `${gh.url}/applications/{client_id}/grant`, token_type_hint: 'access_token' },
+            revocation: {
+              style: 'github_grant',
+              url: `${gh.url}/applications/{client_id}/grant`,
+              token_type_hint: 'access_token',
+            },
           }),
         ),
         extra(
           entryFrom('zoho', 'zh', {
             authorization_url: `${zoho.url}/{accountsServer}/oauth/v2/auth`,
             token_url: `${zoho.url}/{accountsServer}/oauth/v2/token`,
-            revocation: { style: 'rfc7009', url: `${zoho.url}/{accountsServer}/oauth/v2/token/revoke`, token_type_hint: 'refresh_token' },
+            revocation: {
+              style: 'rfc7009',
+              url: `${zoho.url}/{accountsServer}/oauth/v2/token/revoke`,
+              token_type_hint: 'refresh_token',
+            },
           }),
         ),
       ],
@@ -93,7 +137,11 @@ describe('when a provider answers with its documented quirks', () => {
 
   /** Starts a flow and comes back to the callback with `params` added to the provider's state. */
   async function roundTrip(providerId: string, params: Record<string, string>, tenant: string) {
-    const session = await h.createSession({ tenant_id: tenant, user_id: 'u', return_to: `${APP_ORIGIN}/done` });
+    const session = await h.createSession({
+      tenant_id: tenant,
+      user_id: 'u',
+      return_to: `${APP_ORIGIN}/done`,
+    });
     const flow = await h.startFlow(providerId, session.session_token);
     const state = flow.authorizationUrl.searchParams.get('state')!;
     const query = new URLSearchParams({ ...params, state });
@@ -117,20 +165,26 @@ describe('when a provider answers with its documented quirks', () => {
     assert.equal(sf.requests(sf.tokenPath), 1);
   });
 
-  test('then an instance_url outside the entry\'s API hosts is invalid_token_response and nothing is stored', async () => {
+  test("then an instance_url outside the entry's API hosts is invalid_token_response and nothing is stored", async () => {
     const exchanges = sf.requests(sf.tokenPath);
     const { answer } = await roundTrip('sf-strict', { code: 'sf-code-2' }, 'tenant-sf-strict');
     assert.equal(answer.status, 303);
-    assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=invalid_token_response&provider=sf-strict`);
+    assert.equal(
+      answer.location?.href,
+      `${APP_ORIGIN}/done?status=error&error=invalid_token_response&provider=sf-strict`,
+    );
     assert.equal(sf.requests(sf.tokenPath) - exchanges, 1);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-sf-strict' })).length, 0);
   });
 
-  test('then Slack\'s HTTP 200 ok:false is an error result and nothing is stored; a good answer captures team metadata', async () => {
+  test("then Slack's HTTP 200 ok:false is an error result and nothing is stored; a good answer captures team metadata", async () => {
     slack.failNextWith('invalid_code');
     const failed = await roundTrip('slk', { code: 'slack-code-1' }, 'tenant-slack-bad');
     assert.equal(failed.answer.status, 303);
-    assert.equal(failed.answer.location?.href, `${APP_ORIGIN}/done?status=error&error=authorization_code_rejected&provider=slk`);
+    assert.equal(
+      failed.answer.location?.href,
+      `${APP_ORIGIN}/done?status=error&error=authorization_code_rejected&provider=slk`,
+    );
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-slack-bad' })).length, 0);
 
     const { answer } = await roundTrip('slk', { code: 'slack-code-2' }, 'tenant-slack');
@@ -155,9 +209,13 @@ describe('when a provider answers with its documented quirks', () => {
     assert.deepEqual(gh.acceptCounts(), { json: 1, other: 0 });
   });
 
-  test('then Zoho\'s accounts-server from the callback picks the data center for the exchange and is kept on the link', async () => {
+  test("then Zoho's accounts-server from the callback picks the data center for the exchange and is kept on the link", async () => {
     const code = zoho.issueCode('accounts.zoho.eu');
-    const { flow, answer } = await roundTrip('zh', { code, location: 'eu', 'accounts-server': 'https://accounts.zoho.eu' }, 'tenant-zoho');
+    const { flow, answer } = await roundTrip(
+      'zh',
+      { code, location: 'eu', 'accounts-server': 'https://accounts.zoho.eu' },
+      'tenant-zoho',
+    );
     assert.equal(flow.authorizationUrl.pathname, '/accounts.zoho.com/oauth/v2/auth');
     const link = (await h.store.getLink(linkIdOf(answer.location)))!;
     assert.deepEqual(link.endpointVariables, { accountsServer: 'accounts.zoho.eu' });
@@ -166,11 +224,24 @@ describe('when a provider answers with its documented quirks', () => {
     assert.equal(zoho.requests('/accounts.zoho.com/oauth/v2/token'), 0);
   });
 
-  test('then a Zoho accounts-server outside Zoho\'s domains is refused with zero token requests', async () => {
+  test("then a Zoho accounts-server outside Zoho's domains is refused with zero token requests", async () => {
     const before = zoho.requests();
-    for (const server of ['https://accounts.evil.example', 'https://accounts.zoho.eu.evil.example', 'https://accounts.zoho.eu/../x', 'http://127.0.0.1:1']) {
-      const { answer } = await roundTrip('zh', { code: 'whatever', 'accounts-server': server }, 'tenant-zoho-bad');
-      assert.equal(answer.location?.href, `${APP_ORIGIN}/done?status=error&error=invalid_request&provider=zh`, server);
+    for (const server of [
+      'https://accounts.evil.example',
+      'https://accounts.zoho.eu.evil.example',
+      'https://accounts.zoho.eu/../x',
+      'http://127.0.0.1:1',
+    ]) {
+      const { answer } = await roundTrip(
+        'zh',
+        { code: 'whatever', 'accounts-server': server },
+        'tenant-zoho-bad',
+      );
+      assert.equal(
+        answer.location?.href,
+        `${APP_ORIGIN}/done?status=error&error=invalid_request&provider=zh`,
+        server,
+      );
     }
     assert.equal(zoho.requests(), before);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-zoho-bad' })).length, 0);

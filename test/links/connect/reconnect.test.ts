@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { openTokenSet } from '../../../src/links/sealing/token-vault.js';
 import type { LinkRecord } from '../../../src/links/link.js';
-import { startConnectHarnessWithOidc, type OidcConnectHarness } from '../../support/connect-harness.js';
+import {
+  startConnectHarnessWithOidc,
+  type OidcConnectHarness,
+} from '../../support/connect-harness.js';
 
 describe('when a user connects the same provider account again', () => {
   let h: OidcConnectHarness;
@@ -14,10 +17,18 @@ describe('when a user connects the same provider account again', () => {
     await h.close();
   });
 
-  async function connectAs(accountId: string, tenant = 'tenant-re', user = 'user-re'): Promise<{ linkId: string; reconnected: boolean }> {
+  async function connectAs(
+    accountId: string,
+    tenant = 'tenant-re',
+    user = 'user-re',
+  ): Promise<{ linkId: string; reconnected: boolean }> {
     const session = await h.createSession({ tenant_id: tenant, user_id: user });
     const flow = await h.startFlow('acme', session.session_token);
-    const done = await h.callback(await h.oidc.completeLogin(flow.authorizationUrl, { accountId }), flow.cookie, { headers: { accept: 'application/json' } });
+    const done = await h.callback(
+      await h.oidc.completeLogin(flow.authorizationUrl, { accountId }),
+      flow.cookie,
+      { headers: { accept: 'application/json' } },
+    );
     assert.equal(done.status, 200, done.text);
     return { linkId: String(done.json!.link_id), reconnected: false };
   }
@@ -33,7 +44,10 @@ describe('when a user connects the same provider account again', () => {
     const oldRefresh = await refreshTokenOf(before);
     assert.equal((await h.oidc.introspect(oldRefresh)).active, true);
     // The link had needed reauthorisation (a dead refresh token, say): the reconnect heals it.
-    const marked = await h.store.saveLink({ ...before, status: 'needs_reauth', version: before.version + 1 }, before.version);
+    const marked = await h.store.saveLink(
+      { ...before, status: 'needs_reauth', version: before.version + 1 },
+      before.version,
+    );
     assert.ok(marked);
 
     const revocationsBefore = h.oidc.requestCounts().revocation;
@@ -48,12 +62,18 @@ describe('when a user connects the same provider account again', () => {
     const newRefresh = await refreshTokenOf(after);
     assert.notEqual(newRefresh, oldRefresh);
     assert.equal((await h.oidc.introspect(newRefresh)).active, true);
-    assert.equal((await h.oidc.introspect(oldRefresh)).active, false, 'the superseded refresh token is dead at the provider');
+    assert.equal(
+      (await h.oidc.introspect(oldRefresh)).active,
+      false,
+      'the superseded refresh token is dead at the provider',
+    );
     assert.equal(h.oidc.requestCounts().revocation - revocationsBefore, 1);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-re', userId: 'user-re' })).length, 1);
 
     const audit = await h.store.readAudit(undefined, 10_000);
-    const events = audit.filter((e) => e.data.link_id === first.linkId).map((e) => [e.type, e.data.outcome ?? null]);
+    const events = audit
+      .filter((e) => e.data.link_id === first.linkId)
+      .map((e) => [e.type, e.data.outcome ?? null]);
     assert.deepEqual(events, [
       ['link.connected', null],
       ['link.reconnected', null],
@@ -70,7 +90,10 @@ describe('when a user connects the same provider account again', () => {
   test('then a revoked link stays revoked: reconnecting that account makes a new link', async () => {
     const first = await connectAs('erin', 'tenant-three', 'user-three');
     const link = (await h.store.getLink(first.linkId))!;
-    const revoked = await h.store.saveLink({ ...link, status: 'revoked', tokens: null, version: link.version + 1 }, link.version);
+    const revoked = await h.store.saveLink(
+      { ...link, status: 'revoked', tokens: null, version: link.version + 1 },
+      link.version,
+    );
     assert.ok(revoked);
     const again = await connectAs('erin', 'tenant-three', 'user-three');
     assert.notEqual(again.linkId, first.linkId);
@@ -83,11 +106,21 @@ describe('when a user connects the same provider account again', () => {
       [1, 2].map(async () => {
         const session = await h.createSession({ tenant_id: 'tenant-race', user_id: 'user-race' });
         const flow = await h.startFlow('acme', session.session_token);
-        return { flow, callbackUrl: await h.oidc.completeLogin(flow.authorizationUrl, { accountId: 'frank' }) };
+        return {
+          flow,
+          callbackUrl: await h.oidc.completeLogin(flow.authorizationUrl, { accountId: 'frank' }),
+        };
       }),
     );
-    const answers = await Promise.all(flows.map(({ flow, callbackUrl }) => h.callback(callbackUrl, flow.cookie, { headers: { accept: 'application/json' } })));
-    assert.deepEqual(answers.map((a) => a.status), [200, 200]);
+    const answers = await Promise.all(
+      flows.map(({ flow, callbackUrl }) =>
+        h.callback(callbackUrl, flow.cookie, { headers: { accept: 'application/json' } }),
+      ),
+    );
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [200, 200],
+    );
     assert.equal(answers[0]!.json!.link_id, answers[1]!.json!.link_id);
     assert.equal((await h.store.listLinks({ tenantId: 'tenant-race' })).length, 1);
   });

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { checkReturnTo, withResult } from '../../../src/links/connect/return-to.js';
-import { APP_ORIGIN, startConnectHarness, type ConnectHarness } from '../../support/connect-harness.js';
+import {
+  APP_ORIGIN,
+  startConnectHarness,
+  type ConnectHarness,
+} from '../../support/connect-harness.js';
 
 /** Open-redirect vectors against return_to (RFC 9700 §4.11): exact origin match, no repair. */
 
@@ -39,12 +43,17 @@ const REFUSED: Record<string, unknown> = {
   'empty string': '',
   'over 2048 characters': `${APP_ORIGIN}/${'a'.repeat(2048)}`,
   'a number': 42,
-  'null': null,
+  null: null,
   'an array': [`${APP_ORIGIN}/ok`],
   'an object': { href: `${APP_ORIGIN}/ok` },
 };
 
-const ACCEPTED = [APP_ORIGIN, `${APP_ORIGIN}/`, `${APP_ORIGIN}/settings/integrations?tab=crm#top`, 'https://APP.example.com/x'];
+const ACCEPTED = [
+  APP_ORIGIN,
+  `${APP_ORIGIN}/`,
+  `${APP_ORIGIN}/settings/integrations?tab=crm#top`,
+  'https://APP.example.com/x',
+];
 
 describe('when a session asks for a return_to', () => {
   let h: ConnectHarness;
@@ -63,7 +72,10 @@ describe('when a session asks for a return_to', () => {
       assert.equal(answer.status, 400, answer.text);
       assert.equal(answer.json?.code, 'invalid_return_to');
       assert.ok(!answer.text.includes('evil.com'), 'the refused value is not echoed');
-      assert.throws(() => checkReturnTo(value, [APP_ORIGIN]), (err: { code?: string }) => err.code === 'invalid_return_to');
+      assert.throws(
+        () => checkReturnTo(value, [APP_ORIGIN]),
+        (err: { code?: string }) => err.code === 'invalid_return_to',
+      );
     });
   }
 
@@ -81,7 +93,10 @@ describe('when a session asks for a return_to', () => {
 
   test('then the result parameters replace any of the same name already in return_to', () => {
     assert.equal(
-      withResult(`${APP_ORIGIN}/cb?status=forged&keep=1#frag`, { status: 'error', error: 'invalid_state' }),
+      withResult(`${APP_ORIGIN}/cb?status=forged&keep=1#frag`, {
+        status: 'error',
+        error: 'invalid_state',
+      }),
       `${APP_ORIGIN}/cb?status=error&keep=1&error=invalid_state#frag`,
     );
   });

@@ -14,7 +14,11 @@ describe('grant matching at release', () => {
   });
   after(() => h.close());
 
-  const token = (linkId: string, body: object = {}, kid = 'billing-hs') => request(h.app).post(`/v1/links/${linkId}/token`).set('Authorization', h.services.bearer(kid)).send(body);
+  const token = (linkId: string, body: object = {}, kid = 'billing-hs') =>
+    request(h.app)
+      .post(`/v1/links/${linkId}/token`)
+      .set('Authorization', h.services.bearer(kid))
+      .send(body);
 
   it('when no grant exists, then 403 no_grant (deny by default) and nothing is audited as released', async () => {
     const link = await h.seedLink();
@@ -46,7 +50,10 @@ describe('grant matching at release', () => {
   });
 
   it('when the requested scopes exceed the grant, then 403 scope_not_granted; within it, 200', async () => {
-    const link = await h.seedLink({ tenantId: 'tenant-s', grantedScopes: ['read', 'write', 'admin'] });
+    const link = await h.seedLink({
+      tenantId: 'tenant-s',
+      grantedScopes: ['read', 'write', 'admin'],
+    });
     await h.addGrant({ serviceId: 'billing', tenantId: 'tenant-s', scopes: ['read'] });
     const denied = await token(link.id, { scopes: ['read', 'write'] });
     assert.equal(denied.status, 403);

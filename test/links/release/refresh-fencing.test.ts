@@ -16,7 +16,11 @@ import { startReleaseCluster, type ReleaseCluster } from '../../support/release-
  * stored refresh token is B's (the old one is spent), and it works.
  */
 
-const CLIENT = { client_id: 'fence-client', client_secret: 'fence-secret-that-is-long-enough-00', redirect_uris: [TEST_REDIRECT_URI] };
+const CLIENT = {
+  client_id: 'fence-client',
+  client_secret: 'fence-secret-that-is-long-enough-00',
+  redirect_uris: [TEST_REDIRECT_URI],
+};
 const LOCK_TTL_SECONDS = 2;
 
 describe('refresh fencing', () => {
@@ -34,7 +38,10 @@ describe('refresh fencing', () => {
       clientId: CLIENT.client_id,
       clientSecret: CLIENT.client_secret,
       completeLogin: (u, o) => oidc.completeLogin(u, o),
-      env: { LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '1', LINKVAULT_REFRESH_LOCK_TTL_SECONDS: String(LOCK_TTL_SECONDS) },
+      env: {
+        LINKVAULT_PROVIDER_TIMEOUT_SECONDS: '1',
+        LINKVAULT_REFRESH_LOCK_TTL_SECONDS: String(LOCK_TTL_SECONDS),
+      },
     });
   });
   after(async () => {
@@ -44,9 +51,16 @@ describe('refresh fencing', () => {
   });
 
   it('when the lock holder is frozen past the TTL while another replica refreshes, then its late write is rejected and the newer refresh token stays', async () => {
-    const link = await cluster.connectLink({ linkId: 'lnk_fence_1', accessTokenExpiresAtMs: Date.now() - 1000 });
+    const link = await cluster.connectLink({
+      linkId: 'lnk_fence_1',
+      accessTokenExpiresAtMs: Date.now() - 1000,
+    });
     const old = await openTokenSet(cluster.vault, link, link.tokens!);
-    const grant = await cluster.createGrant({ service_id: 'billing', link_id: link.id, purpose: 'fencing test' });
+    const grant = await cluster.createGrant({
+      service_id: 'billing',
+      link_id: link.id,
+      purpose: 'fencing test',
+    });
     assert.equal(grant.status, 201);
     const a = cluster.replicas[0]!;
 
@@ -61,7 +75,11 @@ describe('refresh fencing', () => {
       await new Promise((r) => setTimeout(r, LOCK_TTL_SECONDS * 1000 + 500));
       const bResult = await cluster.requestToken(1, link.id);
       assert.equal(bResult.status, 200);
-      assert.equal(oidc.tokenRequests().refresh_token, 1, "B's refresh is the only one the provider saw");
+      assert.equal(
+        oidc.tokenRequests().refresh_token,
+        1,
+        "B's refresh is the only one the provider saw",
+      );
       const afterB = (await cluster.store.getLink(link.id))!;
       assert.equal(afterB.version, link.version + 1);
 
@@ -79,11 +97,18 @@ describe('refresh fencing', () => {
       assert.equal(tokens.accessToken.reveal(), bResult.body.access_token);
       assert.notEqual(tokens.refreshToken!.reveal(), old.refreshToken!.reveal());
       assert.ok(
-        a.lines.some((l) => l.msg === 'refresh answer lost after sending; the provider may have rotated the refresh token'),
+        a.lines.some(
+          (l) =>
+            l.msg ===
+            'refresh answer lost after sending; the provider may have rotated the refresh token',
+        ),
         'A did attempt its late write',
       );
       const metrics = await (await fetch(`${a.url}/metrics`)).text();
-      assert.match(metrics, /linkvault_refreshes_total\{provider="fenceas",outcome="maybe_delivered"\} 1/);
+      assert.match(
+        metrics,
+        /linkvault_refreshes_total\{provider="fenceas",outcome="maybe_delivered"\} 1/,
+      );
 
       // The old refresh token is spent; the stored one is live: refreshing again works.
       const again = await cluster.requestToken(0, link.id, { force_refresh: true });

@@ -14,7 +14,10 @@ import type { TokenSet } from '../../../src/oauth/oauth-client.js';
 import { Secret } from '../../../src/secret.js';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
 import type { LinkRecord } from '../../../src/links/link.js';
-import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../../support/provider-stand-ins.js';
+import {
+  startTokenEndpointStandIn,
+  type TokenEndpointStandIn,
+} from '../../support/provider-stand-ins.js';
 import { makeTestServices, type TestServices } from '../../support/service-jwt.js';
 
 /**
@@ -35,13 +38,21 @@ describe('metadata captured on refresh', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'lv-refresh-metadata-'));
     standIn = await startTokenEndpointStandIn({ rotate: true });
-    const builtin = (JSON.parse(readFileSync(join(import.meta.dirname, '../../../config/providers.json'), 'utf8')) as { providers: Record<string, unknown>[] }).providers;
+    const builtin = (
+      JSON.parse(
+        readFileSync(join(import.meta.dirname, '../../../config/providers.json'), 'utf8'),
+      ) as { providers: Record<string, unknown>[] }
+    ).providers;
     const pipedrive = builtin.find((p) => p.id === 'pipedrive')!;
     const entry = {
       ...pipedrive,
       authorization_url: `${standIn.url}/authorize`,
       token_url: standIn.tokenUrl,
-      revocation: { style: 'rfc7009', url: standIn.revocationUrl, token_type_hint: 'refresh_token' },
+      revocation: {
+        style: 'rfc7009',
+        url: standIn.revocationUrl,
+        token_type_hint: 'refresh_token',
+      },
     };
     writeFileSync(join(dir, 'providers.json'), JSON.stringify({ providers: [entry] }));
     services = makeTestServices();
@@ -64,12 +75,24 @@ describe('metadata captured on refresh', () => {
       dir,
     );
     const metrics = new Metrics();
-    const keys = await LocalKeyProvider.load({ keyFile: join(dir, 'master.key'), mayGenerate: true, metrics });
+    const keys = await LocalKeyProvider.load({
+      keyFile: join(dir, 'master.key'),
+      mayGenerate: true,
+      metrics,
+    });
     const vault = createVault({ keys, metrics, maxEntries: 100, maxAgeMs: 60_000 });
     store = new SqliteStore({ path: join(dir, 'lv.db') });
-    service = await startService(config, { store, keys, metrics, log: createLogger({ level: 'silent' }) });
+    service = await startService(config, {
+      store,
+      keys,
+      metrics,
+      log: createLogger({ level: 'silent' }),
+    });
     sealLink = async (l, tokens) => {
-      const saved = await store.saveLink({ ...l, tokens: await sealTokenSet(vault, l, tokens, null) }, null);
+      const saved = await store.saveLink(
+        { ...l, tokens: await sealTokenSet(vault, l, tokens, null) },
+        null,
+      );
       assert.ok(saved);
       return saved;
     };
@@ -104,9 +127,27 @@ describe('metadata captured on refresh', () => {
         lastRefreshedAtMs: null,
         lastUsedAtMs: null,
       },
-      { accessToken: new Secret('at_expired'), refreshToken: new Secret(refreshToken), idToken: null, tokenType: 'bearer', expiresAtMs: at - 1000, scopes: ['api:read'], extra: {} },
+      {
+        accessToken: new Secret('at_expired'),
+        refreshToken: new Secret(refreshToken),
+        idToken: null,
+        tokenType: 'bearer',
+        expiresAtMs: at - 1000,
+        scopes: ['api:read'],
+        extra: {},
+      },
     );
-    await store.putGrant({ id: 'grt_pipedrive', serviceId: 'billing', tenantId: null, providerId: null, linkId: link.id, scopes: null, purpose: 'test', createdAtMs: at, expiresAtMs: null });
+    await store.putGrant({
+      id: 'grt_pipedrive',
+      serviceId: 'billing',
+      tenantId: null,
+      providerId: null,
+      linkId: link.id,
+      scopes: null,
+      purpose: 'test',
+      createdAtMs: at,
+      expiresAtMs: null,
+    });
   });
 
   async function token(body: object): Promise<{ status: number; body: Record<string, unknown> }> {
@@ -124,7 +165,9 @@ describe('metadata captured on refresh', () => {
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.notEqual(res.body.access_token, 'at_expired');
     assert.deepEqual(res.body.metadata, { api_domain: 'https://newco.pipedrive.com' });
-    assert.deepEqual((await store.getLink(link.id))!.metadata, { api_domain: 'https://newco.pipedrive.com' });
+    assert.deepEqual((await store.getLink(link.id))!.metadata, {
+      api_domain: 'https://newco.pipedrive.com',
+    });
     assert.equal(standIn.tokenRequests().refresh_token, 1);
   });
 

@@ -6,7 +6,10 @@ import { REFRESH_UNCERTAIN_KEY } from '../../../src/links/release/refresh-coordi
 import { openTokenSet } from '../../../src/links/sealing/token-vault.js';
 import type { LinkRecord } from '../../../src/links/link.js';
 import { expectedProblem } from '../../support/problem-body.js';
-import { startTokenEndpointStandIn, type TokenEndpointStandIn } from '../../support/provider-stand-ins.js';
+import {
+  startTokenEndpointStandIn,
+  type TokenEndpointStandIn,
+} from '../../support/provider-stand-ins.js';
 import { createTestOAuth } from '../../support/provider-link.js';
 import { createReleaseHarness, type ReleaseHarness } from '../../support/release-harness.js';
 import { testProviderEntry } from '../../support/test-catalogue.js';
@@ -26,9 +29,27 @@ describe('refresh under provider faults', () => {
   before(async () => {
     standIn = await startTokenEndpointStandIn({ rotate: true });
     const entry = testProviderEntry('faulty', standIn.url, { account_id: { from: 'none' } });
-    const { oauth } = createTestOAuth({ entry, clientId: standIn.client.clientId, clientSecret: standIn.client.clientSecret, providerTimeoutMs: 400 });
+    const { oauth } = createTestOAuth({
+      entry,
+      clientId: standIn.client.clientId,
+      clientSecret: standIn.client.clientSecret,
+      providerTimeoutMs: 400,
+    });
     // The provider is in the stack's catalogue too: the revocation worker revokes what a refresh racing a revocation obtained.
-    h = await createReleaseHarness({ oauth, providers: [{ entry, credentials: { clientId: standIn.client.clientId, clientSecret: standIn.client.clientSecret }, allowInsecureUrls: true }], startWorker: true });
+    h = await createReleaseHarness({
+      oauth,
+      providers: [
+        {
+          entry,
+          credentials: {
+            clientId: standIn.client.clientId,
+            clientSecret: standIn.client.clientSecret,
+          },
+          allowInsecureUrls: true,
+        },
+      ],
+      startWorker: true,
+    });
     await h.addGrant({ serviceId: 'billing', tenantId: 'tenant-a' });
   });
   after(async () => {
@@ -39,10 +60,19 @@ describe('refresh under provider faults', () => {
   beforeEach(async () => {
     rt = `rt_${randomBytes(12).toString('base64url')}`;
     standIn.addRefreshToken(rt);
-    link = await h.seedLink({ providerId: 'faulty', refreshToken: rt, expiresAtMs: Date.now() - 1000, grantedScopes: ['api:read'] });
+    link = await h.seedLink({
+      providerId: 'faulty',
+      refreshToken: rt,
+      expiresAtMs: Date.now() - 1000,
+      grantedScopes: ['api:read'],
+    });
   });
 
-  const token = (body: object = {}) => request(h.app).post(`/v1/links/${link.id}/token`).set('Authorization', h.services.bearer('billing-hs')).send(body);
+  const token = (body: object = {}) =>
+    request(h.app)
+      .post(`/v1/links/${link.id}/token`)
+      .set('Authorization', h.services.bearer('billing-hs'))
+      .send(body);
   const refreshes = () => standIn.tokenRequests().refresh_token ?? 0;
   const current = async () => (await h.store.getLink(link.id))!;
 
@@ -62,14 +92,25 @@ describe('refresh under provider faults', () => {
   });
 
   it('when the provider times out but the current token is still valid, then the current token is served', async () => {
-    const fresh = await h.seedLink({ providerId: 'faulty', refreshToken: rt, expiresAtMs: Date.now() + 120_000, grantedScopes: ['api:read'] });
+    const fresh = await h.seedLink({
+      providerId: 'faulty',
+      refreshToken: rt,
+      expiresAtMs: Date.now() + 120_000,
+      grantedScopes: ['api:read'],
+    });
     standIn.queue({ kind: 'hang' });
-    const res = await request(h.app).post(`/v1/links/${fresh.id}/token`).set('Authorization', h.services.bearer('billing-hs')).send({ min_validity_seconds: 600 });
+    const res = await request(h.app)
+      .post(`/v1/links/${fresh.id}/token`)
+      .set('Authorization', h.services.bearer('billing-hs'))
+      .send({ min_validity_seconds: 600 });
     assert.equal(res.status, 200);
     assert.equal(res.body.access_token, `at-${fresh.id}`);
     // ...but not to a caller that forces a refresh: it has just seen that token fail.
     standIn.queue({ kind: 'hang' });
-    const forced = await request(h.app).post(`/v1/links/${fresh.id}/token`).set('Authorization', h.services.bearer('billing-hs')).send({ force_refresh: true });
+    const forced = await request(h.app)
+      .post(`/v1/links/${fresh.id}/token`)
+      .set('Authorization', h.services.bearer('billing-hs'))
+      .send({ force_refresh: true });
     assert.equal(forced.status, 503);
     assert.ok(!forced.text.includes(`at-${fresh.id}`));
   });
@@ -81,9 +122,17 @@ describe('refresh under provider faults', () => {
     assert.equal(res.body.code, 'provider_unavailable');
     assert.ok(REFRESH_UNCERTAIN_KEY in (await current()).metadata);
 
-    const other = await h.seedLink({ providerId: 'faulty', refreshToken: rt, expiresAtMs: Date.now() - 1000, grantedScopes: ['api:read'] });
+    const other = await h.seedLink({
+      providerId: 'faulty',
+      refreshToken: rt,
+      expiresAtMs: Date.now() - 1000,
+      grantedScopes: ['api:read'],
+    });
     standIn.queue({ kind: 'status', status: 503, retryAfter: '7' });
-    const unavailable = await request(h.app).post(`/v1/links/${other.id}/token`).set('Authorization', h.services.bearer('billing-hs')).send({});
+    const unavailable = await request(h.app)
+      .post(`/v1/links/${other.id}/token`)
+      .set('Authorization', h.services.bearer('billing-hs'))
+      .send({});
     assert.equal(unavailable.status, 503);
     assert.equal(unavailable.headers['retry-after'], '7');
     assert.equal((await h.store.getLink(other.id))!.version, other.version, 'link untouched');
@@ -106,7 +155,9 @@ describe('refresh under provider faults', () => {
     const after = await current();
     assert.equal(after.status, 'needs_reauth');
     assert.equal(after.version, link.version + 1);
-    const event = (await h.store.readAudit()).find((e) => e.type === 'link.needs_reauth' && e.data.link_id === link.id);
+    const event = (await h.store.readAudit()).find(
+      (e) => e.type === 'link.needs_reauth' && e.data.link_id === link.id,
+    );
     assert.equal(event?.data.reason, 'refresh_token_rejected');
     const before = refreshes();
     for (let i = 0; i < 3; i++) assert.equal((await token()).status, 409);
@@ -139,7 +190,9 @@ describe('refresh under provider faults', () => {
     assert.equal(next.status, 409);
     assert.equal(next.body.code, 'reauth_required');
     assert.equal((await current()).status, 'needs_reauth');
-    const event = (await h.store.readAudit()).find((e) => e.type === 'link.needs_reauth' && e.data.link_id === link.id);
+    const event = (await h.store.readAudit()).find(
+      (e) => e.type === 'link.needs_reauth' && e.data.link_id === link.id,
+    );
     assert.equal(event?.data.reason, 'refresh_token_rejected_after_lost_answer');
   });
 
@@ -156,18 +209,39 @@ describe('refresh under provider faults', () => {
       await new Promise((r) => setTimeout(r, 5));
     }
     const live = await current();
-    assert.ok(await h.store.saveLink({ ...live, status: 'revoked', tokens: null, accessTokenExpiresAtMs: null, updatedAtMs: Date.now() }, live.version));
+    assert.ok(
+      await h.store.saveLink(
+        {
+          ...live,
+          status: 'revoked',
+          tokens: null,
+          accessTokenExpiresAtMs: null,
+          updatedAtMs: Date.now(),
+        },
+        live.version,
+      ),
+    );
     const res = await pending;
     assert.equal(res.status, 410);
     assert.deepEqual(res.body, expectedProblem(res, 'link_revoked'));
     // The durable revocation queue revokes them in the background: the new refresh token and the new access token.
-    for (let i = 0; !(await h.auditEvents()).some((e) => e.type === 'link.orphan_tokens_revoked' && e.data.link_id === link.id); i++) {
+    for (
+      let i = 0;
+      !(await h.auditEvents()).some(
+        (e) => e.type === 'link.orphan_tokens_revoked' && e.data.link_id === link.id,
+      );
+      i++
+    ) {
       assert.ok(i < 1000, 'the tokens were never revoked at the provider');
       await new Promise((r) => setTimeout(r, 5));
     }
     assert.equal(standIn.revocationCounts().revoked, revokedBefore + 2);
     liveBefore.delete(rt);
-    assert.deepEqual(new Set(standIn.liveRefreshTokens()), liveBefore, 'the refresh token issued during the revocation is dead too');
+    assert.deepEqual(
+      new Set(standIn.liveRefreshTokens()),
+      liveBefore,
+      'the refresh token issued during the revocation is dead too',
+    );
     const stored = await current();
     assert.equal(stored.status, 'revoked');
     assert.equal(stored.tokens, null);

@@ -11,7 +11,11 @@ import { startReleaseCluster, type ReleaseCluster } from '../../support/release-
  * a spent one is replayed, RFC 9700 §4.14.2). Exactly one refresh may reach the provider.
  */
 
-const CLIENT = { client_id: 'race-client', client_secret: 'race-secret-that-is-long-enough-000', redirect_uris: [TEST_REDIRECT_URI] };
+const CLIENT = {
+  client_id: 'race-client',
+  client_secret: 'race-secret-that-is-long-enough-000',
+  redirect_uris: [TEST_REDIRECT_URI],
+};
 const CALLERS_PER_REPLICA = 50;
 let slowRefresh = false;
 
@@ -24,7 +28,8 @@ describe('refresh race across replicas', () => {
     // A provider that takes 300 ms to refresh: every caller arrives while the first refresh is in
     // flight, so the race is real rather than won by timing.
     oidc.provider.use(async (ctx, next) => {
-      if (ctx.method === 'POST' && ctx.path === '/token' && slowRefresh) await new Promise((r) => setTimeout(r, 300));
+      if (ctx.method === 'POST' && ctx.path === '/token' && slowRefresh)
+        await new Promise((r) => setTimeout(r, 300));
       await next();
     });
     cluster = await startReleaseCluster({
@@ -42,14 +47,23 @@ describe('refresh race across replicas', () => {
   });
 
   it('when 4 replicas × 50 callers ask for an expired token at once, then one refresh reaches the provider and all get the same new token', async () => {
-    const link = await cluster.connectLink({ linkId: 'lnk_race_1', accessTokenExpiresAtMs: Date.now() - 1000 });
+    const link = await cluster.connectLink({
+      linkId: 'lnk_race_1',
+      accessTokenExpiresAtMs: Date.now() - 1000,
+    });
     const old = await openTokenSet(cluster.vault, link, link.tokens!);
-    const grant = await cluster.createGrant({ service_id: 'billing', tenant_id: 'tenant-a', purpose: 'race test' });
+    const grant = await cluster.createGrant({
+      service_id: 'billing',
+      tenant_id: 'tenant-a',
+      purpose: 'race test',
+    });
     assert.equal(grant.status, 201);
     assert.equal(oidc.tokenRequests().refresh_token ?? 0, 0);
 
     slowRefresh = true;
-    const calls = cluster.replicas.flatMap((_r, i) => Array.from({ length: CALLERS_PER_REPLICA }, () => cluster.requestToken(i, link.id)));
+    const calls = cluster.replicas.flatMap((_r, i) =>
+      Array.from({ length: CALLERS_PER_REPLICA }, () => cluster.requestToken(i, link.id)),
+    );
     const results = await Promise.all(calls);
     slowRefresh = false;
 

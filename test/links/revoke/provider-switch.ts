@@ -8,7 +8,11 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type SwitchMode = { kind: 'pass' } | { kind: 'hang' } | { kind: 'hold' } | { kind: 'status'; status: number; retryAfterSeconds?: number };
+export type SwitchMode =
+  | { kind: 'pass' }
+  | { kind: 'hang' }
+  | { kind: 'hold' }
+  | { kind: 'status'; status: number; retryAfterSeconds?: number };
 
 export interface SeenRequest {
   readonly method: string;
@@ -54,10 +58,16 @@ export async function startProviderSwitch(target: string): Promise<ProviderSwitc
     return ['', { kind: 'pass' }];
   };
 
-  async function forward(req: IncomingMessage, body: Buffer, res: ServerResponse, path: string): Promise<void> {
+  async function forward(
+    req: IncomingMessage,
+    body: Buffer,
+    res: ServerResponse,
+    path: string,
+  ): Promise<void> {
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) {
-      if (typeof v === 'string' && !['host', 'connection', 'content-length'].includes(k)) headers[k] = v;
+      if (typeof v === 'string' && !['host', 'connection', 'content-length'].includes(k))
+        headers[k] = v;
     }
     try {
       const answer = await fetch(new URL(req.url ?? '/', target), {
@@ -69,14 +79,18 @@ export async function startProviderSwitch(target: string): Promise<ProviderSwitc
       const bytes = Buffer.from(await answer.arrayBuffer());
       if ((answer.headers.get('content-type') ?? '').includes('json') && bytes.length > 0) {
         try {
-          answered.push({ path, body: JSON.parse(bytes.toString('utf8')) as Record<string, unknown> });
+          answered.push({
+            path,
+            body: JSON.parse(bytes.toString('utf8')) as Record<string, unknown>,
+          });
         } catch {
           // not JSON after all
         }
       }
       const out: Record<string, string> = {};
       answer.headers.forEach((v, k) => {
-        if (!['content-length', 'content-encoding', 'transfer-encoding', 'connection'].includes(k)) out[k] = v;
+        if (!['content-length', 'content-encoding', 'transfer-encoding', 'connection'].includes(k))
+          out[k] = v;
       });
       res.writeHead(answer.status, out);
       res.end(bytes);
@@ -100,9 +114,12 @@ export async function startProviderSwitch(target: string): Promise<ProviderSwitc
         held.push({ forward: () => void forward(req, body, res, path), prefix });
       } else {
         const headers: Record<string, string> = { 'content-type': 'application/json' };
-        if (mode.retryAfterSeconds !== undefined) headers['retry-after'] = String(mode.retryAfterSeconds);
+        if (mode.retryAfterSeconds !== undefined)
+          headers['retry-after'] = String(mode.retryAfterSeconds);
         res.writeHead(mode.status, headers);
-        res.end(JSON.stringify({ error: mode.status === 429 ? 'slow_down' : 'temporarily_unavailable' }));
+        res.end(
+          JSON.stringify({ error: mode.status === 429 ? 'slow_down' : 'temporarily_unavailable' }),
+        );
       }
       notify();
     });
@@ -122,9 +139,11 @@ export async function startProviderSwitch(target: string): Promise<ProviderSwitc
       for (const h of now) h.forward();
     },
     held: (count = 1) => waitFor(() => held.length >= count),
-    seen: (pathPrefix, count) => waitFor(() => requests.filter((r) => r.path.startsWith(pathPrefix)).length >= count),
+    seen: (pathPrefix, count) =>
+      waitFor(() => requests.filter((r) => r.path.startsWith(pathPrefix)).length >= count),
     requests,
-    answers: (pathPrefix) => answered.filter((a) => a.path.startsWith(pathPrefix)).map((a) => a.body),
+    answers: (pathPrefix) =>
+      answered.filter((a) => a.path.startsWith(pathPrefix)).map((a) => a.body),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

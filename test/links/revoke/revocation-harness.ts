@@ -17,7 +17,11 @@ export interface StackOptions {
   /** A store the test owns (it closes it); default a SQLite file of the stack's own, closed by close(). */
   readonly store?: Store;
   /** Raw snake_case catalogue entries (http:// allowed), each enabled with the given credentials. */
-  readonly providers: readonly { readonly entry: Record<string, unknown>; readonly clientId: string; readonly clientSecret: string }[];
+  readonly providers: readonly {
+    readonly entry: Record<string, unknown>;
+    readonly clientId: string;
+    readonly clientSecret: string;
+  }[];
   readonly worker?: Partial<RevocationWorkerOptions>;
   /** Start the worker's loop (default true). */
   readonly startWorker?: boolean;
@@ -34,11 +38,26 @@ const quiet = pino({ level: 'silent' });
 
 export function startStack(options: StackOptions): Promise<Stack> {
   return startFullStack({
-    env: { LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'true', LINKVAULT_PROVIDER_TIMEOUT_SECONDS: String(options.providerTimeoutSeconds ?? 5) },
-    providers: options.providers.map((p) => ({ entry: p.entry, credentials: { clientId: p.clientId, clientSecret: p.clientSecret }, allowInsecureUrls: true })),
+    env: {
+      LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS: 'true',
+      LINKVAULT_PROVIDER_TIMEOUT_SECONDS: String(options.providerTimeoutSeconds ?? 5),
+    },
+    providers: options.providers.map((p) => ({
+      entry: p.entry,
+      credentials: { clientId: p.clientId, clientSecret: p.clientSecret },
+      allowInsecureUrls: true,
+    })),
     log: options.log ?? quiet,
     auditHmacKey: randomBytes(32),
-    revocationWorker: { pollIntervalMs: 50, backoffBaseMs: 100, backoffMaxMs: 1000, takeoverGraceMs: 500, ratePerSecond: 1000, burst: 1000, ...(options.worker ?? {}) },
+    revocationWorker: {
+      pollIntervalMs: 50,
+      backoffBaseMs: 100,
+      backoffMaxMs: 1000,
+      takeoverGraceMs: 500,
+      ratePerSecond: 1000,
+      burst: 1000,
+      ...(options.worker ?? {}),
+    },
     startWorker: options.startWorker !== false,
     ...(options.store ? { store: options.store } : {}),
     ...(options.oauth ? { oauth: options.oauth } : {}),
@@ -53,9 +72,18 @@ export async function obtainTokens(
   accountId: string,
   redirectUri: string,
 ): Promise<TokenSet> {
-  const start = await stack.oauth.startAuthorization({ providerId, endpointVariables: {}, redirectUri });
+  const start = await stack.oauth.startAuthorization({
+    providerId,
+    endpointVariables: {},
+    redirectUri,
+  });
   const callbackUrl = await server.completeLogin(start.url, { accountId });
-  const done = await stack.oauth.completeAuthorization({ providerId, endpointVariables: {}, callbackUrl, checks: start.checks });
+  const done = await stack.oauth.completeAuthorization({
+    providerId,
+    endpointVariables: {},
+    callbackUrl,
+    checks: start.checks,
+  });
   return done.tokens;
 }
 
@@ -63,7 +91,11 @@ export async function obtainTokens(
  * Resolves when `check` holds, re-checking every `everyMs`; rejects after `timeoutMs`. For
  * outcomes that arrive from a background worker, which gives nothing to await directly.
  */
-export async function eventually<T>(check: () => Promise<T | null | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | null | undefined | false>,
+  timeoutMs = 10_000,
+  everyMs = 20,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

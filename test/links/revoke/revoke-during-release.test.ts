@@ -36,7 +36,8 @@ describe('revocation racing a token release', () => {
             if (prop === 'appendAudit') {
               return (event: AuditEvent) => {
                 const run = hook;
-                if (run === null || event.type !== 'token.released') return target.appendAudit(event);
+                if (run === null || event.type !== 'token.released')
+                  return target.appendAudit(event);
                 hook = null;
                 return run(event, () => target.appendAudit(event));
               };
@@ -46,12 +47,26 @@ describe('revocation racing a token release', () => {
           },
         }),
     });
-    const catalogue = loadCatalogue({ builtinFile: join(import.meta.dirname, '../../../config/providers.json'), extraFile: null, config: h.config });
-    revocation = createRevocation({ store: h.store, vault: h.vault, catalogue, audit: h.audit, log: pino({ level: 'silent' }), metrics: h.metrics });
+    const catalogue = loadCatalogue({
+      builtinFile: join(import.meta.dirname, '../../../config/providers.json'),
+      extraFile: null,
+      config: h.config,
+    });
+    revocation = createRevocation({
+      store: h.store,
+      vault: h.vault,
+      catalogue,
+      audit: h.audit,
+      log: pino({ level: 'silent' }),
+      metrics: h.metrics,
+    });
   });
   after(() => h.close());
 
-  const targets = (): [string, Express | ((req: IncomingMessage, res: ServerResponse) => void)][] => [
+  const targets = (): [
+    string,
+    Express | ((req: IncomingMessage, res: ServerResponse) => void),
+  ][] => [
     ['Express', h.app],
     ['lean path', h.listener],
   ];
@@ -62,13 +77,28 @@ describe('revocation racing a token release', () => {
     return link;
   }
 
-  const ask = (target: Express | ((req: IncomingMessage, res: ServerResponse) => void), linkId: string) =>
-    request(target).post(`/v1/links/${linkId}/token`).set('Authorization', h.services.bearer('billing-hs')).set('Content-Type', 'application/json').send('{}');
+  const ask = (
+    target: Express | ((req: IncomingMessage, res: ServerResponse) => void),
+    linkId: string,
+  ) =>
+    request(target)
+      .post(`/v1/links/${linkId}/token`)
+      .set('Authorization', h.services.bearer('billing-hs'))
+      .set('Content-Type', 'application/json')
+      .send('{}');
 
-  const revoke = (linkId: string) => revocation.revokeLink(linkId, { revokedBy: 'service', serviceId: 'crm-sync', reason: 'race', requestId: 'race' });
+  const revoke = (linkId: string) =>
+    revocation.revokeLink(linkId, {
+      revokedBy: 'service',
+      serviceId: 'crm-sync',
+      reason: 'race',
+      requestId: 'race',
+    });
 
   async function eventsOf(linkId: string): Promise<string[]> {
-    return (await h.store.readAudit(undefined, 10_000)).filter((e) => e.data.link_id === linkId).map((e) => e.type);
+    return (await h.store.readAudit(undefined, 10_000))
+      .filter((e) => e.data.link_id === linkId)
+      .map((e) => e.type);
   }
 
   it('when a link is released normally, then the token leaves, one release is audited and nothing is withdrawn', async () => {
@@ -96,8 +126,15 @@ describe('revocation racing a token release', () => {
       assert.deepEqual(res.body, expectedProblem(res, 'link_revoked'), name);
       assert.equal(res.text.includes(`revoked-before-${name}`), false, name);
       const events = await eventsOf(link.id);
-      assert.ok(events.indexOf('link.revocation_requested') < events.indexOf('token.released'), name);
-      assert.equal(events.at(-1), 'token.release_withdrawn', `${name}: the stored release record is followed by its withdrawal`);
+      assert.ok(
+        events.indexOf('link.revocation_requested') < events.indexOf('token.released'),
+        name,
+      );
+      assert.equal(
+        events.at(-1),
+        'token.release_withdrawn',
+        `${name}: the stored release record is followed by its withdrawal`,
+      );
     }
   });
 
@@ -124,7 +161,12 @@ describe('revocation racing a token release', () => {
       const link = await seeded(`reauth-${name}`);
       hook = async (_event, append) => {
         const current = (await h.store.getLink(link.id))!;
-        assert.ok(await h.store.saveLink({ ...current, status: 'needs_reauth', updatedAtMs: Date.now() }, current.version));
+        assert.ok(
+          await h.store.saveLink(
+            { ...current, status: 'needs_reauth', updatedAtMs: Date.now() },
+            current.version,
+          ),
+        );
         return append();
       };
       const res = await ask(target, link.id);

@@ -10,7 +10,11 @@ import { startProviderSwitch, type ProviderSwitch } from './provider-switch.js';
 import { eventually, obtainTokens, startStack, type Stack } from './revocation-harness.js';
 
 const REDIRECT = 'http://127.0.0.1:3000/v1/oauth/callback/test-as';
-const CLIENT = { client_id: 'lv-client', client_secret: 'lv-secret-0123456789', redirect_uris: [REDIRECT] };
+const CLIENT = {
+  client_id: 'lv-client',
+  client_secret: 'lv-secret-0123456789',
+  redirect_uris: [REDIRECT],
+};
 
 /**
  * The provider step is durable and retried: a provider that hangs or answers 503 leaves the work
@@ -30,7 +34,13 @@ describe('revocation while the provider is down', () => {
     lines.on('data', (chunk: Buffer) => (logged += chunk.toString('utf8')));
     oidc = await startOidcServer({ mode: 'oauth', clients: [CLIENT] });
     front = await startProviderSwitch(oidc.url);
-    const entry = oidc.catalogueEntry('test-as', { revocation: { style: 'rfc7009', url: `${front.url}/token/revocation`, token_type_hint: 'refresh_token' } });
+    const entry = oidc.catalogueEntry('test-as', {
+      revocation: {
+        style: 'rfc7009',
+        url: `${front.url}/token/revocation`,
+        token_type_hint: 'refresh_token',
+      },
+    });
     stack = await startStack({
       providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }],
       providerTimeoutSeconds: 1,
@@ -41,7 +51,8 @@ describe('revocation while the provider is down', () => {
   after(async () => {
     // Canary: every retry, timeout and failure above was logged, and no token reached a log line.
     assert.ok(logged.includes('revocation at the provider failed; will retry'));
-    for (const token of issued) assert.equal(logged.includes(token), false, 'a token reached the log');
+    for (const token of issued)
+      assert.equal(logged.includes(token), false, 'a token reached the log');
     await stack.close();
     await front.close();
     await oidc.close();
@@ -50,17 +61,30 @@ describe('revocation while the provider is down', () => {
   it('when the provider hangs, then the token route answers 410 at once and the revocation completes once the provider answers again', async () => {
     const tokens = await obtainTokens(stack, oidc, 'test-as', 'alice', REDIRECT);
     issued.push(tokens.accessToken.reveal(), tokens.refreshToken!.reveal());
-    const link = await stack.createLink({ tenantId: 'acme', userId: 'alice', providerId: 'test-as', tokens });
+    const link = await stack.createLink({
+      tenantId: 'acme',
+      userId: 'alice',
+      providerId: 'test-as',
+      tokens,
+    });
     front.set('/token/revocation', { kind: 'hang' });
 
     const started = Date.now();
-    const res = await request(stack.app).delete(`/v1/links/${link.id}`).set('Authorization', stack.services.bearer('crm-hs'));
+    const res = await request(stack.app)
+      .delete(`/v1/links/${link.id}`)
+      .set('Authorization', stack.services.bearer('crm-hs'));
     assert.equal(res.status, 200);
     assert.equal(res.body.provider_revocation.status, 'pending');
-    const gone = await request(stack.app).post(`/v1/links/${link.id}/token`).set('Authorization', stack.services.bearer('crm-hs')).send({});
+    const gone = await request(stack.app)
+      .post(`/v1/links/${link.id}/token`)
+      .set('Authorization', stack.services.bearer('crm-hs'))
+      .send({});
     assert.equal(gone.status, 410);
     assert.equal(gone.body.code, 'link_revoked');
-    assert.ok(Date.now() - started < 1000, 'neither the revoke nor the token route waited for the provider');
+    assert.ok(
+      Date.now() - started < 1000,
+      'neither the revoke nor the token route waited for the provider',
+    );
 
     // The worker reached the provider, which said nothing; the attempt times out and is rescheduled.
     await front.seen('/token/revocation', 1);
@@ -70,7 +94,11 @@ describe('revocation while the provider is down', () => {
       return record && record.provider_revocation.attempts >= 1 ? record : null;
     });
     assert.equal(pending.provider_revocation.status, 'pending');
-    assert.equal((await oidc.introspect(tokens.refreshToken!.reveal())).active, true, 'the token is still alive while the provider is down');
+    assert.equal(
+      (await oidc.introspect(tokens.refreshToken!.reveal())).active,
+      true,
+      'the token is still alive while the provider is down',
+    );
     assert.equal(await stack.store.countJobs(), 1, 'the work waits in the queue');
 
     front.set('/token/revocation', { kind: 'pass' });
@@ -82,8 +110,13 @@ describe('revocation while the provider is down', () => {
     assert.equal(done.provider_revocation.status, 'confirmed');
     assert.ok(done.provider_revocation.attempts >= 2);
     assert.equal((await oidc.introspect(tokens.refreshToken!.reveal())).active, false);
-    await assert.rejects(stack.oauth.refresh({ providerId: 'test-as', endpointVariables: {}, refreshToken: tokens.refreshToken! }), (err: unknown) =>
-      isLinkvaultError(err, 'reauth_required'),
+    await assert.rejects(
+      stack.oauth.refresh({
+        providerId: 'test-as',
+        endpointVariables: {},
+        refreshToken: tokens.refreshToken!,
+      }),
+      (err: unknown) => isLinkvaultError(err, 'reauth_required'),
     );
     await eventually(async () => (await stack.store.countJobs()) === 0);
   });
@@ -91,10 +124,18 @@ describe('revocation while the provider is down', () => {
   it('when the provider answers 503 with Retry-After, then the retry waits that long', async () => {
     const tokens = await obtainTokens(stack, oidc, 'test-as', 'bob', REDIRECT);
     issued.push(tokens.accessToken.reveal(), tokens.refreshToken!.reveal());
-    const link = await stack.createLink({ tenantId: 'acme', userId: 'bob', providerId: 'test-as', tokens });
+    const link = await stack.createLink({
+      tenantId: 'acme',
+      userId: 'bob',
+      providerId: 'test-as',
+      tokens,
+    });
     front.set('/token/revocation', { kind: 'status', status: 503, retryAfterSeconds: 1 });
     const seenBefore = front.requests.filter((r) => r.path === '/token/revocation').length;
-    await request(stack.app).delete(`/v1/links/${link.id}`).set('Authorization', stack.services.bearer('crm-hs')).expect(200);
+    await request(stack.app)
+      .delete(`/v1/links/${link.id}`)
+      .set('Authorization', stack.services.bearer('crm-hs'))
+      .expect(200);
     await front.seen('/token/revocation', seenBefore + 1);
     const firstAt = Date.now();
     front.set('/token/revocation', { kind: 'pass' });
@@ -111,9 +152,17 @@ describe('revocation while the provider is down', () => {
   it('when the provider stays down, then the revocation is marked failed after the bounded attempts, audited, and the queued tokens are shredded', async () => {
     const tokens = await obtainTokens(stack, oidc, 'test-as', 'carol', REDIRECT);
     issued.push(tokens.accessToken.reveal(), tokens.refreshToken!.reveal());
-    const link = await stack.createLink({ tenantId: 'acme', userId: 'carol', providerId: 'test-as', tokens });
+    const link = await stack.createLink({
+      tenantId: 'acme',
+      userId: 'carol',
+      providerId: 'test-as',
+      tokens,
+    });
     front.set('/token/revocation', { kind: 'status', status: 503 });
-    await request(stack.app).delete(`/v1/links/${link.id}`).set('Authorization', stack.services.bearer('crm-hs')).expect(200);
+    await request(stack.app)
+      .delete(`/v1/links/${link.id}`)
+      .set('Authorization', stack.services.bearer('crm-hs'))
+      .expect(200);
     const done = await eventually(async () => {
       const record = parseRecord((await stack.store.getRevocation(link.id))!.record);
       return record.provider_revocation.status === 'pending' ? null : record;
@@ -121,10 +170,16 @@ describe('revocation while the provider is down', () => {
     assert.deepEqual(done.provider_revocation, { status: 'failed', attempts: 4 });
     await eventually(async () => (await stack.store.countJobs()) === 0);
     const events = (await stack.auditEvents()).filter((e) => e.data.link_id === link.id);
-    const final = events.find((e) => e.type === 'link.provider_revocation' && e.data.final === true);
+    const final = events.find(
+      (e) => e.type === 'link.provider_revocation' && e.data.final === true,
+    );
     assert.equal(final?.data.outcome, 'failed');
     assert.equal(final?.data.error_code, 'provider_unavailable');
-    assert.equal(events.filter((e) => e.type === 'link.provider_revocation' && e.data.outcome === 'retry').length, 3);
+    assert.equal(
+      events.filter((e) => e.type === 'link.provider_revocation' && e.data.outcome === 'retry')
+        .length,
+      3,
+    );
     assert.ok(events.some((e) => e.type === 'link.shredded' && e.data.where === 'revocation_job'));
     front.set('/token/revocation', { kind: 'pass' });
   });

@@ -14,7 +14,12 @@ import { makeLink, runStoreContract } from '../store-contract.js';
 let cluster: RedisClusterHandle;
 let prefixes = 0;
 function clusterConfig() {
-  return { kind: 'redis' as const, redisUrl: null, clusterNodes: cluster.seeds, keyPrefix: `lvc${++prefixes}` };
+  return {
+    kind: 'redis' as const,
+    redisUrl: null,
+    clusterNodes: cluster.seeds,
+    keyPrefix: `lvc${++prefixes}`,
+  };
 }
 
 before(async () => {
@@ -32,7 +37,12 @@ runStoreContract('redis cluster', async () => {
 /** Which node (by port) serves the slot of `key`, from CLUSTER KEYSLOT and CLUSTER SLOTS. */
 async function nodePortOf(admin: Redis, key: string): Promise<number> {
   const slot = Number(await admin.call('CLUSTER', 'KEYSLOT', key));
-  const ranges = (await admin.call('CLUSTER', 'SLOTS')) as [number, number, [string, number, ...unknown[]], ...unknown[]][];
+  const ranges = (await admin.call('CLUSTER', 'SLOTS')) as [
+    number,
+    number,
+    [string, number, ...unknown[]],
+    ...unknown[],
+  ][];
   const range = ranges.find(([first, last]) => slot >= first && slot <= last);
   assert.ok(range, `slot ${slot} is served`);
   return Number(range[2][1]);
@@ -46,7 +56,8 @@ describe('RedisStore on a 3-master Redis Cluster', () => {
     try {
       const tenants = Array.from({ length: 12 }, (_, i) => `tenant-${i}`);
       const portsHit = new Set<number>();
-      for (const t of tenants) portsHit.add(await nodePortOf(admin, `${redisTenantTag(config.keyPrefix, t)}:l:x`));
+      for (const t of tenants)
+        portsHit.add(await nodePortOf(admin, `${redisTenantTag(config.keyPrefix, t)}:l:x`));
       assert.equal(portsHit.size, 3, 'the tenants spread over all three masters');
 
       const saved = new Map<string, string>();
@@ -59,9 +70,15 @@ describe('RedisStore on a 3-master Redis Cluster', () => {
       for (const t of tenants) {
         const id = saved.get(t)!;
         assert.equal((await store.getLink(id))?.status, 'needs_reauth');
-        assert.deepEqual((await store.listLinks({ tenantId: t, status: 'needs_reauth' })).map((l) => l.id), [id]);
+        assert.deepEqual(
+          (await store.listLinks({ tenantId: t, status: 'needs_reauth' })).map((l) => l.id),
+          [id],
+        );
         assert.deepEqual(await store.listLinks({ tenantId: t, status: 'active' }), []);
-        assert.deepEqual((await store.listLinks({ tenantId: t, providerAccountId: `acct-${t}` })).map((l) => l.id), [id]);
+        assert.deepEqual(
+          (await store.listLinks({ tenantId: t, providerAccountId: `acct-${t}` })).map((l) => l.id),
+          [id],
+        );
       }
       // Across tenants (and so across slots and masters).
       assert.equal((await store.listLinks({ status: 'needs_reauth' })).length, tenants.length);
@@ -71,11 +88,23 @@ describe('RedisStore on a 3-master Redis Cluster', () => {
 
       // One queue job per tenant; the queue's keys share one slot, whichever master it is on.
       const now = Date.now();
-      for (const t of tenants) await store.enqueue({ id: `revoke-${t}`, kind: 'revoke', payload: { tenant: t }, attempts: 0, runAtMs: now });
-      const claims = await Promise.all([store.claimJobs(now, 5, 10_000), store.claimJobs(now, 5, 10_000), store.claimJobs(now, 5, 10_000)]);
+      for (const t of tenants)
+        await store.enqueue({
+          id: `revoke-${t}`,
+          kind: 'revoke',
+          payload: { tenant: t },
+          attempts: 0,
+          runAtMs: now,
+        });
+      const claims = await Promise.all([
+        store.claimJobs(now, 5, 10_000),
+        store.claimJobs(now, 5, 10_000),
+        store.claimJobs(now, 5, 10_000),
+      ]);
       const claimed = claims.flat();
       assert.equal(new Set(claimed.map((j) => j.id)).size, tenants.length);
-      for (const job of claimed) assert.equal(await store.completeJob(job.id, job.leaseToken!), true);
+      for (const job of claimed)
+        assert.equal(await store.completeJob(job.id, job.leaseToken!), true);
       assert.equal(await store.countJobs(), 0);
     } finally {
       admin.disconnect();
@@ -107,7 +136,11 @@ describe('RedisStore on a 3-master Redis Cluster', () => {
       const victim = cluster.nodes[2]!;
       let tenant = '';
       for (let i = 0; !tenant; i++) {
-        if ((await nodePortOf(admin, `${redisTenantTag(config.keyPrefix, `t${i}`)}:l:x`)) === victim.port) tenant = `t${i}`;
+        if (
+          (await nodePortOf(admin, `${redisTenantTag(config.keyPrefix, `t${i}`)}:l:x`)) ===
+          victim.port
+        )
+          tenant = `t${i}`;
       }
       const link = makeLink({ tenantId: tenant });
       await store.saveLink(link, null);

@@ -12,7 +12,12 @@ import { makeLink, runStoreContract } from '../store-contract.js';
 
 let prefixes = 0;
 function redisConfig(url: string) {
-  return { kind: 'redis' as const, redisUrl: url, clusterNodes: null, keyPrefix: `lvtest${++prefixes}` };
+  return {
+    kind: 'redis' as const,
+    redisUrl: url,
+    clusterNodes: null,
+    keyPrefix: `lvtest${++prefixes}`,
+  };
 }
 
 /** Polls the store until it answers again (Redis restarted; ioredis reconnects with backoff). */
@@ -29,7 +34,9 @@ async function waitUntilAnswering(store: Store, timeoutMs = 5000): Promise<void>
   }
 }
 
-async function timed<T>(promise: Promise<T>): Promise<{ elapsedMs: number; result: PromiseSettledResult<T> }> {
+async function timed<T>(
+  promise: Promise<T>,
+): Promise<{ elapsedMs: number; result: PromiseSettledResult<T> }> {
   const started = Date.now();
   const [result] = await Promise.allSettled([promise]);
   return { elapsedMs: Date.now() - started, result: result! };
@@ -38,7 +45,10 @@ async function timed<T>(promise: Promise<T>): Promise<{ elapsedMs: number; resul
 function assertUnavailable(result: PromiseSettledResult<unknown>): void {
   assert.equal(result.status, 'rejected');
   const reason = (result as PromiseRejectedResult).reason as unknown;
-  assert.ok(isLinkvaultError(reason, 'store_unavailable'), `expected store_unavailable, got ${String(reason)}`);
+  assert.ok(
+    isLinkvaultError(reason, 'store_unavailable'),
+    `expected store_unavailable, got ${String(reason)}`,
+  );
   assert.equal(reason.retryAfterSeconds, 1);
 }
 
@@ -83,7 +93,11 @@ describe('RedisStore on a standalone Redis', () => {
       for (let i = 0; i < 50; i++) {
         await store.getLink(link.id);
         await store.touchLink(link.id, Date.now());
-        await store.appendAudit({ atMs: Date.now(), type: 'token.released', data: { link_id: link.id } });
+        await store.appendAudit({
+          atMs: Date.now(),
+          type: 'token.released',
+          data: { link_id: link.id },
+        });
       }
       await marker.echo('end-count');
       await sentinel;
@@ -106,7 +120,11 @@ describe('RedisStore on a standalone Redis', () => {
     const soon = makeLink({ tenantId: 'old-a', accessTokenExpiresAtMs: now + 1000 });
     const alsoSoon = makeLink({ tenantId: 'old-b', accessTokenExpiresAtMs: now + 2000 });
     const later = makeLink({ tenantId: 'old-a', accessTokenExpiresAtMs: now + 3_600_000 });
-    const reauth = makeLink({ tenantId: 'old-b', status: 'needs_reauth', accessTokenExpiresAtMs: now + 1000 });
+    const reauth = makeLink({
+      tenantId: 'old-b',
+      status: 'needs_reauth',
+      accessTokenExpiresAtMs: now + 1000,
+    });
     for (const l of [soon, alsoSoon, later, reauth]) assert.ok(await writer.saveLink(l, null));
     await writer.close();
     // What a store written by an earlier linkvault looks like: no expiry index, no marker.
@@ -117,13 +135,28 @@ describe('RedisStore on a standalone Redis', () => {
 
       const upgraded = await createStore(config, { metrics: new Metrics() });
       try {
-        assert.deepEqual((await upgraded.listLinksExpiringBefore(now + 60_000, 100)).map((l) => l.id), [soon.id, alsoSoon.id]);
+        assert.deepEqual(
+          (await upgraded.listLinksExpiringBefore(now + 60_000, 100)).map((l) => l.id),
+          [soon.id, alsoSoon.id],
+        );
       } finally {
         await upgraded.close();
       }
-      assert.deepEqual(await admin.zrange(`{${p}:t:old-a}:ix:exp`, '0', '-1', 'WITHSCORES'), [soon.id, String(now + 1000), later.id, String(now + 3_600_000)]);
-      assert.deepEqual(await admin.zrange(`{${p}:t:old-b}:ix:exp`, '0', '-1', 'WITHSCORES'), [alsoSoon.id, String(now + 2000)]);
-      assert.equal(await admin.exists(`${p}:ix:exp:built`), 1, 'done once: later processes only read the index');
+      assert.deepEqual(await admin.zrange(`{${p}:t:old-a}:ix:exp`, '0', '-1', 'WITHSCORES'), [
+        soon.id,
+        String(now + 1000),
+        later.id,
+        String(now + 3_600_000),
+      ]);
+      assert.deepEqual(await admin.zrange(`{${p}:t:old-b}:ix:exp`, '0', '-1', 'WITHSCORES'), [
+        alsoSoon.id,
+        String(now + 2000),
+      ]);
+      assert.equal(
+        await admin.exists(`${p}:ix:exp:built`),
+        1,
+        'done once: later processes only read the index',
+      );
     } finally {
       admin.disconnect();
     }
@@ -146,11 +179,19 @@ describe('RedisStore on a standalone Redis', () => {
 
 describe('checkRedisPersistence', () => {
   it('when appendonly yes, appendfsync always and noeviction, then it reports ok', async () => {
-    const server = await startRedis({ appendonly: true, appendfsync: 'always', maxmemoryPolicy: 'noeviction' });
+    const server = await startRedis({
+      appendonly: true,
+      appendfsync: 'always',
+      maxmemoryPolicy: 'noeviction',
+    });
     const client = createRedisClient({ url: server.url });
     try {
       await waitForRedisReady(client, 2000);
-      assert.deepEqual(await checkRedisPersistence(client), { ok: true, problems: [], unknown: [] });
+      assert.deepEqual(await checkRedisPersistence(client), {
+        ok: true,
+        problems: [],
+        unknown: [],
+      });
     } finally {
       client.disconnect();
       await server.stop();
@@ -158,7 +199,11 @@ describe('checkRedisPersistence', () => {
   });
 
   it('when appendfsync is no and keys may be evicted, then both are reported', async () => {
-    const server = await startRedis({ appendonly: true, appendfsync: 'no', maxmemoryPolicy: 'allkeys-lru' });
+    const server = await startRedis({
+      appendonly: true,
+      appendfsync: 'no',
+      maxmemoryPolicy: 'allkeys-lru',
+    });
     const client = createRedisClient({ url: server.url });
     try {
       await waitForRedisReady(client, 2000);
@@ -166,7 +211,10 @@ describe('checkRedisPersistence', () => {
       assert.equal(report.ok, false);
       assert.equal(report.problems.length, 2);
       assert.match(report.problems[0]!, /^appendfsync is "no": /);
-      assert.match(report.problems[1]!, /^maxmemory-policy is "allkeys-lru": .*set maxmemory-policy noeviction$/);
+      assert.match(
+        report.problems[1]!,
+        /^maxmemory-policy is "allkeys-lru": .*set maxmemory-policy noeviction$/,
+      );
     } finally {
       client.disconnect();
       await server.stop();
@@ -178,7 +226,11 @@ describe('checkRedisPersistence', () => {
     const client = createRedisClient({ url: server.url });
     try {
       await waitForRedisReady(client, 2000);
-      assert.deepEqual(await checkRedisPersistence(client), { ok: true, problems: [], unknown: ['appendfsync', 'appendonly', 'maxmemory-policy'] });
+      assert.deepEqual(await checkRedisPersistence(client), {
+        ok: true,
+        problems: [],
+        unknown: ['appendfsync', 'appendonly', 'maxmemory-policy'],
+      });
     } finally {
       client.disconnect();
       await server.stop();
@@ -193,7 +245,10 @@ describe('RedisStore when Redis fails', () => {
     await server.stop();
     const metrics = new Metrics();
     const started = Date.now();
-    await assert.rejects(createStore(redisConfig(url), { metrics, startupTimeoutMs: 500 }), (err: unknown) => isLinkvaultError(err, 'store_unavailable'));
+    await assert.rejects(
+      createStore(redisConfig(url), { metrics, startupTimeoutMs: 500 }),
+      (err: unknown) => isLinkvaultError(err, 'store_unavailable'),
+    );
     const elapsed = Date.now() - started;
     assert.ok(elapsed >= 450 && elapsed < 1500, `gave up after ${elapsed} ms`);
     assert.equal(metrics.storeErrors.get({ store: 'redis' }), 1);
@@ -263,21 +318,42 @@ describe('RedisStore when Redis fails', () => {
     const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
     try {
       const now = Date.now();
-      for (let i = 0; i < 5; i++) await store.enqueue({ id: `job-${i}`, kind: 'revoke', payload: { i }, attempts: 0, runAtMs: now + i });
+      for (let i = 0; i < 5; i++)
+        await store.enqueue({
+          id: `job-${i}`,
+          kind: 'revoke',
+          payload: { i },
+          attempts: 0,
+          runAtMs: now + i,
+        });
       const [leased] = await store.claimJobs(now, 1, 60_000);
       const link = makeLink();
       await store.saveLink(link, null);
-      const seq = await store.appendAudit({ atMs: now, type: 'link.created', data: { link_id: link.id } });
+      const seq = await store.appendAudit({
+        atMs: now,
+        type: 'link.created',
+        data: { link_id: link.id },
+      });
 
       await server.kill('SIGKILL');
       await server.restart();
       await waitUntilAnswering(store);
 
       assert.equal(await store.countJobs(), 5);
-      assert.deepEqual((await store.claimJobs(now + 10, 10, 1000)).map((j) => j.id), ['job-1', 'job-2', 'job-3', 'job-4']);
-      assert.equal(await store.completeJob('job-0', leased!.leaseToken!), true, 'the lease survived too');
+      assert.deepEqual(
+        (await store.claimJobs(now + 10, 10, 1000)).map((j) => j.id),
+        ['job-1', 'job-2', 'job-3', 'job-4'],
+      );
+      assert.equal(
+        await store.completeJob('job-0', leased!.leaseToken!),
+        true,
+        'the lease survived too',
+      );
       assert.deepEqual(await store.getLink(link.id), { ...link, version: 1 });
-      assert.deepEqual((await store.readAudit()).map((e) => e.seq), [seq]);
+      assert.deepEqual(
+        (await store.readAudit()).map((e) => e.seq),
+        [seq],
+      );
     } finally {
       await store.close();
       await server.stop();

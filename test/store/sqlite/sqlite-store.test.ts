@@ -4,7 +4,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { applySqliteMigrations, SQLITE_MIGRATIONS, type SqliteMigration } from '../../../src/store/sqlite/sqlite-migrations.js';
+import {
+  applySqliteMigrations,
+  SQLITE_MIGRATIONS,
+  type SqliteMigration,
+} from '../../../src/store/sqlite/sqlite-migrations.js';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
 import { checkedStore } from '../../../src/store/checked-store.js';
 import { createStore } from '../../../src/store/create-store.js';
@@ -28,7 +32,9 @@ runStoreContract('sqlite', async () => {
 function appliedMigrations(path: string): { version: number; applied_at_ms: number }[] {
   const db = new Database(path, { readonly: true });
   try {
-    return db.prepare('SELECT version, applied_at_ms FROM schema_migrations ORDER BY version').all() as { version: number; applied_at_ms: number }[];
+    return db
+      .prepare('SELECT version, applied_at_ms FROM schema_migrations ORDER BY version')
+      .all() as { version: number; applied_at_ms: number }[];
   } finally {
     db.close();
   }
@@ -53,24 +59,64 @@ describe('SqliteStore', () => {
     const link = makeLink();
     await first.saveLink(link, null);
     await first.touchLink(link.id, link.createdAtMs + 10);
-    await first.enqueue({ id: 'job-1', kind: 'revoke', payload: { link_id: link.id }, attempts: 2, runAtMs: 1000 });
+    await first.enqueue({
+      id: 'job-1',
+      kind: 'revoke',
+      payload: { link_id: link.id },
+      attempts: 2,
+      runAtMs: 1000,
+    });
     await first.enqueue({ id: 'job-2', kind: 'revoke', payload: {}, attempts: 0, runAtMs: 2000 });
     const [leased] = await first.claimJobs(1000, 1, 60_000);
-    const seq = await first.appendAudit({ atMs: 1, type: 'link.created', requestId: 'r1', data: { link_id: link.id } });
-    await first.putGrant({ id: 'g1', serviceId: 's', tenantId: null, providerId: null, linkId: null, scopes: null, purpose: 'p', createdAtMs: 1, expiresAtMs: null });
-    const session = { id: 'ses-1', tenantId: 't', userId: 'u', providers: [], returnTo: null, serviceId: 's', createdAtMs: Date.now(), expiresAtMs: Date.now() + 60_000 };
+    const seq = await first.appendAudit({
+      atMs: 1,
+      type: 'link.created',
+      requestId: 'r1',
+      data: { link_id: link.id },
+    });
+    await first.putGrant({
+      id: 'g1',
+      serviceId: 's',
+      tenantId: null,
+      providerId: null,
+      linkId: null,
+      scopes: null,
+      purpose: 'p',
+      createdAtMs: 1,
+      expiresAtMs: null,
+    });
+    const session = {
+      id: 'ses-1',
+      tenantId: 't',
+      userId: 'u',
+      providers: [],
+      returnTo: null,
+      serviceId: 's',
+      createdAtMs: Date.now(),
+      expiresAtMs: Date.now() + 60_000,
+    };
     await first.putSession(session);
     await first.putFlowState('flow-1', { a: 1 }, 60);
     await first.close();
 
     const second = new SqliteStore({ path });
     try {
-      assert.deepEqual(await second.getLink(link.id), { ...link, version: 1, lastUsedAtMs: link.createdAtMs + 10 });
+      assert.deepEqual(await second.getLink(link.id), {
+        ...link,
+        version: 1,
+        lastUsedAtMs: link.createdAtMs + 10,
+      });
       assert.equal(await second.countJobs(), 2);
       // The lease survives the restart too: job-1 is still leased, job-2 is due.
-      assert.deepEqual((await second.claimJobs(2000, 10, 1000)).map((j) => j.id), ['job-2']);
+      assert.deepEqual(
+        (await second.claimJobs(2000, 10, 1000)).map((j) => j.id),
+        ['job-2'],
+      );
       assert.equal(await second.completeJob('job-1', leased!.leaseToken!), true);
-      assert.deepEqual((await second.readAudit()).map((e) => e.seq), [seq]);
+      assert.deepEqual(
+        (await second.readAudit()).map((e) => e.seq),
+        [seq],
+      );
       assert.equal((await second.getGrant('g1'))?.purpose, 'p');
       assert.deepEqual(await second.getSession('ses-1'), session);
       assert.deepEqual(await second.takeFlowState('flow-1'), { a: 1 });
@@ -88,7 +134,10 @@ describe('SqliteStore', () => {
     const versions = SQLITE_MIGRATIONS.map((m) => m.version);
     await new SqliteStore({ path }).close();
     const once = appliedMigrations(path);
-    assert.deepEqual(once.map((m) => m.version), versions);
+    assert.deepEqual(
+      once.map((m) => m.version),
+      versions,
+    );
     await new SqliteStore({ path }).close();
     assert.deepEqual(appliedMigrations(path), once, 'reopening applies nothing again');
 
@@ -105,11 +154,17 @@ describe('SqliteStore', () => {
     await new SqliteStore({ path, migrations: withNext }).close();
     await new SqliteStore({ path, migrations: withNext }).close();
     assert.equal(nextRuns, 1);
-    assert.deepEqual(appliedMigrations(path).map((m) => m.version), [...versions, known + 1]);
+    assert.deepEqual(
+      appliedMigrations(path).map((m) => m.version),
+      [...versions, known + 1],
+    );
     assert.equal(appliedMigrations(path)[0]!.applied_at_ms, once[0]!.applied_at_ms);
 
     // An older linkvault refuses a database migrated past what it knows.
-    assert.throws(() => new SqliteStore({ path }), new RegExp(`schema version ${known + 1}, newer than this linkvault knows \\(${known}\\)`));
+    assert.throws(
+      () => new SqliteStore({ path }),
+      new RegExp(`schema version ${known + 1}, newer than this linkvault knows \\(${known}\\)`),
+    );
   });
 
   it('when a database from before the expiry index is opened, then migration 2 files its links and listings use the index', async () => {
@@ -124,11 +179,30 @@ describe('SqliteStore', () => {
     const old = [
       makeLink({ id: 'lnk_v1_soon', accessTokenExpiresAtMs: now + 1000 }),
       makeLink({ id: 'lnk_v1_later', accessTokenExpiresAtMs: now + 3_600_000 }),
-      makeLink({ id: 'lnk_v1_uncertain', accessTokenExpiresAtMs: now + 3_600_000, metadata: { 'linkvault.refresh_uncertain_since': new Date(now).toISOString() } }),
+      makeLink({
+        id: 'lnk_v1_uncertain',
+        accessTokenExpiresAtMs: now + 3_600_000,
+        metadata: { 'linkvault.refresh_uncertain_since': new Date(now).toISOString() },
+      }),
       makeLink({ id: 'lnk_v1_reauth', status: 'needs_reauth', accessTokenExpiresAtMs: now + 1000 }),
-      makeLink({ id: 'lnk_v1_revoked', status: 'revoked', tokens: null, accessTokenExpiresAtMs: null }),
+      makeLink({
+        id: 'lnk_v1_revoked',
+        status: 'revoked',
+        tokens: null,
+        accessTokenExpiresAtMs: null,
+      }),
     ];
-    for (const l of old) insert.run(l.id, l.tenantId, l.userId, l.providerId, l.status, l.providerAccountId, l.createdAtMs, JSON.stringify({ ...l, version: 1 }));
+    for (const l of old)
+      insert.run(
+        l.id,
+        l.tenantId,
+        l.userId,
+        l.providerId,
+        l.status,
+        l.providerAccountId,
+        l.createdAtMs,
+        JSON.stringify({ ...l, version: 1 }),
+      );
     db.close();
 
     const store = new SqliteStore({ path });
@@ -139,11 +213,17 @@ describe('SqliteStore', () => {
       );
       const check = new Database(path, { readonly: true });
       const plan = check
-        .prepare('EXPLAIN QUERY PLAN SELECT body, version, last_used_at_ms FROM links WHERE refresh_due_at_ms IS NOT NULL AND refresh_due_at_ms < ? ORDER BY refresh_due_at_ms, id LIMIT ?')
+        .prepare(
+          'EXPLAIN QUERY PLAN SELECT body, version, last_used_at_ms FROM links WHERE refresh_due_at_ms IS NOT NULL AND refresh_due_at_ms < ? ORDER BY refresh_due_at_ms, id LIMIT ?',
+        )
         .all(now, 10) as { detail: string }[];
       check.close();
       assert.equal(plan.length, 1, `one step, no temporary sort: ${JSON.stringify(plan)}`);
-      assert.match(plan[0]!.detail, /^SEARCH links USING INDEX links_refresh_due \(/, 'an index search, no scan');
+      assert.match(
+        plan[0]!.detail,
+        /^SEARCH links USING INDEX links_refresh_due \(/,
+        'an index search, no scan',
+      );
     } finally {
       await store.close();
     }
@@ -160,10 +240,19 @@ describe('SqliteStore', () => {
         db.exec('THIS IS NOT SQL');
       },
     };
-    assert.throws(() => new SqliteStore({ path, migrations: [...SQLITE_MIGRATIONS, broken] }), /near "THIS": syntax error/);
-    assert.deepEqual(appliedMigrations(path).map((m) => m.version), SQLITE_MIGRATIONS.map((m) => m.version));
+    assert.throws(
+      () => new SqliteStore({ path, migrations: [...SQLITE_MIGRATIONS, broken] }),
+      /near "THIS": syntax error/,
+    );
+    assert.deepEqual(
+      appliedMigrations(path).map((m) => m.version),
+      SQLITE_MIGRATIONS.map((m) => m.version),
+    );
     const db = new Database(path, { readonly: true });
-    assert.deepEqual(db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'half'").get(), { n: 0 });
+    assert.deepEqual(
+      db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'half'").get(),
+      { n: 0 },
+    );
     db.close();
   });
 
@@ -175,9 +264,15 @@ describe('SqliteStore', () => {
     blocker.exec('BEGIN IMMEDIATE');
     try {
       const started = Date.now();
-      await assert.rejects(store.appendAudit({ atMs: 1, type: 't', data: {} }), (err: unknown) => isLinkvaultError(err, 'store_unavailable') && err.retryAfterSeconds === 1);
+      await assert.rejects(
+        store.appendAudit({ atMs: 1, type: 't', data: {} }),
+        (err: unknown) => isLinkvaultError(err, 'store_unavailable') && err.retryAfterSeconds === 1,
+      );
       const elapsed = Date.now() - started;
-      assert.ok(elapsed >= 900 && elapsed < 2000, `waited the ~1 s busy timeout, took ${elapsed} ms`);
+      assert.ok(
+        elapsed >= 900 && elapsed < 2000,
+        `waited the ~1 s busy timeout, took ${elapsed} ms`,
+      );
       assert.equal(metrics.storeErrors.get({ store: 'sqlite' }), 1);
     } finally {
       blocker.exec('ROLLBACK');
@@ -192,15 +287,31 @@ describe('SqliteStore', () => {
     const path = freshPath();
     const store = new SqliteStore({ path, purgeIntervalMs: 50 });
     await store.putFlowState('f', { a: 1 }, 0.1);
-    await store.putSession({ id: 's', tenantId: 't', userId: 'u', providers: [], returnTo: null, serviceId: 'x', createdAtMs: 0, expiresAtMs: Date.now() + 100 });
+    await store.putSession({
+      id: 's',
+      tenantId: 't',
+      userId: 'u',
+      providers: [],
+      returnTo: null,
+      serviceId: 'x',
+      createdAtMs: 0,
+      expiresAtMs: Date.now() + 100,
+    });
     await store.acquireLock('l', 100);
     await store.putFlowState('keep', { a: 1 }, 60);
     const db = new Database(path, { readonly: true });
     const count = (): number =>
-      (db.prepare('SELECT (SELECT count(*) FROM flow_state) + (SELECT count(*) FROM sessions) + (SELECT count(*) FROM locks) AS n').get() as { n: number }).n;
+      (
+        db
+          .prepare(
+            'SELECT (SELECT count(*) FROM flow_state) + (SELECT count(*) FROM sessions) + (SELECT count(*) FROM locks) AS n',
+          )
+          .get() as { n: number }
+      ).n;
     assert.equal(count(), 4);
     const deadline = Date.now() + 3000;
-    while (count() !== 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    while (count() !== 1 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 50));
     assert.equal(count(), 1, 'only the unexpired flow state remains');
     db.close();
     await store.close();
