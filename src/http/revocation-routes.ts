@@ -103,14 +103,12 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   // For the manage page, which shows a revoked link's guidance again.
   router.get('/v1/me/links/:id/revocation', async (req, res) => {
     const session = await sessionOf(req, res, deps.sessions);
-    res
-      .status(200)
-      .json(
-        await revocation.getRecord(linkIdOf(req), {
-          tenantId: session.tenantId,
-          userId: session.userId,
-        }),
-      );
+    res.status(200).json(
+      await revocation.getRecord(linkIdOf(req), {
+        tenantId: session.tenantId,
+        userId: session.userId,
+      }),
+    );
   });
 
   router.get(

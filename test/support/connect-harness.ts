@@ -49,9 +49,7 @@ export interface ConnectHarness extends Stack {
   /** Any request to the service (relative path); never follows redirects. */
   request(path: string, init?: RequestInit): Promise<HttpAnswer>;
   /** POST /v1/sessions as crm-sync; returns the 201 body (throws otherwise). */
-  createSession(
-    body?: Record<string, unknown>,
-  ): Promise<{
+  createSession(body?: Record<string, unknown>): Promise<{
     session_token: string;
     expires_at: string;
     connect_url: string;

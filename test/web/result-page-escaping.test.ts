@@ -67,27 +67,23 @@ test('when the connect succeeded, then the page names the provider from the cata
 });
 
 test('when the provider reported access_denied, then the page says cancelled; any other provider error is an error', async () => {
-  const denied = await request(web.app)
-    .get('/connect/result')
-    .query({
-      status: 'error',
-      error: 'provider_denied',
-      provider_error: 'access_denied',
-      provider: 'hubspot',
-    });
+  const denied = await request(web.app).get('/connect/result').query({
+    status: 'error',
+    error: 'provider_denied',
+    provider_error: 'access_denied',
+    provider: 'hubspot',
+  });
   assert.equal(
     bodyTag(denied.text),
     '<body data-base-path="" data-page="result" data-status="cancelled" data-provider="hubspot">',
   );
   assert.match(denied.text, /Connection cancelled/);
-  const scope = await request(web.app)
-    .get('/connect/result')
-    .query({
-      status: 'error',
-      error: 'provider_denied',
-      provider_error: 'invalid_scope',
-      provider: 'hubspot',
-    });
+  const scope = await request(web.app).get('/connect/result').query({
+    status: 'error',
+    error: 'provider_denied',
+    provider_error: 'invalid_scope',
+    provider: 'hubspot',
+  });
   assert.equal(
     bodyTag(scope.text),
     '<body data-base-path="" data-page="result" data-status="error" data-provider="hubspot" data-error="provider_denied">',
