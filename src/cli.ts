@@ -99,33 +99,15 @@ const rewrap: CliCommand = {
   summary: "re-wrap every link's data keys under the current master/KMS key (after a key rotation)",
   async run(_args, ctx) {
     const config = configOf(ctx);
-    const [
-      { createLogger },
-      { Metrics },
-      { createStore },
-      { createKeyProvider },
-      { createVault },
-      { rewrapAll },
-    ] = await Promise.all([
+    const [{ createLogger }, { buildAdapters }, { rewrapAll }] = await Promise.all([
       import('./log.js'),
-      import('./metrics.js'),
-      import('./store/create-store.js'),
-      import('./keys/create-key-provider.js'),
-      import('./keys/vault.js'),
+      import('./features.js'),
       import('./links/sealing/rewrap.js'),
     ]);
     // Logs go to stderr so that stdout carries only the result line.
     const log = createLogger({ level: config.logLevel, destination: process.stderr });
-    const metrics = new Metrics();
-    const store = await createStore(config.store, { metrics, log });
+    const { store, vault, keys, close } = await buildAdapters(config, { log });
     try {
-      const keys = await createKeyProvider(config.keys, { metrics, log });
-      const vault = createVault({
-        keys,
-        metrics,
-        maxEntries: config.keyCache.maxEntries,
-        maxAgeMs: config.keyCache.maxAgeMs,
-      });
       const r = await rewrapAll({ store, vault, keys, log });
       ctx.out(
         `linkvault: rewrap done: scanned=${r.scanned} rewrapped=${r.rewrapped} skipped=${r.skipped} conflicts=${r.conflicts} failed=${r.failed}` +
@@ -142,7 +124,7 @@ const rewrap: CliCommand = {
       // Links or jobs left as they were still open under their old key; say so through the exit code.
       return r.failed > 0 || r.jobsFailed > 0 ? 1 : 0;
     } finally {
-      await store.close();
+      await close();
     }
   },
 };

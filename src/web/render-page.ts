@@ -41,17 +41,13 @@ function renderShell(options: ShellOptions): string {
 <main id="main" class="page">
 ${options.main}
 </main>
-${(options.classicScripts ?? []).map((src) => html`<script src="${base}${src}"></script> `)}<script type="module" src="${base}${options.moduleScript}"></script>
+${(options.classicScripts ?? []).map((src) => html`<script src="${base}${src}"></script>\n`)}<script type="module" src="${base}${options.moduleScript}"></script>
 </body>
 </html>
 `.toString();
 }
 
-const NOSCRIPT = html`<noscript
-  ><p class="notice notice-error">
-    This page needs JavaScript. Turn it on and open the link from the app again.
-  </p></noscript
->`;
+const NOSCRIPT = html`<noscript><p class="notice notice-error">This page needs JavaScript. Turn it on and open the link from the app again.</p></noscript>`;
 
 export interface ConnectPageOptions {
   readonly basePath: string;
@@ -71,26 +67,16 @@ export function renderConnectPage(options: ConnectPageOptions): string {
     data,
     moduleScript: '/assets/connect-page.js',
     main: html`<h1 id="page-title">Connect an account</h1>
-      <p id="page-lead" class="lead">
-        Choose the account to connect. You sign in on the provider’s own site; linkvault never sees
-        your password.
-      </p>
-      <div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
-      <p id="loading" class="loading">Loading…</p>
-      <ul id="providers" class="card-list" aria-labelledby="page-title" hidden></ul>
-      <section id="privacy-note" class="privacy-note" aria-labelledby="privacy-title">
-        <h2 id="privacy-title">Your privacy</h2>
-        <p>
-          When you connect, the provider gives this app a key to use your account with the access
-          listed above, and nothing more. linkvault keeps that key encrypted, releases it only to
-          the parts of the app you approved, and never shows it to this page.
-        </p>
-        <p>
-          You can revoke access at any time from your linked accounts page in the app, or in the
-          provider’s own settings. The provider’s privacy policy applies to the data it holds.
-        </p>
-      </section>
-      ${NOSCRIPT}`,
+<p id="page-lead" class="lead">Choose the account to connect. You sign in on the provider\u2019s own site; linkvault never sees your password.</p>
+<div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
+<p id="loading" class="loading">Loading\u2026</p>
+<ul id="providers" class="card-list" aria-labelledby="page-title" hidden></ul>
+<section id="privacy-note" class="privacy-note" aria-labelledby="privacy-title">
+<h2 id="privacy-title">Your privacy</h2>
+<p>When you connect, the provider gives this app a key to use your account with the access listed above, and nothing more. linkvault keeps that key encrypted, releases it only to the parts of the app you approved, and never shows it to this page.</p>
+<p>You can revoke access at any time from your linked accounts page in the app, or in the provider\u2019s own settings. The provider\u2019s privacy policy applies to the data it holds.</p>
+</section>
+${NOSCRIPT}`,
   });
 }
 
@@ -102,28 +88,19 @@ export function renderManagePage(options: { readonly basePath: string }): string
     classicScripts: ['/sdk/connect.v1.js'],
     moduleScript: '/assets/manage-page.js',
     main: html`<h1 id="page-title">Your linked accounts</h1>
-      <p class="lead">
-        Accounts you connected to this app. Revoking one stops the app from using it.
-      </p>
-      <div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
-      <p id="loading" class="loading">Loading your linked accounts…</p>
-      <ul id="links" class="card-list" aria-labelledby="page-title" hidden></ul>
-      <dialog
-        id="confirm"
-        class="dialog"
-        aria-labelledby="confirm-title"
-        aria-describedby="confirm-text"
-      >
-        <h2 id="confirm-title" class="dialog-title">Revoke access?</h2>
-        <p id="confirm-text"></p>
-        <div class="dialog-actions">
-          <button type="button" id="confirm-cancel" class="button button-secondary">Keep it</button>
-          <button type="button" id="confirm-revoke" class="button button-danger">
-            Revoke access
-          </button>
-        </div>
-      </dialog>
-      ${NOSCRIPT}`,
+<p class="lead">Accounts you connected to this app. Revoking one stops the app from using it.</p>
+<div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
+<p id="loading" class="loading">Loading your linked accounts\u2026</p>
+<ul id="links" class="card-list" aria-labelledby="page-title" hidden></ul>
+<dialog id="confirm" class="dialog" aria-labelledby="confirm-title" aria-describedby="confirm-text">
+<h2 id="confirm-title" class="dialog-title">Revoke access?</h2>
+<p id="confirm-text"></p>
+<div class="dialog-actions">
+<button type="button" id="confirm-cancel" class="button button-secondary">Keep it</button>
+<button type="button" id="confirm-revoke" class="button button-danger">Revoke access</button>
+</div>
+</dialog>
+${NOSCRIPT}`,
   });
 }
 
@@ -180,25 +157,23 @@ export function renderResultPage(options: {
   let main: SafeHtml;
   if (result.status === 'connected') {
     main = html`<div class="result result-success">
-      <h1 id="result-title" tabindex="-1">
-        ${options.providerName ? `${options.providerName} is connected` : 'Account connected'}
-      </h1>
-      <p>The app can now use ${accountName} with the access you approved.</p>
-      <p id="result-hint" class="hint">You can close this window and go back to the app.</p>
-    </div>`;
+<h1 id="result-title" tabindex="-1">${options.providerName ? `${options.providerName} is connected` : 'Account connected'}</h1>
+<p>The app can now use ${accountName} with the access you approved.</p>
+<p id="result-hint" class="hint">You can close this window and go back to the app.</p>
+</div>`;
   } else if (cancelled) {
     main = html`<div class="result result-neutral">
-      <h1 id="result-title" tabindex="-1">Connection cancelled</h1>
-      <p>Nothing was connected. You can start again from the app whenever you like.</p>
-      <p id="result-hint" class="hint">You can close this window and go back to the app.</p>
-    </div>`;
+<h1 id="result-title" tabindex="-1">Connection cancelled</h1>
+<p>Nothing was connected. You can start again from the app whenever you like.</p>
+<p id="result-hint" class="hint">You can close this window and go back to the app.</p>
+</div>`;
   } else {
     main = html`<div class="result result-error">
-      <h1 id="result-title" tabindex="-1">The connection did not finish</h1>
-      <p>${errorSentence(result.error, name)}</p>
-      <p class="hint">Error code for support: <code>${result.error}</code></p>
-      <p id="result-hint" class="hint">You can close this window and go back to the app.</p>
-    </div>`;
+<h1 id="result-title" tabindex="-1">The connection did not finish</h1>
+<p>${errorSentence(result.error, name)}</p>
+<p class="hint">Error code for support: <code>${result.error}</code></p>
+<p id="result-hint" class="hint">You can close this window and go back to the app.</p>
+</div>`;
   }
   return renderShell({
     basePath: options.basePath,

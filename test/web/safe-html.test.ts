@@ -11,9 +11,7 @@ test('when text with markup characters is escaped, then each one becomes an enti
 
 test('when values are interpolated into html``, then strings are escaped and SafeHtml, arrays and empties compose', () => {
   const inner = html`<b>${'<i>'}</b>`;
-  const out = html`<p title="${'"x"'}">
-    ${inner}${['<', html`<br />`]}${null}${undefined}${false}${0}
-  </p>`;
+  const out = html`<p title="${'"x"'}">${inner}${['<', html`<br>`]}${null}${undefined}${false}${0}</p>`;
   assert.ok(out instanceof SafeHtml);
   assert.equal(out.toString(), '<p title="&quot;x&quot;"><b>&lt;i&gt;</b>&lt;<br>0</p>');
 });
