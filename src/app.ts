@@ -9,8 +9,10 @@ import { parseJsonBody } from './http/json-body.js';
 import { observeRequests } from './http/observe-requests.js';
 import { createProblemHandler } from './http/problem.js';
 import { assignRequestId } from './http/request-id.js';
-import { createRouteFallback } from './http/route-fallback.js';
+import { createOptionsAnswer, createRouteFallback } from './http/route-fallback.js';
 import { securityHeaders } from './http/security-headers.js';
+import { STRICT_ROUTING } from './http/strict-router.js';
+import { requireWellFormedInput } from './http/well-formed-input.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -34,7 +36,9 @@ export interface AppDeps {
 /**
  * Builds the HTTP application (no listen: main.ts listens, supertest drives it in tests).
  * Order matters: request id first (every response echoes it, errors included), then request
- * observation, security headers, JSON parsing, routes, the 404/405 fallback, the problem handler.
+ * observation, security headers, JSON parsing, the well-formed-text check, OPTIONS, routes, the
+ * 404/405 fallback, the problem handler. Routing is exact (strict-router.ts): feature routers
+ * should be created with createStrictRouter so that their paths have one spelling too.
  */
 export function createApp(deps: AppDeps): express.Express {
   const app = express();
@@ -42,11 +46,15 @@ export function createApp(deps: AppDeps): express.Express {
   // No ETags: responses carry tokens and live state; a 304 path is not worth a revalidation surface.
   app.set('etag', false);
   app.set('query parser', 'simple');
+  app.set('case sensitive routing', STRICT_ROUTING.caseSensitive);
+  app.set('strict routing', STRICT_ROUTING.strict);
 
   app.use(assignRequestId());
   app.use(observeRequests({ log: deps.log, metrics: deps.metrics }));
   app.use(securityHeaders({ hsts: deps.config.publicUrl.startsWith('https:') }));
   app.use(parseJsonBody());
+  app.use(requireWellFormedInput());
+  app.use(createOptionsAnswer(() => app.router.stack));
 
   app.use(
     createHealthRouter({

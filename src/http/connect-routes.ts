@@ -1,5 +1,5 @@
 import {
-  Router,
+  type Router,
   type NextFunction,
   type Request,
   type RequestHandler,
@@ -17,6 +17,7 @@ import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { parseStrictQuery } from './strict-query.js';
 import { connectResultLocation } from './web-routes.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
+import { createStrictRouter } from './strict-router.js';
 
 /**
  * The connect routes: a service mints a session (POST /v1/sessions), the browser starts a flow
@@ -150,7 +151,7 @@ function parseSessionBody(body: unknown): {
 
 export function createConnectRouter(deps: ConnectRouterDeps): Router {
   const { config, sessions, connect, serviceAuth } = deps;
-  const router = Router();
+  const router = createStrictRouter();
 
   const createSessionRoute: RequestHandler = async (req, res) => {
     const input = parseSessionBody(req.body);

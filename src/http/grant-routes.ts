@@ -1,9 +1,12 @@
-import { Router, type NextFunction, type Request, type Response } from 'express';
+import { type Router, type NextFunction, type Request, type Response } from 'express';
 import { LinkvaultError, invalidRequest } from '../errors.js';
 import { MAX_PURPOSE_CHARS, type GrantInput, type Grants } from '../links/release/grants.js';
 import type { GrantRecord } from '../links/release/grants.js';
+import { checkCallerId } from '../links/connect/sessions.js';
+import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { jsonObject, onlyMembers, optionalStringList, safeName } from './request-shape.js';
+import { createStrictRouter } from './strict-router.js';
 
 /**
  * Grants administration (role `admin`): POST /v1/grants, GET /v1/grants?service_id=,
@@ -46,6 +49,40 @@ function optionalId(b: Record<string, unknown>, name: string): string | null {
       `${name} must be a string of 1-${MAX_ID_CHARS} printable characters`,
     );
   return v;
+}
+
+/**
+ * A grant matches links by exact equality (links/release/grants.ts), so a scope that no link can
+ * ever have is refused when the grant is created, not discovered later as a silent 403 no_grant.
+ * Grants have no wildcards: omitting provider_id means every provider, and tenant_id names one
+ * tenant. Refused as invalid_request naming the member, with the reason; the same status as the
+ * domain's own refusals of grants that cannot apply ("link_id belongs to another tenant").
+ */
+function refuseUnmatchable(input: GrantInput): void {
+  const { tenantId, providerId } = input;
+  if (tenantId !== null && tenantId !== undefined) {
+    if (tenantId === '*')
+      throw invalidRequest(
+        'tenant_id',
+        'tenant_id is an exact tenant id, not a pattern: "*" would match no link (grants have no wildcards)',
+      );
+    if (tenantId.trim() !== tenantId)
+      throw invalidRequest(
+        'tenant_id',
+        'tenant_id starts or ends with white space: no tenant id can, so this grant would match no link',
+      );
+    // The rule sessions apply to the tenant ids links are created under.
+    checkCallerId(tenantId, 'tenant_id');
+  }
+  if (providerId !== null && providerId !== undefined && !PROVIDER_ID_PATTERN.test(providerId)) {
+    const lower = providerId.toLowerCase();
+    throw invalidRequest(
+      'provider_id',
+      PROVIDER_ID_PATTERN.test(lower)
+        ? `provider ids are lower-case: this grant would match no link (did you mean "${lower}"?)`
+        : 'provider_id is not a provider id (lower-case letters, digits and hyphens): this grant would match no link',
+    );
+  }
 }
 
 /** Parses an RFC 3339 timestamp strictly (a real calendar date) into ms since epoch. */
@@ -128,13 +165,14 @@ function grantJson(grant: GrantRecord): Record<string, unknown> {
 }
 
 export function createGrantRouter(deps: GrantRouterDeps): Router {
-  const router = Router();
+  const router = createStrictRouter();
   const { auth, grants } = deps;
   const admin = [auth.authenticate, auth.requireRole('admin')];
 
   router.post('/v1/grants', ...admin, async (req: Request, res: Response, next: NextFunction) => {
     try {
       const input = parseGrantBody(req.body);
+      refuseUnmatchable(input);
       const grant = await grants.create(input, {
         serviceId: authenticatedService(res).id,
         requestId: req.requestId,

@@ -1,8 +1,9 @@
-import { Router } from 'express';
+import type { Router } from 'express';
 import type { Logger } from 'pino';
 import { LinkvaultError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { sendProblem } from './problem.js';
+import { createStrictRouter } from './strict-router.js';
 
 /** One readiness dependency: resolves when it answers, rejects otherwise. */
 export interface ReadinessCheck {
@@ -52,7 +53,7 @@ export function createHealthRouter(deps: {
   log: Logger;
   timeoutMs?: number;
 }): Router {
-  const router = Router();
+  const router = createStrictRouter();
   const timeoutMs = deps.timeoutMs ?? READINESS_TIMEOUT_MS;
 
   router.get('/healthz', (_req, res) => {

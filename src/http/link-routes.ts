@@ -1,4 +1,4 @@
-import { Router, type Request, type RequestHandler } from 'express';
+import { type Router, type Request, type RequestHandler } from 'express';
 import { LinkvaultError, invalidRequest } from '../errors.js';
 import { toLinkJson } from '../links/link.js';
 import { checkCallerId, type Sessions } from '../links/connect/sessions.js';
@@ -9,6 +9,7 @@ import { echoableName } from './request-shape.js';
 import { sessionOf } from './session-bearer.js';
 import { parseStrictQuery, rawQueryOf } from './strict-query.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
+import { createStrictRouter } from './strict-router.js';
 
 /**
  * Link read routes: services list and read links (role links:read); the browser, holding a
@@ -57,7 +58,7 @@ function parseListFilter(req: Request): LinkFilter {
 
 export function createLinkRouter(deps: LinkRouterDeps): Router {
   const { store, sessions, serviceAuth } = deps;
-  const router = Router();
+  const router = createStrictRouter();
 
   const listLinks: RequestHandler = async (req, res) => {
     const filter = parseListFilter(req);

@@ -1,4 +1,4 @@
-import { Router, type Request } from 'express';
+import { type Router, type Request } from 'express';
 import { LinkvaultError, invalidRequest } from '../errors.js';
 import type { SessionRecord } from '../links/connect/sessions.js';
 import { normaliseReason, type Revocation } from '../links/revoke/revocation.js';
@@ -7,6 +7,7 @@ import { jsonObject, safeName } from './request-shape.js';
 import { sessionOf } from './session-bearer.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
+import { createStrictRouter } from './strict-router.js';
 
 /**
  * Revocation routes (docs/api.md): thin — parse, authorize, call links/revocation.ts, shape the reply.
@@ -61,7 +62,7 @@ function reasonOf(body: Record<string, unknown>, fallback: string): string {
 }
 
 export function createRevocationRouter(deps: RevocationRouterDeps): Router {
-  const router = Router();
+  const router = createStrictRouter();
   const { revocation, auth } = deps;
 
   router.delete(

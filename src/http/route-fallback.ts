@@ -42,6 +42,25 @@ function allowedMethods(stack: unknown, path: string, into: Set<string> = new Se
 }
 
 /**
+ * Mounted before the routes: answers OPTIONS on purpose instead of leaving it to the router's
+ * default (a text/plain 200 listing methods). linkvault offers no CORS (the pages and the SDK are
+ * same-origin or use the host page's own fetch), so OPTIONS only says what a path supports
+ * (RFC 9110 §9.3.7): 204 with Allow for a path we serve; otherwise the fallback's 404 not_found. A CORS
+ * preflight therefore fails closed: the answer has no Access-Control-Allow-Origin.
+ */
+export function createOptionsAnswer(routerStack: () => unknown): RequestHandler {
+  return (req, res, next) => {
+    if (req.method !== 'OPTIONS') return next();
+    const allowed = allowedMethods(routerStack(), req.path);
+    // Nothing of ours: the 404 fallback answers, unless a mounted middleware (the sandbox's OAuth
+    // server) handles OPTIONS itself.
+    if (allowed.size === 0) return next();
+    res.setHeader('Allow', [...allowed].sort().join(', '));
+    res.status(204).end();
+  };
+}
+
+/**
  * Mounted after every route: answers 405 method_not_allowed (with Allow, RFC 9110 §15.5.6) when
  * the path exists under another method, else 404 not_found. Both go through the problem handler.
  */

@@ -32,7 +32,8 @@ const BY_CASE: readonly HeaderList[] = [
  * and link responses must never sit in a shared or browser cache (RFC 6749 §5.1, RFC 9111 §5.2.2.5).
  */
 export function securityHeadersFor(path: string, hsts: boolean): HeaderList {
-  const api = path === '/v1' || path.startsWith('/v1/');
+  // Case-insensitive on purpose: routing is exact, but no spelling of /v1 may ever be cached.
+  const api = /^\/v1(?:\/|$)/i.test(path);
   return BY_CASE[(hsts ? 1 : 0) + (api ? 2 : 0)]!;
 }
 

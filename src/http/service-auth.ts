@@ -34,9 +34,70 @@ export interface ServiceAuth {
   readonly authenticate: RequestHandler;
   /** The same check without Express: the service an Authorization header value proves, or null. Never throws. */
   verify(authorization: string | undefined): AuthenticatedService | null;
+  /** As verify, but says why a token was refused (for the log only: see unauthorized()). Never throws. */
+  check(authorization: string | undefined): AuthenticatedService | ServiceAuthRejection;
   /** After `authenticate`: passes when the service holds `role`, else 403 `forbidden`. */
   requireRole(role: ServiceRole): RequestHandler;
 }
+
+/** Why a service token was refused: logged at debug with the request id, never sent (no oracle). */
+export type ServiceAuthFailure =
+  | 'missing_authorization'
+  | 'not_bearer'
+  | 'token_too_large'
+  | 'malformed'
+  | 'crit_header'
+  | 'typ_not_accepted'
+  | 'missing_kid_or_alg'
+  | 'unknown_kid'
+  | 'alg_mismatch'
+  | 'bad_signature'
+  | 'missing_claim'
+  | 'lifetime_too_long'
+  | 'expired'
+  | 'issued_in_future'
+  | 'not_yet_valid'
+  | 'wrong_issuer'
+  | 'wrong_audience';
+
+/**
+ * The cause of a 401 unauthorized: problem.ts logs a 4xx's cause at debug with the request id
+ * and never sends it, so the body stays the same whatever failed. It names the reason, and the
+ * kid and service when the token named a registered key; never any part of the token. No stack:
+ * it is a verdict, not a fault.
+ */
+export class ServiceAuthRejection extends Error {
+  readonly reason: ServiceAuthFailure;
+  readonly kid: string | undefined;
+  readonly service_id: string | undefined;
+  constructor(reason: ServiceAuthFailure, kid?: string, serviceId?: string) {
+    super(`service token refused: ${reason}`);
+    this.name = 'ServiceAuthRejection';
+    this.reason = reason;
+    // An unknown kid is the caller's text: logged only when it looks like a kid.
+    this.kid = kid !== undefined && SAFE_KID.test(kid) ? kid : undefined;
+    this.service_id = serviceId;
+    this.stack = `${this.name}: ${this.message}`;
+  }
+}
+
+const SAFE_KID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+function rejected(reason: ServiceAuthFailure, kid?: string, serviceId?: string) {
+  return new ServiceAuthRejection(reason, kid, serviceId);
+}
+
+/** The one 401 for service auth: the same body whatever failed; `rejection` goes to the log only. */
+export function unauthorized(rejection: ServiceAuthRejection): LinkvaultError {
+  return new LinkvaultError('unauthorized', { detail: UNAUTHORIZED_DETAIL, cause: rejection });
+}
+
+function isFiniteNumber(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value);
+}
+
+/** `typ` values accepted in the JOSE header, lower-cased (RFC 7515 §4.1.9: compared case-insensitively). */
+const ACCEPTED_TYP: ReadonlySet<string> = new Set(['jwt', 'application/jwt']);
 
 /** RFC 8725 §3.10: a JWT that has to be accepted for 5 minutes at most keeps replay short. */
 export const MAX_SERVICE_JWT_LIFETIME_SECONDS = 300;
@@ -90,20 +151,20 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
       byKid.set(key.kid, { service, alg: key.alg, key: key.key });
   }
 
-  function reject(next: NextFunction, res: Response): void {
+  function reject(next: NextFunction, res: Response, rejection: ServiceAuthRejection): void {
     res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
-    next(new LinkvaultError('unauthorized', { detail: UNAUTHORIZED_DETAIL }));
+    next(unauthorized(rejection));
   }
 
-  /** The service the bearer proves, or null. Never throws. */
-  function verify(authorization: string | undefined): AuthenticatedService | null {
-    if (typeof authorization !== 'string') return null;
+  /** The service the bearer proves, or why not. Never throws. */
+  function check(authorization: string | undefined): AuthenticatedService | ServiceAuthRejection {
+    if (typeof authorization !== 'string') return rejected('missing_authorization');
     // Size first: nothing below runs on an attacker's megabyte.
-    if (authorization.length > maxTokenBytes + 7) return null;
+    if (authorization.length > maxTokenBytes + 7) return rejected('token_too_large');
     if (authorization.length < 8 || authorization.slice(0, 7).toLowerCase() !== 'bearer ')
-      return null;
+      return rejected('not_bearer');
     const token = authorization.slice(7).trim();
-    if (Buffer.byteLength(token) > maxTokenBytes) return null;
+    if (Buffer.byteLength(token) > maxTokenBytes) return rejected('token_too_large');
     const remembered = verified.get(token);
     if (remembered) {
       if (now() < remembered.untilMs) return remembered.service;
@@ -111,47 +172,43 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     }
 
     const firstDot = token.indexOf('.');
-    if (firstDot <= 0 || firstDot > MAX_HEADER_SEGMENT_CHARS) return null;
+    if (firstDot <= 0 || firstDot > MAX_HEADER_SEGMENT_CHARS) return rejected('malformed');
     const headerSegment = token.slice(0, firstDot);
-    if (!BASE64URL.test(headerSegment)) return null;
+    if (!BASE64URL.test(headerSegment)) return rejected('malformed');
 
     const header = decodeHeader(headerSegment);
-    if (!header) return null;
+    if (!header) return rejected('malformed');
     // RFC 7515 §4.1.11: we implement no header extensions, so a `crit` header must be rejected.
-    if ('crit' in header) return null;
+    if ('crit' in header) return rejected('crit_header');
+    // RFC 8725 §3.11 (explicit typing): a JWT minted for another purpose (an OAuth access token,
+    // "at+jwt"; a logout or DPoP proof) is not a service assertion, even when the service's key
+    // signed it. Absent or "JWT" (RFC 7519 §5.1, compared case-insensitively) only.
+    if (header.typ !== undefined && !ACCEPTED_TYP.has(String(header.typ).toLowerCase()))
+      return rejected('typ_not_accepted');
     // jku / jwk / x5u / x5c are deliberately never read: the key comes only from our own kid
     // (RFC 8725 §3.10 — never let the token choose its verification key).
     const { kid, alg } = header;
-    if (typeof kid !== 'string' || typeof alg !== 'string') return null;
+    if (typeof kid !== 'string' || typeof alg !== 'string') return rejected('missing_kid_or_alg');
     const entry = byKid.get(kid);
+    if (!entry) return rejected('unknown_kid', kid);
     // RFC 8725 §3.1: the algorithm is pinned to the key; `none` and HS256-with-a-public-key can never match.
-    if (!entry || alg !== entry.alg) return null;
+    if (alg !== entry.alg) return rejected('alg_mismatch', kid, entry.service.id);
 
-    const nowSeconds = Math.floor(now() / 1000);
     let payload: unknown;
     try {
+      // Signature only: every claim is checked below, by us, so that each failure has its own
+      // reason without reading the library's message text.
       payload = jwt.verify(token, entry.key, {
         algorithms: [entry.alg],
-        audience,
-        issuer: entry.service.id,
-        clockTolerance: CLOCK_TOLERANCE_SECONDS,
-        clockTimestamp: nowSeconds,
+        ignoreExpiration: true,
+        ignoreNotBefore: true,
       });
     } catch {
-      return null;
+      return rejected('bad_signature', kid, entry.service.id);
     }
-    if (typeof payload !== 'object' || payload === null) return null;
-    const { exp, iat } = payload as { exp?: unknown; iat?: unknown };
-    // exp and iat are required (docs/api.md); the lifetime is bounded so a leaked token dies quickly.
-    if (
-      typeof exp !== 'number' ||
-      typeof iat !== 'number' ||
-      !Number.isFinite(exp) ||
-      !Number.isFinite(iat)
-    )
-      return null;
-    if (exp - iat > MAX_SERVICE_JWT_LIFETIME_SECONDS || exp <= iat) return null;
-    if (iat > nowSeconds + CLOCK_TOLERANCE_SECONDS) return null;
+    const reason = checkClaims(payload, entry.service.id, Math.floor(now() / 1000));
+    if (reason !== null) return rejected(reason, kid, entry.service.id);
+    const { exp } = payload as { exp: number };
     if (cacheSize > 0) {
       if (verified.size >= cacheSize) verified.delete(verified.keys().next().value as string);
       verified.set(token, {
@@ -162,23 +219,51 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     return entry.service;
   }
 
+  /** The registered claims (docs/service-auth.md); null when they all hold. */
+  function checkClaims(
+    payload: unknown,
+    serviceId: string,
+    nowSeconds: number,
+  ): ServiceAuthFailure | null {
+    if (typeof payload !== 'object' || payload === null) return 'malformed';
+    const { exp, iat, nbf, iss, aud } = payload as Record<string, unknown>;
+    // exp and iat are required; the lifetime is bounded so a leaked token dies quickly.
+    if (!isFiniteNumber(exp) || !isFiniteNumber(iat)) return 'missing_claim';
+    if (exp <= iat || exp - iat > MAX_SERVICE_JWT_LIFETIME_SECONDS) return 'lifetime_too_long';
+    if (exp + CLOCK_TOLERANCE_SECONDS <= nowSeconds) return 'expired';
+    if (iat > nowSeconds + CLOCK_TOLERANCE_SECONDS) return 'issued_in_future';
+    if (nbf !== undefined && (!isFiniteNumber(nbf) || nbf > nowSeconds + CLOCK_TOLERANCE_SECONDS))
+      return 'not_yet_valid';
+    if (iss !== serviceId) return 'wrong_issuer';
+    // RFC 7519 §4.1.3 lets aud be a list; a token addressed to linkvault *and* other audiences
+    // is one any of them could replay here, so only linkvault's audience, alone, is accepted.
+    const audiences = Array.isArray(aud) ? aud : [aud];
+    if (audiences.length !== 1 || audiences[0] !== audience) return 'wrong_audience';
+    return null;
+  }
+
+  function verify(authorization: string | undefined): AuthenticatedService | null {
+    const outcome = check(authorization);
+    return outcome instanceof ServiceAuthRejection ? null : outcome;
+  }
+
   const authenticate: RequestHandler = (req: Request, res: Response, next: NextFunction) => {
-    const service = verify(req.headers.authorization);
-    if (!service) return reject(next, res);
-    res.locals.service = service;
+    const outcome = check(req.headers.authorization);
+    if (outcome instanceof ServiceAuthRejection) return reject(next, res, outcome);
+    res.locals.service = outcome;
     next();
   };
 
   function requireRole(role: ServiceRole): RequestHandler {
     return (_req: Request, res: Response, next: NextFunction) => {
       const service = res.locals.service as AuthenticatedService | undefined;
-      if (!service) return reject(next, res);
+      if (!service) return reject(next, res, rejected('missing_authorization'));
       if (!service.roles.has(role)) return next(forbidden(role));
       next();
     };
   }
 
-  return { authenticate, requireRole, verify };
+  return { authenticate, requireRole, verify, check };
 }
 
 /** 403 for a service without `role`. */

@@ -16,7 +16,8 @@ import { REQUEST_ID_HEADER, requestIdFrom } from './request-id.js';
 import { securityHeadersFor, setHeaders, type HeaderList } from './security-headers.js';
 import {
   forbidden,
-  UNAUTHORIZED_DETAIL,
+  ServiceAuthRejection,
+  unauthorized,
   WWW_AUTHENTICATE,
   type ServiceAuth,
 } from './service-auth.js';
@@ -37,7 +38,7 @@ import { answerTokenRequest, TOKEN_ROUTE } from './token-endpoint.js';
  */
 
 export interface TokenFastPathDeps {
-  readonly auth: Pick<ServiceAuth, 'verify'>;
+  readonly auth: Pick<ServiceAuth, 'check'>;
   readonly release: TokenRelease;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -108,10 +109,10 @@ export function createTokenFastPath(
     requestId: string,
   ): Promise<void> {
     try {
-      const service = auth.verify(req.headers.authorization);
-      if (!service) {
+      const service = auth.check(req.headers.authorization);
+      if (service instanceof ServiceAuthRejection) {
         res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
-        throw new LinkvaultError('unauthorized', { detail: UNAUTHORIZED_DETAIL });
+        throw unauthorized(service);
       }
       if (!service.roles.has('tokens')) throw forbidden('tokens');
       const json = await answerTokenRequest(release, service, linkId, body, requestId);

@@ -1,7 +1,8 @@
-import { Router, type NextFunction, type Request, type Response } from 'express';
+import { type Router, type NextFunction, type Request, type Response } from 'express';
 import type { TokenRelease } from '../links/release/token-release.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { answerTokenRequest, TOKEN_ROUTE } from './token-endpoint.js';
+import { createStrictRouter } from './strict-router.js';
 
 /** POST /v1/links/:id/token through Express: authentication and role as middleware, then the core (token-endpoint.ts). */
 
@@ -11,7 +12,7 @@ export interface TokenRouterDeps {
 }
 
 export function createTokenRouter(deps: TokenRouterDeps): Router {
-  const router = Router();
+  const router = createStrictRouter();
   const { auth, release } = deps;
 
   router.post(

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+import { type Router, type Request, type RequestHandler, type Response } from 'express';
 import type { Config } from '../config.js';
 import { LinkvaultError } from '../errors.js';
 import type { Catalogue } from '../providers/catalogue.js';
@@ -14,6 +14,7 @@ import {
   type ConnectResult,
 } from '../web/render-page.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
+import { createStrictRouter } from './strict-router.js';
 
 /**
  * What people see in the browser: the connect SDK (/sdk/connect.js), the hosted connect page
@@ -294,7 +295,7 @@ export function createWebRouter(deps: WebRouterDeps): Router {
     res.json({ providers });
   };
 
-  const router = Router();
+  const router = createStrictRouter();
   router.get('/sdk/connect.js', sdkRoute(SDK_CACHE_CONTROL.latest));
   router.get('/sdk/connect.v1.js', sdkRoute(SDK_CACHE_CONTROL.v1));
   router.get('/connect', connectPage);
