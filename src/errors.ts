@@ -57,6 +57,7 @@ export const ERROR_CATALOGUE = {
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
   scope_exceeds_link: { status: 422, title: 'The grant asks for scopes the link was not granted' },
+  grant_never_matches: { status: 422, title: 'The grant could never match a link' },
   rate_limited: { status: 429, title: 'Too many requests' },
   internal_error: { status: 500, title: 'Internal error' },
   provider_error: { status: 502, title: 'The provider answered with an error' },

@@ -58,16 +58,21 @@ function optionalId(b: Record<string, unknown>, name: string): string | null {
  * tenant. Refused as invalid_request naming the member, with the reason; the same status as the
  * domain's own refusals of grants that cannot apply ("link_id belongs to another tenant").
  */
+/** 422: the grant is well formed but names a tenant or provider that no link can have. */
+function neverMatches(parameter: string, detail: string): LinkvaultError {
+  return new LinkvaultError('grant_never_matches', { detail, extra: { parameter } });
+}
+
 function refuseUnmatchable(input: GrantInput): void {
   const { tenantId, providerId } = input;
   if (tenantId !== null && tenantId !== undefined) {
     if (tenantId === '*')
-      throw invalidRequest(
+      throw neverMatches(
         'tenant_id',
         'tenant_id is an exact tenant id, not a pattern: "*" would match no link (grants have no wildcards)',
       );
     if (tenantId.trim() !== tenantId)
-      throw invalidRequest(
+      throw neverMatches(
         'tenant_id',
         'tenant_id starts or ends with white space: no tenant id can, so this grant would match no link',
       );
@@ -76,7 +81,7 @@ function refuseUnmatchable(input: GrantInput): void {
   }
   if (providerId !== null && providerId !== undefined && !PROVIDER_ID_PATTERN.test(providerId)) {
     const lower = providerId.toLowerCase();
-    throw invalidRequest(
+    throw neverMatches(
       'provider_id',
       PROVIDER_ID_PATTERN.test(lower)
         ? `provider ids are lower-case: this grant would match no link (did you mean "${lower}"?)`

@@ -24,7 +24,7 @@ describe('grants that could never match a link', () => {
       .set('Authorization', admin)
       .send(body as object);
 
-  it('when a grant names a tenant or provider no link can have, then 400 invalid_request saying why, and no grant is stored', async () => {
+  it('when a grant names a tenant or provider no link can have, then 422 grant_never_matches saying why (400 when the id is malformed), and no grant is stored', async () => {
     const cases: [body: Record<string, unknown>, parameter: string, detail: string][] = [
       [
         { tenant_id: '*' },
@@ -59,8 +59,15 @@ describe('grants that could never match a link', () => {
     ];
     for (const [fields, parameter, detail] of cases) {
       const res = await post({ service_id: 'billing', purpose: 'sync', ...fields });
-      assert.equal(res.status, 400, JSON.stringify(fields));
-      assert.deepEqual(res.body, expectedProblem(res, 'invalid_request', { detail, parameter }));
+      const malformed = detail.startsWith('tenant_id must be');
+      assert.equal(res.status, malformed ? 400 : 422, JSON.stringify(fields));
+      assert.deepEqual(
+        res.body,
+        expectedProblem(res, malformed ? 'invalid_request' : 'grant_never_matches', {
+          detail,
+          parameter,
+        }),
+      );
     }
     const list = await request(h.app).get('/v1/grants').set('Authorization', admin);
     assert.deepEqual(list.body, { grants: [] });
