@@ -283,8 +283,11 @@ export class AwsKmsKeyProvider implements KeyProvider {
     } catch (err) {
       const translated = translateKmsError(err, operation);
       outcome = keyServiceOutcome(translated);
-      if (this.#breakerOpenMs > 0 && isServiceDown(err))
+      const status = httpStatusOf(err);
+      if (this.#breakerOpenMs > 0 && !isLinkvaultError(err) && (status === null || status >= 500))
         this.#breakerOpenUntilMs = this.#now() + this.#breakerOpenMs;
+      // KMS answered (and refused): it is up, whatever it said.
+      else if (status !== null && status < 500) this.#breakerOpenUntilMs = 0;
       throw translated;
     } finally {
       if (admission === 'probe') this.#probeInFlight = false;
@@ -308,15 +311,14 @@ export class AwsKmsKeyProvider implements KeyProvider {
 }
 
 /**
- * KMS is down, as opposed to up and refusing: no HTTP answer at all (timeout, abort, connection
- * refused or reset), or a 5xx after the SDK's retries. Read from the SDK's response metadata,
- * never from message text.
+ * The HTTP status of KMS's answer, or null when there was none (timeout, abort, connection refused
+ * or reset). KMS is down when there was no answer or a 5xx after the SDK's retries; up, though
+ * refusing, on a 4xx. Read from the SDK's response metadata, never from message text.
  */
-function isServiceDown(err: unknown): boolean {
-  if (isLinkvaultError(err)) return false;
-  if (typeof err !== 'object' || err === null) return true;
+function httpStatusOf(err: unknown): number | null {
+  if (typeof err !== 'object' || err === null) return null;
   const status = (err as { $metadata?: { httpStatusCode?: unknown } }).$metadata?.httpStatusCode;
-  return typeof status !== 'number' || status >= 500;
+  return typeof status === 'number' ? status : null;
 }
 
 /** Copies SDK-owned key bytes into a Buffer and zeroes the original. */

@@ -130,4 +130,26 @@ describe('AwsKmsKeyProvider breaker', () => {
       keys.destroy();
     }
   });
+
+  it('when the probe is answered with a refusal (access denied), then KMS is up and the breaker closes', async () => {
+    const keys = provider();
+    try {
+      const generated = await keys.generateDataKey(IDENTITY);
+      const unwrap = () => keys.unwrapDataKey(generated.kid, generated.wrapped, IDENTITY);
+      kms.setFault('Decrypt', 'internal', 1);
+      await assert.rejects(unwrap(), unavailable);
+      await assert.rejects(unwrap(), unavailable);
+      const before = kms.calls('Decrypt');
+      clockOffsetMs += BREAKER_OPEN_MS;
+      kms.setFault('Decrypt', 'access_denied', 1);
+      await assert.rejects(unwrap(), unavailable);
+      // Closed, not half-open: concurrent callers all reach KMS, none is refused at once.
+      const keysAfter = await Promise.all([unwrap(), unwrap(), unwrap()]);
+      for (const key of keysAfter) assert.deepEqual(key, generated.plaintext);
+      assert.equal(kms.calls('Decrypt'), before + 4, 'the probe and the three calls after it');
+    } finally {
+      kms.setFault('Decrypt', null);
+      keys.destroy();
+    }
+  });
 });
