@@ -22,8 +22,17 @@ import { keyServiceOutcome, type KeyServiceOutcome } from './key-service-outcome
  * from the first DescribeKey (ping) or GenerateDataKey; re-pointing the alias at a new key is a
  * rotation: new data keys get the new ARN and rewrapAll moves old records over.
  *
- * Every call is bounded: connection and request timeouts on the HTTP handler, `maxAttempts`
- * SDK attempts, and an overall deadline, so a hung KMS rejects instead of hanging a request.
+ * Every call is bounded by one budget (`callBudgetMs`, default 2 s) that covers all of its SDK
+ * attempts, so a hung KMS costs a request at most the budget, not attempts × timeout. When KMS is
+ * known down (a call got no answer within the budget, or answered 5xx after its retries), a
+ * breaker fails every call at once with key_service_unavailable and a Retry-After for
+ * `breakerOpenMs`; then one call goes through as a probe, and its success closes the breaker.
+ * Answers that say KMS is up but refuses (throttling, access denied, a disabled key) do not trip
+ * it: they are not "down", and their own Retry-After already says how long to wait.
+ *
+ * ping() (readiness) shares one DescribeKey among concurrent callers and keeps its outcome for
+ * `pingCacheMs`, so probes of the unauthenticated /readyz cannot spend the account's KMS quota.
+ *
  * Errors are translated by the SDK's error `name` (the `__type` of the JSON 1.1 answer), never by
  * message text.
  */
@@ -35,12 +44,20 @@ export interface AwsKmsKeyProviderOptions {
   readonly region: string | null;
   /** null: the regional KMS endpoint. */
   readonly endpoint: string | null;
-  /** SDK attempts per call, first one included. Default 3. */
+  /** SDK attempts per call, first one included, all within callBudgetMs. Default 3. */
   readonly maxAttempts?: number;
-  /** Per-attempt request timeout. Default 2000. */
+  /** Total time one call may take, every attempt and back-off included. Default 2000. */
+  readonly callBudgetMs?: number;
+  /** Per-attempt request timeout. Default callBudgetMs (a hung first attempt uses the whole budget). */
   readonly requestTimeoutMs?: number;
   /** TCP/TLS connect timeout. Default min(1000, requestTimeoutMs). */
   readonly connectionTimeoutMs?: number;
+  /** How long the breaker fails calls at once after KMS was found down. Default 5000; 0 disables the breaker. */
+  readonly breakerOpenMs?: number;
+  /** How long a ping outcome (ok or failed) answers readiness without a new DescribeKey. Default 5000; 0: every ping calls. */
+  readonly pingCacheMs?: number;
+  /** Clock for the breaker and the ping cache (tests). Default Date.now. */
+  readonly now?: () => number;
   /** Static credentials (tests); the SDK's default provider chain when omitted. */
   readonly credentials?: KMSClientConfig['credentials'];
   readonly metrics: Metrics;
@@ -79,22 +96,36 @@ export class AwsKmsKeyProvider implements KeyProvider {
   readonly #client: KMSClient;
   readonly #keyId: string;
   readonly #metrics: Metrics;
-  readonly #deadlineMs: number;
+  readonly #callBudgetMs: number;
+  readonly #breakerOpenMs: number;
+  readonly #pingCacheMs: number;
+  readonly #now: () => number;
   #resolvedArn: string | null;
+  /** 0: closed. Otherwise calls fail at once until this time, then one probe goes through. */
+  #breakerOpenUntilMs = 0;
+  #probeInFlight = false;
+  #ping: { readonly settled: Promise<void>; atMs: number | null } | null = null;
 
   constructor(options: AwsKmsKeyProviderOptions) {
     const maxAttempts = options.maxAttempts ?? 3;
-    const requestTimeoutMs = options.requestTimeoutMs ?? 2000;
+    const callBudgetMs = options.callBudgetMs ?? 2000;
+    const requestTimeoutMs = options.requestTimeoutMs ?? callBudgetMs;
     const connectionTimeoutMs = options.connectionTimeoutMs ?? Math.min(1000, requestTimeoutMs);
+    const breakerOpenMs = options.breakerOpenMs ?? 5000;
+    const pingCacheMs = options.pingCacheMs ?? 5000;
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1)
       throw new RangeError('maxAttempts must be a whole number >= 1');
-    if (!(requestTimeoutMs > 0) || !(connectionTimeoutMs > 0))
+    if (!(callBudgetMs > 0) || !(requestTimeoutMs > 0) || !(connectionTimeoutMs > 0))
       throw new RangeError('timeouts must be positive');
+    if (!(breakerOpenMs >= 0) || !(pingCacheMs >= 0))
+      throw new RangeError('breakerOpenMs and pingCacheMs must be >= 0');
     this.#keyId = options.keyId;
     this.#metrics = options.metrics;
     this.#resolvedArn = KEY_ARN.test(options.keyId) ? options.keyId : null;
-    // Attempts plus the SDK's retry back-off (well under a second for a few attempts).
-    this.#deadlineMs = maxAttempts * (requestTimeoutMs + connectionTimeoutMs) + 1000;
+    this.#callBudgetMs = callBudgetMs;
+    this.#breakerOpenMs = breakerOpenMs;
+    this.#pingCacheMs = pingCacheMs;
+    this.#now = options.now ?? Date.now;
     this.#client = new KMSClient({
       ...(options.region ? { region: options.region } : {}),
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
@@ -191,8 +222,28 @@ export class AwsKmsKeyProvider implements KeyProvider {
     });
   }
 
-  /** DescribeKey on the current key: answers, and the key is enabled. Learns the key ARN. */
-  async ping(): Promise<void> {
+  /**
+   * DescribeKey on the current key: answers, and the key is enabled. Learns the key ARN.
+   * Concurrent pings share one call; its outcome is kept for pingCacheMs.
+   */
+  ping(): Promise<void> {
+    const cached = this.#ping;
+    if (cached && (cached.atMs === null || this.#now() - cached.atMs < this.#pingCacheMs))
+      return cached.settled;
+    const entry: { settled: Promise<void>; atMs: number | null } = {
+      settled: this.#describeKey(),
+      atMs: null,
+    };
+    this.#ping = entry;
+    const settle = () => {
+      if (this.#pingCacheMs === 0 && this.#ping === entry) this.#ping = null;
+      else entry.atMs = this.#now();
+    };
+    entry.settled.then(settle, settle);
+    return entry.settled;
+  }
+
+  async #describeKey(): Promise<void> {
     return this.#call('ping', async (abortSignal) => {
       const out = await this.#client.send(new DescribeKeyCommand({ KeyId: this.#keyId }), {
         abortSignal,
@@ -215,17 +266,59 @@ export class AwsKmsKeyProvider implements KeyProvider {
   }
 
   async #call<T>(operation: Operation, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    const admission = this.#admit();
+    if (admission instanceof LinkvaultError) {
+      this.#metrics.keyServiceCalls.inc({
+        provider: 'aws-kms',
+        operation,
+        outcome: 'breaker_open',
+      });
+      throw admission;
+    }
     let outcome: KeyServiceOutcome = 'ok';
     try {
-      return await fn(AbortSignal.timeout(this.#deadlineMs));
+      const result = await fn(AbortSignal.timeout(this.#callBudgetMs));
+      this.#breakerOpenUntilMs = 0;
+      return result;
     } catch (err) {
       const translated = translateKmsError(err, operation);
       outcome = keyServiceOutcome(translated);
+      const status = httpStatusOf(err);
+      if (this.#breakerOpenMs > 0 && !isLinkvaultError(err) && (status === null || status >= 500))
+        this.#breakerOpenUntilMs = this.#now() + this.#breakerOpenMs;
+      // KMS answered (and refused): it is up, whatever it said.
+      else if (status !== null && status < 500) this.#breakerOpenUntilMs = 0;
       throw translated;
     } finally {
+      if (admission === 'probe') this.#probeInFlight = false;
       this.#metrics.keyServiceCalls.inc({ provider: 'aws-kms', operation, outcome });
     }
   }
+
+  /** 'call' (closed), 'probe' (the one call let through once the open period is over), or the error to fail with at once. */
+  #admit(): 'call' | 'probe' | LinkvaultError {
+    if (this.#breakerOpenUntilMs === 0) return 'call';
+    const remainingMs = this.#breakerOpenUntilMs - this.#now();
+    if (remainingMs <= 0 && !this.#probeInFlight) {
+      this.#probeInFlight = true;
+      return 'probe';
+    }
+    return new LinkvaultError('key_service_unavailable', {
+      detail: 'KMS did not answer recently; not calling it until the breaker closes',
+      retryAfterSeconds: Math.max(1, Math.ceil(remainingMs / 1000)),
+    });
+  }
+}
+
+/**
+ * The HTTP status of KMS's answer, or null when there was none (timeout, abort, connection refused
+ * or reset). KMS is down when there was no answer or a 5xx after the SDK's retries; up, though
+ * refusing, on a 4xx. Read from the SDK's response metadata, never from message text.
+ */
+function httpStatusOf(err: unknown): number | null {
+  if (typeof err !== 'object' || err === null) return null;
+  const status = (err as { $metadata?: { httpStatusCode?: unknown } }).$metadata?.httpStatusCode;
+  return typeof status === 'number' ? status : null;
 }
 
 /** Copies SDK-owned key bytes into a Buffer and zeroes the original. */

@@ -21,6 +21,7 @@ function providerFor(
   keyId: string,
   extra: { maxAttempts?: number; requestTimeoutMs?: number; metrics?: Metrics } = {},
 ): AwsKmsKeyProvider {
+  // Breaker and ping cache off: these tests look at each call on its own (kms-faults.test.ts covers both).
   return new AwsKmsKeyProvider({
     keyId,
     region: kms.region,
@@ -28,6 +29,8 @@ function providerFor(
     credentials: CREDENTIALS,
     maxAttempts: extra.maxAttempts ?? 2,
     requestTimeoutMs: extra.requestTimeoutMs ?? 300,
+    breakerOpenMs: 0,
+    pingCacheMs: 0,
     metrics: extra.metrics ?? new Metrics(),
   });
 }
