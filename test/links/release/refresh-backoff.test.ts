@@ -133,6 +133,8 @@ describe('refresh back-off', () => {
       assertAllUnavailable([await token(a, valid.id, { force_refresh: true })], (s) => s === 20);
       nowMs += 15_000;
       assertAllUnavailable([await token(a, link.id)], (s) => s === 5);
+      // The background refresher skips the link too.
+      assert.equal(await b.coordinator.refreshAhead(onB.id, 60_000), 'busy');
       assert.equal(refreshes(), before + 1, 'no replica asked during the pause');
     } finally {
       standIn.setDefault({ kind: 'normal' });
