@@ -11,6 +11,14 @@ import type { SealedRecord } from '../../keys/sealed-record.js';
 import type { Audit } from '../audit/audit.js';
 import type { Revocation } from '../revoke/revocation.js';
 import { openTokenSet, sealTokenSet } from '../sealing/token-vault.js';
+import {
+  createProviderPauses,
+  linkBackoffAfterFailure,
+  PROVIDER_PAUSE_MAX_SECONDS,
+  linkBackoffRemainingMs,
+  retryAfterSecondsFor,
+  withoutLinkBackoff,
+} from './refresh-backoff.js';
 
 /**
  * Refresh coordination: at most one refresh per link at a time, across every replica, and no
@@ -25,6 +33,11 @@ import { openTokenSet, sealTokenSet } from '../sealing/token-vault.js';
  *                     overwrites what a later holder stored
  *   durability        a rotated refresh token is sealed and stored (CAS succeeded) before any caller
  *                     gets the new access token (RFC 9700 §4.14.2: a rotated token is the only live one)
+ *   back-off          after a failed refresh the provider is not asked again before its Retry-After
+ *                     (per provider) or the link's exponential back-off (refresh-backoff.ts), on any
+ *                     replica; callers meanwhile get 503 with the remaining time
+ *   forced refresh    a token this service refreshed less than FORCED_REFRESH_INTERVAL_MS ago is
+ *                     served instead of being refreshed again
  */
 
 /**
@@ -51,7 +64,13 @@ export interface RefreshCriteria {
 export interface RefreshCoordinatorDeps {
   readonly store: Pick<
     Store,
-    'getLink' | 'saveLink' | 'acquireLock' | 'extendLock' | 'releaseLock'
+    | 'getLink'
+    | 'saveLink'
+    | 'acquireLock'
+    | 'extendLock'
+    | 'releaseLock'
+    | 'getJobStatus'
+    | 'putJobStatus'
   >;
   readonly vault: Vault;
   readonly oauth: OAuthTokenClient;
@@ -106,6 +125,14 @@ export interface RefreshCoordinator {
 export const MIN_REFRESH_INTERVAL_MS = 60_000;
 
 /**
+ * force_refresh asks for a token other than the one its caller saw rejected. A token this service
+ * refreshed less than this long ago is the answer to every such caller (they typically all saw the
+ * previous token fail at once): it is served, not refreshed again, so N forced calls cost at most
+ * one provider refresh per interval.
+ */
+export const FORCED_REFRESH_INTERVAL_MS = 30_000;
+
+/**
  * True when `link`'s access token expires within `minValidityMs` and refreshing can help: a token
  * without expiry never is; a still-valid token issued (connected or refreshed) within
  * MIN_REFRESH_INTERVAL_MS is not — its caller gets it with less validity than asked for.
@@ -134,6 +161,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
   const waitForPeerMs = deps.waitForPeerMs ?? lockTtlMs + 5000;
   const inflight = new Map<string, Promise<FreshTokens>>();
   const lockName = (linkId: string) => `refresh:${linkId}`;
+  const pauses = createProviderPauses({ store, now });
 
   // ---- entry points ----
 
@@ -142,10 +170,54 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     tokens: TokenSet,
     criteria: RefreshCriteria,
   ): Promise<FreshTokens> {
-    if (!criteria.force && !refreshDue(link, now(), criteria.minValidityMs))
+    const effective = honourForce(link, criteria);
+    if (!effective.force && !refreshDue(link, now(), effective.minValidityMs))
       return { link, tokens };
-    if (!tokens.refreshToken) return withoutRefreshToken(link, tokens, criteria);
-    return singleFlight(link.id, () => refreshAcrossReplicas(link, criteria));
+    if (!tokens.refreshToken) return withoutRefreshToken(link, tokens, effective);
+    const served = await checkBackoff(link, tokens, effective);
+    if (served) return served;
+    return singleFlight(link.id, () => refreshAcrossReplicas(link, effective));
+  }
+
+  /** A forced refresh of a token refreshed moments ago is answered with that token (FORCED_REFRESH_INTERVAL_MS). */
+  function honourForce(link: LinkRecord, criteria: RefreshCriteria): RefreshCriteria {
+    if (!criteria.force || !recentlyRefreshed(link)) return criteria;
+    return { ...criteria, force: false };
+  }
+
+  function recentlyRefreshed(link: LinkRecord): boolean {
+    return (
+      link.lastRefreshedAtMs !== null &&
+      now() - link.lastRefreshedAtMs < FORCED_REFRESH_INTERVAL_MS &&
+      stillValid(link)
+    );
+  }
+
+  /** Milliseconds before the provider may be asked to refresh `link` (the later of both back-offs). */
+  async function backoffRemainingMs(link: LinkRecord): Promise<number> {
+    const own = linkBackoffRemainingMs(link, now());
+    const provider = await pauses.remainingMs(link.providerId);
+    return Math.max(own, provider);
+  }
+
+  /**
+   * During a back-off the provider is not asked: a still-valid token is served (unless forced),
+   * otherwise 503 with the remaining time. Resolves when a refresh may be tried.
+   */
+  async function checkBackoff(
+    link: LinkRecord,
+    tokens: TokenSet,
+    criteria: RefreshCriteria,
+  ): Promise<FreshTokens | undefined> {
+    const remainingMs = await backoffRemainingMs(link);
+    if (remainingMs <= 0) return undefined;
+    if (!criteria.force && stillValid(link)) return { link, tokens };
+    metrics.refreshes.inc({ provider: link.providerId, outcome: 'backoff' });
+    // The same answer as the failure that started the back-off: whether the provider was asked is
+    // not the caller's concern, only when to come back.
+    throw new LinkvaultError('provider_unavailable', {
+      retryAfterSeconds: retryAfterSecondsFor(remainingMs),
+    });
   }
 
   async function refreshAhead(
@@ -156,10 +228,15 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     const owner = await store.acquireLock(lockName(linkId), lockTtlMs);
     if (!owner) return 'busy';
     let before: LinkRecord | null = null;
+    let backedOff = false;
     const run = (async (): Promise<FreshTokens> => {
       try {
         const link = await readLink(linkId);
         before = link;
+        if ((await backoffRemainingMs(link)) > 0) {
+          backedOff = true;
+          throw new LinkvaultError('provider_unavailable');
+        }
         // A lost refresh answer is retried promptly: providers with a reuse grace period accept
         // the old refresh token again only for a short while.
         const criteria: RefreshCriteria = {
@@ -181,6 +258,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       const result = await run;
       return before !== null && !sameTokens(result.link, before) ? 'refreshed' : 'fresh';
     } catch (err) {
+      if (backedOff) return 'busy';
       if (
         isLinkvaultError(err, 'link_revoked') ||
         isLinkvaultError(err, 'link_not_found') ||
@@ -280,6 +358,9 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     if (satisfied(link, observed, criteria)) return { link, tokens: await openLink(link) };
     const tokens = await openLink(link);
     if (!tokens.refreshToken) return withoutRefreshToken(link, tokens, criteria);
+    // Re-checked under the lock: a peer may have failed (and recorded a back-off) since our read.
+    const served = await checkBackoff(link, tokens, criteria);
+    if (served) return served;
     // Narrow the window in which a paused holder could spend a token a later holder already spent:
     // check we still hold the lock right before the provider call. The CAS below is the real fence.
     if (!(await store.extendLock(lockName(link.id), owner, lockTtlMs))) {
@@ -340,7 +421,10 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     const captured = captureFrom(link, fresh);
     let base = link;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const metadata = { ...withoutKey(base.metadata, REFRESH_UNCERTAIN_KEY), ...captured };
+      const metadata = {
+        ...withoutLinkBackoff(withoutKey(base.metadata, REFRESH_UNCERTAIN_KEY)),
+        ...captured,
+      };
       const next: LinkRecord = {
         ...base,
         status: 'active',
@@ -469,9 +553,19 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
               ? 'provider_error'
               : 'unavailable',
         });
-        if (maybeRotated) {
-          const newer = await markRefreshUncertain(link);
-          if (newer) return { link: newer, tokens: await openLink(newer) };
+        let waitMs = 1000;
+        if (
+          failure.code === 'provider_unavailable' &&
+          !maybeRotated &&
+          failure.retryAfterSeconds !== undefined
+        ) {
+          // 429, or 503 with Retry-After: the provider as a whole said "not now".
+          waitMs = await pauseProvider(provider, failure.retryAfterSeconds);
+        } else if (failure.code !== 'provider_error') {
+          const recorded = await recordLinkFailure(link, maybeRotated, failure.retryAfterSeconds);
+          if ('newer' in recorded)
+            return { link: recorded.newer, tokens: await openLink(recorded.newer) };
+          waitMs = recorded.waitMs;
         }
         // Degrade, do not fail: an access token that is still valid is served (not for force_refresh,
         // whose caller has just seen this token rejected).
@@ -479,7 +573,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
         if (failure.code === 'provider_unavailable') {
           throw new LinkvaultError('provider_unavailable', {
             cause: failure,
-            retryAfterSeconds: failure.retryAfterSeconds ?? 1,
+            retryAfterSeconds: retryAfterSecondsFor(waitMs),
           });
         }
         throw failure;
@@ -490,31 +584,69 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
   }
 
   /**
-   * CAS-writes the "refresh answer lost" marker, keeping the old refresh token (the only one we
-   * have). Returns the newer stored link when the CAS loses to newer tokens, else null.
+   * Remembers the provider's pause for every replica; returns how long it lasts. A pause that
+   * cannot be stored is logged: the caller's answer is the same, only the next caller may ask again.
    */
-  async function markRefreshUncertain(link: LinkRecord): Promise<LinkRecord | null> {
-    log.warn(
-      { link_id: link.id, provider: link.providerId },
-      'refresh answer lost after sending; the provider may have rotated the refresh token',
-    );
+  async function pauseProvider(providerId: string, retryAfterSeconds: number): Promise<number> {
+    try {
+      await pauses.pause(providerId, retryAfterSeconds);
+    } catch (err) {
+      log.warn({ provider: providerId, err }, 'could not store the provider refresh pause');
+    }
+    const remainingMs = await pauses
+      .remainingMs(providerId)
+      .catch(() => Math.min(retryAfterSeconds, PROVIDER_PAUSE_MAX_SECONDS) * 1000);
+    return Math.max(1000, remainingMs);
+  }
+
+  /**
+   * CAS-writes the link's back-off (and, when the answer may have been lost after the provider
+   * rotated, the "refresh answer lost" marker, keeping the old refresh token: the only one we
+   * have). Resolves the back-off's length, or the newer stored link when the CAS loses to newer tokens.
+   */
+  async function recordLinkFailure(
+    link: LinkRecord,
+    maybeRotated: boolean,
+    retryAfterSeconds: number | undefined,
+  ): Promise<{ waitMs: number } | { newer: LinkRecord }> {
+    if (maybeRotated)
+      log.warn(
+        { link_id: link.id, provider: link.providerId },
+        'refresh answer lost after sending; the provider may have rotated the refresh token',
+      );
     let base = link;
+    let waitMs = 1000;
     for (let attempt = 0; attempt < 3; attempt++) {
       const at = now();
-      const saved = await store.saveLink(
+      const backoff = linkBackoffAfterFailure(base, at, retryAfterSeconds);
+      waitMs = backoff.waitMs;
+      const write = store.saveLink(
         {
           ...base,
-          metadata: { ...base.metadata, [REFRESH_UNCERTAIN_KEY]: new Date(at).toISOString() },
+          metadata: {
+            ...base.metadata,
+            ...backoff.entries,
+            ...(maybeRotated ? { [REFRESH_UNCERTAIN_KEY]: new Date(at).toISOString() } : {}),
+          },
           updatedAtMs: at,
         },
         base.version,
       );
-      if (saved) return null;
+      // The lost-answer marker must be stored (or the caller told it failed); a back-off alone is
+      // best effort: without it the next caller merely asks the provider again.
+      const saved = maybeRotated
+        ? await write
+        : await write.catch((err: unknown) => {
+            log.warn({ link_id: link.id, err }, 'could not store the refresh back-off');
+            return 'unstored' as const;
+          });
+      if (saved === 'unstored') return { waitMs };
+      if (saved) return { waitMs };
       const current = await readLink(link.id);
-      if (!sameTokens(current, link)) return current;
+      if (!sameTokens(current, link)) return { newer: current };
       base = current;
     }
-    return null;
+    return { waitMs };
   }
 
   /**
@@ -534,7 +666,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
         {
           ...base,
           status: 'needs_reauth',
-          metadata: withoutKey(base.metadata, REFRESH_UNCERTAIN_KEY),
+          metadata: withoutLinkBackoff(withoutKey(base.metadata, REFRESH_UNCERTAIN_KEY)),
           updatedAtMs: at,
         },
         base.version,

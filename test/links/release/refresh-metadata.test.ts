@@ -171,9 +171,23 @@ describe('metadata captured on refresh', () => {
     assert.equal(standIn.tokenRequests().refresh_token, 1);
   });
 
+  /**
+   * Moves the link's last refresh a minute back: a token refreshed moments ago is served to a
+   * forced refresh instead of being refreshed again (FORCED_REFRESH_INTERVAL_MS).
+   */
+  async function refreshedAMinuteAgo(): Promise<LinkRecord> {
+    const stored = (await store.getLink(link.id))!;
+    const saved = await store.saveLink(
+      { ...stored, lastRefreshedAtMs: (stored.lastRefreshedAtMs ?? Date.now()) - 60_000 },
+      stored.version,
+    );
+    assert.ok(saved);
+    return saved;
+  }
+
   it('when a refresh answers an api_domain outside the api hosts, then the refresh stands but the metadata is kept as it was', async () => {
     standIn.setAnswerExtra({ api_domain: 'https://attacker.example.com' });
-    const before = (await store.getLink(link.id))!;
+    const before = await refreshedAMinuteAgo();
     const res = await token({ force_refresh: true });
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.deepEqual(res.body.metadata, { api_domain: 'https://newco.pipedrive.com' });
@@ -184,8 +198,11 @@ describe('metadata captured on refresh', () => {
 
   it('when a refresh answers no api_domain, then the one held is kept', async () => {
     standIn.setAnswerExtra({});
+    await refreshedAMinuteAgo();
+    const refreshesBefore = standIn.tokenRequests().refresh_token ?? 0;
     const res = await token({ force_refresh: true });
     assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(standIn.tokenRequests().refresh_token, refreshesBefore + 1);
     assert.deepEqual(res.body.metadata, { api_domain: 'https://newco.pipedrive.com' });
   });
 });

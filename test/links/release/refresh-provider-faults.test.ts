@@ -25,6 +25,10 @@ describe('refresh under provider faults', () => {
   let h: ReleaseHarness;
   let rt: string;
   let link: LinkRecord;
+  // After a failure the provider is not asked again for a while (refresh-backoff.ts): the tests
+  // move the stack's clock past that instead of waiting.
+  let skewMs = 0;
+  const clock = () => Date.now() + skewMs;
 
   before(async () => {
     standIn = await startTokenEndpointStandIn({ rotate: true });
@@ -49,6 +53,7 @@ describe('refresh under provider faults', () => {
         },
       ],
       startWorker: true,
+      now: clock,
     });
     await h.addGrant({ serviceId: 'billing', tenantId: 'tenant-a' });
   });
@@ -76,13 +81,20 @@ describe('refresh under provider faults', () => {
   const refreshes = () => standIn.tokenRequests().refresh_token ?? 0;
   const current = async () => (await h.store.getLink(link.id))!;
 
-  it('when the provider times out, then 503 with Retry-After, the link is marked uncertain, and the next call retries the same refresh token', async () => {
+  it('when the provider times out, then 503 with Retry-After, the link is marked uncertain, and the next call after the back-off retries the same refresh token', async () => {
     standIn.queue({ kind: 'hang' });
     const res = await token();
     assert.equal(res.status, 503);
-    assert.equal(res.headers['retry-after'], '1');
+    assert.equal(res.headers['retry-after'], '2');
     assert.deepEqual(res.body, expectedProblem(res, 'provider_unavailable'));
     assert.ok(REFRESH_UNCERTAIN_KEY in (await current()).metadata);
+    const before = refreshes();
+    const waiting = await token();
+    assert.equal(waiting.status, 503);
+    assert.deepEqual(waiting.body, expectedProblem(waiting, 'provider_unavailable'));
+    assert.ok(Number(waiting.headers['retry-after']) <= 2);
+    assert.equal(refreshes(), before, 'not asked again during the back-off');
+    skewMs += 2000;
     const ok = await token();
     assert.equal(ok.status, 200);
     assert.deepEqual(Object.keys(ok.body.metadata), [], 'the marker never leaves with a token');
@@ -105,14 +117,16 @@ describe('refresh under provider faults', () => {
       .send({ min_validity_seconds: 600 });
     assert.equal(res.status, 200);
     assert.equal(res.body.access_token, `at-${fresh.id}`);
-    // ...but not to a caller that forces a refresh: it has just seen that token fail.
-    standIn.queue({ kind: 'hang' });
+    // ...but not to a caller that forces a refresh: it has just seen that token fail. (Nor is the
+    // provider asked again: the link is backing off.)
+    const before = refreshes();
     const forced = await request(h.app)
       .post(`/v1/links/${fresh.id}/token`)
       .set('Authorization', h.services.bearer('billing-hs'))
       .send({ force_refresh: true });
     assert.equal(forced.status, 503);
     assert.ok(!forced.text.includes(`at-${fresh.id}`));
+    assert.equal(refreshes(), before);
   });
 
   it('when the provider answers 500, then 503 and the link is marked uncertain; 503 from the provider leaves it untouched', async () => {
@@ -136,6 +150,7 @@ describe('refresh under provider faults', () => {
     assert.equal(unavailable.status, 503);
     assert.equal(unavailable.headers['retry-after'], '7');
     assert.equal((await h.store.getLink(other.id))!.version, other.version, 'link untouched');
+    skewMs += 7000; // past the provider's pause
   });
 
   it('when the provider rate-limits with 429 + Retry-After, then 503 with that Retry-After and the link untouched', async () => {
@@ -145,6 +160,7 @@ describe('refresh under provider faults', () => {
     assert.equal(res.headers['retry-after'], '30');
     assert.deepEqual(res.body, expectedProblem(res, 'provider_unavailable'));
     assert.equal((await current()).version, link.version);
+    skewMs += 30_000; // past the provider's pause
   });
 
   it('when the provider says invalid_grant, then 409 reauth_required, the link needs reauth (audited), and later calls never reach the provider', async () => {
@@ -186,6 +202,7 @@ describe('refresh under provider faults', () => {
     assert.equal(kept.refreshToken!.reveal(), rt, 'the only refresh token we have is kept');
     assert.equal(standIn.isActive(rt), false, 'the provider rotated it away');
 
+    skewMs += 2000; // past the link's back-off
     const next = await token();
     assert.equal(next.status, 409);
     assert.equal(next.body.code, 'reauth_required');
