@@ -63,6 +63,22 @@ function optionalTime(ms: number | null): string | null {
   return ms === null ? null : toRfc3339(ms);
 }
 
+/** Metadata keys linkvault keeps for itself (refresh bookkeeping); never shown to callers. */
+export const INTERNAL_METADATA_PREFIX = 'linkvault.';
+
+/** The link's metadata without linkvault's own bookkeeping keys. */
+export function publicMetadata(
+  metadata: Readonly<Record<string, string>>,
+): Readonly<Record<string, string>> {
+  let internal = false;
+  for (const key in metadata) if (key.startsWith(INTERNAL_METADATA_PREFIX)) internal = true;
+  if (!internal) return metadata;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(metadata))
+    if (!k.startsWith(INTERNAL_METADATA_PREFIX)) out[k] = v;
+  return out;
+}
+
 /** The API view of a link. Never tokens, never endpoint variables. */
 export function toLinkJson(link: LinkRecord): LinkJson {
   return {
@@ -72,7 +88,7 @@ export function toLinkJson(link: LinkRecord): LinkJson {
     provider_id: link.providerId,
     status: link.status,
     granted_scopes: [...link.grantedScopes],
-    metadata: { ...link.metadata },
+    metadata: { ...publicMetadata(link.metadata) },
     created_at: toRfc3339(link.createdAtMs),
     updated_at: toRfc3339(link.updatedAtMs),
     last_refreshed_at: optionalTime(link.lastRefreshedAtMs),

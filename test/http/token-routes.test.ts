@@ -204,7 +204,20 @@ describe('token route', () => {
     const next = await token(link.id);
     assert.equal(next.body.access_token, forced.body.access_token);
     assert.equal(refreshes(), before + 1);
-    // The stored (rotated) refresh token is the live one: another forced refresh works.
+    // A forced refresh moments after a refresh is served that refresh's token (one refresh for a
+    // burst of callers that all saw the old token rejected).
+    const burst = await token(link.id, { force_refresh: true });
+    assert.equal(burst.body.access_token, forced.body.access_token);
+    assert.equal(refreshes(), before + 1);
+    // The stored (rotated) refresh token is the live one: once that window has passed, another
+    // forced refresh works.
+    const current = (await h.store.getLink(link.id))!;
+    assert.ok(
+      await h.store.saveLink(
+        { ...current, lastRefreshedAtMs: current.lastRefreshedAtMs! - 60_000 },
+        current.version,
+      ),
+    );
     const again = await token(link.id, { force_refresh: true });
     assert.equal(again.status, 200);
     assert.equal(refreshes(), before + 2);

@@ -45,8 +45,6 @@ import {
  * refresh token. Defined by the store's expiry index, which files a marked link as due at once.
  */
 export { REFRESH_UNCERTAIN_KEY } from '../../store/expiry-index-score.js';
-/** Metadata keys with this prefix are ours, not the provider's: never returned with a token. */
-export const INTERNAL_METADATA_PREFIX = 'linkvault.';
 
 export interface FreshTokens {
   readonly link: LinkRecord;

@@ -7,13 +7,10 @@ import type { Secret } from '../../secret.js';
 import type { Store } from '../../store/store.js';
 import type { GrantRecord } from './grants.js';
 import type { LinkRecord } from '../link.js';
+import { publicMetadata } from '../link.js';
 import type { Audit } from '../audit/audit.js';
 import { chooseGrant, matchingGrants } from './grants.js';
-import {
-  INTERNAL_METADATA_PREFIX,
-  type FreshTokens,
-  type RefreshCoordinator,
-} from './refresh-coordinator.js';
+import { type FreshTokens, type RefreshCoordinator } from './refresh-coordinator.js';
 import { openTokenSet } from '../sealing/token-vault.js';
 
 /**
@@ -236,17 +233,4 @@ function shapeRelease({ link, tokens }: FreshTokens): ReleasedToken {
     scopes: tokens.scopes ?? link.grantedScopes,
     metadata: publicMetadata(link.metadata),
   };
-}
-
-/** The link's metadata without linkvault's own bookkeeping keys. */
-function publicMetadata(
-  metadata: Readonly<Record<string, string>>,
-): Readonly<Record<string, string>> {
-  let internal = false;
-  for (const key in metadata) if (key.startsWith(INTERNAL_METADATA_PREFIX)) internal = true;
-  if (!internal) return metadata;
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(metadata))
-    if (!k.startsWith(INTERNAL_METADATA_PREFIX)) out[k] = v;
-  return out;
 }
