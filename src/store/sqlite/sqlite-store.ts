@@ -9,6 +9,12 @@
  * - Rows with a lifetime (flow state, sessions, locks) are checked at read and purged periodically.
  * - Every read-modify-write runs in one transaction; better-sqlite3 is synchronous, so inside one
  *   process nothing interleaves with it either.
+ * - A write is acknowledged only once its commit has succeeded. In autocommit mode the commit runs
+ *   when the statement finishes, and better-sqlite3's `.get()` steps once and then resets the
+ *   statement without reporting the reset's result: a write through `.get()` (`INSERT … RETURNING`)
+ *   whose commit fails (a full disk: the WAL cannot grow) would answer with a row that was never
+ *   stored. So writes go through `.run()` (which steps to the end and throws on a failed commit),
+ *   and a write that must also read does so inside `db.transaction`, whose COMMIT throws.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -132,7 +138,13 @@ export class SqliteStore implements Store {
     const code = err instanceof Database.SqliteError ? err.code : undefined;
     if (code !== undefined && UNAVAILABLE_CODES.test(code)) {
       this.#onUnavailable?.();
-      this.#log?.warn({ store: 'sqlite', code }, 'sqlite store unavailable');
+      // A full or failing disk refuses every write until an operator acts; a busy lock passes.
+      if (/^SQLITE_(FULL|IOERR)/.test(code))
+        this.#log?.error(
+          { store: 'sqlite', code },
+          'sqlite store unavailable: a write was refused (disk full or failing)',
+        );
+      else this.#log?.warn({ store: 'sqlite', code }, 'sqlite store unavailable');
       return new LinkvaultError('store_unavailable', { cause: err, retryAfterSeconds: 1 });
     }
     return new LinkvaultError('internal_error', { cause: err });
@@ -286,7 +298,15 @@ export class SqliteStore implements Store {
 
   takeFlowState(key: string): Promise<FlowStateRecord | null> {
     return this.#run(() => {
-      const row = this.#s.takeFlow.get(key);
+      // Read and delete in one transaction: the value is handed out only once the delete has
+      // committed, so a flow state is never both returned and still stored (single use).
+      const row = this.#db
+        .transaction(() => {
+          const found = this.#s.getFlow.get(key);
+          if (found) this.#s.deleteFlow.run(key);
+          return found;
+        })
+        .immediate();
       if (!row || row.expires_at_ms <= Date.now()) return null;
       return JSON.parse(row.value) as FlowStateRecord;
     });
@@ -401,13 +421,15 @@ export class SqliteStore implements Store {
 
   appendAudit(event: AuditEvent): Promise<string> {
     return this.#run(() => {
-      const row = this.#s.appendAudit.get(
+      // `.run()`, not `INSERT … RETURNING` through `.get()`: the sequence number is claimed only
+      // after the commit succeeded (see the file comment). seq is the rowid (INTEGER PRIMARY KEY).
+      const { lastInsertRowid } = this.#s.appendAudit.run(
         event.atMs,
         event.type,
         event.requestId ?? null,
         JSON.stringify(event.data),
       );
-      return String(row!.seq);
+      return String(lastInsertRowid);
     });
   }
 
@@ -571,10 +593,12 @@ function prepareDocuments(
   keyColumn: 'link_id' | 'id',
 ): SqliteDocuments {
   // Table and column come from the two literals above, never from input.
-  const put = db.prepare<[string, string]>(
+  const put = prepareWrite<[string, string]>(
+    db,
     `INSERT OR REPLACE INTO ${table} (${keyColumn}, body) VALUES (?, ?)`,
   );
-  const get = db.prepare<[string], { body: string }>(
+  const get = prepareRead<[string], { body: string }>(
+    db,
     `SELECT body FROM ${table} WHERE ${keyColumn} = ?`,
   );
   return {
@@ -590,102 +614,156 @@ function parseObject(json: string): Record<string, unknown> {
   return JSON.parse(json) as Record<string, unknown>;
 }
 
+/**
+ * A statement that writes, exposing only `.run()`: it steps to the end, so a failed autocommit
+ * (SQLITE_FULL, SQLITE_IOERR) throws instead of being dropped at reset as `.get()` would drop it.
+ * A write that returns rows (`RETURNING`) is refused when the store opens.
+ */
+function prepareWrite<P extends unknown[] = unknown[]>(
+  db: Db,
+  sql: string,
+): Pick<Database.Statement<P>, 'run'> {
+  const stmt = db.prepare<P>(sql);
+  if (stmt.readonly || stmt.reader)
+    throw new Error(
+      `sqlite-store: a write statement must neither be read-only nor return rows: ${sql}`,
+    );
+  return stmt;
+}
+
+/** A statement that only reads; one that would write is refused when the store opens. */
+function prepareRead<P extends unknown[] = unknown[], R = unknown>(
+  db: Db,
+  sql: string,
+): Database.Statement<P, R> {
+  const stmt = db.prepare<P, R>(sql);
+  if (!stmt.readonly) throw new Error(`sqlite-store: a read statement must not write: ${sql}`);
+  return stmt;
+}
+
 function prepareStatements(db: Db) {
   return {
-    ping: db.prepare('SELECT 1'),
-    getLink: db.prepare<[string], LinkRow>(
+    ping: prepareRead(db, 'SELECT 1'),
+    getLink: prepareRead<[string], LinkRow>(
+      db,
       'SELECT body, version, last_used_at_ms FROM links WHERE id = ?',
     ),
-    getLinkMeta: db.prepare<
+    getLinkMeta: prepareRead<
       [string],
       { version: number; tenant_id: string; last_used_at_ms: number | null }
-    >('SELECT version, tenant_id, last_used_at_ms FROM links WHERE id = ?'),
-    upsertLink: db.prepare(
+    >(db, 'SELECT version, tenant_id, last_used_at_ms FROM links WHERE id = ?'),
+    upsertLink: prepareWrite(
+      db,
       `INSERT INTO links (id, tenant_id, user_id, provider_id, status, provider_account_id, version, created_at_ms, last_used_at_ms, refresh_due_at_ms, body)
        VALUES (@id, @tenant_id, @user_id, @provider_id, @status, @provider_account_id, @version, @created_at_ms, @last_used_at_ms, @refresh_due_at_ms, @body)
        ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, provider_id = excluded.provider_id, status = excluded.status,
          provider_account_id = excluded.provider_account_id, version = excluded.version, created_at_ms = excluded.created_at_ms,
          last_used_at_ms = excluded.last_used_at_ms, refresh_due_at_ms = excluded.refresh_due_at_ms, body = excluded.body`,
     ),
-    touchLink: db.prepare<[number, string, number]>(
+    touchLink: prepareWrite<[number, string, number]>(
+      db,
       'UPDATE links SET last_used_at_ms = ? WHERE id = ? AND (last_used_at_ms IS NULL OR last_used_at_ms < ?)',
     ),
-    linkIdPage: db.prepare<[string, number], { id: string }>(
+    linkIdPage: prepareRead<[string, number], { id: string }>(
+      db,
       'SELECT id FROM links WHERE id > ? ORDER BY id LIMIT ?',
     ),
     // Served by the partial index links_refresh_due (migration 2).
-    linksExpiringBefore: db.prepare<[number, number], LinkRow>(
+    linksExpiringBefore: prepareRead<[number, number], LinkRow>(
+      db,
       'SELECT body, version, last_used_at_ms FROM links WHERE refresh_due_at_ms IS NOT NULL AND refresh_due_at_ms < ? ORDER BY refresh_due_at_ms, id LIMIT ?',
     ),
 
-    putFlow: db.prepare<[string, string, number]>(
+    putFlow: prepareWrite<[string, string, number]>(
+      db,
       'INSERT OR REPLACE INTO flow_state (key, value, expires_at_ms) VALUES (?, ?, ?)',
     ),
-    takeFlow: db.prepare<[string], { value: string; expires_at_ms: number }>(
-      'DELETE FROM flow_state WHERE key = ? RETURNING value, expires_at_ms',
+    getFlow: prepareRead<[string], { value: string; expires_at_ms: number }>(
+      db,
+      'SELECT value, expires_at_ms FROM flow_state WHERE key = ?',
     ),
-    purgeFlow: db.prepare<[number]>('DELETE FROM flow_state WHERE expires_at_ms <= ?'),
+    deleteFlow: prepareWrite<[string]>(db, 'DELETE FROM flow_state WHERE key = ?'),
+    purgeFlow: prepareWrite<[number]>(db, 'DELETE FROM flow_state WHERE expires_at_ms <= ?'),
 
-    putSession: db.prepare<[string, string, number]>(
+    putSession: prepareWrite<[string, string, number]>(
+      db,
       'INSERT OR REPLACE INTO sessions (id, body, expires_at_ms) VALUES (?, ?, ?)',
     ),
-    getSession: db.prepare<[string], { body: string; expires_at_ms: number }>(
+    getSession: prepareRead<[string], { body: string; expires_at_ms: number }>(
+      db,
       'SELECT body, expires_at_ms FROM sessions WHERE id = ?',
     ),
-    deleteSession: db.prepare<[string]>('DELETE FROM sessions WHERE id = ?'),
-    purgeSessions: db.prepare<[number]>('DELETE FROM sessions WHERE expires_at_ms <= ?'),
+    deleteSession: prepareWrite<[string]>(db, 'DELETE FROM sessions WHERE id = ?'),
+    purgeSessions: prepareWrite<[number]>(db, 'DELETE FROM sessions WHERE expires_at_ms <= ?'),
 
-    putGrant: db.prepare<[string, string, number, string]>(
+    putGrant: prepareWrite<[string, string, number, string]>(
+      db,
       'INSERT OR REPLACE INTO grants (id, service_id, created_at_ms, body) VALUES (?, ?, ?, ?)',
     ),
-    getGrant: db.prepare<[string], { body: string }>('SELECT body FROM grants WHERE id = ?'),
-    listGrants: db.prepare<[], { body: string }>(
+    getGrant: prepareRead<[string], { body: string }>(db, 'SELECT body FROM grants WHERE id = ?'),
+    listGrants: prepareRead<[], { body: string }>(
+      db,
       'SELECT body FROM grants ORDER BY created_at_ms, id',
     ),
-    listGrantsOfService: db.prepare<[string], { body: string }>(
+    listGrantsOfService: prepareRead<[string], { body: string }>(
+      db,
       'SELECT body FROM grants WHERE service_id = ? ORDER BY created_at_ms, id',
     ),
-    deleteGrant: db.prepare<[string]>('DELETE FROM grants WHERE id = ?'),
+    deleteGrant: prepareWrite<[string]>(db, 'DELETE FROM grants WHERE id = ?'),
 
     revocations: prepareDocuments(db, 'revocations', 'link_id'),
     jobStatus: prepareDocuments(db, 'job_status', 'id'),
 
-    getLock: db.prepare<[string], { owner: string; expires_at_ms: number }>(
+    getLock: prepareRead<[string], { owner: string; expires_at_ms: number }>(
+      db,
       'SELECT owner, expires_at_ms FROM locks WHERE name = ?',
     ),
-    putLock: db.prepare<[string, string, number]>(
+    putLock: prepareWrite<[string, string, number]>(
+      db,
       'INSERT OR REPLACE INTO locks (name, owner, expires_at_ms) VALUES (?, ?, ?)',
     ),
-    extendLock: db.prepare<[number, string, string, number]>(
+    extendLock: prepareWrite<[number, string, string, number]>(
+      db,
       'UPDATE locks SET expires_at_ms = ? WHERE name = ? AND owner = ? AND expires_at_ms > ?',
     ),
-    releaseLock: db.prepare<[string, string, number]>(
+    releaseLock: prepareWrite<[string, string, number]>(
+      db,
       'DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at_ms > ?',
     ),
-    purgeLocks: db.prepare<[number]>('DELETE FROM locks WHERE expires_at_ms <= ?'),
+    purgeLocks: prepareWrite<[number]>(db, 'DELETE FROM locks WHERE expires_at_ms <= ?'),
 
-    appendAudit: db.prepare<[number, string, string | null, string], { seq: number }>(
-      'INSERT INTO audit (at_ms, type, request_id, data) VALUES (?, ?, ?, ?) RETURNING seq',
+    appendAudit: prepareWrite<[number, string, string | null, string]>(
+      db,
+      'INSERT INTO audit (at_ms, type, request_id, data) VALUES (?, ?, ?, ?)',
     ),
-    readAudit: db.prepare<
+    readAudit: prepareRead<
       [number, number],
       { seq: number; at_ms: number; type: string; request_id: string | null; data: string }
-    >('SELECT seq, at_ms, type, request_id, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
+    >(
+      db,
+      'SELECT seq, at_ms, type, request_id, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?',
+    ),
 
-    enqueue: db.prepare<
+    enqueue: prepareWrite<
       [{ id: string; kind: string; payload: string; attempts: number; run_at_ms: number }]
     >(
+      db,
       `INSERT INTO queue (id, kind, payload, attempts, run_at_ms, lease_token, lease_until_ms, due_at_ms)
        VALUES (@id, @kind, @payload, @attempts, @run_at_ms, NULL, NULL, @run_at_ms) ON CONFLICT (id) DO NOTHING`,
     ),
-    dueJobs: db.prepare<[number, number], QueueRow>(
+    dueJobs: prepareRead<[number, number], QueueRow>(
+      db,
       'SELECT id, kind, payload, attempts, run_at_ms FROM queue WHERE due_at_ms <= ? ORDER BY due_at_ms, id LIMIT ?',
     ),
-    leaseJob: db.prepare<[{ lease_token: string; lease_until_ms: number; id: string }]>(
+    leaseJob: prepareWrite<[{ lease_token: string; lease_until_ms: number; id: string }]>(
+      db,
       'UPDATE queue SET lease_token = @lease_token, lease_until_ms = @lease_until_ms, due_at_ms = @lease_until_ms WHERE id = @id',
     ),
-    completeJob: db.prepare<[string, string]>('DELETE FROM queue WHERE id = ? AND lease_token = ?'),
-    rescheduleJob: db.prepare<
+    completeJob: prepareWrite<[string, string]>(
+      db,
+      'DELETE FROM queue WHERE id = ? AND lease_token = ?',
+    ),
+    rescheduleJob: prepareWrite<
       [
         {
           id: string;
@@ -696,15 +774,18 @@ function prepareStatements(db: Db) {
         },
       ]
     >(
+      db,
       `UPDATE queue SET run_at_ms = @run_at_ms, due_at_ms = @run_at_ms, attempts = @attempts, payload = coalesce(@payload, payload),
          lease_token = NULL, lease_until_ms = NULL
        WHERE id = @id AND lease_token = @lease_token`,
     ),
-    countJobs: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM queue'),
-    jobPage: db.prepare<[string, number], QueueRow & { leased: number }>(
+    countJobs: prepareRead<[], { n: number }>(db, 'SELECT count(*) AS n FROM queue'),
+    jobPage: prepareRead<[string, number], QueueRow & { leased: number }>(
+      db,
       'SELECT id, kind, payload, attempts, run_at_ms, lease_token IS NOT NULL AS leased FROM queue WHERE id > ? ORDER BY id LIMIT ?',
     ),
-    replaceJobPayload: db.prepare<[{ id: string; expected: string; payload: string }]>(
+    replaceJobPayload: prepareWrite<[{ id: string; expected: string; payload: string }]>(
+      db,
       'UPDATE queue SET payload = @payload WHERE id = @id AND lease_token IS NULL AND payload = @expected',
     ),
   };
