@@ -152,6 +152,8 @@ export async function startService(
         }
         await running.adapters.close();
         log.info('stopped');
+        // The log destination writes asynchronously: nothing said during shutdown may be lost.
+        await new Promise<void>((resolve) => log.flush(() => resolve()));
       })());
 
     return { server: serving.server, url: `http://127.0.0.1:${serving.port}`, config, log, close };

@@ -517,7 +517,7 @@ describe('request log', () => {
     assert.deepEqual(leaked, []);
   });
 
-  test('when a caller logs a secret-named field, then pino redacts it at any depth', () => {
+  test('when a caller logs a secret-named field, then a top-level secret is censored and nested provider answers (cause, response, body, headers) are not logged at all', () => {
     log.info(
       {
         access_token: 'redact-me-1',
