@@ -154,6 +154,7 @@ export async function serve(
       });
       void graceEnded.then(() => {
         graceOver = true;
+        log.info({ idle_grace_ms: graceMs }, 'drain grace over: closing idle connections');
         server.closeIdleConnections();
       });
       const outcome = await Promise.race([drained.then(() => false as const), timedOut]);
