@@ -162,7 +162,10 @@ describe('slow requests', () => {
     const sentAtMs = Date.now();
     await c.write('POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n');
     const openMs = await closedWithin(c, sentAtMs, 2 * REQUEST_TIMEOUT_MS);
-    assert.ok(openMs >= REQUEST_TIMEOUT_MS - 20, `closed after ${openMs} ms, not before the timeout`);
+    assert.ok(
+      openMs >= REQUEST_TIMEOUT_MS - 20,
+      `closed after ${openMs} ms, not before the timeout`,
+    );
     assert.equal(c.responses()[0]?.status, 200);
     assert.ok(c.received.endsWith(TIMED_OUT));
   });
