@@ -12,6 +12,9 @@ import {
  * An invalid value throws ConfigError whose message is one line naming the variable.
  */
 
+/** Concurrent connections accepted when LINKVAULT_MAX_CONNECTIONS is not set. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+
 export class ConfigError extends Error {
   constructor(
     readonly variable: string,
@@ -86,6 +89,8 @@ export interface Config {
   readonly refreshLockTtlMs: number;
   readonly providerTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
+  /** Concurrent connections the HTTP server accepts (LINKVAULT_MAX_CONNECTIONS); more are closed at once. */
+  readonly maxConnections: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Directory for development defaults (SQLite file, generated key). */
   readonly dataDir: string;
@@ -409,6 +414,7 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     refreshLockTtlMs,
     providerTimeoutMs,
     shutdownTimeoutMs: int(env, 'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS', 10, 1, 300) * 1000,
+    maxConnections: int(env, 'LINKVAULT_MAX_CONNECTIONS', DEFAULT_MAX_CONNECTIONS, 1, 1_000_000),
     logLevel,
     dataDir,
     providerCredentialFor: (providerId) =>

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Server as NetServer, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { DEFAULT_MAX_CONNECTIONS } from '../config.js';
 
 export interface ServeOptions {
   readonly port: number;
@@ -9,6 +10,15 @@ export interface ServeOptions {
   /** How long close() lets requests in flight finish before destroying their sockets. */
   readonly shutdownTimeoutMs: number;
   readonly log: Logger;
+  /** Concurrent connections accepted; more are closed at once. Default DEFAULT_MAX_CONNECTIONS. */
+  readonly maxConnections?: number;
+  /** Time to receive a whole request (headers and body), from its first byte. Default 60 s. */
+  readonly requestTimeoutMs?: number;
+  /**
+   * Time to receive a request's headers, from its first byte (or from the connection's opening,
+   * for its first request); at most requestTimeoutMs. Default min(30 s, requestTimeoutMs).
+   */
+  readonly headersTimeoutMs?: number;
 }
 
 export interface Serving {
@@ -17,10 +27,30 @@ export interface Serving {
   /** True from the moment close() is called. */
   closing(): boolean;
   /**
-   * Refuses new connections, answers what is still to be answered with Connection: close, and
-   * resolves once requests in flight have finished (their sockets are destroyed after the timeout).
+   * Refuses new connections, answers every request still to be answered (on busy and idle
+   * connections alike) with Connection: close, closes the connections left idle once the drain
+   * grace is over, and resolves once every connection has closed (sockets still busy at the
+   * shutdown timeout are destroyed).
    */
   close(): Promise<void>;
+}
+
+const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
+/** Longest time idle keep-alive connections are kept open after close() (see drainGraceMs). */
+const MAX_DRAIN_GRACE_MS = 5_000;
+const DROP_LOG_INTERVAL_MS = 60_000;
+
+/**
+ * How long close() keeps idle keep-alive connections open, answering what arrives on them with
+ * Connection: close. Closing an idle connection races a request the client is sending on it
+ * (RFC 9112 §9.6: the client sees a reset and cannot know whether it was processed); a client
+ * that is answered with Connection: close learns without losing a request. Half the shutdown
+ * window, so requests in flight keep the rest, and at most 5 s, about the time a load balancer
+ * takes to stop routing to an instance that has begun shutting down.
+ */
+function drainGraceMs(shutdownTimeoutMs: number): number {
+  return Math.min(shutdownTimeoutMs / 2, MAX_DRAIN_GRACE_MS);
 }
 
 /** Listens on options.host:options.port (port 0 picks a free one) with `listener`; rejects when it cannot bind. */
@@ -29,16 +59,48 @@ export async function serve(
   options: ServeOptions,
 ): Promise<Serving> {
   const { log, shutdownTimeoutMs } = options;
-  const server = createServer(listener);
+  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const headersTimeoutMs =
+    options.headersTimeoutMs ?? Math.min(DEFAULT_HEADERS_TIMEOUT_MS, requestTimeoutMs);
+  if (!(headersTimeoutMs > 0 && headersTimeoutMs <= requestTimeoutMs))
+    throw new RangeError('serve: headersTimeoutMs must be > 0 and at most requestTimeoutMs');
+  const server = createServer(
+    {
+      // Node answers 408 and closes a connection whose request is not received in time. It checks
+      // every connectionsCheckingInterval (default 30 s), so a stalled request would be released
+      // up to that much late; checking ten times per timeout bounds it at 1.1 × the timeout.
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: headersTimeoutMs,
+      connectionsCheckingInterval: Math.max(10, Math.floor(headersTimeoutMs / 10)),
+    },
+    listener,
+  );
   // Longer than common load-balancer idle timeouts (60 s), so the balancer, not us, closes
-  // idle connections and never reuses one we are closing; headersTimeout must exceed it.
+  // idle connections and never reuses one we are closing.
   server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
-  server.requestTimeout = 60_000;
+  // Past the cap, Node closes a new connection as soon as it is accepted: memory and file
+  // descriptors stay bounded however many clients connect or stall.
+  server.maxConnections = maxConnections;
+  let dropped = 0;
+  let dropLoggedAtMs = -Infinity;
+  server.on('drop', () => {
+    dropped++;
+    // One line a minute at most: a flood of connections must not become a flood of log lines.
+    if (Date.now() - dropLoggedAtMs < DROP_LOG_INTERVAL_MS) return;
+    dropLoggedAtMs = Date.now();
+    log.warn(
+      { max_connections: maxConnections, dropped },
+      'connection limit reached: closing new connections',
+    );
+    dropped = 0;
+  });
+
   // While closing, every response still to be written says Connection: close, so clients do not
   // reuse a connection we are about to end (RFC 9112 §9.6). Responses begun before the signal are
   // tracked so that they get the header too.
   let closing = false;
+  let graceOver = false;
   const unanswered = new Set<ServerResponse>();
   server.prependListener('request', (_req, res) => {
     if (closing) {
@@ -48,6 +110,11 @@ export async function serve(
     unanswered.add(res);
     res.once('close', () => unanswered.delete(res));
   });
+  // Runs after Node's own 'finish' handler has detached the response from its socket, so the
+  // socket counts as idle.
+  const closeIdleOnceGraceOver = (): void => {
+    if (graceOver) server.closeIdleConnections();
+  };
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -61,24 +128,39 @@ export async function serve(
   function close(): Promise<void> {
     return (closed ??= (async () => {
       closing = true;
-      for (const res of unanswered) if (!res.headersSent) res.setHeader('Connection', 'close');
+      for (const res of unanswered) {
+        if (!res.headersSent) res.setHeader('Connection', 'close');
+        // Keep-alive already promised: the connection is closed once idle after the grace.
+        else res.once('finish', closeIdleOnceGraceOver);
+      }
       unanswered.clear();
+      const graceMs = drainGraceMs(shutdownTimeoutMs);
       log.info(
-        { timeout_ms: shutdownTimeoutMs },
-        'shutting down: refusing new connections, finishing requests in flight',
+        { timeout_ms: shutdownTimeoutMs, idle_grace_ms: graceMs },
+        'shutting down: refusing new connections, answering requests on open ones with Connection: close',
       );
-      const drained = new Promise<void>((resolve) => server.close(() => resolve()));
-      // Node closes idle keep-alive sockets on close(); do it explicitly so none holds shutdown open.
-      server.closeIdleConnections();
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = await Promise.race([
-        drained.then(() => false),
-        new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(true), shutdownTimeoutMs);
-        }),
-      ]);
-      clearTimeout(timer);
-      if (timedOut) {
+      // net.Server's close, not http.Server's: the latter also closes idle keep-alive connections
+      // at once, resetting requests already on their way over them.
+      const drained = new Promise<void>((resolve) =>
+        NetServer.prototype.close.call(server, () => resolve()),
+      );
+      let graceTimer: NodeJS.Timeout | undefined;
+      let shutdownTimer: NodeJS.Timeout | undefined;
+      const graceEnded = new Promise<void>((resolve) => {
+        graceTimer = setTimeout(resolve, graceMs);
+      });
+      const timedOut = new Promise<true>((resolve) => {
+        shutdownTimer = setTimeout(() => resolve(true), shutdownTimeoutMs);
+      });
+      void graceEnded.then(() => {
+        graceOver = true;
+        log.info({ idle_grace_ms: graceMs }, 'drain grace over: closing idle connections');
+        server.closeIdleConnections();
+      });
+      const outcome = await Promise.race([drained.then(() => false as const), timedOut]);
+      clearTimeout(graceTimer);
+      clearTimeout(shutdownTimer);
+      if (outcome) {
         log.warn(
           { timeout_ms: shutdownTimeoutMs },
           'shutdown timeout: destroying connections still open',

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -11,6 +10,7 @@ import { Metrics } from '../../src/metrics.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import type { LinkRecord } from '../../src/links/link.js';
 import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
+import { RawConnection, tryConnect } from './raw-connection.js';
 
 const started: ServiceProcess[] = [];
 const dirs: string[] = [];
@@ -31,52 +31,6 @@ async function start(cwd: string, env: Record<string, string> = {}): Promise<Ser
   const service = await startServiceProcess({ cwd, env: { LINKVAULT_SANDBOX: 'false', ...env } });
   started.push(service);
   return service;
-}
-
-/** A raw HTTP/1.1 connection whose bytes we control and whose replies we read as they come. */
-class RawConnection {
-  readonly socket: Socket;
-  received = '';
-  readonly closed: Promise<void>;
-  #waiters: { text: string; resolve: () => void }[] = [];
-
-  constructor(port: number) {
-    this.socket = connect(port, '127.0.0.1');
-    this.socket.on('data', (d: Buffer) => {
-      this.received += d.toString('latin1');
-      this.#waiters = this.#waiters.filter((w) => {
-        if (!this.received.includes(w.text)) return true;
-        w.resolve();
-        return false;
-      });
-    });
-    this.socket.on('error', () => undefined);
-    this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()));
-  }
-
-  /** Resolves once `text` has been received. */
-  waitFor(text: string): Promise<void> {
-    if (this.received.includes(text)) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push({ text, resolve }));
-  }
-
-  write(data: string): Promise<void> {
-    return new Promise((resolve, reject) =>
-      this.socket.write(data, (err) => (err ? reject(err) : resolve())),
-    );
-  }
-}
-
-/** Resolves with the connection error code (ECONNREFUSED expected), or 'connected'. */
-function tryConnect(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
-  });
 }
 
 const isShuttingDown = (l: Record<string, unknown>): boolean =>
@@ -105,7 +59,7 @@ function link(id: string, tokens: LinkRecord['tokens']): LinkRecord {
 }
 
 describe('graceful shutdown of the real process', () => {
-  test('when SIGTERM arrives mid-request, then the request completes, new connections are refused, idle keep-alive sockets close, and it exits 0 with the SQLite file intact; a restart keeps the data and the key', async () => {
+  test('when SIGTERM arrives mid-request, then the request completes, new connections are refused, idle keep-alive sockets close once the drain grace is over, and it exits 0 with the SQLite file intact; a restart keeps the data and the key', async () => {
     const cwd = tempDir();
     const env = { LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS: '30' };
 
@@ -114,7 +68,8 @@ describe('graceful shutdown of the real process', () => {
     const keyFile = join(cwd, 'data/master.key');
     const keyBytes = readFileSync(keyFile);
 
-    // An idle keep-alive connection: it must not hold shutdown open.
+    // An idle keep-alive connection: kept open for the drain grace (half the shutdown timeout, at
+    // most 5 s) in case a request is on its way over it, then closed; it must not hold shutdown open.
     const idle = new RawConnection(first.port);
     await idle.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n');
     await idle.waitFor('{"status":"ok"}');
@@ -135,7 +90,8 @@ describe('graceful shutdown of the real process', () => {
       'ECONNREFUSED',
       'no new connections once shutdown has begun',
     );
-    await idle.closed; // the server closed the idle keep-alive connection
+    await idle.closed; // the server closed the idle keep-alive connection after the grace
+    assert.equal(idle.received.split('HTTP/1.1 ').length, 2, 'one answer, then closed');
 
     await inFlight.write('{}');
     await inFlight.closed;
