@@ -128,6 +128,7 @@ export async function startService(
       port: config.port,
       host: config.host,
       shutdownTimeoutMs: config.shutdownTimeoutMs,
+      maxConnections: config.maxConnections,
       log,
     });
     logSetup(config, log);

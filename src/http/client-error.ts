@@ -105,5 +105,7 @@ export function answerClientError(err: unknown, socket: Duplex, log?: Logger): v
     },
     'request refused by the HTTP parser',
   );
-  socket.end(clientErrorResponse(answer, requestId));
+  // Destroyed once written: the server allows half-open sockets, and a client that never closes its
+  // side must not keep a refused connection past its timeout.
+  socket.end(clientErrorResponse(answer, requestId), () => socket.destroy());
 }

@@ -1,3 +1,4 @@
+import { answerClientError } from './client-error.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Server as NetServer, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -76,6 +77,9 @@ export async function serve(
     },
     listener,
   );
+  // Node's own refusals (malformed request line, headers too large, a request timeout) get a
+  // problem+json body and a request id like every other answer.
+  server.on('clientError', (err, socket) => answerClientError(err, socket, log));
   // Longer than common load-balancer idle timeouts (60 s), so the balancer, not us, closes
   // idle connections and never reuses one we are closing.
   server.keepAliveTimeout = 65_000;
