@@ -65,7 +65,8 @@ const ERROR_FIELDS = ['type', 'message', 'stack', 'code', 'errno', 'syscall', 's
  * The `err` serializer: the one place a provider's answer can reach a log line is an error that
  * carries it (a library attaches the response, its body or headers as fields). Only the error's
  * type, message and stack (both with the cause chain, as pino writes them), its code and, for a
- * system error, errno and syscall are kept; a LinkvaultError's `extra` (primitives we wrote) too.
+ * system error, errno and syscall are kept; a LinkvaultError's `extra` (primitives we wrote) too,
+ * and the primitives an error's own `logFields()` returns.
  * Every other field is dropped, whatever its name. A thrown non-error is logged as its type only
  * when it is an object (it may be a whole provider answer).
  */
@@ -82,6 +83,12 @@ export function serializeError(err: unknown): unknown {
     if (typeof value === 'string' || typeof value === 'number') kept[field] = value;
   }
   if (err instanceof LinkvaultError && err.extra) kept.extra = err.extra;
+  // An error of ours may name fields it vouches for (primitives it wrote itself, never input).
+  const own = (err as { logFields?: unknown }).logFields;
+  if (typeof own === 'function') {
+    for (const [name, value] of Object.entries(own.call(err) as Record<string, unknown>))
+      if (typeof value === 'string' || typeof value === 'number') kept[name] = value;
+  }
   if (err instanceof AggregateError) kept.aggregateErrors = err.errors.map(serializeError);
   return kept;
 }

@@ -79,6 +79,11 @@ export class ServiceAuthRejection extends Error {
     this.service_id = serviceId;
     this.stack = `${this.name}: ${this.message}`;
   }
+
+  /** What the log may carry (log.ts serializeError): the verdict, never the token. */
+  logFields(): Record<string, string | undefined> {
+    return { reason: this.reason, kid: this.kid, service_id: this.service_id };
+  }
 }
 
 const SAFE_KID = /^[A-Za-z0-9._:-]{1,64}$/;
