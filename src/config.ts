@@ -33,6 +33,13 @@ export type StoreConfig =
       readonly clusterNodes: readonly { readonly host: string; readonly port: number }[] | null;
       /** Key prefix, so that several deployments can share one Redis. */
       readonly keyPrefix: string;
+      /**
+       * Replicas that must confirm each must-not-lose write (WAIT): null = 1 where a master has
+       * replicas, 0 = off. Absent: null.
+       */
+      readonly waitReplicas?: number | null;
+      /** How long one WAIT may block before the write is let stand unconfirmed. Absent: 500. */
+      readonly waitTimeoutMs?: number;
     };
 
 export type KeysConfig =
@@ -242,6 +249,12 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
         ? parseClusterNodes('LINKVAULT_REDIS_CLUSTER_NODES', clusterRaw)
         : null,
       keyPrefix,
+      waitReplicas:
+        text(env, 'LINKVAULT_REDIS_WAIT_REPLICAS') === undefined
+          ? null
+          : int(env, 'LINKVAULT_REDIS_WAIT_REPLICAS', 0, 0, 16),
+      // Below the Redis client's 1 s command timeout, which would otherwise cut WAIT short.
+      waitTimeoutMs: int(env, 'LINKVAULT_REDIS_WAIT_TIMEOUT_MS', 500, 10, 800),
     };
   } else {
     throw new ConfigError('LINKVAULT_STORE', `must be sqlite or redis, got "${storeKind}"`);

@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import type { StoreConfig } from '../config.js';
-import type { Metrics } from '../metrics.js';
+import { Counter, type Metrics } from '../metrics.js';
 import { checkRedisPersistence } from './redis/redis-persistence.js';
 import { createRedisClient, describeRedisError, waitForRedisReady } from './redis/client.js';
 import { RedisStore } from './redis/redis-store.js';
+import { ReplicaWait } from './redis/replica-wait.js';
 import { SqliteStore } from './sqlite/sqlite-store.js';
 import { checkedStore } from './checked-store.js';
 import type { Store } from './store.js';
@@ -11,11 +12,32 @@ import type { Store } from './store.js';
 /** How long start-up waits for Redis by default before giving up with store_unavailable. */
 const REDIS_STARTUP_TIMEOUT_MS = 5000;
 
+/** One replication-lag counter per Metrics registry (createStore may run more than once per process). */
+const replicationLagCounters = new WeakMap<Metrics, Counter>();
+
+/** `linkvault_store_replication_lag_total`: must-not-lose writes the replicas did not confirm in time. */
+export function replicationLagCounter(metrics: Metrics): Counter {
+  let counter = replicationLagCounters.get(metrics);
+  if (!counter) {
+    counter = metrics.add(
+      new Counter(
+        'linkvault_store_replication_lag_total',
+        'Acknowledged Redis writes whose replicas did not confirm them within LINKVAULT_REDIS_WAIT_TIMEOUT_MS',
+        ['store'],
+      ),
+    );
+    replicationLagCounters.set(metrics, counter);
+  }
+  return counter;
+}
+
 /**
  * Builds the configured Store, behind the input checks of checked-store.ts. Every operation that
  * fails with store_unavailable is counted in `metrics.storeErrors{store}`. For Redis, waits until the
  * client is ready (rejects store_unavailable after `startupTimeoutMs`, default 5 s) and logs a
  * warning when persistence settings put acknowledged writes at risk (see redis-persistence.ts).
+ * Where the masters have replicas, must-not-lose writes wait for them (replica-wait.ts); a write
+ * they do not confirm in time stands and counts in `linkvault_store_replication_lag_total{store}`.
  */
 export async function createStore(
   config: StoreConfig,
@@ -45,11 +67,29 @@ export async function createStore(
   } finally {
     client.off('error', quiet);
   }
+  const lag = replicationLagCounter(deps.metrics);
+  const replicaWait = new ReplicaWait({
+    client,
+    replicas: config.waitReplicas ?? null,
+    timeoutMs: config.waitTimeoutMs ?? 500,
+    log: deps.log,
+    onMiss: () => lag.inc({ store: 'redis' }),
+  });
+  try {
+    await replicaWait.detect();
+  } catch (err) {
+    // The count is read again in the background on the first writes.
+    deps.log?.warn(
+      { store: 'redis', err: describeRedisError(err) },
+      'Redis replicas could not be counted at start',
+    );
+  }
   const store = new RedisStore({
     client,
     keyPrefix: config.keyPrefix,
     log: deps.log,
     onUnavailable,
+    replicaWait,
   });
   try {
     const report = await checkRedisPersistence(client);

@@ -356,3 +356,43 @@ export async function startRedisCluster(
   clients.forEach((c) => c.disconnect());
   return { seeds: nodes.map((n) => ({ host: HOST, port: n.port })), nodes, stop };
 }
+
+/**
+ * Starts a standalone redis-server replicating `master` (`--replicaof`), and resolves once the
+ * replica reports `master_link_status:up` and the master counts it in `connected_slaves`.
+ */
+export async function startRedisReplica(
+  master: RedisServerHandle,
+  opts: StartRedisOptions = {},
+): Promise<RedisServerHandle> {
+  const replica = await startRedis({
+    ...opts,
+    extraArgs: [...(opts.extraArgs ?? []), '--replicaof', master.host, String(master.port)],
+  });
+  const replicaClient = new Redis(replica.port, replica.host, { lazyConnect: true });
+  const masterClient = new Redis(master.port, master.host, { lazyConnect: true });
+  try {
+    await Promise.all([replicaClient.connect(), masterClient.connect()]);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const [own, masters] = await Promise.all([
+        replicaClient.info('replication'),
+        masterClient.info('replication'),
+      ]);
+      if (
+        /^master_link_status:up/m.test(own) &&
+        new RegExp(`^slave\\d+:ip=${HOST},port=${replica.port},state=online`, 'm').test(masters)
+      )
+        return replica;
+      if (Date.now() > deadline) {
+        await replica.stop();
+        throw new Error(`replica on port ${replica.port} did not sync with ${master.url} in 10 s`);
+      }
+      // Polling Redis's own status: there is no event to await for a finished sync.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    replicaClient.disconnect();
+    masterClient.disconnect();
+  }
+}

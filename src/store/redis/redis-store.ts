@@ -34,6 +34,7 @@ import {
 } from './client.js';
 import { RedisKeys, type RedisDocumentSlot } from './keys.js';
 import { defineScripts, type ScriptCommands } from './scripts.js';
+import type { ReplicaWait } from './replica-wait.js';
 
 /** The store's own guard fires shortly after ioredis's command timeout. */
 const GUARD_MS = REDIS_COMMAND_TIMEOUT_MS + 200;
@@ -47,6 +48,11 @@ export interface RedisStoreOptions {
   readonly onUnavailable?: () => void;
   /** Size of the in-process link id → tenant cache (tenants never change, so entries never go stale). */
   readonly tenantCacheSize?: number;
+  /**
+   * Waits for replicas after each write that must not be lost (saveLink, putRevocation,
+   * appendAudit, enqueue, rescheduleJob); none: no wait.
+   */
+  readonly replicaWait?: ReplicaWait | undefined;
 }
 
 function randomToken(): string {
@@ -77,6 +83,7 @@ export class RedisStore implements Store {
   readonly #onUnavailable: (() => void) | undefined;
   readonly #tenantOfLink = new Map<string, string>();
   readonly #tenantCacheSize: number;
+  readonly #replicaWait: ReplicaWait | undefined;
   #closed = false;
   /** Set once this process knows every link is in the expiry index (#ensureExpiryIndex). */
   #expiryIndexBuilt = false;
@@ -90,6 +97,7 @@ export class RedisStore implements Store {
     this.#log = options.log;
     this.#onUnavailable = options.onUnavailable;
     this.#tenantCacheSize = options.tenantCacheSize ?? 100_000;
+    this.#replicaWait = options.replicaWait;
     this.#scripts = defineScripts(this.#client);
     // Without a listener ioredis prints every connection error to the console; log them, sanitised and rate-limited.
     this.#client.on('error', this.#onClientError);
@@ -166,6 +174,11 @@ export class RedisStore implements Store {
         },
       );
     });
+  }
+
+  /** After a write that must not be lost: wait for the replicas (never rejects; see replica-wait.ts). */
+  async #awaitReplicas(): Promise<void> {
+    if (this.#replicaWait) await this.#replicaWait.afterWrite();
   }
 
   #fail(err: LinkvaultError): LinkvaultError {
@@ -369,6 +382,7 @@ export class RedisStore implements Store {
     );
     if (result === null) return null;
     this.#remember(id, tenantId);
+    await this.#awaitReplicas();
     const lastUsed = String(result[1]);
     return { ...stored, lastUsedAtMs: lastUsed === '' ? null : Number(lastUsed) };
   }
@@ -558,6 +572,7 @@ export class RedisStore implements Store {
 
   async putRevocation(row: RevocationRecordRow): Promise<void> {
     await this.#putDocument('rv', row.linkId, row.record);
+    await this.#awaitReplicas();
   }
 
   async getRevocation(linkId: string): Promise<RevocationRecordRow | null> {
@@ -601,6 +616,7 @@ export class RedisStore implements Store {
     });
     const id = await this.#call(() => this.#client.xadd(this.#keys.audit, '*', 'e', json));
     if (id === null) throw new LinkvaultError('internal_error', { detail: 'XADD returned no id' });
+    await this.#awaitReplicas();
     return id;
   }
 
@@ -636,6 +652,7 @@ export class RedisStore implements Store {
         String(job.runAtMs),
       ),
     );
+    await this.#awaitReplicas();
   }
 
   async claimJobs(nowMs: number, limit: number, leaseMs: number): Promise<QueueJob[]> {
@@ -678,7 +695,7 @@ export class RedisStore implements Store {
     payload?: Readonly<Record<string, unknown>>,
   ): Promise<boolean> {
     const payloadJson = payload === undefined ? '' : JSON.stringify(payload);
-    return (
+    const rescheduled =
       (await this.#call(() =>
         this.#scripts.linkvaultRescheduleJob(
           ...this.#keys.queue(),
@@ -688,8 +705,9 @@ export class RedisStore implements Store {
           String(attempts),
           payloadJson,
         ),
-      )) === 1
-    );
+      )) === 1;
+    if (rescheduled) await this.#awaitReplicas();
+    return rescheduled;
   }
 
   async countJobs(): Promise<number> {

@@ -1,0 +1,181 @@
+/**
+ * Waits, after a write that must not be lost, until the master's replicas have it (WAIT, or WAITAOF
+ * on Redis 7.2+, which also waits for the replicas' AOF fsync).
+ *
+ * Why: Redis replicates asynchronously. A write the master acknowledged but had not yet sent to a
+ * replica is gone when that replica is promoted (failover), though linkvault already told its caller
+ * the refresh succeeded. Waiting narrows that window to writes in flight when the master died.
+ *
+ * When the replicas do not confirm within the timeout (or the WAIT itself fails), the write stands:
+ * it is on the master and will reach the replicas when they catch up. The miss is counted
+ * (`onMiss`) and logged at warn; the caller is answered as if the write succeeded.
+ *
+ * Replicas are discovered from `INFO replication` (`connected_slaves`) on each master, at start and
+ * again at most every `refreshMs` (in the background, never on the write's path). A master without
+ * replicas is never sent WAIT, so a standalone Redis without replicas costs nothing extra. A master
+ * whose replicas all went away since start is not sent WAIT either (it could only time out), but
+ * each must-not-lose write to it counts as a miss until a replica is back.
+ * WAITAOF support is detected with `COMMAND INFO WAITAOF`, not assumed from a version.
+ */
+import { Cluster } from 'ioredis';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { describeRedisError, type RedisClient } from './client.js';
+
+export interface ReplicaWaitOptions {
+  readonly client: RedisClient;
+  /**
+   * Replicas that must confirm each must-not-lose write: null means 1 wherever the master has
+   * replicas (and none where it has none); 0 turns the wait off.
+   */
+  readonly replicas: number | null;
+  /** How long one WAIT may block; must stay below the client's command timeout. */
+  readonly timeoutMs: number;
+  /** How often the replica count is read again; default 5 s. */
+  readonly refreshMs?: number;
+  readonly log?: Logger | undefined;
+  /** Called once for every write whose replicas did not confirm it in time (metrics). */
+  readonly onMiss?: () => void;
+}
+
+/** What WAIT needs to know about one master. */
+interface MasterState {
+  /** connected_slaves from INFO replication at the last refresh. */
+  connectedReplicas: number;
+  /** Whether this master has had a replica since start (a standalone Redis never has). */
+  hadReplicas: boolean;
+}
+
+/** `connected_slaves` from an `INFO replication` reply, 0 when absent. */
+export function readConnectedReplicas(info: string): number {
+  const match = /^connected_slaves:(\d+)/m.exec(info);
+  return match ? Number(match[1]) : 0;
+}
+
+export class ReplicaWait {
+  readonly #client: RedisClient;
+  readonly #replicas: number | null;
+  readonly #timeoutMs: number;
+  readonly #refreshMs: number;
+  readonly #log: Logger | undefined;
+  readonly #onMiss: (() => void) | undefined;
+  readonly #masters = new WeakMap<Redis, MasterState>();
+  #waitAof = false;
+  #refreshedAtMs = 0;
+  #refreshing: Promise<void> | null = null;
+  #lastWarnMs = 0;
+
+  constructor(options: ReplicaWaitOptions) {
+    this.#client = options.client;
+    this.#replicas = options.replicas;
+    this.#timeoutMs = options.timeoutMs;
+    this.#refreshMs = options.refreshMs ?? 5000;
+    this.#log = options.log;
+    this.#onMiss = options.onMiss;
+  }
+
+  /** Whether WAITAOF was found at the last detection (Redis 7.2+). */
+  get usesWaitAof(): boolean {
+    return this.#waitAof;
+  }
+
+  /** Reads each master's replica count and WAITAOF support now. Rejects on a Redis failure. */
+  async detect(): Promise<void> {
+    if (this.#replicas === 0) return;
+    const masters = this.#mastersNow();
+    const first = masters[0];
+    if (first) {
+      // COMMAND INFO answers [null] for a command the server does not know.
+      const reply = (await first.call('COMMAND', 'INFO', 'WAITAOF')) as unknown[];
+      this.#waitAof = Array.isArray(reply) && reply[0] !== null && reply[0] !== undefined;
+    }
+    await Promise.all(
+      masters.map(async (node) => {
+        const info = String(await node.call('INFO', 'replication'));
+        const connectedReplicas = readConnectedReplicas(info);
+        const hadReplicas =
+          (this.#masters.get(node)?.hadReplicas ?? false) || connectedReplicas > 0;
+        this.#masters.set(node, { connectedReplicas, hadReplicas });
+      }),
+    );
+    this.#refreshedAtMs = Date.now();
+  }
+
+  /**
+   * Waits until the replicas have every write this process sent so far to the masters that have
+   * replicas. Never rejects: a miss or a failure is counted and logged, and the write stands.
+   */
+  async afterWrite(): Promise<void> {
+    if (this.#replicas === 0) return;
+    this.#refreshInBackground();
+    const targets: { node: Redis; numReplicas: number }[] = [];
+    let replicasGone = false;
+    for (const node of this.#mastersNow()) {
+      const state = this.#masters.get(node);
+      if (!state) continue;
+      if (state.connectedReplicas > 0) targets.push({ node, numReplicas: this.#replicas ?? 1 });
+      // The replicas this master had are gone (the link died): WAIT could only time out, so do not
+      // send it, but count the write as unconfirmed: this is the window a failover loses.
+      else if (state.hadReplicas) replicasGone = true;
+    }
+    if (targets.length === 0) {
+      if (replicasGone) this.#miss({ connectedReplicas: 0 });
+      return;
+    }
+    // In a Cluster the write went to its slot's master over that master's one connection, and WAIT
+    // counts only the writes of the connection it is sent on: sent to a master this write did not
+    // touch, WAIT answers at once. So asking every master with replicas is correct, and cheap there.
+    const results = await Promise.all(targets.map((t) => this.#waitOn(t.node, t.numReplicas)));
+    const missed = results.find((r) => r !== null);
+    if (missed !== undefined) this.#miss(missed);
+    else if (replicasGone) this.#miss({ connectedReplicas: 0 });
+  }
+
+  /** Null when `numReplicas` confirmed in time, else what fell short. */
+  async #waitOn(node: Redis, numReplicas: number): Promise<Record<string, unknown> | null> {
+    try {
+      if (this.#waitAof) {
+        // numlocal 0: the master's own fsync is appendfsync's business (redis-persistence.ts).
+        const reply = (await node.call('WAITAOF', 0, numReplicas, this.#timeoutMs)) as number[];
+        const acked = Number(reply[1] ?? 0);
+        return acked >= numReplicas ? null : { command: 'WAITAOF', acked, wanted: numReplicas };
+      }
+      const acked = Number(await node.call('WAIT', numReplicas, this.#timeoutMs));
+      return acked >= numReplicas ? null : { command: 'WAIT', acked, wanted: numReplicas };
+    } catch (err) {
+      return { command: this.#waitAof ? 'WAITAOF' : 'WAIT', err: describeRedisError(err) };
+    }
+  }
+
+  #miss(fields: Record<string, unknown>): void {
+    this.#onMiss?.();
+    const now = Date.now();
+    if (now - this.#lastWarnMs < 5000) return;
+    this.#lastWarnMs = now;
+    this.#log?.warn(
+      { store: 'redis', timeoutMs: this.#timeoutMs, ...fields },
+      'Redis replicas did not confirm an acknowledged write in time; it stands on the master and is lost if the master fails before they catch up',
+    );
+  }
+
+  #mastersNow(): Redis[] {
+    const client = this.#client;
+    return client instanceof Cluster ? client.nodes('master') : [client];
+  }
+
+  #refreshInBackground(): void {
+    if (this.#refreshing || Date.now() - this.#refreshedAtMs < this.#refreshMs) return;
+    this.#refreshing = this.detect()
+      .catch((err: unknown) => {
+        // Keep the last known counts; the next write tries again after refreshMs.
+        this.#refreshedAtMs = Date.now();
+        this.#log?.warn(
+          { store: 'redis', err: describeRedisError(err) },
+          'Redis replica count could not be refreshed',
+        );
+      })
+      .finally(() => {
+        this.#refreshing = null;
+      });
+  }
+}
