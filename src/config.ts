@@ -249,12 +249,14 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
         ? parseClusterNodes('LINKVAULT_REDIS_CLUSTER_NODES', clusterRaw)
         : null,
       keyPrefix,
-      waitReplicas:
-        text(env, 'LINKVAULT_REDIS_WAIT_REPLICAS') === undefined
-          ? null
-          : int(env, 'LINKVAULT_REDIS_WAIT_REPLICAS', 0, 0, 16),
-      // Below the Redis client's 1 s command timeout, which would otherwise cut WAIT short.
-      waitTimeoutMs: int(env, 'LINKVAULT_REDIS_WAIT_TIMEOUT_MS', 500, 10, 800),
+      // Only when set: absent, createStore applies the defaults (1 where there are replicas, 500 ms).
+      ...(text(env, 'LINKVAULT_REDIS_WAIT_REPLICAS') === undefined
+        ? {}
+        : { waitReplicas: int(env, 'LINKVAULT_REDIS_WAIT_REPLICAS', 0, 0, 16) }),
+      // At most 800: below the Redis client's 1 s command timeout, which would cut WAIT short.
+      ...(text(env, 'LINKVAULT_REDIS_WAIT_TIMEOUT_MS') === undefined
+        ? {}
+        : { waitTimeoutMs: int(env, 'LINKVAULT_REDIS_WAIT_TIMEOUT_MS', 500, 10, 800) }),
     };
   } else {
     throw new ConfigError('LINKVAULT_STORE', `must be sqlite or redis, got "${storeKind}"`);

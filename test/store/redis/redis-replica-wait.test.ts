@@ -267,8 +267,9 @@ describe('LINKVAULT_REDIS_WAIT_REPLICAS and LINKVAULT_REDIS_WAIT_TIMEOUT_MS', ()
   it('when unset, then one replica is awaited where there are replicas, for 500 ms', () => {
     const { store } = loadConfig(base);
     assert.equal(store.kind, 'redis');
-    assert.equal(store.kind === 'redis' && store.waitReplicas, null);
-    assert.equal(store.kind === 'redis' && store.waitTimeoutMs, 500);
+    // Absent: createStore applies the defaults (null = 1 where there are replicas; 500 ms).
+    assert.equal(store.kind === 'redis' && 'waitReplicas' in store, false);
+    assert.equal(store.kind === 'redis' && 'waitTimeoutMs' in store, false);
   });
 
   it('when set, then they are taken as given', () => {
