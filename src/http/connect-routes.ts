@@ -43,7 +43,8 @@ import { createStrictRouter } from './strict-router.js';
  */
 
 export interface ConnectRouterDeps {
-  readonly config: Pick<Config, 'publicUrl'> & Partial<Pick<Config, 'rateLimitPerMinute'>>;
+  readonly config: Pick<Config, 'publicUrl'> &
+    Partial<Pick<Config, 'rateLimitPerMinute' | 'trustedProxyHops'>>;
   readonly sessions: Pick<Sessions, 'createSession'>;
   readonly connect: Pick<Connect, 'startConnect' | 'completeCallback'>;
   readonly serviceAuth: ServiceAuth;
@@ -162,7 +163,10 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
   // exchange): each client address gets a bounded share, answered 429 problem+json beyond it.
   const rateLimit =
     deps.rateLimit ??
-    createRateLimit({ perMinute: config.rateLimitPerMinute ?? DEFAULT_RATE_LIMIT_PER_MINUTE });
+    createRateLimit({
+      perMinute: config.rateLimitPerMinute ?? DEFAULT_RATE_LIMIT_PER_MINUTE,
+      trustedProxyHops: config.trustedProxyHops ?? 0,
+    });
 
   const createSessionRoute: RequestHandler = async (req, res) => {
     const input = parseSessionBody(req.body);

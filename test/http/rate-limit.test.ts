@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { LinkvaultError } from '../../src/errors.js';
-import { createRateLimit } from '../../src/http/rate-limit.js';
+import { clientAddressOf, createRateLimit } from '../../src/http/rate-limit.js';
 import {
   startConnectHarnessWithOidc,
   type HttpAnswer,
@@ -105,5 +105,34 @@ describe('when time passes, then the bucket refills at its rate', () => {
       (err) => err instanceof LinkvaultError,
     );
     limit.take('b');
+  });
+});
+
+describe('when the client address is read, then X-Forwarded-For counts only as far as trusted proxies vouch', () => {
+  const req = (peer: string, forwardedFor?: string | string[]) =>
+    ({
+      socket: { remoteAddress: peer },
+      headers: forwardedFor === undefined ? {} : { 'x-forwarded-for': forwardedFor },
+    }) as unknown as Parameters<typeof clientAddressOf>[0];
+
+  test('with no trusted proxy, the TCP peer, whatever the header says', () => {
+    assert.equal(clientAddressOf(req('192.0.2.1', '203.0.113.7'), 0), '192.0.2.1');
+  });
+
+  test('with one trusted proxy, the entry it appended, not what the client wrote before it', () => {
+    assert.equal(clientAddressOf(req('10.0.0.2', '203.0.113.7'), 1), '203.0.113.7');
+    assert.equal(
+      clientAddressOf(req('10.0.0.2', '198.51.100.1, 198.51.100.2,203.0.113.7'), 1),
+      '203.0.113.7',
+    );
+    assert.equal(
+      clientAddressOf(req('10.0.0.2', ['198.51.100.1', '203.0.113.7, 10.0.0.1']), 2),
+      '203.0.113.7',
+    );
+  });
+
+  test('a chain shorter than the trusted proxies gives its first entry; no header gives the peer', () => {
+    assert.equal(clientAddressOf(req('10.0.0.2', '203.0.113.7'), 3), '203.0.113.7');
+    assert.equal(clientAddressOf(req('10.0.0.2'), 1), '10.0.0.2');
   });
 });
