@@ -98,6 +98,12 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** Concurrent connections the HTTP server accepts (LINKVAULT_MAX_CONNECTIONS); more are closed at once. */
   readonly maxConnections: number;
+  /** Requests per minute (and burst) one client address may make of what unauthenticated callers can start: connect starts, OAuth callbacks (LINKVAULT_RATE_LIMIT_PER_MINUTE). Per replica. */
+  readonly rateLimitPerMinute: number;
+  /** Proxies of ours in front of linkvault whose X-Forwarded-For entries the rate limiter believes (LINKVAULT_TRUSTED_PROXY_HOPS; 0 = none). */
+  readonly trustedProxyHops: number;
+  /** Connect flows one session may start over its lifetime, counted across replicas (LINKVAULT_CONNECT_STARTS_PER_SESSION). */
+  readonly connectStartsPerSession: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Directory for development defaults (SQLite file, generated key). */
   readonly dataDir: string;
@@ -430,6 +436,9 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     providerTimeoutMs,
     shutdownTimeoutMs: int(env, 'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS', 10, 1, 300) * 1000,
     maxConnections: int(env, 'LINKVAULT_MAX_CONNECTIONS', DEFAULT_MAX_CONNECTIONS, 1, 1_000_000),
+    rateLimitPerMinute: int(env, 'LINKVAULT_RATE_LIMIT_PER_MINUTE', 600, 1, 1_000_000),
+    trustedProxyHops: int(env, 'LINKVAULT_TRUSTED_PROXY_HOPS', 0, 0, 10),
+    connectStartsPerSession: int(env, 'LINKVAULT_CONNECT_STARTS_PER_SESSION', 20, 1, 1000),
     logLevel,
     dataDir,
     providerCredentialFor: (providerId) =>

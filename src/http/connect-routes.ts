@@ -12,6 +12,7 @@ import { FLOW_TTL_SECONDS } from '../links/connect/connect.js';
 import { withResult } from '../links/connect/return-to.js';
 import type { Sessions } from '../links/connect/sessions.js';
 import { toLinkvaultError } from './problem.js';
+import { createRateLimit, type RateLimit } from './rate-limit.js';
 import { echoableName, jsonObject } from './request-shape.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { parseStrictQuery } from './strict-query.js';
@@ -42,11 +43,17 @@ import { createStrictRouter } from './strict-router.js';
  */
 
 export interface ConnectRouterDeps {
-  readonly config: Pick<Config, 'publicUrl'>;
+  readonly config: Pick<Config, 'publicUrl'> &
+    Partial<Pick<Config, 'rateLimitPerMinute' | 'trustedProxyHops'>>;
   readonly sessions: Pick<Sessions, 'createSession'>;
   readonly connect: Pick<Connect, 'startConnect' | 'completeCallback'>;
   readonly serviceAuth: ServiceAuth;
+  /** The per-client limiter for connect starts and callbacks; built from the configuration when omitted. */
+  readonly rateLimit?: RateLimit;
 }
+
+/** Requests per minute per client address when the configuration does not say (LINKVAULT_RATE_LIMIT_PER_MINUTE). */
+const DEFAULT_RATE_LIMIT_PER_MINUTE = 600;
 
 const SESSION_FIELDS = new Set(['tenant_id', 'user_id', 'providers', 'return_to']);
 
@@ -152,6 +159,14 @@ function parseSessionBody(body: unknown): {
 export function createConnectRouter(deps: ConnectRouterDeps): Router {
   const { config, sessions, connect, serviceAuth } = deps;
   const router = createStrictRouter();
+  // Unauthenticated callers make linkvault do work (a discovery, a flow-state row, a token
+  // exchange): each client address gets a bounded share, answered 429 problem+json beyond it.
+  const rateLimit =
+    deps.rateLimit ??
+    createRateLimit({
+      perMinute: config.rateLimitPerMinute ?? DEFAULT_RATE_LIMIT_PER_MINUTE,
+      trustedProxyHops: config.trustedProxyHops ?? 0,
+    });
 
   const createSessionRoute: RequestHandler = async (req, res) => {
     const input = parseSessionBody(req.body);
@@ -288,7 +303,7 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
     serviceAuth.requireRole('sessions'),
     createSessionRoute,
   );
-  router.get('/v1/connect/:provider_id', noStore, startConnectRoute);
-  router.get('/v1/oauth/callback/:provider_id', noStore, callbackRoute);
+  router.get('/v1/connect/:provider_id', noStore, rateLimit.middleware, startConnectRoute);
+  router.get('/v1/oauth/callback/:provider_id', noStore, rateLimit.middleware, callbackRoute);
   return router;
 }

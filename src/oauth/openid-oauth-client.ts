@@ -42,20 +42,41 @@ export interface CreateOAuthClientOptions {
   readonly log?: OAuthLog;
   /** Fetch implementation (defaults to the global fetch). */
   readonly fetch?: typeof fetch;
+  /** Discovery documents kept at once (default 1,000); the least recently used goes first. */
+  readonly discoveryCacheMaxEntries?: number;
+  /** How long a discovery document is kept (default 1 h); providers rotate endpoints and keys. */
+  readonly discoveryCacheTtlMs?: number;
+  readonly now?: () => number;
+}
+
+/** Bounds the discovery cache: a templated issuer ({tenant}) gives a caller-chosen key space. */
+export const DEFAULT_DISCOVERY_CACHE_MAX_ENTRIES = 1000;
+export const DEFAULT_DISCOVERY_CACHE_TTL_MS = 3_600_000;
+
+interface DiscoveryEntry {
+  readonly pending: Promise<client.Configuration>;
+  readonly expiresAtMs: number;
 }
 
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 
 /**
  * Builds the OAuthClient adapter. Discovery documents are fetched once per (provider, resolved
- * issuer), shared by concurrent callers (single flight) and cached for the life of the process;
- * a failed discovery is not cached, so the next call tries again.
+ * issuer), shared by concurrent callers (single flight) and cached, least recently used first out,
+ * up to `discoveryCacheMaxEntries` for `discoveryCacheTtlMs`: with a templated issuer the key is
+ * partly the end user's choice, so an unbounded cache would grow with every tenant anyone names.
+ * A failed discovery is not cached, so the next call tries again.
  */
 export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClient {
   const { catalogue, config, log } = options;
   const timeoutMs = config.providerTimeoutMs;
   const calls = new AsyncLocalStorage<ProviderCall>();
-  const discovered = new Map<string, Promise<client.Configuration>>();
+  const now = options.now ?? Date.now;
+  const discoveryMaxEntries =
+    options.discoveryCacheMaxEntries ?? DEFAULT_DISCOVERY_CACHE_MAX_ENTRIES;
+  const discoveryTtlMs = options.discoveryCacheTtlMs ?? DEFAULT_DISCOVERY_CACHE_TTL_MS;
+  // Map keeps insertion order: re-inserting on every hit makes the first key the least recently used.
+  const discovered = new Map<string, DiscoveryEntry>();
   const providerFetch = createProviderFetch({
     fetch: options.fetch ?? globalThis.fetch,
     timeoutMs,
@@ -109,35 +130,41 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
     issuer: string,
   ): Promise<client.Configuration> {
     const key = `${entry.id}\n${issuer}`;
-    let pending = discovered.get(key);
-    if (!pending) {
-      pending = withCall('discovery', entry, () =>
-        client.discovery(
-          new URL(issuer),
-          credentials.clientId,
-          { client_secret: credentials.clientSecret },
-          clientAuth(entry, credentials),
-          {
-            [client.customFetch]: providerFetch,
-            timeout: timeoutMs / 1000,
-            ...(entry.insecureUrlsAllowed || config.allowInsecureProviderUrls
-              ? { execute: [client.allowInsecureRequests] }
-              : {}),
-          },
-        ),
-      ).then(
-        (cfg) => {
-          log?.debug({ provider_id: entry.id }, 'provider discovery fetched');
-          return prepare(cfg, entry);
-        },
-        (err: unknown) => {
-          // Not cached: the next call tries again.
-          discovered.delete(key);
-          throw err;
-        },
-      );
-      discovered.set(key, pending);
+    const nowMs = now();
+    const cached = discovered.get(key);
+    discovered.delete(key);
+    if (cached && cached.expiresAtMs > nowMs) {
+      discovered.set(key, cached);
+      return cached.pending;
     }
+    const pending = withCall('discovery', entry, () =>
+      client.discovery(
+        new URL(issuer),
+        credentials.clientId,
+        { client_secret: credentials.clientSecret },
+        clientAuth(entry, credentials),
+        {
+          [client.customFetch]: providerFetch,
+          timeout: timeoutMs / 1000,
+          ...(entry.insecureUrlsAllowed || config.allowInsecureProviderUrls
+            ? { execute: [client.allowInsecureRequests] }
+            : {}),
+        },
+      ),
+    ).then(
+      (cfg) => {
+        log?.debug({ provider_id: entry.id }, 'provider discovery fetched');
+        return prepare(cfg, entry);
+      },
+      (err: unknown) => {
+        // Not cached: the next call tries again (unless another call has replaced it since).
+        if (discovered.get(key)?.pending === pending) discovered.delete(key);
+        throw err;
+      },
+    );
+    discovered.set(key, { pending, expiresAtMs: nowMs + discoveryTtlMs });
+    while (discovered.size > discoveryMaxEntries)
+      discovered.delete(discovered.keys().next().value!);
     return pending;
   }
 

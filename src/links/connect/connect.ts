@@ -51,9 +51,11 @@ const MAX_METADATA_VALUE_CHARS = 2048;
 const SAVE_ATTEMPTS = 4;
 const CONNECT_LOCK_TTL_MS = 15_000;
 const CONNECT_LOCK_WAIT_MS = 5_000;
+/** Flow starts a session may make when the configuration does not say (LINKVAULT_CONNECT_STARTS_PER_SESSION). */
+export const DEFAULT_CONNECT_STARTS_PER_SESSION = 20;
 
 export interface ConnectDeps {
-  readonly config: Pick<Config, 'publicUrl'>;
+  readonly config: Pick<Config, 'publicUrl'> & Partial<Pick<Config, 'connectStartsPerSession'>>;
   readonly store: Pick<
     Store,
     'putFlowState' | 'takeFlowState' | 'listLinks' | 'saveLink' | 'acquireLock' | 'releaseLock'
@@ -327,6 +329,8 @@ function accountIdOf(
 export function createConnect(deps: ConnectDeps): Connect {
   const { store, catalogue, oauth, vault, log } = deps;
   const now = deps.now ?? Date.now;
+  const maxStartsPerSession =
+    deps.config.connectStartsPerSession ?? DEFAULT_CONNECT_STARTS_PER_SESSION;
   const background = new Set<Promise<void>>();
 
   const metricProvider = (id: string): string => (catalogue.get(id) ? id : 'unknown');
@@ -379,10 +383,30 @@ export function createConnect(deps: ConnectDeps): Connect {
     return `${deps.config.publicUrl}/v1/oauth/callback/${encodeURIComponent(providerId)}`;
   }
 
+  /**
+   * Counts one flow start against the session, across replicas: the count is a row of numbered
+   * locks held until the session expires, each taken at most once (acquireLock is atomic in every
+   * store). Every start costs a discovery, a flow-state row and a provider round trip, and a
+   * session is a bearer an end user holds: without a cap one session can make linkvault do
+   * unbounded work. Taken before any of that work.
+   */
+  async function countFlowStart(session: SessionRecord): Promise<void> {
+    const ttlMs = session.expiresAtMs - now();
+    if (ttlMs <= 0) throw new LinkvaultError('session_expired');
+    for (let slot = 0; slot < maxStartsPerSession; slot += 1) {
+      if ((await store.acquireLock(`connect-start:${session.id}:${slot}`, ttlMs)) !== null) return;
+    }
+    throw new LinkvaultError('rate_limited', {
+      detail: 'This session has started too many connect flows; mint a new session',
+      retryAfterSeconds: Math.ceil(ttlMs / 1000),
+    });
+  }
+
   async function startConnect(request: StartConnectRequest): Promise<StartedConnect> {
     const session = await deps.sessions.resolveSession(request.sessionToken);
     const entry = checkProviderAllowed(session, request.providerId);
     const endpointVariables = resolveSessionVariables(entry, request.parameters);
+    await countFlowStart(session);
     const redirectUri = buildRedirectUri(entry.id);
     const requestedScopes = catalogue.endpoints(entry.id, endpointVariables).defaultScopes;
 
