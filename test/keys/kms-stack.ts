@@ -12,13 +12,12 @@ import {
 } from '../../src/keys/aws-kms-key-provider.js';
 import { createVault } from '../../src/keys/vault.js';
 import type { LinkRecord } from '../../src/links/link.js';
-import { sealTokenSet } from '../../src/links/sealing/token-vault.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import type { OAuthClient } from '../../src/oauth/oauth-client.js';
-import { Secret } from '../../src/secret.js';
 import type { KmsStandIn } from '../support/kms-stand-in.js';
 import { makeTestServices, type TestServices } from '../support/service-jwt.js';
+import { seedSealedLink } from '../support/stack.js';
 
 /**
  * The whole service wired by the production buildAdapters + buildFeatures, listening on loopback,
@@ -103,41 +102,11 @@ export async function startKmsStack(
     services,
     keys,
     async seedLink(id, accessToken) {
-      const at = Date.now();
-      const link: LinkRecord = {
-        id,
-        tenantId: 'tenant-a',
-        userId: 'user-1',
-        providerId: 'acme',
-        status: 'active',
-        version: 0,
-        providerAccountId: null,
-        grantedScopes: ['read'],
-        metadata: {},
-        endpointVariables: {},
-        tokens: null,
-        accessTokenExpiresAtMs: at + 3_600_000,
-        createdAtMs: at - 600_000,
-        updatedAtMs: at,
-        lastRefreshedAtMs: null,
-        lastUsedAtMs: null,
-      };
-      const sealed = await sealTokenSet(
-        seedVault,
-        link,
-        {
-          accessToken: new Secret(accessToken),
-          refreshToken: new Secret(`rt-${id}`),
-          idToken: null,
-          tokenType: 'bearer',
-          expiresAtMs: link.accessTokenExpiresAtMs,
-          scopes: link.grantedScopes,
-          extra: {},
-        },
-        null,
+      const saved = await seedSealedLink(
+        { store: adapters.store, vault: seedVault, now: Date.now },
+        { id, accessToken, grantedScopes: ['read'] },
       );
-      const saved = await adapters.store.saveLink({ ...link, tokens: sealed }, null);
-      if (!saved) throw new Error(`seedLink: ${id} exists`);
+      const at = saved.updatedAtMs;
       await adapters.store.putGrant({
         id: `grt_${id}`,
         serviceId: 'crm-sync',

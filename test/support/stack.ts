@@ -123,6 +123,54 @@ export interface Stack extends Omit<Features, 'routers' | 'readiness' | 'backgro
 
 let seq = 0;
 
+/**
+ * Seals a token set and stores an active link through the store, as a connect would leave it
+ * (default: connected 10 minutes ago, so a token due for refresh is not "just issued").
+ */
+export async function seedSealedLink(
+  deps: {
+    readonly store: Pick<Store, 'saveLink'>;
+    readonly vault: Vault;
+    readonly now: () => number;
+  },
+  o: SeedLinkOptions = {},
+): Promise<LinkRecord> {
+  const { store, vault, now } = deps;
+  const at = now();
+  const id = o.id ?? `lnk_test_${process.pid}_${++seq}`;
+  const link: LinkRecord = {
+    id,
+    tenantId: o.tenantId ?? 'tenant-a',
+    userId: o.userId ?? 'user-1',
+    providerId: o.providerId ?? 'acme',
+    status: o.status ?? 'active',
+    version: 0,
+    providerAccountId: null,
+    grantedScopes: o.grantedScopes ?? ['read', 'write'],
+    metadata: o.metadata ?? {},
+    endpointVariables: o.endpointVariables ?? {},
+    tokens: null,
+    accessTokenExpiresAtMs: o.expiresAtMs === undefined ? at + 3_600_000 : o.expiresAtMs,
+    createdAtMs: o.createdAtMs ?? at - 600_000,
+    updatedAtMs: at,
+    lastRefreshedAtMs: null,
+    lastUsedAtMs: null,
+  };
+  const tokens: TokenSet = {
+    accessToken: new Secret(o.accessToken ?? `at-${id}`),
+    refreshToken: o.refreshToken === null ? null : new Secret(o.refreshToken ?? `rt-${id}`),
+    idToken: null,
+    tokenType: 'bearer',
+    expiresAtMs: link.accessTokenExpiresAtMs,
+    scopes: link.grantedScopes,
+    extra: {},
+  };
+  const sealed = await sealTokenSet(vault, link, tokens, null);
+  const saved = await store.saveLink({ ...link, tokens: sealed }, null);
+  if (!saved) throw new Error(`seedLink: ${id} exists`);
+  return saved;
+}
+
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), 'lv-stack-'));
   let server: Server | null = null;
@@ -241,41 +289,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const store = deps.store;
     const vault = adapters.vault;
 
-    async function seedLink(o: SeedLinkOptions = {}): Promise<LinkRecord> {
-      const at = now();
-      const id = o.id ?? `lnk_test_${process.pid}_${++seq}`;
-      const link: LinkRecord = {
-        id,
-        tenantId: o.tenantId ?? 'tenant-a',
-        userId: o.userId ?? 'user-1',
-        providerId: o.providerId ?? 'acme',
-        status: o.status ?? 'active',
-        version: 0,
-        providerAccountId: null,
-        grantedScopes: o.grantedScopes ?? ['read', 'write'],
-        metadata: o.metadata ?? {},
-        endpointVariables: o.endpointVariables ?? {},
-        tokens: null,
-        accessTokenExpiresAtMs: o.expiresAtMs === undefined ? at + 3_600_000 : o.expiresAtMs,
-        createdAtMs: o.createdAtMs ?? at - 600_000,
-        updatedAtMs: at,
-        lastRefreshedAtMs: null,
-        lastUsedAtMs: null,
-      };
-      const tokens: TokenSet = {
-        accessToken: new Secret(o.accessToken ?? `at-${id}`),
-        refreshToken: o.refreshToken === null ? null : new Secret(o.refreshToken ?? `rt-${id}`),
-        idToken: null,
-        tokenType: 'bearer',
-        expiresAtMs: link.accessTokenExpiresAtMs,
-        scopes: link.grantedScopes,
-        extra: {},
-      };
-      const sealed = await sealTokenSet(vault, link, tokens, null);
-      const saved = await store.saveLink({ ...link, tokens: sealed }, null);
-      if (!saved) throw new Error(`seedLink: ${id} exists`);
-      return saved;
-    }
+    const seedLink = (o: SeedLinkOptions = {}): Promise<LinkRecord> =>
+      seedSealedLink({ store, vault, now }, o);
 
     async function createLink(input: CreateLinkInput): Promise<LinkRecord> {
       const id = `lnk_${randomUUID()}`;

@@ -8,10 +8,7 @@ import { loadConfig } from '../../../src/config.js';
 import { ERROR_CATALOGUE, problemType } from '../../../src/errors.js';
 import { createKeyProvider } from '../../../src/keys/create-key-provider.js';
 import { createVault } from '../../../src/keys/vault.js';
-import type { LinkRecord } from '../../../src/links/link.js';
-import { sealTokenSet } from '../../../src/links/sealing/token-vault.js';
 import { Metrics } from '../../../src/metrics.js';
-import { Secret } from '../../../src/secret.js';
 import { createStore } from '../../../src/store/create-store.js';
 import type { Store } from '../../../src/store/store.js';
 import { makeTestServices } from '../../support/service-jwt.js';
@@ -20,6 +17,7 @@ import {
   writeServiceConfig,
   type ServiceProcess,
 } from '../../support/service-process.js';
+import { seedSealedLink } from '../../support/stack.js';
 import { testProviderEntry } from '../../support/test-catalogue.js';
 import {
   limitFileSize,
@@ -77,39 +75,15 @@ describe('token release on a full SQLite disk', () => {
       store = await createStore(config.store, { metrics });
       const now = Date.now();
       const id = `lnk_${randomUUID()}`;
-      const base: LinkRecord = {
-        id,
-        tenantId: 'tenant-a',
-        userId: 'user-1',
-        providerId: 'acme',
-        status: 'active',
-        version: 0,
-        providerAccountId: null,
-        grantedScopes: ['api:read'],
-        metadata: {},
-        endpointVariables: {},
-        tokens: null,
-        accessTokenExpiresAtMs: now + 3_600_000,
-        createdAtMs: now - 600_000,
-        updatedAtMs: now,
-        lastRefreshedAtMs: null,
-        lastUsedAtMs: null,
-      };
-      const sealed = await sealTokenSet(
-        vault,
-        base,
+      await seedSealedLink(
+        { store, vault, now: () => now },
         {
-          accessToken: new Secret('at-full-disk'),
-          refreshToken: new Secret('rt-full-disk'),
-          idToken: null,
-          tokenType: 'bearer',
-          expiresAtMs: base.accessTokenExpiresAtMs,
-          scopes: ['api:read'],
-          extra: {},
+          id,
+          accessToken: 'at-full-disk',
+          refreshToken: 'rt-full-disk',
+          grantedScopes: ['api:read'],
         },
-        null,
       );
-      assert.notEqual(await store.saveLink({ ...base, tokens: sealed }, null), null);
       await store.putGrant({
         id: `grt_${randomUUID()}`,
         serviceId: 'crm-sync',
