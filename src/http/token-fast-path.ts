@@ -38,7 +38,7 @@ import { answerTokenRequest, TOKEN_ROUTE } from './token-endpoint.js';
  */
 
 export interface TokenFastPathDeps {
-  readonly auth: Pick<ServiceAuth, 'check'>;
+  readonly auth: Pick<ServiceAuth, 'checkRequest'>;
   readonly release: TokenRelease;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -109,7 +109,7 @@ export function createTokenFastPath(
     requestId: string,
   ): Promise<void> {
     try {
-      const service = auth.check(req.headers.authorization);
+      const service = auth.checkRequest(req);
       if (service instanceof ServiceAuthRejection) {
         res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
         throw unauthorized(service);
