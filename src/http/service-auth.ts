@@ -4,7 +4,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import jwt from 'jsonwebtoken';
 import type { JwtAlg, ServiceDefinition, ServiceRole } from '../auth/services-file.js';
 import type { TenantScoped } from '../auth/tenant-scope.js';
-import { LinkvaultError } from '../errors.js';
+import { isLinkvaultError, LinkvaultError } from '../errors.js';
 import { clientAddressOf, createRateLimit } from './rate-limit.js';
 
 /**
@@ -81,7 +81,9 @@ export type ServiceAuthFailure =
   | 'issued_in_future'
   | 'not_yet_valid'
   | 'wrong_issuer'
-  | 'wrong_audience';
+  | 'wrong_audience'
+  /** Not a 401: the client address spent its share of failures; the answer is 429 rate_limited. */
+  | 'too_many_failures';
 
 /**
  * The cause of a 401 unauthorized: problem.ts logs a 4xx's cause at debug with the request id
@@ -287,7 +289,19 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
   ): AuthenticatedService | ServiceAuthRejection {
     const client = clientAddressOf(req, trustedProxyHops);
     // Before any verification: an address that has spent its failures gets no more guesses.
-    failures.refuseWhenEmpty(client);
+    try {
+      failures.refuseWhenEmpty(client);
+    } catch (err) {
+      if (!isLinkvaultError(err, 'rate_limited')) throw err;
+      // The same 429 as the limiter's, with the reason in the log (debug, with the request id).
+      throw new LinkvaultError('rate_limited', {
+        detail: err.detail,
+        ...(err.retryAfterSeconds === undefined
+          ? {}
+          : { retryAfterSeconds: err.retryAfterSeconds }),
+        cause: rejected('too_many_failures'),
+      });
+    }
     const outcome = check(req.headers.authorization);
     if (outcome instanceof ServiceAuthRejection) failures.spend(client);
     return outcome;
