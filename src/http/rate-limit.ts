@@ -29,9 +29,9 @@ export interface RateLimit {
   take(clientKey: string): void;
   /**
    * For limits that count only some outcomes (service-auth failures): throws 429 rate_limited with
-   * Retry-After when `clientKey` has no token left, and takes none.
+   * Retry-After when `clientKey` has no token left, and takes none. `cause` goes to the log with it.
    */
-  refuseWhenEmpty(clientKey: string): void;
+  refuseWhenEmpty(clientKey: string, cause?: unknown): void;
   /** Takes one token when `clientKey` has one; never throws (refuseWhenEmpty answers for it next time). */
   spend(clientKey: string): void;
   /** Express middleware: take() for the request's TCP peer; the error goes to the problem+json handler. */
@@ -86,10 +86,11 @@ export function createRateLimit(options: RateLimitOptions): RateLimit {
     return bucket;
   }
 
-  function limited(bucket: Bucket): LinkvaultError {
+  function limited(bucket: Bucket, cause?: unknown): LinkvaultError {
     return new LinkvaultError('rate_limited', {
       detail: 'Too many requests from this client; retry later',
       retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / tokensPerMs / 1000)),
+      ...(cause === undefined ? {} : { cause }),
     });
   }
 
@@ -99,11 +100,11 @@ export function createRateLimit(options: RateLimitOptions): RateLimit {
     bucket.tokens -= 1;
   }
 
-  function refuseWhenEmpty(clientKey: string): void {
+  function refuseWhenEmpty(clientKey: string, cause?: unknown): void {
     // A key never seen has a full bucket: no need to remember it.
     if (!buckets.has(clientKey)) return;
     const bucket = refill(clientKey);
-    if (bucket.tokens < 1) throw limited(bucket);
+    if (bucket.tokens < 1) throw limited(bucket, cause);
   }
 
   function spend(clientKey: string): void {

@@ -4,7 +4,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import jwt from 'jsonwebtoken';
 import type { JwtAlg, ServiceDefinition, ServiceRole } from '../auth/services-file.js';
 import type { TenantScoped } from '../auth/tenant-scope.js';
-import { isLinkvaultError, LinkvaultError } from '../errors.js';
+import { LinkvaultError } from '../errors.js';
 import { clientAddressOf, createRateLimit } from './rate-limit.js';
 
 /**
@@ -116,6 +116,9 @@ const SAFE_KID = /^[A-Za-z0-9._:-]{1,64}$/;
 function rejected(reason: ServiceAuthFailure, kid?: string, serviceId?: string) {
   return new ServiceAuthRejection(reason, kid, serviceId);
 }
+
+/** The cause of every failure-limit 429: one verdict, nothing of the request in it. */
+const TOO_MANY_FAILURES = rejected('too_many_failures');
 
 /** The one 401 for service auth: the same body whatever failed; `rejection` goes to the log only. */
 export function unauthorized(rejection: ServiceAuthRejection): LinkvaultError {
@@ -288,20 +291,9 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     req: Pick<IncomingMessage, 'headers' | 'socket'>,
   ): AuthenticatedService | ServiceAuthRejection {
     const client = clientAddressOf(req, trustedProxyHops);
-    // Before any verification: an address that has spent its failures gets no more guesses.
-    try {
-      failures.refuseWhenEmpty(client);
-    } catch (err) {
-      if (!isLinkvaultError(err, 'rate_limited')) throw err;
-      // The same 429 as the limiter's, with the reason in the log (debug, with the request id).
-      throw new LinkvaultError('rate_limited', {
-        detail: err.detail,
-        ...(err.retryAfterSeconds === undefined
-          ? {}
-          : { retryAfterSeconds: err.retryAfterSeconds }),
-        cause: rejected('too_many_failures'),
-      });
-    }
+    // Before any verification: an address that has spent its failures gets no more guesses
+    // (429; the reason goes to the debug log with the request id).
+    failures.refuseWhenEmpty(client, TOO_MANY_FAILURES);
     const outcome = check(req.headers.authorization);
     if (outcome instanceof ServiceAuthRejection) failures.spend(client);
     return outcome;
