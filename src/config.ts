@@ -98,7 +98,7 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** Concurrent connections the HTTP server accepts (LINKVAULT_MAX_CONNECTIONS); more are closed at once. */
   readonly maxConnections: number;
-  /** Requests per minute (and burst) one client address may make of what unauthenticated callers can start: connect starts, OAuth callbacks (LINKVAULT_RATE_LIMIT_PER_MINUTE). Per replica. */
+  /** Requests per minute (and burst) one client address may make of what unauthenticated callers can start: connect starts, OAuth callbacks, service-auth failures (LINKVAULT_RATE_LIMIT_PER_MINUTE). Per replica. */
   readonly rateLimitPerMinute: number;
   /** Proxies of ours in front of linkvault whose X-Forwarded-For entries the rate limiter believes (LINKVAULT_TRUSTED_PROXY_HOPS; 0 = none). */
   readonly trustedProxyHops: number;

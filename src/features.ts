@@ -253,7 +253,12 @@ export async function buildFeatures(
         ? [...config.services, dev.service]
         : config.services;
     const serviceIds = new Set(services.map((s) => s.id));
-    const auth = createServiceAuth({ services, audience: config.audience });
+    const auth = createServiceAuth({
+      services,
+      audience: config.audience,
+      failuresPerMinute: config.rateLimitPerMinute,
+      trustedProxyHops: config.trustedProxyHops,
+    });
 
     // A loader, not an awaited key: a key service that is down at start fails releases closed
     // (503 audit_unavailable) instead of failing the start.
@@ -336,8 +341,8 @@ export async function buildFeatures(
       createConnectRouter({ config, sessions, connect, serviceAuth: auth }),
       createLinkRouter({ store, sessions, serviceAuth: auth }),
       createTokenRouter({ auth, release }),
-      createGrantRouter({ auth, grants }),
-      createRevocationRouter({ revocation, auth, sessions }),
+      createGrantRouter({ auth, grants, store }),
+      createRevocationRouter({ revocation, auth, sessions, store }),
       createWebRouter({ config, sessions, catalogue }),
     ];
     if (sandbox) routers.push(sandbox.router);

@@ -63,10 +63,10 @@ export interface Sessions {
 const TOKEN_BYTES = 32;
 /** base64url of 32 bytes, unpadded. Anything else is not one of ours and is refused before hashing. */
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
-/** Tenant and user ids are the caller's own identifiers: printable, bounded, no controls. */
+/** Tenant and user ids are the caller's own identifiers: printable, bounded, no controls, no lone surrogates (not UTF-8). */
 const MAX_ID_CHARS = 256;
 const ID_PATTERN =
-  /^[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}](?:[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}])?$/u;
+  /^[^\s\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}](?:[^\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]*[^\s\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}])?$/u;
 const MAX_PROVIDERS = 100;
 
 /** The store id of a session: SHA-256 of the bearer, base64url. */
