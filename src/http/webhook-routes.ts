@@ -4,7 +4,8 @@ import { checkCallerId } from '../links/connect/sessions.js';
 import { WEBHOOK_EVENT_TYPES, type WebhookEndpoints } from '../links/webhooks/webhook-endpoints.js';
 import type { WebhookDeliveryRecord, WebhookEndpointRecord } from '../store/store.js';
 import { jsonObject, onlyMembers, optionalStringList, safeName } from './request-shape.js';
-import type { ServiceAuth } from './service-auth.js';
+import { authenticatedService, type ServiceAuth } from './service-auth.js';
+import { mayActFor, tenantOutsideScope, tenantRequired } from '../auth/tenant-scope.js';
 import { createStrictRouter } from './strict-router.js';
 
 /**
@@ -53,9 +54,27 @@ function endpointId(req: Request): string {
   return id;
 }
 
+/** A scoped admin sees only endpoints of its tenants; others answer as if they did not exist. */
+function visibleTo(
+  caller: { readonly tenants: ReadonlySet<string> | null },
+  endpoint: WebhookEndpointRecord,
+): boolean {
+  return (
+    caller.tenants === null || (endpoint.tenantId !== null && mayActFor(caller, endpoint.tenantId))
+  );
+}
+
 export function createWebhookRouter(deps: WebhookRouterDeps): Router {
   const router = createStrictRouter();
   const { auth, endpoints } = deps;
+
+  async function visibleEndpoint(res: Response, id: string): Promise<string> {
+    const caller = authenticatedService(res);
+    if (caller.tenants === null) return id;
+    const found = (await endpoints.list()).find((e) => e.id === id);
+    if (!found || !visibleTo(caller, found)) throw new LinkvaultError('webhook_endpoint_not_found');
+    return id;
+  }
   const admin = [auth.authenticate, auth.requireRole('admin')];
 
   router.post(
@@ -79,6 +98,13 @@ export function createWebhookRouter(deps: WebhookRouterDeps): Router {
           body.tenant_id === undefined || body.tenant_id === null
             ? null
             : checkCallerId(body.tenant_id, 'tenant_id');
+        // A tenant-scoped admin registers endpoints for its tenants only (an endpoint without a
+        // tenant would receive every tenant's events).
+        const caller = authenticatedService(res);
+        if (caller.tenants !== null) {
+          if (tenantId === null) throw tenantRequired('an endpoint without one gets every tenant');
+          if (!mayActFor(caller, tenantId)) throw tenantOutsideScope();
+        }
         const { endpoint, secret } = await endpoints.create({ url: body.url, events, tenantId });
         res.status(201).setHeader('Cache-Control', 'no-store');
         res.json({ ...endpointJson(endpoint), secret });
@@ -95,7 +121,8 @@ export function createWebhookRouter(deps: WebhookRouterDeps): Router {
       try {
         for (const key of Object.keys(req.query))
           throw invalidRequest(safeName(key), 'Unknown query parameter');
-        const list = await endpoints.list();
+        const caller = authenticatedService(res);
+        const list = (await endpoints.list()).filter((e) => visibleTo(caller, e));
         res.setHeader('Cache-Control', 'no-store');
         res.json({ webhook_endpoints: list.map(endpointJson) });
       } catch (err) {
@@ -109,7 +136,7 @@ export function createWebhookRouter(deps: WebhookRouterDeps): Router {
     ...admin,
     async (req: Request, res: Response, next: NextFunction) => {
       try {
-        await endpoints.remove(endpointId(req));
+        await endpoints.remove(await visibleEndpoint(res, endpointId(req)));
         res.status(204).end();
       } catch (err) {
         next(err);
@@ -124,7 +151,7 @@ export function createWebhookRouter(deps: WebhookRouterDeps): Router {
       try {
         for (const key of Object.keys(req.query))
           throw invalidRequest(safeName(key), 'Unknown query parameter');
-        const list = await endpoints.deliveries(endpointId(req));
+        const list = await endpoints.deliveries(await visibleEndpoint(res, endpointId(req)));
         res.setHeader('Cache-Control', 'no-store');
         res.json({ deliveries: list.map(deliveryJson) });
       } catch (err) {
