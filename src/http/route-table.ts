@@ -180,7 +180,7 @@ export const ROUTE_TABLE: readonly RouteSpec[] = [
     ],
     answers: [
       {
-        status: 303,
+        status: 302,
         description: "To the provider's authorization URL",
         headers: { Location: "The provider's authorization URL" },
       },
