@@ -167,6 +167,9 @@ export function createOpenApiRoute(options: OpenApiOptions): RequestHandler {
   return (_req, res) => {
     body ??= JSON.stringify(buildOpenApiDocument(options));
     res.setHeader('Cache-Control', 'public, max-age=300');
+    // Public and credential-free: API tools on other origins (documentation viewers, generators)
+    // may read it. No other route sends CORS headers.
+    res.setHeader('Access-Control-Allow-Origin', '*');
     res.status(200).type('application/json').send(body);
   };
 }

@@ -86,6 +86,29 @@ describe('the route table and the mounted routes', () => {
   });
 });
 
+describe('GET /openapi.json', () => {
+  test('when anyone asks, then the document of the mounted API routes with this deployment as its server, cacheable and readable cross-origin', async () => {
+    const stack = await startStack();
+    try {
+      const res = await request(stack.listener).get('/openapi.json');
+      assert.equal(res.status, 200);
+      assert.match(String(res.headers['content-type']), /^application\/json/);
+      assert.equal(res.headers['cache-control'], 'public, max-age=300');
+      assert.equal(res.headers['access-control-allow-origin'], '*');
+      assert.deepEqual(
+        res.body,
+        buildOpenApiDocument({
+          routes: mountedRoutes(ROUTE_TABLE, { sandbox: false }),
+          serverUrl: stack.config.publicUrl,
+        }),
+      );
+      assert.deepEqual(res.body.servers, [{ url: stack.config.publicUrl }]);
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
 describe('real answers validate against the OpenAPI document', () => {
   const doc = buildOpenApiDocument();
   const ajv = new Ajv2020({ strict: false, validateFormats: false, allErrors: true });
