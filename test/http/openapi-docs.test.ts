@@ -114,7 +114,7 @@ describe('the OpenAPI document', () => {
   test('when it is rendered, then it holds no secret-looking member and only /v1 and operations paths', () => {
     for (const path of Object.keys(doc.paths as Json))
       assert.match(path, /^\/(v1\/|healthz$|readyz$|openapi\.json$)/);
-    assert.doesNotMatch(JSON.stringify(doc), /whsec_|BEGIN [A-Z ]*PRIVATE KEY/);
+    assert.doesNotMatch(JSON.stringify(doc), /whsec_[A-Za-z0-9+/=]{20,}|BEGIN [A-Z ]*PRIVATE KEY/);
   });
 });
 

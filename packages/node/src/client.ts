@@ -189,6 +189,9 @@ export interface WebhookEndpoint {
   readonly events: string[];
   readonly tenant_id: string | null;
   readonly created_at: string;
+  /** Set when linkvault stopped delivering (e.g. the receiver answered 410 Gone). */
+  readonly disabled_at?: string | null;
+  readonly disabled_reason?: string | null;
 }
 
 export interface CreatedWebhookEndpoint extends WebhookEndpoint {
