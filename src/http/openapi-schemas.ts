@@ -13,6 +13,35 @@ const nullableString = { type: ['string', 'null'] } as const;
 const stringList = { type: 'array', items: string } as const;
 const count = { type: 'integer', minimum: 0 } as const;
 
+const WEBHOOK_EVENTS = [
+  'link.connected',
+  'link.reconnected',
+  'link.needs_reauth',
+  'link.refresh_failed',
+  'link.recovered',
+  'link.revoked',
+  'link.revocation_confirmed',
+  'link.revocation_failed',
+];
+const ENDPOINT_MEMBERS = [
+  'id',
+  'url',
+  'events',
+  'tenant_id',
+  'created_at',
+  'disabled_at',
+  'disabled_reason',
+] as const;
+const ENDPOINT_PROPERTIES: Record<string, Schema> = {
+  id: string,
+  url: { type: 'string', format: 'uri' },
+  events: { type: 'array', items: { enum: WEBHOOK_EVENTS } },
+  tenant_id: nullableString,
+  created_at: dateTime,
+  disabled_at: nullableDateTime,
+  disabled_reason: nullableString,
+};
+
 function closed(required: readonly string[], properties: Record<string, Schema>): Schema {
   return { type: 'object', required, properties, additionalProperties: false };
 }
@@ -217,4 +246,33 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, Schema>> = {
     },
   ),
   GrantList: closed(['grants'], { grants: { type: 'array', items: ref('Grant') } }),
+  WebhookEndpointRequest: closed(['url'], {
+    url: { type: 'string', format: 'uri' },
+    events: { type: ['array', 'null'], items: { enum: WEBHOOK_EVENTS }, minItems: 1 },
+    tenant_id: nullableString,
+  }),
+  WebhookEndpoint: closed(ENDPOINT_MEMBERS, ENDPOINT_PROPERTIES),
+  CreatedWebhookEndpoint: closed([...ENDPOINT_MEMBERS, 'secret'], {
+    ...ENDPOINT_PROPERTIES,
+    secret: { type: 'string', pattern: '^whsec_' },
+  }),
+  WebhookEndpointList: closed(['webhook_endpoints'], {
+    webhook_endpoints: { type: 'array', items: ref('WebhookEndpoint') },
+  }),
+  WebhookDeliveryList: closed(['deliveries'], {
+    deliveries: {
+      type: 'array',
+      items: closed(
+        ['event_id', 'type', 'status', 'attempts', 'last_status_code', 'next_attempt_at'],
+        {
+          event_id: string,
+          type: { enum: WEBHOOK_EVENTS },
+          status: { enum: ['delivered', 'retrying', 'failed'] },
+          attempts: count,
+          last_status_code: { type: ['integer', 'null'] },
+          next_attempt_at: nullableDateTime,
+        },
+      ),
+    },
+  }),
 };

@@ -285,6 +285,18 @@ describe('real answers validate against the OpenAPI document', () => {
     await call('DELETE', `/v1/grants/${grant.body.id}`, { auth: admin });
     await call('DELETE', '/v1/grants/grt_missing', { auth: admin });
 
+    const endpoint = await call('POST', '/v1/webhook-endpoints', {
+      auth: admin,
+      body: { url: 'http://127.0.0.1:9/hooks', events: ['link.revoked'] },
+    });
+    assert.equal(endpoint.status, 201);
+    await call('POST', '/v1/webhook-endpoints', { auth: admin, body: { url: 'not a url' } });
+    await call('GET', '/v1/webhook-endpoints', { auth: admin });
+    await call('GET', `/v1/webhook-endpoints/${endpoint.body.id}/deliveries`, { auth: admin });
+    await call('GET', '/v1/webhook-endpoints/whe_missing/deliveries', { auth: admin });
+    await call('DELETE', `/v1/webhook-endpoints/${endpoint.body.id}`, { auth: admin });
+    await call('DELETE', '/v1/webhook-endpoints/whe_missing', { auth: admin });
+
     // Every documented route had a success answer checked (the callback's success needs a
     // provider's redirect: its 2xx/303 are covered by the connect tests; here, its errors).
     for (const route of apiRoutes) {
