@@ -146,11 +146,11 @@ export async function connectApi(input: CommandInput, ctx: CliContext): Promise<
           signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
         });
       } catch (err) {
-        const cause = (err as { cause?: { code?: string } }).cause;
+        const cause = (err as { cause?: { code?: string; message?: string } }).cause;
         const why =
           (err as Error).name === 'TimeoutError'
             ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s`
-            : (cause?.code ?? (err as Error).message);
+            : (cause?.code ?? cause?.message ?? (err as Error).message);
         throw new UnreachableError(`cannot reach linkvault at ${baseUrl} (${why})`);
       }
       const text = await res.text();
