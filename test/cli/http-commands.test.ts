@@ -326,6 +326,47 @@ describe('linkvault operator commands against a running linkvault', () => {
     assert.match(human.stdout, new RegExp(`^job_id +${String(started.job_id)}$`, 'm'));
   });
 
+  test('when a built-in provider without credentials is asked for, then the error names the two variables that enable it', async () => {
+    const refused = await cli([
+      'sessions',
+      'create',
+      '--tenant',
+      'acme',
+      '--user',
+      'u1',
+      '--provider',
+      'hubspot',
+      ...asCrm,
+    ]);
+    assert.equal(refused.code, 4);
+    assert.match(
+      refused.stderr,
+      /^linkvault: linkvault answered 400 invalid_request: provider "hubspot" is not an enabled provider \(a catalogue provider is enabled by LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID and LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET\) \(request id \S+\)\n$/,
+    );
+    const session = json(
+      await cli(['sessions', 'create', '--tenant', 'acme', '--user', 'u1', '--json', ...asCrm]),
+    );
+    const connect = await fetch(
+      `${service.url}/v1/connect/hubspot?session=${encodeURIComponent(String(session.session_token))}`,
+      { redirect: 'manual', headers: { accept: 'application/json' } },
+    );
+    assert.equal(connect.status, 404);
+    const problem = (await connect.json()) as Record<string, unknown>;
+    assert.equal(problem.code, 'provider_not_found');
+    assert.equal(
+      problem.detail,
+      'The provider "hubspot" is not enabled: the operator sets LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID and LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET to enable it',
+    );
+    const unknown = await fetch(
+      `${service.url}/v1/connect/nosuchprovider?session=${encodeURIComponent(String(session.session_token))}`,
+      { redirect: 'manual', headers: { accept: 'application/json' } },
+    );
+    assert.equal(
+      ((await unknown.json()) as { detail: string }).detail,
+      'No such provider, or it is not enabled',
+    );
+  });
+
   test('when linkvault refuses, then the CLI prints its code and request id and exits 4; unreachable exits 1', async () => {
     const missing = await cli(['links', 'show', 'lnk_does_not_exist', ...asCrm]);
     assert.equal(missing.code, 4);
