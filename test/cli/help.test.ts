@@ -127,3 +127,25 @@ describe('linkvault <command> --help', () => {
     assert.deepEqual(readdirSync(dir), ['secret'], 'rewrap opened no store');
   });
 });
+
+describe('the CLI start-up graph', () => {
+  test('when src/cli.ts and src/cli/ import statically, then only node: built-ins and src/cli/ itself (the server graph loads in run)', async () => {
+    const { readdirSync: list, readFileSync: read } = await import('node:fs');
+    const root = join(import.meta.dirname, '../..');
+    const files = ['src/cli.ts', ...list(join(root, 'src/cli')).map((f) => `src/cli/${f}`)];
+    const found: string[] = [];
+    for (const file of files) {
+      const text = read(join(root, file), 'utf8');
+      // Static value imports; `import type` is erased at run time.
+      for (const m of text.matchAll(/^import\s+(?!type\s)[^'"]*?from\s*['"]([^'"]+)['"]/gm)) {
+        const specifier = m[1]!;
+        const inCli =
+          (file === 'src/cli.ts' && specifier.startsWith('./cli/')) ||
+          (file !== 'src/cli.ts' && /^\.\/[\w-]+\.js$/.test(specifier));
+        if (!specifier.startsWith('node:') && !inCli) found.push(`${file} imports ${specifier}`);
+      }
+    }
+    assert.ok(files.length >= 10);
+    assert.deepEqual(found, []);
+  });
+});

@@ -404,3 +404,48 @@ describe('linkvault operator commands against a running linkvault', () => {
     );
   });
 });
+
+describe('linkvault operator commands with --dev against a development linkvault', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lv-cli-dev-'));
+  let service: ServiceProcess;
+  before(async () => {
+    service = await startServiceProcess({ cwd: dir, env: { LINKVAULT_LOG_LEVEL: 'info' } });
+  });
+  after(async () => {
+    await service?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('when --dev is given, then the CLI signs as the development service and linkvault accepts it', async () => {
+    const env = { LINKVAULT_PUBLIC_URL: service.url };
+    const created = await runBin(
+      [
+        'sessions',
+        'create',
+        '--dev',
+        '--tenant',
+        't1',
+        '--user',
+        'u1',
+        '--provider',
+        'sandbox',
+        '--json',
+      ],
+      { cwd: dir, env },
+    );
+    assert.equal(created.stderr, '');
+    assert.equal(created.code, 0);
+    assert.match(
+      String((JSON.parse(created.stdout) as Record<string, unknown>).connect_url),
+      /#session=/,
+    );
+    const listed = await runBin(['links', 'list', '--dev'], { cwd: dir, env });
+    assert.deepEqual(listed, { code: 0, stdout: 'no links\n', stderr: '' });
+    const mixed = await runBin(['links', 'list', '--dev', '--service', 'x'], { cwd: dir, env });
+    assert.equal(mixed.code, 2);
+    assert.match(
+      mixed.stderr,
+      /^linkvault links list: --dev signs as the development service: drop --service\n/,
+    );
+  });
+});
