@@ -130,8 +130,11 @@ async function describeFailure(err: unknown): Promise<{ line: string; code: numb
     };
   if (err instanceof ApiError) {
     const id = err.requestId ? ` (request id ${err.requestId})` : '';
+    // linkvault gives every refused token the same answer; the reason is in its log (docs/service-auth.md).
+    const hint =
+      err.status === 401 ? '; linkvault logs the reason at debug level with this request id' : '';
     return {
-      line: `linkvault: linkvault answered ${err.status} ${err.code}${err.detail ? `: ${err.detail}` : ''}${id}`,
+      line: `linkvault: linkvault answered ${err.status} ${err.code}${err.detail ? `: ${err.detail}` : ''}${id}${hint}`,
       code: err.status >= 400 && err.status < 500 ? EXIT.refused : EXIT.failure,
     };
   }

@@ -4,9 +4,19 @@ import {
   stringOption,
   UsageError,
   type CliCommand,
+  type CommandInput,
 } from './command.js';
 import { API_OPTIONS, connectApi, segment } from './linkvault-api.js';
 import { printFields, printJson } from './output.js';
+
+/** What the route requires, checked before anyone is asked to confirm. */
+function checkScope(input: CommandInput): void {
+  if (stringOption(input, 'tenant') === undefined && stringOption(input, 'provider') === undefined)
+    throw new UsageError('--tenant or --provider is required');
+  if (stringOption(input, 'user') !== undefined && stringOption(input, 'tenant') === undefined)
+    throw new UsageError('--user needs --tenant');
+  requiredOption(input, 'reason');
+}
 
 export const revocationCommands: readonly CliCommand[] = [
   {
@@ -33,6 +43,7 @@ export const revocationCommands: readonly CliCommand[] = [
       'Answers at once with a job id; follow it with `linkvault revocations status JOB_ID`.',
     ],
     confirm: (input) => {
+      checkScope(input);
       const scope = [
         ['tenant', stringOption(input, 'tenant')],
         ['user', stringOption(input, 'user')],
@@ -44,12 +55,10 @@ export const revocationCommands: readonly CliCommand[] = [
       return `revoke EVERY link of ${scope || '(nothing named)'} now and at the providers`;
     },
     async run(input, ctx) {
+      checkScope(input);
       const tenant = stringOption(input, 'tenant');
       const user = stringOption(input, 'user');
       const provider = stringOption(input, 'provider');
-      if (tenant === undefined && provider === undefined)
-        throw new UsageError('--tenant or --provider is required');
-      if (user !== undefined && tenant === undefined) throw new UsageError('--user needs --tenant');
       const body = {
         ...(tenant === undefined ? {} : { tenant_id: tenant }),
         ...(user === undefined ? {} : { user_id: user }),

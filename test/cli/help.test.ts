@@ -101,6 +101,16 @@ describe('linkvault <command> --help', () => {
     );
     assert.equal(required.code, 2);
     assert.match(required.stderr, /^linkvault sessions create: --user is required\n/);
+    // A bulk revocation that names nothing is a usage error before anyone is asked to confirm.
+    const unscoped = await runBin(
+      ['revocations', 'create', '--reason', 'r', ...httpFlags('revocations create')],
+      { cwd: dir, env },
+    );
+    assert.equal(unscoped.code, 2);
+    assert.match(
+      unscoped.stderr,
+      /^linkvault revocations create: --tenant or --provider is required\n/,
+    );
     assert.equal(server.requests.length, 0);
   });
 
