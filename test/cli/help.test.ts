@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { COMMANDS } from '../../src/cli.js';
-import { runBin, startRecordingServer } from './run-cli.js';
+import { BIN, runBin, startRecordingServer } from './run-cli.js';
 
 /**
  * `--help` is side-effect free for every command: in a directory and an environment where running
@@ -158,4 +159,72 @@ describe('the CLI start-up graph', () => {
     assert.ok(files.length >= 10);
     assert.deepEqual(found, []);
   });
+});
+
+describe('confirmation on a real terminal', () => {
+  const hasScript = existsSync('/usr/bin/script');
+  /** Runs the CLI under script(1), which gives it a pseudo-terminal, typing `typed` into it. */
+  function onTerminal(
+    args: readonly string[],
+    typed: string,
+    cwd: string,
+    env: Record<string, string>,
+  ): Promise<{ code: number | null; output: string }> {
+    const command = [process.execPath, BIN, ...args]
+      .map((a) => `'${a.replace(/'/g, "'\\''")}'`)
+      .join(' ');
+    return new Promise((resolve) => {
+      const child = execFile(
+        '/usr/bin/script',
+        ['-qec', command, '/dev/null'],
+        { cwd, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 60_000 },
+        (err, stdout) =>
+          resolve({
+            code: err ? (typeof err.code === 'number' ? err.code : null) : 0,
+            output: stdout,
+          }),
+      );
+      child.stdin!.end(typed);
+    });
+  }
+
+  test(
+    'when a person answers on a terminal, then "n" sends nothing (exit 3) and "y" goes on',
+    { skip: !hasScript && 'script(1) is not installed' },
+    async () => {
+      const server = await startRecordingServer();
+      const dir = mkdtempSync(join(tmpdir(), 'lv-cli-tty-'));
+      try {
+        writeFileSync(join(dir, 'secret'), randomBytes(32).toString('base64url'));
+        const args = [
+          'grants',
+          'delete',
+          'grt_1',
+          '--url',
+          server.url,
+          '--service',
+          'ops',
+          '--kid',
+          'k1',
+          '--key-file',
+          'secret',
+        ];
+        const no = await onTerminal(args, 'n\n', dir, {});
+        assert.equal(no.code, 3);
+        assert.match(
+          no.output,
+          /this will delete grant grt_1: its service can no longer obtain tokens through it\. Continue\? \[y\/N\]/,
+        );
+        assert.match(no.output, /not confirmed, nothing done/);
+        assert.equal(server.requests.length, 0);
+        const yes = await onTerminal(args, 'y\n', dir, {});
+        // The recording server answers 500: the command went on and reports linkvault's failure.
+        assert.equal(yes.code, 1);
+        assert.deepEqual(server.requests, [{ method: 'DELETE', url: '/v1/grants/grt_1' }]);
+      } finally {
+        await server.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
