@@ -6,6 +6,7 @@ import type { Catalogue } from '../../providers/catalogue.js';
 import { toRfc3339 } from '../link.js';
 import { checkReturnTo } from './return-to.js';
 import { PROVIDER_ID_PATTERN } from '../../providers/provider-id.js';
+import { credentialVariables } from '../../providers/credential-variables.js';
 
 export interface SessionRecord {
   readonly id: string;
@@ -112,7 +113,7 @@ export function createSessions(deps: SessionsDeps): Sessions {
       // The id matched the catalogue's own id syntax above, so naming it in the detail is safe.
       if (!deps.catalogue.isEnabled(id)) {
         throw new LinkvaultError('invalid_request', {
-          detail: `provider "${id}" is not an enabled provider`,
+          detail: `provider "${id}" is not an enabled provider (a catalogue provider is enabled by ${credentialVariables(id).clientId} and ${credentialVariables(id).clientSecret})`,
           extra: { parameter: 'providers', provider_id: id },
         });
       }
