@@ -229,7 +229,9 @@ export function createProxy(deps: ProxyDeps): Proxy {
             throw err;
           }
         }
-        if (fresh) {
+        // The coordinator serves a token refreshed moments ago instead of refreshing it again:
+        // retrying with the token the API just refused would only repeat its answer.
+        if (fresh && fresh.accessToken.reveal() !== token.accessToken.reveal()) {
           answer.destroy();
           retried = true;
           answer = await send(targetFor(link.providerId, fresh.metadata), c, fresh, body, exchange);
