@@ -13,7 +13,7 @@ import type { LinkRecord } from '../../../src/links/link.js';
 import { startOidcServer, type OidcServer } from '../../support/oidc-server.js';
 import { connectViaProvider, TEST_REDIRECT_URI } from '../../support/provider-link.js';
 import { signServiceJwt } from '../../support/service-jwt.js';
-import type { TestServices } from '../../support/service-jwt.js';
+import type { SignServiceJwtOptions, TestServices } from '../../support/service-jwt.js';
 import { startStack, type Stack, type StackOptions } from '../../support/stack.js';
 
 /**
@@ -155,9 +155,16 @@ export function makeProxyServices(audience = 'linkvault'): TestServices {
     return { id, roles, keys: [{ kid: id, alg: 'HS256', secret_env: variable }] };
   });
   const servicesFile = { services };
-  const token = (kid: string) => {
+  const token = (kid: string, overrides: Partial<SignServiceJwtOptions> = {}) => {
     const k = keys[kid]!;
-    return signServiceJwt({ kid, alg: 'HS256', key: k.signingKey, iss: k.iss, aud: audience });
+    return signServiceJwt({
+      kid,
+      alg: 'HS256',
+      key: k.signingKey,
+      iss: k.iss,
+      aud: audience,
+      ...overrides,
+    });
   };
   return {
     audience,
@@ -167,7 +174,7 @@ export function makeProxyServices(audience = 'linkvault'): TestServices {
     keys,
     esPublicKeyPem: '',
     token,
-    bearer: (kid) => `Bearer ${token(kid)}`,
+    bearer: (kid, overrides) => `Bearer ${token(kid, overrides)}`,
   };
 }
 
@@ -187,8 +194,12 @@ export interface ProxyHarness {
  * names the API host, as Salesforce's does). Both allow `localhost` only.
  */
 export async function startProxyHarness(
-  options: Pick<StackOptions, 'env' | 'wrapStore'> = {},
+  options: Pick<StackOptions, 'env' | 'wrapStore' | 'log' | 'redisUrl'> & {
+    /** Use this API (another process: the benchmark) as acme's api_base_url instead of the stand-in's. */
+    readonly apiBaseUrl?: string;
+  } = {},
 ): Promise<ProxyHarness> {
+  const { apiBaseUrl, ...stackOptions } = options;
   const oidc = await startOidcServer({
     mode: 'oauth',
     clients: [CLIENT],
@@ -202,12 +213,12 @@ export async function startProxyHarness(
     stack = await startStack({
       listen: true,
       services,
-      ...options,
+      ...stackOptions,
       providers: [
         {
           entry: oidc.catalogueEntry('acme', {
             api_hosts: ['localhost'],
-            api_base_url: api.baseUrl,
+            api_base_url: apiBaseUrl ?? api.baseUrl,
           }),
           credentials,
           allowInsecureUrls: true,
