@@ -12,6 +12,8 @@
  *   1. GET <api>/crm/v3/objects/contacts/1 directly
  *   2. GET <linkvault>/v1/links/:id/proxy/crm/v3/objects/contacts/1 (service JWT, rule match,
  *      the audited token use, the upstream call on a kept-alive connection, the relay)
+ *   3. POST <linkvault>/v1/links/:id/token on the same link, for context (the proxy's floor: every
+ *      proxied call is a token release plus the upstream call and a second audit record)
  * and prints requests/s, p50/p99 and the ratio proxied / direct (target ≥ 0.7).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -75,10 +77,14 @@ async function serveLinkvault(apiBaseUrl: string): Promise<void> {
     tokenRelease: false,
     proxy: { allow: [{ method: 'GET', path: '/crm/v3/objects/contacts/*' }] },
   });
+  // For context: the token route on the same link, stack and store.
+  await h.stack.addGrant({ serviceId: 'tokens-svc', linkId: link.id });
   console.log(
     JSON.stringify({
       url: `${h.stack.publicUrl}/v1/links/${link.id}/proxy/crm/v3/objects/contacts/1`,
       authorization: h.services.bearer('worker', { lifetimeSeconds: 300 }),
+      tokenUrl: `${h.stack.publicUrl}/v1/links/${link.id}/token`,
+      tokenAuthorization: h.services.bearer('tokens-svc', { lifetimeSeconds: 300 }),
     }),
   );
 }
@@ -134,8 +140,14 @@ async function main(): Promise<void> {
       url: lv.line.url,
       headers: { authorization: lv.line.authorization },
     });
+    const token = await run(autocannon, 'token release', {
+      url: lv.line.tokenUrl,
+      method: 'POST',
+      headers: { authorization: lv.line.tokenAuthorization, 'content-type': 'application/json' },
+      body: '{}',
+    });
     console.log(
-      `ratio proxied / direct: ${(proxied.requests.average / direct.requests.average).toFixed(2)}   target ≥ 0.7`,
+      `ratio proxied / direct: ${(proxied.requests.average / direct.requests.average).toFixed(2)}   target ≥ 0.7   (proxied / token release on the same stack: ${(proxied.requests.average / token.requests.average).toFixed(2)})`,
     );
   } finally {
     for (const child of children) child.kill('SIGTERM');
