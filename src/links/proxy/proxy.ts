@@ -195,7 +195,7 @@ export function createProxy(deps: ProxyDeps): Proxy {
   const httpsAgent = new HttpsAgent({ keepAlive: true });
 
   async function call(c: ProxyCall): Promise<ProxyAnswer> {
-    let provider = 'unknown';
+    const chosen: { link?: LinkRecord; grant?: GrantRecord; rule?: ProxyRule } = {};
     try {
       const path = checkRequestPath(c.path);
       const declared = contentLengthOf(c.headers);
@@ -203,11 +203,9 @@ export function createProxy(deps: ProxyDeps): Proxy {
         throw new LinkvaultError('payload_too_large', {
           detail: 'The request body exceeds LINKVAULT_PROXY_MAX_REQUEST_BYTES',
         });
-      const chosen: { link?: LinkRecord; grant?: GrantRecord; rule?: ProxyRule } = {};
       const use = proxyUse(c, path, chosen);
       const token = await releaseFor(c, use, false);
       const link = chosen.link!;
-      provider = link.providerId;
       const base = targetFor(link.providerId, token.metadata);
       const replay =
         c.body !== null && declared !== null && declared <= REPLAYABLE_BODY_BYTES
@@ -245,13 +243,19 @@ export function createProxy(deps: ProxyDeps): Proxy {
         retried,
         requestBytes: () => exchange.requestBytes,
       });
-    } catch (err) {
-      const outcome = isLinkvaultError(err) ? err.code : 'internal_error';
-      metrics.proxyRequests.inc({ provider, status_class: outcome });
-      if (isLinkvaultError(err) && err.code === 'no_grant')
-        throw new LinkvaultError('proxy_not_allowed', {
-          detail: 'No grant of this service allows this method and path for this link',
-        });
+    } catch (caught) {
+      // No grant of the service whose rules allow the call (or no grant at all: the caller learns
+      // nothing more about the link).
+      const err =
+        isLinkvaultError(caught) && caught.code === 'no_grant'
+          ? new LinkvaultError('proxy_not_allowed', {
+              detail: 'No grant of this service allows this method and path for this link',
+            })
+          : caught;
+      metrics.proxyRequests.inc({
+        provider: chosen.link?.providerId ?? 'unknown',
+        status_class: isLinkvaultError(err) ? err.code : 'internal_error',
+      });
       throw err;
     }
   }
@@ -318,6 +322,7 @@ export function createProxy(deps: ProxyDeps): Proxy {
         ),
       limits.timeoutMs,
     );
+    timer.unref();
     return {
       signal: controller.signal,
       requestBytes: 0,
