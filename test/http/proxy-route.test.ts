@@ -195,6 +195,32 @@ describe('proxy route', () => {
     );
   });
 
+  it('when a call with a small body gets a 401, then the retry carries the same body', async () => {
+    const link = await h.connect(`lnk_proxy_route_${++n}`);
+    await proxyGrant(link.id);
+    const old = await storedToken(link.id);
+    h.api.rejectedTokens.add(old);
+    const before = h.api.received.length;
+    const body = JSON.stringify({ note: 'x'.repeat(10_000) });
+    const res = await call(
+      link.id,
+      'POST',
+      '/crm/v3/objects/notes',
+      { 'content-type': 'application/json' },
+      body,
+    );
+    assert.equal(res.status, 200, res.body);
+    const seen = h.api.received.slice(before);
+    assert.deepEqual(
+      seen.map((r) => [r.method, r.url, r.body === body, r.headers['content-length']]),
+      [
+        ['POST', '/crm/v3/objects/notes', true, String(body.length)],
+        ['POST', '/crm/v3/objects/notes', true, String(body.length)],
+      ],
+    );
+    assert.notEqual(seen[1]!.headers.authorization, `Bearer ${old}`);
+  });
+
   it('when the API redirects, then the redirect comes back unfollowed', async () => {
     const link = await h.connect(`lnk_proxy_route_${++n}`);
     await proxyGrant(link.id);
