@@ -35,7 +35,7 @@ import {
 export const PROXY_ROUTE = '/v1/links/:id/proxy/*path';
 
 export interface ProxyPathDeps {
-  readonly auth: Pick<ServiceAuth, 'check'>;
+  readonly auth: Pick<ServiceAuth, 'checkRequest'>;
   readonly proxy: Proxy;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -82,7 +82,7 @@ export function createProxyPath(
     requestId: string,
   ): Promise<void> {
     try {
-      const service = auth.check(req.headers.authorization);
+      const service = auth.checkRequest(req);
       if (service instanceof ServiceAuthRejection) {
         res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
         throw unauthorized(service);

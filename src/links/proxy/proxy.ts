@@ -9,7 +9,12 @@ import type { Catalogue } from '../../providers/catalogue.js';
 import type { Audit } from '../audit/audit.js';
 import type { LinkRecord } from '../link.js';
 import type { GrantRecord } from '../release/grants.js';
-import type { ReleasedToken, TokenRelease, TokenUse } from '../release/token-release.js';
+import type {
+  ReleasedToken,
+  ReleaseRequest,
+  TokenRelease,
+  TokenUse,
+} from '../release/token-release.js';
 import {
   checkRequestPath,
   matchProxyRule,
@@ -29,7 +34,8 @@ import { resolveProxyTarget } from './proxy-target.js';
  */
 
 export interface ProxyCall {
-  readonly service: { readonly id: string };
+  /** The caller; a tenant-scoped one sees a link outside its tenants as missing (link_not_found). */
+  readonly service: ReleaseRequest['service'];
   readonly linkId: string;
   readonly method: string;
   /** The path after `/proxy`, raw (percent-encoding as sent), starting with `/`. */
