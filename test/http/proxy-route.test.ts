@@ -336,6 +336,18 @@ describe('proxy route', () => {
     assert.equal(h.api.received.length, before);
   });
 
+  it('when a tenant-scoped service calls for a link outside its tenants, then 404 link_not_found, even with a grant', async () => {
+    const link = await h.connect(`lnk_proxy_route_${++n}`);
+    await proxyGrant(link.id, 'scoped-worker');
+    const before = h.api.received.length;
+    const res = await call(link.id, 'GET', '/crm/x', {}, undefined, 'scoped-worker');
+    assert.deepEqual(
+      [res.status, (JSON.parse(res.body) as { code: string }).code],
+      [404, 'link_not_found'],
+    );
+    assert.equal(h.api.received.length, before);
+  });
+
   it('when the link is revoked, then the proxy refuses and nothing is sent', async () => {
     const link = await h.connect(`lnk_proxy_route_${++n}`);
     await proxyGrant(link.id);

@@ -132,7 +132,7 @@ export async function startStandInApi(): Promise<StandInApi> {
 
 /**
  * Services for proxy tests: `admin-svc` (admin), `worker` (proxy only), `tokens-svc` (tokens
- * only) and `both` (proxy and tokens), each with an HS256 key.
+ * only), `both` (proxy and tokens) and `scoped-worker` (proxy, tenant-b only), each with an HS256 key.
  */
 export function makeProxyServices(audience = 'linkvault'): TestServices {
   const defs: [string, string[]][] = [
@@ -140,6 +140,7 @@ export function makeProxyServices(audience = 'linkvault'): TestServices {
     ['worker', ['proxy']],
     ['tokens-svc', ['tokens']],
     ['both', ['proxy', 'tokens']],
+    ['scoped-worker', ['proxy']],
   ];
   const env: Record<string, string> = {};
   const keys: TestServices['keys'] = {};
@@ -152,7 +153,12 @@ export function makeProxyServices(audience = 'linkvault'): TestServices {
       signingKey: Buffer.from(env[variable]!),
       iss: id,
     };
-    return { id, roles, keys: [{ kid: id, alg: 'HS256', secret_env: variable }] };
+    return {
+      id,
+      roles,
+      keys: [{ kid: id, alg: 'HS256', secret_env: variable }],
+      ...(id === 'scoped-worker' ? { tenants: ['tenant-b'] } : {}),
+    };
   });
   const servicesFile = { services };
   const token = (kid: string, overrides: Partial<SignServiceJwtOptions> = {}) => {
