@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
@@ -35,6 +35,11 @@ import { eventually, obtainTokens } from '../revoke/revocation-harness.js';
  * rotated refresh token, which the provider accepts. Other callers of the link get fast 503s meanwhile,
  * not a wait on the refresh lock that ends in 409.
  */
+
+/** Spooled entries in `dir` (0 when the directory does not exist). */
+function spooled(dir: string): number {
+  return existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.json')).length : 0;
+}
 
 const REDIRECT = 'http://127.0.0.1:3000/v1/oauth/callback/rot-as';
 const CLIENT = {
@@ -346,7 +351,7 @@ describe('a store failure while the provider rotates the refresh token', () => {
       // A crash: no shutdown, nothing flushed by the process.
       await service.crash();
       const spool = join(dir, 'data', 'rotation-spool');
-      assert.equal(readdirSync(spool).filter((f) => f.endsWith('.json')).length, 1);
+      assert.equal(spooled(spool), 1, 'the new token set is spooled before the caller is answered');
 
       await restartRedis();
       service = await startServiceProcess({ cwd: dir, env });
@@ -359,7 +364,7 @@ describe('a store failure while the provider rotates the refresh token', () => {
       const tokens = await openTokenSet(vault, stored, stored.tokens!);
       assert.equal(tokens.refreshToken?.reveal(), newRefresh);
       assert.equal((await oidc.introspect(newRefresh)).active, true);
-      await until(async () => readdirSync(spool).filter((f) => f.endsWith('.json')).length === 0);
+      await until(async () => spooled(spool) === 0);
       const served = await ask(link.id);
       assert.equal(served.status, 200, JSON.stringify(served.body));
       assert.equal(served.body.access_token, newAccess);
