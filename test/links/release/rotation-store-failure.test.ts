@@ -60,6 +60,7 @@ describe('a store failure while the provider rotates the refresh token', () => {
   let redis: RedisServerHandle;
   let store: Store;
   const spoolDirs: string[] = [];
+  const serviceStores: Store[] = [];
   const stacks: Stack[] = [];
 
   /** A spool directory of its own (a node's disk); share it between harnesses to model a restart. */
@@ -172,6 +173,7 @@ describe('a store failure while the provider rotates the refresh token', () => {
   });
   after(async () => {
     for (const s of stacks) await s.close();
+    for (const s of serviceStores) await s.close();
     await store?.close();
     await redis?.stop();
     await front?.close();
@@ -262,8 +264,13 @@ describe('a store failure while the provider rotates the refresh token', () => {
     assert.equal(events.filter((e) => e.type === 'link.needs_reauth').length, 0);
   });
 
-  it('when the service process is SIGKILLed while Redis is down, then the spooled set is stored when it starts again', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'lv-rotation-crash-'));
+  /**
+   * Real service processes on the test's Redis: their configuration (one directory, so one master
+   * key and, per process, `<dir>/data/rotation-spool`) and a link connected through the provider
+   * with an expired access token, sealed with the key the services read.
+   */
+  async function serviceSetup(userId: string) {
+    const dir = mkdtempSync(join(tmpdir(), 'lv-rotation-service-'));
     spoolDirs.push(dir);
     const services = makeTestServices();
     const entry = oidc.catalogueEntry('rot-as', { token_url: `${front.url}/token` });
@@ -278,11 +285,13 @@ describe('a store failure while the provider rotates the refresh token', () => {
       LINKVAULT_BACKGROUND_REFRESH: 'false',
       LINKVAULT_STORE: 'redis',
       LINKVAULT_REDIS_URL: redis.url,
-      LINKVAULT_REDIS_PREFIX: 'lvrot',
+      // A prefix of its own: nothing (audit key, locks) shared with the other tests.
+      LINKVAULT_REDIS_PREFIX: `lvsvc${randomUUID().slice(0, 8)}`,
     };
-    // The test connects the link itself, sealed with the master key the service reads.
     const config = loadConfig(env, dir);
     const metrics = new Metrics();
+    const store = await createStore(config.store, { metrics });
+    serviceStores.push(store);
     const keys = await createKeyProvider(config.keys, { metrics });
     const vault = createVault({ keys, metrics, maxEntries: 10, maxAgeMs: 60_000 });
     const { oauth } = createTestOAuth({
@@ -290,49 +299,54 @@ describe('a store failure while the provider rotates the refresh token', () => {
       clientId: CLIENT.client_id,
       clientSecret: CLIENT.client_secret,
     });
-    let service: ServiceProcess | undefined;
+    const link = await connectViaProvider({
+      oauth,
+      completeLogin: (u, o) => oidc.completeLogin(u, o),
+      store,
+      vault,
+      providerId: 'rot-as',
+      linkId: `lnk_${randomUUID()}`,
+      tenantId: 'acme',
+      userId,
+      accountId: userId,
+      redirectUri: REDIRECT,
+      accessTokenExpiresAtMs: Date.now() - 1000,
+      connectedAtMs: Date.now() - 600_000,
+    });
+    await store.putGrant({
+      id: `grt_${randomUUID()}`,
+      serviceId: 'crm-sync',
+      tenantId: null,
+      providerId: null,
+      linkId: link.id,
+      scopes: null,
+      purpose: 'tests',
+      createdAtMs: Date.now(),
+      expiresAtMs: null,
+    });
     const auth = { authorization: services.bearer('crm-hs'), 'content-type': 'application/json' };
-    const ask = async (id: string) => {
-      const res = await fetch(`${service!.url}/v1/links/${id}/token`, {
+    const ask = async (service: ServiceProcess) => {
+      const res = await fetch(`${service.url}/v1/links/${link.id}/token`, {
         method: 'POST',
         headers: auth,
         body: '{}',
-        // A guard against a hang, not a timing assertion: every answer here is expected in about a second.
+        // A guard against a hang, not a timing assertion.
         signal: AbortSignal.timeout(30_000),
       });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     };
+    return { dir, env, vault, link, ask, store };
+  }
+
+  it('when the service process is SIGKILLed while Redis is down, then the spooled set is stored when it starts again', async () => {
+    const { dir, env, vault, link, ask: askOf, store } = await serviceSetup('user-crash');
+    let service: ServiceProcess | undefined;
+    const ask = () => askOf(service!);
     try {
       service = await startServiceProcess({ cwd: dir, env });
-      const link = await connectViaProvider({
-        oauth,
-        completeLogin: (u, o) => oidc.completeLogin(u, o),
-        store,
-        vault,
-        providerId: 'rot-as',
-        linkId: `lnk_${randomUUID()}`,
-        tenantId: 'acme',
-        userId: 'user-crash',
-        accountId: 'user-crash',
-        redirectUri: REDIRECT,
-        accessTokenExpiresAtMs: Date.now() - 1000,
-        connectedAtMs: Date.now() - 600_000,
-      });
-      await store.putGrant({
-        id: `grt_${randomUUID()}`,
-        serviceId: 'crm-sync',
-        tenantId: null,
-        providerId: null,
-        linkId: link.id,
-        scopes: null,
-        purpose: 'tests',
-        createdAtMs: Date.now(),
-        expiresAtMs: null,
-      });
-
       const answersBefore = front.answers('/token').length;
       front.set('/token', { kind: 'hold' });
-      const inFlight = ask(link.id);
+      const inFlight = ask();
       await front.held(1);
       await redis.kill('SIGKILL');
       front.release();
@@ -365,11 +379,63 @@ describe('a store failure while the provider rotates the refresh token', () => {
       assert.equal(tokens.refreshToken?.reveal(), newRefresh);
       assert.equal((await oidc.introspect(newRefresh)).active, true);
       await until(async () => spooled(spool) === 0);
-      const served = await ask(link.id);
+      const served = await ask();
       assert.equal(served.status, 200, JSON.stringify(served.body));
       assert.equal(served.body.access_token, newAccess);
     } finally {
       await service?.stop();
+    }
+  });
+
+  it('when another replica asks once Redis is back, then it gets the rotated token, not a wait on the persisted lock that ends in 409', async () => {
+    const { dir, env, vault, link, ask, store } = await serviceSetup('user-two-replicas');
+    const replicas: ServiceProcess[] = [];
+    try {
+      // Each replica its own spool directory (its own node), one Redis.
+      for (const node of ['a', 'b'])
+        replicas.push(
+          await startServiceProcess({
+            cwd: dir,
+            env: { ...env, LINKVAULT_ROTATION_SPOOL_DIR: join(dir, `spool-${node}`) },
+          }),
+        );
+      const [a, b] = replicas as [ServiceProcess, ServiceProcess];
+      const answersBefore = front.answers('/token').length;
+      front.set('/token', { kind: 'hold' });
+      const inFlight = ask(a);
+      await front.held(1);
+      await redis.kill('SIGKILL');
+      front.release();
+      const answered = await inFlight;
+      assert.equal(answered.status, 503, JSON.stringify(answered.body));
+      const issued = front.answers('/token').slice(answersBefore);
+      assert.equal(issued.length, 1);
+      const newAccess = String(issued[0]!.access_token);
+      const newRefresh = String(issued[0]!.refresh_token);
+
+      // A's refresh lock is in the AOF. B asks as soon as Redis is back: A stores its set and
+      // releases the lock, and B serves the stored token (or answers a fast 503 if it asked while
+      // its own client was still reconnecting). The old code made B wait for the lock's TTL, then
+      // spend the spent refresh token: 409 reauth_required.
+      await restartRedis();
+      // B's own store client may still be reconnecting: its fast 503s (store or audit) are retried.
+      const seen: string[] = [];
+      let fromB = await ask(b);
+      for (let i = 0; i < 100 && fromB.status === 503; i++) {
+        seen.push(String(fromB.body.code));
+        assert.ok(['store_unavailable', 'audit_unavailable'].includes(String(fromB.body.code)));
+        await new Promise((r) => setTimeout(r, 100));
+        fromB = await ask(b);
+      }
+      assert.equal(fromB.status, 200, `${JSON.stringify(fromB.body)} after ${seen.join(',')}`);
+      assert.equal(fromB.body.access_token, newAccess);
+      assert.equal(front.answers('/token').length, answersBefore + 1, 'B did not refresh again');
+      const stored = (await store.getLink(link.id))!;
+      assert.equal(stored.status, 'active');
+      const tokens = await openTokenSet(vault, stored, stored.tokens!);
+      assert.equal(tokens.refreshToken?.reveal(), newRefresh);
+    } finally {
+      for (const r of replicas) await r.stop();
     }
   });
 
