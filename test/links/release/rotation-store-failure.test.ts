@@ -387,7 +387,7 @@ describe('a store failure while the provider rotates the refresh token', () => {
     }
   });
 
-  it('when another replica asks once Redis is back, then it gets the rotated token, not a wait on the persisted lock that ends in 409', async () => {
+  it('when another replica asks once Redis is back, then it gets the rotated token, not a wait on the persisted lock that ends in 409', async (t) => {
     const { dir, env, vault, link, ask, store } = await serviceSetup('user-two-replicas');
     const replicas: ServiceProcess[] = [];
     try {
@@ -418,6 +418,7 @@ describe('a store failure while the provider rotates the refresh token', () => {
       // its own client was still reconnecting). The old code made B wait for the lock's TTL, then
       // spend the spent refresh token: 409 reauth_required.
       await restartRedis();
+      const askedAt = Date.now();
       // B's own store client may still be reconnecting: its fast 503s (store or audit) are retried.
       const seen: string[] = [];
       let fromB = await ask(b);
@@ -427,6 +428,9 @@ describe('a store failure while the provider rotates the refresh token', () => {
         await new Promise((r) => setTimeout(r, 100));
         fromB = await ask(b);
       }
+      t.diagnostic(
+        `replica B answered ${fromB.status} ${Date.now() - askedAt} ms after Redis answered again (${seen.length} fast 503s first)`,
+      );
       assert.equal(fromB.status, 200, `${JSON.stringify(fromB.body)} after ${seen.join(',')}`);
       assert.equal(fromB.body.access_token, newAccess);
       assert.equal(front.answers('/token').length, answersBefore + 1, 'B did not refresh again');
