@@ -94,6 +94,10 @@ export interface Config {
   readonly refreshLeadMs: number;
   /** TTL of the per-link refresh lock (LINKVAULT_REFRESH_LOCK_TTL_SECONDS); longer than one provider call. */
   readonly refreshLockTtlMs: number;
+  /** How long a refreshed token set the store refused is retried in memory (LINKVAULT_ROTATION_STORE_RETRY_SECONDS). */
+  readonly rotationStoreRetryMs: number;
+  /** Directory where such sets are spooled, sealed, until the store takes them (LINKVAULT_ROTATION_SPOOL_DIR). */
+  readonly rotationSpoolDir: string;
   readonly providerTimeoutMs: number;
   /** Limits of one proxied API call (LINKVAULT_PROXY_*): the whole exchange's time, and the bodies' sizes. */
   readonly proxy: {
@@ -439,6 +443,11 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
       int(env, 'LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS', 60, 1, 3600) * 1000,
     refreshLeadMs: int(env, 'LINKVAULT_REFRESH_LEAD_SECONDS', 300, 0, 86_400) * 1000,
     refreshLockTtlMs,
+    rotationStoreRetryMs: int(env, 'LINKVAULT_ROTATION_STORE_RETRY_SECONDS', 120, 1, 86_400) * 1000,
+    rotationSpoolDir: resolve(
+      cwd,
+      text(env, 'LINKVAULT_ROTATION_SPOOL_DIR') ?? './data/rotation-spool',
+    ),
     providerTimeoutMs,
     proxy: Object.freeze({
       timeoutMs: int(env, 'LINKVAULT_PROXY_TIMEOUT_SECONDS', 30, 1, 600) * 1000,
@@ -505,6 +514,8 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'LINKVAULT_REFRESH_LEAD_SECONDS',
   'LINKVAULT_REFRESH_LOCK_TTL_SECONDS',
   'LINKVAULT_RETURN_URL_ALLOWLIST',
+  'LINKVAULT_ROTATION_SPOOL_DIR',
+  'LINKVAULT_ROTATION_STORE_RETRY_SECONDS',
   'LINKVAULT_SANDBOX',
   'LINKVAULT_SERVICES_FILE',
   'LINKVAULT_SESSION_TTL_SECONDS',

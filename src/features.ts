@@ -32,6 +32,8 @@ import { captureMetadata, createConnect, type Connect } from './links/connect/co
 import { createSessions, type Sessions } from './links/connect/sessions.js';
 import { createProxy, type Proxy } from './links/proxy/proxy.js';
 import { createBackgroundRefresher } from './links/release/background-refresher.js';
+import { createPendingRotations } from './links/release/rotation-pending.js';
+import { createRotationSpool } from './links/release/rotation-spool.js';
 import { createGrants, type Grants } from './links/release/grants.js';
 import {
   createRefreshCoordinator,
@@ -316,6 +318,20 @@ export async function buildFeatures(
 
     const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
     const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
+    // A refreshed token set the store refuses is spooled on the node and retried (rotation-pending.ts).
+    const rotations = createPendingRotations({
+      store,
+      vault,
+      audit,
+      revocation,
+      metrics,
+      log,
+      now,
+      spool: createRotationSpool(config.rotationSpoolDir),
+      retryForMs: config.rotationStoreRetryMs,
+    });
+    rotations.start(config.backgroundRefreshIntervalMs);
+    background.push({ name: 'rotation-spool', stop: () => rotations.stop() });
     const coordinator = createRefreshCoordinator({
       store,
       vault,
@@ -336,6 +352,7 @@ export async function buildFeatures(
       },
       // A refresh that loses to a revocation hands its new tokens to the durable revocation queue.
       revocation,
+      rotations,
     });
     const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
     const proxy = createProxy({ release, catalogue, audit, metrics, log, limits: config.proxy });
