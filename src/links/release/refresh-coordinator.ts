@@ -19,6 +19,7 @@ import {
   linkBackoffRemainingMs,
   retryAfterSecondsFor,
   withoutLinkBackoff,
+  REFRESH_FAILURES_KEY,
 } from './refresh-backoff.js';
 
 /**
@@ -526,8 +527,12 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
             {
               link_id: saved.id,
               tenant_id: saved.tenantId,
+              user_id: saved.userId,
               provider_id: saved.providerId,
               rotated,
+              // After failed refreshes (the link's back-off was set): the lifecycle webhook
+              // link.recovered is this record.
+              ...(base.metadata[REFRESH_FAILURES_KEY] !== undefined ? { recovered: true } : {}),
               access_token: merged.accessToken,
             },
             criteria.requestId,
@@ -720,7 +725,27 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
             return 'unstored' as const;
           });
       if (saved === 'unstored') return { waitMs };
-      if (saved) return { waitMs };
+      if (saved) {
+        // The first failure of a streak is a lifecycle event (webhook link.refresh_failed, not
+        // permanent); later ones in the same streak are not repeated.
+        if (base.metadata[REFRESH_FAILURES_KEY] === undefined)
+          await audit
+            .record(
+              'link.refresh_failed',
+              {
+                link_id: link.id,
+                tenant_id: link.tenantId,
+                user_id: link.userId,
+                provider_id: link.providerId,
+                error_code: maybeRotated ? 'maybe_delivered' : 'provider_unavailable',
+              },
+              null,
+            )
+            .catch((err: unknown) =>
+              log.error({ link_id: link.id, err }, 'audit of a refresh failure failed'),
+            );
+        return { waitMs };
+      }
       const current = await readLink(link.id);
       if (!sameTokens(current, link)) return { newer: current };
       base = current;
