@@ -140,8 +140,9 @@ describe('proxy limits', () => {
     assert.equal(received, size);
     const growthMb = (peakRss - startRss) / MB;
     // Buffering the answer anywhere costs at least its 50 MB (measured: ~115 MB when the relay
-    // buffered); streaming costs buffers in flight plus garbage not yet collected (measured: 15-26 MB).
-    assert.ok(growthMb < 45, `RSS grew ${growthMb.toFixed(1)} MB while relaying 50 MB`);
+    // buffered); streaming costs buffers in flight plus garbage not yet collected (measured: 15-26 MB
+    // on a quiet machine, 46 MB once with the suite's other servers busy on both cores).
+    assert.ok(growthMb < 80, `RSS grew ${growthMb.toFixed(1)} MB while relaying 50 MB`);
     const completed = (await h.stack.auditEvents())
       .filter((e) => e.type === 'proxy.completed')
       .at(-1)!;
