@@ -4,7 +4,9 @@ import type { Config } from './config.js';
 import type { KeyProvider } from './keys/key-provider.js';
 import type { Metrics } from './metrics.js';
 import type { Store } from './store/store.js';
+import { LinkvaultError } from './errors.js';
 import { createHealthRouter, type ReadinessCheck } from './http/health-routes.js';
+import { createLandingRouter } from './http/landing-routes.js';
 import { parseJsonBody } from './http/json-body.js';
 import { observeRequests } from './http/observe-requests.js';
 import { createProblemHandler } from './http/problem.js';
@@ -56,6 +58,13 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(requireWellFormedInput());
   app.use(createOptionsAnswer(() => app.router.stack));
 
+  // With LINKVAULT_METRICS_PORT, /metrics is served on its own listener only (main.ts): the
+  // public port answers it as any unknown path (404 not_found).
+  if (deps.config.metricsPort !== null) {
+    app.use((req, _res, next) => {
+      next(req.path === '/metrics' ? new LinkvaultError('not_found') : undefined);
+    });
+  }
   app.use(
     createHealthRouter({
       checks: [
@@ -69,6 +78,7 @@ export function createApp(deps: AppDeps): express.Express {
     }),
   );
   for (const router of deps.routers ?? []) app.use(router);
+  app.use(createLandingRouter({ config: deps.config }));
 
   app.use(createRouteFallback(() => app.router.stack));
   app.use(createProblemHandler({ log: deps.log }));
