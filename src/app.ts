@@ -56,8 +56,6 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(securityHeaders({ hsts: deps.config.publicUrl.startsWith('https:') }));
   app.use(parseJsonBody());
   app.use(requireWellFormedInput());
-  app.use(createOptionsAnswer(() => app.router.stack));
-
   // With LINKVAULT_METRICS_PORT, /metrics is served on its own listener only (main.ts): the
   // public port answers it as any unknown path (404 not_found).
   if (deps.config.metricsPort !== null) {
@@ -65,6 +63,8 @@ export function createApp(deps: AppDeps): express.Express {
       next(req.path === '/metrics' ? new LinkvaultError('not_found') : undefined);
     });
   }
+  app.use(createOptionsAnswer(() => app.router.stack));
+
   app.use(
     createHealthRouter({
       checks: [

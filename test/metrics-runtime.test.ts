@@ -58,6 +58,8 @@ describe('when the service runs with LINKVAULT_METRICS_PORT', () => {
       assert.equal(publicMetrics.status, 404);
       assert.equal(((await publicMetrics.json()) as { code: string }).code, 'not_found');
       assert.equal((await fetch(`${service.url}/healthz`)).status, 200);
+      // Nor does OPTIONS say that the public port has it.
+      assert.equal((await fetch(`${service.url}/metrics`, { method: 'OPTIONS' })).status, 404);
 
       // Busy work the runtime metrics must see: CPU time and garbage.
       let junk: unknown[] = [];
