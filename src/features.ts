@@ -12,6 +12,7 @@ import { createConnectRouter } from './http/connect-routes.js';
 import { createGrantRouter } from './http/grant-routes.js';
 import type { ReadinessCheck } from './http/health-routes.js';
 import { createLinkRouter } from './http/link-routes.js';
+import { createProxyPath } from './http/proxy-routes.js';
 import { createRevocationRouter } from './http/revocation-routes.js';
 import { createServiceAuth, type ServiceAuth } from './http/service-auth.js';
 import { createTokenFastPath } from './http/token-fast-path.js';
@@ -29,7 +30,10 @@ import { checkWebhookUrl } from './net/check-webhook-url.js';
 import { createWebhookSender, type WebhookSender } from './net/webhook-sender.js';
 import { captureMetadata, createConnect, type Connect } from './links/connect/connect.js';
 import { createSessions, type Sessions } from './links/connect/sessions.js';
+import { createProxy, type Proxy } from './links/proxy/proxy.js';
 import { createBackgroundRefresher } from './links/release/background-refresher.js';
+import { createPendingRotations } from './links/release/rotation-pending.js';
+import { createRotationSpool } from './links/release/rotation-spool.js';
 import { createGrants, type Grants } from './links/release/grants.js';
 import {
   createRefreshCoordinator,
@@ -190,6 +194,7 @@ export interface Features {
   readonly revocation: Revocation;
   readonly coordinator: RefreshCoordinator;
   readonly release: TokenRelease;
+  readonly proxy: Proxy;
   readonly worker: RevocationWorker;
   readonly sandbox: SandboxProvider | null;
 }
@@ -313,6 +318,20 @@ export async function buildFeatures(
 
     const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
     const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
+    // A refreshed token set the store refuses is spooled on the node and retried (rotation-pending.ts).
+    const rotations = createPendingRotations({
+      store,
+      vault,
+      audit,
+      revocation,
+      metrics,
+      log,
+      now,
+      spool: createRotationSpool(config.rotationSpoolDir),
+      retryForMs: config.rotationStoreRetryMs,
+    });
+    rotations.start(config.backgroundRefreshIntervalMs);
+    background.push({ name: 'rotation-spool', stop: () => rotations.stop() });
     const coordinator = createRefreshCoordinator({
       store,
       vault,
@@ -333,8 +352,11 @@ export async function buildFeatures(
       },
       // A refresh that loses to a revocation hands its new tokens to the durable revocation queue.
       revocation,
+      rotations,
     });
     const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
+    const proxy = createProxy({ release, catalogue, audit, metrics, log, limits: config.proxy });
+    background.push({ name: 'proxy', stop: async () => proxy.close() });
     if (config.backgroundRefresh && options.startRefresher !== false) {
       const refresher = createBackgroundRefresher({
         store,
@@ -385,13 +407,23 @@ export async function buildFeatures(
     ];
     if (sandbox) routers.push(sandbox.router);
 
-    const fastPath = createTokenFastPath({
+    const tokenFastPath = createTokenFastPath({
       auth,
       release,
       metrics,
       log,
       hsts: config.publicUrl.startsWith('https:'),
     });
+    // The proxy streams bodies, so it is answered before Express (whose JSON parser would read them).
+    const proxyPath = createProxyPath({
+      auth,
+      proxy,
+      metrics,
+      log,
+      hsts: config.publicUrl.startsWith('https:'),
+    });
+    const fastPath = (req: IncomingMessage, res: ServerResponse): boolean =>
+      proxyPath(req, res) || tokenFastPath(req, res);
     return {
       routers,
       readiness: [],
@@ -407,6 +439,7 @@ export async function buildFeatures(
       revocation,
       coordinator,
       release,
+      proxy,
       worker,
       sandbox,
     };

@@ -325,6 +325,13 @@ export class Metrics {
       [],
     ),
   );
+  readonly proxyRequests = this.add(
+    new Counter(
+      'linkvault_proxy_requests_total',
+      'Proxied API calls by provider and outcome (the status class of the provider answer, or why none was relayed)',
+      ['provider', 'status_class'],
+    ),
+  );
 
   /** Process and runtime metrics; main.ts starts the event-loop and GC sampling. */
   readonly runtime = this.add(new RuntimeMetrics());
