@@ -2,10 +2,18 @@
 # linkvault image: compiled JavaScript, production dependencies only, unprivileged user.
 #   docker build -t linkvault .
 #   docker run -p 3000:3000 -v linkvault-data:/app/data -e NODE_ENV=production ... linkvault
-ARG NODE_VERSION=24
+#
+# The base image. Pin it by digest for reproducible, reviewable builds (docs/deploy.md, "Pinning
+# images"): a tag moves, a digest does not. Both stages below use this one argument, so pinning is
+# one edit (or `--build-arg NODE_IMAGE=node:24-bookworm-slim@sha256:<digest>`):
+#   docker buildx imagetools inspect node:24-bookworm-slim   # prints the index digest
+#   ARG NODE_IMAGE=node:24-bookworm-slim@sha256:<that digest>
+# It is a tag here because the digest could not be read where this file was last edited; replace
+# it with the digest you have reviewed.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- native build tools (better-sqlite3 compiles when no prebuilt binary fits) ----
-FROM node:${NODE_VERSION}-bookworm-slim AS build-tools
+FROM ${NODE_IMAGE} AS build-tools
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
@@ -26,7 +34,7 @@ FROM build-tools AS prod-deps
 RUN npm ci --omit=dev && npm cache clean --force
 
 # ---- runtime ----
-FROM node:${NODE_VERSION}-bookworm-slim AS runtime
+FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=prod-deps /app/node_modules ./node_modules

@@ -24,7 +24,7 @@ function requestLine(log: Logger, i: number): void {
       request_id: `req_${i}`,
       method: 'POST',
       route: '/v1/links/:id/token',
-      status: '200',
+      status: 200,
       duration_ms: 1.234,
       user_agent: 'autocannon',
       request_bytes: 2,

@@ -4,7 +4,9 @@ import type { Config } from './config.js';
 import type { KeyProvider } from './keys/key-provider.js';
 import type { Metrics } from './metrics.js';
 import type { Store } from './store/store.js';
+import { LinkvaultError } from './errors.js';
 import { createHealthRouter, type ReadinessCheck } from './http/health-routes.js';
+import { createLandingRouter } from './http/landing-routes.js';
 import { parseJsonBody } from './http/json-body.js';
 import { observeRequests } from './http/observe-requests.js';
 import { createProblemHandler } from './http/problem.js';
@@ -65,6 +67,13 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(securityHeaders({ hsts: deps.config.publicUrl.startsWith('https:') }));
   app.use(parseJsonBody());
   app.use(requireWellFormedInput());
+  // With LINKVAULT_METRICS_PORT, /metrics is served on its own listener only (main.ts): the
+  // public port answers it as any unknown path (404 not_found).
+  if (deps.config.metricsPort !== null) {
+    app.use((req, _res, next) => {
+      next(req.path === '/metrics' ? new LinkvaultError('not_found') : undefined);
+    });
+  }
   const routes = deps.routes ?? mountedRoutes(ROUTE_TABLE, { sandbox: deps.config.sandbox });
   const allowedMethods = allowedMethodsFrom(routes);
   app.use(createOptionsAnswer(allowedMethods));
@@ -83,6 +92,7 @@ export function createApp(deps: AppDeps): express.Express {
     }),
   );
   for (const router of deps.routers ?? []) app.use(router);
+  app.use(createLandingRouter({ config: deps.config }));
 
   app.use(createRouteFallback(allowedMethods));
   app.use(createProblemHandler({ log: deps.log }));

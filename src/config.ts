@@ -12,6 +12,9 @@ import {
  * An invalid value throws ConfigError whose message is one line naming the variable.
  */
 
+/** Where a development setup listens when LINKVAULT_HOST is not set: loopback only. */
+export const DEVELOPMENT_HOST = '127.0.0.1';
+
 /** Concurrent connections accepted when LINKVAULT_MAX_CONNECTIONS is not set. */
 export const DEFAULT_MAX_CONNECTIONS = 4096;
 
@@ -67,8 +70,18 @@ export interface Config {
   readonly nodeEnv: string;
   readonly production: boolean;
   readonly port: number;
-  /** Listen address (LINKVAULT_HOST); null means every interface. */
+  /**
+   * Listen address (LINKVAULT_HOST); null means every interface. Default: 127.0.0.1 outside
+   * production (a development setup, whose sandbox signs anyone in, is not reachable from the
+   * network unless asked), every interface in production.
+   */
   readonly host: string | null;
+  /**
+   * Port of a separate listener serving only GET /metrics, on the same host (LINKVAULT_METRICS_PORT;
+   * 0 picks a free one). When set, /metrics is not served on the public port. Null: /metrics on
+   * the public port.
+   */
+  readonly metricsPort: number | null;
   /** External base URL without a trailing slash; every redirect URI is built from it. */
   readonly publicUrl: string;
   readonly store: StoreConfig;
@@ -199,10 +212,16 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
   const dataDir = resolve(cwd, 'data');
 
   const port = int(env, 'LINKVAULT_PORT', 3000, 0, 65535);
-  const host = text(env, 'LINKVAULT_HOST') ?? null;
+  const host = text(env, 'LINKVAULT_HOST') ?? (production ? null : DEVELOPMENT_HOST);
   if (host !== null && !/^(\[?[0-9a-fA-F:.]+\]?|[A-Za-z0-9.-]{1,253})$/.test(host)) {
     throw new ConfigError('LINKVAULT_HOST', `must be an IP address or host name, got "${host}"`);
   }
+  const metricsPort =
+    text(env, 'LINKVAULT_METRICS_PORT') === undefined
+      ? null
+      : int(env, 'LINKVAULT_METRICS_PORT', 0, 0, 65535);
+  if (metricsPort !== null && metricsPort !== 0 && metricsPort === port)
+    throw new ConfigError('LINKVAULT_METRICS_PORT', `must differ from LINKVAULT_PORT (${port})`);
   const publicUrlRaw = text(env, 'LINKVAULT_PUBLIC_URL') ?? `http://localhost:${port}`;
   const publicUrlParsed = url('LINKVAULT_PUBLIC_URL', publicUrlRaw, !production);
   const publicUrl = publicUrlParsed.href.replace(/\/$/, '');
@@ -424,6 +443,7 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     production,
     port,
     host: host === null ? null : host.replace(/^\[|\]$/g, ''),
+    metricsPort,
     publicUrl,
     store: Object.freeze(store),
     keys: Object.freeze(keys),
@@ -498,6 +518,7 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'LINKVAULT_LOCAL_PREVIOUS_KEY_FILES',
   'LINKVAULT_LOG_LEVEL',
   'LINKVAULT_MAX_CONNECTIONS',
+  'LINKVAULT_METRICS_PORT',
   'LINKVAULT_PORT',
   'LINKVAULT_PROVIDERS_FILE',
   'LINKVAULT_PROVIDER_TIMEOUT_SECONDS',

@@ -10,7 +10,7 @@ import {
   type Adapters,
   type Features,
 } from './features.js';
-import { serve, type Serving } from './http/server.js';
+import { metricsOnlyListener, serve, type Serving } from './http/server.js';
 import { createLogger } from './log.js';
 
 /**
@@ -24,6 +24,8 @@ export interface RunningService {
   readonly server: Server;
   /** Loopback URL of the listening server (http://127.0.0.1:<port>), for local clients and tests. */
   readonly url: string;
+  /** Loopback URL of the metrics listener (LINKVAULT_METRICS_PORT), or null when /metrics is on the public port. */
+  readonly metricsUrl: string | null;
   readonly config: Config;
   readonly log: Logger;
   /**
@@ -113,10 +115,13 @@ export async function startService(
   const log = overrides.log ?? createLogger({ level: config.logLevel });
   let adapters: Adapters | undefined;
   let features: Features | undefined;
+  let serving: Serving | undefined;
+  let metricsServing: Serving | undefined;
   try {
     adapters = await buildAdapters(config, { ...overrides, log });
     features = await buildFeatures(adapters);
-    let serving: Serving | undefined;
+    const metrics = adapters.metrics;
+    metrics.runtime.start();
     // First in the list so a load balancer sees 503 as soon as shutdown starts.
     const accepting = {
       name: 'accepting',
@@ -131,17 +136,35 @@ export async function startService(
       maxConnections: config.maxConnections,
       log,
     });
+    if (config.metricsPort !== null) {
+      // Same host as the service: the port is only as reachable as the service itself.
+      metricsServing = await serve(
+        metricsOnlyListener(() => metrics.render()),
+        {
+          port: config.metricsPort,
+          host: config.host,
+          shutdownTimeoutMs: config.shutdownTimeoutMs,
+          maxConnections: 64,
+          log,
+        },
+      );
+    }
     logSetup(config, log);
     log.info(
-      { port: serving.port, host: config.host ?? '*', public_url: config.publicUrl },
+      {
+        port: serving.port,
+        host: config.host ?? '*',
+        public_url: config.publicUrl,
+        ...(metricsServing ? { metrics_port: metricsServing.port } : {}),
+      },
       `linkvault listening on port ${serving.port}`,
     );
 
-    const running = { adapters, features, serving };
+    const running = { adapters, features, serving, metricsServing };
     let closed: Promise<void> | undefined;
     const close = (): Promise<void> =>
       (closed ??= (async () => {
-        const drained = running.serving.close();
+        const drained = Promise.all([running.serving.close(), running.metricsServing?.close()]);
         const stopping = Promise.allSettled(running.features.background.map((task) => task.stop()));
         await drained;
         for (const [i, outcome] of (await stopping).entries()) {
@@ -152,14 +175,24 @@ export async function startService(
             );
         }
         await running.adapters.close();
+        running.adapters.metrics.runtime.stop();
         log.info('stopped');
         // The log destination writes asynchronously: nothing said during shutdown may be lost.
         await new Promise<void>((resolve) => log.flush(() => resolve()));
       })());
 
-    return { server: serving.server, url: `http://127.0.0.1:${serving.port}`, config, log, close };
+    return {
+      server: serving.server,
+      url: `http://127.0.0.1:${serving.port}`,
+      metricsUrl: metricsServing ? `http://127.0.0.1:${metricsServing.port}` : null,
+      config,
+      log,
+      close,
+    };
   } catch (err) {
     if (!(err instanceof ConfigError)) log.fatal({ err }, 'cannot start');
+    await serving?.close();
+    adapters?.metrics.runtime.stop();
     // Undo what was opened so a failed start leaves no socket, timer or connection behind.
     if (features) await Promise.allSettled(features.background.map((task) => task.stop()));
     await adapters?.close().catch(() => undefined);

@@ -1,3 +1,10 @@
+import {
+  constants as perfConstants,
+  monitorEventLoopDelay,
+  PerformanceObserver,
+  type IntervalHistogram,
+} from 'node:perf_hooks';
+
 /**
  * A small Prometheus text-format registry. Label values are never secrets: callers pass
  * provider ids, route templates, outcomes and codes only (no token, code, state or user data).
@@ -69,6 +76,21 @@ export class Histogram implements Metric {
     ],
   ) {}
 
+  /** Creates the series for `labels` with no observations, so that it is rendered (count 0). */
+  touch(labels: LabelValues = {}): void {
+    this.#seriesFor(labels);
+  }
+
+  #seriesFor(labels: LabelValues): { counts: number[]; sum: number; count: number } {
+    const key = labelKey(this.labelNames, labels);
+    let s = this.#series.get(key);
+    if (!s) {
+      s = { counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 };
+      this.#series.set(key, s);
+    }
+    return s;
+  }
+
   observe(value: number, labels: LabelValues = {}): void {
     const key = labelKey(this.labelNames, labels);
     let s = this.#series.get(key);
@@ -96,6 +118,141 @@ export class Histogram implements Metric {
       lines.push(`${this.name}_count${formatLabels(this.labelNames, key)} ${s.count}`);
     }
     return lines.join('\n');
+  }
+}
+
+function gauge(
+  name: string,
+  help: string,
+  samples: readonly (readonly [string, number])[],
+): string {
+  const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`];
+  for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`);
+  return lines.join('\n');
+}
+
+function counter(name: string, help: string, value: number): string {
+  return [`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`].join('\n');
+}
+
+/** node:perf_hooks GC kinds, as labels. */
+const GC_KINDS: ReadonlyMap<number, string> = new Map([
+  [perfConstants.NODE_PERFORMANCE_GC_MINOR, 'minor'],
+  [perfConstants.NODE_PERFORMANCE_GC_MAJOR, 'major'],
+  [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL, 'incremental'],
+  [perfConstants.NODE_PERFORMANCE_GC_WEAKCB, 'weakcb'],
+]);
+
+/**
+ * Process and runtime metrics, read when scraped: CPU seconds, resident memory, V8 heap, open
+ * handles by type, and, once start() has run (main.ts does, for the running service), event-loop
+ * delay and garbage collections by kind. Event-loop delay is sampled by
+ * perf_hooks.monitorEventLoopDelay (every 20 ms); its gauges describe the delays since the previous
+ * scrape (the histogram is reset at each one), so scrape from one Prometheus per replica.
+ */
+export class RuntimeMetrics implements Metric {
+  readonly gcDuration = new Histogram(
+    'nodejs_gc_duration_seconds',
+    'Garbage collection pauses by kind (minor, major, incremental, weakcb)',
+    ['kind'],
+    [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+  );
+  #loopDelay: IntervalHistogram | null = null;
+  #gcObserver: PerformanceObserver | null = null;
+  readonly #startTimeSeconds = Math.round(Date.now() / 1000 - process.uptime());
+
+  /** Starts sampling event-loop delay and observing garbage collections. Idempotent. */
+  start(): void {
+    if (this.#loopDelay) return;
+    this.#loopDelay = monitorEventLoopDelay({ resolution: 20 });
+    this.#loopDelay.enable();
+    // Every kind is rendered from the start (count 0): a rate over a series that appears late is wrong.
+    for (const kind of GC_KINDS.values()) this.gcDuration.touch({ kind });
+    this.#gcObserver = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        const kind = GC_KINDS.get(
+          (entry as { detail?: { kind?: number } | null }).detail?.kind ?? -1,
+        );
+        this.gcDuration.observe(entry.duration / 1000, { kind: kind ?? 'other' });
+      }
+    });
+    this.#gcObserver.observe({ entryTypes: ['gc'] });
+  }
+
+  /** Stops what start() started. */
+  stop(): void {
+    this.#loopDelay?.disable();
+    this.#loopDelay = null;
+    this.#gcObserver?.disconnect();
+    this.#gcObserver = null;
+  }
+
+  render(): string {
+    const cpu = process.cpuUsage();
+    const memory = process.memoryUsage();
+    const resources = new Map<string, number>();
+    for (const type of process.getActiveResourcesInfo())
+      resources.set(type, (resources.get(type) ?? 0) + 1);
+    const parts = [
+      counter(
+        'process_cpu_user_seconds_total',
+        'User CPU time spent by the process, in seconds',
+        cpu.user / 1e6,
+      ),
+      counter(
+        'process_cpu_system_seconds_total',
+        'System CPU time spent by the process, in seconds',
+        cpu.system / 1e6,
+      ),
+      counter(
+        'process_cpu_seconds_total',
+        'User and system CPU time spent by the process, in seconds',
+        (cpu.user + cpu.system) / 1e6,
+      ),
+      gauge('process_resident_memory_bytes', 'Resident memory size, in bytes', [['', memory.rss]]),
+      gauge('process_start_time_seconds', 'Start time of the process since the Unix epoch', [
+        ['', this.#startTimeSeconds],
+      ]),
+      gauge('nodejs_heap_used_bytes', 'V8 heap in use, in bytes', [['', memory.heapUsed]]),
+      gauge('nodejs_heap_total_bytes', 'V8 heap allocated, in bytes', [['', memory.heapTotal]]),
+      gauge('nodejs_external_memory_bytes', 'Memory of C++ objects bound to JavaScript, in bytes', [
+        ['', memory.external],
+      ]),
+      gauge(
+        'nodejs_active_resources',
+        'Resources keeping the event loop alive (sockets, timers, handles) by type',
+        [...resources].map(([type, n]) => [`{type="${escapeLabel(type)}"}`, n] as const),
+      ),
+    ];
+    const delay = this.#loopDelay;
+    if (delay) {
+      // Nanoseconds; NaN/0 before the first sample.
+      const s = (ns: number): number => (Number.isFinite(ns) ? ns / 1e9 : 0);
+      parts.push(
+        gauge(
+          'nodejs_eventloop_delay_seconds',
+          'Event-loop delay since the previous scrape (monitorEventLoopDelay), by quantile',
+          [
+            ['{quantile="0.5"}', s(delay.percentile(50))],
+            ['{quantile="0.9"}', s(delay.percentile(90))],
+            ['{quantile="0.99"}', s(delay.percentile(99))],
+          ],
+        ),
+        gauge(
+          'nodejs_eventloop_delay_max_seconds',
+          'Longest event-loop delay since the previous scrape',
+          [['', s(delay.max)]],
+        ),
+        gauge(
+          'nodejs_eventloop_delay_mean_seconds',
+          'Mean event-loop delay since the previous scrape',
+          [['', s(delay.mean)]],
+        ),
+        this.gcDuration.render(),
+      );
+      delay.reset();
+    }
+    return parts.join('\n');
   }
 }
 
@@ -175,6 +332,9 @@ export class Metrics {
       ['provider', 'status_class'],
     ),
   );
+
+  /** Process and runtime metrics; main.ts starts the event-loop and GC sampling. */
+  readonly runtime = this.add(new RuntimeMetrics());
 
   add<M extends Metric>(metric: M): M {
     this.#all.push(metric);

@@ -105,7 +105,7 @@ describe('linkvault check-config', () => {
       [
         `linkvault: configuration ok: env=development port=4000 public_url=http://localhost:4000 store=sqlite (${join(cwd, 'data/linkvault.db')}) keys=local (${join(cwd, 'data/master.key')}) services=0 provider_credentials=0 sandbox=true`,
         '  environment        development',
-        '  listen             *:4000',
+        '  listen             127.0.0.1:4000',
         '  public url         http://localhost:4000',
         '  redirect uris      http://localhost:4000/v1/oauth/callback/<provider id>',
         `  store              sqlite (${join(cwd, 'data/linkvault.db')})`,

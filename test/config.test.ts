@@ -37,7 +37,7 @@ describe('loadConfig', () => {
     assert.equal(config.production, false);
     assert.equal(config.nodeEnv, 'development');
     assert.equal(config.port, 3000);
-    assert.equal(config.host, null);
+    assert.equal(config.host, '127.0.0.1');
     assert.equal(config.publicUrl, 'http://localhost:3000');
     assert.deepEqual(config.store, { kind: 'sqlite', sqlitePath: join(cwd, 'data/linkvault.db') });
     assert.deepEqual(config.keys, {

@@ -486,6 +486,7 @@ export const ROUTE_TABLE: readonly RouteSpec[] = [
       ['/connect/result', 'getConnectResultPage', 'The hosted result page'],
       ['/manage', 'getManagePage', 'The hosted manage page'],
       ['/assets/{name}', 'getAsset', 'A page asset'],
+      ['/', 'getLandingPage', 'The landing page (landing-routes.ts)'],
     ] as const
   ).map(([path, operationId, summary]): RouteSpec => ({
     method: 'GET',
@@ -499,6 +500,18 @@ export const ROUTE_TABLE: readonly RouteSpec[] = [
     errors: [],
   })),
 
+  {
+    method: 'GET',
+    path: '/favicon.ico',
+    operationId: 'getFavicon',
+    summary: 'No icon here (the pages name /assets/favicon.svg): 204, cached for a day',
+    tag: 'pages',
+    security: 'none',
+    api: false,
+    answers: [{ status: 204, description: 'No content' }],
+    errors: [],
+  },
+
   // The sandbox provider's pages (LINKVAULT_SANDBOX)
   ...(
     [
@@ -508,6 +521,8 @@ export const ROUTE_TABLE: readonly RouteSpec[] = [
       ['POST', '/sandbox/interaction/{uid}/abort', 'sandboxAbort'],
       ['GET', '/sandbox/privacy', 'getSandboxPrivacy'],
       ['GET', '/sandbox/connected-apps', 'getSandboxConnectedApps'],
+      // Sandbox CRM's own API: the sandbox's access token (Bearer), not a linkvault credential.
+      ['GET', '/sandbox/api/contacts', 'getSandboxContacts'],
     ] as const
   ).map(([method, path, operationId]): RouteSpec => ({
     method,

@@ -1,4 +1,7 @@
 import { answerClientError } from './client-error.js';
+import { randomUUID } from 'node:crypto';
+import { LinkvaultError, type ErrorCode } from '../errors.js';
+import { PROBLEM_CONTENT_TYPE, problemBody } from './problem.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Server as NetServer, type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -176,4 +179,36 @@ export async function serve(
   }
 
   return { server, port: (server.address() as AddressInfo).port, closing: () => closing, close };
+}
+
+/**
+ * The request listener of the separate metrics port (LINKVAULT_METRICS_PORT): GET or HEAD /metrics
+ * answers the Prometheus text; any other path is 404 and any other method 405, both problem+json.
+ * No request is logged: a scraper calls it every few seconds.
+ */
+export function metricsOnlyListener(
+  render: () => string,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Cache-Control', 'no-store');
+    if (path !== '/metrics') return answerProblem(res, 'not_found');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD');
+      return answerProblem(res, 'method_not_allowed');
+    }
+    res.statusCode = 200;
+    res.setHeader('Content-Type', 'text/plain; version=0.0.4; charset=utf-8');
+    res.end(req.method === 'HEAD' ? undefined : render());
+  };
+}
+
+function answerProblem(res: ServerResponse, code: ErrorCode): void {
+  const err = new LinkvaultError(code);
+  const requestId = randomUUID();
+  res.statusCode = err.status;
+  res.setHeader('X-Request-Id', requestId);
+  res.setHeader('Content-Type', PROBLEM_CONTENT_TYPE);
+  res.end(JSON.stringify(problemBody(err, requestId)));
 }

@@ -26,7 +26,7 @@ export async function createKeyProvider(
     });
     if (provider.generated) {
       deps.log?.warn(
-        { keyFile: config.localKeyFile, kid: provider.currentKeyId() },
+        { key_file: config.localKeyFile, kid: provider.currentKeyId() },
         'GENERATED A DEVELOPMENT MASTER KEY. Everything sealed under it is lost with this file. Do not use a generated key in production: provision LINKVAULT_LOCAL_KEY_FILE yourself or use LINKVAULT_KEYS=aws-kms.',
       );
     }

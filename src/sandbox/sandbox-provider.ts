@@ -3,7 +3,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { ProviderCredentials } from '../config.js';
+import { ROUTE_LABEL } from '../http/observe-requests.js';
 import { escapeHtml } from '../web/safe-html.js';
+import { noticeReason, withOidcProviderNotices } from './oidc-provider-notices.js';
 
 /**
  * The built-in "Sandbox CRM": a real OpenID Provider (node-oidc-provider) mounted inside linkvault
@@ -77,6 +79,15 @@ interface OidcProvider {
   proxy: boolean;
   Grant: GrantConstructor;
   Client: { find(id: string): Promise<{ clientName?: string } | undefined> };
+  AccessToken: { find(value: string): Promise<SandboxAccessToken | undefined> };
+}
+
+/** The fields of an access token the sandbox API reads (oidc-provider's AccessToken model). */
+interface SandboxAccessToken {
+  accountId?: string;
+  grantId?: string;
+  scope?: string;
+  aud?: string | string[];
 }
 
 export interface InteractionDetails {
@@ -165,6 +176,78 @@ function sendPageWith(
   res.type('text/html; charset=utf-8').send(page(title, body));
 }
 
+/** The OAuth server's endpoints (paths below the mount), labelled as themselves. */
+const OAUTH_ENDPOINTS = new Set([
+  '/.well-known/openid-configuration',
+  '/auth',
+  '/token',
+  '/token/revocation',
+  '/token/introspection',
+  '/jwks',
+  '/me',
+]);
+
+/** The route template of a request the OAuth server answers, from its path below the mount. */
+export function sandboxRouteLabel(path: string): string {
+  if (OAUTH_ENDPOINTS.has(path)) return `${SANDBOX_MOUNT_PATH}${path}`;
+  if (/^\/auth\/[^/]+$/.test(path)) return `${SANDBOX_MOUNT_PATH}/auth/:uid`;
+  return `${SANDBOX_MOUNT_PATH}/*`;
+}
+
+/** The sample contacts every sandbox account has (the same for everyone: it is a test provider). */
+export const SANDBOX_CONTACTS = [
+  { id: 'ct_1', name: 'Ada Lovelace', email: 'ada@sandbox.invalid', company: 'Analytical Engines' },
+  { id: 'ct_2', name: 'Grace Hopper', email: 'grace@sandbox.invalid', company: 'Compilers Inc.' },
+  { id: 'ct_3', name: 'Alan Turing', email: 'alan@sandbox.invalid', company: 'Bletchley Park' },
+] as const;
+
+/**
+ * GET /sandbox/api/contacts: Sandbox CRM's API, so that a token released by linkvault can be used.
+ * Bearer access token only (RFC 6750 §2.1: never from the query), issued by this sandbox for its
+ * API resource, still valid, from a grant that still exists (revoking the link ends it), with the
+ * `contacts.read` scope. 401 with `WWW-Authenticate: Bearer` otherwise (RFC 6750 §3), 403
+ * `insufficient_scope` without the scope.
+ */
+function contactsApi(provider: OidcProvider, resource: string): RequestHandler {
+  const refuse = (res: Response, status: 401 | 403, error: string, description: string): void => {
+    res
+      .status(status)
+      .setHeader(
+        'WWW-Authenticate',
+        `Bearer realm="Sandbox CRM", error="${error}", error_description="${description}"`,
+      );
+    res.setHeader('Cache-Control', 'no-store');
+    res.json({ error, error_description: description });
+  };
+  return async (req, res) => {
+    const header = req.headers.authorization ?? '';
+    const m = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header);
+    if (!m) {
+      res.status(401).setHeader('WWW-Authenticate', 'Bearer realm="Sandbox CRM"');
+      res.setHeader('Cache-Control', 'no-store');
+      res.json({
+        error: 'invalid_request',
+        error_description: 'a Bearer access token is required',
+      });
+      return;
+    }
+    let token: SandboxAccessToken | undefined;
+    try {
+      token = await provider.AccessToken.find(m[1]!);
+    } catch {
+      token = undefined;
+    }
+    const audiences = token ? [token.aud ?? []].flat() : [];
+    const grant = token?.grantId ? await provider.Grant.find(token.grantId) : undefined;
+    if (!token || !token.accountId || !grant || !audiences.includes(resource))
+      return refuse(res, 401, 'invalid_token', 'the access token is unknown, expired or revoked');
+    if (!(token.scope ?? '').split(' ').includes('contacts.read'))
+      return refuse(res, 403, 'insufficient_scope', 'the contacts.read scope is required');
+    res.setHeader('Cache-Control', 'no-store');
+    res.status(200).json({ account_id: token.accountId, contacts: SANDBOX_CONTACTS });
+  };
+}
+
 /** Builds the sandbox provider. Throws when oidc-provider cannot be configured (a start-up failure). */
 export async function createSandboxProvider(
   options: SandboxProviderOptions,
@@ -190,82 +273,115 @@ export async function createSandboxProvider(
     alg: 'ES256',
   };
 
-  const Provider = await loadProvider();
-  const provider = new Provider(issuer, {
-    clients: [
-      {
-        client_id: credentials.clientId,
-        client_secret: credentials.clientSecret,
-        client_name: 'linkvault',
-        redirect_uris: [redirectUri],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'client_secret_basic',
-        id_token_signed_response_alg: 'ES256',
-      },
-    ],
-    jwks: { keys: [signingKey] },
-    cookies: { keys: [randomBytes(32).toString('base64url')] },
-    claims: { openid: ['sub'], profile: ['name'], email: ['email', 'email_verified'] },
-    scopes: [...SANDBOX_SCOPES],
-    findAccount: async (_ctx: unknown, sub: string) => ({
-      accountId: sub,
-      claims: async () => ({
-        sub,
-        name: sub,
-        email: `${sub}@sandbox.invalid`,
-        email_verified: true,
-      }),
-    }),
-    // RFC 9700 §2.1.1: PKCE for every client, S256 only (oidc-provider's default method list).
-    pkce: { required: () => true },
-    interactions: {
-      url: (_ctx: unknown, interaction: { uid: string }) =>
-        `${basePath}${SANDBOX_MOUNT_PATH}/interaction/${interaction.uid}`,
-    },
-    // Refresh tokens without offline_access, and not bound to the sandbox's own login session:
-    // linkvault's whole point is acting while the user is away.
-    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(t: string): boolean }) =>
-      client.grantTypeAllowed('refresh_token'),
-    expiresWithSession: async () => false,
-    // RFC 9700 §4.14.2: rotate refresh tokens, so linkvault's single-flight refresh is exercised.
-    rotateRefreshToken: true,
-    ttl: {
-      AccessToken: 900,
-      RefreshToken: 30 * 24 * 3600,
-      AuthorizationCode: 60,
-      Interaction: 600,
-      Session: 3600,
-      Grant: 30 * 24 * 3600,
-      IdToken: 900,
-    },
-    features: {
-      devInteractions: { enabled: false },
-      // Its pages auto-submit with inline script; linkvault never logs users out of the sandbox.
-      rpInitiatedLogout: { enabled: false },
-      revocation: { enabled: true },
-      introspection: { enabled: true },
-      resourceIndicators: {
-        enabled: true,
-        defaultResource: () => resource,
-        useGrantedResource: () => true,
-        getResourceServerInfo: () => ({
-          scope: SANDBOX_SCOPES.join(' '),
-          accessTokenFormat: 'opaque',
-          accessTokenTTL: 900,
+  // oidc-provider prints notices as plain text on import and construction: they go through the
+  // logger at debug, with the reason they are expected (oidc-provider-notices.ts).
+  const onNotice = (_level: 'info' | 'warn', text: string): void =>
+    log.debug(
+      { notice: text, reason: noticeReason(text) },
+      'sandbox provider: oidc-provider notice',
+    );
+  const Provider = await withOidcProviderNotices(onNotice, loadProvider);
+  const provider = await withOidcProviderNotices(
+    onNotice,
+    () =>
+      new Provider(issuer, {
+        clients: [
+          {
+            client_id: credentials.clientId,
+            client_secret: credentials.clientSecret,
+            client_name: 'linkvault',
+            redirect_uris: [redirectUri],
+            grant_types: ['authorization_code', 'refresh_token'],
+            response_types: ['code'],
+            token_endpoint_auth_method: 'client_secret_basic',
+            id_token_signed_response_alg: 'ES256',
+          },
+        ],
+        jwks: { keys: [signingKey] },
+        cookies: { keys: [randomBytes(32).toString('base64url')] },
+        claims: { openid: ['sub'], profile: ['name'], email: ['email', 'email_verified'] },
+        scopes: [...SANDBOX_SCOPES],
+        findAccount: async (_ctx: unknown, sub: string) => ({
+          accountId: sub,
+          claims: async () => ({
+            sub,
+            name: sub,
+            email: `${sub}@sandbox.invalid`,
+            email_verified: true,
+          }),
         }),
-      },
-    },
-    renderError: async (ctx: { type: string; body: string }, out: Record<string, unknown>) => {
-      const error = typeof out.error === 'string' ? out.error : 'server_error';
-      const description = typeof out.error_description === 'string' ? out.error_description : '';
-      ctx.type = 'html';
-      ctx.body = page(
-        'Something went wrong',
-        `<p><code>${escapeHtml(error)}</code></p><p>${escapeHtml(description)}</p>`,
-      );
-    },
-  });
+        // RFC 9700 §2.1.1: PKCE for every client, S256 only (oidc-provider's default method list).
+        pkce: { required: () => true },
+        interactions: {
+          url: (_ctx: unknown, interaction: { uid: string }) =>
+            `${basePath}${SANDBOX_MOUNT_PATH}/interaction/${interaction.uid}`,
+        },
+        // Refresh tokens without offline_access, and not bound to the sandbox's own login session:
+        // linkvault's whole point is acting while the user is away.
+        issueRefreshToken: async (
+          _ctx: unknown,
+          client: { grantTypeAllowed(t: string): boolean },
+        ) => client.grantTypeAllowed('refresh_token'),
+        expiresWithSession: async () => false,
+        // RFC 9700 §4.14.2: rotate refresh tokens, so linkvault's single-flight refresh is exercised.
+        rotateRefreshToken: true,
+        ttl: {
+          AccessToken: 900,
+          RefreshToken: 30 * 24 * 3600,
+          AuthorizationCode: 60,
+          Interaction: 600,
+          Session: 3600,
+          Grant: 30 * 24 * 3600,
+          IdToken: 900,
+        },
+        features: {
+          devInteractions: { enabled: false },
+          // Its pages auto-submit with inline script; linkvault never logs users out of the sandbox.
+          rpInitiatedLogout: { enabled: false },
+          // The library's default policies, written out: its defaults print a NOTICE into the log the
+          // first time a token is revoked or introspected. A client may act on its own tokens only.
+          revocation: {
+            enabled: true,
+            allowedPolicy: (
+              _ctx: unknown,
+              client: { clientId: string },
+              token: { clientId: string },
+            ) => token.clientId === client.clientId,
+          },
+          introspection: {
+            enabled: true,
+            allowedPolicy: (
+              _ctx: unknown,
+              client: { clientId: string },
+              token: { clientId: string },
+            ) => token.clientId === client.clientId,
+          },
+          resourceIndicators: {
+            enabled: true,
+            defaultResource: () => resource,
+            useGrantedResource: () => true,
+            getResourceServerInfo: () => ({
+              scope: SANDBOX_SCOPES.join(' '),
+              accessTokenFormat: 'opaque',
+              accessTokenTTL: 900,
+            }),
+          },
+        },
+        renderError: async (ctx: { type: string; body: string }, out: Record<string, unknown>) => {
+          const error = typeof out.error === 'string' ? out.error : 'server_error';
+          const description =
+            typeof out.error_description === 'string' ? out.error_description : '';
+          ctx.type = 'html';
+          ctx.body = page(
+            'Something went wrong',
+            `<p><code>${escapeHtml(error)}</code></p><p>${escapeHtml(description)}</p>`,
+          );
+        },
+        // No CORS: nothing calls the sandbox from a browser script (set explicitly: the library's
+        // default prints a NOTICE the first time it is used).
+        clientBasedCORS: () => false,
+      }),
+  );
   // Behind a TLS-terminating proxy the sandbox builds its endpoint URLs from X-Forwarded-Proto/Host
   // (discovery must advertise the https URLs the browser and linkvault use). A sandbox-only switch.
   provider.proxy = base.protocol === 'https:';
@@ -404,7 +520,17 @@ ${list}
       '<p>Sandbox CRM keeps no lasting record of the apps you allowed: every grant ends when linkvault restarts. To disconnect now, remove the link from the application (linkvault revokes the token here as well).</p>',
     ),
   );
-  router.use(prefix, provider.callback() as unknown as RequestHandler);
+  router.get(`${prefix}/api/contacts`, contactsApi(provider, resource));
+  // The OAuth server answers everything else under /sandbox: each request is labelled with a
+  // fixed route template for the log and the metrics (never the raw path, which carries ids).
+  router.use(
+    prefix,
+    (req: Request, res: Response, next) => {
+      res.locals[ROUTE_LABEL] = sandboxRouteLabel(req.path);
+      next();
+    },
+    provider.callback() as unknown as RequestHandler,
+  );
 
   const entry: Record<string, unknown> = {
     id: SANDBOX_PROVIDER_ID,

@@ -493,7 +493,7 @@ describe('request log', () => {
       'user_agent',
     ]);
     assert.equal(line.route, '/v1/links/:id');
-    assert.equal(line.status, '200');
+    assert.equal(line.status, 200);
     assert.equal(line.user_agent, 'test-agent/1');
   });
 

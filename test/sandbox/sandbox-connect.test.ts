@@ -169,6 +169,45 @@ describe('when a developer connects the built-in Sandbox CRM', () => {
     const refreshed = await release({ force_refresh: true });
     assert.equal(refreshed.status, 200, refreshed.text);
     assert.notEqual(refreshed.json!.access_token, first.json!.access_token);
+
+    // The walkthrough's last step: the released access token calls Sandbox CRM's API.
+    const contacts = (authorization?: string) =>
+      h.request('/sandbox/api/contacts', authorization ? { headers: { authorization } } : {});
+    const api = await contacts(`Bearer ${String(refreshed.json!.access_token)}`);
+    assert.equal(api.status, 200, api.text);
+    assert.equal(api.json!.account_id, 'ada');
+    assert.ok((api.json!.contacts as unknown[]).length > 0);
+    const none = await contacts();
+    assert.equal(none.status, 401);
+    assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer realm="Sandbox CRM"/);
+    const forged = await contacts('Bearer not-a-sandbox-token');
+    assert.equal(forged.status, 401);
+    assert.match(forged.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+    // A token in the query is not a credential (RFC 6750 §2.3 is not offered).
+    const inQuery = await h.request(
+      `/sandbox/api/contacts?access_token=${String(refreshed.json!.access_token)}`,
+    );
+    assert.equal(inQuery.status, 401);
+
+    // Revoking the link tells the sandbox, which ends the grant: the token stops working.
+    const revoked = await h.request(`/v1/links/${linkId}`, {
+      method: 'DELETE',
+      headers: { authorization: h.services.bearer('crm-hs'), 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'walkthrough done' }),
+    });
+    assert.ok([200, 202].includes(revoked.status), revoked.text);
+    // The harness runs no worker loop: one round sends the queued revocation to the sandbox.
+    while ((await h.worker.runOnce()) > 0);
+    const record = await h.request(`/v1/links/${linkId}/revocation`, {
+      headers: { authorization: h.services.bearer('crm-hs') },
+    });
+    assert.equal(
+      (record.json?.provider_revocation as { status?: string } | undefined)?.status,
+      'confirmed',
+      record.text,
+    );
+    const afterRevoke = await contacts(`Bearer ${String(refreshed.json!.access_token)}`);
+    assert.equal(afterRevoke.status, 401, afterRevoke.text);
   });
 
   test('then pressing Deny ends the flow with provider_denied and no link', async () => {

@@ -6,6 +6,7 @@ import {
   type GrantConstructor,
   type InteractionDetails,
 } from '../../src/sandbox/sandbox-provider.js';
+import { withOidcProviderNotices } from '../../src/sandbox/oidc-provider-notices.js';
 
 /**
  * A real authorization server for tests: node-oidc-provider (v9) on a free loopback port.
@@ -147,9 +148,19 @@ function signingJwk(): JsonWebKey {
   return signingKey;
 }
 
+/**
+ * oidc-provider prints plain-text notices into the test output (its Node.js version check on
+ * import, on Node 20). They are dropped here: the Node.js version is a known, accepted mismatch
+ * (package.json engines says >=20), and nothing else it could say at import concerns a test.
+ */
+const dropNotice = (): void => undefined;
+
 async function loadProvider(): Promise<ProviderConstructor> {
   // oidc-provider ships no type declarations; the members used are typed in this file.
-  const mod = (await import('oidc-provider' as string)) as { default: ProviderConstructor };
+  const mod = await withOidcProviderNotices(
+    dropNotice,
+    async () => (await import('oidc-provider' as string)) as { default: ProviderConstructor },
+  );
   return mod.default;
 }
 

@@ -86,7 +86,7 @@ export async function rewrapAll(deps: RewrapDeps): Promise<RewrapResult> {
       } catch (err) {
         if (!isLinkvaultError(err, 'sealed_record_invalid')) throw err;
         log?.warn(
-          { linkId: id, err },
+          { link_id: id, err },
           "rewrap: the link's sealed record does not open under its identity; left as it is",
         );
         outcome = 'failed';
@@ -97,7 +97,10 @@ export async function rewrapAll(deps: RewrapDeps): Promise<RewrapResult> {
       else conflicts++;
     }
     if (outcome === null) {
-      log?.warn({ linkId: id }, 'rewrap: the link kept changing underneath; left for the next run');
+      log?.warn(
+        { link_id: id },
+        'rewrap: the link kept changing underneath; left for the next run',
+      );
       outcome = 'failed';
     }
     if (outcome === 'rewrapped') rewrapped++;

@@ -153,7 +153,7 @@ export class ReplicaWait {
     if (now - this.#lastWarnMs < 5000) return;
     this.#lastWarnMs = now;
     this.#log?.warn(
-      { store: 'redis', timeoutMs: this.#timeoutMs, ...fields },
+      { store: 'redis', timeout_ms: this.#timeoutMs, ...fields },
       'Redis replicas did not confirm an acknowledged write in time; it stands on the master and is lost if the master fails before they catch up',
     );
   }
