@@ -9,6 +9,7 @@ import { createRedisClient, waitForRedisReady } from '../../../src/store/redis/c
 import type { Store } from '../../../src/store/store.js';
 import { startRedis, type RedisServerHandle } from '../../support/redis-server.js';
 import { makeLink, runStoreContract } from '../store-contract.js';
+import { runReleaseStoreContract } from '../release-store-contract.js';
 
 let prefixes = 0;
 function redisConfig(url: string) {
@@ -62,6 +63,11 @@ describe('RedisStore on a standalone Redis', () => {
   });
 
   runStoreContract('redis', async () => {
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    return { store, cleanup: () => store.close() };
+  });
+
+  runReleaseStoreContract('redis', async () => {
     const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
     return { store, cleanup: () => store.close() };
   });

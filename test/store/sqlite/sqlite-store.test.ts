@@ -15,6 +15,7 @@ import { createStore } from '../../../src/store/create-store.js';
 import { Metrics } from '../../../src/metrics.js';
 import { isLinkvaultError } from '../../../src/errors.js';
 import { makeLink, runStoreContract } from '../store-contract.js';
+import { runReleaseStoreContract } from '../release-store-contract.js';
 
 const root = mkdtempSync(join(tmpdir(), 'linkvault-sqlite-test-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -26,6 +27,11 @@ function freshPath(): string {
 runStoreContract('sqlite', async () => {
   const path = freshPath();
   const store = checkedStore(new SqliteStore({ path }));
+  return { store, cleanup: () => store.close() };
+});
+
+runReleaseStoreContract('sqlite', async () => {
+  const store = checkedStore(new SqliteStore({ path: freshPath() }));
   return { store, cleanup: () => store.close() };
 });
 
