@@ -323,3 +323,45 @@ describe('SqliteStore', () => {
     await store.close();
   });
 });
+
+describe('SqliteStore grant index migration', () => {
+  it('when grants were stored before the grant index (schema 2), then migration 3 files them and readForRelease finds them', async () => {
+    const path = freshPath();
+    mkdirSync(dirname(path), { recursive: true });
+    const db = new Database(path);
+    applySqliteMigrations(db, SQLITE_MIGRATIONS.slice(0, 2));
+    const link = makeLink({ tenantId: 'tenant-old', providerId: 'hubspot' });
+    const grants = [
+      { linkId: link.id, tenantId: null, providerId: null },
+      { linkId: null, tenantId: 'tenant-old', providerId: 'hubspot' },
+      { linkId: null, tenantId: 'tenant-old', providerId: null },
+      { linkId: null, tenantId: 'tenant-other', providerId: null },
+    ].map((g, i) => ({
+      id: `grt_old_${i}`,
+      serviceId: 'svc-old',
+      scopes: null,
+      purpose: 'old',
+      createdAtMs: 1000 + i,
+      expiresAtMs: null,
+      ...g,
+    }));
+    const insert = db.prepare(
+      'INSERT INTO grants (id, service_id, created_at_ms, body) VALUES (?, ?, ?, ?)',
+    );
+    for (const g of grants) insert.run(g.id, g.serviceId, g.createdAtMs, JSON.stringify(g));
+    db.close();
+
+    const store = checkedStore(new SqliteStore({ path }));
+    try {
+      assert.ok(await store.saveLink(link, null));
+      const read = await store.readForRelease('svc-old', link.id);
+      assert.deepEqual(read?.grants.map((g) => g.id).sort(), [
+        'grt_old_0',
+        'grt_old_1',
+        'grt_old_2',
+      ]);
+    } finally {
+      await store.close();
+    }
+  });
+});
