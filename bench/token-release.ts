@@ -164,7 +164,9 @@ const clusterOptions: StartReleaseClusterOptions = {
   clientId: client.client_id,
   clientSecret: client.client_secret,
   completeLogin: (u, o) => oidc.completeLogin(u, o),
-  env: { LINKVAULT_LOG_LEVEL: LOG_LEVEL },
+  // A short drain, so a profiled service (BENCH_NODE_ARGS=--cpu-prof) exits and writes its profile
+  // before the harness's 5 s stop timeout.
+  env: { LINKVAULT_LOG_LEVEL: LOG_LEVEL, LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS: '1' },
   // startService's development warning, written once the server listens, at info and at warn.
   ready: (line) => typeof line.msg === 'string' && line.msg.startsWith('DEVELOPMENT SETUP'),
   // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the service.
