@@ -38,6 +38,9 @@ import { RedisKeys, type RedisDocumentSlot } from './keys.js';
 import { defineScripts, type ScriptCommands } from './scripts.js';
 import type { ReplicaWait } from './replica-wait.js';
 
+/** Parsed link records kept for the release read (readForRelease). */
+const RELEASE_LINK_CACHE_SIZE = 10_000;
+
 /** The store's own guard fires shortly after ioredis's command timeout. */
 const GUARD_MS = REDIS_COMMAND_TIMEOUT_MS + 200;
 
@@ -157,6 +160,11 @@ export class RedisStore implements Store {
   #expiryIndexBuilt = false;
   /** Set once this process knows no grant is left in the pre-index layout (#ensureGrantIndex). */
   #grantIndexChecked = false;
+  /**
+   * Link records the release read parsed, by id (each is one exact version: the release read sends
+   * the version it holds and gets the JSON back only when it changed). Bounded; never mutated.
+   */
+  readonly #releaseLinks = new Map<string, LinkRecord>();
   /** Tenant audit shards this process has registered (#registerShard). */
   readonly #shardsKnown = new Set<string>();
   #lastErrorLogMs = 0;
@@ -739,18 +747,35 @@ export class RedisStore implements Store {
     const tenant = await this.#tenantOf(linkId);
     if (tenant === null) return null;
     if (!this.#grantIndexChecked) await this.#ensureGrantIndex();
+    const held = this.#releaseLinks.get(linkId);
     const flat = await this.#call(() =>
       this.#scripts.linkvaultReleaseRead(
         3,
         this.#keys.link(tenant, linkId),
         this.#keys.grantBucket(tenant, { serviceId, linkId }),
         this.#keys.grantBucket(tenant, { serviceId, linkId: null }),
+        held === undefined ? '' : String(held.version),
       ),
     );
-    if (flat === null) return null;
-    const link = this.#decodeLink(flat[0]!, flat[1] === '' ? null : flat[1]!);
+    if (flat === null) {
+      this.#releaseLinks.delete(linkId);
+      return null;
+    }
+    const [version, lastUsed, json] = flat as [string, string, string];
+    let parsed: LinkRecord;
+    if (json === '' && held !== undefined && String(held.version) === version) parsed = held;
+    else {
+      parsed = JSON.parse(json) as LinkRecord;
+      if (this.#releaseLinks.size >= RELEASE_LINK_CACHE_SIZE) {
+        const oldest = this.#releaseLinks.keys().next().value;
+        if (oldest !== undefined) this.#releaseLinks.delete(oldest);
+      }
+      this.#releaseLinks.set(linkId, parsed);
+    }
+    const link: LinkRecord =
+      lastUsed === '' ? parsed : { ...parsed, lastUsedAtMs: Number(lastUsed) };
     const grants: GrantRecord[] = [];
-    for (let i = 2; i < flat.length; i++) grants.push(JSON.parse(flat[i]!) as GrantRecord);
+    for (let i = 3; i < flat.length; i++) grants.push(JSON.parse(flat[i]!) as GrantRecord);
     return { link, grants };
   }
 

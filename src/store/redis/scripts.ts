@@ -97,13 +97,16 @@ return 1
 
 /**
  * The release's read, one round trip: KEYS[1] the link hash, KEYS[2..] the release buckets of the
- * service (by link, by tenant). Returns nil without a link, else {json, lastUsedAtMs or '', grant
- * JSON...}.
+ * service (by link, by tenant); ARGV[1] the version of the link the caller already holds parsed
+ * ('' = none). Returns nil without a link, else {version, lastUsedAtMs or '', json ('' when the
+ * caller's version is current: a version names exactly one record), grant JSON...}.
  */
 const RELEASE_READ = `
-local l = redis.call('HMGET', KEYS[1], 'j', 'u')
+local l = redis.call('HMGET', KEYS[1], 'v', 'u')
 if not l[1] then return false end
-local out = {l[1], l[2] or ''}
+local j = ''
+if l[1] ~= ARGV[1] then j = redis.call('HGET', KEYS[1], 'j') end
+local out = {l[1], l[2] or '', j}
 for i = 2, #KEYS do
   local vals = redis.call('HVALS', KEYS[i])
   for k = 1, #vals do out[#out + 1] = vals[k] end

@@ -1,0 +1,45 @@
+/**
+ * Service CPU of the token release itself, without HTTP or logging: `tsx bench/release-cpu.ts`.
+ * One process, the production wiring (test/support/stack.ts over buildFeatures) on a real
+ * redis-server (or SQLite with RELEASE_CPU_STORE=sqlite), one link and one grant, RELEASE_CPU_N
+ * releases (default 50,000) RELEASE_CPU_CONCURRENCY at a time (default 50) through
+ * TokenRelease.release; prints process CPU (user + system) per release. `--cpu-prof` on the node
+ * command line profiles exactly this (node --cpu-prof --import tsx bench/release-cpu.ts).
+ */
+import { startRedis } from '../test/support/redis-server.js';
+import { startStack } from '../test/support/stack.js';
+
+const N = Number(process.env.RELEASE_CPU_N ?? 50_000);
+const CONCURRENCY = Number(process.env.RELEASE_CPU_CONCURRENCY ?? 50);
+const sqlite = process.env.RELEASE_CPU_STORE === 'sqlite';
+
+const redis = sqlite ? null : await startRedis();
+const stack = await startStack({
+  ...(redis ? { redisUrl: redis.url } : {}),
+  env: { LINKVAULT_LOG_LEVEL: 'warn' },
+});
+try {
+  const link = await stack.seedLink({ tenantId: 'tenant-cpu' });
+  await stack.addGrant({ serviceId: 'billing', linkId: link.id });
+  const request = { service: { id: 'billing' }, linkId: link.id, requestId: 'cpu' };
+  const round = async (count: number): Promise<void> => {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (next++ < count) await stack.release.release(request);
+      }),
+    );
+  };
+  await round(Math.min(5000, N)); // warm-up: JIT, the data-key cache, the tenant cache
+  const cpu = process.cpuUsage();
+  const started = process.hrtime.bigint();
+  await round(N);
+  const used = process.cpuUsage(cpu);
+  const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+  console.log(
+    `${sqlite ? 'sqlite' : 'redis'}: ${N} releases, ${CONCURRENCY} at a time: ${((used.user + used.system) / N).toFixed(1)} µs CPU per release (user ${(used.user / N).toFixed(1)}, system ${(used.system / N).toFixed(1)}), ${((N / wallMs) * 1000).toFixed(0)} releases/s`,
+  );
+} finally {
+  await stack.close();
+  await redis?.stop();
+}
