@@ -19,7 +19,8 @@
  *   P:gsvc:<service>  P:gtenants    sets of tenants holding grants (of a service / of any): listings
  *   {P:t:<tenant>}:audit            the tenant's audit shard (a stream, beside its links)
  *   {P:audit}:log                   the `global` audit shard: events naming no tenant
- *   P:audit:shards                  set of the tenant shards (`t:<tenant>`), added before a shard's first event
+ *   P:audit:shards                  set of tenant shards (`t:<tenant>`) appendAudit wrote to (added before
+ *                                   a shard's first event); with P:tenants, every tenant shard
  *   {P:g}:all  {P:g}:svc:<service>  grants before the index (read once by migrateLegacyGrants, then deleted)
  *   {P:q}:due (zset) :kind :payload :attempts :runat :lease (hashes by job id)
  * Every key a multi-key script touches shares one hash tag, so each script runs on one slot.

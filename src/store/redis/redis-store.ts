@@ -781,8 +781,9 @@ export class RedisStore implements Store {
 
   async commitRelease(linkId: string, grantId: string, event: AuditEvent): Promise<ReleaseCommit> {
     const tenant = await this.#tenantOf(linkId);
+    // No shard registration here: a link's tenant is in the tenant set (saveLink adds it before the
+    // link exists), which listAuditShards also reads. So no single-slot key is on the release path.
     if (tenant === null) return { released: false, reason: 'link_not_found' };
-    await this.#registerShard(tenant);
     const [ok, value, status] = await this.#call(() =>
       this.#scripts.linkvaultCommitRelease(
         this.#keys.link(tenant, linkId),
@@ -844,7 +845,8 @@ export class RedisStore implements Store {
 
   /**
    * Adds the tenant's shard to the shard set before its first event (once per process): whoever
-   * enumerates the shards never misses one that holds events. Not on the steady hot path.
+   * enumerates the shards never misses one that holds events. For events written by appendAudit
+   * (not the release: commitRelease's tenant has links, so it is in the tenant set already).
    */
   async #registerShard(tenant: string): Promise<void> {
     if (this.#shardsKnown.has(tenant)) return;
@@ -863,16 +865,19 @@ export class RedisStore implements Store {
     return tenant === null ? id : tenantSeq(id, tenant);
   }
 
+  /** `global`, then every tenant shard: the registered ones and every tenant that has links (a release's shard). */
   async listAuditShards(): Promise<string[]> {
     const shards = new Set<string>();
-    let cursor = '0';
-    do {
-      const [next, members] = await this.#call(() =>
-        this.#client.sscan(this.#keys.auditShards, cursor, 'COUNT', 500),
-      );
-      cursor = next;
-      for (const m of members) shards.add(m);
-    } while (cursor !== '0');
+    for (const key of [this.#keys.auditShards, this.#keys.tenants]) {
+      let cursor = '0';
+      do {
+        const [next, members] = await this.#call(() =>
+          this.#client.sscan(key, cursor, 'COUNT', 500),
+        );
+        cursor = next;
+        for (const m of members) shards.add(key === this.#keys.tenants ? tenantShard(m) : m);
+      } while (cursor !== '0');
+    }
     return [GLOBAL_AUDIT_SHARD, ...[...shards].sort()];
   }
 
