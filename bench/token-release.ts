@@ -359,7 +359,8 @@ try {
     if (REDIS_AOF) {
       // The seeding grew the AOF far past its last rewrite: let Redis's own rewrite (a fork of the
       // whole data set) happen now rather than during the measured run.
-      await redis.bgrewriteaof();
+      // (An error here means a rewrite is already running: the loop below waits for it.)
+      await redis.bgrewriteaof().catch(() => undefined);
       while (
         (await persistenceField(redis, 'aof_rewrite_in_progress')) !== '0' ||
         (await persistenceField(redis, 'aof_rewrite_scheduled')) !== '0'
