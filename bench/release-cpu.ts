@@ -3,7 +3,8 @@
  * One process, the production wiring (test/support/stack.ts over buildFeatures) on a real
  * redis-server (or SQLite with RELEASE_CPU_STORE=sqlite), one link and one grant, RELEASE_CPU_N
  * releases (default 50,000) RELEASE_CPU_CONCURRENCY at a time (default 50) through
- * TokenRelease.release; prints process CPU (user + system) per release. `--cpu-prof` on the node
+ * TokenRelease.release; prints process CPU (user + system) per release. RELEASE_CPU_GRANTS=100000
+ * first adds that many links (over 1,000 tenants) and as many grants of the calling service. `--cpu-prof` on the node
  * command line profiles exactly this (node --cpu-prof --import tsx bench/release-cpu.ts).
  */
 import { startRedis } from '../test/support/redis-server.js';
@@ -12,6 +13,7 @@ import { startStack } from '../test/support/stack.js';
 const N = Number(process.env.RELEASE_CPU_N ?? 50_000);
 const CONCURRENCY = Number(process.env.RELEASE_CPU_CONCURRENCY ?? 50);
 const sqlite = process.env.RELEASE_CPU_STORE === 'sqlite';
+const GRANTS = Number(process.env.RELEASE_CPU_GRANTS ?? 0);
 
 const redis = sqlite ? null : await startRedis();
 const stack = await startStack({
@@ -21,6 +23,26 @@ const stack = await startStack({
 try {
   const link = await stack.seedLink({ tenantId: 'tenant-cpu' });
   await stack.addGrant({ serviceId: 'billing', linkId: link.id });
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 256 }, async () => {
+      for (let i = next++; i < GRANTS; i = next++) {
+        const other = { ...link, id: `lnk_cpu_${i}`, tenantId: `cpu-${i % 1000}`, version: 0 };
+        await stack.store.saveLink(other, null);
+        await stack.store.putGrant({
+          id: `grt_cpu_${i}`,
+          serviceId: 'billing',
+          tenantId: null,
+          providerId: null,
+          linkId: other.id,
+          scopes: null,
+          purpose: 'cpu',
+          createdAtMs: Date.now(),
+          expiresAtMs: null,
+        });
+      }
+    }),
+  );
   const request = { service: { id: 'billing' }, linkId: link.id, requestId: 'cpu' };
   const round = async (count: number): Promise<void> => {
     let next = 0;
@@ -37,7 +59,7 @@ try {
   const used = process.cpuUsage(cpu);
   const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
   console.log(
-    `${sqlite ? 'sqlite' : 'redis'}: ${N} releases, ${CONCURRENCY} at a time: ${((used.user + used.system) / N).toFixed(1)} µs CPU per release (user ${(used.user / N).toFixed(1)}, system ${(used.system / N).toFixed(1)}), ${((N / wallMs) * 1000).toFixed(0)} releases/s`,
+    `${sqlite ? 'sqlite' : 'redis'}, ${GRANTS + 1} grants: ${N} releases, ${CONCURRENCY} at a time: ${((used.user + used.system) / N).toFixed(1)} µs CPU per release (user ${(used.user / N).toFixed(1)}, system ${(used.system / N).toFixed(1)}), ${((N / wallMs) * 1000).toFixed(0)} releases/s`,
   );
 } finally {
   await stack.close();
