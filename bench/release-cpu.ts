@@ -43,7 +43,7 @@ try {
       }
     }),
   );
-  const request = { service: { id: 'billing' }, linkId: link.id, requestId: 'cpu' };
+  const request = { service: { id: 'billing', tenants: null }, linkId: link.id, requestId: 'cpu' };
   const round = async (count: number): Promise<void> => {
     let next = 0;
     await Promise.all(

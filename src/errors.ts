@@ -13,6 +13,10 @@ export interface CatalogueEntry {
 export const ERROR_CATALOGUE = {
   invalid_request: { status: 400, title: 'The request is malformed or has invalid parameters' },
   invalid_return_to: { status: 400, title: 'return_to is not on the allowlist' },
+  invalid_webhook_url: {
+    status: 400,
+    title: 'The webhook URL is not one linkvault delivers to',
+  },
   invalid_state: {
     status: 400,
     title: 'The authorization response state is unknown, expired or already used',
@@ -45,6 +49,7 @@ export const ERROR_CATALOGUE = {
   grant_not_found: { status: 404, title: 'No such grant' },
   revocation_not_found: { status: 404, title: 'No revocation record for this link' },
   job_not_found: { status: 404, title: 'No such job' },
+  webhook_endpoint_not_found: { status: 404, title: 'No such webhook endpoint' },
   method_not_allowed: { status: 405, title: 'Method not allowed on this route' },
   not_acceptable: { status: 406, title: 'No acceptable representation' },
   reauth_required: { status: 409, title: 'The link needs the user to reconnect' },
@@ -74,6 +79,15 @@ export const ERROR_CATALOGUE = {
     title:
       'The provider refused the authorization code (expired, already used, or from another flow); connect again',
   },
+  proxy_not_allowed: {
+    status: 403,
+    title: "No grant's proxy rules allow this method and path for this link",
+  },
+  proxy_target_refused: {
+    status: 502,
+    title: "The provider API target is not one of the catalogue's hosts; nothing was sent",
+  },
+  proxy_timeout: { status: 504, title: "The provider's API did not answer within the time limit" },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

@@ -12,6 +12,7 @@ import { createConnectRouter } from './http/connect-routes.js';
 import { createGrantRouter } from './http/grant-routes.js';
 import type { ReadinessCheck } from './http/health-routes.js';
 import { createLinkRouter } from './http/link-routes.js';
+import { createProxyPath } from './http/proxy-routes.js';
 import { createRevocationRouter } from './http/revocation-routes.js';
 import { createServiceAuth, type ServiceAuth } from './http/service-auth.js';
 import { createTokenFastPath } from './http/token-fast-path.js';
@@ -21,8 +22,15 @@ import { createKeyProvider } from './keys/create-key-provider.js';
 import type { KeyProvider } from './keys/key-provider.js';
 import { createVault, type Vault } from './keys/vault.js';
 import { auditKeyLoader, createAudit, type Audit } from './links/audit/audit.js';
+import { WEBHOOK_JOB_KIND, withLifecycleWebhooks } from './links/webhooks/lifecycle-webhooks.js';
+import { createWebhookDeliveryJob } from './links/webhooks/webhook-delivery-job.js';
+import { createWebhookEndpoints } from './links/webhooks/webhook-endpoints.js';
+import { createWebhookRouter } from './http/webhook-routes.js';
+import { checkWebhookUrl } from './net/check-webhook-url.js';
+import { createWebhookSender, type WebhookSender } from './net/webhook-sender.js';
 import { captureMetadata, createConnect, type Connect } from './links/connect/connect.js';
 import { createSessions, type Sessions } from './links/connect/sessions.js';
+import { createProxy, type Proxy } from './links/proxy/proxy.js';
 import { createBackgroundRefresher } from './links/release/background-refresher.js';
 import { createGrants, type Grants } from './links/release/grants.js';
 import {
@@ -158,6 +166,8 @@ export interface FeatureOptions {
   readonly startRefresher?: boolean;
   /** Start the revocation worker's loop and sweeps (default true). */
   readonly startWorker?: boolean;
+  /** Sends webhook deliveries (default: node:http(s) with the SSRF checks of net/public-address.ts). */
+  readonly webhookSender?: WebhookSender;
   /** The audit HMAC key, or a loader of it (default: loaded from the store on first use). */
   readonly auditHmacKey?: KeyObject | Buffer | (() => Promise<KeyObject>);
   readonly loadSandbox?: SandboxLoader;
@@ -182,6 +192,7 @@ export interface Features {
   readonly revocation: Revocation;
   readonly coordinator: RefreshCoordinator;
   readonly release: TokenRelease;
+  readonly proxy: Proxy;
   readonly worker: RevocationWorker;
   readonly sandbox: SandboxProvider | null;
 }
@@ -253,17 +264,40 @@ export async function buildFeatures(
         ? [...config.services, dev.service]
         : config.services;
     const serviceIds = new Set(services.map((s) => s.id));
-    const auth = createServiceAuth({ services, audience: config.audience });
+    const auth = createServiceAuth({
+      services,
+      audience: config.audience,
+      failuresPerMinute: config.rateLimitPerMinute,
+      trustedProxyHops: config.trustedProxyHops,
+    });
 
     // A loader, not an awaited key: a key service that is down at start fails releases closed
     // (503 audit_unavailable) instead of failing the start.
-    const audit = createAudit({
+    const auditLog = createAudit({
       store,
       hmacKey:
         options.auditHmacKey ??
         auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now }),
       now,
     });
+    // Lifecycle webhooks are a projection of the audit trail (links/webhooks/lifecycle-webhooks.ts).
+    let wakeWorker = (): void => undefined;
+    const audit = withLifecycleWebhooks(auditLog, {
+      store,
+      log,
+      metrics,
+      now,
+      onQueued: () => wakeWorker(),
+    });
+    const webhookEndpoints = createWebhookEndpoints({
+      store,
+      vault,
+      now,
+      checkUrl: (url) => checkWebhookUrl(url, config.production),
+    });
+    const webhookSender =
+      options.webhookSender ??
+      createWebhookSender({ publicOnly: config.production, timeoutMs: WEBHOOK_TIMEOUT_MS });
 
     const sessions = createSessions({ config, store, catalogue, now });
     const connect = createConnect({
@@ -304,6 +338,8 @@ export async function buildFeatures(
       revocation,
     });
     const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
+    const proxy = createProxy({ release, catalogue, audit, metrics, log, limits: config.proxy });
+    background.push({ name: 'proxy', stop: async () => proxy.close() });
     if (config.backgroundRefresh && options.startRefresher !== false) {
       const refresher = createBackgroundRefresher({
         store,
@@ -328,7 +364,18 @@ export async function buildFeatures(
       log,
       now,
       options: { ...revocationWorkerOptionsFrom(config), ...options.revocationWorker },
+      otherJobs: {
+        [WEBHOOK_JOB_KIND]: createWebhookDeliveryJob({
+          store,
+          vault,
+          sender: webhookSender,
+          metrics,
+          log,
+          now,
+        }),
+      },
     });
+    wakeWorker = () => worker.wake();
     if (options.startWorker !== false) worker.start();
     background.push(worker);
 
@@ -336,19 +383,30 @@ export async function buildFeatures(
       createConnectRouter({ config, sessions, connect, serviceAuth: auth }),
       createLinkRouter({ store, sessions, serviceAuth: auth }),
       createTokenRouter({ auth, release }),
-      createGrantRouter({ auth, grants }),
-      createRevocationRouter({ revocation, auth, sessions }),
+      createGrantRouter({ auth, grants, store }),
+      createRevocationRouter({ revocation, auth, sessions, store }),
       createWebRouter({ config, sessions, catalogue }),
+      createWebhookRouter({ auth, endpoints: webhookEndpoints }),
     ];
     if (sandbox) routers.push(sandbox.router);
 
-    const fastPath = createTokenFastPath({
+    const tokenFastPath = createTokenFastPath({
       auth,
       release,
       metrics,
       log,
       hsts: config.publicUrl.startsWith('https:'),
     });
+    // The proxy streams bodies, so it is answered before Express (whose JSON parser would read them).
+    const proxyPath = createProxyPath({
+      auth,
+      proxy,
+      metrics,
+      log,
+      hsts: config.publicUrl.startsWith('https:'),
+    });
+    const fastPath = (req: IncomingMessage, res: ServerResponse): boolean =>
+      proxyPath(req, res) || tokenFastPath(req, res);
     return {
       routers,
       readiness: [],
@@ -364,6 +422,7 @@ export async function buildFeatures(
       revocation,
       coordinator,
       release,
+      proxy,
       worker,
       sandbox,
     };
@@ -372,6 +431,9 @@ export async function buildFeatures(
     throw err;
   }
 }
+
+/** One webhook delivery attempt, connect to answer; well inside the job worker's lease. */
+const WEBHOOK_TIMEOUT_MS = 10_000;
 
 /** The Express app over the adapters and features; `readiness` checks come first (shutdown's 503). */
 export function buildApp(

@@ -154,6 +154,28 @@ export class Metrics {
     ]),
   );
 
+  readonly webhookDeliveries = this.add(
+    new Counter(
+      'linkvault_webhook_deliveries_total',
+      'Webhook delivery attempts by outcome (delivered, retry, failed, gone, refused)',
+      ['outcome'],
+    ),
+  );
+  readonly webhookEnqueueFailures = this.add(
+    new Counter(
+      'linkvault_webhook_enqueue_failures_total',
+      'Lifecycle events whose webhook jobs could not be queued (the audit record was stored)',
+      [],
+    ),
+  );
+  readonly proxyRequests = this.add(
+    new Counter(
+      'linkvault_proxy_requests_total',
+      'Proxied API calls by provider and outcome (the status class of the provider answer, or why none was relayed)',
+      ['provider', 'status_class'],
+    ),
+  );
+
   add<M extends Metric>(metric: M): M {
     this.#all.push(metric);
     return metric;

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { mayActFor, type TenantScoped } from '../../auth/tenant-scope.js';
 import { isLinkvaultError, LinkvaultError } from '../../errors.js';
 import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
@@ -23,7 +24,8 @@ import { openTokenSet } from '../sealing/token-vault.js';
  */
 
 export interface ReleaseRequest {
-  readonly service: { readonly id: string };
+  /** The caller; a tenant-scoped one sees a link outside its tenants as missing (link_not_found). */
+  readonly service: { readonly id: string } & TenantScoped;
   readonly linkId: string;
   /** Scopes the caller needs; each must be allowed by its grant. */
   readonly scopes?: readonly string[] | null;
@@ -32,6 +34,22 @@ export interface ReleaseRequest {
   /** Refresh even if the token looks fresh (the caller saw it rejected). */
   readonly forceRefresh?: boolean;
   readonly requestId: string;
+  /**
+   * Who uses the token. Absent: it leaves to the caller (the token route), which grants with
+   * `token_release: false` do not allow. The proxy passes its own use: the token stays inside.
+   */
+  readonly use?: TokenUse;
+}
+
+/** A use of the token inside linkvault (the proxy): which grants allow it, and how it is audited. */
+export interface TokenUse {
+  /** Whether `grant` (live, matching the link) allows this use. */
+  allows(grant: GrantRecord): boolean;
+  /** Runs once a grant is chosen and before anything is audited or refreshed; throws to refuse. */
+  check(link: LinkRecord, grant: GrantRecord): void;
+  /** The audit event stored (fail closed) before the token is used, and its fields besides the release's. */
+  readonly auditType: string;
+  auditFields(grant: GrantRecord): Readonly<Record<string, unknown>>;
 }
 
 export interface ReleasedToken {
@@ -75,7 +93,9 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     let provider = 'unknown';
     try {
       const read = await store.readForRelease(request.service.id, request.linkId);
-      if (!read) throw new LinkvaultError('link_not_found');
+      // A tenant-scoped caller sees a link outside its tenants as missing.
+      if (!read || !mayActFor(request.service, read.link.tenantId))
+        throw new LinkvaultError('link_not_found');
       const link = read.link;
       provider = link.providerId;
       const grant = findMatchingGrant(read.grants, request, link);
@@ -83,7 +103,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       const fresh = await refreshIfDue(link, tokens, request);
       await commitRelease(fresh, grant, request);
       touchLastUsed(fresh.link);
-      metrics.tokenReleases.inc({ provider, outcome: 'released' });
+      metrics.tokenReleases.inc({ provider, outcome: request.use ? 'used_by_proxy' : 'released' });
       return shapeRelease(fresh);
     } catch (err) {
       metrics.tokenReleases.inc({
@@ -103,10 +123,16 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     request: ReleaseRequest,
     link: LinkRecord,
   ): GrantRecord {
-    const candidates = matchingGrants(grants, request.service.id, link, now());
+    const use = request.use;
+    // A proxy-only grant (token_release false) never lets the token leave.
+    const candidates = matchingGrants(grants, request.service.id, link, now()).filter((g) =>
+      use ? use.allows(g) : g.tokenRelease !== false,
+    );
     if (candidates.length === 0) throw new LinkvaultError('no_grant');
     checkLinkStatus(link);
-    return chooseGrant(candidates, link, request.scopes ?? null);
+    const grant = chooseGrant(candidates, link, request.scopes ?? null);
+    use?.check(link, grant);
+    return grant;
   }
 
   function checkLinkStatus(link: LinkRecord): void {
@@ -147,8 +173,9 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   ): Promise<void> {
     const { link, tokens } = fresh;
     const event = await audit.prepare(
-      'token.released',
+      request.use?.auditType ?? 'token.released',
       {
+        ...request.use?.auditFields(grant),
         service_id: request.service.id,
         grant_id: grant.id,
         link_id: link.id,

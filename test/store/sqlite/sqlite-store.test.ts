@@ -325,11 +325,11 @@ describe('SqliteStore', () => {
 });
 
 describe('SqliteStore grant index migration', () => {
-  it('when grants were stored before the grant index (schema 2), then migration 3 files them and readForRelease finds them', async () => {
+  it('when grants were stored before the grant index (schema 3), then migration 4 files them and readForRelease finds them', async () => {
     const path = freshPath();
     mkdirSync(dirname(path), { recursive: true });
     const db = new Database(path);
-    applySqliteMigrations(db, SQLITE_MIGRATIONS.slice(0, 2));
+    applySqliteMigrations(db, SQLITE_MIGRATIONS.slice(0, 3));
     const link = makeLink({ tenantId: 'tenant-old', providerId: 'hubspot' });
     const grants = [
       { linkId: link.id, tenantId: null, providerId: null },
