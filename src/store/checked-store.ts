@@ -171,6 +171,21 @@ export function checkedStore(inner: Store): Store {
     async readAudit(afterSeq, limit) {
       return inner.readAudit(afterSeq, checkLimit(limit, 1000));
     },
+    listAuditShards: () => inner.listAuditShards(),
+    async readAuditShard(shard, afterSeq, limit) {
+      return inner.readAuditShard(checkId('shard', shard), afterSeq, checkLimit(limit, 1000));
+    },
+
+    async readForRelease(serviceId, linkId) {
+      checkId('serviceId', serviceId);
+      return inner.readForRelease(serviceId, checkId('linkId', linkId));
+    },
+    async commitRelease(linkId, grantId, event) {
+      checkId('linkId', linkId);
+      checkId('grantId', grantId);
+      checkAuditEvent(event);
+      return inner.commitRelease(linkId, grantId, event);
+    },
 
     async enqueue(job) {
       checkJob(job);

@@ -150,12 +150,53 @@ export interface LockStore {
   releaseLock(name: string, owner: string): Promise<boolean>;
 }
 
-/** The append-only audit log. */
+/**
+ * The append-only audit log, kept in shards (docs/architecture.md, "The store"): SQLite has one
+ * shard (`main`); Redis has one shard per tenant (`t:<tenant>`, in the tenant's hash slot, beside
+ * its links) plus `global` for events that name no tenant. An event whose `data.tenant_id` is a
+ * string goes to that tenant's shard. Within a shard, seq is strictly increasing and exact for
+ * paging; readAudit merges every shard (for tests and small stores: an exporter pages each shard).
+ */
 export interface AuditLogStore {
   /** Appends and returns the assigned sequence id. Rejects (store_unavailable) rather than dropping the event. */
   appendAudit(event: AuditEvent): Promise<string>;
   /** Events with seq strictly after `afterSeq` (from the start when omitted), oldest first, at most `limit`. */
   readAudit(afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
+  /** Every audit shard that may hold events (a shard is registered before its first event is stored). */
+  listAuditShards(): Promise<string[]>;
+  /** Events of one shard with seq strictly after `afterSeq`, oldest first, at most `limit` (seqs as readAudit returns them). */
+  readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
+}
+
+/** What a token release reads, in one step: the link and the grants that could match it. */
+export interface ReleaseRead {
+  readonly link: LinkRecord;
+  /**
+   * The grants of the service that could match the link, from indexes (never a scan of the
+   * service's grants): grants naming the link, and grants naming no link that name the link's
+   * tenant (for its provider or for any). Unfiltered for expiry, scopes and the fields a grant
+   * sets: the domain's matching (grants.ts) decides. A superset of the matching grants; order unspecified.
+   */
+  readonly grants: readonly GrantRecord[];
+}
+
+/** What commitRelease did: stored the record, or nothing because the link is gone, not active (its status), holds no tokens, or the grant is gone. */
+export type ReleaseCommit =
+  | { readonly released: true; readonly seq: string }
+  | { readonly released: false; readonly reason: 'link_not_found' | 'no_tokens' | 'grant_gone' }
+  | { readonly released: false; readonly reason: 'not_active'; readonly status: string };
+
+/** The token release's two store steps (docs/architecture.md, "The store"). */
+export interface ReleaseStore {
+  /** The link `linkId` and the grants of `serviceId` that could match it; null when there is no such link. */
+  readForRelease(serviceId: string, linkId: string): Promise<ReleaseRead | null>;
+  /**
+   * The release's linearisation point, one atomic store operation: appends `event` to the link's
+   * tenant audit shard only if, at that instant, link `linkId` exists, is active, holds tokens, and
+   * grant `grantId` still exists. A revocation, a needs_reauth write or a grant deletion that
+   * completed before this call makes it refuse; one that starts after it finds the record stored.
+   */
+  commitRelease(linkId: string, grantId: string, event: AuditEvent): Promise<ReleaseCommit>;
 }
 
 /** The durable work queue: jobs claimed under a lease, completed or rescheduled by the lease holder. */
@@ -257,5 +298,6 @@ export interface Store
     DocumentStore,
     LockStore,
     AuditLogStore,
+    ReleaseStore,
     JobQueueStore,
     WebhookStore {}

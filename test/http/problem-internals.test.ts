@@ -26,6 +26,17 @@ describe('when a token release fails inside linkvault, then the 5xx body says no
         new Proxy(store, {
           get(target, prop, receiver) {
             const value = Reflect.get(target, prop, receiver) as unknown;
+            if (prop === 'readForRelease') {
+              return (serviceId: string, id: string) =>
+                id === failGetLinkFor
+                  ? Promise.reject(
+                      new LinkvaultError('store_unavailable', {
+                        detail: STORE_DETAIL,
+                        retryAfterSeconds: 1,
+                      }),
+                    )
+                  : target.readForRelease(serviceId, id);
+            }
             if (prop === 'getLink') {
               return (id: string) =>
                 id === failGetLinkFor

@@ -375,6 +375,11 @@ describe('proxy route, audit down', () => {
           failAudit && event.type === 'proxy.requested'
             ? Promise.reject(new Error('disk full'))
             : store.appendAudit(event),
+
+        commitRelease: (linkId, grantId, event) =>
+          failAudit && event.type === 'proxy.requested'
+            ? Promise.reject(new Error('disk full'))
+            : store.commitRelease(linkId, grantId, event),
       }),
     });
     try {

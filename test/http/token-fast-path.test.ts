@@ -410,6 +410,11 @@ describe('token fast path with an audit log that cannot append', () => {
                 fail
                   ? Promise.reject(new LinkvaultError('store_unavailable'))
                   : target.appendAudit(...a);
+            if (prop === 'commitRelease')
+              return (...a: Parameters<Store['commitRelease']>) =>
+                fail
+                  ? Promise.reject(new LinkvaultError('store_unavailable'))
+                  : target.commitRelease(...a);
             const v: unknown = Reflect.get(target, prop, receiver);
             return typeof v === 'function' ? v.bind(target) : v;
           },

@@ -270,6 +270,12 @@ describe('token route with an audit log that cannot append', () => {
                 ? Promise.reject(new LinkvaultError('store_unavailable'))
                 : target.appendAudit(...args);
           }
+          if (prop === 'commitRelease') {
+            return (...args: Parameters<Store['commitRelease']>) =>
+              failAudit
+                ? Promise.reject(new LinkvaultError('store_unavailable'))
+                : target.commitRelease(...args);
+          }
           const value: unknown = Reflect.get(target, prop, receiver);
           return typeof value === 'function' ? value.bind(target) : value;
         },

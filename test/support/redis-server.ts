@@ -53,6 +53,8 @@ export interface RedisClusterHandle {
   readonly seeds: readonly { host: string; port: number }[];
   /** The master processes, in slot order (node 0 owns the lowest slots). */
   readonly nodes: readonly RedisServerHandle[];
+  /** The replica processes (`replicasPerMaster`), replicas[i] replicating nodes[i % masters]. */
+  readonly replicas: readonly RedisServerHandle[];
   /** Stops every node and removes their dirs. Idempotent. */
   stop(): Promise<void>;
 }
@@ -284,17 +286,22 @@ async function clusterInfo(client: Redis): Promise<Record<string, string>> {
 }
 
 /**
- * Starts a Redis Cluster of `masters` master nodes (no replicas), slots split evenly, and resolves
- * once every node reports cluster_state:ok with all nodes known. On failure every node is stopped.
+ * Starts a Redis Cluster of `masters` master nodes, slots split evenly, with `replicasPerMaster`
+ * replicas each (default 0), and resolves once every node reports cluster_state:ok with all nodes
+ * known (and every replica in sync). `extraArgs` go to every node (e.g. `--cluster-require-full-coverage
+ * no`). On failure every node is stopped.
  */
 export async function startRedisCluster(
-  opts: { masters: number } = { masters: 3 },
+  opts: { masters: number; replicasPerMaster?: number; extraArgs?: readonly string[] } = {
+    masters: 3,
+  },
 ): Promise<RedisClusterHandle> {
   const bin = findRedisServer();
   const nodes: RedisServerHandle[] = [];
+  const replicas: RedisServerHandle[] = [];
   const clients: Redis[] = [];
   const stop = async (): Promise<void> => {
-    await Promise.all(nodes.map((n) => n.stop()));
+    await Promise.all([...nodes, ...replicas].map((n) => n.stop()));
   };
   try {
     const args = [
@@ -306,6 +313,7 @@ export async function startRedisCluster(
       '2000',
       '--appendonly',
       'no',
+      ...(opts.extraArgs ?? []),
     ];
     for (let i = 0; i < opts.masters; i++) nodes.push(await startServer(bin, args, true));
     for (const node of nodes) {
@@ -348,13 +356,59 @@ export async function startRedisCluster(
         );
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
+    const perMaster = opts.replicasPerMaster ?? 0;
+    if (perMaster > 0) {
+      const masterIds = await Promise.all(
+        clients.map(async (c) => String(await c.call('CLUSTER', 'MYID'))),
+      );
+      for (let r = 0; r < perMaster * opts.masters; r++) {
+        const replica = await startServer(bin, args, true);
+        replicas.push(replica);
+        const client = new Redis({
+          host: HOST,
+          port: replica.port,
+          lazyConnect: true,
+          maxRetriesPerRequest: 0,
+          retryStrategy: () => null,
+        });
+        clients.push(client);
+        await client.connect();
+        await client.call('CLUSTER', 'MEET', HOST, String(nodes[0]!.port));
+        const masterId = masterIds[r % opts.masters]!;
+        // CLUSTER REPLICATE needs the master known to the new node: poll its view of the cluster.
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          if (String(await client.call('CLUSTER', 'NODES')).includes(masterId)) break;
+          if (Date.now() > deadline) throw new Error('replica did not learn its master');
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        await client.call('CLUSTER', 'REPLICATE', masterId);
+      }
+      const total = String(opts.masters * (1 + perMaster));
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const infos = await Promise.all(clients.map((c) => clusterInfo(c)));
+        const links = await Promise.all(
+          clients.slice(opts.masters).map((c) => c.info('replication')),
+        );
+        if (
+          infos.every(
+            (info) => info['cluster_state'] === 'ok' && info['cluster_known_nodes'] === total,
+          ) &&
+          links.every((text) => /^master_link_status:up/m.test(text))
+        )
+          break;
+        if (Date.now() > deadline) throw new Error('cluster replicas did not converge');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
   } catch (err) {
     clients.forEach((c) => c.disconnect());
     await stop();
     throw err;
   }
   clients.forEach((c) => c.disconnect());
-  return { seeds: nodes.map((n) => ({ host: HOST, port: n.port })), nodes, stop };
+  return { seeds: nodes.map((n) => ({ host: HOST, port: n.port })), nodes, replicas, stop };
 }
 
 /**

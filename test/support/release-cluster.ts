@@ -14,7 +14,8 @@ import {
   createTestOAuth,
   type ConnectViaProviderOptions,
 } from './provider-link.js';
-import { startRedis, type RedisServerHandle } from './redis-server.js';
+import { startRedis, type RedisClusterHandle, type RedisServerHandle } from './redis-server.js';
+import { seedSealedLink, type SeedLinkOptions } from './stack.js';
 import {
   startServiceProcess,
   writeServiceConfig,
@@ -31,7 +32,8 @@ import { makeTestServices, type TestServices } from './service-jwt.js';
  */
 
 export interface ReleaseCluster {
-  readonly redis: RedisServerHandle;
+  /** The standalone redis-server (null on a Redis Cluster given as `redisCluster`). */
+  readonly redis: RedisServerHandle | null;
   readonly replicas: ServiceProcess[];
   readonly services: TestServices;
   readonly store: Store;
@@ -47,6 +49,8 @@ export interface ReleaseCluster {
       'linkId' | 'accessTokenExpiresAtMs' | 'tenantId' | 'userId' | 'accountId'
     >,
   ): Promise<LinkRecord>;
+  /** Seals a token set and stores an active link of the cluster's provider directly (no OAuth flow). */
+  seedLink(options?: Omit<SeedLinkOptions, 'providerId'>): Promise<LinkRecord>;
   /** POST /v1/grants on replica 0 as crm-sync (an admin). */
   createGrant(
     body: Record<string, unknown>,
@@ -75,6 +79,8 @@ export interface StartReleaseClusterOptions {
   readonly nodeArgs?: readonly string[];
   /** A ready line other than the info "listening" one (see StartServiceProcessOptions.ready); each replica then gets a free port chosen here. */
   readonly ready?: StartServiceProcessOptions['ready'];
+  /** Run on this Redis Cluster (LINKVAULT_REDIS_CLUSTER_NODES) instead of a standalone redis-server of its own. */
+  readonly redisCluster?: RedisClusterHandle;
 }
 
 async function call(
@@ -94,7 +100,8 @@ export async function startReleaseCluster(
   options: StartReleaseClusterOptions,
 ): Promise<ReleaseCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'lv-cluster-'));
-  const redis = await startRedis();
+  const redis = options.redisCluster ? null : await startRedis();
+  const seeds = options.redisCluster?.seeds.map((n) => `${n.host}:${n.port}`).join(',');
   const metrics = new Metrics();
   // Created once here (where writeServiceConfig points the replicas), so they never race to generate it.
   const keys = await LocalKeyProvider.load({
@@ -113,12 +120,19 @@ export async function startReleaseCluster(
       ],
     }),
     LINKVAULT_STORE: 'redis',
-    LINKVAULT_REDIS_URL: redis.url,
+    ...(redis ? { LINKVAULT_REDIS_URL: redis.url } : { LINKVAULT_REDIS_CLUSTER_NODES: seeds! }),
     LINKVAULT_BACKGROUND_REFRESH: 'false',
     ...options.env,
   };
   const store = await createStore(
-    { kind: 'redis', redisUrl: redis.url, clusterNodes: null, keyPrefix: 'lv' },
+    redis
+      ? { kind: 'redis', redisUrl: redis.url, clusterNodes: null, keyPrefix: 'lv' }
+      : {
+          kind: 'redis',
+          redisUrl: null,
+          clusterNodes: options.redisCluster!.seeds,
+          keyPrefix: 'lv',
+        },
     { metrics },
   );
   const { oauth } = createTestOAuth({
@@ -130,7 +144,7 @@ export async function startReleaseCluster(
   const stop = async (): Promise<void> => {
     await Promise.all(replicas.map((r) => r.stop()));
     await store.close();
-    await redis.stop();
+    await redis?.stop();
     rmSync(dir, { recursive: true, force: true });
   };
   const startReplica = async (): Promise<ServiceProcess> => {
@@ -165,6 +179,8 @@ export async function startReleaseCluster(
         vault,
         providerId: options.providerId,
       }),
+    seedLink: (o = {}) =>
+      seedSealedLink({ store, vault, now: Date.now }, { ...o, providerId: options.providerId }),
     createGrant: (body) => call(`${replicas[0]!.url}/v1/grants`, services.bearer('crm-hs'), body),
     requestToken: (replica, linkId, body = {}) =>
       call(

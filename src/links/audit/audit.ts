@@ -4,7 +4,7 @@ import type { SealIdentity } from '../../keys/key-provider.js';
 import type { Vault } from '../../keys/vault.js';
 import { Secret } from '../../secret.js';
 import { acquireLockWithin } from '../../store/lock-wait.js';
-import type { Store } from '../../store/store.js';
+import type { AuditEvent, Store } from '../../store/store.js';
 import type { SealedRecord } from '../../keys/sealed-record.js';
 
 /**
@@ -26,6 +26,16 @@ export interface Audit {
     fields: Readonly<Record<string, unknown>>,
     requestId?: string | null,
   ): Promise<string>;
+  /**
+   * The event `record` would append, without appending it (secrets already labelled), for a caller
+   * that stores it through an atomic store step (the token release's commitRelease). Rejects
+   * audit_unavailable when the key cannot be had.
+   */
+  prepare(
+    type: string,
+    fields: Readonly<Record<string, unknown>>,
+    requestId?: string | null,
+  ): Promise<AuditEvent>;
   /** The label under which `secret` appears in the audit log (for an operator's lookup). */
   fingerprint(secret: Secret): Promise<string>;
 }
@@ -86,20 +96,34 @@ export function createAudit(deps: AuditDeps): Audit {
     return out;
   }
 
+  async function prepare(
+    type: string,
+    fields: Readonly<Record<string, unknown>>,
+    requestId: string | null = null,
+  ): Promise<AuditEvent> {
+    const m = ready ?? (await material());
+    return {
+      atMs: deps.now(),
+      type,
+      requestId,
+      data: scrub(m, fields, 0) as Record<string, unknown>,
+    };
+  }
+
   async function record(
     type: string,
     fields: Readonly<Record<string, unknown>>,
     requestId: string | null = null,
   ): Promise<string> {
-    const data = scrub(await material(), fields, 0) as Record<string, unknown>;
+    const event = await prepare(type, fields, requestId);
     try {
-      return await deps.store.appendAudit({ atMs: deps.now(), type, requestId, data });
+      return await deps.store.appendAudit(event);
     } catch (cause) {
       throw new LinkvaultError('audit_unavailable', { cause, retryAfterSeconds: 1 });
     }
   }
 
-  return { record, fingerprint: async (secret) => label(await material(), secret) };
+  return { record, prepare, fingerprint: async (secret) => label(await material(), secret) };
 }
 
 // ---- the audit key ----

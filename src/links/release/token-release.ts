@@ -5,7 +5,7 @@ import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
 import type { TokenSet } from '../../oauth/oauth-client.js';
 import type { Secret } from '../../secret.js';
-import type { Store } from '../../store/store.js';
+import type { ReleaseCommit, Store } from '../../store/store.js';
 import type { GrantRecord } from './grants.js';
 import type { LinkRecord } from '../link.js';
 import { publicMetadata } from '../link.js';
@@ -16,9 +16,11 @@ import { openTokenSet } from '../sealing/token-vault.js';
 
 /**
  * Token release: the only way an access token leaves linkvault. Reads top to bottom:
- * loadLink → findMatchingGrant → checkLinkStatus → openTokenSet → refreshIfDue → auditRelease
- * (awaited: no audit record, no token) → confirmStillUsable (re-read after the record is stored:
- * a revocation that landed meanwhile refuses the release) → touchLastUsed (best effort) → the token.
+ * readForRelease (the link and the grants that could match it, from the store's grant index: one
+ * store step, constant in the number of grants) → findMatchingGrant → checkLinkStatus →
+ * openTokenSet → refreshIfDue → commitRelease (one atomic store step: the audit record is stored
+ * only if, at that instant, the link is still active with tokens and the grant still exists; no
+ * record, no token) → touchLastUsed (best effort) → the token.
  */
 
 export interface ReleaseRequest {
@@ -62,10 +64,10 @@ export interface ReleasedToken {
 }
 
 export interface TokenReleaseDeps {
-  readonly store: Pick<Store, 'getLink' | 'listGrants' | 'touchLink'>;
+  readonly store: Pick<Store, 'readForRelease' | 'commitRelease' | 'touchLink'>;
   readonly vault: Vault;
   readonly coordinator: Pick<RefreshCoordinator, 'ensureFresh'>;
-  readonly audit: Pick<Audit, 'record'>;
+  readonly audit: Pick<Audit, 'prepare'>;
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly now: () => number;
@@ -90,16 +92,16 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   async function release(request: ReleaseRequest): Promise<ReleasedToken> {
     let provider = 'unknown';
     try {
-      const [link, grants] = await Promise.all([
-        loadLink(request.linkId, request.service),
-        store.listGrants(request.service.id),
-      ]);
+      const read = await store.readForRelease(request.service.id, request.linkId);
+      // A tenant-scoped caller sees a link outside its tenants as missing.
+      if (!read || !mayActFor(request.service, read.link.tenantId))
+        throw new LinkvaultError('link_not_found');
+      const link = read.link;
       provider = link.providerId;
-      const grant = findMatchingGrant(grants, request, link);
+      const grant = findMatchingGrant(read.grants, request, link);
       const tokens = await openLinkTokens(link);
       const fresh = await refreshIfDue(link, tokens, request);
-      await auditRelease(fresh, grant, request);
-      await confirmStillUsable(fresh.link, grant, request);
+      await commitRelease(fresh, grant, request);
       touchLastUsed(fresh.link);
       metrics.tokenReleases.inc({ provider, outcome: request.use ? 'used_by_proxy' : 'released' });
       return shapeRelease(fresh);
@@ -110,12 +112,6 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       });
       throw err;
     }
-  }
-
-  async function loadLink(linkId: string, service: TenantScoped): Promise<LinkRecord> {
-    const link = await store.getLink(linkId);
-    if (!link || !mayActFor(service, link.tenantId)) throw new LinkvaultError('link_not_found');
-    return link;
   }
 
   /**
@@ -164,14 +160,19 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     });
   }
 
-  /** Awaited and fail-closed: when the record cannot be stored, the release fails (audit_unavailable). */
-  async function auditRelease(
+  /**
+   * The linearisation point, awaited and fail-closed: the release record is stored atomically with
+   * the check that the link is still active with its tokens and the grant still exists (a
+   * revocation or grant deletion that landed since the read refuses the release, and leaves no
+   * release record). When the record cannot be stored, the release fails (audit_unavailable).
+   */
+  async function commitRelease(
     fresh: FreshTokens,
     grant: GrantRecord,
     request: ReleaseRequest,
   ): Promise<void> {
     const { link, tokens } = fresh;
-    await audit.record(
+    const event = await audit.prepare(
       request.use?.auditType ?? 'token.released',
       {
         ...request.use?.auditFields(grant),
@@ -188,44 +189,13 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       },
       request.requestId,
     );
-  }
-
-  /**
-   * "A revoked link never releases a token again", whatever races with the revoke: everything up to
-   * here worked from a read taken before the audit record (and maybe a refresh) — a revocation can
-   * land in between. The link is read again once the record is stored, and the release stands only
-   * if the link is still active with its token set: the release linearises at this read. It is
-   * sequential on purpose (one more store read per release): a read issued alongside the audit write
-   * could be answered before a tombstone written while the record is being stored, and the token
-   * would leave after the revocation had been confirmed to its caller.
-   */
-  async function confirmStillUsable(
-    link: LinkRecord,
-    grant: GrantRecord,
-    request: ReleaseRequest,
-  ): Promise<void> {
-    const current = await store.getLink(link.id);
-    if (current !== null && current.status === 'active' && current.tokens !== null) return;
-    const refusal = refusalFor(current);
-    // The release record above is already stored: say that it did not take effect (best effort; the
-    // refusal stands either way).
-    await audit
-      .record(
-        'token.release_withdrawn',
-        {
-          service_id: request.service.id,
-          grant_id: grant.id,
-          link_id: link.id,
-          tenant_id: link.tenantId,
-          provider_id: link.providerId,
-          reason: refusal.code,
-        },
-        request.requestId,
-      )
-      .catch((err: unknown) =>
-        log.error({ link_id: link.id, err }, 'audit of a withdrawn release failed'),
-      );
-    throw refusal;
+    let outcome: ReleaseCommit;
+    try {
+      outcome = await store.commitRelease(link.id, grant.id, event);
+    } catch (cause) {
+      throw new LinkvaultError('audit_unavailable', { cause, retryAfterSeconds: 1 });
+    }
+    if (!outcome.released) throw refusalFor(outcome);
   }
 
   function touchLastUsed(link: LinkRecord): void {
@@ -242,11 +212,13 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   return { release };
 }
 
-/** Why a link read just before the token leaves refuses it (it is gone, revoked, needs reauth, or holds no tokens). */
-function refusalFor(current: LinkRecord | null): LinkvaultError {
-  if (current === null) return new LinkvaultError('link_not_found');
-  if (current.status === 'revoked') return new LinkvaultError('link_revoked');
-  if (current.status === 'needs_reauth') return new LinkvaultError('reauth_required');
+/** Why the atomic release step refused: the link is gone, revoked, needs reauth or holds no tokens, or the grant is gone. */
+function refusalFor(outcome: Exclude<ReleaseCommit, { released: true }>): LinkvaultError {
+  if (outcome.reason === 'link_not_found') return new LinkvaultError('link_not_found');
+  if (outcome.reason === 'grant_gone') return new LinkvaultError('no_grant');
+  if (outcome.reason === 'not_active' && outcome.status === 'revoked')
+    return new LinkvaultError('link_revoked');
+  if (outcome.reason === 'not_active') return new LinkvaultError('reauth_required');
   return new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
 }
 

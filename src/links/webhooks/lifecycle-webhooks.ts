@@ -160,6 +160,8 @@ export function withLifecycleWebhooks(audit: Audit, deps: LifecycleWebhooksDeps)
 
   return {
     fingerprint: (secret) => audit.fingerprint(secret),
+    // For the release's atomic step (token.released, proxy.requested): no lifecycle webhook.
+    prepare: (type, fields, requestId) => audit.prepare(type, fields, requestId),
     async record(type, fields, requestId) {
       const seq = await audit.record(type, fields, requestId);
       try {

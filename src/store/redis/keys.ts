@@ -10,8 +10,18 @@
  *   P:ref:<id>                      the link's tenant (immutable; cached in process)
  *   P:tenants                       set of tenants that have links (for listings without a tenant)
  *   P:f:<key>  P:s:<id>  P:lk:<name>  P:rv:<linkId>  P:js:<id>   single-key records
- *   {P:g}:all  {P:g}:svc:<service>  grant hashes id -> JSON
- *   {P:audit}:log                   the audit stream
+ *   {P:t:<tenant>}:g:rec            hash grant id -> JSON: every grant filed under the tenant (a
+ *                                   grant's tenant, or for a grant naming only a link, the link's)
+ *   {P:t:<tenant>}:g:svc:<service>  hash id -> JSON: the service's grants filed under the tenant (listing)
+ *   {P:t:<tenant>}:g:l:<service>:<link>  hash id -> JSON: grants naming the link (release lookup)
+ *   {P:t:<tenant>}:g:t:<service>    hash id -> JSON: grants naming no link (release lookup)
+ *   P:gref:<grant id>               the tenant a grant is filed under
+ *   P:gsvc:<service>  P:gtenants    sets of tenants holding grants (of a service / of any): listings
+ *   {P:t:<tenant>}:audit            the tenant's audit shard (a stream, beside its links)
+ *   {P:audit}:log                   the `global` audit shard: events naming no tenant
+ *   P:audit:shards                  set of tenant shards (`t:<tenant>`) appendAudit wrote to (added before
+ *                                   a shard's first event); with P:tenants, every tenant shard
+ *   {P:g}:all  {P:g}:svc:<service>  grants before the index (read once by migrateLegacyGrants, then deleted)
  *   {P:q}:due (zset) :kind :payload :attempts :runat :lease (hashes by job id)
  * Every key a multi-key script touches shares one hash tag, so each script runs on one slot.
  */
@@ -101,12 +111,53 @@ export class RedisKeys {
     return `${this.#p}:${slot}:${enc(id)}`;
   }
 
-  grants(serviceId: string): { all: string; svc: string } {
+  /** Where grants lived before the index (legacyGrants migration only). */
+  legacyGrants(serviceId: string): { all: string; svc: string } {
     return { all: `{${this.#p}:g}:all`, svc: `{${this.#p}:g}:svc:${enc(serviceId)}` };
   }
 
+  /** Every grant filed under `tenantId`. */
+  grantRecords(tenantId: string): string {
+    return `${redisTenantTag(this.#p, tenantId)}:g:rec`;
+  }
+
+  /** The grants of `serviceId` filed under `tenantId` (listing). */
+  grantsOfService(tenantId: string, serviceId: string): string {
+    return `${redisTenantTag(this.#p, tenantId)}:g:svc:${enc(serviceId)}`;
+  }
+
+  /** The release-lookup bucket a grant is filed in: by its link, else by its tenant. */
+  grantBucket(tenantId: string, grant: { serviceId: string; linkId: string | null }): string {
+    const tag = redisTenantTag(this.#p, tenantId);
+    return grant.linkId !== null
+      ? `${tag}:g:l:${enc(grant.serviceId)}:${enc(grant.linkId)}`
+      : `${tag}:g:t:${enc(grant.serviceId)}`;
+  }
+
+  grantRef(grantId: string): string {
+    return `${this.#p}:gref:${enc(grantId)}`;
+  }
+
+  grantServiceTenants(serviceId: string): string {
+    return `${this.#p}:gsvc:${enc(serviceId)}`;
+  }
+
+  get grantTenants(): string {
+    return `${this.#p}:gtenants`;
+  }
+
+  /** The `global` audit shard (the stream every event went to before sharding). */
   get audit(): string {
     return `{${this.#p}:audit}:log`;
+  }
+
+  /** The audit shard of one tenant: in the tenant's slot, so a release's record and its link check are one script. */
+  tenantAudit(tenantId: string): string {
+    return `${redisTenantTag(this.#p, tenantId)}:audit`;
+  }
+
+  get auditShards(): string {
+    return `${this.#p}:audit:shards`;
   }
 
   /** The queue's keys in the order every queue script declares them: due, kind, payload, attempts, runat, lease. */

@@ -19,6 +19,8 @@ import type {
   FlowStateRecord,
   JobStatusRecord,
   QueueJob,
+  ReleaseCommit,
+  ReleaseRead,
   RevocationRecordRow,
   ScannedJob,
   Store,
@@ -37,6 +39,9 @@ import { defineScripts, type ScriptCommands } from './scripts.js';
 import type { ReplicaWait } from './replica-wait.js';
 import type { WebhookDeliveryRecord, WebhookEndpointRecord, WebhookStore } from '../store.js';
 import { createRedisWebhooks } from './redis-webhooks.js';
+
+/** Parsed link records kept for the release read (readForRelease). */
+const RELEASE_LINK_CACHE_SIZE = 10_000;
 
 /** The store's own guard fires shortly after ioredis's command timeout. */
 const GUARD_MS = REDIS_COMMAND_TIMEOUT_MS + 200;
@@ -59,6 +64,72 @@ export interface RedisStoreOptions {
 
 function randomToken(): string {
   return randomBytes(18).toString('base64url');
+}
+
+/** The audit event as a stream entry's `e` field (the shape every shard keeps). */
+function auditJson(event: AuditEvent): string {
+  return JSON.stringify({
+    atMs: event.atMs,
+    type: event.type,
+    requestId: event.requestId ?? null,
+    data: event.data,
+  });
+}
+
+/** The audit shard of events that name no tenant (the stream of the layout before sharding). */
+export const GLOBAL_AUDIT_SHARD = 'global';
+
+function tenantShard(tenant: string): string {
+  return `t:${encodeURIComponent(tenant)}`;
+}
+
+/** The tenant of shard `shard` (null for the global shard), undefined for a name that is no shard. */
+function shardTenant(shard: string): string | null | undefined {
+  if (shard === GLOBAL_AUDIT_SHARD) return null;
+  if (!shard.startsWith('t:')) return undefined;
+  try {
+    return decodeURIComponent(shard.slice(2));
+  } catch {
+    return undefined;
+  }
+}
+
+/** A seq of a tenant shard: the stream id, `/`, the URI-encoded tenant (a global seq is the stream id alone). */
+function tenantSeq(id: string, tenant: string): string {
+  return `${id}/${encodeURIComponent(tenant)}`;
+}
+
+const AUDIT_SEQ = /^(\d{1,20})-(\d{1,20})(?:\/([^/]{1,600}))?$/;
+
+function parseAuditSeq(seq: string): { id: string; tenant: string | null } {
+  const m = typeof seq === 'string' ? AUDIT_SEQ.exec(seq) : null;
+  if (!m) refuseAuditCursor();
+  if (m[3] === undefined) return { id: `${m[1]}-${m[2]}`, tenant: null };
+  try {
+    return { id: `${m[1]}-${m[2]}`, tenant: decodeURIComponent(m[3]) };
+  } catch {
+    refuseAuditCursor();
+  }
+}
+
+function compareDecimal(a: string, b: string): number {
+  return a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Global shard first, then tenants in code-unit order. */
+function compareShardOrder(a: string | null, b: string | null): number {
+  if (a === b) return 0;
+  if (a === null) return -1;
+  if (b === null) return 1;
+  return a < b ? -1 : 1;
+}
+
+function compareAuditSeq(a: string, b: string): number {
+  const x = parseAuditSeq(a);
+  const y = parseAuditSeq(b);
+  const [xm, xn] = x.id.split('-') as [string, string];
+  const [ym, yn] = y.id.split('-') as [string, string];
+  return compareDecimal(xm, ym) || compareDecimal(xn, yn) || compareShardOrder(x.tenant, y.tenant);
 }
 
 function compareNewestFirst(a: LinkRecord, b: LinkRecord): number {
@@ -90,6 +161,15 @@ export class RedisStore implements Store {
   #closed = false;
   /** Set once this process knows every link is in the expiry index (#ensureExpiryIndex). */
   #expiryIndexBuilt = false;
+  /** Set once this process knows no grant is left in the pre-index layout (#ensureGrantIndex). */
+  #grantIndexChecked = false;
+  /**
+   * Link records the release read parsed, by id (each is one exact version: the release read sends
+   * the version it holds and gets the JSON back only when it changed). Bounded; never mutated.
+   */
+  readonly #releaseLinks = new Map<string, LinkRecord>();
+  /** Tenant audit shards this process has registered (#registerShard). */
+  readonly #shardsKnown = new Set<string>();
   #lastErrorLogMs = 0;
 
   constructor(options: RedisStoreOptions) {
@@ -382,6 +462,7 @@ export class RedisStore implements Store {
         String(removeKeys.length),
         link.lastUsedAtMs === null ? '' : String(link.lastUsedAtMs),
         expiryScore === null ? '' : String(expiryScore),
+        stored.tokens === null ? `${stored.status}:empty` : stored.status,
       ),
     );
     if (result === null) return null;
@@ -521,55 +602,210 @@ export class RedisStore implements Store {
 
   // ---- grants ----
 
+  /**
+   * The tenant a grant is filed under (its own, or its link's when it names only a link), so its
+   * release bucket shares the slot of the links it can match: the release read and commit are one
+   * script each. A grant naming only a link that does not exist is refused (as by the SQLite store).
+   */
+  async #grantTenant(grant: GrantRecord): Promise<string> {
+    if (grant.tenantId !== null) return grant.tenantId;
+    const tenant = grant.linkId === null ? null : await this.#tenantOf(grant.linkId);
+    if (tenant === null)
+      throw new LinkvaultError('link_not_found', { detail: 'the grant names no stored link' });
+    return tenant;
+  }
+
+  /** The stored grant `id` and the tenant it is filed under, or null. */
+  async #readGrant(id: string): Promise<{ tenant: string; json: string } | null> {
+    const tenant = await this.#call(() => this.#client.get(this.#keys.grantRef(id)));
+    if (tenant === null) return null;
+    const json = await this.#call(() => this.#client.hget(this.#keys.grantRecords(tenant), id));
+    return json === null ? null : { tenant, json };
+  }
+
+  #grantKeys(tenant: string, grant: GrantRecord): [string, string, string] {
+    return [
+      this.#keys.grantRecords(tenant),
+      this.#keys.grantsOfService(tenant, grant.serviceId),
+      this.#keys.grantBucket(tenant, grant),
+    ];
+  }
+
   async putGrant(grant: GrantRecord): Promise<void> {
-    const json = JSON.stringify(grant);
-    const { all, svc } = this.#keys.grants(grant.serviceId);
-    // Optimistic: read the current grant to learn which service index it leaves; the script
-    // applies only if the grant is still what we read.
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const seen = await this.#call(() => this.#client.hget(all, grant.id));
-      const oldSvc =
-        seen === null ? svc : this.#keys.grants((JSON.parse(seen) as GrantRecord).serviceId).svc;
-      const done = await this.#call(() =>
-        this.#scripts.linkvaultPutGrant(all, svc, oldSvc, grant.id, json, seen ?? ''),
+    await this.#ensureGrantIndex();
+    const tenant = await this.#grantTenant(grant);
+    // A replaced grant leaves its old place first (a crash in between loses the grant: fail closed).
+    const seen = await this.#readGrant(grant.id);
+    if (seen !== null) {
+      const old = JSON.parse(seen.json) as GrantRecord;
+      const removed = await this.#call(() =>
+        this.#scripts.linkvaultDeleteGrant(
+          ...this.#grantKeys(seen.tenant, old),
+          grant.id,
+          seen.json,
+        ),
       );
-      if (done === 1) return;
+      if (removed === -1)
+        throw new LinkvaultError('conflict', { detail: 'the grant changed concurrently' });
     }
-    throw new LinkvaultError('conflict', { detail: 'the grant kept changing concurrently' });
+    await Promise.all([
+      this.#call(() => this.#client.set(this.#keys.grantRef(grant.id), tenant)),
+      this.#call(() => this.#client.sadd(this.#keys.grantServiceTenants(grant.serviceId), tenant)),
+      this.#call(() => this.#client.sadd(this.#keys.grantTenants, tenant)),
+    ]);
+    await this.#call(() =>
+      this.#scripts.linkvaultPutGrant(
+        ...this.#grantKeys(tenant, grant),
+        grant.id,
+        JSON.stringify(grant),
+      ),
+    );
   }
 
   async getGrant(id: string): Promise<GrantRecord | null> {
-    const json = await this.#call(() => this.#client.hget(this.#keys.grants('').all, id));
-    return json === null ? null : (JSON.parse(json) as GrantRecord);
+    await this.#ensureGrantIndex();
+    const found = await this.#readGrant(id);
+    return found === null ? null : (JSON.parse(found.json) as GrantRecord);
   }
 
   async listGrants(serviceId?: string): Promise<GrantRecord[]> {
-    const key =
-      serviceId === undefined ? this.#keys.grants('').all : this.#keys.grants(serviceId).svc;
-    const values = await this.#call(() => this.#client.hvals(key));
-    return values
-      .map((v) => JSON.parse(v) as GrantRecord)
-      .sort((a, b) =>
-        a.createdAtMs !== b.createdAtMs
-          ? a.createdAtMs - b.createdAtMs
-          : a.id < b.id
-            ? -1
-            : a.id > b.id
-              ? 1
-              : 0,
+    await this.#ensureGrantIndex();
+    const setKey =
+      serviceId === undefined ? this.#keys.grantTenants : this.#keys.grantServiceTenants(serviceId);
+    const tenants = await this.#call(() => this.#client.smembers(setKey));
+    const grants: GrantRecord[] = [];
+    for (let i = 0; i < tenants.length; i += 16) {
+      const batch = await Promise.all(
+        tenants
+          .slice(i, i + 16)
+          .map((t) =>
+            this.#call(() =>
+              this.#client.hvals(
+                serviceId === undefined
+                  ? this.#keys.grantRecords(t)
+                  : this.#keys.grantsOfService(t, serviceId),
+              ),
+            ),
+          ),
       );
+      for (const values of batch) for (const v of values) grants.push(JSON.parse(v) as GrantRecord);
+    }
+    return grants.sort((a, b) =>
+      a.createdAtMs !== b.createdAtMs
+        ? a.createdAtMs - b.createdAtMs
+        : a.id < b.id
+          ? -1
+          : a.id > b.id
+            ? 1
+            : 0,
+    );
   }
 
   async deleteGrant(id: string): Promise<boolean> {
-    const { all } = this.#keys.grants('');
+    await this.#ensureGrantIndex();
     for (let attempt = 0; attempt < 10; attempt++) {
-      const seen = await this.#call(() => this.#client.hget(all, id));
+      const seen = await this.#readGrant(id);
       if (seen === null) return false;
-      const { svc } = this.#keys.grants((JSON.parse(seen) as GrantRecord).serviceId);
-      const result = await this.#call(() => this.#scripts.linkvaultDeleteGrant(all, svc, id, seen));
-      if (result !== -1) return result === 1;
+      const grant = JSON.parse(seen.json) as GrantRecord;
+      const result = await this.#call(() =>
+        this.#scripts.linkvaultDeleteGrant(...this.#grantKeys(seen.tenant, grant), id, seen.json),
+      );
+      if (result === -1) continue;
+      if (result === 1)
+        await this.#call(() => this.#client.del(this.#keys.grantRef(id))).catch(() => undefined);
+      return result === 1;
     }
     throw new LinkvaultError('conflict', { detail: 'the grant kept changing concurrently' });
+  }
+
+  /**
+   * Grants stored before the index lived in two hashes of one slot: the first grant call of each
+   * process files any that remain into the index, then removes them from the old hashes (each only
+   * after it is filed, so a crash leaves it to the next run). Idempotent across replicas.
+   */
+  async #ensureGrantIndex(): Promise<void> {
+    if (this.#grantIndexChecked) return;
+    const { all } = this.#keys.legacyGrants('');
+    const legacy = await this.#call(() => this.#client.hgetall(all));
+    for (const [id, json] of Object.entries(legacy)) {
+      const grant = JSON.parse(json) as GrantRecord;
+      this.#grantIndexChecked = true; // putGrant below must not recurse into this walk
+      try {
+        await this.putGrant(grant);
+      } catch (err) {
+        // A grant naming only a link that no longer exists can never match: drop it.
+        if (!(err instanceof LinkvaultError && err.code === 'link_not_found')) {
+          this.#grantIndexChecked = false;
+          throw err;
+        }
+      }
+      await this.#call(() => this.#client.hdel(this.#keys.legacyGrants(grant.serviceId).svc, id));
+      await this.#call(() => this.#client.hdel(all, id));
+    }
+    this.#grantIndexChecked = true;
+  }
+
+  // ---- token release ----
+
+  async readForRelease(serviceId: string, linkId: string): Promise<ReleaseRead | null> {
+    const tenant = await this.#tenantOf(linkId);
+    if (tenant === null) return null;
+    if (!this.#grantIndexChecked) await this.#ensureGrantIndex();
+    const held = this.#releaseLinks.get(linkId);
+    const flat = await this.#call(() =>
+      this.#scripts.linkvaultReleaseRead(
+        3,
+        this.#keys.link(tenant, linkId),
+        this.#keys.grantBucket(tenant, { serviceId, linkId }),
+        this.#keys.grantBucket(tenant, { serviceId, linkId: null }),
+        held === undefined ? '' : String(held.version),
+      ),
+    );
+    if (flat === null) {
+      this.#releaseLinks.delete(linkId);
+      return null;
+    }
+    const [version, lastUsed, json] = flat as [string, string, string];
+    let parsed: LinkRecord;
+    if (json === '' && held !== undefined && String(held.version) === version) parsed = held;
+    else {
+      parsed = JSON.parse(json) as LinkRecord;
+      if (this.#releaseLinks.size >= RELEASE_LINK_CACHE_SIZE) {
+        const oldest = this.#releaseLinks.keys().next().value;
+        if (oldest !== undefined) this.#releaseLinks.delete(oldest);
+      }
+      this.#releaseLinks.set(linkId, parsed);
+    }
+    const link: LinkRecord =
+      lastUsed === '' ? parsed : { ...parsed, lastUsedAtMs: Number(lastUsed) };
+    const grants: GrantRecord[] = [];
+    for (let i = 3; i < flat.length; i++) grants.push(JSON.parse(flat[i]!) as GrantRecord);
+    return { link, grants };
+  }
+
+  async commitRelease(linkId: string, grantId: string, event: AuditEvent): Promise<ReleaseCommit> {
+    const tenant = await this.#tenantOf(linkId);
+    // No shard registration here: a link's tenant is in the tenant set (saveLink adds it before the
+    // link exists), which listAuditShards also reads. So no single-slot key is on the release path.
+    if (tenant === null) return { released: false, reason: 'link_not_found' };
+    const [ok, value, status] = await this.#call(() =>
+      this.#scripts.linkvaultCommitRelease(
+        this.#keys.link(tenant, linkId),
+        this.#keys.grantRecords(tenant),
+        this.#keys.tenantAudit(tenant),
+        grantId,
+        auditJson(event),
+      ),
+    );
+    if (ok === 1) {
+      await this.#awaitReplicas();
+      return { released: true, seq: tenantSeq(value, tenant) };
+    }
+    if (value === 'not_active')
+      return { released: false, reason: 'not_active', status: status ?? '' };
+    if (value === 'no_tokens' || value === 'grant_gone' || value === 'link_not_found')
+      return { released: false, reason: value };
+    throw new LinkvaultError('internal_error', { detail: 'unexpected release commit reply' });
   }
 
   // ---- revocation records ----
@@ -611,36 +847,91 @@ export class RedisStore implements Store {
 
   // ---- audit ----
 
-  async appendAudit(event: AuditEvent): Promise<string> {
-    const json = JSON.stringify({
-      atMs: event.atMs,
-      type: event.type,
-      requestId: event.requestId ?? null,
-      data: event.data,
-    });
-    const id = await this.#call(() => this.#client.xadd(this.#keys.audit, '*', 'e', json));
-    if (id === null) throw new LinkvaultError('internal_error', { detail: 'XADD returned no id' });
-    await this.#awaitReplicas();
-    return id;
+  /**
+   * Adds the tenant's shard to the shard set before its first event (once per process): whoever
+   * enumerates the shards never misses one that holds events. For events written by appendAudit
+   * (not the release: commitRelease's tenant has links, so it is in the tenant set already).
+   */
+  async #registerShard(tenant: string): Promise<void> {
+    if (this.#shardsKnown.has(tenant)) return;
+    await this.#call(() => this.#client.sadd(this.#keys.auditShards, tenantShard(tenant)));
+    if (this.#shardsKnown.size >= this.#tenantCacheSize) this.#shardsKnown.clear();
+    this.#shardsKnown.add(tenant);
   }
 
+  async appendAudit(event: AuditEvent): Promise<string> {
+    const tenant = typeof event.data['tenant_id'] === 'string' ? event.data['tenant_id'] : null;
+    if (tenant !== null) await this.#registerShard(tenant);
+    const key = tenant === null ? this.#keys.audit : this.#keys.tenantAudit(tenant);
+    const id = await this.#call(() => this.#client.xadd(key, '*', 'e', auditJson(event)));
+    if (id === null) throw new LinkvaultError('internal_error', { detail: 'XADD returned no id' });
+    await this.#awaitReplicas();
+    return tenant === null ? id : tenantSeq(id, tenant);
+  }
+
+  /** `global`, then every tenant shard: the registered ones and every tenant that has links (a release's shard). */
+  async listAuditShards(): Promise<string[]> {
+    const shards = new Set<string>();
+    for (const key of [this.#keys.auditShards, this.#keys.tenants]) {
+      let cursor = '0';
+      do {
+        const [next, members] = await this.#call(() =>
+          this.#client.sscan(key, cursor, 'COUNT', 500),
+        );
+        cursor = next;
+        for (const m of members) shards.add(key === this.#keys.tenants ? tenantShard(m) : m);
+      } while (cursor !== '0');
+    }
+    return [GLOBAL_AUDIT_SHARD, ...[...shards].sort()];
+  }
+
+  async readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]> {
+    const cursor = afterSeq === undefined ? null : parseAuditSeq(afterSeq);
+    const tenant = shardTenant(shard);
+    if (tenant === undefined) return [];
+    if (cursor !== null && cursor.tenant !== tenant) refuseAuditCursor();
+    return this.#readShard(tenant, cursor === null ? '-' : `(${cursor.id}`, limit ?? 1000);
+  }
+
+  /** Entries of one shard (`tenant` null: the global one) from XRANGE start `start`. */
+  async #readShard(tenant: string | null, start: string, max: number): Promise<AuditEvent[]> {
+    const key = tenant === null ? this.#keys.audit : this.#keys.tenantAudit(tenant);
+    const entries = await this.#call(() => this.#client.xrange(key, start, '+', 'COUNT', max));
+    return entries.map(([id, fields]) => {
+      const e = JSON.parse(fields[fields.indexOf('e') + 1]!) as Omit<AuditEvent, 'seq'>;
+      return {
+        seq: tenant === null ? id : tenantSeq(id, tenant),
+        atMs: e.atMs,
+        type: e.type,
+        requestId: e.requestId ?? null,
+        data: e.data,
+      };
+    });
+  }
+
+  /**
+   * Every shard merged in (stream id, shard) order, after the cursor: one XRANGE per shard, so for
+   * tests and small stores; a reader of a large log pages each shard (listAuditShards).
+   */
   async readAudit(afterSeq?: string, limit?: number): Promise<AuditEvent[]> {
     const max = limit ?? 1000;
-    if (
-      afterSeq !== undefined &&
-      (typeof afterSeq !== 'string' || !/^\d{1,20}-\d{1,20}$/.test(afterSeq))
-    )
-      refuseAuditCursor();
-    // `(id` is an exclusive range start (Redis 6.2+): strictly after afterSeq.
-    const start = afterSeq === undefined ? '-' : `(${afterSeq}`;
-    const entries = await this.#call(() =>
-      this.#client.xrange(this.#keys.audit, start, '+', 'COUNT', max),
+    const cursor = afterSeq === undefined ? null : parseAuditSeq(afterSeq);
+    const tenants: (string | null)[] = (await this.listAuditShards()).map(
+      (s) => shardTenant(s) ?? null,
     );
-    return entries.map(([seq, fields]) => {
-      const json = fields[fields.indexOf('e') + 1]!;
-      const e = JSON.parse(json) as Omit<AuditEvent, 'seq'>;
-      return { seq, atMs: e.atMs, type: e.type, requestId: e.requestId ?? null, data: e.data };
-    });
+    const found: AuditEvent[] = [];
+    for (let i = 0; i < tenants.length; i += 16) {
+      const batch = await Promise.all(
+        tenants.slice(i, i + 16).map((t) => {
+          if (cursor === null) return this.#readShard(t, '-', max);
+          // Same stream id in a later shard comes after the cursor; in this or an earlier one, not.
+          const later = compareShardOrder(t, cursor.tenant) > 0;
+          return this.#readShard(t, later ? cursor.id : `(${cursor.id}`, max);
+        }),
+      );
+      for (const part of batch) found.push(...part);
+    }
+    return found.sort((a, b) => compareAuditSeq(a.seq!, b.seq!)).slice(0, max);
   }
 
   // ---- queue ----

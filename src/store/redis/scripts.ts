@@ -8,7 +8,8 @@ import type { RedisClient } from './client.js';
  * KEYS[1] link hash, KEYS[2] the tenant's expiry index, KEYS[3..2+nrm] indexes to leave, the rest
  * indexes to join.
  * ARGV: expectedVersion ('' = create), json, newVersion, score, id, nrm, lastUsedAtMs ('' = none),
- * expiry index score ('' = not in the expiry index).
+ * expiry index score ('' = not in the expiry index), release state (`s`: the status, with `:empty`
+ * appended when the link holds no tokens; COMMIT_RELEASE reads it without decoding the JSON).
  * Returns nil on a version conflict, else {1, stored lastUsedAtMs or ''}.
  */
 const SAVE_LINK = `
@@ -29,9 +30,9 @@ end
 local u = redis.call('HGET', KEYS[1], 'u')
 if ARGV[7] ~= '' and ((not u) or tonumber(ARGV[7]) > tonumber(u)) then u = ARGV[7] end
 if u then
-  redis.call('HSET', KEYS[1], 'j', ARGV[2], 'v', ARGV[3], 'u', u)
+  redis.call('HSET', KEYS[1], 'j', ARGV[2], 'v', ARGV[3], 's', ARGV[9], 'u', u)
 else
-  redis.call('HSET', KEYS[1], 'j', ARGV[2], 'v', ARGV[3])
+  redis.call('HSET', KEYS[1], 'j', ARGV[2], 'v', ARGV[3], 's', ARGV[9])
 end
 return {1, u or ''}
 `;
@@ -72,24 +73,69 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 `;
 
-/** KEYS {g}:all, {g}:svc:<new>, {g}:svc:<old>; ARGV id, json, the JSON the caller read ('' = none). 0 = changed meanwhile. */
+/** KEYS the tenant's grant records, the service listing, the release bucket; ARGV id, json. */
 const PUT_GRANT = `
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (cur or '') ~= ARGV[3] then return 0 end
-if cur then redis.call('HDEL', KEYS[3], ARGV[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 return 1
 `;
 
-/** KEYS {g}:all, {g}:svc:<service>; ARGV id, the JSON the caller read. 1 deleted, 0 absent, -1 changed meanwhile. */
+/**
+ * KEYS as PUT_GRANT; ARGV id, the JSON the caller read (which named the keys). 1 deleted, 0
+ * absent, -1 changed meanwhile.
+ */
 const DELETE_GRANT = `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
 if cur ~= ARGV[2] then return -1 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
+`;
+
+/**
+ * The release's read, one round trip: KEYS[1] the link hash, KEYS[2..] the release buckets of the
+ * service (by link, by tenant); ARGV[1] the version of the link the caller already holds parsed
+ * ('' = none). Returns nil without a link, else {version, lastUsedAtMs or '', json ('' when the
+ * caller's version is current: a version names exactly one record), grant JSON...}.
+ */
+const RELEASE_READ = `
+local l = redis.call('HMGET', KEYS[1], 'v', 'u')
+if not l[1] then return false end
+local j = ''
+if l[1] ~= ARGV[1] then j = redis.call('HGET', KEYS[1], 'j') end
+local out = {l[1], l[2] or '', j}
+for i = 2, #KEYS do
+  local vals = redis.call('HVALS', KEYS[i])
+  for k = 1, #vals do out[#out + 1] = vals[k] end
+end
+return out
+`;
+
+/**
+ * The release's linearisation point: KEYS[1] the link hash, KEYS[2] the tenant's grant records,
+ * KEYS[3] the tenant's audit shard; ARGV grant id, event JSON. Appends the event only if the link
+ * is active with tokens and the grant still exists. Returns {1, stream id} or {0, reason, status}.
+ * A link written before the release state \`s\` existed is judged from its JSON.
+ */
+const COMMIT_RELEASE = `
+local s = redis.call('HGET', KEYS[1], 's')
+if not s then
+  local j = redis.call('HGET', KEYS[1], 'j')
+  if not j then return {0, 'link_not_found', ''} end
+  local link = cjson.decode(j)
+  s = link.status
+  if link.tokens == nil or link.tokens == cjson.null then s = s .. ':empty' end
+end
+if s ~= 'active' then
+  local status = string.match(s, '^[^:]*')
+  if status == 'active' then return {0, 'no_tokens', status} end
+  return {0, 'not_active', status}
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {0, 'grant_gone', ''} end
+return {1, redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])}
 `;
 
 // Queue KEYS, always in this order: due, kind, payload, attempts, runat, lease.
@@ -195,14 +241,27 @@ export interface ScriptCommands {
   linkvaultReleaseLock(key: string, owner: string): Promise<number>;
   linkvaultExtendLock(key: string, owner: string, ttlMs: string): Promise<number>;
   linkvaultPutGrant(
-    all: string,
-    svcNew: string,
-    svcOld: string,
+    records: string,
+    service: string,
+    bucket: string,
     id: string,
     json: string,
+  ): Promise<number>;
+  linkvaultDeleteGrant(
+    records: string,
+    service: string,
+    bucket: string,
+    id: string,
     seen: string,
   ): Promise<number>;
-  linkvaultDeleteGrant(all: string, svc: string, id: string, seen: string): Promise<number>;
+  linkvaultReleaseRead(numKeys: number, ...args: ScriptArg[]): Promise<string[] | null>;
+  linkvaultCommitRelease(
+    link: string,
+    grants: string,
+    audit: string,
+    grantId: string,
+    event: string,
+  ): Promise<[number, string, string?]>;
   linkvaultEnqueue(...args: ScriptArg[]): Promise<number>;
   linkvaultClaimJobs(...args: ScriptArg[]): Promise<(string | null)[]>;
   linkvaultCompleteJob(...args: ScriptArg[]): Promise<number>;
@@ -220,7 +279,9 @@ export function defineScripts(client: RedisClient): ScriptCommands {
   client.defineCommand('linkvaultReleaseLock', { lua: RELEASE_LOCK, numberOfKeys: 1 });
   client.defineCommand('linkvaultExtendLock', { lua: EXTEND_LOCK, numberOfKeys: 1 });
   client.defineCommand('linkvaultPutGrant', { lua: PUT_GRANT, numberOfKeys: 3 });
-  client.defineCommand('linkvaultDeleteGrant', { lua: DELETE_GRANT, numberOfKeys: 2 });
+  client.defineCommand('linkvaultDeleteGrant', { lua: DELETE_GRANT, numberOfKeys: 3 });
+  client.defineCommand('linkvaultReleaseRead', { lua: RELEASE_READ });
+  client.defineCommand('linkvaultCommitRelease', { lua: COMMIT_RELEASE, numberOfKeys: 3 });
   client.defineCommand('linkvaultEnqueue', { lua: ENQUEUE, numberOfKeys: 6 });
   client.defineCommand('linkvaultClaimJobs', { lua: CLAIM_JOBS, numberOfKeys: 6 });
   client.defineCommand('linkvaultCompleteJob', { lua: COMPLETE_JOB, numberOfKeys: 6 });

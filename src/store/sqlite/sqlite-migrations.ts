@@ -5,6 +5,7 @@
 import type Database from 'better-sqlite3';
 import { expiryIndexScore } from '../expiry-index-score.js';
 import type { LinkRecord } from '../../links/link.js';
+import type { GrantRecord } from '../../links/release/grants.js';
 
 type Db = Database.Database;
 
@@ -121,6 +122,39 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
         ) STRICT;
         CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (endpoint_id, updated_at_ms);
       `),
+  },
+  {
+    version: 4,
+    description: 'grant index: grants.tenant_id, provider_id, link_id',
+    up: (db) => {
+      // What a token release asks (release-grant lookup): grants naming the link, and grants naming
+      // no link but the link's tenant (for its provider, or for any). Both are index lookups, so a
+      // release costs the same however many grants the service holds.
+      db.exec(`
+        ALTER TABLE grants ADD COLUMN tenant_id TEXT;
+        ALTER TABLE grants ADD COLUMN provider_id TEXT;
+        ALTER TABLE grants ADD COLUMN link_id TEXT;
+      `);
+      const page = db.prepare<[string], { id: string; body: string }>(
+        'SELECT id, body FROM grants WHERE id > ? ORDER BY id LIMIT 500',
+      );
+      const set = db.prepare<[string | null, string | null, string | null, string]>(
+        'UPDATE grants SET tenant_id = ?, provider_id = ?, link_id = ? WHERE id = ?',
+      );
+      for (let after = ''; ;) {
+        const rows = page.all(after);
+        for (const row of rows) {
+          const g = JSON.parse(row.body) as GrantRecord;
+          set.run(g.tenantId ?? null, g.providerId ?? null, g.linkId ?? null, row.id);
+        }
+        if (rows.length < 500) break;
+        after = rows[rows.length - 1]!.id;
+      }
+      db.exec(`
+        CREATE INDEX grants_release_link ON grants (service_id, link_id) WHERE link_id IS NOT NULL;
+        CREATE INDEX grants_release_tenant ON grants (service_id, tenant_id, provider_id) WHERE link_id IS NULL;
+      `);
+    },
   },
 ];
 

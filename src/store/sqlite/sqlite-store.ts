@@ -35,6 +35,8 @@ import type {
   JobStatusRecord,
   QueueJob,
   RevocationRecordRow,
+  ReleaseCommit,
+  ReleaseRead,
   ScannedJob,
   Store,
 } from '../store.js';
@@ -45,6 +47,9 @@ import type { LinkFilter, LinkRecord } from '../../links/link.js';
 import type { SessionRecord } from '../../links/connect/sessions.js';
 
 type Db = Database.Database;
+
+/** The one audit shard of a SQLite store (AuditLogStore). */
+export const SQLITE_AUDIT_SHARD = 'main';
 
 export interface SqliteStoreOptions {
   /** Database file; its directory is created when missing. `:memory:` for a throwaway store. */
@@ -342,7 +347,23 @@ export class SqliteStore implements Store {
 
   async putGrant(grant: GrantRecord): Promise<void> {
     await this.#run(() => {
-      this.#s.putGrant.run(grant.id, grant.serviceId, grant.createdAtMs, JSON.stringify(grant));
+      // A grant that names a link but no tenant is filed under its link's tenant (the Redis adapter
+      // needs it; both refuse alike): such a grant for a link that does not exist is refused.
+      if (
+        grant.tenantId === null &&
+        grant.linkId !== null &&
+        !this.#s.getLinkMeta.get(grant.linkId)
+      )
+        throw new LinkvaultError('link_not_found', { detail: 'the grant names no stored link' });
+      this.#s.putGrant.run({
+        id: grant.id,
+        service_id: grant.serviceId,
+        created_at_ms: grant.createdAtMs,
+        body: JSON.stringify(grant),
+        tenant_id: grant.tenantId,
+        provider_id: grant.providerId,
+        link_id: grant.linkId,
+      });
     });
   }
 
@@ -365,6 +386,50 @@ export class SqliteStore implements Store {
 
   deleteGrant(id: string): Promise<boolean> {
     return this.#run(() => this.#s.deleteGrant.run(id).changes > 0);
+  }
+
+  // ---- token release ----
+
+  readForRelease(serviceId: string, linkId: string): Promise<ReleaseRead | null> {
+    return this.#run(() => {
+      const row = this.#s.getLink.get(linkId);
+      if (!row) return null;
+      const link = this.#toLink(row);
+      const grants = this.#s.releaseGrants
+        .all({
+          service: serviceId,
+          link: linkId,
+          tenant: link.tenantId,
+          provider: link.providerId,
+        })
+        .map((g) => JSON.parse(g.body) as GrantRecord);
+      return { link, grants };
+    });
+  }
+
+  commitRelease(linkId: string, grantId: string, event: AuditEvent): Promise<ReleaseCommit> {
+    return this.#run(() =>
+      this.#db
+        .transaction((): ReleaseCommit => {
+          // One IMMEDIATE transaction: the checks and the append see the same database, and no
+          // other writer (a revocation, a grant deletion) can commit in between. `.run()` and the
+          // transaction's COMMIT both throw when the write cannot be made durable (SQLITE_FULL).
+          const link = this.#s.releaseLinkState.get(linkId);
+          if (!link) return { released: false, reason: 'link_not_found' };
+          if (link.status !== 'active')
+            return { released: false, reason: 'not_active', status: link.status };
+          if (link.has_tokens !== 1) return { released: false, reason: 'no_tokens' };
+          if (!this.#s.grantExists.get(grantId)) return { released: false, reason: 'grant_gone' };
+          const { lastInsertRowid } = this.#s.appendAudit.run(
+            event.atMs,
+            event.type,
+            event.requestId ?? null,
+            JSON.stringify(event.data),
+          );
+          return { released: true, seq: String(lastInsertRowid) };
+        })
+        .immediate(),
+    );
   }
 
   // ---- revocation records and job status: one documents slot each ----
@@ -479,6 +544,16 @@ export class SqliteStore implements Store {
         data: parseObject(row.data),
       }));
     });
+  }
+
+  /** SQLite keeps one audit shard. */
+  listAuditShards(): Promise<string[]> {
+    return Promise.resolve([SQLITE_AUDIT_SHARD]);
+  }
+
+  async readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]> {
+    if (shard !== SQLITE_AUDIT_SHARD) return [];
+    return this.readAudit(afterSeq, limit);
   }
 
   // ---- queue ----
@@ -726,9 +801,41 @@ function prepareStatements(db: Db) {
     deleteSession: prepareWrite<[string]>(db, 'DELETE FROM sessions WHERE id = ?'),
     purgeSessions: prepareWrite<[number]>(db, 'DELETE FROM sessions WHERE expires_at_ms <= ?'),
 
-    putGrant: prepareWrite<[string, string, number, string]>(
+    putGrant: prepareWrite<
+      [
+        {
+          id: string;
+          service_id: string;
+          created_at_ms: number;
+          body: string;
+          tenant_id: string | null;
+          provider_id: string | null;
+          link_id: string | null;
+        },
+      ]
+    >(
       db,
-      'INSERT OR REPLACE INTO grants (id, service_id, created_at_ms, body) VALUES (?, ?, ?, ?)',
+      `INSERT OR REPLACE INTO grants (id, service_id, created_at_ms, body, tenant_id, provider_id, link_id)
+       VALUES (@id, @service_id, @created_at_ms, @body, @tenant_id, @provider_id, @link_id)`,
+    ),
+    grantExists: prepareRead<[string], { one: number }>(
+      db,
+      'SELECT 1 AS one FROM grants WHERE id = ?',
+    ),
+    // Served by grants_release_link and grants_release_tenant (migration 3).
+    releaseGrants: prepareRead<
+      [{ service: string; link: string; tenant: string; provider: string }],
+      { body: string }
+    >(
+      db,
+      `SELECT body FROM grants WHERE service_id = @service AND link_id = @link
+       UNION ALL
+       SELECT body FROM grants WHERE service_id = @service AND link_id IS NULL AND tenant_id = @tenant
+         AND (provider_id IS NULL OR provider_id = @provider)`,
+    ),
+    releaseLinkState: prepareRead<[string], { status: string; has_tokens: number }>(
+      db,
+      `SELECT status, json_extract(body, '$.tokens') IS NOT NULL AS has_tokens FROM links WHERE id = ?`,
     ),
     getGrant: prepareRead<[string], { body: string }>(db, 'SELECT body FROM grants WHERE id = ?'),
     listGrants: prepareRead<[], { body: string }>(

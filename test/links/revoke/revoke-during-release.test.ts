@@ -7,20 +7,22 @@ import { pino } from 'pino';
 import request from 'supertest';
 import { loadCatalogue } from '../../../src/providers/catalogue.js';
 import { createRevocation, type Revocation } from '../../../src/links/revoke/revocation.js';
-import type { AuditEvent, Store } from '../../../src/store/store.js';
+import type { AuditEvent, ReleaseCommit, Store } from '../../../src/store/store.js';
 import { expectedProblem } from '../../support/problem-body.js';
 import { createReleaseHarness, type ReleaseHarness } from '../../support/release-harness.js';
 
 /**
  * "A link, once revoked, never releases a token again, whatever races with the revoke." A release
- * reads the link first, then writes its audit record: a revocation can land in between. The race
- * is made deterministic with a store wrapper (a real SQLite store underneath) that runs the real
- * revocation inside the release's audit append — before the record is stored, or after it is
- * stored but before the append returns. Either way the release must refuse, through Express and
- * through the lean path alike.
+ * reads the link first, then stores its audit record in one atomic step with the check that the
+ * link is still active (commitRelease): a revocation can land in between. The race is made
+ * deterministic with a store wrapper (a real SQLite store underneath) that runs the real
+ * revocation just before the atomic step, or just after it but before it returns. Before: the
+ * release refuses and leaves no release record. After: the release record precedes the
+ * revocation, so the token is released (the revocation is linearised after it) and every later
+ * call is refused. Through Express and through the lean path alike.
  */
 
-type Hook = (event: AuditEvent, append: () => Promise<string>) => Promise<string>;
+type Hook = (event: AuditEvent, commit: () => Promise<ReleaseCommit>) => Promise<ReleaseCommit>;
 
 describe('revocation racing a token release', () => {
   let h: ReleaseHarness;
@@ -33,13 +35,12 @@ describe('revocation racing a token release', () => {
       wrapStore: (real: Store): Store =>
         new Proxy(real, {
           get(target, prop, receiver) {
-            if (prop === 'appendAudit') {
-              return (event: AuditEvent) => {
+            if (prop === 'commitRelease') {
+              return (linkId: string, grantId: string, event: AuditEvent) => {
                 const run = hook;
-                if (run === null || event.type !== 'token.released')
-                  return target.appendAudit(event);
+                if (run === null) return target.commitRelease(linkId, grantId, event);
                 hook = null;
-                return run(event, () => target.appendAudit(event));
+                return run(event, () => target.commitRelease(linkId, grantId, event));
               };
             }
             const v: unknown = Reflect.get(target, prop, receiver);
@@ -113,12 +114,12 @@ describe('revocation racing a token release', () => {
     }
   });
 
-  it('when the link is revoked before the release record is stored, then 410 link_revoked and the token never leaves', async () => {
+  it('when the link is revoked just before the atomic release step, then 410 link_revoked, the token never leaves and no release is recorded', async () => {
     for (const [name, target] of targets()) {
       const link = await seeded(`revoked-before-${name}`);
-      hook = async (_event, append) => {
+      hook = async (_event, commit) => {
         await revoke(link.id);
-        return append();
+        return commit();
       };
       const res = await ask(target, link.id);
       assert.equal(hook, null, `${name}: the race was not run`);
@@ -126,40 +127,52 @@ describe('revocation racing a token release', () => {
       assert.deepEqual(res.body, expectedProblem(res, 'link_revoked'), name);
       assert.equal(res.text.includes(`revoked-before-${name}`), false, name);
       const events = await eventsOf(link.id);
-      assert.ok(
-        events.indexOf('link.revocation_requested') < events.indexOf('token.released'),
-        name,
-      );
-      assert.equal(
-        events.at(-1),
-        'token.release_withdrawn',
-        `${name}: the stored release record is followed by its withdrawal`,
-      );
+      assert.ok(events.includes('link.revocation_requested'), name);
+      assert.equal(events.includes('token.released'), false, `${name}: no release record`);
     }
   });
 
-  it('when the link is revoked after the release record is stored but before the append returns, then 410 link_revoked', async () => {
+  it('when the link is revoked just after the atomic release step, then the release precedes the revocation and every later call is 410', async () => {
     for (const [name, target] of targets()) {
       const link = await seeded(`revoked-after-${name}`);
-      hook = async (_event, append) => {
-        const seq = await append();
+      hook = async (_event, commit) => {
+        const outcome = await commit();
         await revoke(link.id);
-        return seq;
+        return outcome;
       };
       const res = await ask(target, link.id);
       assert.equal(hook, null, `${name}: the race was not run`);
-      assert.equal(res.status, 410, `${name}: ${res.status} ${res.text}`);
-      assert.deepEqual(res.body, expectedProblem(res, 'link_revoked'), name);
-      assert.equal(res.text.includes(`revoked-after-${name}`), false, name);
-      // And from then on, every call is refused too.
+      assert.equal(res.status, 200, `${name}: ${res.status} ${res.text}`);
+      const events = await eventsOf(link.id);
+      assert.ok(
+        events.indexOf('token.released') >= 0 &&
+          events.indexOf('token.released') < events.indexOf('link.revocation_requested'),
+        `${name}: the release record precedes the revocation: ${events.join(' ')}`,
+      );
       assert.equal((await ask(target, link.id)).status, 410, name);
     }
   });
 
-  it('when the link goes needs_reauth while the release record is being stored, then 409 reauth_required', async () => {
+  it('when the grant is deleted just before the atomic release step, then 403 no_grant and no release is recorded', async () => {
+    for (const [name, target] of targets()) {
+      const link = await h.seedLink({ accessToken: `grant-gone-${name}` });
+      const grant = await h.addGrant({ serviceId: 'billing', linkId: link.id });
+      hook = async (_event, commit) => {
+        assert.ok(await h.store.deleteGrant(grant.id));
+        return commit();
+      };
+      const res = await ask(target, link.id);
+      assert.equal(hook, null, `${name}: the race was not run`);
+      assert.equal(res.status, 403, `${name}: ${res.status} ${res.text}`);
+      assert.deepEqual(res.body, expectedProblem(res, 'no_grant'), name);
+      assert.equal((await eventsOf(link.id)).includes('token.released'), false, name);
+    }
+  });
+
+  it('when the link goes needs_reauth just before the atomic release step, then 409 reauth_required', async () => {
     for (const [name, target] of targets()) {
       const link = await seeded(`reauth-${name}`);
-      hook = async (_event, append) => {
+      hook = async (_event, commit) => {
         const current = (await h.store.getLink(link.id))!;
         assert.ok(
           await h.store.saveLink(
@@ -167,7 +180,7 @@ describe('revocation racing a token release', () => {
             current.version,
           ),
         );
-        return append();
+        return commit();
       };
       const res = await ask(target, link.id);
       assert.equal(hook, null, `${name}: the race was not run`);

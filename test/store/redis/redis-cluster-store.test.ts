@@ -10,6 +10,7 @@ import { redisTenantTag } from '../../../src/store/redis/keys.js';
 import type { Store } from '../../../src/store/store.js';
 import { startRedisCluster, type RedisClusterHandle } from '../../support/redis-server.js';
 import { makeLink, runStoreContract } from '../store-contract.js';
+import { runReleaseStoreContract } from '../release-store-contract.js';
 
 let cluster: RedisClusterHandle;
 let prefixes = 0;
@@ -30,6 +31,11 @@ after(async () => {
 });
 
 runStoreContract('redis cluster', async () => {
+  const store = await createStore(clusterConfig(), { metrics: new Metrics() });
+  return { store, cleanup: () => store.close() };
+});
+
+runReleaseStoreContract('redis cluster', async () => {
   const store = await createStore(clusterConfig(), { metrics: new Metrics() });
   return { store, cleanup: () => store.close() };
 });

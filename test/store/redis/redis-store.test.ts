@@ -6,9 +6,11 @@ import { Metrics } from '../../../src/metrics.js';
 import { createStore } from '../../../src/store/create-store.js';
 import { checkRedisPersistence } from '../../../src/store/redis/redis-persistence.js';
 import { createRedisClient, waitForRedisReady } from '../../../src/store/redis/client.js';
+import { redisTenantTag } from '../../../src/store/redis/keys.js';
 import type { Store } from '../../../src/store/store.js';
 import { startRedis, type RedisServerHandle } from '../../support/redis-server.js';
 import { makeLink, runStoreContract } from '../store-contract.js';
+import { runReleaseStoreContract } from '../release-store-contract.js';
 
 let prefixes = 0;
 function redisConfig(url: string) {
@@ -62,6 +64,11 @@ describe('RedisStore on a standalone Redis', () => {
   });
 
   runStoreContract('redis', async () => {
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    return { store, cleanup: () => store.close() };
+  });
+
+  runReleaseStoreContract('redis', async () => {
     const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
     return { store, cleanup: () => store.close() };
   });
@@ -157,6 +164,64 @@ describe('RedisStore on a standalone Redis', () => {
         1,
         'done once: later processes only read the index',
       );
+    } finally {
+      admin.disconnect();
+    }
+  });
+
+  it('when grants and links were stored before the grant index and release state, then a new process files the grants and releases judge the links alike', async () => {
+    const config = redisConfig(server.url);
+    const first = await createStore(config, { metrics: new Metrics() });
+    const admin = new Redis(server.port, { lazyConnect: true });
+    await admin.connect();
+    try {
+      const saved = (await first.saveLink(makeLink({ tenantId: 'tenant-old' }), null))!;
+      const linkKey = `${redisTenantTag(config.keyPrefix, 'tenant-old')}:l:${encodeURIComponent(saved.id)}`;
+      // The link as written before the release state `s` existed.
+      assert.equal(await admin.hdel(linkKey, 's'), 1);
+      // A grant as stored before the index: in the two hashes of one slot.
+      const legacy = {
+        id: 'grt_legacy',
+        serviceId: 'svc-old',
+        tenantId: null,
+        providerId: null,
+        linkId: saved.id,
+        scopes: null,
+        purpose: 'before the index',
+        createdAtMs: Date.now(),
+        expiresAtMs: null,
+      };
+      const all = `{${config.keyPrefix}:g}:all`;
+      const svc = `{${config.keyPrefix}:g}:svc:svc-old`;
+      await admin.hset(all, legacy.id, JSON.stringify(legacy));
+      await admin.hset(svc, legacy.id, JSON.stringify(legacy));
+      await first.close();
+
+      const store = await createStore(config, { metrics: new Metrics() });
+      try {
+        const read = await store.readForRelease('svc-old', saved.id);
+        assert.deepEqual(read?.grants, [legacy]);
+        assert.deepEqual(await store.listGrants('svc-old'), [legacy]);
+        assert.equal(await admin.exists(all, svc), 0, 'the old hashes are emptied');
+        const event = {
+          atMs: Date.now(),
+          type: 'token.released',
+          data: { tenant_id: 'tenant-old' },
+        };
+        assert.equal((await store.commitRelease(saved.id, legacy.id, event)).released, true);
+        // Revoked, and again without `s`: the script judges the link from its JSON.
+        assert.ok(
+          await store.saveLink({ ...saved, status: 'revoked', tokens: null }, saved.version),
+        );
+        assert.equal(await admin.hdel(linkKey, 's'), 1);
+        assert.deepEqual(await store.commitRelease(saved.id, legacy.id, event), {
+          released: false,
+          reason: 'not_active',
+          status: 'revoked',
+        });
+      } finally {
+        await store.close();
+      }
     } finally {
       admin.disconnect();
     }

@@ -15,6 +15,7 @@ import { createStore } from '../../../src/store/create-store.js';
 import { Metrics } from '../../../src/metrics.js';
 import { isLinkvaultError } from '../../../src/errors.js';
 import { makeLink, runStoreContract } from '../store-contract.js';
+import { runReleaseStoreContract } from '../release-store-contract.js';
 
 const root = mkdtempSync(join(tmpdir(), 'linkvault-sqlite-test-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -26,6 +27,11 @@ function freshPath(): string {
 runStoreContract('sqlite', async () => {
   const path = freshPath();
   const store = checkedStore(new SqliteStore({ path }));
+  return { store, cleanup: () => store.close() };
+});
+
+runReleaseStoreContract('sqlite', async () => {
+  const store = checkedStore(new SqliteStore({ path: freshPath() }));
   return { store, cleanup: () => store.close() };
 });
 
@@ -315,5 +321,47 @@ describe('SqliteStore', () => {
     assert.equal(count(), 1, 'only the unexpired flow state remains');
     db.close();
     await store.close();
+  });
+});
+
+describe('SqliteStore grant index migration', () => {
+  it('when grants were stored before the grant index (schema 3), then migration 4 files them and readForRelease finds them', async () => {
+    const path = freshPath();
+    mkdirSync(dirname(path), { recursive: true });
+    const db = new Database(path);
+    applySqliteMigrations(db, SQLITE_MIGRATIONS.slice(0, 3));
+    const link = makeLink({ tenantId: 'tenant-old', providerId: 'hubspot' });
+    const grants = [
+      { linkId: link.id, tenantId: null, providerId: null },
+      { linkId: null, tenantId: 'tenant-old', providerId: 'hubspot' },
+      { linkId: null, tenantId: 'tenant-old', providerId: null },
+      { linkId: null, tenantId: 'tenant-other', providerId: null },
+    ].map((g, i) => ({
+      id: `grt_old_${i}`,
+      serviceId: 'svc-old',
+      scopes: null,
+      purpose: 'old',
+      createdAtMs: 1000 + i,
+      expiresAtMs: null,
+      ...g,
+    }));
+    const insert = db.prepare(
+      'INSERT INTO grants (id, service_id, created_at_ms, body) VALUES (?, ?, ?, ?)',
+    );
+    for (const g of grants) insert.run(g.id, g.serviceId, g.createdAtMs, JSON.stringify(g));
+    db.close();
+
+    const store = checkedStore(new SqliteStore({ path }));
+    try {
+      assert.ok(await store.saveLink(link, null));
+      const read = await store.readForRelease('svc-old', link.id);
+      assert.deepEqual(read?.grants.map((g) => g.id).sort(), [
+        'grt_old_0',
+        'grt_old_1',
+        'grt_old_2',
+      ]);
+    } finally {
+      await store.close();
+    }
   });
 });
