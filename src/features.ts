@@ -21,8 +21,16 @@ import { createKeyProvider } from './keys/create-key-provider.js';
 import type { KeyProvider } from './keys/key-provider.js';
 import { createVault, type Vault } from './keys/vault.js';
 import { auditKeyLoader, createAudit, type Audit } from './links/audit/audit.js';
-import { captureMetadata, createConnect, type Connect } from './links/connect/connect.js';
+import {
+  captureMetadata,
+  CONFIRMATION_EXPIRY_JOB_KIND,
+  createConnect,
+  type Connect,
+} from './links/connect/connect.js';
 import { createSessions, type Sessions } from './links/connect/sessions.js';
+import { createConfirmationExpiryJob } from './links/connect/confirmation-expiry-job.js';
+import { createConfirmationRouter } from './http/confirmation-routes.js';
+import { createJobWorker, type JobWorker, type JobWorkerOptions } from './jobs/job-worker.js';
 import { createBackgroundRefresher } from './links/release/background-refresher.js';
 import { createGrants, type Grants } from './links/release/grants.js';
 import {
@@ -180,11 +188,24 @@ export interface Features {
   readonly connect: Connect;
   readonly grants: Grants;
   readonly revocation: Revocation;
+  /** Runs the confirmation-expiry jobs (tests call runOnce). */
+  readonly confirmationWorker: JobWorker;
   readonly coordinator: RefreshCoordinator;
   readonly release: TokenRelease;
   readonly worker: RevocationWorker;
   readonly sandbox: SandboxProvider | null;
 }
+
+/** The confirmation worker: few jobs, each one store read and at most one revocation (no provider call). */
+const CONFIRMATION_WORKER_OPTIONS: JobWorkerOptions = {
+  pollIntervalMs: 5_000,
+  batchSize: 32,
+  concurrency: 4,
+  leaseMs: 60_000,
+  backoffBaseMs: 5_000,
+  backoffMaxMs: 600_000,
+};
+const CONFIRMATION_WORKER_STOP_WAIT_MS = 5_000;
 
 async function startSandbox(
   config: Config,
@@ -266,6 +287,7 @@ export async function buildFeatures(
     });
 
     const sessions = createSessions({ config, store, catalogue, now });
+    const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
     const connect = createConnect({
       config,
       store,
@@ -276,12 +298,28 @@ export async function buildFeatures(
       metrics,
       log,
       audit,
+      revocation,
       now,
     });
     background.push({ name: 'connect', stop: () => connect.idle() });
+    // Discards pending_confirmation links left unconfirmed: a durable job per link on the shared queue.
+    const confirmationWorker = createJobWorker({
+      name: 'confirmation worker',
+      store,
+      handlers: {
+        [CONFIRMATION_EXPIRY_JOB_KIND]: createConfirmationExpiryJob({ connect, log }),
+      },
+      log,
+      now,
+      options: CONFIRMATION_WORKER_OPTIONS,
+    });
+    if (options.startWorker !== false) confirmationWorker.start();
+    background.push({
+      name: 'confirmation-worker',
+      stop: () => confirmationWorker.stop(CONFIRMATION_WORKER_STOP_WAIT_MS),
+    });
 
     const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
-    const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
     const coordinator = createRefreshCoordinator({
       store,
       vault,
@@ -334,6 +372,7 @@ export async function buildFeatures(
 
     const routers: Router[] = [
       createConnectRouter({ config, sessions, connect, serviceAuth: auth }),
+      createConfirmationRouter({ connect, serviceAuth: auth }),
       createLinkRouter({ store, sessions, serviceAuth: auth }),
       createTokenRouter({ auth, release }),
       createGrantRouter({ auth, grants }),
@@ -362,6 +401,7 @@ export async function buildFeatures(
       connect,
       grants,
       revocation,
+      confirmationWorker,
       coordinator,
       release,
       worker,

@@ -31,8 +31,13 @@ const dialogTitle = document.getElementById('confirm-title');
 const confirmButton = document.getElementById('confirm-revoke');
 const keepButton = document.getElementById('confirm-cancel');
 
-const STATUS_LABELS = { active: 'Active', needs_reauth: 'Needs reconnecting', revoked: 'Revoked' };
-const STATUS_ORDER = { needs_reauth: 0, active: 1, revoked: 2 };
+const STATUS_LABELS = {
+  active: 'Active',
+  needs_reauth: 'Needs reconnecting',
+  revoked: 'Revoked',
+  pending_confirmation: 'Waiting for confirmation',
+};
+const STATUS_ORDER = { needs_reauth: 0, pending_confirmation: 1, active: 2, revoked: 3 };
 const EXPIRED_TEXT =
   'For your security this page only works for a short time and not after a reload. Open your linked accounts again from the app.';
 
@@ -171,8 +176,9 @@ async function revoke(link, card) {
 async function reconnect(link, button) {
   const name = providerName(link.provider_id);
   button.disabled = true;
+  let result;
   try {
-    await window.linkvault.connect({
+    result = await window.linkvault.connect({
       sessionToken: revealSessionToken(),
       provider: link.provider_id,
     });
@@ -190,6 +196,16 @@ async function reconnect(link, button) {
     return;
   }
   await loadLinks();
+  if (result && result.status === 'confirm') {
+    // This session holds new connections until the app confirms them; only the app can do that.
+    showNotice(
+      notice,
+      'info',
+      `${name} is waiting for confirmation`,
+      'Go back to the app to finish reconnecting. Until then the app keeps using the current connection.',
+    );
+    return;
+  }
   showNotice(
     notice,
     'success',

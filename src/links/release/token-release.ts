@@ -119,6 +119,8 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     // A revoked link never releases a token again.
     if (link.status === 'revoked') throw new LinkvaultError('link_revoked');
     if (link.status === 'needs_reauth') throw new LinkvaultError('reauth_required');
+    // Fail closed: only an active link releases (a pending_confirmation link never does).
+    if (link.status !== 'active') throw new LinkvaultError('link_not_found');
   }
 
   async function openLinkTokens(link: LinkRecord): Promise<TokenSet> {
@@ -222,6 +224,7 @@ function refusalFor(current: LinkRecord | null): LinkvaultError {
   if (current === null) return new LinkvaultError('link_not_found');
   if (current.status === 'revoked') return new LinkvaultError('link_revoked');
   if (current.status === 'needs_reauth') return new LinkvaultError('reauth_required');
+  if (current.status !== 'active') return new LinkvaultError('link_not_found');
   return new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
 }
 
