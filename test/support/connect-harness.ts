@@ -23,6 +23,8 @@ export interface ConnectHarnessOptions {
   readonly sandbox?: boolean;
   /** Extra environment for loadConfig. */
   readonly env?: Readonly<Record<string, string>>;
+  /** The features' clock (default Date.now). */
+  readonly now?: () => number;
 }
 
 export interface HttpAnswer {
@@ -103,6 +105,7 @@ export async function startConnectHarness(
     ...(options.providers ? { providers: options.providers } : {}),
     ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
     ...(options.sandbox ? { sandbox: true } : {}),
+    ...(options.now ? { now: options.now } : {}),
   });
   const { publicUrl, services } = stack;
 
