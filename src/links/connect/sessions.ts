@@ -32,7 +32,7 @@ export interface SessionRecord {
 
 /**
  * Browser sessions: a backend service mints a short-lived bearer for one end user of one tenant,
- * and the browser uses it to connect providers (GET /v1/connect) and manage links (/v1/me/links).
+ * and the browser uses it to connect providers (POST /v1/connect, from linkvault's own pages) and manage links (/v1/me/links).
  *
  * The token is 256 random bits. The store keeps only its SHA-256 (the record's id): a copy of the
  * store yields no usable bearer (the same reason RFC 6819 §5.1.4.1.3 gives for storing hashes of
