@@ -197,12 +197,13 @@ async function reconnect(link, button) {
   }
   await loadLinks();
   if (result && result.status === 'confirm') {
-    // This session holds new connections until the app confirms them; only the app can do that.
+    // This session holds new connections until the app's backend confirms them, and only the app's
+    // own pages can hand it the confirmation: this page cannot finish the reconnect (docs/api.md).
     showNotice(
       notice,
       'info',
-      `${name} is waiting for confirmation`,
-      'Go back to the app to finish reconnecting. Until then the app keeps using the current connection.',
+      `Reconnect ${name} from the app`,
+      'This app confirms new connections itself, so the reconnect cannot be finished here. Nothing changed; open the app and reconnect from there.',
     );
     return;
   }
