@@ -306,7 +306,8 @@ export function createWebRouter(deps: WebRouterDeps): Router {
    * GET /v1/me/providers: the enabled providers this session may connect, as GET /v1/providers
    * shows them, with whom the connection is for (`user_display`, null when the host gave none) and
    * the host application's name (`app_name`, LINKVAULT_APP_NAME): the connect page shows both, so
-   * that a person handed someone else's connect link sees it is not theirs.
+   * that a person handed someone else's connect link sees it is not theirs. `require_confirmation`
+   * tells the manage page not to offer a reconnect it could not finish.
    */
   const myProviders: RequestHandler = async (req, res) => {
     const session = await sessionOf(req, res, sessions);
@@ -315,7 +316,12 @@ export function createWebRouter(deps: WebRouterDeps): Router {
       .enabled()
       .filter((entry) => allowed === null || allowed.has(entry.id))
       .map((entry) => catalogue.publicView(entry));
-    res.json({ providers, user_display: session.userDisplay ?? null, app_name: appName });
+    res.json({
+      providers,
+      user_display: session.userDisplay ?? null,
+      app_name: appName,
+      require_confirmation: session.requireConfirmation === true,
+    });
   };
 
   const router = createStrictRouter();

@@ -58,6 +58,7 @@ test('when the session allows some providers, then exactly those enabled ones co
     ],
     user_display: null,
     app_name: null,
+    require_confirmation: false,
   });
 });
 
@@ -72,6 +73,7 @@ test('when the session names whom it is for, then user_display comes back with t
   assert.equal(res.status, 200);
   assert.equal(res.body.user_display, 'ana@example.com');
   assert.equal(res.body.app_name, null);
+  assert.equal(res.body.require_confirmation, false);
 });
 
 test('when the session names no providers, then every enabled provider comes back in catalogue order', async () => {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { pino } from 'pino';
+import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
 import { HOST_APP_NAME, useBrowserStack } from '../../support/browser-stack.js';
 import { signInToSandbox } from '../../support/sandbox-consent.js';
 
@@ -152,5 +154,52 @@ test(
       await page.locator('.result').innerText(),
       new RegExp(`held until ${HOST_APP_NAME} confirms that it is yours`),
     );
+  },
+);
+
+test(
+  'when a session requires confirmation, then the manage page offers no reconnect it could not finish, and a held link shows as waiting',
+  { skip },
+  async () => {
+    const page = await lv.browser.context.newPage();
+    // One active link, then a reconnect of the same account held for confirmation.
+    const plain = await lv.stack.createSession({ tenant_id: 'acme', user_id: 'u-confirm-manage' });
+    await page.goto(plain.connect_url);
+    await page.getByRole('button', { name: 'Connect Sandbox CRM' }).click();
+    await signInToSandbox(page, 'dora');
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.getByRole('heading', { name: 'Sandbox CRM is connected' }).waitFor();
+    const activeId = new URL(page.url()).searchParams.get('link_id')!;
+    const store = new SqliteStore({ path: lv.stack.sqlitePath, log: pino({ level: 'silent' }) });
+    try {
+      const link = (await store.getLink(activeId))!;
+      assert.ok(await store.saveLink({ ...link, status: 'needs_reauth' }, link.version));
+    } finally {
+      await store.close();
+    }
+    const held = await lv.stack.createSession({
+      tenant_id: 'acme',
+      user_id: 'u-confirm-manage',
+      require_confirmation: true,
+    });
+    await page.goto(held.connect_url);
+    await page.getByRole('button', { name: 'Connect Sandbox CRM' }).click();
+    // The sandbox remembers this browser's sign-in and grant, so it answers at once.
+    await page.getByRole('heading', { name: 'Waiting for confirmation' }).waitFor();
+
+    await page.goto(held.manage_url);
+    const cards = page.locator('#links > li');
+    await cards.nth(1).waitFor();
+    assert.deepEqual(await cards.locator('.status').allInnerTexts(), [
+      'Needs reconnecting',
+      'Waiting for confirmation',
+    ]);
+    assert.equal(await page.getByRole('button', { name: /^Reconnect/ }).count(), 0);
+    assert.match(
+      await cards.first().locator('.attention').innerText(),
+      /Reconnect it from the app/,
+    );
+    // The existing link was not touched by the held reconnect.
+    assert.equal((await lv.stack.serviceGet(`/v1/links/${activeId}`)).body.status, 'needs_reauth');
   },
 );
