@@ -133,6 +133,10 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
       const released = await release(pending.id);
       assert.equal(released.status, 200, released.text);
 
+      // The confirmation secret is in no log line, audit event or stored record.
+      assert.ok(!h.logText().includes(secret!), 'not logged');
+      assert.ok(!JSON.stringify(await h.auditEvents()).includes(secret!), 'not audited');
+      assert.ok(!JSON.stringify(pending).includes(secret!), 'only its hash is stored');
       const again = await confirm(confirmationId, { tenant_id: TENANT, user_id: 'ana' });
       assert.equal(again.status, 404);
       assert.equal(again.json?.code, 'confirmation_not_found');
