@@ -199,6 +199,28 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
       );
     });
 
+    test('then a user’s erasure revokes a held link too, and a late confirmation finds nothing', async () => {
+      const { confirmationId, pending } = await connectHeld('fay', 'fay-account');
+      const erase = await h.request('/v1/revocations', {
+        method: 'POST',
+        headers: {
+          authorization: h.services.bearer('crm-hs'),
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({ tenant_id: TENANT, user_id: 'fay', reason: 'gdpr erasure' }),
+      });
+      assert.equal(erase.status, 202, erase.text);
+      assert.equal(erase.json?.matched, 1);
+      for (let round = 0; round < 10; round++) {
+        if ((await h.store.getLink(pending.id))!.status === 'revoked') break;
+        await h.worker.runOnce();
+      }
+      assert.equal((await h.store.getLink(pending.id))!.status, 'revoked');
+      const late = await confirm(confirmationId, { tenant_id: TENANT, user_id: 'fay' });
+      assert.equal(late.status, 404, late.text);
+      assert.equal(late.json?.code, 'confirmation_not_found');
+    });
+
     test('then a pending link left unconfirmed is discarded by its durable job after 10 minutes, and its tokens revoked at the provider', async () => {
       const { confirmationId, pending } = await connectHeld('cy', 'cy-account');
       const refresh = (
@@ -236,8 +258,8 @@ for (const storeKind of ['sqlite', 'redis'] as const) {
           backoffMaxMs: 1000,
         },
       });
-      // Its job, and those of the links confirmed above (which it completes, changing nothing).
-      assert.equal(await fresh.runOnce(), 3);
+      // Its job, and those of the links confirmed or erased above (completed, changing nothing).
+      assert.equal(await fresh.runOnce(), 4);
       const confirmedEarlier = await h.store.listLinks({ tenantId: TENANT, status: 'active' });
       assert.deepEqual(confirmedEarlier.map((l) => l.userId).sort(), ['ana', 'ben']);
       const discarded = (await h.store.getLink(pending.id))!;
