@@ -9,7 +9,13 @@ import { parseJsonBody } from './http/json-body.js';
 import { observeRequests } from './http/observe-requests.js';
 import { createProblemHandler } from './http/problem.js';
 import { assignRequestId } from './http/request-id.js';
-import { createOptionsAnswer, createRouteFallback } from './http/route-fallback.js';
+import { createOpenApiRoute } from './http/openapi.js';
+import {
+  allowedMethodsFrom,
+  createOptionsAnswer,
+  createRouteFallback,
+} from './http/route-fallback.js';
+import { mountedRoutes, ROUTE_TABLE, type RouteSpec } from './http/route-table.js';
 import { securityHeaders } from './http/security-headers.js';
 import { STRICT_ROUTING } from './http/strict-router.js';
 import { requireWellFormedInput } from './http/well-formed-input.js';
@@ -27,6 +33,11 @@ export interface AppDeps {
    * Nested routers must be mounted at static paths (no `:param` in a `use` path).
    */
   readonly routers?: readonly express.Router[];
+  /**
+   * The routes the app serves, as declared (default: ROUTE_TABLE, the sandbox's pages only with
+   * config.sandbox): OPTIONS and 405 answers say `Allow` from it, GET /openapi.json documents it.
+   */
+  readonly routes?: readonly RouteSpec[];
   /** Extra readiness checks for /readyz besides the store and the key provider. */
   readonly readiness?: readonly ReadinessCheck[];
   /** Per-check bound for /readyz (default READINESS_TIMEOUT_MS, 2 s). */
@@ -54,7 +65,10 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(securityHeaders({ hsts: deps.config.publicUrl.startsWith('https:') }));
   app.use(parseJsonBody());
   app.use(requireWellFormedInput());
-  app.use(createOptionsAnswer(() => app.router.stack));
+  const routes = deps.routes ?? mountedRoutes(ROUTE_TABLE, { sandbox: deps.config.sandbox });
+  const allowedMethods = allowedMethodsFrom(routes);
+  app.use(createOptionsAnswer(allowedMethods));
+  app.get('/openapi.json', createOpenApiRoute({ routes, serverUrl: deps.config.publicUrl }));
 
   app.use(
     createHealthRouter({
@@ -70,7 +84,7 @@ export function createApp(deps: AppDeps): express.Express {
   );
   for (const router of deps.routers ?? []) app.use(router);
 
-  app.use(createRouteFallback(() => app.router.stack));
+  app.use(createRouteFallback(allowedMethods));
   app.use(createProblemHandler({ log: deps.log }));
   return app;
 }

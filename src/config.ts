@@ -98,7 +98,7 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** Concurrent connections the HTTP server accepts (LINKVAULT_MAX_CONNECTIONS); more are closed at once. */
   readonly maxConnections: number;
-  /** Requests per minute (and burst) one client address may make of what unauthenticated callers can start: connect starts, OAuth callbacks (LINKVAULT_RATE_LIMIT_PER_MINUTE). Per replica. */
+  /** Requests per minute (and burst) one client address may make of what unauthenticated callers can start: connect starts, OAuth callbacks, service-auth failures (LINKVAULT_RATE_LIMIT_PER_MINUTE). Per replica. */
   readonly rateLimitPerMinute: number;
   /** Proxies of ours in front of linkvault whose X-Forwarded-For entries the rate limiter believes (LINKVAULT_TRUSTED_PROXY_HOPS; 0 = none). */
   readonly trustedProxyHops: number;
@@ -464,3 +464,51 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
   };
   return Object.freeze(config);
 }
+
+/**
+ * Every variable name loadConfig reads, besides LINKVAULT_PROVIDER_<ID>_CLIENT_ID/_CLIENT_SECRET and
+ * the services file's secret_env names: check-config warns about a LINKVAULT_* name that is none of
+ * them (src/config-check.ts). test/cli/config-check.test.ts keeps it equal to the names this file reads.
+ */
+export const CONFIG_VARIABLES: readonly string[] = [
+  'AWS_DEFAULT_REGION',
+  'AWS_ENDPOINT_URL',
+  'AWS_ENDPOINT_URL_KMS',
+  'AWS_REGION',
+  'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS',
+  'LINKVAULT_AUDIENCE',
+  'LINKVAULT_BACKGROUND_REFRESH',
+  'LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS',
+  'LINKVAULT_CONNECT_STARTS_PER_SESSION',
+  'LINKVAULT_DORMANT_LINK_DAYS',
+  'LINKVAULT_HOST',
+  'LINKVAULT_KEYS',
+  'LINKVAULT_KEY_CACHE_MAX_AGE_SECONDS',
+  'LINKVAULT_KEY_CACHE_MAX_ENTRIES',
+  'LINKVAULT_KMS_KEY_ID',
+  'LINKVAULT_LOCAL_KEY_FILE',
+  'LINKVAULT_LOCAL_PREVIOUS_KEY_FILES',
+  'LINKVAULT_LOG_LEVEL',
+  'LINKVAULT_MAX_CONNECTIONS',
+  'LINKVAULT_PORT',
+  'LINKVAULT_PROVIDERS_FILE',
+  'LINKVAULT_PROVIDER_TIMEOUT_SECONDS',
+  'LINKVAULT_PUBLIC_URL',
+  'LINKVAULT_RATE_LIMIT_PER_MINUTE',
+  'LINKVAULT_REDIS_CLUSTER_NODES',
+  'LINKVAULT_REDIS_PREFIX',
+  'LINKVAULT_REDIS_URL',
+  'LINKVAULT_REDIS_WAIT_REPLICAS',
+  'LINKVAULT_REDIS_WAIT_TIMEOUT_MS',
+  'LINKVAULT_REFRESH_LEAD_SECONDS',
+  'LINKVAULT_REFRESH_LOCK_TTL_SECONDS',
+  'LINKVAULT_RETURN_URL_ALLOWLIST',
+  'LINKVAULT_SANDBOX',
+  'LINKVAULT_SERVICES_FILE',
+  'LINKVAULT_SESSION_TTL_SECONDS',
+  'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS',
+  'LINKVAULT_SQLITE_PATH',
+  'LINKVAULT_STORE',
+  'LINKVAULT_TRUSTED_PROXY_HOPS',
+  'NODE_ENV',
+];

@@ -13,6 +13,10 @@ export interface CatalogueEntry {
 export const ERROR_CATALOGUE = {
   invalid_request: { status: 400, title: 'The request is malformed or has invalid parameters' },
   invalid_return_to: { status: 400, title: 'return_to is not on the allowlist' },
+  invalid_webhook_url: {
+    status: 400,
+    title: 'The webhook URL is not one linkvault delivers to',
+  },
   invalid_state: {
     status: 400,
     title: 'The authorization response state is unknown, expired or already used',
@@ -49,6 +53,7 @@ export const ERROR_CATALOGUE = {
   grant_not_found: { status: 404, title: 'No such grant' },
   revocation_not_found: { status: 404, title: 'No revocation record for this link' },
   job_not_found: { status: 404, title: 'No such job' },
+  webhook_endpoint_not_found: { status: 404, title: 'No such webhook endpoint' },
   confirmation_not_found: {
     status: 404,
     title: 'No pending connection has this confirmation id (unknown, used or expired)',

@@ -21,6 +21,12 @@ import { createKeyProvider } from './keys/create-key-provider.js';
 import type { KeyProvider } from './keys/key-provider.js';
 import { createVault, type Vault } from './keys/vault.js';
 import { auditKeyLoader, createAudit, type Audit } from './links/audit/audit.js';
+import { WEBHOOK_JOB_KIND, withLifecycleWebhooks } from './links/webhooks/lifecycle-webhooks.js';
+import { createWebhookDeliveryJob } from './links/webhooks/webhook-delivery-job.js';
+import { createWebhookEndpoints } from './links/webhooks/webhook-endpoints.js';
+import { createWebhookRouter } from './http/webhook-routes.js';
+import { checkWebhookUrl } from './net/check-webhook-url.js';
+import { createWebhookSender, type WebhookSender } from './net/webhook-sender.js';
 import {
   captureMetadata,
   CONFIRMATION_EXPIRY_JOB_KIND,
@@ -166,6 +172,8 @@ export interface FeatureOptions {
   readonly startRefresher?: boolean;
   /** Start the revocation worker's loop and sweeps (default true). */
   readonly startWorker?: boolean;
+  /** Sends webhook deliveries (default: node:http(s) with the SSRF checks of net/public-address.ts). */
+  readonly webhookSender?: WebhookSender;
   /** The audit HMAC key, or a loader of it (default: loaded from the store on first use). */
   readonly auditHmacKey?: KeyObject | Buffer | (() => Promise<KeyObject>);
   readonly loadSandbox?: SandboxLoader;
@@ -274,17 +282,40 @@ export async function buildFeatures(
         ? [...config.services, dev.service]
         : config.services;
     const serviceIds = new Set(services.map((s) => s.id));
-    const auth = createServiceAuth({ services, audience: config.audience });
+    const auth = createServiceAuth({
+      services,
+      audience: config.audience,
+      failuresPerMinute: config.rateLimitPerMinute,
+      trustedProxyHops: config.trustedProxyHops,
+    });
 
     // A loader, not an awaited key: a key service that is down at start fails releases closed
     // (503 audit_unavailable) instead of failing the start.
-    const audit = createAudit({
+    const auditLog = createAudit({
       store,
       hmacKey:
         options.auditHmacKey ??
         auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now }),
       now,
     });
+    // Lifecycle webhooks are a projection of the audit trail (links/webhooks/lifecycle-webhooks.ts).
+    let wakeWorker = (): void => undefined;
+    const audit = withLifecycleWebhooks(auditLog, {
+      store,
+      log,
+      metrics,
+      now,
+      onQueued: () => wakeWorker(),
+    });
+    const webhookEndpoints = createWebhookEndpoints({
+      store,
+      vault,
+      now,
+      checkUrl: (url) => checkWebhookUrl(url, config.production),
+    });
+    const webhookSender =
+      options.webhookSender ??
+      createWebhookSender({ publicOnly: config.production, timeoutMs: WEBHOOK_TIMEOUT_MS });
 
     const sessions = createSessions({ config, store, catalogue, now });
     const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
@@ -366,7 +397,18 @@ export async function buildFeatures(
       log,
       now,
       options: { ...revocationWorkerOptionsFrom(config), ...options.revocationWorker },
+      otherJobs: {
+        [WEBHOOK_JOB_KIND]: createWebhookDeliveryJob({
+          store,
+          vault,
+          sender: webhookSender,
+          metrics,
+          log,
+          now,
+        }),
+      },
     });
+    wakeWorker = () => worker.wake();
     if (options.startWorker !== false) worker.start();
     background.push(worker);
 
@@ -375,9 +417,10 @@ export async function buildFeatures(
       createConfirmationRouter({ connect, serviceAuth: auth }),
       createLinkRouter({ store, sessions, serviceAuth: auth }),
       createTokenRouter({ auth, release }),
-      createGrantRouter({ auth, grants }),
-      createRevocationRouter({ revocation, auth, sessions }),
+      createGrantRouter({ auth, grants, store }),
+      createRevocationRouter({ revocation, auth, sessions, store }),
       createWebRouter({ config, sessions, catalogue }),
+      createWebhookRouter({ auth, endpoints: webhookEndpoints }),
     ];
     if (sandbox) routers.push(sandbox.router);
 
@@ -412,6 +455,9 @@ export async function buildFeatures(
     throw err;
   }
 }
+
+/** One webhook delivery attempt, connect to answer; well inside the job worker's lease. */
+const WEBHOOK_TIMEOUT_MS = 10_000;
 
 /** The Express app over the adapters and features; `readiness` checks come first (shutdown's 503). */
 export function buildApp(

@@ -154,6 +154,21 @@ export class Metrics {
     ]),
   );
 
+  readonly webhookDeliveries = this.add(
+    new Counter(
+      'linkvault_webhook_deliveries_total',
+      'Webhook delivery attempts by outcome (delivered, retry, failed, gone, refused)',
+      ['outcome'],
+    ),
+  );
+  readonly webhookEnqueueFailures = this.add(
+    new Counter(
+      'linkvault_webhook_enqueue_failures_total',
+      'Lifecycle events whose webhook jobs could not be queued (the audit record was stored)',
+      [],
+    ),
+  );
+
   add<M extends Metric>(metric: M): M {
     this.#all.push(metric);
     return metric;

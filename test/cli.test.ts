@@ -96,13 +96,26 @@ describe('linkvault check-config', () => {
     );
   });
 
-  test('when the configuration is valid, then it exits 0 with a one-line summary and touches nothing', async () => {
+  test('when the configuration is valid, then it exits 0 with the one-line summary, what it enables, and touches nothing', async () => {
     const outcome = await runCli(['check-config'], { LINKVAULT_PORT: '4000' });
     assert.equal(outcome.code, 0);
     assert.equal(outcome.stderr, '');
     assert.equal(
       outcome.stdout,
-      `linkvault: configuration ok: env=development port=4000 public_url=http://localhost:4000 store=sqlite (${join(cwd, 'data/linkvault.db')}) keys=local (${join(cwd, 'data/master.key')}) services=0 provider_credentials=0 sandbox=true\n`,
+      [
+        `linkvault: configuration ok: env=development port=4000 public_url=http://localhost:4000 store=sqlite (${join(cwd, 'data/linkvault.db')}) keys=local (${join(cwd, 'data/master.key')}) services=0 provider_credentials=0 sandbox=true`,
+        '  environment        development',
+        '  listen             *:4000',
+        '  public url         http://localhost:4000',
+        '  redirect uris      http://localhost:4000/v1/oauth/callback/<provider id>',
+        `  store              sqlite (${join(cwd, 'data/linkvault.db')})`,
+        `  keys               local (${join(cwd, 'data/master.key')}, generated at first start)`,
+        '  audience           linkvault',
+        '  services           none',
+        '  providers enabled  sandbox (built-in Sandbox CRM)',
+        '  sandbox            on (any username signs in: development only)',
+        '',
+      ].join('\n'),
     );
     assert.equal(existsSync(join(cwd, 'data')), false, 'check-config creates no data directory');
   });
@@ -121,7 +134,10 @@ describe('linkvault (other commands)', () => {
   });
 
   test('when rewrap is given an invalid configuration, then it exits 1 with the one line', async () => {
-    assertOneConfigLine(await runCli(['rewrap'], { LINKVAULT_STORE: 'mysql' }), 'LINKVAULT_STORE');
+    assertOneConfigLine(
+      await runCli(['rewrap', '--yes'], { LINKVAULT_STORE: 'mysql' }),
+      'LINKVAULT_STORE',
+    );
   });
 
   test('when the command is unknown, then it exits 2 naming it', async () => {
@@ -141,8 +157,8 @@ describe('linkvault (other commands)', () => {
       assert.ok(COMMANDS.some((c) => c.name === name));
   });
 
-  test('when a command is in the table, then docs/operations.md documents it', () => {
-    const doc = readFileSync(join(import.meta.dirname, '../docs/operations.md'), 'utf8');
+  test('when a command is in the table, then docs/cli.md documents it', () => {
+    const doc = readFileSync(join(import.meta.dirname, '../docs/cli.md'), 'utf8');
     const missing = COMMANDS.filter(({ name }) => !doc.includes(`| \`linkvault ${name}`));
     assert.deepEqual(
       missing.map((c) => c.name),
@@ -217,7 +233,7 @@ describe('linkvault serve and rewrap against real files', () => {
       await store.close();
 
       const outcome = await runCli(
-        ['rewrap'],
+        ['rewrap', '--yes'],
         { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: 'data/old.key', LINKVAULT_LOG_LEVEL: 'silent' },
         dir,
       );
@@ -275,7 +291,7 @@ describe('linkvault serve and rewrap against real files', () => {
       });
       await withJob.close();
       const again = await runCli(
-        ['rewrap'],
+        ['rewrap', '--yes'],
         { LINKVAULT_LOCAL_PREVIOUS_KEY_FILES: 'data/old.key', LINKVAULT_LOG_LEVEL: 'silent' },
         dir,
       );

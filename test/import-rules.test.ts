@@ -81,6 +81,7 @@ describe('import rules', () => {
       t.startsWith('src/store/sqlite/') ||
       t.startsWith('src/store/redis/') ||
       t.startsWith('src/sandbox/') ||
+      t.startsWith('src/net/') ||
       t === 'src/oauth/openid-oauth-client.ts' ||
       t === 'src/keys/aws-kms-key-provider.ts' ||
       t === 'src/features.ts' ||

@@ -78,6 +78,7 @@ export function loadDevService(
     keys: new Map([
       [DEV_SERVICE_KID, { kid: DEV_SERVICE_KID, alg: 'HS256', key: createSecretKey(key) }],
     ]),
+    tenants: null,
   };
   key.fill(0);
   return { service, keyFile, created };

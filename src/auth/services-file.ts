@@ -1,4 +1,5 @@
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
+import { checkCallerId } from '../links/connect/sessions.js';
 
 /** Roles a service may hold; each gates a group of routes. */
 export const SERVICE_ROLES = ['sessions', 'links:read', 'tokens', 'links:revoke', 'admin'] as const;
@@ -30,12 +31,16 @@ export interface ServiceDefinition {
   readonly id: string;
   readonly roles: ReadonlySet<ServiceRole>;
   readonly keys: ReadonlyMap<string, ServiceKey>;
+  /** The tenants it acts within (src/auth/tenant-scope.ts); null when `tenants` is absent: every tenant. */
+  readonly tenants: ReadonlySet<string> | null;
 }
 
 /** Thrown for an invalid services file; config.ts turns it into one line naming the variable. */
 export class ServicesFileError extends Error {}
 
 const MIN_HMAC_SECRET_BYTES = 32;
+/** A service scoped to more tenants than this is better left unscoped (each listing queries every tenant). */
+export const MAX_SERVICE_TENANTS = 1000;
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 function fail(where: string, what: string): never {
@@ -71,7 +76,7 @@ export function parseServicesFile(
   return json.services.map((raw, i): ServiceDefinition => {
     const where = `services[${i}]`;
     if (!isRecord(raw)) fail(where, 'must be an object');
-    checkKeys(where, raw, ['id', 'roles', 'keys', 'description']);
+    checkKeys(where, raw, ['id', 'roles', 'keys', 'tenants', 'description']);
     const id = raw.id;
     if (typeof id !== 'string' || !ID_PATTERN.test(id))
       fail(where, '"id" must be 1-128 characters of letters, digits, . _ : -');
@@ -130,6 +135,35 @@ export function parseServicesFile(
         fail(kw, `"alg" must be one of ${[...HMAC_ALGS, ...ASYMMETRIC_ALGS].join(', ')}`);
       }
     });
-    return { id, roles, keys };
+    return { id, roles, keys, tenants: parseTenants(where, raw.tenants) };
   });
+}
+
+/**
+ * `tenants`: absent means every tenant; present, a non-empty list of distinct tenant ids, each
+ * valid under the rule sessions apply to tenant ids (a list naming a tenant no session could have
+ * would be a scope that silently matches nothing).
+ */
+function parseTenants(where: string, value: unknown): ReadonlySet<string> | null {
+  if (value === undefined) return null;
+  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_SERVICE_TENANTS)
+    fail(
+      where,
+      `"tenants" must be a non-empty array of at most ${MAX_SERVICE_TENANTS} tenant ids (omit it for every tenant)`,
+    );
+  const tenants = new Set<string>();
+  value.forEach((tenant, t) => {
+    try {
+      checkCallerId(tenant, 'tenant');
+    } catch {
+      fail(
+        `${where}.tenants[${t}]`,
+        'must be a tenant id: 1-256 printable characters, no surrounding white space',
+      );
+    }
+    if (tenants.has(tenant as string))
+      fail(`${where}.tenants[${t}]`, `duplicate tenant ${JSON.stringify(tenant)}`);
+    tenants.add(tenant as string);
+  });
+  return tenants;
 }

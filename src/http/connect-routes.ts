@@ -15,6 +15,7 @@ import { toLinkvaultError } from './problem.js';
 import { createRateLimit, type RateLimit } from './rate-limit.js';
 import { echoableName, jsonObject } from './request-shape.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
+import { mayActFor, tenantOutsideScope } from '../auth/tenant-scope.js';
 import { parseStrictQuery } from './strict-query.js';
 import { connectResultLocation } from './web-routes.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
@@ -253,6 +254,9 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
 
   const createSessionRoute: RequestHandler = async (req, res) => {
     const input = parseSessionBody(req.body);
+    // A tenant-scoped service mints sessions only for its own tenants (docs/service-auth.md).
+    if (typeof input.tenantId === 'string' && !mayActFor(authenticatedService(res), input.tenantId))
+      throw tenantOutsideScope();
     const created = await sessions.createSession(
       {
         tenantId: input.tenantId as string,

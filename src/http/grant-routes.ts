@@ -7,15 +7,30 @@ import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { jsonObject, onlyMembers, optionalStringList, safeName } from './request-shape.js';
 import { createStrictRouter } from './strict-router.js';
+import {
+  isTenantScoped,
+  mayActFor,
+  tenantOutsideScope,
+  tenantRequired,
+  type TenantScoped,
+} from '../auth/tenant-scope.js';
+import type { Store } from '../store/store.js';
 
 /**
  * Grants administration (role `admin`): POST /v1/grants, GET /v1/grants?service_id=,
  * DELETE /v1/grants/:id. Shapes are checked here; the rules of a grant live in links/grants.ts.
+ *
+ * A tenant-scoped admin (auth/tenant-scope.ts) grants only within its tenants: tenant_id is
+ * required and must be one of them, and a link_id must name a link of that tenant (another
+ * tenant's link is 404 link_not_found, as a missing one). It lists only grants that name one of
+ * its tenants, and removing any other grant is 404 grant_not_found, as for a missing one.
  */
 
 export interface GrantRouterDeps {
   readonly auth: ServiceAuth;
   readonly grants: Grants;
+  /** Reads a grant or a link for a tenant-scoped caller. */
+  readonly store: Pick<Store, 'getGrant' | 'getLink'>;
 }
 
 const BODY_MEMBERS = new Set([
@@ -169,15 +184,37 @@ function grantJson(grant: GrantRecord): Record<string, unknown> {
   };
 }
 
+/** True when a scoped caller may see `grant`: it names one of the caller's tenants. */
+function grantWithin(grant: GrantRecord, caller: TenantScoped): boolean {
+  if (!isTenantScoped(caller)) return true;
+  // A link-only grant (no tenant_id) is an unscoped admin's: not one a scoped admin may see or remove.
+  return grant.tenantId !== null && mayActFor(caller, grant.tenantId);
+}
+
 export function createGrantRouter(deps: GrantRouterDeps): Router {
   const router = createStrictRouter();
-  const { auth, grants } = deps;
+  const { auth, grants, store } = deps;
   const admin = [auth.authenticate, auth.requireRole('admin')];
+
+  /** A scoped admin's grant stays inside its tenants (see the top of this file). */
+  async function checkWithinTenants(input: GrantInput, caller: TenantScoped): Promise<void> {
+    if (!isTenantScoped(caller)) return;
+    const tenantId = input.tenantId ?? null;
+    if (tenantId === null) throw tenantRequired('a grant without one is not bound to a tenant');
+    if (!mayActFor(caller, tenantId)) throw tenantOutsideScope();
+    if (input.linkId !== null && input.linkId !== undefined) {
+      // grants.ts would say "link_id belongs to another tenant": to a scoped admin, that link does not exist.
+      const link = await store.getLink(input.linkId);
+      if (!link || !mayActFor(caller, link.tenantId))
+        throw new LinkvaultError('link_not_found', { detail: 'link_id names no link' });
+    }
+  }
 
   router.post('/v1/grants', ...admin, async (req: Request, res: Response, next: NextFunction) => {
     try {
       const input = parseGrantBody(req.body);
       refuseUnmatchable(input);
+      await checkWithinTenants(input, authenticatedService(res));
       const grant = await grants.create(input, {
         serviceId: authenticatedService(res).id,
         requestId: req.requestId,
@@ -199,7 +236,8 @@ export function createGrantRouter(deps: GrantRouterDeps): Router {
         (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_ID_CHARS)
       )
         throw invalidRequest('service_id', 'service_id must be a single non-empty value');
-      const list = await grants.list(raw);
+      const caller = authenticatedService(res);
+      const list = (await grants.list(raw)).filter((grant) => grantWithin(grant, caller));
       res.setHeader('Cache-Control', 'no-store');
       res.json({ grants: list.map(grantJson) });
     } catch (err) {
@@ -215,6 +253,11 @@ export function createGrantRouter(deps: GrantRouterDeps): Router {
         const id = req.params.id;
         if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_CHARS)
           throw new LinkvaultError('grant_not_found');
+        const caller = authenticatedService(res);
+        if (isTenantScoped(caller)) {
+          const grant = await store.getGrant(id);
+          if (!grant || !grantWithin(grant, caller)) throw new LinkvaultError('grant_not_found');
+        }
         await grants.remove(id, {
           serviceId: authenticatedService(res).id,
           requestId: req.requestId,

@@ -4,7 +4,8 @@ import { toLinkJson } from '../links/link.js';
 import { checkCallerId, type Sessions } from '../links/connect/sessions.js';
 import type { Store } from '../store/store.js';
 import type { LinkFilter, LinkStatus } from '../links/link.js';
-import type { ServiceAuth } from './service-auth.js';
+import { listLinksWithin, mayActFor } from '../auth/tenant-scope.js';
+import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { echoableName } from './request-shape.js';
 import { sessionOf } from './session-bearer.js';
 import { parseStrictQuery, rawQueryOf } from './strict-query.js';
@@ -14,7 +15,9 @@ import { createStrictRouter } from './strict-router.js';
 /**
  * Link read routes: services list and read links (role links:read); the browser, holding a
  * session bearer, lists the links of that session's own tenant and user. No route here returns
- * token material: toLinkJson builds the view by allowlist.
+ * token material: toLinkJson builds the view by allowlist. A tenant-scoped service
+ * (auth/tenant-scope.ts) lists and reads only its tenants' links; another tenant's link is 404
+ * link_not_found, exactly like a missing one.
  */
 
 export interface LinkRouterDeps {
@@ -70,14 +73,15 @@ export function createLinkRouter(deps: LinkRouterDeps): Router {
 
   const listLinks: RequestHandler = async (req, res) => {
     const filter = parseListFilter(req);
-    const links = await store.listLinks(filter);
+    const links = await listLinksWithin(store, authenticatedService(res), filter);
     res.json({ links: links.map(toLinkJson) });
   };
 
   const getLink: RequestHandler = async (req, res) => {
     const id = req.params.id;
     const link = typeof id === 'string' && LINK_ID.test(id) ? await store.getLink(id) : null;
-    if (!link) throw new LinkvaultError('link_not_found');
+    if (!link || !mayActFor(authenticatedService(res), link.tenantId))
+      throw new LinkvaultError('link_not_found');
     res.json(toLinkJson(link));
   };
 

@@ -27,6 +27,13 @@ export interface RateLimitOptions {
 export interface RateLimit {
   /** Takes one token for `clientKey`; throws 429 rate_limited with Retry-After when none is left. */
   take(clientKey: string): void;
+  /**
+   * For limits that count only some outcomes (service-auth failures): throws 429 rate_limited with
+   * Retry-After when `clientKey` has no token left, and takes none. `cause` goes to the log with it.
+   */
+  refuseWhenEmpty(clientKey: string, cause?: unknown): void;
+  /** Takes one token when `clientKey` has one; never throws (refuseWhenEmpty answers for it next time). */
+  spend(clientKey: string): void;
   /** Express middleware: take() for the request's TCP peer; the error goes to the problem+json handler. */
   readonly middleware: RequestHandler;
 }
@@ -64,7 +71,8 @@ export function createRateLimit(options: RateLimitOptions): RateLimit {
   // Map keeps insertion order: re-inserting on every take makes the first key the least recently seen.
   const buckets = new Map<string, Bucket>();
 
-  function take(clientKey: string): void {
+  /** The bucket of `clientKey`, refilled up to now and marked most recently seen. */
+  function refill(clientKey: string): Bucket {
     const nowMs = now();
     const bucket = buckets.get(clientKey) ?? { tokens: capacity, updatedAtMs: nowMs };
     buckets.delete(clientKey);
@@ -75,14 +83,33 @@ export function createRateLimit(options: RateLimitOptions): RateLimit {
     bucket.updatedAtMs = nowMs;
     buckets.set(clientKey, bucket);
     if (buckets.size > maxClients) buckets.delete(buckets.keys().next().value!);
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1;
-      return;
-    }
-    throw new LinkvaultError('rate_limited', {
+    return bucket;
+  }
+
+  function limited(bucket: Bucket, cause?: unknown): LinkvaultError {
+    return new LinkvaultError('rate_limited', {
       detail: 'Too many requests from this client; retry later',
       retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / tokensPerMs / 1000)),
+      ...(cause === undefined ? {} : { cause }),
     });
+  }
+
+  function take(clientKey: string): void {
+    const bucket = refill(clientKey);
+    if (bucket.tokens < 1) throw limited(bucket);
+    bucket.tokens -= 1;
+  }
+
+  function refuseWhenEmpty(clientKey: string, cause?: unknown): void {
+    // A key never seen has a full bucket: no need to remember it.
+    if (!buckets.has(clientKey)) return;
+    const bucket = refill(clientKey);
+    if (bucket.tokens < 1) throw limited(bucket, cause);
+  }
+
+  function spend(clientKey: string): void {
+    const bucket = refill(clientKey);
+    if (bucket.tokens >= 1) bucket.tokens -= 1;
   }
 
   const middleware: RequestHandler = (req, _res, next) => {
@@ -94,5 +121,5 @@ export function createRateLimit(options: RateLimitOptions): RateLimit {
     }
   };
 
-  return { take, middleware };
+  return { take, refuseWhenEmpty, spend, middleware };
 }

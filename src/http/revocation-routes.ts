@@ -8,6 +8,14 @@ import { sessionOf } from './session-bearer.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 import { createStrictRouter } from './strict-router.js';
+import {
+  isTenantScoped,
+  mayActFor,
+  tenantOutsideScope,
+  tenantRequired,
+  type TenantScoped,
+} from '../auth/tenant-scope.js';
+import type { Store } from '../store/store.js';
 
 /**
  * Revocation routes (docs/api.md): thin — parse, authorize, call links/revocation.ts, shape the reply.
@@ -20,12 +28,18 @@ import { createStrictRouter } from './strict-router.js';
  *   GET    /v1/revocations/{job_id}  service `admin`         → bulk progress
  *
  * An optional JSON body `{reason}` on the DELETEs is recorded as the revocation's reason.
+ *
+ * A tenant-scoped service (auth/tenant-scope.ts) revokes and reads only its tenants' links and
+ * bulk jobs: another tenant's link is 404 link_not_found and its job 404 job_not_found, exactly
+ * like missing ones; a bulk revocation must name one of its tenants.
  */
 
 export interface RevocationRouterDeps {
   readonly revocation: Revocation;
   readonly auth: ServiceAuth;
   readonly sessions: { resolveSession(token: unknown): Promise<SessionRecord> };
+  /** Reads the tenant of a link or a bulk job for a tenant-scoped caller (a link's tenant never changes). */
+  readonly store: Pick<Store, 'getLink' | 'getJobStatus'>;
 }
 
 const MAX_LINK_ID_CHARS = 512;
@@ -63,7 +77,26 @@ function reasonOf(body: Record<string, unknown>, fallback: string): string {
 
 export function createRevocationRouter(deps: RevocationRouterDeps): Router {
   const router = createStrictRouter();
-  const { revocation, auth } = deps;
+  const { revocation, auth, store } = deps;
+
+  /** The link id of the request when `service` may act on it; link_not_found (as for a missing link) otherwise. */
+  async function linkIdWithin(req: Request, service: TenantScoped): Promise<string> {
+    const linkId = linkIdOf(req);
+    if (!isTenantScoped(service)) return linkId;
+    const link = await store.getLink(linkId);
+    if (!link || !mayActFor(service, link.tenantId)) throw new LinkvaultError('link_not_found');
+    return linkId;
+  }
+
+  /** A bulk job another tenant's admin (or an unscoped one, over every tenant) started is not there for a scoped service. */
+  async function jobWithin(jobId: string, service: TenantScoped): Promise<void> {
+    if (!isTenantScoped(service)) return;
+    const row = await store.getJobStatus(jobId);
+    const filter = row?.status.filter as { tenant_id?: unknown } | undefined;
+    const tenantId = filter?.tenant_id;
+    if (typeof tenantId !== 'string' || !mayActFor(service, tenantId))
+      throw new LinkvaultError('job_not_found');
+  }
 
   router.delete(
     '/v1/links/:id',
@@ -73,7 +106,7 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
       const service = authenticatedService(res);
       const body = bodyObject(req);
       onlyBodyMembers(body, ['reason']);
-      const { record } = await revocation.revokeLink(linkIdOf(req), {
+      const { record } = await revocation.revokeLink(await linkIdWithin(req, service), {
         revokedBy: 'service',
         serviceId: service.id,
         reason: reasonOf(body, 'service_request'),
@@ -117,7 +150,8 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
     auth.authenticate,
     auth.requireRole('links:read'),
     async (req, res) => {
-      res.status(200).json(await revocation.getRecord(linkIdOf(req)));
+      const linkId = await linkIdWithin(req, authenticatedService(res));
+      res.status(200).json(await revocation.getRecord(linkId));
     },
   );
 
@@ -140,6 +174,10 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
     if (!tenantId && !providerId)
       throw invalidRequest('tenant_id', 'tenant_id (or provider_id) is required');
     if (userId && !tenantId) throw invalidRequest('tenant_id', 'user_id needs tenant_id');
+    if (isTenantScoped(service)) {
+      if (!tenantId) throw tenantRequired('a bulk revocation by provider reaches every tenant');
+      if (!mayActFor(service, tenantId)) throw tenantOutsideScope();
+    }
     const started = await revocation.startBulk(
       { tenantId, userId, providerId },
       { revokedBy: 'admin', serviceId: service.id, reason, requestId: req.requestId },
@@ -155,6 +193,7 @@ export function createRevocationRouter(deps: RevocationRouterDeps): Router {
       const jobId = req.params.job_id;
       if (typeof jobId !== 'string' || !JOB_ID.test(jobId))
         throw new LinkvaultError('job_not_found');
+      await jobWithin(jobId, authenticatedService(res));
       res.status(200).json(await revocation.getBulkStatus(jobId));
     },
   );

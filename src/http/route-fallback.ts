@@ -1,44 +1,56 @@
 import type { RequestHandler } from 'express';
 import { LinkvaultError } from '../errors.js';
+import type { HttpMethod } from './route-table.js';
 
 /**
- * The shape of Express 5's router (router@2) layers, read structurally: a layer either holds a
- * route (with the methods it handles) or a mounted router/middleware (whose `handle.stack` we
- * descend into). Anything that does not look like this is skipped, so a future router change
- * degrades 405 into 404 rather than breaking requests.
+ * The methods each path supports, computed from the declared route table (route-table.ts) rather
+ * than read out of the router's internals: `Allow` says what the table says, and a test keeps the
+ * table and the mounted routers equal (test/http/openapi-routes.test.ts).
  */
-interface RouterLayer {
-  match?: (path: string) => false | { path: string };
-  route?: { methods?: Readonly<Record<string, boolean>> };
-  handle?: { stack?: unknown };
+export type AllowedMethods = (path: string) => ReadonlySet<string>;
+
+interface DeclaredRoute {
+  readonly method: HttpMethod;
+  /** Path template, `{name}` for one segment. */
+  readonly path: string;
 }
 
-function layersOf(stack: unknown): RouterLayer[] {
-  return Array.isArray(stack) ? (stack as RouterLayer[]) : [];
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-/** Methods the routes in `stack` answer for `path` (including nested routers). */
-function allowedMethods(stack: unknown, path: string, into: Set<string> = new Set()): Set<string> {
-  for (const layer of layersOf(stack)) {
-    if (typeof layer.match !== 'function') continue;
-    let matched: false | { path: string };
-    try {
-      matched = layer.match(path);
-    } catch {
-      continue; // undecodable path: not a route of ours
+/** A template as an exact, case-sensitive matcher (routing is strict: strict-router.ts). */
+function templateMatcher(template: string): RegExp {
+  const source = template
+    .split(/(\{[A-Za-z_][A-Za-z0-9_]*\})/)
+    .map((part) => (/^\{.*\}$/.test(part) ? '[^/]+' : escapeRegExp(part)))
+    .join('');
+  return new RegExp(`^${source}$`);
+}
+
+/** Builds the path → methods lookup for `routes`; GET implies HEAD (RFC 9110 §9.3.2). */
+export function allowedMethodsFrom(routes: readonly DeclaredRoute[]): AllowedMethods {
+  const byTemplate = new Map<string, { matcher: RegExp; methods: Set<string> }>();
+  for (const route of routes) {
+    let entry = byTemplate.get(route.path);
+    if (!entry) {
+      entry = { matcher: templateMatcher(route.path), methods: new Set() };
+      byTemplate.set(route.path, entry);
     }
-    if (!matched) continue;
-    if (layer.route?.methods) {
-      for (const [method, on] of Object.entries(layer.route.methods)) {
-        if (!on || method === '_all') continue;
-        into.add(method.toUpperCase());
-        if (method === 'get') into.add('HEAD');
-      }
-    } else if (layer.handle && Array.isArray(layer.handle.stack)) {
-      allowedMethods(layer.handle.stack, path.slice(matched.path.length) || '/', into);
-    }
+    entry.methods.add(route.method);
+    if (route.method === 'GET') entry.methods.add('HEAD');
   }
-  return into;
+  const entries = [...byTemplate.values()];
+  return (path) => {
+    const allowed = new Set<string>();
+    for (const { matcher, methods } of entries)
+      if (matcher.test(path)) for (const m of methods) allowed.add(m);
+    return allowed;
+  };
+}
+
+function allowHeader(allowed: ReadonlySet<string>): string {
+  return [...allowed].sort().join(', ');
 }
 
 /**
@@ -48,14 +60,14 @@ function allowedMethods(stack: unknown, path: string, into: Set<string> = new Se
  * (RFC 9110 §9.3.7): 204 with Allow for a path we serve; otherwise the fallback's 404 not_found. A CORS
  * preflight therefore fails closed: the answer has no Access-Control-Allow-Origin.
  */
-export function createOptionsAnswer(routerStack: () => unknown): RequestHandler {
+export function createOptionsAnswer(allowedMethods: AllowedMethods): RequestHandler {
   return (req, res, next) => {
     if (req.method !== 'OPTIONS') return next();
-    const allowed = allowedMethods(routerStack(), req.path);
+    const allowed = allowedMethods(req.path);
     // Nothing of ours: the 404 fallback answers, unless a mounted middleware (the sandbox's OAuth
     // server) handles OPTIONS itself.
     if (allowed.size === 0) return next();
-    res.setHeader('Allow', [...allowed].sort().join(', '));
+    res.setHeader('Allow', allowHeader(allowed));
     res.status(204).end();
   };
 }
@@ -64,11 +76,11 @@ export function createOptionsAnswer(routerStack: () => unknown): RequestHandler 
  * Mounted after every route: answers 405 method_not_allowed (with Allow, RFC 9110 §15.5.6) when
  * the path exists under another method, else 404 not_found. Both go through the problem handler.
  */
-export function createRouteFallback(routerStack: () => unknown): RequestHandler {
+export function createRouteFallback(allowedMethods: AllowedMethods): RequestHandler {
   return (req, res, next) => {
-    const allowed = allowedMethods(routerStack(), req.path);
+    const allowed = allowedMethods(req.path);
     if (allowed.size > 0) {
-      res.setHeader('Allow', [...allowed].sort().join(', '));
+      res.setHeader('Allow', allowHeader(allowed));
       next(new LinkvaultError('method_not_allowed'));
       return;
     }

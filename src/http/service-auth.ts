@@ -1,18 +1,26 @@
 import type { KeyObject } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import jwt from 'jsonwebtoken';
 import type { JwtAlg, ServiceDefinition, ServiceRole } from '../auth/services-file.js';
+import type { TenantScoped } from '../auth/tenant-scope.js';
 import { LinkvaultError } from '../errors.js';
+import { clientAddressOf, createRateLimit } from './rate-limit.js';
 
 /**
  * Service authentication: a backend service proves itself with a short-lived JWT signed by one of
  * its registered keys (docs/api.md, "Services file"). Every failure is the same 401 `unauthorized` with a
  * generic detail: which check failed goes nowhere near the caller (no oracle), and the token is
  * never echoed or logged.
+ *
+ * Failures are also counted per client address (rate-limit.ts, the same address rules as the
+ * connect limiter): once an address has spent its share, every request from it answers 429
+ * rate_limited with Retry-After before any token is verified, so a caller guessing keys (or
+ * flooding the verifier with signatures to check) is slowed, while valid callers elsewhere are not.
  */
 
 /** What `authenticate` leaves in `res.locals.service`. */
-export interface AuthenticatedService {
+export interface AuthenticatedService extends TenantScoped {
   readonly id: string;
   readonly roles: ReadonlySet<ServiceRole>;
 }
@@ -27,6 +35,13 @@ export interface ServiceAuthOptions {
   readonly maxTokenBytes?: number;
   /** Verified tokens remembered until they expire (default 10 000; 0 turns the cache off). */
   readonly verifiedCacheSize?: number;
+  /**
+   * Service-auth failures one client address may make per minute (also the burst) before its
+   * requests answer 429 (default DEFAULT_AUTH_FAILURES_PER_MINUTE). Per replica.
+   */
+  readonly failuresPerMinute?: number;
+  /** Proxies of ours in front whose X-Forwarded-For entry names the client (rate-limit.ts; default 0). */
+  readonly trustedProxyHops?: number;
 }
 
 export interface ServiceAuth {
@@ -36,6 +51,14 @@ export interface ServiceAuth {
   verify(authorization: string | undefined): AuthenticatedService | null;
   /** As verify, but says why a token was refused (for the log only: see unauthorized()). Never throws. */
   check(authorization: string | undefined): AuthenticatedService | ServiceAuthRejection;
+  /**
+   * check() for a whole request, with the failure limit of its client address: throws 429
+   * rate_limited (LinkvaultError, with Retry-After) when the address has spent its failures,
+   * and counts a refusal against it. What `authenticate` and the token fast path call.
+   */
+  checkRequest(
+    req: Pick<IncomingMessage, 'headers' | 'socket'>,
+  ): AuthenticatedService | ServiceAuthRejection;
   /** After `authenticate`: passes when the service holds `role`, else 403 `forbidden`. */
   requireRole(role: ServiceRole): RequestHandler;
 }
@@ -58,7 +81,9 @@ export type ServiceAuthFailure =
   | 'issued_in_future'
   | 'not_yet_valid'
   | 'wrong_issuer'
-  | 'wrong_audience';
+  | 'wrong_audience'
+  /** Not a 401: the client address spent its share of failures; the answer is 429 rate_limited. */
+  | 'too_many_failures';
 
 /**
  * The cause of a 401 unauthorized: problem.ts logs a 4xx's cause at debug with the request id
@@ -92,6 +117,9 @@ function rejected(reason: ServiceAuthFailure, kid?: string, serviceId?: string) 
   return new ServiceAuthRejection(reason, kid, serviceId);
 }
 
+/** The cause of every failure-limit 429: one verdict, nothing of the request in it. */
+const TOO_MANY_FAILURES = rejected('too_many_failures');
+
 /** The one 401 for service auth: the same body whatever failed; `rejection` goes to the log only. */
 export function unauthorized(rejection: ServiceAuthRejection): LinkvaultError {
   return new LinkvaultError('unauthorized', { detail: UNAUTHORIZED_DETAIL, cause: rejection });
@@ -116,6 +144,8 @@ export const UNAUTHORIZED_DETAIL = 'A valid service token is required';
 /** RFC 6750 §3: a 401 for bearer auth names the scheme. */
 export const WWW_AUTHENTICATE = 'Bearer error="invalid_token"';
 const DEFAULT_VERIFIED_CACHE_SIZE = 10_000;
+/** LINKVAULT_RATE_LIMIT_PER_MINUTE's default: the same share as connect starts. */
+export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 600;
 
 interface KeyEntry {
   readonly service: AuthenticatedService;
@@ -151,7 +181,11 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
   // kid names exactly one key of exactly one service: the only key and alg we will ever try.
   const byKid = new Map<string, KeyEntry>();
   for (const def of options.services) {
-    const service: AuthenticatedService = Object.freeze({ id: def.id, roles: def.roles });
+    const service: AuthenticatedService = Object.freeze({
+      id: def.id,
+      roles: def.roles,
+      tenants: def.tenants,
+    });
     for (const key of def.keys.values())
       byKid.set(key.kid, { service, alg: key.alg, key: key.key });
   }
@@ -247,13 +281,36 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     return null;
   }
 
+  const failures = createRateLimit({
+    perMinute: options.failuresPerMinute ?? DEFAULT_AUTH_FAILURES_PER_MINUTE,
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  const trustedProxyHops = options.trustedProxyHops ?? 0;
+
+  function checkRequest(
+    req: Pick<IncomingMessage, 'headers' | 'socket'>,
+  ): AuthenticatedService | ServiceAuthRejection {
+    const client = clientAddressOf(req, trustedProxyHops);
+    // Before any verification: an address that has spent its failures gets no more guesses
+    // (429; the reason goes to the debug log with the request id).
+    failures.refuseWhenEmpty(client, TOO_MANY_FAILURES);
+    const outcome = check(req.headers.authorization);
+    if (outcome instanceof ServiceAuthRejection) failures.spend(client);
+    return outcome;
+  }
+
   function verify(authorization: string | undefined): AuthenticatedService | null {
     const outcome = check(authorization);
     return outcome instanceof ServiceAuthRejection ? null : outcome;
   }
 
   const authenticate: RequestHandler = (req: Request, res: Response, next: NextFunction) => {
-    const outcome = check(req.headers.authorization);
+    let outcome: AuthenticatedService | ServiceAuthRejection;
+    try {
+      outcome = checkRequest(req);
+    } catch (err) {
+      return next(err);
+    }
     if (outcome instanceof ServiceAuthRejection) return reject(next, res, outcome);
     res.locals.service = outcome;
     next();
@@ -268,7 +325,7 @@ export function createServiceAuth(options: ServiceAuthOptions): ServiceAuth {
     };
   }
 
-  return { authenticate, requireRole, verify, check };
+  return { authenticate, requireRole, verify, check, checkRequest };
 }
 
 /** 403 for a service without `role`. */

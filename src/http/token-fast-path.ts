@@ -22,6 +22,7 @@ import {
   type ServiceAuth,
 } from './service-auth.js';
 import { answerTokenRequest, TOKEN_ROUTE } from './token-endpoint.js';
+import { refuseIllFormedBody } from './well-formed-input.js';
 
 /**
  * POST /v1/links/:id/token without Express, for the hot path (measured: the Express stack costs
@@ -38,7 +39,7 @@ import { answerTokenRequest, TOKEN_ROUTE } from './token-endpoint.js';
  */
 
 export interface TokenFastPathDeps {
-  readonly auth: Pick<ServiceAuth, 'check'>;
+  readonly auth: Pick<ServiceAuth, 'checkRequest'>;
   readonly release: TokenRelease;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -109,7 +110,7 @@ export function createTokenFastPath(
     requestId: string,
   ): Promise<void> {
     try {
-      const service = auth.check(req.headers.authorization);
+      const service = auth.checkRequest(req);
       if (service instanceof ServiceAuthRejection) {
         res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
         throw unauthorized(service);
@@ -147,6 +148,7 @@ export function createTokenFastPath(
             detail: 'The request body exceeds the size limit',
           });
         body = parseBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+        refuseIllFormedBody(body); // as app.ts's edge does, before routing
       } catch (err) {
         route = UNMATCHED_ROUTE;
         sendProblem(res, err, requestId);

@@ -54,6 +54,14 @@ function illFormed(name: string | null, where: 'body' | 'query') {
   );
 }
 
+/**
+ * The body half of the middleware below, for a route served without Express (the token fast
+ * path, through token-endpoint.ts): the same 400 for the same body.
+ */
+export function refuseIllFormedBody(body: unknown): void {
+  if (body !== undefined) refuseIllFormed(body, 'body');
+}
+
 /** Middleware, after the JSON body parser: 400 invalid_request for ill-formed text in the body or query. */
 export function requireWellFormedInput(): RequestHandler {
   return (req, _res, next) => {

@@ -121,6 +121,34 @@ export function checkedStore(inner: Store): Store {
       return inner.getJobStatus(checkId('id', id));
     },
 
+    async putWebhookEndpoint(endpoint) {
+      checkObject('endpoint', endpoint);
+      checkId('endpoint.id', endpoint.id);
+      checkObject('endpoint.secret', endpoint.secret);
+      return inner.putWebhookEndpoint(endpoint);
+    },
+    async getWebhookEndpoint(id) {
+      return inner.getWebhookEndpoint(checkId('id', id));
+    },
+    async listWebhookEndpoints() {
+      return inner.listWebhookEndpoints();
+    },
+    async deleteWebhookEndpoint(id) {
+      return inner.deleteWebhookEndpoint(checkId('id', id));
+    },
+    async putWebhookDelivery(delivery) {
+      checkObject('delivery', delivery);
+      checkId('delivery.endpointId', delivery.endpointId);
+      checkId('delivery.eventId', delivery.eventId);
+      return inner.putWebhookDelivery(delivery);
+    },
+    async listWebhookDeliveries(endpointId, limit) {
+      return inner.listWebhookDeliveries(
+        checkId('endpointId', endpointId),
+        checkPositiveInt('limit', limit),
+      );
+    },
+
     async acquireLock(name, ttlMs) {
       checkId('name', name);
       return inner.acquireLock(name, checkPositiveInt('ttlMs', ttlMs));

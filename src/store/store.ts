@@ -11,6 +11,7 @@
 import type { LinkFilter, LinkRecord } from '../links/link.js';
 import type { SessionRecord } from '../links/connect/sessions.js';
 import type { GrantRecord } from '../links/release/grants.js';
+import type { SealedRecord } from '../keys/sealed-record.js';
 
 /** Server-side state of one authorization request, keyed by a hash of `state`. Opaque JSON to the store. */
 export type FlowStateRecord = Readonly<Record<string, unknown>>;
@@ -198,6 +199,52 @@ export interface JobQueueStore {
   ): Promise<boolean>;
 }
 
+/** A receiver of lifecycle webhooks. The signing secret is sealed like a token set. */
+export interface WebhookEndpointRecord {
+  readonly id: string;
+  readonly url: string;
+  /** Event types delivered; null for every type. */
+  readonly events: readonly string[] | null;
+  /** Only events of links in this tenant; null for every tenant. */
+  readonly tenantId: string | null;
+  readonly secret: SealedRecord;
+  readonly createdAtMs: number;
+  /** Set when the receiver answered 410 Gone: nothing more is delivered. */
+  readonly disabledAtMs: number | null;
+  readonly disabledReason: string | null;
+}
+
+/** Where one event's delivery to one endpoint stands. */
+export interface WebhookDeliveryRecord {
+  readonly endpointId: string;
+  readonly eventId: string;
+  readonly type: string;
+  readonly status: 'delivered' | 'retrying' | 'failed';
+  readonly attempts: number;
+  readonly lastStatusCode: number | null;
+  readonly nextAttemptAtMs: number | null;
+  readonly updatedAtMs: number;
+}
+
+/** Webhook endpoints and their recent deliveries. */
+export interface WebhookStore {
+  /** Creates or replaces the endpoint. */
+  putWebhookEndpoint(endpoint: WebhookEndpointRecord): Promise<void>;
+  /** The endpoint, or null when absent. */
+  getWebhookEndpoint(id: string): Promise<WebhookEndpointRecord | null>;
+  /** Every endpoint, oldest first. */
+  listWebhookEndpoints(): Promise<WebhookEndpointRecord[]>;
+  /** Deletes the endpoint and its delivery records; true when it existed. */
+  deleteWebhookEndpoint(id: string): Promise<boolean>;
+  /** Creates or replaces the record of (endpointId, eventId); only the newest 100 per endpoint are kept. */
+  putWebhookDelivery(delivery: WebhookDeliveryRecord): Promise<void>;
+  /** The endpoint's delivery records, most recently updated first, at most `limit`. */
+  listWebhookDeliveries(endpointId: string, limit: number): Promise<WebhookDeliveryRecord[]>;
+}
+
+/** Deliveries kept per webhook endpoint. */
+export const WEBHOOK_DELIVERIES_KEPT = 100;
+
 /** Everything linkvault keeps; factories ask for the capabilities they use (`Pick<Store, ...>` or one of the parts). */
 export interface Store
   extends
@@ -210,4 +257,5 @@ export interface Store
     DocumentStore,
     LockStore,
     AuditLogStore,
-    JobQueueStore {}
+    JobQueueStore,
+    WebhookStore {}

@@ -13,7 +13,12 @@ import { makeTestServices } from '../support/service-jwt.js';
  */
 
 const t = makeTestServices();
-const auth = createServiceAuth({ services: t.services, audience: t.audience });
+// Every variant is a failure from one address: the failure limit (service-auth-failure-limit.test.ts) is out of the way here.
+const auth = createServiceAuth({
+  services: t.services,
+  audience: t.audience,
+  failuresPerMinute: 1_000_000,
+});
 
 function seededRandom(seed: number): () => number {
   let s = seed >>> 0;
@@ -26,7 +31,10 @@ function seededRandom(seed: number): () => number {
 }
 
 function runMiddleware(authorization: string): { outcome: 'pass' | 'error'; err?: unknown } {
-  const req = { headers: { authorization } } as unknown as Request;
+  const req = {
+    headers: { authorization },
+    socket: { remoteAddress: '127.0.0.1' },
+  } as unknown as Request;
   const res = { locals: {}, setHeader: () => undefined } as unknown as Response;
   let result: { outcome: 'pass' | 'error'; err?: unknown } | null = null;
   const next: NextFunction = (err?: unknown) => {

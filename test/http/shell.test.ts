@@ -13,6 +13,7 @@ import { LocalKeyProvider } from '../../src/keys/local-key-provider.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+import { ROUTE_TABLE, type RouteSpec } from '../../src/http/route-table.js';
 
 /** Collects log lines and lets a test await the line it expects (the request line is written on response close). */
 class LogCapture extends Writable {
@@ -87,6 +88,8 @@ function featureRouter(): express.Router {
   return router;
 }
 
+const GET = (path: string): RouteSpec => ({ ...ROUTE_TABLE[0]!, path });
+
 function buildApp(overrides: Partial<AppDeps> = {}): express.Express {
   return createApp({
     config: loadConfig({}, dir),
@@ -95,6 +98,12 @@ function buildApp(overrides: Partial<AppDeps> = {}): express.Express {
     metrics,
     log,
     routers: [featureRouter()],
+    // The routes declared for Allow: the operations routes and the feature router's.
+    routes: [
+      ...ROUTE_TABLE.filter((r) => r.tag === 'operations'),
+      ...(['/v1/links/{id}', '/v1/boom', '/v1/busy'] as const).map((path) => GET(path)),
+      { ...GET('/v1/echo'), method: 'POST' as const },
+    ],
     ...overrides,
   });
 }

@@ -696,6 +696,82 @@ export function runStoreContract(name: string, makeStore: () => Promise<StoreUnd
       });
     });
 
+    // ---- webhooks ----
+
+    it('when webhook endpoints are stored, then they list oldest first, read back whole and delete with their deliveries', async () => {
+      const secret = { v: 1, alg: 'A256GCM', kid: 'k', edk: 'e', iv: 'i', ct: 'c', tag: 't' };
+      const make = (id: string, createdAtMs: number) => ({
+        id,
+        url: `https://hooks.example/${id}`,
+        events: id === 'wh-b' ? null : ['link.revoked'],
+        tenantId: id === 'wh-b' ? null : 'acme',
+        secret: secret as never,
+        createdAtMs,
+        disabledAtMs: null,
+        disabledReason: null,
+      });
+      await store.putWebhookEndpoint(make('wh-b', 2000));
+      await store.putWebhookEndpoint(make('wh-a:{x}', 1000));
+      assert.deepEqual(
+        (await store.listWebhookEndpoints()).map((e) => e.id),
+        ['wh-a:{x}', 'wh-b'],
+      );
+      assert.deepEqual(await store.getWebhookEndpoint('wh-b'), make('wh-b', 2000));
+      await store.putWebhookEndpoint({
+        ...make('wh-b', 2000),
+        disabledAtMs: 5,
+        disabledReason: 'gone',
+      });
+      assert.equal((await store.getWebhookEndpoint('wh-b'))?.disabledReason, 'gone');
+
+      for (let i = 0; i < 105; i++)
+        await store.putWebhookDelivery({
+          endpointId: 'wh-b',
+          eventId: `evt-${i}`,
+          type: 'link.revoked',
+          status: 'retrying',
+          attempts: 1,
+          lastStatusCode: 500,
+          nextAttemptAtMs: 10_000 + i,
+          updatedAtMs: 1000 + i,
+        });
+      await store.putWebhookDelivery({
+        endpointId: 'wh-b',
+        eventId: 'evt-103',
+        type: 'link.revoked',
+        status: 'delivered',
+        attempts: 2,
+        lastStatusCode: 204,
+        nextAttemptAtMs: null,
+        updatedAtMs: 9000,
+      });
+      const recent = await store.listWebhookDeliveries('wh-b', 1000);
+      assert.equal(recent.length, 100, 'only the newest 100 are kept');
+      assert.deepEqual(recent[0], {
+        endpointId: 'wh-b',
+        eventId: 'evt-103',
+        type: 'link.revoked',
+        status: 'delivered',
+        attempts: 2,
+        lastStatusCode: 204,
+        nextAttemptAtMs: null,
+        updatedAtMs: 9000,
+      });
+      assert.equal(recent[1]!.eventId, 'evt-104');
+      assert.ok(!recent.some((d) => ['evt-0', 'evt-4'].includes(d.eventId)), 'the oldest went');
+      assert.equal((await store.listWebhookDeliveries('wh-b', 3)).length, 3);
+      assert.deepEqual(await store.listWebhookDeliveries('wh-a:{x}', 10), []);
+
+      assert.equal(await store.deleteWebhookEndpoint('wh-b'), true);
+      assert.equal(await store.deleteWebhookEndpoint('wh-b'), false);
+      assert.equal(await store.getWebhookEndpoint('wh-b'), null);
+      assert.deepEqual(await store.listWebhookDeliveries('wh-b', 10), []);
+      assert.deepEqual(
+        (await store.listWebhookEndpoints()).map((e) => e.id),
+        ['wh-a:{x}'],
+      );
+    });
+
     // ---- locks ----
 
     it('when a lock is held, then only its owner extends or releases it', async () => {

@@ -21,6 +21,7 @@ import type { Audit } from '../audit/audit.js';
 import type { Catalogue, ProviderEntry } from '../../providers/catalogue.js';
 import type { Sessions } from './sessions.js';
 import { openTokenSet, sealTokenSet } from '../sealing/token-vault.js';
+import { notEnabledDetail } from '../../providers/credential-variables.js';
 
 /**
  * The connect flow, as named steps top to bottom.
@@ -421,7 +422,7 @@ export function createConnect(deps: ConnectDeps): Connect {
     const entry = catalogue.get(providerId);
     if (!entry || !catalogue.isEnabled(providerId))
       throw new LinkvaultError('provider_not_found', {
-        detail: 'No such provider, or it is not enabled',
+        detail: entry ? notEnabledDetail(providerId) : 'No such provider, or it is not enabled',
       });
     return entry;
   }

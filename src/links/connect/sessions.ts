@@ -6,6 +6,7 @@ import type { Catalogue } from '../../providers/catalogue.js';
 import { toRfc3339 } from '../link.js';
 import { checkReturnTo } from './return-to.js';
 import { PROVIDER_ID_PATTERN } from '../../providers/provider-id.js';
+import { credentialVariables } from '../../providers/credential-variables.js';
 
 export interface SessionRecord {
   readonly id: string;
@@ -79,10 +80,10 @@ export interface Sessions {
 const TOKEN_BYTES = 32;
 /** base64url of 32 bytes, unpadded. Anything else is not one of ours and is refused before hashing. */
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]{43}$/;
-/** Tenant and user ids are the caller's own identifiers: printable, bounded, no controls. */
+/** Tenant and user ids are the caller's own identifiers: printable, bounded, no controls, no lone surrogates (not UTF-8). */
 const MAX_ID_CHARS = 256;
 const ID_PATTERN =
-  /^[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}](?:[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}])?$/u;
+  /^[^\s\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}](?:[^\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]*[^\s\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}])?$/u;
 const MAX_PROVIDERS = 100;
 /** user_display is shown to people: printable text, one line, short enough for a page header. */
 export const MAX_USER_DISPLAY_CHARS = 128;
@@ -152,7 +153,7 @@ export function createSessions(deps: SessionsDeps): Sessions {
       // The id matched the catalogue's own id syntax above, so naming it in the detail is safe.
       if (!deps.catalogue.isEnabled(id)) {
         throw new LinkvaultError('invalid_request', {
-          detail: `provider "${id}" is not an enabled provider`,
+          detail: `provider "${id}" is not an enabled provider (a catalogue provider is enabled by ${credentialVariables(id).clientId} and ${credentialVariables(id).clientSecret})`,
           extra: { parameter: 'providers', provider_id: id },
         });
       }

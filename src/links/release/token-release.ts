@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { mayActFor, type TenantScoped } from '../../auth/tenant-scope.js';
 import { isLinkvaultError, LinkvaultError } from '../../errors.js';
 import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
@@ -21,7 +22,8 @@ import { openTokenSet } from '../sealing/token-vault.js';
  */
 
 export interface ReleaseRequest {
-  readonly service: { readonly id: string };
+  /** The caller; a tenant-scoped one sees a link outside its tenants as missing (link_not_found). */
+  readonly service: { readonly id: string } & TenantScoped;
   readonly linkId: string;
   /** Scopes the caller needs; each must be allowed by its grant. */
   readonly scopes?: readonly string[] | null;
@@ -73,7 +75,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     let provider = 'unknown';
     try {
       const [link, grants] = await Promise.all([
-        loadLink(request.linkId),
+        loadLink(request.linkId, request.service),
         store.listGrants(request.service.id),
       ]);
       provider = link.providerId;
@@ -94,9 +96,9 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     }
   }
 
-  async function loadLink(linkId: string): Promise<LinkRecord> {
+  async function loadLink(linkId: string, service: TenantScoped): Promise<LinkRecord> {
     const link = await store.getLink(linkId);
-    if (!link) throw new LinkvaultError('link_not_found');
+    if (!link || !mayActFor(service, link.tenantId)) throw new LinkvaultError('link_not_found');
     return link;
   }
 

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
-import { createJobWorker, type JobWorkerOptions } from '../../jobs/job-worker.js';
+import { createJobWorker, type JobHandler, type JobWorkerOptions } from '../../jobs/job-worker.js';
 import { Throttle } from '../../jobs/throttle.js';
 import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
@@ -99,6 +99,11 @@ export interface RevocationWorkerDeps {
   readonly log: Logger;
   readonly now?: () => number;
   readonly options?: Partial<RevocationWorkerOptions>;
+  /**
+   * Handlers of other job kinds sharing the durable queue (webhook deliveries): one worker claims
+   * every kind, so no kind is claimed and put back by a worker that cannot run it.
+   */
+  readonly otherJobs?: Readonly<Record<string, JobHandler>>;
 }
 
 export interface RevocationWorker {
@@ -138,6 +143,7 @@ export function createRevocationWorker(deps: RevocationWorkerDeps): RevocationWo
         options,
       }),
       [BULK_REVOCATION_JOB_KIND]: createBulkRevocationJob({ ...deps, now, options }),
+      ...deps.otherJobs,
     },
     log,
     now,

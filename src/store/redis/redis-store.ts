@@ -35,6 +35,8 @@ import {
 import { RedisKeys, type RedisDocumentSlot } from './keys.js';
 import { defineScripts, type ScriptCommands } from './scripts.js';
 import type { ReplicaWait } from './replica-wait.js';
+import type { WebhookDeliveryRecord, WebhookEndpointRecord, WebhookStore } from '../store.js';
+import { createRedisWebhooks } from './redis-webhooks.js';
 
 /** The store's own guard fires shortly after ioredis's command timeout. */
 const GUARD_MS = REDIS_COMMAND_TIMEOUT_MS + 200;
@@ -84,6 +86,7 @@ export class RedisStore implements Store {
   readonly #tenantOfLink = new Map<string, string>();
   readonly #tenantCacheSize: number;
   readonly #replicaWait: ReplicaWait | undefined;
+  readonly #webhooks: WebhookStore;
   #closed = false;
   /** Set once this process knows every link is in the expiry index (#ensureExpiryIndex). */
   #expiryIndexBuilt = false;
@@ -99,6 +102,7 @@ export class RedisStore implements Store {
     this.#tenantCacheSize = options.tenantCacheSize ?? 100_000;
     this.#replicaWait = options.replicaWait;
     this.#scripts = defineScripts(this.#client);
+    this.#webhooks = createRedisWebhooks(this.#client, options.keyPrefix, (op) => this.#call(op));
     // Without a listener ioredis prints every connection error to the console; log them, sanitised and rate-limited.
     this.#client.on('error', this.#onClientError);
   }
@@ -766,6 +770,32 @@ export class RedisStore implements Store {
   async getJobStatus(id: string): Promise<JobStatusRecord | null> {
     const status = await this.#getDocument('js', id);
     return status === null ? null : { id, status };
+  }
+
+  // ---- webhooks (redis-webhooks.ts) ----
+
+  putWebhookEndpoint(endpoint: WebhookEndpointRecord): Promise<void> {
+    return this.#webhooks.putWebhookEndpoint(endpoint);
+  }
+
+  getWebhookEndpoint(id: string): Promise<WebhookEndpointRecord | null> {
+    return this.#webhooks.getWebhookEndpoint(id);
+  }
+
+  listWebhookEndpoints(): Promise<WebhookEndpointRecord[]> {
+    return this.#webhooks.listWebhookEndpoints();
+  }
+
+  deleteWebhookEndpoint(id: string): Promise<boolean> {
+    return this.#webhooks.deleteWebhookEndpoint(id);
+  }
+
+  putWebhookDelivery(delivery: WebhookDeliveryRecord): Promise<void> {
+    return this.#webhooks.putWebhookDelivery(delivery);
+  }
+
+  listWebhookDeliveries(endpointId: string, limit: number): Promise<WebhookDeliveryRecord[]> {
+    return this.#webhooks.listWebhookDeliveries(endpointId, limit);
   }
 
   // ---- maintenance ----

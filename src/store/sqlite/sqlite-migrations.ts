@@ -106,6 +106,22 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       }
     },
   },
+  {
+    version: 3,
+    description: 'webhook endpoints and deliveries',
+    up: (db) =>
+      db.exec(`
+        CREATE TABLE webhook_endpoints (id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL, body TEXT NOT NULL) STRICT;
+        CREATE TABLE webhook_deliveries (
+          endpoint_id TEXT NOT NULL,
+          event_id TEXT NOT NULL,
+          updated_at_ms INTEGER NOT NULL,
+          body TEXT NOT NULL,
+          PRIMARY KEY (endpoint_id, event_id)
+        ) STRICT;
+        CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (endpoint_id, updated_at_ms);
+      `),
+  },
 ];
 
 /**

@@ -39,6 +39,8 @@ import type {
   Store,
 } from '../store.js';
 import type { GrantRecord } from '../../links/release/grants.js';
+import type { WebhookDeliveryRecord, WebhookEndpointRecord, WebhookStore } from '../store.js';
+import { createSqliteWebhooks } from './sqlite-webhooks.js';
 import type { LinkFilter, LinkRecord } from '../../links/link.js';
 import type { SessionRecord } from '../../links/connect/sessions.js';
 
@@ -90,6 +92,7 @@ export class SqliteStore implements Store {
   #closed = false;
 
   readonly #s: ReturnType<typeof prepareStatements>;
+  readonly #webhooks: WebhookStore;
 
   /** Opens (creating when missing) the database and applies pending migrations. Throws on failure. */
   constructor(options: SqliteStoreOptions) {
@@ -112,6 +115,7 @@ export class SqliteStore implements Store {
       throw err;
     }
     this.#db = db;
+    this.#webhooks = createSqliteWebhooks(db, (fn) => this.#run(fn));
     this.#purgeTimer = setInterval(() => this.#purgeExpired(), options.purgeIntervalMs ?? 60_000);
     this.#purgeTimer.unref();
   }
@@ -385,6 +389,32 @@ export class SqliteStore implements Store {
       const status = this.#s.jobStatus.get(id);
       return status === null ? null : { id, status };
     });
+  }
+
+  // ---- webhooks (sqlite-webhooks.ts) ----
+
+  putWebhookEndpoint(endpoint: WebhookEndpointRecord): Promise<void> {
+    return this.#webhooks.putWebhookEndpoint(endpoint);
+  }
+
+  getWebhookEndpoint(id: string): Promise<WebhookEndpointRecord | null> {
+    return this.#webhooks.getWebhookEndpoint(id);
+  }
+
+  listWebhookEndpoints(): Promise<WebhookEndpointRecord[]> {
+    return this.#webhooks.listWebhookEndpoints();
+  }
+
+  deleteWebhookEndpoint(id: string): Promise<boolean> {
+    return this.#webhooks.deleteWebhookEndpoint(id);
+  }
+
+  putWebhookDelivery(delivery: WebhookDeliveryRecord): Promise<void> {
+    return this.#webhooks.putWebhookDelivery(delivery);
+  }
+
+  listWebhookDeliveries(endpointId: string, limit: number): Promise<WebhookDeliveryRecord[]> {
+    return this.#webhooks.listWebhookDeliveries(endpointId, limit);
   }
 
   // ---- locks ----

@@ -102,7 +102,10 @@ describe('when a service mints a session and the browser uses it', () => {
       if (parameter) assert.equal(answer.json?.parameter, parameter, JSON.stringify(body));
     }
     const notEnabled = await post({ tenant_id: 't', user_id: 'u', providers: ['hubspot'] });
-    assert.equal(notEnabled.json?.detail, 'provider "hubspot" is not an enabled provider');
+    assert.equal(
+      notEnabled.json?.detail,
+      'provider "hubspot" is not an enabled provider (a catalogue provider is enabled by LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID and LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET)',
+    );
     assert.equal(
       (await post({ tenant_id: 't', user_id: 'u' }, h.services.bearer('billing-hs'))).json?.code,
       'forbidden',

@@ -1,0 +1,557 @@
+import type { ServiceRole } from '../auth/services-file.js';
+import type { ErrorCode } from '../errors.js';
+
+/**
+ * The one declaration of every route linkvault serves: method, path template, who may call it,
+ * what it takes and what it answers, and the error codes it can give. The OpenAPI document
+ * (openapi.ts, GET /openapi.json) is generated from it, the 405/OPTIONS `Allow` answers
+ * (route-fallback.ts) are computed from it, and test/http/openapi-routes.test.ts checks that the
+ * mounted routers serve exactly these routes and that their real answers match the schemas.
+ *
+ * Adding a route is one entry here (schemas by name from openapi-schemas.ts) next to its handler.
+ */
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** none: anyone; service: a service JWT (optionally a role); session: a session bearer. */
+export type RouteSecurity = 'none' | 'service' | 'session';
+
+export interface RouteParameter {
+  readonly name: string;
+  readonly in: 'query' | 'path';
+  readonly description: string;
+  readonly schema: Readonly<Record<string, unknown>>;
+  readonly required?: boolean;
+}
+
+export interface RouteAnswer {
+  readonly status: number;
+  readonly description: string;
+  /** A schema name in openapi-schemas.ts (application/json unless contentType says otherwise); none: no body. */
+  readonly schema?: string;
+  readonly contentType?: string;
+  /** Answer headers worth declaring (name → description). */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export interface RouteSpec {
+  readonly method: HttpMethod;
+  /** OpenAPI path template: `/v1/links/{id}`. Express spells it `/v1/links/:id` (expressPath). */
+  readonly path: string;
+  readonly operationId: string;
+  readonly summary: string;
+  readonly tag: string;
+  readonly security: RouteSecurity;
+  /** The service role the route requires (security 'service'). */
+  readonly role?: ServiceRole;
+  /** In the OpenAPI document (the public API); false for pages, assets and operations endpoints. */
+  readonly api: boolean;
+  /** Mounted only with this feature on (the sandbox provider's pages). */
+  readonly only?: 'sandbox';
+  readonly parameters?: readonly RouteParameter[];
+  /** Request body schema name (application/json). */
+  readonly body?: { readonly schema: string; readonly required: boolean };
+  readonly answers: readonly RouteAnswer[];
+  /** Error codes this route can answer with, besides the ones every route of its kind can (routeErrors). */
+  readonly errors: readonly ErrorCode[];
+}
+
+const ID = { type: 'string', minLength: 1, maxLength: 512 } as const;
+
+function pathParam(name: string, description: string): RouteParameter {
+  return { name, in: 'path', description, schema: ID, required: true };
+}
+
+function queryParam(
+  name: string,
+  description: string,
+  schema: Readonly<Record<string, unknown>> = ID,
+): RouteParameter {
+  return { name, in: 'query', description, schema };
+}
+
+const LINK_ID = pathParam('id', 'The link id (`lnk_…`).');
+const NO_STORE = { 'Cache-Control': '`no-store`' };
+
+const json = (status: number, description: string, schema: string): RouteAnswer => ({
+  status,
+  description,
+  schema,
+});
+
+/** Every route linkvault serves (the sandbox's pages only with LINKVAULT_SANDBOX). */
+export const ROUTE_TABLE: readonly RouteSpec[] = [
+  // Operations
+  {
+    method: 'GET',
+    path: '/healthz',
+    operationId: 'getHealth',
+    summary: 'The process is up',
+    tag: 'operations',
+    security: 'none',
+    api: true,
+    answers: [json(200, 'Up', 'Health')],
+    errors: [],
+  },
+  {
+    method: 'GET',
+    path: '/readyz',
+    operationId: 'getReadiness',
+    summary: 'Ready when the store and the key provider answer',
+    tag: 'operations',
+    security: 'none',
+    api: true,
+    answers: [json(200, 'Ready', 'Readiness')],
+    errors: ['not_ready'],
+  },
+  {
+    method: 'GET',
+    path: '/metrics',
+    operationId: 'getMetrics',
+    summary: 'Prometheus metrics',
+    tag: 'operations',
+    security: 'none',
+    api: false,
+    answers: [{ status: 200, description: 'Metrics', contentType: 'text/plain' }],
+    errors: [],
+  },
+  {
+    method: 'GET',
+    path: '/openapi.json',
+    operationId: 'getOpenApiDocument',
+    summary: 'This OpenAPI 3.1 document',
+    tag: 'operations',
+    security: 'none',
+    api: true,
+    answers: [json(200, 'The document', 'OpenApiDocument')],
+    errors: [],
+  },
+
+  // Providers
+  {
+    method: 'GET',
+    path: '/v1/providers',
+    operationId: 'listProviders',
+    summary: 'Enabled providers',
+    tag: 'providers',
+    security: 'none',
+    api: true,
+    answers: [json(200, 'Enabled providers', 'ProviderList')],
+    errors: [],
+  },
+  {
+    method: 'GET',
+    path: '/v1/me/providers',
+    operationId: 'listMyProviders',
+    summary: 'The enabled providers this session may connect',
+    tag: 'providers',
+    security: 'session',
+    api: true,
+    answers: [json(200, 'Providers', 'ProviderList')],
+    errors: [],
+  },
+
+  // Connect
+  {
+    method: 'POST',
+    path: '/v1/sessions',
+    operationId: 'createSession',
+    summary: 'Mint a session for one end user',
+    tag: 'sessions',
+    security: 'service',
+    role: 'sessions',
+    api: true,
+    body: { schema: 'SessionRequest', required: true },
+    answers: [{ ...json(201, 'Session created', 'Session'), headers: NO_STORE }],
+    errors: ['invalid_return_to', 'provider_not_found'],
+  },
+  {
+    method: 'GET',
+    path: '/v1/connect/{provider_id}',
+    operationId: 'startConnect',
+    summary: 'Start a connect flow (browser)',
+    tag: 'connect',
+    security: 'none',
+    api: true,
+    parameters: [
+      pathParam('provider_id', 'The provider to connect.'),
+      queryParam('session', 'The session token.'),
+      queryParam('display', 'page or popup.', { type: 'string', enum: ['page', 'popup'] }),
+    ],
+    answers: [
+      {
+        status: 302,
+        description: "To the provider's authorization URL",
+        headers: { Location: "The provider's authorization URL" },
+      },
+    ],
+    errors: [
+      'provider_not_found',
+      'provider_not_allowed',
+      'session_expired',
+      'rate_limited',
+      'provider_unavailable',
+      'provider_misconfigured',
+    ],
+  },
+  {
+    method: 'GET',
+    path: '/v1/oauth/callback/{provider_id}',
+    operationId: 'completeConnect',
+    summary: "The provider's redirect back (browser)",
+    tag: 'connect',
+    security: 'none',
+    api: true,
+    parameters: [pathParam('provider_id', 'The provider.')],
+    answers: [
+      {
+        status: 303,
+        description: 'To return_to or the hosted result page',
+        headers: { Location: 'Where the browser goes next' },
+      },
+      json(200, 'The outcome, to a client that asks for JSON', 'ConnectResult'),
+    ],
+    errors: [
+      'invalid_state',
+      'flow_binding_mismatch',
+      'issuer_mismatch',
+      'provider_denied',
+      'authorization_code_rejected',
+      'invalid_token_response',
+      'provider_error',
+      'provider_unavailable',
+      'provider_misconfigured',
+      'key_service_unavailable',
+      'audit_unavailable',
+      'rate_limited',
+    ],
+  },
+
+  // Links
+  {
+    method: 'GET',
+    path: '/v1/links',
+    operationId: 'listLinks',
+    summary: 'List links',
+    tag: 'links',
+    security: 'service',
+    role: 'links:read',
+    api: true,
+    parameters: [
+      queryParam('tenant_id', 'Only this tenant.'),
+      queryParam('user_id', 'Only this user.'),
+      queryParam('provider_id', 'Only this provider.'),
+      queryParam('status', 'Only links in this status.', {
+        type: 'string',
+        enum: ['active', 'needs_reauth', 'revoked'],
+      }),
+    ],
+    answers: [json(200, 'Links', 'LinkList')],
+    errors: [],
+  },
+  {
+    method: 'GET',
+    path: '/v1/links/{id}',
+    operationId: 'getLink',
+    summary: 'One link (never tokens)',
+    tag: 'links',
+    security: 'service',
+    role: 'links:read',
+    api: true,
+    parameters: [LINK_ID],
+    answers: [json(200, 'The link', 'Link')],
+    errors: ['link_not_found'],
+  },
+  {
+    method: 'GET',
+    path: '/v1/me/links',
+    operationId: 'listMyLinks',
+    summary: "The session user's links",
+    tag: 'links',
+    security: 'session',
+    api: true,
+    answers: [json(200, 'Links', 'LinkList')],
+    errors: [],
+  },
+  {
+    method: 'POST',
+    path: '/v1/links/{id}/token',
+    operationId: 'getToken',
+    summary: "Release the link's access token (refreshed when due)",
+    tag: 'tokens',
+    security: 'service',
+    role: 'tokens',
+    api: true,
+    parameters: [LINK_ID],
+    body: { schema: 'TokenRequest', required: false },
+    answers: [{ ...json(200, 'An access token', 'AccessToken'), headers: NO_STORE }],
+    errors: [
+      'link_not_found',
+      'no_grant',
+      'scope_not_granted',
+      'reauth_required',
+      'refresh_not_possible',
+      'link_revoked',
+      'conflict',
+      'provider_error',
+      'invalid_token_response',
+      'provider_unavailable',
+      'provider_misconfigured',
+      'key_service_unavailable',
+      'audit_unavailable',
+      'sealed_record_invalid',
+    ],
+  },
+
+  // Revocation
+  {
+    method: 'DELETE',
+    path: '/v1/links/{id}',
+    operationId: 'revokeLink',
+    summary: 'Revoke a link',
+    tag: 'revocation',
+    security: 'service',
+    role: 'links:revoke',
+    api: true,
+    parameters: [LINK_ID],
+    body: { schema: 'RevokeRequest', required: false },
+    answers: [json(200, 'The revocation record', 'RevocationRecord')],
+    errors: ['link_not_found', 'conflict', 'audit_unavailable'],
+  },
+  {
+    method: 'GET',
+    path: '/v1/links/{id}/revocation',
+    operationId: 'getRevocation',
+    summary: "A revoked link's revocation record",
+    tag: 'revocation',
+    security: 'service',
+    role: 'links:read',
+    api: true,
+    parameters: [LINK_ID],
+    answers: [json(200, 'The revocation record', 'RevocationRecord')],
+    errors: ['link_not_found', 'revocation_not_found'],
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/me/links/{id}',
+    operationId: 'revokeMyLink',
+    summary: "Revoke one of the session user's links",
+    tag: 'revocation',
+    security: 'session',
+    api: true,
+    parameters: [LINK_ID],
+    body: { schema: 'RevokeRequest', required: false },
+    answers: [json(200, 'The revocation record', 'RevocationRecord')],
+    errors: ['link_not_found', 'conflict', 'audit_unavailable'],
+  },
+  {
+    method: 'GET',
+    path: '/v1/me/links/{id}/revocation',
+    operationId: 'getMyRevocation',
+    summary: "The revocation record of one of the session user's links",
+    tag: 'revocation',
+    security: 'session',
+    api: true,
+    parameters: [LINK_ID],
+    answers: [json(200, 'The revocation record', 'RevocationRecord')],
+    errors: ['link_not_found', 'revocation_not_found'],
+  },
+  {
+    method: 'POST',
+    path: '/v1/revocations',
+    operationId: 'startBulkRevocation',
+    summary: "Bulk revoke (a user's erasure is tenant_id + user_id)",
+    tag: 'revocation',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    body: { schema: 'BulkRevocationRequest', required: true },
+    answers: [json(202, 'The job started', 'BulkRevocationStarted')],
+    errors: ['audit_unavailable'],
+  },
+  {
+    method: 'GET',
+    path: '/v1/revocations/{job_id}',
+    operationId: 'getBulkRevocation',
+    summary: "A bulk revocation's progress",
+    tag: 'revocation',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    parameters: [pathParam('job_id', 'The job id (`rvj_…`).')],
+    answers: [json(200, 'Progress', 'BulkRevocationStatus')],
+    errors: ['job_not_found'],
+  },
+
+  // Grants
+  {
+    method: 'POST',
+    path: '/v1/grants',
+    operationId: 'createGrant',
+    summary: 'Allow a service to obtain tokens',
+    tag: 'grants',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    body: { schema: 'GrantRequest', required: true },
+    answers: [json(201, 'The grant', 'Grant')],
+    errors: ['scope_exceeds_link', 'grant_never_matches', 'audit_unavailable'],
+  },
+  {
+    method: 'GET',
+    path: '/v1/grants',
+    operationId: 'listGrants',
+    summary: 'List grants',
+    tag: 'grants',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    parameters: [queryParam('service_id', 'Only grants for this service.')],
+    answers: [json(200, 'Grants', 'GrantList')],
+    errors: [],
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/grants/{id}',
+    operationId: 'deleteGrant',
+    summary: 'Remove a grant',
+    tag: 'grants',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    parameters: [pathParam('id', 'The grant id.')],
+    answers: [{ status: 204, description: 'Removed' }],
+    errors: ['grant_not_found', 'audit_unavailable'],
+  },
+
+  // Webhook endpoints
+  {
+    method: 'POST',
+    path: '/v1/webhook-endpoints',
+    operationId: 'createWebhookEndpoint',
+    summary: 'Register a webhook endpoint (its secret is in this answer only)',
+    tag: 'webhooks',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    body: { schema: 'WebhookEndpointRequest', required: true },
+    answers: [json(201, 'The endpoint and its secret', 'CreatedWebhookEndpoint')],
+    errors: ['invalid_webhook_url'],
+  },
+  {
+    method: 'GET',
+    path: '/v1/webhook-endpoints',
+    operationId: 'listWebhookEndpoints',
+    summary: 'List webhook endpoints (no secrets)',
+    tag: 'webhooks',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    answers: [json(200, 'Endpoints', 'WebhookEndpointList')],
+    errors: [],
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/webhook-endpoints/{id}',
+    operationId: 'deleteWebhookEndpoint',
+    summary: 'Remove a webhook endpoint',
+    tag: 'webhooks',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    parameters: [pathParam('id', 'The endpoint id.')],
+    answers: [{ status: 204, description: 'Removed' }],
+    errors: ['webhook_endpoint_not_found'],
+  },
+  {
+    method: 'GET',
+    path: '/v1/webhook-endpoints/{id}/deliveries',
+    operationId: 'listWebhookDeliveries',
+    summary: "An endpoint's recent deliveries",
+    tag: 'webhooks',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    parameters: [pathParam('id', 'The endpoint id.')],
+    answers: [json(200, 'Deliveries', 'WebhookDeliveryList')],
+    errors: ['webhook_endpoint_not_found'],
+  },
+
+  // Pages and the connect script (not part of the JSON API)
+  ...(
+    [
+      ['/sdk/connect.js', 'getConnectScript', 'The connect script (latest)'],
+      ['/sdk/connect.v1.js', 'getConnectScriptV1', 'The connect script, version 1'],
+      ['/connect', 'getConnectPage', 'The hosted connect page'],
+      ['/connect/result', 'getConnectResultPage', 'The hosted result page'],
+      ['/manage', 'getManagePage', 'The hosted manage page'],
+      ['/assets/{name}', 'getAsset', 'A page asset'],
+    ] as const
+  ).map(([path, operationId, summary]): RouteSpec => ({
+    method: 'GET',
+    path,
+    operationId,
+    summary,
+    tag: 'pages',
+    security: 'none',
+    api: false,
+    answers: [{ status: 200, description: summary }],
+    errors: [],
+  })),
+
+  // The sandbox provider's pages (LINKVAULT_SANDBOX)
+  ...(
+    [
+      ['GET', '/sandbox/interaction/{uid}', 'getSandboxInteraction'],
+      ['POST', '/sandbox/interaction/{uid}/login', 'sandboxLogin'],
+      ['POST', '/sandbox/interaction/{uid}/confirm', 'sandboxConfirm'],
+      ['POST', '/sandbox/interaction/{uid}/abort', 'sandboxAbort'],
+      ['GET', '/sandbox/privacy', 'getSandboxPrivacy'],
+      ['GET', '/sandbox/connected-apps', 'getSandboxConnectedApps'],
+    ] as const
+  ).map(([method, path, operationId]): RouteSpec => ({
+    method,
+    path,
+    operationId,
+    summary: 'Sandbox provider page',
+    tag: 'sandbox',
+    security: 'none',
+    api: false,
+    only: 'sandbox',
+    answers: [{ status: 200, description: 'A page' }],
+    errors: [],
+  })),
+];
+
+/** Errors every route of a kind can answer with, besides its own (RouteSpec.errors). */
+export function routeErrors(route: RouteSpec): ErrorCode[] {
+  const codes = new Set<ErrorCode>(['internal_error']);
+  // Malformed input (json-body.ts, well-formed-input.ts) is refused on every route.
+  codes.add('invalid_request');
+  if (route.method !== 'GET') {
+    codes.add('payload_too_large');
+    codes.add('unsupported_media_type');
+  }
+  if (route.security === 'service') {
+    codes.add('unauthorized');
+    if (route.role) codes.add('forbidden');
+  }
+  if (route.security === 'session') codes.add('session_expired');
+  if (route.path.startsWith('/v1/') && route.path !== '/v1/providers')
+    codes.add('store_unavailable');
+  for (const code of route.errors) codes.add(code);
+  return [...codes];
+}
+
+/** The Express spelling of a path template: `{id}` → `:id`. */
+export function expressPath(template: string): string {
+  return template.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ':$1');
+}
+
+/** The routes mounted with the given features. */
+export function mountedRoutes(
+  table: readonly RouteSpec[],
+  features: { readonly sandbox: boolean },
+): RouteSpec[] {
+  return table.filter((r) => r.only === undefined || (r.only === 'sandbox' && features.sandbox));
+}

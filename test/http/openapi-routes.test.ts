@@ -1,0 +1,323 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
+import request from 'supertest';
+import type { Express } from 'express';
+import { buildOpenApiDocument } from '../../src/http/openapi.js';
+import {
+  expressPath,
+  mountedRoutes,
+  ROUTE_TABLE,
+  type RouteSpec,
+} from '../../src/http/route-table.js';
+import { TOKEN_ROUTE } from '../../src/http/token-endpoint.js';
+import { startStack, type Stack } from '../support/stack.js';
+import { testProviderEntry } from '../support/test-catalogue.js';
+
+/**
+ * The route table (src/http/route-table.ts) is the truth the OpenAPI document is generated from:
+ * the routes the app really mounts are exactly the table's, and the app's real answers, success
+ * and error, validate against the document's schemas for that route and status. A route whose
+ * answer drifts (a member added, renamed or retyped) or an undeclared route fails here.
+ */
+
+type Json = Record<string, unknown>;
+
+interface Layer {
+  route?: { path?: unknown; methods?: Record<string, boolean> };
+  handle?: { stack?: unknown };
+}
+
+/** "METHOD /path" of every route mounted in an Express router stack (nested routers included). */
+function mountedRouteKeys(stack: unknown, into = new Set<string>()): Set<string> {
+  for (const layer of (Array.isArray(stack) ? stack : []) as Layer[]) {
+    if (layer.route && typeof layer.route.path === 'string') {
+      for (const [method, on] of Object.entries(layer.route.methods ?? {}))
+        if (on && method !== '_all') into.add(`${method.toUpperCase()} ${layer.route.path}`);
+    } else if (layer.handle && Array.isArray(layer.handle.stack)) {
+      mountedRouteKeys(layer.handle.stack, into);
+    }
+  }
+  return into;
+}
+
+const tableKeys = (routes: readonly RouteSpec[]) =>
+  new Set(routes.map((r) => `${r.method} ${expressPath(r.path)}`));
+
+describe('the route table and the mounted routes', () => {
+  for (const sandbox of [false, true]) {
+    test(`when the app is built${sandbox ? ' with the sandbox' : ''}, then it mounts exactly the table's routes, and the token fast path serves one of them`, async () => {
+      const stack = await startStack({ sandbox });
+      try {
+        const mounted = mountedRouteKeys(
+          (stack.app as Express & { router: { stack: unknown } }).router.stack,
+        );
+        assert.deepEqual(
+          [...mounted].sort(),
+          [...tableKeys(mountedRoutes(ROUTE_TABLE, { sandbox }))].sort(),
+        );
+        assert.ok(tableKeys(ROUTE_TABLE).has(`POST ${TOKEN_ROUTE}`));
+      } finally {
+        await stack.close();
+      }
+    });
+  }
+
+  test('when a path exists under other methods, then OPTIONS and 405 say the methods the table declares', async () => {
+    const stack = await startStack();
+    try {
+      for (const [path, allow] of [
+        ['/v1/links/lnk_x', 'DELETE, GET, HEAD'],
+        ['/v1/grants/grt_x', 'DELETE'],
+        ['/openapi.json', 'GET, HEAD'],
+        ['/v1/me/links/lnk_x/revocation', 'GET, HEAD'],
+      ] as const) {
+        const options = await request(stack.listener).options(path);
+        assert.equal(options.status, 204, path);
+        assert.equal(options.headers.allow, allow, path);
+        const wrong = await request(stack.listener).patch(path);
+        assert.equal(wrong.status, 405, path);
+        assert.equal(wrong.headers.allow, allow, path);
+        assert.equal(wrong.body.code, 'method_not_allowed');
+      }
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe('GET /openapi.json', () => {
+  test('when anyone asks, then the document of the mounted API routes with this deployment as its server, cacheable and readable cross-origin', async () => {
+    const stack = await startStack();
+    try {
+      const res = await request(stack.listener).get('/openapi.json');
+      assert.equal(res.status, 200);
+      assert.match(String(res.headers['content-type']), /^application\/json/);
+      assert.equal(res.headers['cache-control'], 'public, max-age=300');
+      assert.equal(res.headers['access-control-allow-origin'], '*');
+      assert.deepEqual(
+        res.body,
+        buildOpenApiDocument({
+          routes: mountedRoutes(ROUTE_TABLE, { sandbox: false }),
+          serverUrl: stack.config.publicUrl,
+        }),
+      );
+      assert.deepEqual(res.body.servers, [{ url: stack.config.publicUrl }]);
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe('real answers validate against the OpenAPI document', () => {
+  const doc = buildOpenApiDocument();
+  const ajv = new Ajv2020({ strict: false, validateFormats: false, allErrors: true });
+  const DOC_ID = 'https://linkvault.test/openapi.json';
+  ajv.addSchema({ ...doc, $id: DOC_ID });
+  const paths = doc.paths as Record<string, Record<string, { responses: Record<string, Json> }>>;
+  const apiRoutes = ROUTE_TABLE.filter((r) => r.api);
+  /** "METHOD template" → statuses whose real answer was checked. */
+  const checked = new Map<string, Set<number>>();
+  const validators = new Map<string, ValidateFunction>();
+
+  function routeFor(method: string, path: string): RouteSpec {
+    const bare = path.split('?')[0]!;
+    const route = apiRoutes.find(
+      (r) =>
+        r.method === method && new RegExp(`^${r.path.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(bare),
+    );
+    if (!route) throw new Error(`no declared route for ${method} ${bare}`);
+    return route;
+  }
+
+  const pointer = (s: string) => s.replaceAll('~', '~0').replaceAll('/', '~1');
+
+  /** Asserts the answer is declared for the route and its body matches the declared schema. */
+  function check(method: string, path: string, res: request.Response): void {
+    const route = routeFor(method, path);
+    const op = paths[route.path]![method.toLowerCase()]!;
+    const declared = op.responses[String(res.status)] as Json | undefined;
+    assert.ok(declared, `${method} ${path}: status ${res.status} is not declared`);
+    const content = declared.content as Record<string, unknown> | undefined;
+    if (!content) {
+      // A redirect's short text body (Express's "Found. Redirecting to …") is not part of the API.
+      if (res.status < 300 || res.status >= 400)
+        assert.equal(res.text ?? '', '', `${method} ${path} ${res.status}: undeclared body`);
+    } else {
+      const [contentType] = Object.keys(content);
+      assert.equal(
+        String(res.headers['content-type']).split(';')[0],
+        contentType,
+        `${method} ${path} ${res.status}`,
+      );
+      const key = `${route.path} ${method} ${res.status}`;
+      let validate = validators.get(key);
+      if (!validate) {
+        validate = ajv.compile({
+          $ref: `${DOC_ID}#/paths/${pointer(route.path)}/${method.toLowerCase()}/responses/${res.status}/content/${pointer(contentType!)}/schema`,
+        });
+        validators.set(key, validate);
+      }
+      assert.equal(
+        validate(JSON.parse(res.text)),
+        true,
+        `${method} ${path} ${res.status}: ${JSON.stringify(validate.errors)} in ${res.text}`,
+      );
+    }
+    const k = `${route.method} ${route.path}`;
+    checked.set(k, (checked.get(k) ?? new Set()).add(res.status));
+  }
+
+  let stack: Stack;
+  let admin: string;
+  before(async () => {
+    stack = await startStack({
+      providers: [
+        {
+          entry: testProviderEntry('acme', 'http://127.0.0.1:9'),
+          credentials: { clientId: 'c', clientSecret: 's' },
+          allowInsecureUrls: true,
+        },
+      ],
+    });
+    admin = stack.services.bearer('crm-hs');
+  });
+  after(() => stack.close());
+
+  async function call(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    options: { auth?: string; body?: unknown; accept?: string } = {},
+  ): Promise<request.Response> {
+    const agent = request(stack.listener);
+    let req =
+      method === 'GET'
+        ? agent.get(path)
+        : method === 'POST'
+          ? agent.post(path)
+          : agent.delete(path);
+    if (options.auth) req = req.set('Authorization', options.auth);
+    if (options.accept) req = req.set('Accept', options.accept);
+    const res = await (options.body === undefined ? req : req.send(options.body as object));
+    check(method, path, res);
+    return res;
+  }
+
+  test('when every API route is called for success and for its errors, then each answer matches its declared schema', async () => {
+    const billing = stack.services.bearer('billing-hs');
+    const auditor = stack.services.bearer('auditor-hs');
+    const session = `Bearer ${await stack.sessionToken('tenant-a', 'user-1')}`;
+
+    await call('GET', '/healthz');
+    await call('GET', '/readyz');
+    await call('GET', '/openapi.json');
+    await call('GET', '/v1/providers');
+    await call('GET', '/v1/me/providers', { auth: session });
+    await call('GET', '/v1/me/providers', { auth: 'Bearer nope' });
+
+    const created = await call('POST', '/v1/sessions', {
+      auth: admin,
+      body: { tenant_id: 'tenant-a', user_id: 'user-1' },
+    });
+    assert.equal(created.status, 201);
+    await call('POST', '/v1/sessions', {
+      auth: admin,
+      body: { tenant_id: 'tenant-a', user_id: 'user-1', return_to: 'https://evil.example/x' },
+    });
+    await call('POST', '/v1/sessions', { auth: auditor, body: { tenant_id: 't', user_id: 'u' } });
+    await call('POST', '/v1/sessions', { body: { tenant_id: 't', user_id: 'u' } });
+
+    const started = await call(
+      'GET',
+      `/v1/connect/acme?session=${encodeURIComponent(created.body.session_token)}&display=popup`,
+    );
+    assert.equal(started.status, 302);
+    await call('GET', '/v1/connect/nosuch?session=x', { accept: 'application/json' });
+    await call('GET', '/v1/oauth/callback/acme?code=c&state=s', { accept: 'application/json' });
+
+    const link = await stack.seedLink({ tenantId: 'tenant-a', userId: 'user-1' });
+    const other = await stack.seedLink({ tenantId: 'tenant-a', userId: 'user-1' });
+    await stack.addGrant({ serviceId: 'crm-sync', linkId: link.id });
+    await call('GET', '/v1/links?tenant_id=tenant-a', { auth: admin });
+    await call('GET', '/v1/links?colour=blue', { auth: admin });
+    await call('GET', `/v1/links/${link.id}`, { auth: admin });
+    await call('GET', '/v1/links/lnk_missing', { auth: admin });
+    await call('GET', '/v1/me/links', { auth: session });
+    await call('GET', '/v1/me/links');
+
+    const token = await call('POST', `/v1/links/${link.id}/token`, { auth: admin, body: {} });
+    assert.equal(token.status, 200);
+    const noGrant = await call('POST', `/v1/links/${link.id}/token`, { auth: billing, body: {} });
+    assert.equal(noGrant.body.code, 'no_grant');
+    await call('POST', `/v1/links/${link.id}/token`, { auth: auditor, body: {} });
+    await call('POST', '/v1/links/lnk_missing/token', { auth: admin, body: {} });
+    await call('POST', `/v1/links/${link.id}/token`, { auth: admin, body: { scopes: 'x' } });
+
+    await call('GET', `/v1/links/${link.id}/revocation`, { auth: admin });
+    const revoked = await call('DELETE', `/v1/links/${link.id}`, { auth: admin });
+    assert.equal(revoked.status, 200);
+    await call('DELETE', '/v1/links/lnk_missing', { auth: admin });
+    await call('GET', `/v1/links/${link.id}/revocation`, { auth: admin });
+    const gone = await call('POST', `/v1/links/${link.id}/token`, { auth: admin, body: {} });
+    assert.equal(gone.body.code, 'link_revoked');
+    await call('DELETE', `/v1/me/links/${other.id}`, { auth: session, body: { reason: 'done' } });
+    await call('DELETE', '/v1/me/links/lnk_missing', { auth: session });
+    await call('GET', `/v1/me/links/${other.id}/revocation`, { auth: session });
+    await call('GET', '/v1/me/links/lnk_missing/revocation', { auth: session });
+
+    const job = await call('POST', '/v1/revocations', {
+      auth: admin,
+      body: { tenant_id: 'tenant-b', reason: 'erasure' },
+    });
+    assert.equal(job.status, 202);
+    await call('POST', '/v1/revocations', { auth: admin, body: { tenant_id: 'tenant-b' } });
+    await call('GET', `/v1/revocations/${job.body.job_id}`, { auth: admin });
+    await call('GET', '/v1/revocations/rvj_nope', { auth: admin });
+
+    const grant = await call('POST', '/v1/grants', {
+      auth: admin,
+      body: { service_id: 'billing', tenant_id: 'tenant-a', purpose: 'billing sync' },
+    });
+    assert.equal(grant.status, 201);
+    await call('POST', '/v1/grants', { auth: admin, body: { service_id: 'billing' } });
+    await call('GET', '/v1/grants?service_id=billing', { auth: admin });
+    await call('GET', '/v1/grants', { auth: billing });
+    await call('DELETE', `/v1/grants/${grant.body.id}`, { auth: admin });
+    await call('DELETE', '/v1/grants/grt_missing', { auth: admin });
+
+    const endpoint = await call('POST', '/v1/webhook-endpoints', {
+      auth: admin,
+      body: { url: 'http://127.0.0.1:9/hooks', events: ['link.revoked'] },
+    });
+    assert.equal(endpoint.status, 201);
+    await call('POST', '/v1/webhook-endpoints', { auth: admin, body: { url: 'not a url' } });
+    await call('GET', '/v1/webhook-endpoints', { auth: admin });
+    await call('GET', `/v1/webhook-endpoints/${endpoint.body.id}/deliveries`, { auth: admin });
+    await call('GET', '/v1/webhook-endpoints/whe_missing/deliveries', { auth: admin });
+    await call('DELETE', `/v1/webhook-endpoints/${endpoint.body.id}`, { auth: admin });
+    await call('DELETE', '/v1/webhook-endpoints/whe_missing', { auth: admin });
+
+    // Every documented route had a success answer checked (the callback's success needs a
+    // provider's redirect: its 2xx/303 are covered by the connect tests; here, its errors).
+    for (const route of apiRoutes) {
+      const statuses = checked.get(`${route.method} ${route.path}`);
+      assert.ok(statuses, `${route.method} ${route.path} was never called`);
+      if (route.operationId === 'completeConnect') continue;
+      assert.ok(
+        [...statuses].some((s) => s < 400),
+        `${route.method} ${route.path}: no success answer checked`,
+      );
+    }
+  });
+
+  test('when an answer drifts from its schema, then the check fails (the check can fail)', () => {
+    const drifted = {
+      status: 200,
+      text: JSON.stringify({ status: 'ok', uptime_seconds: 3 }),
+      headers: { 'content-type': 'application/json; charset=utf-8' },
+    } as unknown as request.Response;
+    assert.throws(() => check('GET', '/healthz', drifted), /must NOT have additional properties/);
+    const undeclared = { ...drifted, status: 418 } as unknown as request.Response;
+    assert.throws(() => check('GET', '/healthz', undeclared), /not declared/);
+  });
+});
