@@ -8,6 +8,7 @@ import { devTokenCommands } from './cli/dev-token.js';
 import { grantCommands } from './cli/grants.js';
 import { linkCommands } from './cli/links.js';
 import { revocationCommands } from './cli/revocations.js';
+import { webhookCommands } from './cli/webhooks.js';
 import { rewrapCommands } from './cli/rewrap.js';
 import { serveCommands } from './cli/serve.js';
 import { sessionCommands } from './cli/sessions.js';
@@ -57,6 +58,7 @@ const GROUPS: readonly (readonly CliCommand[])[] = [
   linkCommands,
   grantCommands,
   revocationCommands,
+  webhookCommands,
   [help],
 ];
 

@@ -408,6 +408,39 @@ describe('linkvault operator commands against a running linkvault', () => {
       `linkvault: cannot reach linkvault at ${closed} (ECONNREFUSED)\n`,
     );
   });
+  test('when webhooks create, list, deliveries and delete are run, then they manage endpoints and print the secret only once', async () => {
+    const created = json(
+      await cli([
+        'webhooks',
+        'create',
+        '--to',
+        'http://127.0.0.1:9/hooks',
+        '--event',
+        'link.revoked',
+        '--tenant',
+        'acme',
+        '--json',
+        ...asCrm,
+      ]),
+    );
+    assert.match(String(created.secret), /^whsec_/);
+    assert.deepEqual(created.events, ['link.revoked']);
+    const listed = await cli(['webhooks', 'list', ...asCrm]);
+    assert.equal(listed.code, 0);
+    assert.match(listed.stdout, new RegExp(String(created.id)));
+    assert.equal(listed.stdout.includes(String(created.secret).slice(6)), false, 'no secret');
+    const deliveries = json(
+      await cli(['webhooks', 'deliveries', String(created.id), '--json', ...asCrm]),
+    );
+    assert.deepEqual(deliveries, { deliveries: [] });
+    const unconfirmed = await cli(['webhooks', 'delete', String(created.id), ...asCrm]);
+    assert.equal(unconfirmed.code, 3);
+    const removed = await cli(['webhooks', 'delete', String(created.id), '--yes', ...asCrm]);
+    assert.equal(removed.code, 0);
+    const gone = await cli(['webhooks', 'deliveries', String(created.id), ...asCrm]);
+    assert.equal(gone.code, 4);
+    assert.match(gone.stderr, /webhook_endpoint_not_found/);
+  });
 });
 
 describe('linkvault operator commands with --dev against a development linkvault', () => {
