@@ -94,7 +94,17 @@ export interface Config {
   readonly refreshLeadMs: number;
   /** TTL of the per-link refresh lock (LINKVAULT_REFRESH_LOCK_TTL_SECONDS); longer than one provider call. */
   readonly refreshLockTtlMs: number;
+  /** How long a refreshed token set the store refused is retried in memory (LINKVAULT_ROTATION_STORE_RETRY_SECONDS). */
+  readonly rotationStoreRetryMs: number;
+  /** Directory where such sets are spooled, sealed, until the store takes them (LINKVAULT_ROTATION_SPOOL_DIR). */
+  readonly rotationSpoolDir: string;
   readonly providerTimeoutMs: number;
+  /** Limits of one proxied API call (LINKVAULT_PROXY_*): the whole exchange's time, and the bodies' sizes. */
+  readonly proxy: {
+    readonly timeoutMs: number;
+    readonly maxRequestBytes: number;
+    readonly maxResponseBytes: number;
+  };
   readonly shutdownTimeoutMs: number;
   /** Concurrent connections the HTTP server accepts (LINKVAULT_MAX_CONNECTIONS); more are closed at once. */
   readonly maxConnections: number;
@@ -449,7 +459,23 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
       int(env, 'LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS', 60, 1, 3600) * 1000,
     refreshLeadMs: int(env, 'LINKVAULT_REFRESH_LEAD_SECONDS', 300, 0, 86_400) * 1000,
     refreshLockTtlMs,
+    rotationStoreRetryMs: int(env, 'LINKVAULT_ROTATION_STORE_RETRY_SECONDS', 120, 1, 86_400) * 1000,
+    rotationSpoolDir: resolve(
+      cwd,
+      text(env, 'LINKVAULT_ROTATION_SPOOL_DIR') ?? './data/rotation-spool',
+    ),
     providerTimeoutMs,
+    proxy: Object.freeze({
+      timeoutMs: int(env, 'LINKVAULT_PROXY_TIMEOUT_SECONDS', 30, 1, 600) * 1000,
+      maxRequestBytes: int(env, 'LINKVAULT_PROXY_MAX_REQUEST_BYTES', 10_485_760, 0, 1_073_741_824),
+      maxResponseBytes: int(
+        env,
+        'LINKVAULT_PROXY_MAX_RESPONSE_BYTES',
+        104_857_600,
+        0,
+        10_737_418_240,
+      ),
+    }),
     shutdownTimeoutMs: int(env, 'LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS', 10, 1, 300) * 1000,
     maxConnections: int(env, 'LINKVAULT_MAX_CONNECTIONS', DEFAULT_MAX_CONNECTIONS, 1, 1_000_000),
     rateLimitPerMinute: int(env, 'LINKVAULT_RATE_LIMIT_PER_MINUTE', 600, 1, 1_000_000),
@@ -494,6 +520,9 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'LINKVAULT_PORT',
   'LINKVAULT_PROVIDERS_FILE',
   'LINKVAULT_PROVIDER_TIMEOUT_SECONDS',
+  'LINKVAULT_PROXY_MAX_REQUEST_BYTES',
+  'LINKVAULT_PROXY_MAX_RESPONSE_BYTES',
+  'LINKVAULT_PROXY_TIMEOUT_SECONDS',
   'LINKVAULT_PUBLIC_URL',
   'LINKVAULT_RATE_LIMIT_PER_MINUTE',
   'LINKVAULT_REDIS_CLUSTER_NODES',
@@ -505,6 +534,8 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'LINKVAULT_REFRESH_LOCK_TTL_SECONDS',
   'LINKVAULT_REQUIRE_CONNECT_CONFIRMATION',
   'LINKVAULT_RETURN_URL_ALLOWLIST',
+  'LINKVAULT_ROTATION_SPOOL_DIR',
+  'LINKVAULT_ROTATION_STORE_RETRY_SECONDS',
   'LINKVAULT_SANDBOX',
   'LINKVAULT_SERVICES_FILE',
   'LINKVAULT_SESSION_TTL_SECONDS',

@@ -91,6 +91,15 @@ export const ERROR_CATALOGUE = {
     title:
       'The provider refused the authorization code (expired, already used, or from another flow); connect again',
   },
+  proxy_not_allowed: {
+    status: 403,
+    title: "No grant's proxy rules allow this method and path for this link",
+  },
+  proxy_target_refused: {
+    status: 502,
+    title: "The provider API target is not one of the catalogue's hosts; nothing was sent",
+  },
+  proxy_timeout: { status: 504, title: "The provider's API did not answer within the time limit" },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

@@ -12,6 +12,7 @@ import { createConnectRouter } from './http/connect-routes.js';
 import { createGrantRouter } from './http/grant-routes.js';
 import type { ReadinessCheck } from './http/health-routes.js';
 import { createLinkRouter } from './http/link-routes.js';
+import { createProxyPath } from './http/proxy-routes.js';
 import { createRevocationRouter } from './http/revocation-routes.js';
 import { createServiceAuth, type ServiceAuth } from './http/service-auth.js';
 import { createTokenFastPath } from './http/token-fast-path.js';
@@ -37,7 +38,10 @@ import { createSessions, type Sessions } from './links/connect/sessions.js';
 import { createConfirmationExpiryJob } from './links/connect/confirmation-expiry-job.js';
 import { createConfirmationRouter } from './http/confirmation-routes.js';
 import { createJobWorker, type JobWorker, type JobWorkerOptions } from './jobs/job-worker.js';
+import { createProxy, type Proxy } from './links/proxy/proxy.js';
 import { createBackgroundRefresher } from './links/release/background-refresher.js';
+import { createPendingRotations } from './links/release/rotation-pending.js';
+import { createRotationSpool } from './links/release/rotation-spool.js';
 import { createGrants, type Grants } from './links/release/grants.js';
 import {
   createRefreshCoordinator,
@@ -200,6 +204,7 @@ export interface Features {
   readonly confirmationWorker: JobWorker;
   readonly coordinator: RefreshCoordinator;
   readonly release: TokenRelease;
+  readonly proxy: Proxy;
   readonly worker: RevocationWorker;
   readonly sandbox: SandboxProvider | null;
 }
@@ -351,6 +356,20 @@ export async function buildFeatures(
     });
 
     const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
+    // A refreshed token set the store refuses is spooled on the node and retried (rotation-pending.ts).
+    const rotations = createPendingRotations({
+      store,
+      vault,
+      audit,
+      revocation,
+      metrics,
+      log,
+      now,
+      spool: createRotationSpool(config.rotationSpoolDir),
+      retryForMs: config.rotationStoreRetryMs,
+    });
+    rotations.start(config.backgroundRefreshIntervalMs);
+    background.push({ name: 'rotation-spool', stop: () => rotations.stop() });
     const coordinator = createRefreshCoordinator({
       store,
       vault,
@@ -371,8 +390,11 @@ export async function buildFeatures(
       },
       // A refresh that loses to a revocation hands its new tokens to the durable revocation queue.
       revocation,
+      rotations,
     });
     const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
+    const proxy = createProxy({ release, catalogue, audit, metrics, log, limits: config.proxy });
+    background.push({ name: 'proxy', stop: async () => proxy.close() });
     if (config.backgroundRefresh && options.startRefresher !== false) {
       const refresher = createBackgroundRefresher({
         store,
@@ -424,13 +446,23 @@ export async function buildFeatures(
     ];
     if (sandbox) routers.push(sandbox.router);
 
-    const fastPath = createTokenFastPath({
+    const tokenFastPath = createTokenFastPath({
       auth,
       release,
       metrics,
       log,
       hsts: config.publicUrl.startsWith('https:'),
     });
+    // The proxy streams bodies, so it is answered before Express (whose JSON parser would read them).
+    const proxyPath = createProxyPath({
+      auth,
+      proxy,
+      metrics,
+      log,
+      hsts: config.publicUrl.startsWith('https:'),
+    });
+    const fastPath = (req: IncomingMessage, res: ServerResponse): boolean =>
+      proxyPath(req, res) || tokenFastPath(req, res);
     return {
       routers,
       readiness: [],
@@ -447,6 +479,7 @@ export async function buildFeatures(
       confirmationWorker,
       coordinator,
       release,
+      proxy,
       worker,
       sandbox,
     };

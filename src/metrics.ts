@@ -168,6 +168,13 @@ export class Metrics {
       [],
     ),
   );
+  readonly proxyRequests = this.add(
+    new Counter(
+      'linkvault_proxy_requests_total',
+      'Proxied API calls by provider and outcome (the status class of the provider answer, or why none was relayed)',
+      ['provider', 'status_class'],
+    ),
+  );
 
   add<M extends Metric>(metric: M): M {
     this.#all.push(metric);

@@ -2,7 +2,14 @@ import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { checkCallerId } from '../links/connect/sessions.js';
 
 /** Roles a service may hold; each gates a group of routes. */
-export const SERVICE_ROLES = ['sessions', 'links:read', 'tokens', 'links:revoke', 'admin'] as const;
+export const SERVICE_ROLES = [
+  'sessions',
+  'links:read',
+  'tokens',
+  'links:revoke',
+  'admin',
+  'proxy',
+] as const;
 export type ServiceRole = (typeof SERVICE_ROLES)[number];
 
 export const HMAC_ALGS = ['HS256', 'HS384', 'HS512'] as const;

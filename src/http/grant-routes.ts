@@ -3,9 +3,16 @@ import { LinkvaultError, invalidRequest } from '../errors.js';
 import { MAX_PURPOSE_CHARS, type GrantInput, type Grants } from '../links/release/grants.js';
 import type { GrantRecord } from '../links/release/grants.js';
 import { checkCallerId } from '../links/connect/sessions.js';
+import { parseProxyRules } from '../links/proxy/proxy-rules.js';
 import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 import { authenticatedService, type ServiceAuth } from './service-auth.js';
-import { jsonObject, onlyMembers, optionalStringList, safeName } from './request-shape.js';
+import {
+  jsonObject,
+  onlyMembers,
+  optionalBoolean,
+  optionalStringList,
+  safeName,
+} from './request-shape.js';
 import { createStrictRouter } from './strict-router.js';
 import {
   isTenantScoped,
@@ -41,6 +48,8 @@ const BODY_MEMBERS = new Set([
   'scopes',
   'purpose',
   'expires_at',
+  'token_release',
+  'proxy',
 ]);
 const MAX_ID_CHARS = 256;
 const MAX_SCOPES = 100;
@@ -166,7 +175,15 @@ function parseGrantBody(body: unknown): GrantInput {
     scopes,
     purpose: b.purpose,
     expiresAtMs,
+    ...proxyMembers(b),
   };
+}
+
+/** `token_release` (default true) and `proxy` (links/proxy/proxy-rules.ts checks the rules). */
+function proxyMembers(b: Record<string, unknown>): Pick<GrantInput, 'tokenRelease' | 'proxy'> {
+  const tokenRelease = optionalBoolean(b, 'token_release');
+  const proxy = b.proxy === undefined || b.proxy === null ? null : parseProxyRules(b.proxy);
+  return { ...(tokenRelease === undefined ? {} : { tokenRelease }), proxy };
 }
 
 /** The API's Grant JSON. */
@@ -181,6 +198,9 @@ function grantJson(grant: GrantRecord): Record<string, unknown> {
     purpose: grant.purpose,
     created_at: new Date(grant.createdAtMs).toISOString(),
     expires_at: grant.expiresAtMs === null ? null : new Date(grant.expiresAtMs).toISOString(),
+    // Shown when set, so grants without proxy members keep their shape.
+    ...(grant.tokenRelease === false ? { token_release: false } : {}),
+    ...(grant.proxy ? { proxy: grant.proxy } : {}),
   };
 }
 

@@ -257,6 +257,19 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, Schema>> = {
     scopes: { type: ['array', 'null'], items: string },
     purpose: string,
     expires_at: nullableDateTime,
+    token_release: { type: 'boolean' },
+    proxy: { anyOf: [ref('ProxyRules'), { type: 'null' }] },
+  }),
+  ProxyRules: closed(['allow'], {
+    allow: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 100,
+      items: closed(['method', 'path'], {
+        method: { enum: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] },
+        path: { type: 'string', minLength: 1, maxLength: 512, pattern: '^/' },
+      }),
+    },
   }),
   Grant: closed(
     [
@@ -280,6 +293,8 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, Schema>> = {
       purpose: string,
       created_at: dateTime,
       expires_at: nullableDateTime,
+      token_release: { type: 'boolean', const: false },
+      proxy: ref('ProxyRules'),
     },
   ),
   GrantList: closed(['grants'], { grants: { type: 'array', items: ref('Grant') } }),

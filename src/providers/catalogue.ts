@@ -65,6 +65,8 @@ export interface ProviderEntry {
   readonly captureMetadata: readonly string[];
   /** Hosts the tokens are meant for (`*.` prefix = any subdomain). */
   readonly apiHosts: readonly string[];
+  /** Where the proxy sends API calls when the link captured no host of its own (no trailing slash); null when none. */
+  readonly apiBaseUrl: string | null;
   readonly privacy: ProviderPrivacy;
   readonly accountId: AccountIdSource;
   readonly tokenResponse: TokenResponseStyle;

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { PROVIDER_ID_PATTERN } from './provider-id.js';
 import {
   REVOCATION_STYLES,
@@ -31,6 +32,7 @@ const ENTRY_FIELDS = new Set([
   'template_variables',
   'capture_metadata',
   'api_hosts',
+  'api_base_url',
   'privacy',
   'account_id',
   'token_response',
@@ -334,6 +336,7 @@ export function parseProviderEntry(raw: unknown, allowHttp: boolean): ProviderEn
   for (const h of apiHosts)
     if (!HOST_PATTERN.test(h))
       fail(`api_hosts "${h}" must be a lower-case host name (optionally *.)`);
+  const apiBaseUrl = parseApiBaseUrl(raw, apiHosts, allowHttp);
 
   if (!isObject(raw.privacy)) fail('missing privacy block');
   onlyFields(raw.privacy, ['settings_url', 'instructions', 'policy_url'], 'privacy.');
@@ -391,6 +394,7 @@ export function parseProviderEntry(raw: unknown, allowHttp: boolean): ProviderEn
     templateVariables,
     captureMetadata,
     apiHosts,
+    apiBaseUrl,
     privacy: { settingsUrl, instructions, policyUrl },
     accountId,
     tokenResponse,
@@ -398,6 +402,33 @@ export function parseProviderEntry(raw: unknown, allowHttp: boolean): ProviderEn
     unconfirmed,
     insecureUrlsAllowed: allowHttp,
   });
+}
+
+/**
+ * `api_base_url` (optional): where the proxy sends a link's API calls when the link captured no
+ * host of its own. A fixed https URL (no template, credentials, query or fragment) whose host is
+ * one of the entry's api_hosts and not an IP literal: the proxy attaches tokens to what it names.
+ */
+function parseApiBaseUrl(
+  raw: Json,
+  apiHosts: readonly string[],
+  allowHttp: boolean,
+): string | null {
+  if (raw.api_base_url === undefined || raw.api_base_url === null) return null;
+  const value = raw.api_base_url;
+  if (typeof value !== 'string') fail('api_base_url must be a string or null');
+  if (value.includes('{')) fail('api_base_url must not use template variables');
+  checkUrl(value, 'api_base_url', new Map(), allowHttp);
+  const url = new URL(value);
+  if (url.search !== '' || value.includes('?')) fail('api_base_url must not have a query');
+  if (isIP(url.hostname.replace(/^\[|\]$/g, '')) !== 0)
+    fail('api_base_url must name a host, not an IP address');
+  const host = url.hostname;
+  const listed = apiHosts.some((pattern) =>
+    pattern.startsWith('*.') ? host.endsWith(pattern.slice(1)) : host === pattern,
+  );
+  if (!listed) fail(`api_base_url host "${host}" must be one of api_hosts`);
+  return value.replace(/\/+$/, '');
 }
 
 function deepFreeze<T>(value: T): T {

@@ -51,6 +51,7 @@ describe('when a developer asks for a dev token', () => {
       'admin',
       'links:read',
       'links:revoke',
+      'proxy',
       'sessions',
       'tokens',
     ]);

@@ -3,6 +3,7 @@ import { LinkvaultError, invalidRequest } from '../../errors.js';
 import type { Store } from '../../store/store.js';
 import type { LinkRecord } from '../link.js';
 import type { Audit } from '../audit/audit.js';
+import { checkGrantProxyMembers, type ProxyRules } from '../proxy/proxy-rules.js';
 
 export interface GrantRecord {
   readonly id: string;
@@ -15,6 +16,10 @@ export interface GrantRecord {
   readonly purpose: string;
   readonly createdAtMs: number;
   readonly expiresAtMs: number | null;
+  /** False: a proxy-only grant, the token never leaves (absent in records older than the proxy: true). */
+  readonly tokenRelease?: boolean;
+  /** The API calls the proxy may make under this grant (links/proxy/proxy-rules.ts); absent/null: none. */
+  readonly proxy?: ProxyRules | null;
 }
 
 /**
@@ -36,6 +41,9 @@ export interface GrantInput {
   readonly scopes?: readonly string[] | null;
   readonly purpose: string;
   readonly expiresAtMs?: number | null;
+  /** Default true; false makes a proxy-only grant. */
+  readonly tokenRelease?: boolean;
+  readonly proxy?: ProxyRules | null;
 }
 
 export interface GrantsDeps {
@@ -81,6 +89,8 @@ export function createGrants(deps: GrantsDeps): Grants {
       purpose: input.purpose.trim(),
       createdAtMs: now(),
       expiresAtMs: input.expiresAtMs ?? null,
+      tokenRelease: input.tokenRelease ?? true,
+      proxy: input.proxy ?? null,
     };
     await store.putGrant(grant);
     try {
@@ -153,6 +163,7 @@ function checkGrantShape(
     );
   if (input.expiresAtMs !== undefined && input.expiresAtMs !== null && input.expiresAtMs <= nowMs)
     throw invalidRequest('expires_at', 'expires_at must be in the future');
+  checkGrantProxyMembers(input);
 }
 
 function grantAuditFields(grant: GrantRecord, actor: string): Record<string, unknown> {
@@ -166,6 +177,8 @@ function grantAuditFields(grant: GrantRecord, actor: string): Record<string, unk
     scopes: grant.scopes,
     purpose: grant.purpose,
     expires_at_ms: grant.expiresAtMs,
+    token_release: grant.tokenRelease !== false,
+    proxy: grant.proxy ?? null,
   };
 }
 

@@ -11,6 +11,7 @@ import type { SealedRecord } from '../../keys/sealed-record.js';
 import type { Audit } from '../audit/audit.js';
 import type { Revocation } from '../revoke/revocation.js';
 import { openTokenSet, sealTokenSet } from '../sealing/token-vault.js';
+import type { PendingRotations } from './rotation-pending.js';
 import {
   createProviderPauses,
   linkBackoffAfterFailure,
@@ -18,6 +19,7 @@ import {
   linkBackoffRemainingMs,
   retryAfterSecondsFor,
   withoutLinkBackoff,
+  REFRESH_FAILURES_KEY,
 } from './refresh-backoff.js';
 
 /**
@@ -38,6 +40,11 @@ import {
  *                     replica; callers meanwhile get 503 with the remaining time
  *   forced refresh    a token this service refreshed less than FORCED_REFRESH_INTERVAL_MS ago is
  *                     served instead of being refreshed again
+ *   store failure     when the store refuses the write of a new token set (the provider may have
+ *                     rotated: the old refresh token is spent), the sealed set is handed to
+ *                     rotation-pending.ts (spooled on the node, the CAS retried, the lock released
+ *                     once the store answers); the caller gets 503 store_unavailable, and callers
+ *                     of that link on this node get the same at once until it is stored
  */
 
 /**
@@ -93,6 +100,8 @@ export interface RefreshCoordinatorDeps {
    * retried with backoff until the provider confirms.
    */
   readonly revocation: Pick<Revocation, 'revokeOrphanedTokens'>;
+  /** Where a new token set the store refused goes (rotation-pending.ts). */
+  readonly rotations: PendingRotations;
 }
 
 export interface RefreshCoordinator {
@@ -113,6 +122,8 @@ export interface RefreshCoordinator {
   ): Promise<'refreshed' | 'fresh' | 'busy' | 'skipped' | 'failed'>;
   /** Number of refreshes in flight in this process. */
   inFlight(): number;
+  /** Rotations waiting for the store in this process (retried or spooled). */
+  pendingRotations(): number;
 }
 
 /**
@@ -129,6 +140,9 @@ export const MIN_REFRESH_INTERVAL_MS = 60_000;
  * one provider refresh per interval.
  */
 export const FORCED_REFRESH_INTERVAL_MS = 30_000;
+
+/** Retry-After of the 503 answered while a refreshed token set waits for the store. */
+export const PENDING_RETRY_AFTER_SECONDS = 2;
 
 /**
  * True when `link`'s access token expires within `minValidityMs` and refreshing can help: a token
@@ -155,7 +169,7 @@ function sameTokens(a: LinkRecord, b: LinkRecord): boolean {
 }
 
 export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshCoordinator {
-  const { store, vault, oauth, audit, metrics, log, now, lockTtlMs } = deps;
+  const { store, vault, oauth, audit, metrics, log, now, lockTtlMs, rotations } = deps;
   const waitForPeerMs = deps.waitForPeerMs ?? lockTtlMs + 5000;
   const inflight = new Map<string, Promise<FreshTokens>>();
   const lockName = (linkId: string) => `refresh:${linkId}`;
@@ -172,9 +186,32 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     if (!effective.force && !refreshDue(link, now(), effective.minValidityMs))
       return { link, tokens };
     if (!tokens.refreshToken) return withoutRefreshToken(link, tokens, effective);
+    if (rotations.isPending(link.id)) {
+      const current = await settlePendingRotation(link.id);
+      return ensureFresh(current, await openLink(current), criteria);
+    }
     const served = await checkBackoff(link, tokens, effective);
     if (served) return served;
     return singleFlight(link.id, () => refreshAcrossReplicas(link, effective));
+  }
+
+  /**
+   * A rotation of this link waits for the store on this node: the stored refresh token is spent.
+   * While it is retried, callers fail fast (503 store_unavailable); a spooled one is applied first.
+   * Resolves the stored link once the rotation is settled.
+   */
+  async function settlePendingRotation(linkId: string): Promise<LinkRecord> {
+    if (rotations.isRetrying(linkId)) throw pendingStoreError();
+    await rotations.applySpooled(linkId);
+    if (rotations.isPending(linkId)) throw pendingStoreError();
+    return readLink(linkId);
+  }
+
+  function pendingStoreError(): LinkvaultError {
+    return new LinkvaultError('store_unavailable', {
+      detail: 'A refreshed token set of this link is waiting for the store; retry',
+      retryAfterSeconds: PENDING_RETRY_AFTER_SECONDS,
+    });
   }
 
   /** A forced refresh of a token refreshed moments ago is answered with that token (FORCED_REFRESH_INTERVAL_MS). */
@@ -222,7 +259,14 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     linkId: string,
     leadMs: number,
   ): Promise<'refreshed' | 'fresh' | 'busy' | 'skipped' | 'failed'> {
-    if (inflight.has(linkId)) return 'busy';
+    if (inflight.has(linkId) || rotations.isRetrying(linkId)) return 'busy';
+    if (rotations.isPending(linkId)) {
+      const outcome = await rotations.applySpooled(linkId).catch((err: unknown) => {
+        log.warn({ link_id: linkId, err }, 'a spooled rotation could not be stored yet');
+        return 'failed' as const;
+      });
+      return outcome === 'stored' ? 'refreshed' : outcome === 'failed' ? 'failed' : 'skipped';
+    }
     const owner = await store.acquireLock(lockName(linkId), lockTtlMs);
     if (!owner) return 'busy';
     let before: LinkRecord | null = null;
@@ -244,11 +288,13 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
         };
         return await refreshUnderLock(link, link, owner, criteria);
       } finally {
-        await store
-          .releaseLock(lockName(linkId), owner)
-          .catch((err: unknown) =>
-            log.warn({ link_id: linkId, err }, 'refresh lock release failed'),
-          );
+        // A rotation handed over keeps the lock until the store has it (rotation-pending.ts).
+        if (!rotations.isRetrying(linkId))
+          await store
+            .releaseLock(lockName(linkId), owner)
+            .catch((err: unknown) =>
+              log.warn({ link_id: linkId, err }, 'refresh lock release failed'),
+            );
       }
     })();
     inflight.set(linkId, run);
@@ -326,11 +372,12 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
         const current = await readLink(observed.id);
         return await refreshUnderLock(current, observed, lock.owner, criteria);
       } finally {
-        await store
-          .releaseLock(lockName(observed.id), lock.owner)
-          .catch((err: unknown) =>
-            log.warn({ link_id: observed.id, err }, 'refresh lock release failed'),
-          );
+        if (!rotations.isRetrying(observed.id))
+          await store
+            .releaseLock(lockName(observed.id), lock.owner)
+            .catch((err: unknown) =>
+              log.warn({ link_id: observed.id, err }, 'refresh lock release failed'),
+            );
       }
     }
     metrics.refreshes.inc({ provider: observed.providerId, outcome: 'peer_timeout' });
@@ -354,6 +401,8 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     criteria: RefreshCriteria,
   ): Promise<FreshTokens> {
     if (satisfied(link, observed, criteria)) return { link, tokens: await openLink(link) };
+    // Never spend the stored refresh token while a newer one waits for the store on this node.
+    if (rotations.isPending(link.id)) throw pendingStoreError();
     const tokens = await openLink(link);
     if (!tokens.refreshToken) return withoutRefreshToken(link, tokens, criteria);
     // Re-checked under the lock: a peer may have failed (and recorded a back-off) since our read.
@@ -382,7 +431,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       return onRefreshFailure(link, tokens, err, criteria);
     }
     metrics.refreshes.inc({ provider: link.providerId, outcome: 'ok' });
-    return storeRefreshed(link, tokens, fresh, criteria);
+    return storeRefreshed(link, tokens, fresh, criteria, owner);
   }
 
   /** Seals and CAS-writes the new token set; on a lost CAS, reconciles with what is stored. */
@@ -391,6 +440,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     old: TokenSet,
     fresh: TokenSet,
     criteria: RefreshCriteria,
+    owner: string,
   ): Promise<FreshTokens> {
     const merged: TokenSet = {
       accessToken: fresh.accessToken,
@@ -417,6 +467,36 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     }
     const refreshedAtMs = now();
     const captured = captureFrom(link, fresh);
+    /**
+     * The store refused the write (or the read after a lost CAS): the new set must not be dropped.
+     * Handed over (spooled, retried, lock kept until stored); the caller gets 503, never a 200
+     * before the set is stored.
+     */
+    const handOver = async (err: unknown): Promise<never> => {
+      await rotations.handOver(
+        {
+          linkId: link.id,
+          tenantId: link.tenantId,
+          providerId: link.providerId,
+          previous: link.tokens ? { ct: link.tokens.ct, iv: link.tokens.iv } : null,
+          sealed,
+          accessTokenExpiresAtMs: merged.expiresAtMs,
+          grantedScopes: fresh.scopes ?? null,
+          capturedMetadata: captured,
+          rotated,
+          refreshedAtMs,
+          spooledAtMs: now(),
+        },
+        { name: lockName(link.id), owner },
+        merged.accessToken,
+      );
+      metrics.refreshes.inc({ provider: link.providerId, outcome: 'pending_store' });
+      throw new LinkvaultError('store_unavailable', {
+        cause: err,
+        detail: 'The refreshed tokens could not be stored yet; retry',
+        retryAfterSeconds: PENDING_RETRY_AFTER_SECONDS,
+      });
+    };
     let base = link;
     for (let attempt = 0; attempt < 3; attempt++) {
       const metadata = {
@@ -437,12 +517,8 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
       try {
         saved = await store.saveLink(next, base.version);
       } catch (err) {
-        if (rotated)
-          log.error(
-            { link_id: link.id, provider: link.providerId, err },
-            'a rotated refresh token could not be stored; the link may need the user to reconnect',
-          );
-        throw err;
+        if (!isLinkvaultError(err, 'store_unavailable')) throw err;
+        return handOver(err);
       }
       if (saved) {
         await audit
@@ -451,8 +527,12 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
             {
               link_id: saved.id,
               tenant_id: saved.tenantId,
+              user_id: saved.userId,
               provider_id: saved.providerId,
               rotated,
+              // After failed refreshes (the link's back-off was set): the lifecycle webhook
+              // link.recovered is this record.
+              ...(base.metadata[REFRESH_FAILURES_KEY] !== undefined ? { recovered: true } : {}),
               access_token: merged.accessToken,
             },
             criteria.requestId,
@@ -463,7 +543,13 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
         return { link: saved, tokens: merged };
       }
       // Lost the CAS: someone wrote the link after we read it.
-      const current = await store.getLink(link.id);
+      let current: LinkRecord | null;
+      try {
+        current = await store.getLink(link.id);
+      } catch (err) {
+        if (!isLinkvaultError(err, 'store_unavailable')) throw err;
+        return handOver(err);
+      }
       if (!current || current.status === 'revoked') {
         await revokeOrphan(link, sealed, fresh, merged, criteria);
         throw current ? new LinkvaultError('link_revoked') : new LinkvaultError('link_not_found');
@@ -639,7 +725,27 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
             return 'unstored' as const;
           });
       if (saved === 'unstored') return { waitMs };
-      if (saved) return { waitMs };
+      if (saved) {
+        // The first failure of a streak is a lifecycle event (webhook link.refresh_failed, not
+        // permanent); later ones in the same streak are not repeated.
+        if (base.metadata[REFRESH_FAILURES_KEY] === undefined)
+          await audit
+            .record(
+              'link.refresh_failed',
+              {
+                link_id: link.id,
+                tenant_id: link.tenantId,
+                user_id: link.userId,
+                provider_id: link.providerId,
+                error_code: maybeRotated ? 'maybe_delivered' : 'provider_unavailable',
+              },
+              null,
+            )
+            .catch((err: unknown) =>
+              log.error({ link_id: link.id, err }, 'audit of a refresh failure failed'),
+            );
+        return { waitMs };
+      }
       const current = await readLink(link.id);
       if (!sameTokens(current, link)) return { newer: current };
       base = current;
@@ -783,7 +889,12 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
     return link.accessTokenExpiresAtMs === null || link.accessTokenExpiresAtMs > now();
   }
 
-  return { ensureFresh, refreshAhead, inFlight: () => inflight.size };
+  return {
+    ensureFresh,
+    refreshAhead,
+    inFlight: () => inflight.size,
+    pendingRotations: () => rotations.count(),
+  };
 }
 
 function withoutKey(record: Readonly<Record<string, string>>, key: string): Record<string, string> {

@@ -32,6 +32,22 @@ export interface ReleaseRequest {
   /** Refresh even if the token looks fresh (the caller saw it rejected). */
   readonly forceRefresh?: boolean;
   readonly requestId: string;
+  /**
+   * Who uses the token. Absent: it leaves to the caller (the token route), which grants with
+   * `token_release: false` do not allow. The proxy passes its own use: the token stays inside.
+   */
+  readonly use?: TokenUse;
+}
+
+/** A use of the token inside linkvault (the proxy): which grants allow it, and how it is audited. */
+export interface TokenUse {
+  /** Whether `grant` (live, matching the link) allows this use. */
+  allows(grant: GrantRecord): boolean;
+  /** Runs once a grant is chosen and before anything is audited or refreshed; throws to refuse. */
+  check(link: LinkRecord, grant: GrantRecord): void;
+  /** The audit event stored (fail closed) before the token is used, and its fields besides the release's. */
+  readonly auditType: string;
+  auditFields(grant: GrantRecord): Readonly<Record<string, unknown>>;
 }
 
 export interface ReleasedToken {
@@ -85,7 +101,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       await auditRelease(fresh, grant, request);
       await confirmStillUsable(fresh.link, grant, request);
       touchLastUsed(fresh.link);
-      metrics.tokenReleases.inc({ provider, outcome: 'released' });
+      metrics.tokenReleases.inc({ provider, outcome: request.use ? 'used_by_proxy' : 'released' });
       return shapeRelease(fresh);
     } catch (err) {
       metrics.tokenReleases.inc({
@@ -111,10 +127,16 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     request: ReleaseRequest,
     link: LinkRecord,
   ): GrantRecord {
-    const candidates = matchingGrants(grants, request.service.id, link, now());
+    const use = request.use;
+    // A proxy-only grant (token_release false) never lets the token leave.
+    const candidates = matchingGrants(grants, request.service.id, link, now()).filter((g) =>
+      use ? use.allows(g) : g.tokenRelease !== false,
+    );
     if (candidates.length === 0) throw new LinkvaultError('no_grant');
     checkLinkStatus(link);
-    return chooseGrant(candidates, link, request.scopes ?? null);
+    const grant = chooseGrant(candidates, link, request.scopes ?? null);
+    use?.check(link, grant);
+    return grant;
   }
 
   function checkLinkStatus(link: LinkRecord): void {
@@ -152,8 +174,9 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   ): Promise<void> {
     const { link, tokens } = fresh;
     await audit.record(
-      'token.released',
+      request.use?.auditType ?? 'token.released',
       {
+        ...request.use?.auditFields(grant),
         service_id: request.service.id,
         grant_id: grant.id,
         link_id: link.id,
