@@ -127,6 +127,10 @@ export interface Config {
   readonly trustedProxyHops: number;
   /** Connect flows one session may start over its lifetime, counted across replicas (LINKVAULT_CONNECT_STARTS_PER_SESSION). */
   readonly connectStartsPerSession: number;
+  /** Default of a session's require_confirmation: new links are held until the host confirms them (LINKVAULT_REQUIRE_CONNECT_CONFIRMATION). */
+  readonly requireConnectConfirmation: boolean;
+  /** The host application's name, shown on the hosted pages (LINKVAULT_APP_NAME); null when unset. */
+  readonly appName: string | null;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Directory for development defaults (SQLite file, generated key). */
   readonly dataDir: string;
@@ -147,6 +151,18 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   if (value === 'true' || value === '1') return true;
   if (value === 'false' || value === '0') return false;
   throw new ConfigError(name, `must be true or false, got "${value}"`);
+}
+
+/** LINKVAULT_APP_NAME: shown to people on the hosted pages, so printable and short. */
+function appNameOf(env: Env): string | null {
+  const value = text(env, 'LINKVAULT_APP_NAME');
+  if (value === undefined) return null;
+  if (value.length > 80 || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(value))
+    throw new ConfigError(
+      'LINKVAULT_APP_NAME',
+      'must be at most 80 printable characters (no control or format characters)',
+    );
+  return value;
 }
 
 function int(env: Env, name: string, fallback: number, min: number, max: number): number {
@@ -485,6 +501,8 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     rateLimitPerMinute: int(env, 'LINKVAULT_RATE_LIMIT_PER_MINUTE', 600, 1, 1_000_000),
     trustedProxyHops: int(env, 'LINKVAULT_TRUSTED_PROXY_HOPS', 0, 0, 10),
     connectStartsPerSession: int(env, 'LINKVAULT_CONNECT_STARTS_PER_SESSION', 20, 1, 1000),
+    requireConnectConfirmation: bool(env, 'LINKVAULT_REQUIRE_CONNECT_CONFIRMATION', false),
+    appName: appNameOf(env),
     logLevel,
     dataDir,
     providerCredentialFor: (providerId) =>
@@ -504,6 +522,7 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'AWS_ENDPOINT_URL_KMS',
   'AWS_REGION',
   'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS',
+  'LINKVAULT_APP_NAME',
   'LINKVAULT_AUDIENCE',
   'LINKVAULT_BACKGROUND_REFRESH',
   'LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS',
@@ -534,6 +553,7 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'LINKVAULT_REDIS_WAIT_TIMEOUT_MS',
   'LINKVAULT_REFRESH_LEAD_SECONDS',
   'LINKVAULT_REFRESH_LOCK_TTL_SECONDS',
+  'LINKVAULT_REQUIRE_CONNECT_CONFIRMATION',
   'LINKVAULT_RETURN_URL_ALLOWLIST',
   'LINKVAULT_ROTATION_SPOOL_DIR',
   'LINKVAULT_ROTATION_STORE_RETRY_SECONDS',

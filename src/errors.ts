@@ -43,6 +43,10 @@ export const ERROR_CATALOGUE = {
   no_grant: { status: 403, title: 'No grant allows this service to obtain this token' },
   scope_not_granted: { status: 403, title: 'The requested scopes exceed what the grant allows' },
   provider_not_allowed: { status: 403, title: 'The session does not allow this provider' },
+  cross_site_request: {
+    status: 403,
+    title: "A connect flow can only be started from linkvault's own pages",
+  },
   not_found: { status: 404, title: 'No such resource' },
   link_not_found: { status: 404, title: 'No such link' },
   provider_not_found: { status: 404, title: 'No such provider, or it is not enabled' },
@@ -50,6 +54,10 @@ export const ERROR_CATALOGUE = {
   revocation_not_found: { status: 404, title: 'No revocation record for this link' },
   job_not_found: { status: 404, title: 'No such job' },
   webhook_endpoint_not_found: { status: 404, title: 'No such webhook endpoint' },
+  confirmation_not_found: {
+    status: 404,
+    title: 'No pending connection has this confirmation id (unknown, used or expired)',
+  },
   method_not_allowed: { status: 405, title: 'Method not allowed on this route' },
   not_acceptable: { status: 406, title: 'No acceptable representation' },
   reauth_required: { status: 409, title: 'The link needs the user to reconnect' },
@@ -58,6 +66,10 @@ export const ERROR_CATALOGUE = {
     title: 'The link has no refresh token; force_refresh cannot be honoured',
   },
   conflict: { status: 409, title: 'The resource changed concurrently; retry' },
+  confirmation_mismatch: {
+    status: 409,
+    title: "The confirmation is not the session's tenant and user; the pending link was discarded",
+  },
   link_revoked: { status: 410, title: 'The link has been revoked' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },

@@ -28,8 +28,16 @@ import { createWebhookEndpoints } from './links/webhooks/webhook-endpoints.js';
 import { createWebhookRouter } from './http/webhook-routes.js';
 import { checkWebhookUrl } from './net/check-webhook-url.js';
 import { createWebhookSender, type WebhookSender } from './net/webhook-sender.js';
-import { captureMetadata, createConnect, type Connect } from './links/connect/connect.js';
+import {
+  captureMetadata,
+  CONFIRMATION_EXPIRY_JOB_KIND,
+  createConnect,
+  type Connect,
+} from './links/connect/connect.js';
 import { createSessions, type Sessions } from './links/connect/sessions.js';
+import { createConfirmationExpiryJob } from './links/connect/confirmation-expiry-job.js';
+import { createConfirmationRouter } from './http/confirmation-routes.js';
+import { createJobWorker, type JobWorker, type JobWorkerOptions } from './jobs/job-worker.js';
 import { createProxy, type Proxy } from './links/proxy/proxy.js';
 import { createBackgroundRefresher } from './links/release/background-refresher.js';
 import { createPendingRotations } from './links/release/rotation-pending.js';
@@ -192,12 +200,25 @@ export interface Features {
   readonly connect: Connect;
   readonly grants: Grants;
   readonly revocation: Revocation;
+  /** Runs the confirmation-expiry jobs (tests call runOnce). */
+  readonly confirmationWorker: JobWorker;
   readonly coordinator: RefreshCoordinator;
   readonly release: TokenRelease;
   readonly proxy: Proxy;
   readonly worker: RevocationWorker;
   readonly sandbox: SandboxProvider | null;
 }
+
+/** The confirmation worker: few jobs, each one store read and at most one revocation (no provider call). */
+const CONFIRMATION_WORKER_OPTIONS: JobWorkerOptions = {
+  pollIntervalMs: 5_000,
+  batchSize: 32,
+  concurrency: 4,
+  leaseMs: 60_000,
+  backoffBaseMs: 5_000,
+  backoffMaxMs: 600_000,
+};
+const CONFIRMATION_WORKER_STOP_WAIT_MS = 5_000;
 
 async function startSandbox(
   config: Config,
@@ -302,6 +323,7 @@ export async function buildFeatures(
       createWebhookSender({ publicOnly: config.production, timeoutMs: WEBHOOK_TIMEOUT_MS });
 
     const sessions = createSessions({ config, store, catalogue, now });
+    const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
     const connect = createConnect({
       config,
       store,
@@ -312,12 +334,28 @@ export async function buildFeatures(
       metrics,
       log,
       audit,
+      revocation,
       now,
     });
     background.push({ name: 'connect', stop: () => connect.idle() });
+    // Discards pending_confirmation links left unconfirmed: a durable job per link on the shared queue.
+    const confirmationWorker = createJobWorker({
+      name: 'confirmation worker',
+      store,
+      handlers: {
+        [CONFIRMATION_EXPIRY_JOB_KIND]: createConfirmationExpiryJob({ connect, log }),
+      },
+      log,
+      now,
+      options: CONFIRMATION_WORKER_OPTIONS,
+    });
+    if (options.startWorker !== false) confirmationWorker.start();
+    background.push({
+      name: 'confirmation-worker',
+      stop: () => confirmationWorker.stop(CONFIRMATION_WORKER_STOP_WAIT_MS),
+    });
 
     const grants = createGrants({ store, audit, isService: (id) => serviceIds.has(id), now });
-    const revocation = createRevocation({ store, vault, catalogue, audit, log, metrics, now });
     // A refreshed token set the store refuses is spooled on the node and retried (rotation-pending.ts).
     const rotations = createPendingRotations({
       store,
@@ -398,6 +436,7 @@ export async function buildFeatures(
 
     const routers: Router[] = [
       createConnectRouter({ config, sessions, connect, serviceAuth: auth }),
+      createConfirmationRouter({ connect, serviceAuth: auth }),
       createLinkRouter({ store, sessions, serviceAuth: auth }),
       createTokenRouter({ auth, release }),
       createGrantRouter({ auth, grants, store }),
@@ -437,6 +476,7 @@ export async function buildFeatures(
       connect,
       grants,
       revocation,
+      confirmationWorker,
       coordinator,
       release,
       proxy,

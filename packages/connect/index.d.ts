@@ -30,11 +30,26 @@ export interface ConnectOptions {
   readonly fallback?: 'redirect' | 'none';
 }
 
-export interface ConnectResult {
+/** A connect that produced a link. */
+export interface ConnectedResult {
+  readonly status: 'connected';
   /** A hint: your backend confirms it with GET /v1/links/{id}. */
   readonly link_id: string;
   readonly provider: string | null;
 }
+
+/**
+ * A connect held for your confirmation (the session was minted with require_confirmation): hand
+ * `confirmation_id` to your backend, which calls POST /v1/confirmations/{confirmation_id} for the
+ * signed-in user. Also announced as a `linkvault:confirm` event on window.
+ */
+export interface ConfirmResult {
+  readonly status: 'confirm';
+  readonly confirmation_id: string;
+  readonly provider: string | null;
+}
+
+export type ConnectResult = ConnectedResult | ConfirmResult;
 
 export interface LinkvaultConnect {
   readonly version: string;

@@ -22,13 +22,25 @@ import { PROVIDER_ID_PATTERN } from '../providers/provider-id.js';
 import { createStrictRouter } from './strict-router.js';
 
 /**
- * The connect routes: a service mints a session (POST /v1/sessions), the browser starts a flow
- * (GET /v1/connect/:provider_id) and the provider sends it back (GET /v1/oauth/callback/:provider_id).
+ * The connect routes: a service mints a session (POST /v1/sessions), linkvault's own connect page
+ * or SDK popup starts a flow (POST /v1/connect/:provider_id, the session as a Bearer header) and
+ * the provider sends the browser back (GET /v1/oauth/callback/:provider_id).
+ *
+ * Session fixation (docs/threat-model.md): no GET starts a flow and the session token never
+ * travels in a URL query. A link or page on another site cannot make a victim's browser start a
+ * flow for someone else's session: it cannot set the Authorization header on a navigation or a
+ * form post, a cross-origin fetch with it needs a CORS preflight linkvault never grants, and the
+ * start is refused (403 cross_site_request) whenever the browser says the request is cross-site
+ * (Sec-Fetch-Site, Fetch Metadata) or from another origin (Origin, RFC 6454 §7).
  *
  * Every response here carries Cache-Control: no-store and Referrer-Policy: no-referrer: the
- * connect URL holds a session bearer and the callback URL a code and state, and neither may sit in
+ * authorization URL holds the state and the callback URL a code and state, and neither may sit in
  * a cache or leave in a Referer (RFC 9700 §4.2.4). The request logger logs route templates only
  * (observe-requests.ts), never these query strings.
+ *
+ * With require_confirmation the callback holds the link (pending_confirmation) and answers
+ * `return_to?status=confirm&confirmation_id=…&provider=…` (the result page says "waiting for
+ * confirmation" without return_to, and posts the same outcome to the SDK's opener).
  *
  * Outcomes: a flow started in the page with a return_to ends with a 303 to return_to (docs/api.md);
  * a popup flow (`display=popup`, the SDK), a flow without return_to, and any callback that cannot
@@ -56,10 +68,18 @@ export interface ConnectRouterDeps {
 /** Requests per minute per client address when the configuration does not say (LINKVAULT_RATE_LIMIT_PER_MINUTE). */
 const DEFAULT_RATE_LIMIT_PER_MINUTE = 600;
 
-const SESSION_FIELDS = new Set(['tenant_id', 'user_id', 'providers', 'return_to']);
+const SESSION_FIELDS = new Set([
+  'tenant_id',
+  'user_id',
+  'user_display',
+  'providers',
+  'return_to',
+  'require_confirmation',
+]);
+/** Members of POST /v1/connect's body besides the template variables. */
+const CONNECT_BODY_LIMITS = { maxMembers: 16, maxValueChars: 512 } as const;
 
 /** RFC 6749 leaves sizes open; these bound what we parse and store, far above real providers' values. */
-const CONNECT_QUERY_LIMITS = { maxQueryChars: 4096, maxParams: 16, maxValueChars: 512 } as const;
 const CALLBACK_QUERY_LIMITS = {
   maxQueryChars: 8192,
   maxParams: 32,
@@ -139,6 +159,8 @@ function parseSessionBody(body: unknown): {
   userId: unknown;
   providers?: unknown;
   returnTo?: unknown;
+  userDisplay?: unknown;
+  requireConfirmation?: unknown;
 } {
   const record = jsonObject(body, null);
   for (const key of Object.keys(record)) {
@@ -154,11 +176,72 @@ function parseSessionBody(body: unknown): {
     userId: record.user_id,
     ...(record.providers === undefined ? {} : { providers: record.providers }),
     ...(record.return_to === undefined ? {} : { returnTo: record.return_to }),
+    ...(record.user_display === undefined ? {} : { userDisplay: record.user_display }),
+    ...(record.require_confirmation === undefined
+      ? {}
+      : { requireConfirmation: record.require_confirmation }),
   };
+}
+
+/**
+ * 403 cross_site_request unless the browser says the request comes from linkvault's own origin.
+ * Sec-Fetch-Site (Fetch Metadata) is sent by every current browser; Origin by every browser on a
+ * POST. Either one naming another site refuses; a client that sends neither (an API tool) is not
+ * a browser a victim's session could be fixed in.
+ */
+function checkSameOrigin(req: Request, publicOrigin: string): void {
+  const site = req.headers['sec-fetch-site'];
+  if (site !== undefined && site !== 'same-origin')
+    throw new LinkvaultError('cross_site_request', {
+      detail: "Start the connection from linkvault's own connect page",
+    });
+  const origin = req.headers.origin;
+  if (origin !== undefined && origin !== publicOrigin)
+    throw new LinkvaultError('cross_site_request', {
+      detail: "Start the connection from linkvault's own connect page",
+    });
+}
+
+/** POST /v1/connect's body: `display` and the provider's template variables, all short strings. */
+function parseConnectBody(body: unknown): {
+  display: 'page' | 'popup';
+  parameters: Record<string, string>;
+} {
+  const record = body === undefined ? {} : jsonObject(body, 'body');
+  const entries = Object.entries(record);
+  if (entries.length > CONNECT_BODY_LIMITS.maxMembers)
+    throw invalidRequest('body', 'Too many members in the body');
+  const parameters: Record<string, string> = {};
+  let display: 'page' | 'popup' = 'page';
+  for (const [name, value] of entries) {
+    if (name === 'display') {
+      if (value !== 'page' && value !== 'popup')
+        throw invalidRequest('display', 'display must be page or popup');
+      display = value;
+      continue;
+    }
+    const shown = echoableName(name);
+    if (typeof value !== 'string' || value.length > CONNECT_BODY_LIMITS.maxValueChars)
+      throw invalidRequest(
+        shown,
+        `${shown ?? 'each template variable'} must be a string of at most ${CONNECT_BODY_LIMITS.maxValueChars} characters`,
+      );
+    parameters[name] = value;
+  }
+  return { display, parameters };
+}
+
+/** The bearer of `Authorization: Bearer <session token>` (undefined when absent or not a bearer). */
+function bearerOf(req: Request): string | undefined {
+  const header = req.headers.authorization;
+  if (typeof header !== 'string' || header.length > 512 || !/^bearer /i.test(header))
+    return undefined;
+  return header.slice(7).trim();
 }
 
 export function createConnectRouter(deps: ConnectRouterDeps): Router {
   const { config, sessions, connect, serviceAuth } = deps;
+  const publicOrigin = new URL(config.publicUrl).origin;
   const router = createStrictRouter();
   // Unauthenticated callers make linkvault do work (a discovery, a flow-state row, a token
   // exchange): each client address gets a bounded share, answered 429 problem+json beyond it.
@@ -182,53 +265,41 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
           ? {}
           : { providers: input.providers as readonly string[] }),
         ...(input.returnTo === undefined ? {} : { returnTo: input.returnTo as string }),
+        ...(input.userDisplay === undefined ? {} : { userDisplay: input.userDisplay as string }),
+        ...(input.requireConfirmation === undefined
+          ? {}
+          : { requireConfirmation: input.requireConfirmation as boolean }),
       },
       authenticatedService(res).id,
     );
     res.status(201).json(created);
   };
 
-  const startConnectRoute: RequestHandler = async (req, res, next) => {
+  const startConnectRoute: RequestHandler = async (req, res) => {
+    checkSameOrigin(req, publicOrigin);
+    const providerId = req.params.provider_id;
+    if (typeof providerId !== 'string' || !PROVIDER_ID_PATTERN.test(providerId))
+      throw new LinkvaultError('provider_not_found');
+    const { display, parameters } = parseConnectBody(req.body);
+    let started;
     try {
-      const providerId = req.params.provider_id;
-      if (typeof providerId !== 'string' || !PROVIDER_ID_PATTERN.test(providerId))
-        throw new LinkvaultError('provider_not_found');
-      const query = parseStrictQuery(req, CONNECT_QUERY_LIMITS);
-      const parameters: Record<string, string> = {};
-      for (const [name, value] of query.values)
-        if (name !== 'session' && name !== 'display') parameters[name] = value;
-      const display = query.values.get('display') ?? 'page';
-      if (display !== 'page' && display !== 'popup')
-        throw invalidRequest('display', 'display must be page or popup');
-      const started = await connect.startConnect({
-        sessionToken: query.values.get('session'),
+      started = await connect.startConnect({
+        sessionToken: bearerOf(req),
         providerId,
         parameters,
         display,
       });
-      res.append(
-        'Set-Cookie',
-        bindingCookie(config.publicUrl, providerId, started.bindingCookieValue, FLOW_TTL_SECONDS),
-      );
-      res.redirect(302, started.redirectUrl.href);
     } catch (err) {
-      const problem = toLinkvaultError(err);
-      if (!wantsHtml(req)) return next(problem);
-      // The hosted result page tells the user (and, in popup mode, the opener) what went wrong.
-      const providerId =
-        typeof req.params.provider_id === 'string' &&
-        PROVIDER_ID_PATTERN.test(req.params.provider_id)
-          ? req.params.provider_id
-          : null;
-      res.redirect(
-        303,
-        connectResultLocation(config.publicUrl, {
-          status: 'error',
-          error: problem.code,
-          providerId,
-        }),
-      );
+      // RFC 6750 §3: a 401 for bearer auth names the scheme.
+      if (toLinkvaultError(err).status === 401)
+        res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
+      throw err;
     }
+    res.append(
+      'Set-Cookie',
+      bindingCookie(config.publicUrl, providerId, started.bindingCookieValue, FLOW_TTL_SECONDS),
+    );
+    res.status(200).json({ authorization_url: started.redirectUrl.href });
   };
 
   const callbackRoute: RequestHandler = async (req, res, next) => {
@@ -274,6 +345,24 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
         }),
       );
     }
+    if (outcome.status === 'confirm') {
+      // The id is for the host's backend (POST /v1/confirmations); it confirms nothing by itself.
+      const result = {
+        status: 'confirm',
+        confirmation_id: outcome.confirmationId,
+        provider: outcome.providerId,
+      };
+      if (toApp) return res.redirect(303, withResult(outcome.returnTo!, result));
+      if (!wantsHtml(req)) return res.status(200).json(result);
+      return res.redirect(
+        303,
+        connectResultLocation(config.publicUrl, {
+          status: 'confirm',
+          confirmationId: outcome.confirmationId,
+          providerId: outcome.providerId,
+        }),
+      );
+    }
     const error = outcome.error;
     if (toApp) {
       // provider_error (a registered RFC 6749 code or 'unknown') lets the host app tell a user's "no" (access_denied) from a failure.
@@ -307,7 +396,7 @@ export function createConnectRouter(deps: ConnectRouterDeps): Router {
     serviceAuth.requireRole('sessions'),
     createSessionRoute,
   );
-  router.get('/v1/connect/:provider_id', noStore, rateLimit.middleware, startConnectRoute);
+  router.post('/v1/connect/:provider_id', noStore, rateLimit.middleware, startConnectRoute);
   router.get('/v1/oauth/callback/:provider_id', noStore, rateLimit.middleware, callbackRoute);
   return router;
 }

@@ -27,7 +27,12 @@ export interface LinkRouterDeps {
 }
 
 const LINK_ID = /^lnk_[A-Za-z0-9_-]{1,64}$/;
-const STATUSES: readonly LinkStatus[] = ['active', 'needs_reauth', 'revoked'];
+const STATUSES: readonly LinkStatus[] = [
+  'active',
+  'needs_reauth',
+  'revoked',
+  'pending_confirmation',
+];
 const LIST_FILTERS = new Set(['tenant_id', 'user_id', 'provider_id', 'status']);
 const LIST_QUERY_LIMITS = { maxQueryChars: 2048, maxParams: 8, maxValueChars: 256 } as const;
 
@@ -52,7 +57,10 @@ function parseListFilter(req: Request): LinkFilter {
       filter.providerId = value;
     } else {
       if (!(STATUSES as readonly string[]).includes(value))
-        throw invalidRequest('status', 'status must be active, needs_reauth or revoked');
+        throw invalidRequest(
+          'status',
+          'status must be active, needs_reauth, revoked or pending_confirmation',
+        );
       filter.status = value as LinkStatus;
     }
   }

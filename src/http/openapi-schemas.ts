@@ -94,9 +94,26 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, Schema>> = {
     }),
   }),
   ProviderList: closed(['providers'], { providers: { type: 'array', items: ref('Provider') } }),
+  MyProviders: closed(['providers', 'user_display', 'app_name', 'require_confirmation'], {
+    providers: { type: 'array', items: ref('Provider') },
+    user_display: { ...nullableString, description: 'Whom the connection is for.' },
+    app_name: { ...nullableString, description: 'LINKVAULT_APP_NAME.' },
+    require_confirmation: { type: 'boolean' },
+  }),
   SessionRequest: closed(['tenant_id', 'user_id'], {
     tenant_id: string,
     user_id: string,
+    user_display: {
+      type: 'string',
+      minLength: 1,
+      maxLength: 128,
+      description: 'Shown on the hosted pages: whom the connection is for (no control characters).',
+    },
+    require_confirmation: {
+      type: 'boolean',
+      description:
+        'Hold new links until POST /v1/confirmations confirms them (default LINKVAULT_REQUIRE_CONNECT_CONFIRMATION).',
+    },
     providers: { ...stringList, description: 'Providers this session may connect (default: all).' },
     return_to: { type: 'string', format: 'uri', description: 'Must match the allowlist.' },
   }),
@@ -106,11 +123,31 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, Schema>> = {
     connect_url: { type: 'string', format: 'uri' },
     manage_url: { type: 'string', format: 'uri' },
   }),
-  ConnectResult: closed(['status', 'link_id', 'provider'], {
-    status: { const: 'connected' },
-    link_id: string,
-    provider: string,
+  ConnectResult: {
+    oneOf: [
+      closed(['status', 'link_id', 'provider'], {
+        status: { const: 'connected' },
+        link_id: string,
+        provider: string,
+      }),
+      closed(['status', 'confirmation_id', 'provider'], {
+        status: { const: 'confirm' },
+        confirmation_id: string,
+        provider: string,
+      }),
+    ],
+  },
+  ConnectStartRequest: {
+    type: 'object',
+    description: "`display`, and the provider's template variables (strings) by name.",
+    properties: { display: { enum: ['page', 'popup'] } },
+    additionalProperties: { type: 'string', maxLength: 512 },
+    maxProperties: 16,
+  },
+  ConnectStart: closed(['authorization_url'], {
+    authorization_url: { type: 'string', format: 'uri' },
   }),
+  ConfirmationRequest: closed(['tenant_id', 'user_id'], { tenant_id: string, user_id: string }),
   Link: closed(
     [
       'id',

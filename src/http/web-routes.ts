@@ -31,7 +31,8 @@ import { createStrictRouter } from './strict-router.js';
  */
 
 export interface WebRouterDeps {
-  readonly config: Pick<Config, 'publicUrl' | 'returnUrlAllowlist'>;
+  readonly config: Pick<Config, 'publicUrl' | 'returnUrlAllowlist'> &
+    Partial<Pick<Config, 'appName'>>;
   readonly sessions: Pick<Sessions, 'resolveSession'>;
   readonly catalogue: Pick<Catalogue, 'get' | 'enabled' | 'publicView'>;
   /** Directory holding the page assets (src/web); tests may point elsewhere. */
@@ -73,6 +74,8 @@ interface StaticFile {
 
 const LINK_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const ERROR_CODE = /^[a-z][a-z0-9_]{0,63}$/;
+/** `<link id>.<secret>` as connect.ts mints it. */
+const CONFIRMATION_ID = /^lnk_[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{43}$/;
 
 function staticFile(body: Buffer, type: string): StaticFile {
   // A strong validator over the exact bytes (RFC 9110 §8.8.3).
@@ -147,6 +150,11 @@ export function connectResultLocation(
   result:
     | { readonly status: 'connected'; readonly linkId: string; readonly providerId: string | null }
     | {
+        readonly status: 'confirm';
+        readonly confirmationId: string;
+        readonly providerId: string | null;
+      }
+    | {
         readonly status: 'error';
         readonly error: string;
         readonly providerId: string | null;
@@ -155,6 +163,7 @@ export function connectResultLocation(
 ): string {
   const query = new URLSearchParams({ status: result.status });
   if (result.status === 'connected') query.set('link_id', result.linkId);
+  else if (result.status === 'confirm') query.set('confirmation_id', result.confirmationId);
   else {
     query.set('error', result.error);
     if (result.providerError) query.set('provider_error', result.providerError);
@@ -177,6 +186,10 @@ function parseResult(req: Request): ConnectResult {
   if (status === 'connected') {
     const linkId = queryValue(req, 'link_id');
     if (linkId !== null && LINK_ID.test(linkId)) return { status: 'connected', linkId, providerId };
+  } else if (status === 'confirm') {
+    const confirmationId = queryValue(req, 'confirmation_id');
+    if (confirmationId !== null && CONFIRMATION_ID.test(confirmationId))
+      return { status: 'confirm', confirmationId, providerId };
   } else if (status === 'cancelled') {
     return { status: 'cancelled', providerId };
   } else if (status === 'error') {
@@ -199,6 +212,7 @@ export function createWebRouter(deps: WebRouterDeps): Router {
   const basePath = new URL(config.publicUrl).pathname.replace(/\/$/, '');
   const https = config.publicUrl.startsWith('https:');
   const csp = pageContentSecurityPolicy(config.returnUrlAllowlist, https);
+  const appName = config.appName ?? null;
   // An opener may be any allowlisted origin, or linkvault itself (the manage page reconnects through the SDK).
   const openerOrigins = new Set([...config.returnUrlAllowlist, publicOrigin]);
 
@@ -249,7 +263,7 @@ export function createWebRouter(deps: WebRouterDeps): Router {
       sendPage(
         res,
         200,
-        renderConnectPage({ basePath, openerOrigin: null, originRejected: false }),
+        renderConnectPage({ basePath, appName, openerOrigin: null, originRejected: false }),
       );
       return;
     }
@@ -258,18 +272,22 @@ export function createWebRouter(deps: WebRouterDeps): Router {
       sendPage(
         res,
         200,
-        renderConnectPage({ basePath, openerOrigin: origin, originRejected: false }),
+        renderConnectPage({ basePath, appName, openerOrigin: origin, originRejected: false }),
       );
       return;
     }
-    sendPage(res, 400, renderConnectPage({ basePath, openerOrigin: null, originRejected: true }));
+    sendPage(
+      res,
+      400,
+      renderConnectPage({ basePath, appName, openerOrigin: null, originRejected: true }),
+    );
   };
 
   const resultPage: RequestHandler = (req, res) => {
     const result = parseResult(req);
     const providerName =
       result.providerId === null ? null : (catalogue.get(result.providerId)?.name ?? null);
-    sendPage(res, 200, renderResultPage({ basePath, result, providerName }));
+    sendPage(res, 200, renderResultPage({ basePath, result, providerName, appName }));
   };
 
   const assetRoute: RequestHandler = (req, res) => {
@@ -284,7 +302,13 @@ export function createWebRouter(deps: WebRouterDeps): Router {
     res.json({ providers: catalogue.enabled().map((entry) => catalogue.publicView(entry)) });
   };
 
-  /** GET /v1/me/providers: the enabled providers this session may connect, as GET /v1/providers shows them. */
+  /**
+   * GET /v1/me/providers: the enabled providers this session may connect, as GET /v1/providers
+   * shows them, with whom the connection is for (`user_display`, null when the host gave none) and
+   * the host application's name (`app_name`, LINKVAULT_APP_NAME): the connect page shows both, so
+   * that a person handed someone else's connect link sees it is not theirs. `require_confirmation`
+   * tells the manage page not to offer a reconnect it could not finish.
+   */
   const myProviders: RequestHandler = async (req, res) => {
     const session = await sessionOf(req, res, sessions);
     const allowed = session.providers.length > 0 ? new Set(session.providers) : null;
@@ -292,7 +316,12 @@ export function createWebRouter(deps: WebRouterDeps): Router {
       .enabled()
       .filter((entry) => allowed === null || allowed.has(entry.id))
       .map((entry) => catalogue.publicView(entry));
-    res.json({ providers });
+    res.json({
+      providers,
+      user_display: session.userDisplay ?? null,
+      app_name: appName,
+      require_confirmation: session.requireConfirmation === true,
+    });
   };
 
   const router = createStrictRouter();

@@ -1,6 +1,11 @@
 import type { SealedRecord } from '../keys/sealed-record.js';
 
-export type LinkStatus = 'active' | 'needs_reauth' | 'revoked';
+/**
+ * `pending_confirmation`: a connect made under a session with require_confirmation, held until the
+ * host's backend confirms it (links/connect/confirmation.ts). It never releases a token and is not
+ * in the refresh index; unconfirmed after 10 minutes it is revoked like any other link.
+ */
+export type LinkStatus = 'active' | 'needs_reauth' | 'revoked' | 'pending_confirmation';
 
 export interface LinkRecord {
   readonly id: string;

@@ -171,7 +171,7 @@ function providerPage(e: ProviderEntry): string {
   lines.push(`- Account id: ${account}.`);
   if (e.templateVariables.length > 0) {
     lines.push(
-      `- Template variables: the URLs above contain ${e.templateVariables.map((v) => code(`{${v.name}}`)).join(', ')}, filled per link from the connect request (\`GET /v1/connect/${e.id}?…\`) and kept on the link for refresh and revocation:`,
+      `- Template variables: the URLs above contain ${e.templateVariables.map((v) => code(`{${v.name}}`)).join(', ')}, filled per link from the connect request (\`POST /v1/connect/${e.id}\`) and kept on the link for refresh and revocation:`,
       '',
       ...variableRows(e.templateVariables),
     );

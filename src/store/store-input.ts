@@ -18,6 +18,7 @@ const LINK_STATUSES: ReadonlySet<string> = new Set<LinkStatus>([
   'active',
   'needs_reauth',
   'revoked',
+  'pending_confirmation',
 ]);
 
 function refuse(name: string, problem: string): never {

@@ -5,7 +5,6 @@ import {
   fragmentParam,
   hasSession,
   isSessionError,
-  revealSessionToken,
 } from './page-session.js';
 import {
   externalLink,
@@ -19,8 +18,10 @@ import { POPUP_CONTEXT_KEY, postResultToOpener } from './popup-result.js';
 
 /**
  * The hosted connect page (connect_url, and the page the connect SDK opens). It lists the
- * providers the session may connect, what each will ask for, and the privacy note; Connect sends
- * the browser to the connect route, which redirects to the provider.
+ * providers the session may connect, what each will ask for, whom the connection is for (the
+ * session's user_display and LINKVAULT_APP_NAME) and the privacy note. Connect POSTs to the connect
+ * route with the session as a Bearer header (never in a URL: docs/threat-model.md) and then sends
+ * the browser to the authorization URL it answers.
  *
  * Popup mode (display=popup, opened by the SDK): the server has already checked the opener's
  * origin against the allowlist and rendered it as data-opener-origin; it is kept, with the
@@ -44,6 +45,8 @@ const loading = document.getElementById('loading');
 const title = document.getElementById('page-title');
 const lead = document.getElementById('page-lead');
 const privacyNote = document.getElementById('privacy-note');
+const forWhom = document.getElementById('for-whom');
+const appName = body.dataset.appName || null;
 
 function popupContext() {
   return { origin: openerOrigin, nonce: nonce || '', provider: onlyProvider || '' };
@@ -75,15 +78,61 @@ function fail(titleText, message, errorCode) {
   }
 }
 
-function startConnect(provider, button) {
-  for (const b of list.querySelectorAll('button')) b.disabled = true;
+async function startConnect(provider, button) {
+  const buttons = [...list.querySelectorAll('button')];
+  const label = button.textContent;
+  for (const b of buttons) b.disabled = true;
   button.textContent = `Opening ${provider.name}\u2026`;
   if (isPopup) sessionStorage.setItem(POPUP_CONTEXT_KEY, JSON.stringify(popupContext()));
   else sessionStorage.removeItem(POPUP_CONTEXT_KEY);
-  const query = new URLSearchParams({ session: revealSessionToken() });
-  if (isPopup) query.set('display', 'popup');
-  // replace(): the connect route's URL carries the session, so it is kept out of the tab's back history.
-  window.location.replace(`${basePath}/v1/connect/${encodeURIComponent(provider.id)}?${query}`);
+  let started;
+  try {
+    // Same-origin credentials: the answer sets the flow's HttpOnly binding cookie.
+    started = await callApi(`/v1/connect/${encodeURIComponent(provider.id)}`, {
+      method: 'POST',
+      body: { display: isPopup ? 'popup' : 'page' },
+      credentials: 'same-origin',
+    });
+  } catch (error) {
+    if (isSessionError(error)) {
+      fail('This link has expired', EXPIRED_TEXT, 'session_expired');
+      list.hidden = true;
+      return;
+    }
+    for (const b of buttons) b.disabled = false;
+    button.textContent = label;
+    showNotice(
+      notice,
+      'error',
+      `${provider.name} could not be opened`,
+      error instanceof ApiError && error.status === 0
+        ? error.message
+        : 'linkvault could not start the connection. Try again in a moment.',
+    );
+    return;
+  }
+  const target =
+    started && typeof started.authorization_url === 'string' ? started.authorization_url : null;
+  if (!target || !/^https?:\/\//.test(target)) {
+    for (const b of buttons) b.disabled = false;
+    button.textContent = label;
+    showNotice(notice, 'error', 'Something went wrong', 'Try again in a moment.');
+    return;
+  }
+  // replace(): going back should not land on a half-started flow.
+  window.location.replace(target);
+}
+
+/** "Connecting for ana@example.com to Acme CRM": the person sees whom the connection is for. */
+function showForWhom(userDisplay) {
+  if (!forWhom || (!userDisplay && !appName)) return;
+  const parts = [];
+  if (userDisplay) parts.push('You are connecting an account for ', h('strong', {}, userDisplay));
+  else parts.push('You are connecting an account');
+  if (appName) parts.push(' in ', h('strong', {}, appName));
+  parts.push('. If that is not you, close this page and do not continue.');
+  replaceChildren(forWhom, parts);
+  forWhom.hidden = false;
 }
 
 /** 'crm' → 'CRM', 'productivity' → 'Productivity'. */
@@ -148,10 +197,15 @@ function providerCard(provider) {
   );
 }
 
-/** The providers this session may connect (GET /v1/me/providers), in catalogue order. */
+/** The providers this session may connect (GET /v1/me/providers), in catalogue order, and whom it is for. */
 async function loadAllowedProviders() {
   const mine = await callApi('/v1/me/providers');
-  return [...indexProviders(mine).values()].filter((p) => !onlyProvider || p.id === onlyProvider);
+  return {
+    providers: [...indexProviders(mine).values()].filter(
+      (p) => !onlyProvider || p.id === onlyProvider,
+    ),
+    userDisplay: mine && typeof mine.user_display === 'string' ? mine.user_display : null,
+  };
 }
 
 async function main() {
@@ -178,7 +232,9 @@ async function main() {
 
   let providers;
   try {
-    providers = await loadAllowedProviders();
+    const loaded = await loadAllowedProviders();
+    providers = loaded.providers;
+    showForWhom(loaded.userDisplay);
   } catch (error) {
     if (isSessionError(error)) fail('This link has expired', EXPIRED_TEXT, 'session_expired');
     else

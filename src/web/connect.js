@@ -102,8 +102,29 @@
 
   var active = null;
 
+  var CONFIRM_EVENT = 'linkvault:confirm';
+
   /**
-   * Opens the provider's consent in a centred popup and resolves with { link_id, provider }.
+   * A connect held for the host's confirmation (sessions with require_confirmation): the host page
+   * hands confirmation_id to its backend, which calls POST /v1/confirmations/{confirmation_id} for
+   * the signed-in user. Also announced as a `linkvault:confirm` event on window.
+   */
+  function confirmOutcome(confirmationId, provider) {
+    var outcome = { status: 'confirm', confirmation_id: confirmationId, provider: provider };
+    try {
+      global.dispatchEvent(new CustomEvent(CONFIRM_EVENT, { detail: outcome }));
+    } catch (e) {
+      // An old browser without CustomEvent: the promise still carries the outcome.
+    }
+    return outcome;
+  }
+
+  var CONFIRMATION_ID = /^lnk_[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{43}$/;
+
+  /**
+   * Opens the provider's consent in a centred popup and resolves with
+   * { status: 'connected', link_id, provider }, or { status: 'confirm', confirmation_id, provider }
+   * when the session holds new links for the host's confirmation.
    * Call it from a click handler (browsers only allow popups on a user gesture). When the popup is
    * blocked it falls back to a full-page redirect (the promise then never settles: the page is
    * leaving; call linkvault.completeRedirect() on the session's return_to page), unless
@@ -171,9 +192,21 @@
           data.link_id !== ''
         ) {
           resolve({
+            status: 'connected',
             link_id: data.link_id,
             provider: typeof data.provider === 'string' ? data.provider : provider,
           });
+        } else if (
+          data.status === 'confirm' &&
+          typeof data.confirmation_id === 'string' &&
+          CONFIRMATION_ID.test(data.confirmation_id)
+        ) {
+          resolve(
+            confirmOutcome(
+              data.confirmation_id,
+              typeof data.provider === 'string' ? data.provider : provider,
+            ),
+          );
         } else {
           reject(errorFromResult(data.status, typeof data.error === 'string' ? data.error : null));
         }
@@ -200,8 +233,10 @@
   }
 
   /**
-   * On the session's return_to page after a redirect-mode connect: returns { link_id, provider }
-   * when the URL carries a successful result, null when it carries none, and throws a
+   * On the session's return_to page after a redirect-mode connect: returns
+   * { status: 'connected', link_id, provider } when the URL carries a successful result,
+   * { status: 'confirm', confirmation_id, provider } when the connection waits for the host's
+   * confirmation, null when it carries none, and throws a
    * LinkvaultConnectError when it carries a failure. Removes the result from the address bar.
    * Treat link_id as a hint: your backend confirms it with GET /v1/links/{id}.
    */
@@ -210,12 +245,15 @@
     var status = url.searchParams.get('status');
     if (status === null) return null;
     var linkId = url.searchParams.get('link_id');
+    var confirmationId = url.searchParams.get('confirmation_id');
     var error = url.searchParams.get('error');
     var provider = url.searchParams.get('provider');
     var providerError = url.searchParams.get('provider_error');
-    ['status', 'link_id', 'error', 'provider', 'provider_error'].forEach(function (name) {
-      url.searchParams.delete(name);
-    });
+    ['status', 'link_id', 'confirmation_id', 'error', 'provider', 'provider_error'].forEach(
+      function (name) {
+        url.searchParams.delete(name);
+      },
+    );
     global.history.replaceState(global.history.state, '', url.pathname + url.search + url.hash);
     var pending = null;
     try {
@@ -225,7 +263,10 @@
       pending = null;
     }
     if (!provider && pending && typeof pending.provider === 'string') provider = pending.provider;
-    if (status === 'connected' && linkId) return { link_id: linkId, provider: provider };
+    if (status === 'connected' && linkId)
+      return { status: 'connected', link_id: linkId, provider: provider };
+    if (status === 'confirm' && confirmationId && CONFIRMATION_ID.test(confirmationId))
+      return confirmOutcome(confirmationId, provider);
     throw errorFromResult(status, error, providerError);
   }
 

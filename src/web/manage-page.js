@@ -31,12 +31,18 @@ const dialogTitle = document.getElementById('confirm-title');
 const confirmButton = document.getElementById('confirm-revoke');
 const keepButton = document.getElementById('confirm-cancel');
 
-const STATUS_LABELS = { active: 'Active', needs_reauth: 'Needs reconnecting', revoked: 'Revoked' };
-const STATUS_ORDER = { needs_reauth: 0, active: 1, revoked: 2 };
+const STATUS_LABELS = {
+  active: 'Active',
+  needs_reauth: 'Needs reconnecting',
+  revoked: 'Revoked',
+  pending_confirmation: 'Waiting for confirmation',
+};
+const STATUS_ORDER = { needs_reauth: 0, pending_confirmation: 1, active: 2, revoked: 3 };
 const EXPIRED_TEXT =
   'For your security this page only works for a short time and not after a reload. Open your linked accounts again from the app.';
 
 let providers = new Map();
+let requiresConfirmation = false;
 
 function providerName(id) {
   const provider = providers.get(id);
@@ -171,8 +177,9 @@ async function revoke(link, card) {
 async function reconnect(link, button) {
   const name = providerName(link.provider_id);
   button.disabled = true;
+  let result;
   try {
-    await window.linkvault.connect({
+    result = await window.linkvault.connect({
       sessionToken: revealSessionToken(),
       provider: link.provider_id,
     });
@@ -190,6 +197,16 @@ async function reconnect(link, button) {
     return;
   }
   await loadLinks();
+  if (result && result.status === 'confirm') {
+    // Not offered under confirmation (loadRequiresConfirmation); a session changed meanwhile lands here.
+    showNotice(
+      notice,
+      'info',
+      `Reconnect ${name} from the app`,
+      'This app confirms new connections itself, so the reconnect cannot be finished here. Open the app and reconnect from there.',
+    );
+    return;
+  }
   showNotice(
     notice,
     'success',
@@ -207,7 +224,7 @@ function linkCard(link) {
     : [];
   const card = h('li', { class: `card${link.status === 'revoked' ? ' card-revoked' : ''}` });
   const actions = h('div', { class: 'card-actions' });
-  if (link.status === 'needs_reauth') {
+  if (link.status === 'needs_reauth' && !requiresConfirmation) {
     // Short visible labels keep both buttons on one line; the hidden part names the provider for
     // screen readers' button lists, with the visible text kept at the start (WCAG 2.5.3 label in name).
     const button = h(
@@ -245,7 +262,9 @@ function linkCard(link) {
       ? h(
           'p',
           { class: 'card-text attention' },
-          `${name} asked to be connected again before the app can use it.`,
+          requiresConfirmation
+            ? `${name} asked to be connected again before the app can use it. Reconnect it from the app.`
+            : `${name} asked to be connected again before the app can use it.`,
         )
       : null,
     h(
@@ -291,9 +310,27 @@ async function loadProviderNames() {
   }
 }
 
+/**
+ * Whether this session holds new connections for the app's confirmation: then a reconnect cannot
+ * be finished from this page (the confirmation id must reach the app's backend), so none is offered.
+ */
+async function loadRequiresConfirmation() {
+  try {
+    const mine = await callApi('/v1/me/providers');
+    return Boolean(mine && mine.require_confirmation === true);
+  } catch {
+    return false;
+  }
+}
+
 async function loadLinks() {
-  const [catalogue, mine] = await Promise.all([loadProviderNames(), callApi('/v1/me/links')]);
+  const [catalogue, mine, confirmation] = await Promise.all([
+    loadProviderNames(),
+    callApi('/v1/me/links'),
+    loadRequiresConfirmation(),
+  ]);
   providers = catalogue;
+  requiresConfirmation = confirmation;
   const links = (mine && Array.isArray(mine.links) ? mine.links : [])
     .slice()
     .sort(

@@ -43,11 +43,17 @@ export class ApiError extends Error {
 }
 
 /**
- * Calls the linkvault API. `auth: true` sends the session as a Bearer token. Credentials (cookies)
- * are never sent: nothing here relies on ambient authority.
+ * Calls the linkvault API. `auth: true` sends the session as a Bearer token; `body` is sent as
+ * JSON. Credentials (cookies) are never sent, except with `credentials: 'same-origin'`, which the
+ * connect start needs so that the browser keeps the flow's binding cookie: nothing relies on
+ * ambient authority.
  */
-export async function callApi(path, { method = 'GET', auth = true } = {}) {
+export async function callApi(
+  path,
+  { method = 'GET', auth = true, body, credentials = 'omit' } = {},
+) {
   const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (auth) {
     if (!hasSession()) throw new ApiError(401, 'session_expired');
     headers.Authorization = `Bearer ${sessionToken}`;
@@ -57,7 +63,8 @@ export async function callApi(path, { method = 'GET', auth = true } = {}) {
     response = await fetch(basePath + path, {
       method,
       headers,
-      credentials: 'omit',
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      credentials,
       cache: 'no-store',
       redirect: 'error',
     });
@@ -68,15 +75,15 @@ export async function callApi(path, { method = 'GET', auth = true } = {}) {
       'linkvault could not be reached. Check your connection and try again.',
     );
   }
-  const body = await response.json().catch(() => null);
+  const answer = await response.json().catch(() => null);
   if (!response.ok) {
     throw new ApiError(
       response.status,
-      body && typeof body.code === 'string' ? body.code : null,
-      body && typeof body.detail === 'string' ? body.detail : null,
+      answer && typeof answer.code === 'string' ? answer.code : null,
+      answer && typeof answer.detail === 'string' ? answer.detail : null,
     );
   }
-  return body;
+  return answer;
 }
 
 /** True for the errors that mean "this page's session is gone": the user must start again from the app. */

@@ -1,6 +1,7 @@
 /**
  * The popup → opener half of the connect SDK's protocol (the other half is connect.js).
- * Message: { type: 'linkvault:connect-result', v: 1, nonce, status, link_id?, provider?, error? }.
+ * Message: { type: 'linkvault:connect-result', v: 1, nonce, status, link_id?, confirmation_id?,
+ * provider?, error? } (status `confirm` carries confirmation_id, for the host's backend).
  * It is posted with targetOrigin = the opener's origin as the server validated it against the
  * allowlist, so the browser delivers it only if the opener really is at that origin
  * (HTML Living Standard, window.postMessage step "targetOrigin"); the SDK in turn accepts it only
@@ -36,6 +37,7 @@ export function postResultToOpener(context, result) {
   if (!window.opener || !context || !context.origin) return false;
   const message = { type: MESSAGE_TYPE, v: 1, nonce: context.nonce, status: result.status };
   if (result.link_id) message.link_id = result.link_id;
+  if (result.confirmation_id) message.confirmation_id = result.confirmation_id;
   if (result.provider || context.provider) message.provider = result.provider || context.provider;
   if (result.error) message.error = result.error;
   window.opener.postMessage(message, context.origin);

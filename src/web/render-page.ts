@@ -51,6 +51,8 @@ const NOSCRIPT = html`<noscript><p class="notice notice-error">This page needs J
 
 export interface ConnectPageOptions {
   readonly basePath: string;
+  /** LINKVAULT_APP_NAME: the host application the account is connected to; null when unset. */
+  readonly appName: string | null;
   /** The opener's origin, already checked against the allowlist; null when none was given. */
   readonly openerOrigin: string | null;
   /** True when an origin was given and refused. */
@@ -61,12 +63,14 @@ export function renderConnectPage(options: ConnectPageOptions): string {
   const data: Record<string, string> = { page: 'connect' };
   if (options.openerOrigin !== null) data['opener-origin'] = options.openerOrigin;
   if (options.originRejected) data['origin-rejected'] = 'true';
+  if (options.appName !== null) data['app-name'] = options.appName;
   return renderShell({
     basePath: options.basePath,
     title: 'Connect an account \u2013 linkvault',
     data,
     moduleScript: '/assets/connect-page.js',
-    main: html`<h1 id="page-title">Connect an account</h1>
+    main: html`<h1 id="page-title">${options.appName === null ? 'Connect an account' : `Connect an account to ${options.appName}`}</h1>
+<p id="for-whom" class="for-whom" hidden></p>
 <p id="page-lead" class="lead">Choose the account to connect. You sign in on the provider\u2019s own site; linkvault never sees your password.</p>
 <div id="notice" class="notice" role="status" aria-live="polite" hidden></div>
 <p id="loading" class="loading">Loading\u2026</p>
@@ -107,6 +111,11 @@ ${NOSCRIPT}`,
 /** A connect outcome as the result page accepts it (validated by the router). */
 export type ConnectResult =
   | { readonly status: 'connected'; readonly linkId: string; readonly providerId: string | null }
+  | {
+      readonly status: 'confirm';
+      readonly confirmationId: string;
+      readonly providerId: string | null;
+    }
   | { readonly status: 'cancelled'; readonly providerId: string | null }
   | { readonly status: 'error'; readonly error: string; readonly providerId: string | null };
 
@@ -138,6 +147,7 @@ export function renderResultPage(options: {
   readonly basePath: string;
   readonly result: ConnectResult;
   readonly providerName: string | null;
+  readonly appName?: string | null;
 }): string {
   const { result } = options;
   const name = options.providerName ?? 'The provider';
@@ -152,6 +162,7 @@ export function renderResultPage(options: {
   };
   if (result.providerId !== null) data.provider = result.providerId;
   if (result.status === 'connected') data['link-id'] = result.linkId;
+  if (result.status === 'confirm') data['confirmation-id'] = result.confirmationId;
   if (result.status === 'error') data.error = result.error;
 
   let main: SafeHtml;
@@ -160,6 +171,14 @@ export function renderResultPage(options: {
 <h1 id="result-title" tabindex="-1">${options.providerName ? `${options.providerName} is connected` : 'Account connected'}</h1>
 <p>The app can now use ${accountName} with the access you approved.</p>
 <p id="result-hint" class="hint">You can close this window and go back to the app.</p>
+</div>`;
+  } else if (result.status === 'confirm') {
+    // Held until the app confirms it is the signed-in person's: the app (not this page) finishes it.
+    const app = options.appName ?? 'the app';
+    main = html`<div class="result result-neutral">
+<h1 id="result-title" tabindex="-1">Waiting for confirmation</h1>
+<p>${name} gave access. The connection is held until ${app} confirms that it is yours; it is not usable before, and it is discarded if ${app} does not confirm it within 10 minutes.</p>
+<p id="result-hint" class="hint">Go back to ${app} to finish.</p>
 </div>`;
   } else if (cancelled) {
     main = html`<div class="result result-neutral">

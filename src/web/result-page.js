@@ -9,8 +9,9 @@ import { postResultToOpener, takePopupContext } from './popup-result.js';
 
 const data = document.body.dataset;
 const result = {
-  status: data.status === 'connected' || data.status === 'cancelled' ? data.status : 'error',
+  status: ['connected', 'confirm', 'cancelled'].includes(data.status) ? data.status : 'error',
   link_id: data.linkId || null,
+  confirmation_id: data.confirmationId || null,
   provider: data.provider || null,
   error: data.error || null,
 };

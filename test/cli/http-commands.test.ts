@@ -346,10 +346,18 @@ describe('linkvault operator commands against a running linkvault', () => {
     const session = json(
       await cli(['sessions', 'create', '--tenant', 'acme', '--user', 'u1', '--json', ...asCrm]),
     );
-    const connect = await fetch(
-      `${service.url}/v1/connect/hubspot?session=${encodeURIComponent(String(session.session_token))}`,
-      { redirect: 'manual', headers: { accept: 'application/json' } },
-    );
+    const startConnect = (provider: string) =>
+      fetch(`${service.url}/v1/connect/${provider}`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: {
+          accept: 'application/json',
+          'content-type': 'application/json',
+          authorization: `Bearer ${String(session.session_token)}`,
+        },
+        body: '{}',
+      });
+    const connect = await startConnect('hubspot');
     assert.equal(connect.status, 404);
     const problem = (await connect.json()) as Record<string, unknown>;
     assert.equal(problem.code, 'provider_not_found');
@@ -357,10 +365,7 @@ describe('linkvault operator commands against a running linkvault', () => {
       problem.detail,
       'The provider "hubspot" is not enabled: the operator sets LINKVAULT_PROVIDER_HUBSPOT_CLIENT_ID and LINKVAULT_PROVIDER_HUBSPOT_CLIENT_SECRET to enable it',
     );
-    const unknown = await fetch(
-      `${service.url}/v1/connect/nosuchprovider?session=${encodeURIComponent(String(session.session_token))}`,
-      { redirect: 'manual', headers: { accept: 'application/json' } },
-    );
+    const unknown = await startConnect('nosuchprovider');
     assert.equal(
       ((await unknown.json()) as { detail: string }).detail,
       'No such provider, or it is not enabled',

@@ -3,7 +3,12 @@ import { after, before, describe, test } from 'node:test';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import request from 'supertest';
 import type { Express } from 'express';
+import { createHash } from 'node:crypto';
 import { buildOpenApiDocument } from '../../src/http/openapi.js';
+import {
+  CONFIRMATION_EXPIRES_KEY,
+  CONFIRMATION_HASH_KEY,
+} from '../../src/links/connect/connect.js';
 import {
   expressPath,
   mountedRoutes,
@@ -227,12 +232,37 @@ describe('real answers validate against the OpenAPI document', () => {
     await call('POST', '/v1/sessions', { auth: auditor, body: { tenant_id: 't', user_id: 'u' } });
     await call('POST', '/v1/sessions', { body: { tenant_id: 't', user_id: 'u' } });
 
-    const started = await call(
-      'GET',
-      `/v1/connect/acme?session=${encodeURIComponent(created.body.session_token)}&display=popup`,
-    );
-    assert.equal(started.status, 302);
-    await call('GET', '/v1/connect/nosuch?session=x', { accept: 'application/json' });
+    const started = await call('POST', '/v1/connect/acme', {
+      auth: `Bearer ${created.body.session_token}`,
+      body: { display: 'popup' },
+    });
+    assert.equal(started.status, 200);
+    await call('POST', '/v1/connect/nosuch', {
+      auth: `Bearer ${created.body.session_token}`,
+      body: {},
+    });
+    await call('POST', '/v1/connect/acme', { auth: 'Bearer x', body: {} });
+    // A link held for confirmation, as the callback stores it (only the id's hash is kept).
+    const confirmationId = `lnk_pending_openapi.${'s'.repeat(43)}`;
+    await stack.seedLink({
+      id: 'lnk_pending_openapi',
+      tenantId: 'tenant-a',
+      userId: 'user-1',
+      status: 'pending_confirmation',
+      metadata: {
+        [CONFIRMATION_HASH_KEY]: createHash('sha256').update(confirmationId).digest('base64url'),
+        [CONFIRMATION_EXPIRES_KEY]: String(Date.now() + 600_000),
+      },
+    });
+    const confirmed = await call('POST', `/v1/confirmations/${confirmationId}`, {
+      auth: admin,
+      body: { tenant_id: 'tenant-a', user_id: 'user-1' },
+    });
+    assert.equal(confirmed.status, 200);
+    await call('POST', '/v1/confirmations/lnk_x.nope', {
+      auth: admin,
+      body: { tenant_id: 'tenant-a', user_id: 'user-1' },
+    });
     await call('GET', '/v1/oauth/callback/acme?code=c&state=s', { accept: 'application/json' });
 
     const link = await stack.seedLink({ tenantId: 'tenant-a', userId: 'user-1' });

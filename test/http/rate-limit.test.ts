@@ -44,10 +44,13 @@ describe('when one client bursts past the per-client limit, then it gets 429 rat
       assert.equal(forged.status, 400, forged.text);
     }
     const burst = [
-      await h.request(
-        `/v1/connect/acme?${new URLSearchParams({ session: session.session_token })}`,
+      await h.postConnect(
+        'acme',
+        session.session_token,
+        {},
         {
-          headers: { accept: 'text/html', 'x-forwarded-for': '203.0.113.7' },
+          accept: 'text/html',
+          'x-forwarded-for': '203.0.113.7',
         },
       ),
       await h.callback('/v1/oauth/callback/acme?state=forged&code=x', null, {

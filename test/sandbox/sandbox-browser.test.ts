@@ -43,7 +43,11 @@ describe(
         new URL(route.request().url()).origin === h.publicUrl ? route.continue() : route.abort(),
       );
 
-      await page.goto(`${h.publicUrl}/v1/connect/sandbox?session=${session.session_token}`);
+      await page.goto(session.connect_url);
+      await Promise.all([
+        page.waitForURL(/\/sandbox\//),
+        page.getByRole('button', { name: 'Connect Sandbox CRM' }).click(),
+      ]);
       assert.equal(await page.textContent('h2'), 'Sign in');
       await page.fill('#username', 'grace');
       await Promise.all([

@@ -74,6 +74,19 @@ class Browser {
   }
 }
 
+/** POST /v1/connect as linkvault's connect page sends it: the session as a Bearer header. */
+function startConnect(sessionToken: string): RequestInit {
+  return {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json',
+      authorization: `Bearer ${sessionToken}`,
+    },
+    body: '{}',
+  };
+}
+
 describe('when a developer connects the built-in Sandbox CRM', () => {
   let h: ConnectHarness;
   before(async () => {
@@ -103,12 +116,15 @@ describe('when a developer connects the built-in Sandbox CRM', () => {
       return_to: `${APP_ORIGIN}/done`,
     });
     const browser = new Browser(h);
-    const start = await browser.go(`/v1/connect/sandbox?session=${session.session_token}`);
-    assert.equal(start.status, 302);
-    assert.equal(start.location?.origin, h.publicUrl);
-    assert.equal(start.location?.pathname, '/sandbox/auth');
+    const start = await browser.go('/v1/connect/sandbox', startConnect(session.session_token));
+    assert.equal(start.status, 200, start.text);
+    const authorizationUrl = new URL(String(start.json!.authorization_url));
+    assert.equal(authorizationUrl.origin, h.publicUrl);
+    assert.equal(authorizationUrl.pathname, '/sandbox/auth');
 
-    const login = await browser.follow(start);
+    const login = await browser.follow(
+      await browser.go(authorizationUrl.pathname + authorizationUrl.search),
+    );
     assert.equal(login.status, 200, login.text);
     assert.match(login.text, /<h2>Sign in<\/h2>/);
     // As production wires it: the allowlisted return origins may be form-action targets.
@@ -217,8 +233,10 @@ describe('when a developer connects the built-in Sandbox CRM', () => {
       return_to: `${APP_ORIGIN}/done`,
     });
     const browser = new Browser(h);
+    const start = await browser.go('/v1/connect/sandbox', startConnect(session.session_token));
+    const authorizationUrl = new URL(String(start.json!.authorization_url));
     const login = await browser.follow(
-      await browser.go(`/v1/connect/sandbox?session=${session.session_token}`),
+      await browser.go(authorizationUrl.pathname + authorizationUrl.search),
     );
     const consent = await browser.submit(login, '/login', { username: 'bob' });
     const back = await browser.submit(consent, '/abort');

@@ -20,6 +20,9 @@ import { startServiceProcess, type ServiceProcess } from './service-process.js';
  * so the snippet is shown to need nothing more.
  */
 
+/** The host application's name (LINKVAULT_APP_NAME of the stack's service). */
+export const HOST_APP_NAME = 'Acme CRM sync';
+
 export interface CreatedSession {
   readonly session_token: string;
   readonly expires_at: string;
@@ -47,6 +50,11 @@ export interface BrowserStack {
   createSession(body: Record<string, unknown>): Promise<CreatedSession>;
   /** A service call (as `crm-sync`, every role): status and parsed body. */
   serviceGet(path: string): Promise<{ status: number; body: Record<string, unknown> }>;
+  /** A service POST with a JSON body (as `crm-sync`): what a host's backend sends, e.g. a confirmation. */
+  servicePost(
+    path: string,
+    body: unknown,
+  ): Promise<{ status: number; body: Record<string, unknown> }>;
   close(): Promise<void>;
 }
 
@@ -158,6 +166,7 @@ export async function startBrowserStack(): Promise<BrowserStack> {
         LINKVAULT_SANDBOX: 'true',
         LINKVAULT_BACKGROUND_REFRESH: 'false',
         LINKVAULT_LOG_LEVEL: 'info',
+        LINKVAULT_APP_NAME: HOST_APP_NAME,
       },
     });
   } catch (err) {
@@ -199,6 +208,7 @@ export async function startBrowserStack(): Promise<BrowserStack> {
       return res.body as unknown as CreatedSession;
     },
     serviceGet: (path) => call('GET', path),
+    servicePost: (path, body) => call('POST', path, body),
     async close() {
       service.child.kill('SIGTERM');
       const exited = await Promise.race([

@@ -23,6 +23,8 @@ export interface ConnectHarnessOptions {
   readonly sandbox?: boolean;
   /** Extra environment for loadConfig. */
   readonly env?: Readonly<Record<string, string>>;
+  /** The features' clock (default Date.now). */
+  readonly now?: () => number;
 }
 
 export interface HttpAnswer {
@@ -55,12 +57,22 @@ export interface ConnectHarness extends Stack {
     connect_url: string;
     manage_url: string;
   }>;
-  /** GET /v1/connect/:provider?session=… (+ extra query); expects the 302 and returns it. */
+  /**
+   * POST /v1/connect/:provider with the session as a Bearer header and `body` (display, template
+   * variables) as linkvault's own page sends it; expects the 200 {authorization_url} and returns it.
+   */
   startFlow(
     providerId: string,
     sessionToken: string,
-    extraQuery?: Record<string, string>,
+    body?: Record<string, string>,
   ): Promise<StartedFlow>;
+  /** POST /v1/connect/:provider as startFlow does, returning whatever it answers. */
+  postConnect(
+    providerId: string,
+    sessionToken: string | null,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<HttpAnswer>;
   /** GET the callback URL (absolute, or relative to the public URL) with the given Cookie header. */
   callback(url: URL | string, cookie: string | null, init?: RequestInit): Promise<HttpAnswer>;
 }
@@ -93,12 +105,34 @@ export async function startConnectHarness(
     ...(options.providers ? { providers: options.providers } : {}),
     ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
     ...(options.sandbox ? { sandbox: true } : {}),
+    ...(options.now ? { now: options.now } : {}),
   });
   const { publicUrl, services } = stack;
 
   async function request(path: string, init: RequestInit = {}): Promise<HttpAnswer> {
     const url = new URL(path, publicUrl).href;
     return answerOf(await fetch(url, { redirect: 'manual', ...init }), url);
+  }
+
+  async function postConnect(
+    providerId: string,
+    sessionToken: string | null,
+    body: unknown = {},
+    headers: Record<string, string> = {},
+  ): Promise<HttpAnswer> {
+    return request(`/v1/connect/${providerId}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json',
+        // What a browser sends with the connect page's own fetch.
+        origin: new URL(publicUrl).origin,
+        'sec-fetch-site': 'same-origin',
+        ...(sessionToken === null ? {} : { authorization: `Bearer ${sessionToken}` }),
+        ...headers,
+      },
+      body: JSON.stringify(body),
+    });
   }
 
   return {
@@ -125,16 +159,17 @@ export async function startConnectHarness(
         manage_url: string;
       };
     },
-    async startFlow(providerId, sessionToken, extraQuery = {}) {
-      const query = new URLSearchParams({ session: sessionToken, ...extraQuery });
-      const answer = await request(`/v1/connect/${providerId}?${query}`);
-      if (answer.status !== 302 || !answer.location)
-        throw new Error(`GET /v1/connect/${providerId} answered ${answer.status}: ${answer.text}`);
+    postConnect,
+    async startFlow(providerId, sessionToken, body = {}) {
+      const answer = await postConnect(providerId, sessionToken, body);
+      const authorizationUrl = answer.json?.authorization_url;
+      if (answer.status !== 200 || typeof authorizationUrl !== 'string')
+        throw new Error(`POST /v1/connect/${providerId} answered ${answer.status}: ${answer.text}`);
       const setCookie = answer.headers.getSetCookie().find((c) => c.startsWith('lv_flow=')) ?? '';
       if (!setCookie) throw new Error('no binding cookie was set');
       return {
         answer,
-        authorizationUrl: answer.location,
+        authorizationUrl: new URL(authorizationUrl),
         cookie: setCookie.split(';')[0]!,
         setCookie,
       };

@@ -56,7 +56,24 @@ test('when the session allows some providers, then exactly those enabled ones co
         privacy: web.catalogue.privacy('hubspot'),
       },
     ],
+    user_display: null,
+    app_name: null,
+    require_confirmation: false,
   });
+});
+
+test('when the session names whom it is for, then user_display comes back with the providers', async () => {
+  const created = await web.sessions.createSession(
+    { tenantId: 't', userId: 'u', userDisplay: 'ana@example.com' },
+    'crm-sync',
+  );
+  const res = await request(web.app)
+    .get('/v1/me/providers')
+    .set('Authorization', `Bearer ${created.session_token}`);
+  assert.equal(res.status, 200);
+  assert.equal(res.body.user_display, 'ana@example.com');
+  assert.equal(res.body.app_name, null);
+  assert.equal(res.body.require_confirmation, false);
 });
 
 test('when the session names no providers, then every enabled provider comes back in catalogue order', async () => {

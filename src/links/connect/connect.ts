@@ -14,7 +14,8 @@ import type {
 import { Secret } from '../../secret.js';
 import { acquireLockWithin } from '../../store/lock-wait.js';
 import type { Store } from '../../store/store.js';
-import type { LinkRecord } from '../link.js';
+import { INTERNAL_METADATA_PREFIX, type LinkRecord } from '../link.js';
+import type { Revocation } from '../revoke/revocation.js';
 import type { SessionRecord } from './sessions.js';
 import type { Audit } from '../audit/audit.js';
 import type { Catalogue, ProviderEntry } from '../../providers/catalogue.js';
@@ -30,6 +31,15 @@ import { notEnabledDetail } from '../../providers/credential-variables.js';
  * completeCallback: takeFlowState → checkProviderMatches → checkBrowserBinding → resolveCallbackVariables
  *                   → exchangeCode → captureMetadata → determineAccount → grantedScopes
  *                   → sealTokenSet → saveLink → revokeSuperseded
+ *                   (under require_confirmation: … → scheduleExpiry → savePendingLink)
+ * confirm:          findPending → checkOwner (else discard: revoke) → activate | mergeIntoExisting
+ *
+ * Host confirmation (docs/threat-model.md): a session minted with require_confirmation stores its
+ * new link as `pending_confirmation` (its own record, even when it reconnects an existing link, so
+ * that an active link is never touched before the host confirms). The confirmation id is
+ * `<link id>.<256 random bits>`; the link keeps only SHA-256 of the whole id in its internal
+ * metadata, and confirming removes it (single use). A pending link not confirmed within
+ * CONFIRMATION_TTL_SECONDS is revoked by a durable queue job written before the link itself.
  *
  * Flow state lives server-side for 10 minutes under SHA-256(state) and is sealed with AES-256-GCM
  * under HKDF-SHA256(state): what the store holds (PKCE verifier, nonce, binding hash) is useless
@@ -54,12 +64,35 @@ const CONNECT_LOCK_TTL_MS = 15_000;
 const CONNECT_LOCK_WAIT_MS = 5_000;
 /** Flow starts a session may make when the configuration does not say (LINKVAULT_CONNECT_STARTS_PER_SESSION). */
 export const DEFAULT_CONNECT_STARTS_PER_SESSION = 20;
+/** How long a pending_confirmation link waits for the host (docs/api.md: 10 minutes). */
+export const CONFIRMATION_TTL_SECONDS = 600;
+/** Queue job kind that discards a pending link left unconfirmed (handled by confirmation-expiry-job.ts). */
+export const CONFIRMATION_EXPIRY_JOB_KIND = 'connect.confirmation_expiry';
+/** Internal metadata of a pending link: SHA-256 of its confirmation id, and when it expires. */
+export const CONFIRMATION_HASH_KEY = `${INTERNAL_METADATA_PREFIX}confirmation_sha256`;
+export const CONFIRMATION_EXPIRES_KEY = `${INTERNAL_METADATA_PREFIX}confirmation_expires_at_ms`;
+/** Set on a pending record whose tokens moved into the existing link it reconnected. */
+export const MERGED_INTO_KEY = `${INTERNAL_METADATA_PREFIX}merged_into`;
+const CONFIRMATION_SECRET_BYTES = 32;
+const CONFIRMATION_ID_PATTERN = /^(lnk_[A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{43})$/;
+
+/** The expiry job's id for a pending link (one job per link). */
+export function confirmationExpiryJobId(linkId: string): string {
+  return `${CONFIRMATION_EXPIRY_JOB_KIND}:${linkId}`;
+}
 
 export interface ConnectDeps {
   readonly config: Pick<Config, 'publicUrl'> & Partial<Pick<Config, 'connectStartsPerSession'>>;
   readonly store: Pick<
     Store,
-    'putFlowState' | 'takeFlowState' | 'listLinks' | 'saveLink' | 'acquireLock' | 'releaseLock'
+    | 'putFlowState'
+    | 'takeFlowState'
+    | 'listLinks'
+    | 'saveLink'
+    | 'getLink'
+    | 'enqueue'
+    | 'acquireLock'
+    | 'releaseLock'
   >;
   readonly sessions: Pick<Sessions, 'resolveSession'>;
   readonly catalogue: Pick<Catalogue, 'get' | 'isEnabled' | 'resolveVariables' | 'endpoints'>;
@@ -69,11 +102,13 @@ export interface ConnectDeps {
   readonly log: Logger;
   /** Audit trail: connects and superseded-token revocations are recorded. */
   readonly audit: Pick<Audit, 'record'>;
+  /** Discards pending links (mismatch, expiry) the way every link is revoked: tombstone + durable provider job. */
+  readonly revocation: Pick<Revocation, 'revokeLink'>;
   readonly now?: () => number;
 }
 
 export interface StartConnectRequest {
-  /** The session bearer (from `?session=`). */
+  /** The session bearer (the `Authorization: Bearer` header of POST /v1/connect). */
   readonly sessionToken: unknown;
   readonly providerId: string;
   /** The connect request's other parameters: template-variable values by parameter name (`instance_domain`, `tenant`, ...). */
@@ -116,6 +151,14 @@ export type CallbackOutcome =
       readonly display: ConnectDisplay;
     }
   | {
+      /** Held as pending_confirmation: the host's backend confirms it with the confirmation id. */
+      readonly status: 'confirm';
+      readonly confirmationId: string;
+      readonly providerId: string;
+      readonly returnTo: string | null;
+      readonly display: ConnectDisplay;
+    }
+  | {
       readonly status: 'error';
       readonly error: LinkvaultError;
       readonly providerId: string | null;
@@ -123,9 +166,46 @@ export type CallbackOutcome =
       readonly display: ConnectDisplay | null;
     };
 
+/** Who a pending link is for, as its confirmation id names it (the route's tenant checks read this). */
+export interface PendingConfirmation {
+  readonly linkId: string;
+  readonly tenantId: string;
+  readonly userId: string;
+  readonly providerId: string;
+}
+
+/** Who confirms: the service calling POST /v1/confirmations, for the request. */
+export interface ConfirmationActor {
+  readonly serviceId: string;
+  readonly requestId: string | null;
+}
+
 export interface Connect {
   startConnect(request: StartConnectRequest): Promise<StartedConnect>;
   completeCallback(request: CallbackRequest): Promise<CallbackOutcome>;
+  /**
+   * The pending link a confirmation id names; 404 confirmation_not_found when the id is malformed,
+   * unknown, already used or expired. Reads only.
+   */
+  findConfirmation(confirmationId: unknown): Promise<PendingConfirmation>;
+  /**
+   * Confirms a pending link for `claim`'s tenant and user: resolves with the active link (the
+   * reconnected existing link when it reconnected one). When the claim is not the link's tenant and
+   * user, the pending link is revoked (tokens revoked at the provider) and it rejects 409
+   * confirmation_mismatch. 404 confirmation_not_found as findConfirmation.
+   */
+  confirm(
+    confirmationId: unknown,
+    claim: { readonly tenantId: string; readonly userId: string },
+    actor: ConfirmationActor,
+  ): Promise<LinkRecord>;
+  /**
+   * Revokes the pending link `linkId` if it is still pending after its deadline; resolves with
+   * `discarded`, `not_pending` (confirmed, merged or gone: nothing to do) or `not_due` (with the time).
+   */
+  expireConfirmation(
+    linkId: string,
+  ): Promise<{ outcome: 'discarded' | 'not_pending' } | { outcome: 'not_due'; dueAtMs: number }>;
   /** Resolves when the best-effort background work (superseded-token revocations) in flight has finished. */
   idle(): Promise<void>;
 }
@@ -140,6 +220,8 @@ interface FlowState {
   readonly userId: string;
   readonly returnTo: string | null;
   readonly display: ConnectDisplay;
+  /** The session's require_confirmation (absent in flows started before it existed). */
+  readonly requireConfirmation?: boolean;
   readonly endpointVariables: Readonly<Record<string, string>>;
   readonly requestedScopes: readonly string[];
   readonly expectedIssuer: string | null;
@@ -430,6 +512,7 @@ export function createConnect(deps: ConnectDeps): Connect {
       userId: session.userId,
       returnTo: session.returnTo,
       display: request.display ?? 'page',
+      requireConfirmation: session.requireConfirmation === true,
       endpointVariables,
       requestedScopes: [...requestedScopes],
       expectedIssuer: start.checks.expectedIssuer,
@@ -537,7 +620,7 @@ export function createConnect(deps: ConnectDeps): Connect {
 
   /** Serialises connects of one account so two tabs finishing at once cannot create two links. */
   async function withAccountLock<T>(
-    flow: FlowState,
+    flow: Pick<FlowState, 'tenantId' | 'userId' | 'providerId'>,
     accountId: string | null,
     work: () => Promise<T>,
   ): Promise<T> {
@@ -575,81 +658,93 @@ export function createConnect(deps: ConnectDeps): Connect {
     } | null;
   }
 
-  async function saveLink(
-    flow: FlowState,
+  interface LinkFields {
+    readonly accountId: string | null;
+    readonly grantedScopes: readonly string[];
+    readonly metadata: Readonly<Record<string, string>>;
+    readonly endpointVariables: Readonly<Record<string, string>>;
+  }
+
+  /**
+   * The link a connect of this account reconnects. A revoked link stays revoked for ever
+   * (reconnecting that account makes a new link), and a pending one is nobody's yet.
+   */
+  async function findReconnectable(
+    owner: { readonly tenantId: string; readonly userId: string; readonly providerId: string },
+    accountId: string | null,
+  ): Promise<LinkRecord | undefined> {
+    if (accountId === null) return undefined;
+    const found = await store.listLinks(
+      {
+        tenantId: owner.tenantId,
+        userId: owner.userId,
+        providerId: owner.providerId,
+        providerAccountId: accountId,
+      },
+      10,
+    );
+    return found.find((l) => l.status === 'active' || l.status === 'needs_reauth');
+  }
+
+  /** Reconnect: same link id, new tokens. null when the link moved on (the caller reads again). */
+  async function reconnectExisting(
+    existing: LinkRecord,
     tokens: TokenSet,
-    fields: {
-      accountId: string | null;
-      grantedScopes: readonly string[];
-      metadata: Record<string, string>;
-      endpointVariables: Record<string, string>;
-    },
-  ): Promise<Saved> {
-    for (let attempt = 0; attempt < SAVE_ATTEMPTS; attempt++) {
-      const existing =
-        fields.accountId === null
-          ? undefined
-          : (
-              await store.listLinks(
-                {
-                  tenantId: flow.tenantId,
-                  userId: flow.userId,
-                  providerId: flow.providerId,
-                  providerAccountId: fields.accountId,
-                },
-                10,
-              )
-            )
-              // A revoked link stays revoked for ever: reconnecting that account makes a new link.
-              .find((l) => l.status !== 'revoked');
-      const at = now();
-
-      if (existing) {
-        // Reconnect: same link id, new tokens (RFC 9700 §4.14: the newest refresh token is the one kept).
-        let previous: TokenSet | null = null;
-        if (existing.tokens) {
-          try {
-            previous = await openTokenSet(vault, existing, existing.tokens);
-          } catch (err) {
-            if (!isLinkvaultError(err, 'sealed_record_invalid')) throw err;
-            log.warn(
-              { link_id: existing.id, error_code: err.code },
-              'connect: the superseded token set does not open; replacing it',
-            );
-          }
-        }
-        // A provider that issues a refresh token only on first consent (Google, Zoho without
-        // prompt=consent) answers a reconnect without one: the old one is still the live one.
-        const refreshToken = tokens.refreshToken ?? previous?.refreshToken ?? null;
-        const sealed = await sealTokenSet(
-          vault,
-          existing,
-          { ...tokens, refreshToken },
-          existing.tokens,
+    fields: LinkFields,
+  ): Promise<Saved | null> {
+    const at = now();
+    // Reconnect: same link id, new tokens (RFC 9700 §4.14: the newest refresh token is the one kept).
+    let previous: TokenSet | null = null;
+    if (existing.tokens) {
+      try {
+        previous = await openTokenSet(vault, existing, existing.tokens);
+      } catch (err) {
+        if (!isLinkvaultError(err, 'sealed_record_invalid')) throw err;
+        log.warn(
+          { link_id: existing.id, error_code: err.code },
+          'connect: the superseded token set does not open; replacing it',
         );
-        const updated: LinkRecord = {
-          ...existing,
-          status: 'active',
-          version: existing.version + 1,
-          grantedScopes: Object.freeze([...fields.grantedScopes]),
-          metadata: Object.freeze({ ...fields.metadata }),
-          endpointVariables: Object.freeze({ ...fields.endpointVariables }),
-          tokens: sealed,
-          accessTokenExpiresAtMs: tokens.expiresAtMs,
-          updatedAtMs: at,
-        };
-        const stored = await store.saveLink(updated, existing.version);
-        if (!stored) continue; // a refresh or revoke moved the link on: read it again
-        const old = previous?.refreshToken ?? null;
-        const superseded =
-          tokens.refreshToken !== null &&
-          old !== null &&
-          old.reveal() !== tokens.refreshToken.reveal()
-            ? { token: old, endpointVariables: existing.endpointVariables }
-            : null;
-        return { link: stored, reconnected: true, superseded };
       }
+    }
+    // A provider that issues a refresh token only on first consent (Google, Zoho without
+    // prompt=consent) answers a reconnect without one: the old one is still the live one.
+    const refreshToken = tokens.refreshToken ?? previous?.refreshToken ?? null;
+    const sealed = await sealTokenSet(
+      vault,
+      existing,
+      { ...tokens, refreshToken },
+      existing.tokens,
+    );
+    const updated: LinkRecord = {
+      ...existing,
+      status: 'active',
+      version: existing.version + 1,
+      grantedScopes: Object.freeze([...fields.grantedScopes]),
+      metadata: Object.freeze({ ...fields.metadata }),
+      endpointVariables: Object.freeze({ ...fields.endpointVariables }),
+      tokens: sealed,
+      accessTokenExpiresAtMs: tokens.expiresAtMs,
+      updatedAtMs: at,
+    };
+    const stored = await store.saveLink(updated, existing.version);
+    if (!stored) return null; // a refresh or revoke moved the link on: read it again
+    const old = previous?.refreshToken ?? null;
+    const superseded =
+      tokens.refreshToken !== null && old !== null && old.reveal() !== tokens.refreshToken.reveal()
+        ? { token: old, endpointVariables: existing.endpointVariables }
+        : null;
+    return { link: stored, reconnected: true, superseded };
+  }
 
+  async function saveLink(flow: FlowState, tokens: TokenSet, fields: LinkFields): Promise<Saved> {
+    for (let attempt = 0; attempt < SAVE_ATTEMPTS; attempt++) {
+      const existing = await findReconnectable(flow, fields.accountId);
+      if (existing) {
+        const saved = await reconnectExisting(existing, tokens, fields);
+        if (saved) return saved;
+        continue;
+      }
+      const at = now();
       const id = `lnk_${randomBytes(LINK_ID_BYTES).toString('base64url')}`;
       const identity = { id, tenantId: flow.tenantId, providerId: flow.providerId };
       const sealed = await sealTokenSet(vault, identity, tokens, null);
@@ -732,6 +827,276 @@ export function createConnect(deps: ConnectDeps): Connect {
     void work.finally(() => background.delete(work));
   }
 
+  // ---- host confirmation ----
+
+  function confirmationHash(confirmationId: string): string {
+    return createHash('sha256').update(confirmationId, 'utf8').digest('base64url');
+  }
+
+  /** The metadata a pending link keeps for the caller, without the confirmation bookkeeping. */
+  function withoutConfirmation(
+    metadata: Readonly<Record<string, string>>,
+  ): Readonly<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(metadata))
+      if (k !== CONFIRMATION_HASH_KEY && k !== CONFIRMATION_EXPIRES_KEY) out[k] = v;
+    return Object.freeze(out);
+  }
+
+  /**
+   * scheduleExpiry → savePendingLink: the expiry job is written first, so a pending link (which
+   * holds live tokens) never exists without the job that discards it.
+   */
+  async function savePendingLink(
+    flow: FlowState,
+    tokens: TokenSet,
+    fields: LinkFields,
+  ): Promise<{ link: LinkRecord; confirmationId: string }> {
+    const id = `lnk_${randomBytes(LINK_ID_BYTES).toString('base64url')}`;
+    const confirmationId = `${id}.${randomBytes(CONFIRMATION_SECRET_BYTES).toString('base64url')}`;
+    const at = now();
+    const expiresAtMs = at + CONFIRMATION_TTL_SECONDS * 1000;
+    await store.enqueue({
+      id: confirmationExpiryJobId(id),
+      kind: CONFIRMATION_EXPIRY_JOB_KIND,
+      payload: { link_id: id },
+      attempts: 0,
+      runAtMs: expiresAtMs,
+    });
+    const identity = { id, tenantId: flow.tenantId, providerId: flow.providerId };
+    const sealed = await sealTokenSet(vault, identity, tokens, null);
+    const link: LinkRecord = {
+      id,
+      tenantId: flow.tenantId,
+      userId: flow.userId,
+      providerId: flow.providerId,
+      status: 'pending_confirmation',
+      version: 1,
+      providerAccountId: fields.accountId,
+      grantedScopes: Object.freeze([...fields.grantedScopes]),
+      metadata: Object.freeze({
+        ...fields.metadata,
+        [CONFIRMATION_HASH_KEY]: confirmationHash(confirmationId),
+        [CONFIRMATION_EXPIRES_KEY]: String(expiresAtMs),
+      }),
+      endpointVariables: Object.freeze({ ...fields.endpointVariables }),
+      tokens: sealed,
+      accessTokenExpiresAtMs: tokens.expiresAtMs,
+      createdAtMs: at,
+      updatedAtMs: at,
+      lastRefreshedAtMs: null,
+      lastUsedAtMs: null,
+    };
+    const stored = await store.saveLink(link, null);
+    if (!stored)
+      throw new LinkvaultError('conflict', {
+        detail: 'The link could not be saved; connect again',
+        retryAfterSeconds: 1,
+      });
+    return { link: stored, confirmationId };
+  }
+
+  function expiresAtOf(link: LinkRecord): number {
+    const raw = link.metadata[CONFIRMATION_EXPIRES_KEY];
+    const value = raw === undefined ? NaN : Number(raw);
+    // A pending link without a readable deadline is treated as expired (fail closed).
+    return Number.isFinite(value) ? value : 0;
+  }
+
+  /** findPending: the pending link the id names, checked in constant time against its stored hash. */
+  async function findPendingLink(confirmationId: unknown): Promise<LinkRecord> {
+    const notFound = () => new LinkvaultError('confirmation_not_found');
+    if (typeof confirmationId !== 'string') throw notFound();
+    const match = CONFIRMATION_ID_PATTERN.exec(confirmationId);
+    if (!match) throw notFound();
+    const link = await store.getLink(match[1]!);
+    const stored = link?.metadata[CONFIRMATION_HASH_KEY];
+    if (!link || link.status !== 'pending_confirmation' || stored === undefined) throw notFound();
+    const expected = Buffer.from(stored, 'base64url');
+    const given = Buffer.from(confirmationHash(confirmationId), 'base64url');
+    if (expected.length !== given.length || !timingSafeEqual(expected, given)) throw notFound();
+    if (expiresAtOf(link) <= now()) throw notFound();
+    return link;
+  }
+
+  async function findConfirmation(confirmationId: unknown): Promise<PendingConfirmation> {
+    const link = await findPendingLink(confirmationId);
+    return {
+      linkId: link.id,
+      tenantId: link.tenantId,
+      userId: link.userId,
+      providerId: link.providerId,
+    };
+  }
+
+  /** Revokes a pending link (its tokens at the provider too) through the revocation machinery. */
+  async function discardPending(
+    link: LinkRecord,
+    reason: 'confirmation_mismatch' | 'confirmation_expired',
+    actor: { serviceId: string | null; requestId: string | null },
+  ): Promise<void> {
+    await deps.revocation.revokeLink(link.id, {
+      revokedBy: 'service',
+      serviceId: actor.serviceId,
+      reason,
+      requestId: actor.requestId,
+    });
+    deps.metrics.connects.inc({ provider: link.providerId, outcome: reason });
+    log.info(
+      { link_id: link.id, provider_id: link.providerId, reason },
+      'connect: pending link discarded',
+    );
+  }
+
+  async function auditConfirmed(
+    type: string,
+    link: LinkRecord,
+    pending: LinkRecord,
+    actor: ConfirmationActor,
+  ): Promise<void> {
+    await deps.audit
+      .record(
+        type,
+        {
+          link_id: link.id,
+          pending_link_id: pending.id,
+          tenant_id: link.tenantId,
+          user_id: link.userId,
+          provider_id: link.providerId,
+          service_id: actor.serviceId,
+          granted_scopes: [...link.grantedScopes],
+        },
+        actor.requestId,
+      )
+      .catch((err: unknown) =>
+        log.error({ err, link_id: link.id }, 'connect: audit of the confirmation failed'),
+      );
+  }
+
+  /**
+   * mergeIntoExisting: the pending connect reconnected an account this user already has linked.
+   * The existing link takes the new tokens (resealed under its own identity); the pending record is
+   * then tombstoned without a provider revocation (its tokens live on in the existing link) and
+   * marked with MERGED_INTO_KEY. Returns null when either record moved on (the caller reads again).
+   */
+  async function mergeIntoExisting(
+    pending: LinkRecord,
+    claimed: LinkRecord,
+    existing: LinkRecord,
+    actor: ConfirmationActor,
+  ): Promise<LinkRecord | null> {
+    if (!claimed.tokens) throw new LinkvaultError('confirmation_not_found');
+    const tokens = await openTokenSet(vault, claimed, claimed.tokens);
+    const saved = await reconnectExisting(existing, tokens, {
+      accountId: existing.providerAccountId,
+      grantedScopes: claimed.grantedScopes,
+      metadata: publicOnly(claimed.metadata),
+      endpointVariables: claimed.endpointVariables,
+    });
+    if (!saved) return null;
+    const at = now();
+    const tombstone: LinkRecord = {
+      ...claimed,
+      status: 'revoked',
+      version: claimed.version + 1,
+      tokens: null,
+      accessTokenExpiresAtMs: null,
+      metadata: Object.freeze({ ...publicOnly(claimed.metadata), [MERGED_INTO_KEY]: existing.id }),
+      updatedAtMs: at,
+    };
+    // Losing this write means the expiry job revoked the pending record meanwhile (and with it,
+    // at the provider, the tokens just moved): the existing link then needs a reconnect, which the
+    // next refresh reports. Either way nothing is released twice.
+    if (await store.saveLink(tombstone, claimed.version)) vault.forget(claimed.tokens);
+    const entry = catalogue.get(existing.providerId);
+    if (entry && saved.superseded)
+      revokeSuperseded(entry, saved.link, saved.superseded, actor.requestId);
+    await auditConfirmed('link.reconnected', saved.link, pending, actor);
+    return saved.link;
+  }
+
+  /** The metadata without any of linkvault's own keys (the confirmation and merge bookkeeping). */
+  function publicOnly(metadata: Readonly<Record<string, string>>): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(metadata))
+      if (!k.startsWith(INTERNAL_METADATA_PREFIX)) out[k] = v;
+    return out;
+  }
+
+  async function confirm(
+    confirmationId: unknown,
+    claim: { readonly tenantId: string; readonly userId: string },
+    actor: ConfirmationActor,
+  ): Promise<LinkRecord> {
+    for (let attempt = 0; attempt < SAVE_ATTEMPTS; attempt++) {
+      const pending = await findPendingLink(confirmationId);
+      // checkOwner: the host's backend knows who is signed in; anyone else's claim discards the link.
+      if (pending.tenantId !== claim.tenantId || pending.userId !== claim.userId) {
+        await discardPending(pending, 'confirmation_mismatch', actor);
+        throw new LinkvaultError('confirmation_mismatch', {
+          detail: 'The pending connection was discarded and its tokens revoked at the provider',
+        });
+      }
+      // Single use: the first write removes the confirmation hash (a second confirm finds nothing).
+      const claimed: LinkRecord = {
+        ...pending,
+        version: pending.version + 1,
+        metadata: withoutConfirmation(pending.metadata),
+        updatedAtMs: now(),
+      };
+      const existing = await findReconnectable(pending, pending.providerAccountId);
+      if (!existing) {
+        const activated = await store.saveLink({ ...claimed, status: 'active' }, pending.version);
+        if (!activated) continue;
+        await auditConfirmed('link.connected', activated, pending, actor);
+        deps.metrics.connects.inc({ provider: activated.providerId, outcome: 'confirmed' });
+        return activated;
+      }
+      const held = await store.saveLink(claimed, pending.version);
+      if (!held) continue;
+      const merged = await withAccountLock(
+        { tenantId: pending.tenantId, userId: pending.userId, providerId: pending.providerId },
+        pending.providerAccountId,
+        async () => {
+          for (let round = 0; round < SAVE_ATTEMPTS; round++) {
+            const current = await findReconnectable(pending, pending.providerAccountId);
+            if (!current) break;
+            const done = await mergeIntoExisting(pending, held, current, actor);
+            if (done) return done;
+          }
+          return null;
+        },
+      );
+      if (merged) {
+        deps.metrics.connects.inc({ provider: merged.providerId, outcome: 'confirmed' });
+        return merged;
+      }
+      // The existing link went away meanwhile (revoked): the held record becomes the link.
+      const activated = await store.saveLink(
+        { ...held, status: 'active', version: held.version + 1, updatedAtMs: now() },
+        held.version,
+      );
+      if (!activated) throw new LinkvaultError('confirmation_not_found');
+      await auditConfirmed('link.connected', activated, pending, actor);
+      return activated;
+    }
+    throw new LinkvaultError('conflict', {
+      detail: 'The pending link changed while it was being confirmed; retry',
+      retryAfterSeconds: 1,
+    });
+  }
+
+  async function expireConfirmation(
+    linkId: string,
+  ): Promise<{ outcome: 'discarded' | 'not_pending' } | { outcome: 'not_due'; dueAtMs: number }> {
+    const link = await store.getLink(linkId);
+    if (!link || link.status !== 'pending_confirmation') return { outcome: 'not_pending' };
+    const dueAtMs = expiresAtOf(link);
+    if (dueAtMs > now()) return { outcome: 'not_due', dueAtMs };
+    await discardPending(link, 'confirmation_expired', { serviceId: null, requestId: null });
+    return { outcome: 'discarded' };
+  }
+
   async function completeCallback(request: CallbackRequest): Promise<CallbackOutcome> {
     const providerLabel = metricProvider(request.providerId);
     const fail = (error: unknown, flow: FlowState | null): CallbackOutcome => {
@@ -789,6 +1154,44 @@ export function createConnect(deps: ConnectDeps): Connect {
       const accountId = accountIdOf(entry, tokens, idTokenClaims);
       const grantedScopes = tokens.scopes ?? flow.requestedScopes;
 
+      if (flow.requireConfirmation === true) {
+        // Held until the host confirms it; an existing link of this account is not touched.
+        const pending = await savePendingLink(flow, tokens, {
+          accountId,
+          grantedScopes,
+          metadata,
+          endpointVariables,
+        });
+        await deps.audit
+          .record(
+            'link.pending_confirmation',
+            {
+              link_id: pending.link.id,
+              tenant_id: flow.tenantId,
+              user_id: flow.userId,
+              provider_id: flow.providerId,
+              service_id: flow.serviceId,
+              granted_scopes: [...grantedScopes],
+            },
+            request.requestId ?? null,
+          )
+          .catch((err: unknown) =>
+            log.error({ err, link_id: pending.link.id }, 'connect: audit of the connect failed'),
+          );
+        deps.metrics.connects.inc({ provider: flow.providerId, outcome: 'pending_confirmation' });
+        log.info(
+          { link_id: pending.link.id, provider_id: flow.providerId },
+          'connect: link held for confirmation',
+        );
+        return {
+          status: 'confirm',
+          confirmationId: pending.confirmationId,
+          providerId: flow.providerId,
+          returnTo: flow.returnTo,
+          display: flow.display,
+        };
+      }
+
       const saved = await withAccountLock(flow, accountId, () =>
         saveLink(flow, tokens, { accountId, grantedScopes, metadata, endpointVariables }),
       );
@@ -837,5 +1240,12 @@ export function createConnect(deps: ConnectDeps): Connect {
     while (background.size > 0) await Promise.allSettled([...background]);
   }
 
-  return { startConnect, completeCallback, idle };
+  return {
+    startConnect,
+    completeCallback,
+    findConfirmation,
+    confirm,
+    expireConfirmation,
+    idle,
+  };
 }

@@ -15,6 +15,16 @@ export interface SessionRecord {
   /** Providers this session may connect; empty means every enabled provider. */
   readonly providers: readonly string[];
   readonly returnTo: string | null;
+  /**
+   * Whom the connection is for, as the host wants it shown on the hosted pages (an email, a name);
+   * null when the host gave none. Absent on sessions stored before it existed.
+   */
+  readonly userDisplay?: string | null;
+  /**
+   * Hold new links (`pending_confirmation`) until the host's backend confirms them
+   * (POST /v1/confirmations/{id}). Absent on sessions stored before it existed (= false).
+   */
+  readonly requireConfirmation?: boolean;
   /** The service that minted the session. */
   readonly serviceId: string;
   readonly createdAtMs: number;
@@ -23,13 +33,14 @@ export interface SessionRecord {
 
 /**
  * Browser sessions: a backend service mints a short-lived bearer for one end user of one tenant,
- * and the browser uses it to connect providers (GET /v1/connect) and manage links (/v1/me/links).
+ * and the browser uses it to connect providers (POST /v1/connect, from linkvault's own pages) and manage links (/v1/me/links).
  *
  * The token is 256 random bits. The store keeps only its SHA-256 (the record's id): a copy of the
  * store yields no usable bearer (the same reason RFC 6819 §5.1.4.1.3 gives for storing hashes of
  * credentials). A plain hash suffices, unlike for passwords, because the token has full entropy.
  * The token travels to the browser in a URL fragment (connect_url / manage_url), which browsers
- * never send to a server nor put in a Referer (RFC 3986 §3.5, Fetch §"Referrer").
+ * never send to a server nor put in a Referer (RFC 3986 §3.5, Fetch §"Referrer"), so no access log
+ * of ours or of a proxy in front keeps it; the pages send it on as a Bearer header only.
  */
 
 export interface CreateSessionInput {
@@ -38,6 +49,10 @@ export interface CreateSessionInput {
   /** Providers the session may connect; omitted = every enabled provider. */
   readonly providers?: readonly string[];
   readonly returnTo?: string;
+  /** Shown on the hosted pages: whom the connection is for. */
+  readonly userDisplay?: string;
+  /** Overrides LINKVAULT_REQUIRE_CONNECT_CONFIRMATION for this session. */
+  readonly requireConfirmation?: boolean;
 }
 
 export interface CreatedSession {
@@ -48,7 +63,8 @@ export interface CreatedSession {
 }
 
 export interface SessionsDeps {
-  readonly config: Pick<Config, 'publicUrl' | 'returnUrlAllowlist' | 'sessionTtlSeconds'>;
+  readonly config: Pick<Config, 'publicUrl' | 'returnUrlAllowlist' | 'sessionTtlSeconds'> &
+    Partial<Pick<Config, 'requireConnectConfirmation'>>;
   readonly store: Pick<Store, 'putSession' | 'getSession'>;
   readonly catalogue: Pick<Catalogue, 'isEnabled'>;
   readonly now?: () => number;
@@ -69,6 +85,10 @@ const MAX_ID_CHARS = 256;
 const ID_PATTERN =
   /^[^\s\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}](?:[^\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]*[^\s\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}])?$/u;
 const MAX_PROVIDERS = 100;
+/** user_display is shown to people: printable text, one line, short enough for a page header. */
+export const MAX_USER_DISPLAY_CHARS = 128;
+const USER_DISPLAY_PATTERN =
+  /^[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}](?:[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]*[^\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}])?$/u;
 
 /** The store id of a session: SHA-256 of the bearer, base64url. */
 export function sessionIdOf(token: string): string {
@@ -86,6 +106,26 @@ export function checkCallerId(value: unknown, parameter: string): string {
     throw new LinkvaultError('invalid_request', {
       detail: `${parameter} must be a string of 1-${MAX_ID_CHARS} printable characters`,
       extra: { parameter },
+    });
+  }
+  return value;
+}
+
+/**
+ * Checks user_display: 1-128 characters, no control, format (bidi overrides, zero-width) or line
+ * separator characters, no lone surrogates, no leading or trailing space: what the page shows is
+ * what the host sent, and it cannot be made to look like something else.
+ */
+export function checkUserDisplay(value: unknown): string {
+  if (
+    typeof value !== 'string' ||
+    value.length === 0 ||
+    value.length > MAX_USER_DISPLAY_CHARS ||
+    !USER_DISPLAY_PATTERN.test(value)
+  ) {
+    throw new LinkvaultError('invalid_request', {
+      detail: `user_display must be a string of 1-${MAX_USER_DISPLAY_CHARS} printable characters`,
+      extra: { parameter: 'user_display' },
     });
   }
   return value;
@@ -133,6 +173,15 @@ export function createSessions(deps: SessionsDeps): Sessions {
       input.returnTo === undefined
         ? null
         : checkReturnTo(input.returnTo, config.returnUrlAllowlist);
+    const userDisplay =
+      input.userDisplay === undefined ? null : checkUserDisplay(input.userDisplay);
+    if (input.requireConfirmation !== undefined && typeof input.requireConfirmation !== 'boolean')
+      throw new LinkvaultError('invalid_request', {
+        detail: 'require_confirmation must be true or false',
+        extra: { parameter: 'require_confirmation' },
+      });
+    const requireConfirmation =
+      input.requireConfirmation ?? config.requireConnectConfirmation ?? false;
 
     const token = randomBytes(TOKEN_BYTES).toString('base64url');
     const createdAtMs = now();
@@ -143,6 +192,8 @@ export function createSessions(deps: SessionsDeps): Sessions {
       userId,
       providers,
       returnTo,
+      userDisplay,
+      requireConfirmation,
       serviceId,
       createdAtMs,
       expiresAtMs,

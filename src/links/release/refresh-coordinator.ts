@@ -863,6 +863,7 @@ export function createRefreshCoordinator(deps: RefreshCoordinatorDeps): RefreshC
   function checkUsable(link: LinkRecord): void {
     if (link.status === 'revoked') throw new LinkvaultError('link_revoked');
     if (link.status === 'needs_reauth') throw new LinkvaultError('reauth_required');
+    if (link.status !== 'active') throw new LinkvaultError('link_not_found');
   }
 
   async function openLink(link: LinkRecord): Promise<TokenSet> {

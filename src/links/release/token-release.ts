@@ -139,6 +139,8 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     // A revoked link never releases a token again.
     if (link.status === 'revoked') throw new LinkvaultError('link_revoked');
     if (link.status === 'needs_reauth') throw new LinkvaultError('reauth_required');
+    // Fail closed: only an active link releases (a pending_confirmation link never does).
+    if (link.status !== 'active') throw new LinkvaultError('link_not_found');
   }
 
   async function openLinkTokens(link: LinkRecord): Promise<TokenSet> {
@@ -212,13 +214,16 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   return { release };
 }
 
-/** Why the atomic release step refused: the link is gone, revoked, needs reauth or holds no tokens, or the grant is gone. */
+/** Why the atomic release step refused: the link is gone, revoked, needs reauth, pending, or holds no tokens, or the grant is gone. */
 function refusalFor(outcome: Exclude<ReleaseCommit, { released: true }>): LinkvaultError {
   if (outcome.reason === 'link_not_found') return new LinkvaultError('link_not_found');
   if (outcome.reason === 'grant_gone') return new LinkvaultError('no_grant');
   if (outcome.reason === 'not_active' && outcome.status === 'revoked')
     return new LinkvaultError('link_revoked');
-  if (outcome.reason === 'not_active') return new LinkvaultError('reauth_required');
+  if (outcome.reason === 'not_active' && outcome.status === 'needs_reauth')
+    return new LinkvaultError('reauth_required');
+  // A link waiting for its host's confirmation (or any status that is not yet a link) does not exist for a service.
+  if (outcome.reason === 'not_active') return new LinkvaultError('link_not_found');
   return new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
 }
 

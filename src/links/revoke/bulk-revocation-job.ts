@@ -95,6 +95,10 @@ export function createBulkRevocationJob(deps: BulkRevocationJobDeps): JobHandler
         );
         candidates = candidates.concat(reauth);
       }
+      if (candidates.length < options.bulkSliceSize) {
+        const held = await store.listLinks({ ...filter, status: 'pending_confirmation' }, want);
+        candidates = candidates.concat(held.filter((l) => !skipped.has(l.id)));
+      }
       candidates = candidates.slice(0, options.bulkSliceSize);
       if (candidates.length === 0) exhausted = true;
       let next = 0;

@@ -536,11 +536,13 @@ export function createRevocation(deps: RevocationDeps): Revocation {
   }
 
   async function countMatching(filter: LinkFilter): Promise<number> {
-    const [active, reauth] = await Promise.all([
+    // pending_confirmation too: an erasure must not leave a held link a late confirmation activates.
+    const [active, reauth, pending] = await Promise.all([
       store.listLinks({ ...filter, status: 'active' }, BULK_MATCH_LIMIT),
       store.listLinks({ ...filter, status: 'needs_reauth' }, BULK_MATCH_LIMIT),
+      store.listLinks({ ...filter, status: 'pending_confirmation' }, BULK_MATCH_LIMIT),
     ]);
-    return active.length + reauth.length;
+    return active.length + reauth.length + pending.length;
   }
 
   async function startBulk(

@@ -295,47 +295,34 @@ describe('when an authorization response is replayed, forged, misdelivered or ma
     );
   });
 
-  test('a connect request is refused without a valid session, for a provider outside the session, or with unknown or repeated parameters', async () => {
+  test('a connect start is refused without a valid session, for a provider outside the session, or with unknown or malformed members', async () => {
     const restricted = await h.createSession({
       tenant_id: 'tenant-r',
       user_id: 'u',
       providers: ['other'],
     });
-    const cases: [string, number, string][] = [
-      ['/v1/connect/acme', 401, 'session_expired'],
-      [`/v1/connect/acme?session=${randomBytes(32).toString('base64url')}`, 401, 'session_expired'],
-      [`/v1/connect/acme?session=${restricted.session_token}`, 403, 'provider_not_allowed'],
-      [`/v1/connect/nope?session=${restricted.session_token}`, 404, 'provider_not_found'],
-      [
-        `/v1/connect/other?session=${restricted.session_token}&session=${restricted.session_token}`,
-        400,
-        'invalid_request',
-      ],
-      [
-        `/v1/connect/other?session=${restricted.session_token}&login_host=evil.example`,
-        400,
-        'invalid_request',
-      ],
-      [`/v1/connect/other?session[]=${restricted.session_token}`, 400, 'invalid_request'],
-      [
-        `/v1/connect/other?session=${restricted.session_token}&display=window`,
-        400,
-        'invalid_request',
-      ],
+    const token = restricted.session_token;
+    const cases: [string, string | null, unknown, number, string][] = [
+      ['acme', null, {}, 401, 'session_expired'],
+      ['acme', randomBytes(32).toString('base64url'), {}, 401, 'session_expired'],
+      ['acme', token, {}, 403, 'provider_not_allowed'],
+      ['nope', token, {}, 404, 'provider_not_found'],
+      ['other', token, { login_host: 'evil.example' }, 400, 'invalid_request'],
+      ['other', token, { display: 'window' }, 400, 'invalid_request'],
+      ['other', token, { display: ['page'] }, 400, 'invalid_request'],
+      ['other', token, { login_host: 7 }, 400, 'invalid_request'],
+      ['other', token, [], 400, 'invalid_request'],
     ];
-    for (const [path, status, code] of cases) {
-      const answer = await h.request(path, { headers: JSON_ACCEPT });
+    for (const [provider, bearer, body, status, code] of cases) {
+      const answer = await h.postConnect(provider, bearer, body);
       assertProblem(answer, status, code);
+      assert.equal(answer.headers.getSetCookie().length, 0, `${provider} set no cookie`);
+    }
+    // The session never rides in a URL: the old GET start is gone, whatever it carries.
+    for (const path of ['/v1/connect/other', `/v1/connect/other?session=${token}`]) {
+      const answer = await h.request(path, { headers: { accept: 'text/html' } });
+      assert.equal(answer.status, 405, path);
       assert.equal(answer.headers.getSetCookie().length, 0, `${path} set no cookie`);
     }
-    // A browser is sent to the hosted result page with the code instead.
-    const page = await h.request(`/v1/connect/acme?session=${restricted.session_token}`, {
-      headers: { accept: 'text/html' },
-    });
-    assert.equal(page.status, 303);
-    assert.equal(
-      page.location?.href,
-      `${h.publicUrl}/connect/result?status=error&error=provider_not_allowed&provider=acme`,
-    );
   });
 });

@@ -37,10 +37,7 @@ describe('when one session starts more connect flows than its cap, then the next
     const session = await h.createSession({ tenant_id: 'tenant-cap', user_id: 'user-cap' });
     for (let i = 0; i < CAP; i += 1) await h.startFlow('acme', session.session_token);
     const discoveriesBefore = h.oidc.requestCounts().discovery;
-    const refused = await h.request(
-      `/v1/connect/acme?${new URLSearchParams({ session: session.session_token })}`,
-      { headers: { accept: 'application/json' } },
-    );
+    const refused = await h.postConnect('acme', session.session_token);
     assert.equal(refused.status, 429, refused.text);
     assert.match(refused.headers.get('content-type') ?? '', /^application\/problem\+json/);
     assert.deepEqual(refused.json, expectedCapProblem(refused.headers.get('x-request-id')));
@@ -60,10 +57,7 @@ describe('when one session starts more connect flows than its cap, then the next
   test('a refused start (unknown provider parameter) does not use up the session', async () => {
     const session = await h.createSession({ tenant_id: 'tenant-cap', user_id: 'user-bad' });
     for (let i = 0; i < CAP + 2; i += 1) {
-      const bad = await h.request(
-        `/v1/connect/acme?${new URLSearchParams({ session: session.session_token, nope: 'x' })}`,
-        { headers: { accept: 'application/json' } },
-      );
+      const bad = await h.postConnect('acme', session.session_token, { nope: 'x' });
       assert.equal(bad.status, 400, bad.text);
     }
     for (let i = 0; i < CAP; i += 1) await h.startFlow('acme', session.session_token);
@@ -111,23 +105,26 @@ describe('when two replicas share a Redis store, then the per-session cap counts
   });
 
   const startOnB = (sessionToken: string) =>
-    fetch(`${b.publicUrl}/v1/connect/acme?${new URLSearchParams({ session: sessionToken })}`, {
+    fetch(`${b.publicUrl}/v1/connect/acme`, {
+      method: 'POST',
       redirect: 'manual',
-      headers: { accept: 'application/json' },
+      headers: {
+        accept: 'application/json',
+        'content-type': 'application/json',
+        authorization: `Bearer ${sessionToken}`,
+      },
+      body: '{}',
     });
 
   test('starts split between the replicas reach the cap together', async () => {
     const session = await a.createSession({ tenant_id: 'tenant-cap', user_id: 'user-two' });
     await a.startFlow('acme', session.session_token);
-    assert.equal((await startOnB(session.session_token)).status, 302);
+    assert.equal((await startOnB(session.session_token)).status, 200);
     await a.startFlow('acme', session.session_token);
     const refused = await startOnB(session.session_token);
     assert.equal(refused.status, 429);
     assert.deepEqual(await refused.json(), expectedCapProblem(refused.headers.get('x-request-id')));
-    const onA = await a.request(
-      `/v1/connect/acme?${new URLSearchParams({ session: session.session_token })}`,
-      { headers: { accept: 'application/json' } },
-    );
+    const onA = await a.postConnect('acme', session.session_token);
     assert.equal(onA.status, 429, onA.text);
   });
 });

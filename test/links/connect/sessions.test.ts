@@ -61,6 +61,8 @@ describe('when a service mints a session and the browser uses it', () => {
         userId: 'user-s',
         providers: ['acme'],
         returnTo: null,
+        userDisplay: null,
+        requireConfirmation: false,
         serviceId: 'crm-sync',
         createdAtMs: 0,
         expiresAtMs,
@@ -81,6 +83,15 @@ describe('when a service mints a session and the browser uses it', () => {
       [{ tenant_id: 't', user_id: 'u', providers: 'acme' }, 'providers'],
       [{ tenant_id: 't', user_id: 'u', providers: ['hubspot'] }, 'providers'],
       [{ tenant_id: 't', user_id: 'u', providers: ['no-such'] }, 'providers'],
+      [{ tenant_id: 't', user_id: 'u', user_display: '' }, 'user_display'],
+      [{ tenant_id: 't', user_id: 'u', user_display: 7 }, 'user_display'],
+      [{ tenant_id: 't', user_id: 'u', user_display: 'x'.repeat(129) }, 'user_display'],
+      [{ tenant_id: 't', user_id: 'u', user_display: 'ana\nmallory' }, 'user_display'],
+      [{ tenant_id: 't', user_id: 'u', user_display: 'ana\u202emoc.live' }, 'user_display'],
+      [{ tenant_id: 't', user_id: 'u', user_display: 'ana\u200b' }, 'user_display'],
+      [{ tenant_id: 't', user_id: 'u', user_display: ' ana' }, 'user_display'],
+      [{ tenant_id: 't', user_id: 'u', user_display: 'ana\ud800' }, 'user_display'],
+      [{ tenant_id: 't', user_id: 'u', require_confirmation: 'yes' }, 'require_confirmation'],
       [['tenant_id'], null],
       ['null', null],
     ];
@@ -105,6 +116,38 @@ describe('when a service mints a session and the browser uses it', () => {
       body: '{"tenant_id":"t","user_id":"u"}',
     });
     assert.equal(anonymous.status, 401);
+  });
+
+  test('then user_display and require_confirmation are kept with the session (require_confirmation defaulting to the configuration)', async () => {
+    const answer = await post({
+      tenant_id: 'tenant-s',
+      user_id: 'user-d',
+      user_display: 'Ana Lima <ana@example.com> 😀',
+      require_confirmation: true,
+    });
+    assert.equal(answer.status, 201, answer.text);
+    const stored = await h.store.getSession(sessionIdOf(String(answer.json!.session_token)));
+    assert.equal(stored?.userDisplay, 'Ana Lima <ana@example.com> 😀');
+    assert.equal(stored?.requireConfirmation, true);
+
+    const sessions = createSessions({
+      config: { ...h.config, requireConnectConfirmation: true },
+      store: h.store,
+      catalogue: h.catalogue,
+    });
+    const byDefault = await sessions.createSession({ tenantId: 't', userId: 'u' }, 'crm-sync');
+    assert.equal(
+      (await sessions.resolveSession(byDefault.session_token)).requireConfirmation,
+      true,
+    );
+    const optedOut = await sessions.createSession(
+      { tenantId: 't', userId: 'u', requireConfirmation: false },
+      'crm-sync',
+    );
+    assert.equal(
+      (await sessions.resolveSession(optedOut.session_token)).requireConfirmation,
+      false,
+    );
   });
 
   test('then a session past its expiry is session_expired', async () => {
