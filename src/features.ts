@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { KeyObject } from 'node:crypto';
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Express, Router } from 'express';
@@ -21,6 +21,9 @@ import { createKeyProvider } from './keys/create-key-provider.js';
 import type { KeyProvider } from './keys/key-provider.js';
 import { createVault, type Vault } from './keys/vault.js';
 import { auditKeyLoader, createAudit, type Audit } from './links/audit/audit.js';
+import { createAuditQuery } from './links/audit/audit-query.js';
+import { createAuditExporter } from './links/audit/export/audit-exporter.js';
+import { createAuditRouter } from './http/audit-routes.js';
 import { captureMetadata, createConnect, type Connect } from './links/connect/connect.js';
 import { createSessions, type Sessions } from './links/connect/sessions.js';
 import { createBackgroundRefresher } from './links/release/background-refresher.js';
@@ -108,7 +111,15 @@ export async function buildAdapters(
 ): Promise<Adapters> {
   const log = overrides.log ?? createLogger({ level: config.logLevel });
   const metrics = overrides.metrics ?? new Metrics();
-  const ownStore = overrides.store ? null : await createStore(config.store, { metrics, log });
+  const ownStore = overrides.store
+    ? null
+    : await createStore(config.store, {
+        metrics,
+        log,
+        // A shard that reaches twice the retention has not been exported or trimmed for a long
+        // while: appends to it fail closed (audit_unavailable) long before the store runs out.
+        auditMaxEvents: 2 * config.audit.storeMaxEvents,
+      });
   const baseStore = overrides.store ?? ownStore!;
   let keys: KeyProvider;
   try {
@@ -158,6 +169,8 @@ export interface FeatureOptions {
   readonly startRefresher?: boolean;
   /** Start the revocation worker's loop and sweeps (default true). */
   readonly startWorker?: boolean;
+  /** Start the audit exporter (or, without an export directory, the retention) (default true). */
+  readonly startAuditExporter?: boolean;
   /** The audit HMAC key, or a loader of it (default: loaded from the store on first use). */
   readonly auditHmacKey?: KeyObject | Buffer | (() => Promise<KeyObject>);
   readonly loadSandbox?: SandboxLoader;
@@ -257,13 +270,31 @@ export async function buildFeatures(
 
     // A loader, not an awaited key: a key service that is down at start fails releases closed
     // (503 audit_unavailable) instead of failing the start.
-    const audit = createAudit({
+    const auditHmacKey =
+      options.auditHmacKey ??
+      auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now });
+    const audit = createAudit({ store, hmacKey: auditHmacKey, now });
+    const exporter = createAuditExporter({
       store,
-      hmacKey:
-        options.auditHmacKey ??
-        auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now }),
+      dir: config.audit.exportDir,
+      key: async () =>
+        typeof auditHmacKey === 'function'
+          ? auditHmacKey()
+          : Buffer.isBuffer(auditHmacKey)
+            ? createSecretKey(auditHmacKey)
+            : auditHmacKey,
+      maxStoreEvents: config.audit.storeMaxEvents,
+      log,
       now,
+      onPass: (pass) => {
+        metrics.auditExported.inc({}, pass.exported);
+        metrics.auditTrimmed.inc({}, pass.trimmed);
+      },
+      onFailure: () => metrics.auditExportFailures.inc(),
     });
+    if (options.startAuditExporter !== false) exporter.start();
+    background.push({ name: 'audit exporter', stop: () => exporter.stop() });
+    const auditQuery = createAuditQuery({ store });
 
     const sessions = createSessions({ config, store, catalogue, now });
     const connect = createConnect({
@@ -339,6 +370,7 @@ export async function buildFeatures(
       createGrantRouter({ auth, grants }),
       createRevocationRouter({ revocation, auth, sessions }),
       createWebRouter({ config, sessions, catalogue }),
+      createAuditRouter({ auditQuery, sessions, auth }),
     ];
     if (sandbox) routers.push(sandbox.router);
 

@@ -1,6 +1,7 @@
 import type { Request, Router } from 'express';
 import { LinkvaultError, invalidRequest } from '../errors.js';
-import type { AuditFilter, AuditQuery } from '../links/audit/audit-query.js';
+import type { AuditQuery } from '../links/audit/audit-query.js';
+import type { AuditFilter } from '../store/store.js';
 import { checkCallerId, type Sessions } from '../links/connect/sessions.js';
 import { echoableName } from './request-shape.js';
 import type { ServiceAuth } from './service-auth.js';

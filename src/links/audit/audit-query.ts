@@ -1,5 +1,5 @@
 import { LinkvaultError } from '../../errors.js';
-import type { AuditEvent, Store } from '../../store/store.js';
+import type { AuditFilter, Store } from '../../store/store.js';
 import { auditEventJson } from './export/audit-exporter.js';
 
 /**
@@ -8,29 +8,8 @@ import { auditEventJson } from './export/audit-exporter.js';
  * store still holds (LINKVAULT_AUDIT_STORE_MAX_EVENTS); older events are in the export files.
  */
 
-export interface AuditFilter {
-  readonly tenantId?: string;
-  readonly linkId?: string;
-  readonly serviceId?: string;
-  readonly type?: string;
-}
-
-/** One event with the shard it is kept in. */
-export type ShardedAuditEvent = AuditEvent & { readonly shard: string };
-
-export interface AuditPage {
-  readonly events: readonly ShardedAuditEvent[];
-  /** Opaque cursor for the next page, or null at the end. */
-  readonly next: string | null;
-}
-
-/** The store's indexed audit reads (each adapter narrows by its own indexes; see docs/api.md). */
-export interface AuditQuerySource {
-  queryAudit(
-    filter: AuditFilter,
-    options: { readonly after?: string; readonly limit: number; readonly order: 'asc' | 'desc' },
-  ): Promise<AuditPage>;
-}
+/** The store's indexed audit reads. */
+export type AuditQuerySource = Pick<Store, 'queryAudit'>;
 
 export interface ActivitySummary {
   readonly service_id: string;

@@ -151,6 +151,8 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       {
         service_id: request.service.id,
         grant_id: grant.id,
+        // The grant's purpose, as the user sees it in the link's activity (it outlives the grant).
+        purpose: grant.purpose,
         link_id: link.id,
         tenant_id: link.tenantId,
         user_id: link.userId,

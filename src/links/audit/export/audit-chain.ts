@@ -60,10 +60,17 @@ interface Head {
   readonly mac?: string;
 }
 
-/** Orders two sequence ids of one shard: `123` (SQLite) or `1700000000000-4` (Redis stream ids). */
+/** Orders two sequence ids of one shard: `123` (SQLite) or `1700000000000-4[/tenant]` (Redis stream ids). */
 export function compareSeq(a: string, b: string): number {
-  const pa = a.split('-').map((p) => BigInt(p));
-  const pb = b.split('-').map((p) => BigInt(p));
+  // A Redis tenant shard's seq carries its tenant after a `/`; within one shard it is the same.
+  const pa = a
+    .split('/')[0]!
+    .split('-')
+    .map((p) => BigInt(p));
+  const pb = b
+    .split('/')[0]!
+    .split('-')
+    .map((p) => BigInt(p));
   for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
     const x = pa[i] ?? 0n;
     const y = pb[i] ?? 0n;

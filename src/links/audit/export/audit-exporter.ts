@@ -20,15 +20,19 @@ export interface AuditExportSource {
   listAuditShards(): Promise<string[]>;
   readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
   /**
-   * Deletes from `shard` the oldest events with seq at or before `throughSeq`, so that at most
-   * `keepExported` of those remain; events after `throughSeq` are never touched. Returns how many went.
+   * Deletes from `shard` the oldest events with seq at or before `throughSeq` (null: any), so that
+   * at most `keepExported` of those remain; later events are never touched. Returns how many went.
    */
-  trimAuditShard(shard: string, throughSeq: string, keepExported: number): Promise<number>;
+  trimAuditShard(shard: string, throughSeq: string | null, keepExported: number): Promise<number>;
 }
 
 export interface AuditExporterDeps {
   readonly store: AuditExportSource & Pick<Store, 'acquireLock' | 'extendLock' | 'releaseLock'>;
-  readonly dir: string;
+  /**
+   * The export directory; null runs the retention only: each shard is trimmed to its share of
+   * `maxStoreEvents` and older events are gone (nothing is exported).
+   */
+  readonly dir: string | null;
   /** The audit HMAC key (signs checkpoints and the head). */
   readonly key: () => Promise<KeyObject>;
   /** Exported events the store keeps, over all shards (LINKVAULT_AUDIT_STORE_MAX_EVENTS). */
@@ -41,6 +45,8 @@ export interface AuditExporterDeps {
   readonly batchSize?: number;
   /** Called after every pass with what it did (metrics). */
   readonly onPass?: (pass: ExportPass) => void;
+  /** Called when a pass fails (metrics; the failure is logged). */
+  readonly onFailure?: () => void;
 }
 
 export interface ExportPass {
@@ -103,14 +109,22 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
       lockExpiresAtMs = now() + LOCK_TTL_MS;
     }
     // (Re)opened after a takeover or a failed pass: the head on disk is the truth.
-    chain ??= await openAuditChain({ dir: deps.dir, key: await deps.key(), now });
+    if (deps.dir !== null)
+      chain ??= await openAuditChain({ dir: deps.dir, key: await deps.key(), now });
     return true;
   }
 
   async function pass(): Promise<ExportPass> {
     if (!(await holdLock())) return { exported: 0, trimmed: 0, active: false };
-    const writer = chain!;
     const shards = await store.listAuditShards();
+    const keep = Math.floor(deps.maxStoreEvents / Math.max(1, shards.length));
+    if (deps.dir === null) {
+      // Retention only: the newest `keep` of each shard stay, the rest are dropped unexported.
+      let trimmed = 0;
+      for (const shard of shards) trimmed += await store.trimAuditShard(shard, null, keep);
+      return { exported: 0, trimmed, active: true };
+    }
+    const writer = chain!;
     let exported = 0;
     for (const shard of shards) {
       for (;;) {
@@ -128,7 +142,6 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
       }
     }
     // Only what the chain holds durably is trimmed, shard by shard, keeping an equal share each.
-    const keep = Math.floor(deps.maxStoreEvents / Math.max(1, shards.length));
     let trimmed = 0;
     for (const [shard, seq] of writer.highWater())
       trimmed += await store.trimAuditShard(shard, seq, keep);
@@ -151,6 +164,7 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
           schedule(result.exported > 0 ? 0 : intervalMs);
         },
         (err: unknown) => {
+          deps.onFailure?.();
           log.error({ err }, 'audit export pass failed; retrying');
           chain = null;
           schedule(intervalMs * 5);
