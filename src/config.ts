@@ -97,6 +97,13 @@ export interface Config {
   /** Allowed return_to origins (scheme://host[:port]). */
   readonly returnUrlAllowlist: readonly string[];
   readonly dormantLinkDays: number | null;
+  /** The audit trail's export and retention (docs/operations.md, "The audit trail"). */
+  readonly audit: {
+    /** Where events are exported as hash-chained JSON lines; null: kept in the store by count only. */
+    readonly exportDir: string | null;
+    /** Exported (or, without an export directory, retained) events the store keeps. */
+    readonly storeMaxEvents: number;
+  };
   readonly sessionTtlSeconds: number;
   /** The built-in Sandbox CRM provider (never in production). */
   readonly sandbox: boolean;
@@ -427,6 +434,12 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
   const dormantLinkDays =
     dormantRaw === undefined ? null : int(env, 'LINKVAULT_DORMANT_LINK_DAYS', 0, 1, 36_500);
 
+  const auditExportRaw = text(env, 'LINKVAULT_AUDIT_EXPORT_DIR');
+  const audit = Object.freeze({
+    exportDir: auditExportRaw === undefined ? null : resolve(cwd, auditExportRaw),
+    storeMaxEvents: int(env, 'LINKVAULT_AUDIT_STORE_MAX_EVENTS', 100_000, 100, 100_000_000),
+  });
+
   const sandbox = bool(env, 'LINKVAULT_SANDBOX', !production);
   if (production && sandbox)
     throw new ConfigError(
@@ -472,6 +485,7 @@ export function loadConfig(env: Env, cwd: string = process.cwd()): Config {
     allowInsecureProviderUrls,
     returnUrlAllowlist: Object.freeze(returnUrlAllowlist),
     dormantLinkDays,
+    audit,
     sessionTtlSeconds: int(env, 'LINKVAULT_SESSION_TTL_SECONDS', 900, 60, 86_400),
     sandbox,
     backgroundRefresh: bool(env, 'LINKVAULT_BACKGROUND_REFRESH', true),

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { KeyObject } from 'node:crypto';
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Express, Router } from 'express';
@@ -22,6 +22,9 @@ import { createKeyProvider } from './keys/create-key-provider.js';
 import type { KeyProvider } from './keys/key-provider.js';
 import { createVault, type Vault } from './keys/vault.js';
 import { auditKeyLoader, createAudit, type Audit } from './links/audit/audit.js';
+import { createAuditQuery } from './links/audit/audit-query.js';
+import { createAuditExporter } from './links/audit/export/audit-exporter.js';
+import { createAuditRouter } from './http/audit-routes.js';
 import { WEBHOOK_JOB_KIND, withLifecycleWebhooks } from './links/webhooks/lifecycle-webhooks.js';
 import { createWebhookDeliveryJob } from './links/webhooks/webhook-delivery-job.js';
 import { createWebhookEndpoints } from './links/webhooks/webhook-endpoints.js';
@@ -126,7 +129,15 @@ export async function buildAdapters(
 ): Promise<Adapters> {
   const log = overrides.log ?? createLogger({ level: config.logLevel });
   const metrics = overrides.metrics ?? new Metrics();
-  const ownStore = overrides.store ? null : await createStore(config.store, { metrics, log });
+  const ownStore = overrides.store
+    ? null
+    : await createStore(config.store, {
+        metrics,
+        log,
+        // A shard that reaches twice the retention has not been exported or trimmed for a long
+        // while: appends to it fail closed (audit_unavailable) long before the store runs out.
+        auditMaxEvents: 2 * config.audit.storeMaxEvents,
+      });
   const baseStore = overrides.store ?? ownStore!;
   let keys: KeyProvider;
   try {
@@ -178,6 +189,8 @@ export interface FeatureOptions {
   readonly startWorker?: boolean;
   /** Sends webhook deliveries (default: node:http(s) with the SSRF checks of net/public-address.ts). */
   readonly webhookSender?: WebhookSender;
+  /** Start the audit exporter (or, without an export directory, the retention) (default true). */
+  readonly startAuditExporter?: boolean;
   /** The audit HMAC key, or a loader of it (default: loaded from the store on first use). */
   readonly auditHmacKey?: KeyObject | Buffer | (() => Promise<KeyObject>);
   readonly loadSandbox?: SandboxLoader;
@@ -296,13 +309,31 @@ export async function buildFeatures(
 
     // A loader, not an awaited key: a key service that is down at start fails releases closed
     // (503 audit_unavailable) instead of failing the start.
-    const auditLog = createAudit({
+    const auditHmacKey =
+      options.auditHmacKey ??
+      auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now });
+    const auditLog = createAudit({ store, hmacKey: auditHmacKey, now });
+    const exporter = createAuditExporter({
       store,
-      hmacKey:
-        options.auditHmacKey ??
-        auditKeyLoader({ store, vault, currentKeyId: () => keys.currentKeyId(), now }),
+      dir: config.audit.exportDir,
+      key: async () =>
+        typeof auditHmacKey === 'function'
+          ? auditHmacKey()
+          : Buffer.isBuffer(auditHmacKey)
+            ? createSecretKey(auditHmacKey)
+            : auditHmacKey,
+      maxStoreEvents: config.audit.storeMaxEvents,
+      log,
       now,
+      onPass: (pass) => {
+        metrics.auditExported.inc({}, pass.exported);
+        metrics.auditTrimmed.inc({}, pass.trimmed);
+      },
+      onFailure: () => metrics.auditExportFailures.inc(),
     });
+    if (options.startAuditExporter !== false) exporter.start();
+    background.push({ name: 'audit exporter', stop: () => exporter.stop() });
+    const auditQuery = createAuditQuery({ store });
     // Lifecycle webhooks are a projection of the audit trail (links/webhooks/lifecycle-webhooks.ts).
     let wakeWorker = (): void => undefined;
     const audit = withLifecycleWebhooks(auditLog, {
@@ -443,6 +474,7 @@ export async function buildFeatures(
       createRevocationRouter({ revocation, auth, sessions, store }),
       createWebRouter({ config, sessions, catalogue }),
       createWebhookRouter({ auth, endpoints: webhookEndpoints }),
+      createAuditRouter({ auditQuery, sessions, auth }),
     ];
     if (sandbox) routers.push(sandbox.router);
 

@@ -336,6 +336,24 @@ export class Metrics {
   /** Process and runtime metrics; main.ts starts the event-loop and GC sampling. */
   readonly runtime = this.add(new RuntimeMetrics());
 
+  readonly auditExported = this.add(
+    new Counter('linkvault_audit_exported_total', 'Audit events written to the export files', []),
+  );
+  readonly auditTrimmed = this.add(
+    new Counter(
+      'linkvault_audit_trimmed_total',
+      'Audit events removed from the store after export (or by retention)',
+      [],
+    ),
+  );
+  readonly auditExportFailures = this.add(
+    new Counter(
+      'linkvault_audit_export_failures_total',
+      'Audit export passes that failed (directory not writable, store or key service down)',
+      [],
+    ),
+  );
+
   add<M extends Metric>(metric: M): M {
     this.#all.push(metric);
     return metric;

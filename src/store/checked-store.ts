@@ -149,6 +149,24 @@ export function checkedStore(inner: Store): Store {
       );
     },
 
+    async trimAuditShard(shard, throughSeq, keep) {
+      checkId('shard', shard);
+      if (throughSeq !== null) checkId('throughSeq', throughSeq);
+      return inner.trimAuditShard(
+        shard,
+        throughSeq,
+        keep === 0 ? 0 : checkPositiveInt('keep', keep),
+      );
+    },
+    async queryAudit(filter, options) {
+      checkObject('filter', filter);
+      checkObject('options', options);
+      return inner.queryAudit(filter, {
+        ...options,
+        limit: checkPositiveInt('limit', options.limit),
+      });
+    },
+
     async acquireLock(name, ttlMs) {
       checkId('name', name);
       return inner.acquireLock(name, checkPositiveInt('ttlMs', ttlMs));

@@ -41,11 +41,21 @@ export function replicationLagCounter(metrics: Metrics): Counter {
  */
 export async function createStore(
   config: StoreConfig,
-  deps: { metrics: Metrics; log?: Logger; startupTimeoutMs?: number },
+  deps: {
+    metrics: Metrics;
+    log?: Logger;
+    startupTimeoutMs?: number;
+    /** The bound of each audit shard (appends fail closed beyond it); default none. */
+    auditMaxEvents?: number;
+  },
 ): Promise<Store> {
+  const auditBound =
+    deps.auditMaxEvents === undefined ? {} : { auditMaxEvents: deps.auditMaxEvents };
   const onUnavailable = (): void => deps.metrics.storeErrors.inc({ store: config.kind });
   if (config.kind === 'sqlite') {
-    return checkedStore(new SqliteStore({ path: config.sqlitePath, log: deps.log, onUnavailable }));
+    return checkedStore(
+      new SqliteStore({ path: config.sqlitePath, log: deps.log, onUnavailable, ...auditBound }),
+    );
   }
 
   const target = config.clusterNodes
@@ -90,6 +100,7 @@ export async function createStore(
     log: deps.log,
     onUnavailable,
     replicaWait,
+    ...auditBound,
   });
   try {
     const report = await checkRedisPersistence(client);

@@ -166,6 +166,38 @@ export interface AuditLogStore {
   listAuditShards(): Promise<string[]>;
   /** Events of one shard with seq strictly after `afterSeq`, oldest first, at most `limit` (seqs as readAudit returns them). */
   readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
+  /**
+   * Deletes from `shard` its oldest events with seq at or before `throughSeq` (null: any seq) so that
+   * at most `keep` of those remain; a later event is never touched. Returns how many were deleted.
+   */
+  trimAuditShard(shard: string, throughSeq: string | null, keep: number): Promise<number>;
+  /**
+   * The retained events that match `filter`, a page at a time. A tenant (or a link, whose tenant
+   * the store knows) narrows the read to that tenant's shard; otherwise every shard is read, one
+   * after the other. Within a shard events come in seq order (`order`); `after` is the `next` of the
+   * previous page (opaque).
+   */
+  queryAudit(filter: AuditFilter, options: AuditQueryOptions): Promise<AuditPage>;
+}
+
+/** What an audit query selects; every field given must match. */
+export interface AuditFilter {
+  readonly tenantId?: string;
+  readonly linkId?: string;
+  readonly serviceId?: string;
+  readonly type?: string;
+}
+
+export interface AuditQueryOptions {
+  readonly after?: string;
+  readonly limit: number;
+  readonly order: 'asc' | 'desc';
+}
+
+/** One page of an audit query: events with the shard that keeps them, and the cursor of the next page. */
+export interface AuditPage {
+  readonly events: readonly (AuditEvent & { readonly shard: string })[];
+  readonly next: string | null;
 }
 
 /** What a token release reads, in one step: the link and the grants that could match it. */

@@ -271,6 +271,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         auditHmacKey: hmacKey,
         startRefresher: options.startRefresher ?? false,
         startWorker: options.startWorker ?? false,
+        startAuditExporter: options.startAuditExporter ?? false,
       });
     } catch (err) {
       await adapters.close();

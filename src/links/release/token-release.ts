@@ -180,6 +180,8 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
         ...request.use?.auditFields(grant),
         service_id: request.service.id,
         grant_id: grant.id,
+        // The grant's purpose, as the user sees it in the link's activity (it outlives the grant).
+        purpose: grant.purpose,
         link_id: link.id,
         tenant_id: link.tenantId,
         user_id: link.userId,

@@ -42,12 +42,18 @@ import { createRedisWebhooks } from './redis-webhooks.js';
 
 /** Parsed link records kept for the release read (readForRelease). */
 const RELEASE_LINK_CACHE_SIZE = 10_000;
+import type { AuditFilter, AuditPage, AuditQueryOptions } from '../store.js';
 
 /** The store's own guard fires shortly after ioredis's command timeout. */
 const GUARD_MS = REDIS_COMMAND_TIMEOUT_MS + 200;
 
 export interface RedisStoreOptions {
   readonly client: RedisClient;
+  /**
+   * Events one audit shard may hold before appends to it fail closed (audit_unavailable): the
+   * exporter (or the retention) keeps each shard below; reaching it means they have stopped. Default: no bound.
+   */
+  readonly auditMaxEvents?: number;
   /** Namespace for every key, so that several deployments can share one Redis. */
   readonly keyPrefix: string;
   readonly log?: Logger | undefined;
@@ -81,6 +87,40 @@ export const GLOBAL_AUDIT_SHARD = 'global';
 
 function tenantShard(tenant: string): string {
   return `t:${encodeURIComponent(tenant)}`;
+}
+
+/** The public name of a tenant's shard (what listAuditShards returns). */
+function tenantAuditShard(tenant: string): string {
+  return tenantShard(tenant);
+}
+
+/** The smallest stream id after `id` (`ms-seq`). */
+function nextStreamId(id: string): string {
+  const [ms, n] = id.split('-') as [string, string];
+  return `${ms}-${(BigInt(n) + 1n).toString()}`;
+}
+
+/** A query cursor: the shard and the stream id of the last entry looked at, opaque to callers. */
+function encodeQueryCursor(shard: string, id: string): string {
+  return Buffer.from(JSON.stringify([shard, id])).toString('base64url');
+}
+
+function queryCursor(shard: string, last: AuditEvent): string {
+  return encodeQueryCursor(shard, parseAuditSeq(last.seq!).id);
+}
+
+function parseQueryCursor(cursor: string): { shard: string; id: string } {
+  try {
+    const [shard, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    if (typeof shard === 'string' && typeof id === 'string' && /^\d{1,20}-\d{1,20}$/.test(id))
+      return { shard, id };
+  } catch {
+    // fall through
+  }
+  throw new LinkvaultError('invalid_request', {
+    detail: 'after is not a cursor of this audit log',
+    extra: { parameter: 'after' },
+  });
 }
 
 /** The tenant of shard `shard` (null for the global shard), undefined for a name that is no shard. */
@@ -156,6 +196,9 @@ export class RedisStore implements Store {
   readonly #onUnavailable: (() => void) | undefined;
   readonly #tenantOfLink = new Map<string, string>();
   readonly #tenantCacheSize: number;
+  /** The bound of every audit shard, as a script argument ('' = none). */
+  readonly #auditMaxEvents: string;
+  #lastAuditFullLogMs = 0;
   readonly #replicaWait: ReplicaWait | undefined;
   readonly #webhooks: WebhookStore;
   #closed = false;
@@ -180,6 +223,8 @@ export class RedisStore implements Store {
     this.#log = options.log;
     this.#onUnavailable = options.onUnavailable;
     this.#tenantCacheSize = options.tenantCacheSize ?? 100_000;
+    this.#auditMaxEvents =
+      options.auditMaxEvents === undefined ? '' : String(Math.trunc(options.auditMaxEvents));
     this.#replicaWait = options.replicaWait;
     this.#scripts = defineScripts(this.#client);
     this.#webhooks = createRedisWebhooks(this.#client, options.keyPrefix, (op) => this.#call(op));
@@ -795,8 +840,10 @@ export class RedisStore implements Store {
         this.#keys.tenantAudit(tenant),
         grantId,
         auditJson(event),
+        this.#auditMaxEvents,
       ),
     );
+    if (value === 'audit_full') throw this.#auditFull(tenantAuditShard(tenant));
     if (ok === 1) {
       await this.#awaitReplicas();
       return { released: true, seq: tenantSeq(value, tenant) };
@@ -863,6 +910,11 @@ export class RedisStore implements Store {
     const tenant = typeof event.data['tenant_id'] === 'string' ? event.data['tenant_id'] : null;
     if (tenant !== null) await this.#registerShard(tenant);
     const key = tenant === null ? this.#keys.audit : this.#keys.tenantAudit(tenant);
+    if (this.#auditMaxEvents !== '') {
+      const held = await this.#call(() => this.#client.xlen(key));
+      if (held >= Number(this.#auditMaxEvents))
+        throw this.#auditFull(tenant === null ? GLOBAL_AUDIT_SHARD : tenantAuditShard(tenant));
+    }
     const id = await this.#call(() => this.#client.xadd(key, '*', 'e', auditJson(event)));
     if (id === null) throw new LinkvaultError('internal_error', { detail: 'XADD returned no id' });
     await this.#awaitReplicas();
@@ -932,6 +984,110 @@ export class RedisStore implements Store {
       for (const part of batch) found.push(...part);
     }
     return found.sort((a, b) => compareAuditSeq(a.seq!, b.seq!)).slice(0, max);
+  }
+
+  /**
+   * The shard is at its bound: the exporter (or the retention) has stopped trimming it. Logged
+   * (rate-limited) with the shard; the caller answers audit_unavailable, nothing is released.
+   */
+  #auditFull(shard: string): LinkvaultError {
+    const now = Date.now();
+    if (now - this.#lastAuditFullLogMs >= 10_000) {
+      this.#lastAuditFullLogMs = now;
+      this.#log?.error(
+        { store: 'redis', audit_shard: shard, audit_max_events: Number(this.#auditMaxEvents) },
+        'an audit shard is full (its events have not been exported): releases of its tenant fail closed until the exporter catches up',
+      );
+    }
+    return new LinkvaultError('audit_unavailable', {
+      detail: 'the audit log is full: its events have not been exported',
+      retryAfterSeconds: 5,
+    });
+  }
+
+  async trimAuditShard(shard: string, throughSeq: string | null, keep: number): Promise<number> {
+    const tenant = shardTenant(shard);
+    if (tenant === undefined) return 0;
+    let end = '+';
+    if (throughSeq !== null) {
+      const cursor = parseAuditSeq(throughSeq);
+      if (cursor.tenant !== tenant) refuseAuditCursor();
+      end = cursor.id;
+    }
+    const key = tenant === null ? this.#keys.audit : this.#keys.tenantAudit(tenant);
+    const newest = await this.#call(() => this.#client.xrevrange(key, end, '-', 'COUNT', keep + 1));
+    if (newest.length <= keep) return 0;
+    // XTRIM MINID drops entries below the threshold: the keep-th newest stays, or with keep 0
+    // everything up to and including the newest at or before `end`.
+    const threshold = keep === 0 ? nextStreamId(newest[0]![0]) : newest[keep - 1]![0];
+    return this.#call(() => this.#client.xtrim(key, 'MINID', threshold));
+  }
+
+  async queryAudit(filter: AuditFilter, options: AuditQueryOptions): Promise<AuditPage> {
+    let tenants: (string | null)[];
+    // A link's events are in its tenant's shard (the link record knows the tenant; a link never
+    // stored, or gone, is looked for everywhere).
+    const linkTenant =
+      filter.linkId !== undefined && filter.tenantId === undefined
+        ? await this.#tenantOf(filter.linkId)
+        : null;
+    if (filter.tenantId !== undefined) tenants = [filter.tenantId];
+    else if (linkTenant !== null) tenants = [linkTenant];
+    else tenants = (await this.listAuditShards()).map((s) => shardTenant(s) ?? null);
+    if (options.order === 'desc') tenants.reverse();
+    const shardName = (t: string | null) => (t === null ? GLOBAL_AUDIT_SHARD : tenantAuditShard(t));
+
+    let start = 0;
+    let afterId: string | null = null;
+    if (options.after !== undefined) {
+      const cursor = parseQueryCursor(options.after);
+      start = tenants.findIndex((t) => shardName(t) === cursor.shard);
+      if (start < 0) return { events: [], next: null };
+      afterId = cursor.id;
+    }
+    const matches = (e: AuditEvent) =>
+      (filter.type === undefined || e.type === filter.type) &&
+      (filter.linkId === undefined || e.data['link_id'] === filter.linkId) &&
+      (filter.serviceId === undefined || e.data['service_id'] === filter.serviceId) &&
+      (filter.tenantId === undefined || e.data['tenant_id'] === filter.tenantId);
+
+    const found: (AuditEvent & { shard: string })[] = [];
+    let scanned = 0;
+    for (let i = start; i < tenants.length; i++) {
+      const tenant = tenants[i]!;
+      const key = tenant === null ? this.#keys.audit : this.#keys.tenantAudit(tenant);
+      let from = afterId;
+      afterId = null;
+      for (;;) {
+        const batch = await this.#call(() =>
+          options.order === 'asc'
+            ? this.#client.xrange(key, from === null ? '-' : `(${from}`, '+', 'COUNT', 500)
+            : this.#client.xrevrange(key, from === null ? '+' : `(${from}`, '-', 'COUNT', 500),
+        );
+        for (const [id, fields] of batch) {
+          scanned++;
+          from = id;
+          const e = JSON.parse(fields[fields.indexOf('e') + 1]!) as Omit<AuditEvent, 'seq'>;
+          const event = {
+            shard: shardName(tenant),
+            seq: tenant === null ? id : tenantSeq(id, tenant),
+            atMs: e.atMs,
+            type: e.type,
+            requestId: e.requestId ?? null,
+            data: e.data,
+          };
+          if (!matches(event)) continue;
+          if (found.length === options.limit)
+            return { events: found, next: queryCursor(shardName(tenant), found.at(-1)!) };
+          found.push(event);
+        }
+        // A page that scanned much without filling stops at a cursor (a filter over a large log).
+        if (scanned >= 20_000 && from !== null)
+          return { events: found, next: encodeQueryCursor(shardName(tenant), from) };
+        if (batch.length < 500) break;
+      }
+    }
+    return { events: found, next: null };
   }
 
   // ---- queue ----

@@ -135,6 +135,7 @@ if s ~= 'active' then
   return {0, 'not_active', status}
 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {0, 'grant_gone', ''} end
+if ARGV[3] ~= '' and redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[3]) then return {0, 'audit_full', ''} end
 return {1, redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])}
 `;
 
@@ -261,6 +262,7 @@ export interface ScriptCommands {
     audit: string,
     grantId: string,
     event: string,
+    auditMaxEvents: string,
   ): Promise<[number, string, string?]>;
   linkvaultEnqueue(...args: ScriptArg[]): Promise<number>;
   linkvaultClaimJobs(...args: ScriptArg[]): Promise<(string | null)[]>;

@@ -156,6 +156,26 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       `);
     },
   },
+  {
+    version: 5,
+    description: 'audit filters: audit.tenant_id, link_id, service_id',
+    up: (db) => {
+      // What GET /v1/audit and a link's activity filter by, copied out of the event's data (which
+      // stays the record) and indexed with seq, so a filtered page is an index range, not a scan.
+      db.exec(`
+        ALTER TABLE audit ADD COLUMN tenant_id TEXT;
+        ALTER TABLE audit ADD COLUMN link_id TEXT;
+        ALTER TABLE audit ADD COLUMN service_id TEXT;
+        UPDATE audit SET
+          tenant_id = CASE json_type(data, '$.tenant_id') WHEN 'text' THEN json_extract(data, '$.tenant_id') END,
+          link_id = CASE json_type(data, '$.link_id') WHEN 'text' THEN json_extract(data, '$.link_id') END,
+          service_id = CASE json_type(data, '$.service_id') WHEN 'text' THEN json_extract(data, '$.service_id') END;
+        CREATE INDEX audit_tenant ON audit (tenant_id, seq) WHERE tenant_id IS NOT NULL;
+        CREATE INDEX audit_link ON audit (link_id, seq) WHERE link_id IS NOT NULL;
+        CREATE INDEX audit_service ON audit (service_id, seq) WHERE service_id IS NOT NULL;
+      `);
+    },
+  },
 ];
 
 /**

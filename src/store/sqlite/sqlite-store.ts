@@ -45,6 +45,8 @@ import type { WebhookDeliveryRecord, WebhookEndpointRecord, WebhookStore } from 
 import { createSqliteWebhooks } from './sqlite-webhooks.js';
 import type { LinkFilter, LinkRecord } from '../../links/link.js';
 import type { SessionRecord } from '../../links/connect/sessions.js';
+import type { AuditFilter, AuditPage, AuditQueryOptions } from '../store.js';
+import { createSqliteAudit, type SqliteAudit } from './sqlite-audit.js';
 
 type Db = Database.Database;
 
@@ -54,6 +56,11 @@ export const SQLITE_AUDIT_SHARD = 'main';
 export interface SqliteStoreOptions {
   /** Database file; its directory is created when missing. `:memory:` for a throwaway store. */
   readonly path: string;
+  /**
+   * Events the audit log may hold before appends fail closed (audit_unavailable): the exporter (or
+   * the retention) keeps it below; reaching it means they have stopped. Default: no bound.
+   */
+  readonly auditMaxEvents?: number;
   /** How long a writer waits for another connection's lock before store_unavailable. */
   readonly busyTimeoutMs?: number;
   /** How often expired flow state, sessions and locks are deleted. */
@@ -98,6 +105,8 @@ export class SqliteStore implements Store {
 
   readonly #s: ReturnType<typeof prepareStatements>;
   readonly #webhooks: WebhookStore;
+  readonly #audit: SqliteAudit;
+  #lastAuditFullLogMs = 0;
 
   /** Opens (creating when missing) the database and applies pending migrations. Throws on failure. */
   constructor(options: SqliteStoreOptions) {
@@ -115,6 +124,12 @@ export class SqliteStore implements Store {
       db.pragma('secure_delete = ON');
       applySqliteMigrations(db, options.migrations ?? SQLITE_MIGRATIONS);
       this.#s = prepareStatements(db);
+      this.#audit = createSqliteAudit(
+        db,
+        SQLITE_AUDIT_SHARD,
+        options.auditMaxEvents ?? Number.POSITIVE_INFINITY,
+        (held) => this.#onAuditFull(held),
+      );
     } catch (err) {
       db.close();
       throw err;
@@ -123,6 +138,16 @@ export class SqliteStore implements Store {
     this.#webhooks = createSqliteWebhooks(db, (fn) => this.#run(fn));
     this.#purgeTimer = setInterval(() => this.#purgeExpired(), options.purgeIntervalMs ?? 60_000);
     this.#purgeTimer.unref();
+  }
+
+  #onAuditFull(held: number): void {
+    const now = Date.now();
+    if (now - this.#lastAuditFullLogMs < 10_000) return;
+    this.#lastAuditFullLogMs = now;
+    this.#log?.error(
+      { store: 'sqlite', audit_events: held },
+      'the audit log is full (its events have not been exported): releases fail closed until the exporter catches up',
+    );
   }
 
   /** Runs `fn` against the open database, translating sqlite failures by result code. */
@@ -420,13 +445,7 @@ export class SqliteStore implements Store {
             return { released: false, reason: 'not_active', status: link.status };
           if (link.has_tokens !== 1) return { released: false, reason: 'no_tokens' };
           if (!this.#s.grantExists.get(grantId)) return { released: false, reason: 'grant_gone' };
-          const { lastInsertRowid } = this.#s.appendAudit.run(
-            event.atMs,
-            event.type,
-            event.requestId ?? null,
-            JSON.stringify(event.data),
-          );
-          return { released: true, seq: String(lastInsertRowid) };
+          return { released: true, seq: this.#audit.append(event) };
         })
         .immediate(),
     );
@@ -518,13 +537,7 @@ export class SqliteStore implements Store {
     return this.#run(() => {
       // `.run()`, not `INSERT … RETURNING` through `.get()`: the sequence number is claimed only
       // after the commit succeeded (see the file comment). seq is the rowid (INTEGER PRIMARY KEY).
-      const { lastInsertRowid } = this.#s.appendAudit.run(
-        event.atMs,
-        event.type,
-        event.requestId ?? null,
-        JSON.stringify(event.data),
-      );
-      return String(lastInsertRowid);
+      return this.#audit.append(event);
     });
   }
 
@@ -554,6 +567,15 @@ export class SqliteStore implements Store {
   async readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]> {
     if (shard !== SQLITE_AUDIT_SHARD) return [];
     return this.readAudit(afterSeq, limit);
+  }
+
+  trimAuditShard(shard: string, throughSeq: string | null, keep: number): Promise<number> {
+    if (shard !== SQLITE_AUDIT_SHARD) return Promise.resolve(0);
+    return this.#run(() => this.#audit.trim(throughSeq, keep));
+  }
+
+  queryAudit(filter: AuditFilter, options: AuditQueryOptions): Promise<AuditPage> {
+    return this.#run(() => this.#audit.query(filter, options));
   }
 
   // ---- queue ----
@@ -869,10 +891,6 @@ function prepareStatements(db: Db) {
     ),
     purgeLocks: prepareWrite<[number]>(db, 'DELETE FROM locks WHERE expires_at_ms <= ?'),
 
-    appendAudit: prepareWrite<[number, string, string | null, string]>(
-      db,
-      'INSERT INTO audit (at_ms, type, request_id, data) VALUES (?, ?, ?, ?)',
-    ),
     readAudit: prepareRead<
       [number, number],
       { seq: number; at_ms: number; type: string; request_id: string | null; data: string }

@@ -1,0 +1,417 @@
+import { createHash, createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, stat, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/**
+ * The exported audit trail: hash-chained JSON-lines files in one directory.
+ *
+ * Layout. Files are named `audit-<index>-<YYYYMMDD>.jsonl`, the index counting up from 1 with no gap,
+ * so name order is chain order. Every line is one JSON object with `prev`, the SHA-256 (hex) of the
+ * exact bytes of the line before it (across files; the very first line has 64 zeros). An event line
+ * carries `shard` and `seq` (the store's sequence id within that shard, strictly increasing per
+ * shard) beside the event's own fields. A file is closed by a checkpoint line (`checkpoint`: the
+ * file's name, its event count, the per-shard high-water marks) with `mac`, an HMAC-SHA256 under the
+ * deployment's audit key; files rotate by size and by UTC day. `audit-head.json`, replaced atomically
+ * after every batch, signs the open file's committed length, line count and last hash, so a line
+ * removed from the end of the newest file is caught as surely as one edited in the middle.
+ *
+ * Exactly once. A batch is appended, fsynced, then the head moves; only then may the caller trim the
+ * store. On open, bytes after the head's committed length (a batch that crashed before its head was
+ * written) are cut off and those events are exported again from the store, which still has them; the
+ * head's high-water marks say where each shard resumes, so nothing is written twice.
+ */
+
+export const GENESIS_HASH = '0'.repeat(64);
+const HEAD_FILE = 'audit-head.json';
+const FILE_PATTERN = /^audit-(\d{8})-(\d{8})\.jsonl$/;
+const MAC_CONTEXT = 'linkvault-audit-chain-v1\n';
+
+/** One event to export: where it came from (shard, seq) and its public shape (AuditEvent JSON). */
+export interface ChainEvent {
+  readonly shard: string;
+  readonly seq: string;
+  readonly event: Readonly<Record<string, unknown>>;
+}
+
+export interface AuditChainOptions {
+  readonly dir: string;
+  /** The audit HMAC key (the same sealed key that labels tokens in audit events). */
+  readonly key: KeyObject;
+  readonly now: () => number;
+  /** A file is closed once it reaches this size (default 64 MiB). */
+  readonly maxFileBytes?: number;
+}
+
+export interface AuditChainWriter {
+  /** Per shard, the last seq that is durably exported: the store resumes after it and may trim up to it. */
+  highWater(): ReadonlyMap<string, string>;
+  /** Appends the events (oldest first per shard; older or equal seqs than the high water are skipped), durably. */
+  append(events: readonly ChainEvent[]): Promise<number>;
+}
+
+interface Head {
+  readonly file: string;
+  readonly bytes: number;
+  readonly lines: number;
+  readonly last_hash: string;
+  readonly high_water: Record<string, string>;
+  readonly updated_at: string;
+  readonly mac?: string;
+}
+
+/** Orders two sequence ids of one shard: `123` (SQLite) or `1700000000000-4[/tenant]` (Redis stream ids). */
+export function compareSeq(a: string, b: string): number {
+  // A Redis tenant shard's seq carries its tenant after a `/`; within one shard it is the same.
+  const pa = a
+    .split('/')[0]!
+    .split('-')
+    .map((p) => BigInt(p));
+  const pb = b
+    .split('/')[0]!
+    .split('-')
+    .map((p) => BigInt(p));
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] ?? 0n;
+    const y = pb[i] ?? 0n;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
+}
+
+export function hashLine(line: string): string {
+  return createHash('sha256').update(line, 'utf8').digest('hex');
+}
+
+function macOf(key: KeyObject, body: Readonly<Record<string, unknown>>): string {
+  return createHmac('sha256', key)
+    .update(MAC_CONTEXT + JSON.stringify(body))
+    .digest('base64url');
+}
+
+function macMatches(
+  key: KeyObject,
+  body: Readonly<Record<string, unknown>>,
+  mac: unknown,
+): boolean {
+  if (typeof mac !== 'string') return false;
+  const want = Buffer.from(macOf(key, body));
+  const got = Buffer.from(mac);
+  return want.length === got.length && timingSafeEqual(want, got);
+}
+
+function dayOf(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10).replaceAll('-', '');
+}
+
+function fileName(index: number, day: string): string {
+  return `audit-${String(index).padStart(8, '0')}-${day}.jsonl`;
+}
+
+/** The chain's files in order, with their index; a name that only looks like one is ignored. */
+export async function listChainFiles(
+  dir: string,
+): Promise<{ name: string; index: number; day: string }[]> {
+  const names = await readdir(dir);
+  return names
+    .map((name) => ({ name, m: FILE_PATTERN.exec(name) }))
+    .filter((x): x is { name: string; m: RegExpExecArray } => x.m !== null)
+    .map(({ name, m }) => ({ name, index: Number(m[1]), day: m[2]! }))
+    .sort((a, b) => a.index - b.index);
+}
+
+function writeAtomically(path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Opens the chain in `dir` for appending (creating the directory with mode 0700), recovering from a
+ * crash: an uncommitted tail after the head is cut off. Rejects when the head's signature is wrong
+ * (the chain was edited, or the audit key changed): an exporter must not extend a chain it cannot vouch for.
+ */
+export async function openAuditChain(options: AuditChainOptions): Promise<AuditChainWriter> {
+  const { dir, key, now } = options;
+  const maxFileBytes = options.maxFileBytes ?? 64 * 1024 * 1024;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+
+  let head: Head | null = null;
+  try {
+    const raw = JSON.parse(await readFile(join(dir, HEAD_FILE), 'utf8')) as Head;
+    const { mac, ...body } = raw;
+    if (!macMatches(key, body, mac))
+      throw new Error(
+        `${join(dir, HEAD_FILE)}: signature does not match (edited, or another audit key)`,
+      );
+    head = raw;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const files = await listChainFiles(dir);
+  if (!head && files.length > 0)
+    throw new Error(`${dir}: chain files exist but ${HEAD_FILE} is missing`);
+
+  let current = files.at(-1) ?? null;
+  let bytes = 0;
+  let lines = 0;
+  let lastHash = GENESIS_HASH;
+  let events = 0;
+  const highWater = new Map<string, string>(Object.entries(head?.high_water ?? {}));
+
+  if (head && current) {
+    if (head.file !== current.name)
+      throw new Error(
+        `${dir}: ${HEAD_FILE} names ${head.file}, the newest file is ${current.name}`,
+      );
+    const size = (await stat(join(dir, current.name))).size;
+    if (size < head.bytes)
+      throw new Error(`${join(dir, current.name)}: shorter than its committed length (truncated)`);
+    if (size > head.bytes) await truncate(join(dir, current.name), head.bytes); // a batch that never committed
+    bytes = head.bytes;
+    lines = head.lines;
+    lastHash = head.last_hash;
+    const text = await readFile(join(dir, current.name), 'utf8');
+    for (const line of text.split('\n')) if (line && !line.includes('"checkpoint"')) events++;
+    if (text.endsWith('\n') && text.trimEnd().split('\n').at(-1)?.includes('"checkpoint"')) {
+      // The newest file is closed: the next batch opens the next one.
+      current = { name: '', index: current.index, day: current.day };
+    }
+  }
+
+  function writeHead(fileNameNow: string): void {
+    const body: Omit<Head, 'mac'> = {
+      file: fileNameNow,
+      bytes,
+      lines,
+      last_hash: lastHash,
+      high_water: Object.fromEntries(highWater),
+      updated_at: new Date(now()).toISOString(),
+    };
+    writeAtomically(
+      join(dir, HEAD_FILE),
+      JSON.stringify({ ...body, mac: macOf(key, body) }) + '\n',
+    );
+    fsyncDir(dir);
+  }
+
+  async function appendText(name: string, text: string): Promise<void> {
+    const handle = await open(join(dir, name), 'a', 0o600);
+    try {
+      await handle.write(text);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  function lineOf(body: Record<string, unknown>): string {
+    const line = JSON.stringify({ ...body, prev: lastHash });
+    lastHash = hashLine(line);
+    lines++;
+    bytes += Buffer.byteLength(line) + 1;
+    return line + '\n';
+  }
+
+  async function closeFile(name: string): Promise<void> {
+    const checkpoint = {
+      file: name,
+      events,
+      high_water: Object.fromEntries(highWater),
+      closed_at: new Date(now()).toISOString(),
+    };
+    const body = { checkpoint, prev: lastHash };
+    const line = JSON.stringify({ ...body, mac: macOf(key, body) });
+    lastHash = hashLine(line);
+    lines++;
+    bytes += Buffer.byteLength(line) + 1;
+    await appendText(name, line + '\n');
+    writeHead(name);
+  }
+
+  async function append(batch: readonly ChainEvent[]): Promise<number> {
+    let written = 0;
+    let buffer = '';
+    const flush = async (): Promise<void> => {
+      if (!buffer || !current?.name) return;
+      await appendText(current.name, buffer);
+      buffer = '';
+      writeHead(current.name);
+    };
+    for (const item of batch) {
+      const last = highWater.get(item.shard);
+      if (last !== undefined && compareSeq(item.seq, last) <= 0) continue; // already exported
+      const day = dayOf(now());
+      if (current?.name && (current.day !== day || bytes >= maxFileBytes)) {
+        await flush();
+        await closeFile(current.name);
+        current = { name: '', index: current.index, day: current.day };
+      }
+      if (!current?.name) {
+        const index = (current?.index ?? 0) + 1;
+        current = { name: fileName(index, day), index, day };
+        bytes = 0;
+        lines = 0;
+        events = 0;
+      }
+      buffer += lineOf({ shard: item.shard, seq: item.seq, ...item.event });
+      events++;
+      highWater.set(item.shard, item.seq);
+      written++;
+      if (buffer.length >= 1024 * 1024) await flush();
+    }
+    await flush();
+    return written;
+  }
+
+  return { highWater: () => new Map(highWater), append };
+}
+
+export interface ChainProblem {
+  readonly file: string;
+  /** 1-based line number in `file`, or 0 for the file as a whole. */
+  readonly line: number;
+  readonly reason: string;
+}
+
+export interface ChainReport {
+  readonly ok: boolean;
+  readonly files: number;
+  readonly events: number;
+  /** The first problem found, in chain order; null when the chain is whole. */
+  readonly problem: ChainProblem | null;
+}
+
+/**
+ * Checks every file, line, hash link, per-shard order, checkpoint and the head. With `key` null only
+ * the hash chain is checked (anyone can recompute it); with the key, every signature too.
+ */
+export async function verifyAuditChain(dir: string, key: KeyObject | null): Promise<ChainReport> {
+  let files: Awaited<ReturnType<typeof listChainFiles>>;
+  try {
+    files = await listChainFiles(dir);
+  } catch (err) {
+    return {
+      ok: false,
+      files: 0,
+      events: 0,
+      problem: { file: dir, line: 0, reason: `cannot read: ${(err as Error).message}` },
+    };
+  }
+  let events = 0;
+  const fail = (file: string, line: number, reason: string): ChainReport => ({
+    ok: false,
+    files: files.length,
+    events,
+    problem: { file, line, reason },
+  });
+
+  let prev = GENESIS_HASH;
+  const highWater = new Map<string, string>();
+  let lastLines = 0;
+  let lastBytes = 0;
+  for (const [i, f] of files.entries()) {
+    if (f.index !== i + 1) return fail(fileName(i + 1, '*'), 0, 'file missing from the chain');
+    const text = await readFile(join(dir, f.name), 'utf8');
+    if (text.length > 0 && !text.endsWith('\n'))
+      return fail(f.name, text.split('\n').length, 'last line is incomplete');
+    const rows = text.split('\n').slice(0, -1);
+    let fileEvents = 0;
+    let closed = false;
+    for (const [n, line] of rows.entries()) {
+      const lineNo = n + 1;
+      if (closed) return fail(f.name, lineNo, 'line after the checkpoint');
+      let obj: Record<string, unknown>;
+      try {
+        obj = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return fail(f.name, lineNo, 'not valid JSON');
+      }
+      if (obj.prev !== prev)
+        return fail(
+          f.name,
+          lineNo === 1 ? 1 : lineNo - 1,
+          lineNo === 1
+            ? 'does not continue the previous file (prev hash mismatch)'
+            : 'line does not hash to the prev recorded on the next line (altered)',
+        );
+      if ('checkpoint' in obj) {
+        const { mac, ...body } = obj;
+        const cp = obj.checkpoint as Record<string, unknown>;
+        if (cp.file !== f.name) return fail(f.name, lineNo, 'checkpoint names another file');
+        if (cp.events !== fileEvents) return fail(f.name, lineNo, 'checkpoint event count differs');
+        if (key && !macMatches(key, body, mac))
+          return fail(f.name, lineNo, 'checkpoint signature does not match');
+        closed = true;
+      } else {
+        if (typeof obj.shard !== 'string' || typeof obj.seq !== 'string')
+          return fail(f.name, lineNo, 'event line without shard and seq');
+        const last = highWater.get(obj.shard);
+        try {
+          if (last !== undefined && compareSeq(obj.seq, last) <= 0)
+            return fail(
+              f.name,
+              lineNo,
+              `seq ${obj.seq} not after ${last} in shard ${obj.shard} (duplicate or reordered)`,
+            );
+        } catch {
+          return fail(f.name, lineNo, 'malformed seq');
+        }
+        highWater.set(obj.shard, obj.seq);
+        fileEvents++;
+        events++;
+      }
+      prev = hashLine(line);
+    }
+    if (!closed && i < files.length - 1)
+      return fail(f.name, rows.length, 'closed file has no checkpoint (truncated)');
+    lastLines = rows.length;
+    lastBytes = Buffer.byteLength(text);
+  }
+
+  let head: Record<string, unknown> | null = null;
+  try {
+    head = JSON.parse(await readFile(join(dir, HEAD_FILE), 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || files.length > 0)
+      return fail(HEAD_FILE, 0, 'missing or unreadable');
+  }
+  if (head) {
+    const newest = files.at(-1);
+    if (!newest) return fail(HEAD_FILE, 0, 'names a file that does not exist');
+    if (key) {
+      const { mac, ...body } = head;
+      if (!macMatches(key, body, mac)) return fail(HEAD_FILE, 0, 'signature does not match');
+    }
+    if (head.file !== newest.name)
+      return fail(newest.name, 0, `not the file the head names (${String(head.file)})`);
+    if (typeof head.lines === 'number' && lastLines < head.lines)
+      return fail(newest.name, lastLines + 1, `line missing: the head commits ${head.lines} lines`);
+    if (typeof head.lines === 'number' && lastLines > head.lines)
+      return fail(
+        newest.name,
+        head.lines + 1,
+        'line after the committed head (uncommitted or appended)',
+      );
+    if (head.last_hash !== prev)
+      return fail(newest.name, lastLines, 'last line does not hash to the head (altered)');
+    if (head.lines !== lastLines || head.bytes !== lastBytes)
+      return fail(newest.name, 0, 'length differs from the head');
+  }
+  return { ok: true, files: files.length, events, problem: null };
+}

@@ -1,0 +1,193 @@
+import type { KeyObject } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AuditEvent, Store } from '../../../store/store.js';
+import { openAuditChain, type AuditChainWriter, type ChainEvent } from './audit-chain.js';
+
+/**
+ * Moves audit events from the store to the export directory (audit-chain.ts), then trims them from
+ * the store. One exporter is active at a time across replicas (a store lock, renewed while it
+ * works; another replica takes over when it stops renewing). The export directory must be the same
+ * storage for every replica that may run the exporter (a shared volume), or be set on one replica
+ * only: the chain's head in that directory is what says how far each shard was exported.
+ *
+ * Order per shard, never across: each shard is read after its high-water mark, appended and
+ * fsynced, and only then trimmed in the store, so a crash anywhere loses nothing and the chain's
+ * recovery (cut an uncommitted tail, resume after the head's marks) duplicates nothing.
+ */
+
+/** What the exporter needs of the store: its shards, reads after a seq, and trimming exported events. */
+export interface AuditExportSource {
+  listAuditShards(): Promise<string[]>;
+  readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
+  /**
+   * Deletes from `shard` the oldest events with seq at or before `throughSeq` (null: any), so that
+   * at most `keepExported` of those remain; later events are never touched. Returns how many went.
+   */
+  trimAuditShard(shard: string, throughSeq: string | null, keepExported: number): Promise<number>;
+}
+
+export interface AuditExporterDeps {
+  readonly store: AuditExportSource & Pick<Store, 'acquireLock' | 'extendLock' | 'releaseLock'>;
+  /**
+   * The export directory; null runs the retention only: each shard is trimmed to its share of
+   * `maxStoreEvents` and older events are gone (nothing is exported).
+   */
+  readonly dir: string | null;
+  /** The audit HMAC key (signs checkpoints and the head). */
+  readonly key: () => Promise<KeyObject>;
+  /** Exported events the store keeps, over all shards (LINKVAULT_AUDIT_STORE_MAX_EVENTS). */
+  readonly maxStoreEvents: number;
+  readonly log: Logger;
+  readonly now: () => number;
+  /** Pause between passes when there was nothing to do (default 1 s). */
+  readonly intervalMs?: number;
+  /** Events read per store call (default 1000). */
+  readonly batchSize?: number;
+  /** Called after every pass with what it did (metrics). */
+  readonly onPass?: (pass: ExportPass) => void;
+  /** Called when a pass fails (metrics; the failure is logged). */
+  readonly onFailure?: () => void;
+}
+
+export interface ExportPass {
+  readonly exported: number;
+  readonly trimmed: number;
+  /** False when another replica holds the exporter lock. */
+  readonly active: boolean;
+}
+
+export interface AuditExporter {
+  start(): void;
+  /** Stops after the pass in flight and releases the lock. */
+  stop(): Promise<void>;
+  /** One pass: export every shard up to now, then trim. */
+  runOnce(): Promise<ExportPass>;
+}
+
+const LOCK = 'linkvault:audit-exporter';
+const LOCK_TTL_MS = 30_000;
+
+/** The public AuditEvent shape (docs/api.md), with the event's place in the store as `shard` and `seq`. */
+export function auditEventJson(shard: string, event: AuditEvent): Record<string, unknown> {
+  const data = event.data;
+  const out: Record<string, unknown> = {
+    seq: event.seq ?? null,
+    shard,
+    at: new Date(event.atMs).toISOString(),
+    type: event.type,
+    request_id: event.requestId ?? null,
+  };
+  for (const name of ['service_id', 'link_id', 'tenant_id', 'user_id', 'provider_id', 'grant_id'])
+    if (typeof data[name] === 'string') out[name] = data[name];
+  out.data = data;
+  return out;
+}
+
+export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
+  const { store, log, now } = deps;
+  const intervalMs = deps.intervalMs ?? 1000;
+  const batchSize = deps.batchSize ?? 1000;
+  let owner: string | null = null;
+  let lockExpiresAtMs = 0;
+  let chain: AuditChainWriter | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let running: Promise<ExportPass> | null = null;
+  let stopped = true;
+
+  async function holdLock(): Promise<boolean> {
+    if (owner !== null && now() >= lockExpiresAtMs - LOCK_TTL_MS / 2) {
+      if (await store.extendLock(LOCK, owner, LOCK_TTL_MS)) lockExpiresAtMs = now() + LOCK_TTL_MS;
+      else {
+        // Lost: another replica may have written since; reopen the chain when the lock comes back.
+        owner = null;
+        chain = null;
+      }
+    }
+    if (owner === null) {
+      owner = await store.acquireLock(LOCK, LOCK_TTL_MS);
+      if (owner === null) return false;
+      lockExpiresAtMs = now() + LOCK_TTL_MS;
+    }
+    // (Re)opened after a takeover or a failed pass: the head on disk is the truth.
+    if (deps.dir !== null)
+      chain ??= await openAuditChain({ dir: deps.dir, key: await deps.key(), now });
+    return true;
+  }
+
+  async function pass(): Promise<ExportPass> {
+    if (!(await holdLock())) return { exported: 0, trimmed: 0, active: false };
+    const shards = await store.listAuditShards();
+    const keep = Math.floor(deps.maxStoreEvents / Math.max(1, shards.length));
+    if (deps.dir === null) {
+      // Retention only: the newest `keep` of each shard stay, the rest are dropped unexported.
+      let trimmed = 0;
+      for (const shard of shards) trimmed += await store.trimAuditShard(shard, null, keep);
+      return { exported: 0, trimmed, active: true };
+    }
+    const writer = chain!;
+    let exported = 0;
+    for (const shard of shards) {
+      for (;;) {
+        const after = writer.highWater().get(shard);
+        const events = await store.readAuditShard(shard, after, batchSize);
+        if (events.length === 0) break;
+        const batch: ChainEvent[] = events.map((e) => ({
+          shard,
+          seq: e.seq!,
+          event: auditEventJson(shard, e),
+        }));
+        exported += await writer.append(batch);
+        if (events.length < batchSize) break;
+        if (!(await holdLock())) return { exported, trimmed: 0, active: false };
+      }
+    }
+    // Only what the chain holds durably is trimmed, shard by shard, keeping an equal share each.
+    let trimmed = 0;
+    for (const [shard, seq] of writer.highWater())
+      trimmed += await store.trimAuditShard(shard, seq, keep);
+    return { exported, trimmed, active: true };
+  }
+
+  function runOnce(): Promise<ExportPass> {
+    running ??= pass().finally(() => {
+      running = null;
+    });
+    return running;
+  }
+
+  function schedule(delayMs: number): void {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      runOnce().then(
+        (result) => {
+          deps.onPass?.(result);
+          schedule(result.exported > 0 ? 0 : intervalMs);
+        },
+        (err: unknown) => {
+          deps.onFailure?.();
+          log.error({ err }, 'audit export pass failed; retrying');
+          chain = null;
+          schedule(intervalMs * 5);
+        },
+      );
+    }, delayMs);
+    timer.unref();
+  }
+
+  return {
+    runOnce,
+    start() {
+      if (!stopped) return;
+      stopped = false;
+      schedule(0);
+    },
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await running?.catch(() => undefined);
+      if (owner !== null) await store.releaseLock(LOCK, owner).catch(() => false);
+      owner = null;
+      chain = null;
+    },
+  };
+}

@@ -1,0 +1,230 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createSecretKey, randomBytes } from 'node:crypto';
+import {
+  appendFileSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import {
+  compareSeq,
+  openAuditChain,
+  verifyAuditChain,
+  type ChainEvent,
+} from '../../../src/links/audit/export/audit-chain.js';
+
+const dirs: string[] = [];
+function freshDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'lv-chain-'));
+  dirs.push(dir);
+  return dir;
+}
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const key = createSecretKey(randomBytes(32));
+const DAY = 24 * 3600 * 1000;
+
+function eventsFor(shard: string, from: number, count: number): ChainEvent[] {
+  return Array.from({ length: count }, (_, i) => ({
+    shard,
+    seq: String(from + i),
+    event: { at: '2026-12-04T00:00:00.000Z', type: 'token.released', data: { n: from + i } },
+  }));
+}
+
+function linesOf(dir: string): { file: string; lines: string[] }[] {
+  return readdirSync(dir)
+    .filter((n) => n.endsWith('.jsonl'))
+    .sort()
+    .map((file) => ({
+      file,
+      lines: readFileSync(join(dir, file), 'utf8').split('\n').slice(0, -1),
+    }));
+}
+
+function exportedSeqs(dir: string, shard: string): number[] {
+  return linesOf(dir)
+    .flatMap((f) => f.lines)
+    .map((l) => JSON.parse(l) as { shard?: string; seq?: string })
+    .filter((o) => o.shard === shard)
+    .map((o) => Number(o.seq));
+}
+
+describe('audit chain files', () => {
+  it('when seqs are compared, then Redis stream ids and integers order numerically', () => {
+    assert.equal(compareSeq('9', '10'), -1);
+    assert.equal(compareSeq('1700000000000-10', '1700000000000-9'), 1);
+    assert.equal(compareSeq('1700000000001-0', '1700000000000-99'), 1);
+    assert.equal(compareSeq('5', '5'), 0);
+  });
+
+  it('when events span sizes and days, then files rotate, each closed by a checkpoint, and the chain verifies', async () => {
+    const dir = freshDir();
+    let now = Date.UTC(2026, 11, 4, 23, 0);
+    const chain = await openAuditChain({ dir, key, now: () => now, maxFileBytes: 20_000 });
+    assert.equal(await chain.append(eventsFor('a', 1, 300)), 300);
+    now += DAY;
+    assert.equal(await chain.append([...eventsFor('a', 301, 100), ...eventsFor('b', 1, 50)]), 150);
+    const files = linesOf(dir);
+    assert.ok(files.length >= 3, `rotated by size: ${files.length} files`);
+    assert.ok(files.some((f) => f.file.endsWith('-20261204.jsonl')));
+    assert.ok(files.some((f) => f.file.endsWith('-20261205.jsonl')));
+    for (const f of files.slice(0, -1))
+      assert.ok(f.lines.at(-1)!.startsWith('{"checkpoint"'), `${f.file} ends with a checkpoint`);
+    const report = await verifyAuditChain(dir, key);
+    assert.deepEqual(report, { ok: true, files: files.length, events: 450, problem: null });
+    assert.deepEqual(
+      exportedSeqs(dir, 'a'),
+      Array.from({ length: 400 }, (_, i) => i + 1),
+    );
+  });
+
+  it('when events at or below the high water come again, then they are not written twice', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now });
+    await chain.append(eventsFor('s', 1, 10));
+    assert.equal(await chain.append(eventsFor('s', 5, 10)), 4);
+    const again = await openAuditChain({ dir, key, now: Date.now });
+    assert.equal(again.highWater().get('s'), '14');
+    assert.equal(await again.append(eventsFor('s', 1, 20)), 6);
+    assert.deepEqual(
+      exportedSeqs(dir, 's'),
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    );
+    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+  });
+
+  it('when one byte of a line is changed, then verify names that file and line', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now, maxFileBytes: 5_000 });
+    await chain.append(eventsFor('a', 1, 100));
+    const [first] = linesOf(dir);
+    const path = join(dir, first!.file);
+    const lines = first!.lines;
+    lines[6] = lines[6]!.replace('"n":7', '"n":8');
+    writeFileSync(path, lines.join('\n') + '\n');
+    const report = await verifyAuditChain(dir, key);
+    assert.equal(report.ok, false);
+    assert.deepEqual(
+      { file: report.problem!.file, line: report.problem!.line },
+      { file: first!.file, line: 7 },
+    );
+  });
+
+  it('when the last line of the newest file is removed, then verify names the missing line', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now });
+    await chain.append(eventsFor('a', 1, 30));
+    const [only] = linesOf(dir);
+    writeFileSync(join(dir, only!.file), only!.lines.slice(0, -1).join('\n') + '\n');
+    const report = await verifyAuditChain(dir, key);
+    assert.equal(report.ok, false);
+    assert.deepEqual(
+      { file: report.problem!.file, line: report.problem!.line },
+      { file: only!.file, line: 30 },
+    );
+    assert.match(report.problem!.reason, /missing/);
+  });
+
+  it('when a closed file loses its checkpoint or a whole file goes, then verify fails there', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now, maxFileBytes: 3_000 });
+    await chain.append(eventsFor('a', 1, 120));
+    const files = linesOf(dir);
+    assert.ok(files.length >= 3);
+    const second = files[1]!;
+    const copy = readFileSync(join(dir, second.file), 'utf8');
+    writeFileSync(join(dir, second.file), second.lines.slice(0, -1).join('\n') + '\n');
+    const cut = await verifyAuditChain(dir, key);
+    assert.equal(cut.problem?.file, second.file);
+    assert.match(cut.problem!.reason, /checkpoint/);
+    writeFileSync(join(dir, second.file), copy);
+    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+    rmSync(join(dir, second.file));
+    const gone = await verifyAuditChain(dir, key);
+    assert.match(gone.problem!.reason, /missing/);
+  });
+
+  it('when the head is signed with another key, then verify and the writer both refuse it', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now });
+    await chain.append(eventsFor('a', 1, 3));
+    const other = createSecretKey(randomBytes(32));
+    assert.match((await verifyAuditChain(dir, other)).problem!.reason, /signature/);
+    assert.equal((await verifyAuditChain(dir, null)).ok, true, 'the hash chain alone is whole');
+    await assert.rejects(openAuditChain({ dir, key: other, now: Date.now }), /signature/);
+  });
+
+  it('when a batch was written but its head never was, then reopening cuts it off and the store resends it once', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now });
+    await chain.append(eventsFor('a', 1, 10));
+    const [only] = linesOf(dir);
+    // What a crash between the file's fsync and the head's rename leaves behind.
+    appendFileSync(join(dir, only!.file), '{"shard":"a","seq":"11","prev":"x"}\n{"shard":"a","se');
+    assert.equal((await verifyAuditChain(dir, key)).ok, false);
+    const reopened = await openAuditChain({ dir, key, now: Date.now });
+    assert.equal(reopened.highWater().get('a'), '10');
+    await reopened.append(eventsFor('a', 11, 5));
+    assert.deepEqual(
+      exportedSeqs(dir, 'a'),
+      Array.from({ length: 15 }, (_, i) => i + 1),
+    );
+    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+  });
+
+  it('when the writing process is SIGKILLed mid-file, then resuming loses and duplicates nothing', async () => {
+    const dir = freshDir();
+    const keyHex = randomBytes(32).toString('hex');
+    const childKey = createSecretKey(Buffer.from(keyHex, 'hex'));
+    const script = `
+      import { createSecretKey } from 'node:crypto';
+      import { openAuditChain } from ${JSON.stringify(new URL('../../../src/links/audit/export/audit-chain.ts', import.meta.url).href)};
+      const chain = await openAuditChain({ dir: process.argv[1], key: createSecretKey(Buffer.from(process.argv[2], 'hex')), now: Date.now, maxFileBytes: 50_000 });
+      let next = Number(chain.highWater().get('a') ?? 0) + 1;
+      process.stdout.write('ready\\n');
+      for (;;) {
+        const batch = Array.from({ length: 7 }, (_, i) => ({ shard: 'a', seq: String(next + i), event: { type: 't', data: { pad: 'x'.repeat(200) } } }));
+        await chain.append(batch);
+        next += 7;
+      }`;
+    for (let round = 0; round < 3; round++) {
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', '--input-type=module', '-e', script, dir, keyHex],
+        {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
+      await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+      await new Promise((r) => setTimeout(r, 150 + round * 50));
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+    }
+    const resumed = await openAuditChain({
+      dir,
+      key: childKey,
+      now: Date.now,
+      maxFileBytes: 50_000,
+    });
+    const high = Number(resumed.highWater().get('a'));
+    assert.ok(high > 7, `the children wrote something (${high})`);
+    const seqs = exportedSeqs(dir, 'a');
+    assert.deepEqual(
+      seqs,
+      Array.from({ length: high }, (_, i) => i + 1),
+      'contiguous, no duplicates',
+    );
+    const report = await verifyAuditChain(dir, childKey);
+    assert.equal(report.ok, true, JSON.stringify(report.problem));
+    assert.equal(report.events, high);
+  });
+});

@@ -1,0 +1,294 @@
+import assert from 'node:assert/strict';
+import { createSecretKey, randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { createAudit } from '../../../src/links/audit/audit.js';
+import { createAuditExporter } from '../../../src/links/audit/export/audit-exporter.js';
+import { verifyAuditChain } from '../../../src/links/audit/export/audit-chain.js';
+import { Metrics } from '../../../src/metrics.js';
+import { createStore } from '../../../src/store/create-store.js';
+import type { Store } from '../../../src/store/store.js';
+import { startRedis, type RedisServerHandle } from '../../support/redis-server.js';
+
+const silent = pino({ level: 'silent' });
+const TENANTS = ['acme', 'globex', 'initech'];
+
+async function openStore(
+  kind: 'sqlite' | 'redis',
+  dir: string,
+  redisUrl: string,
+  auditMaxEvents?: number,
+): Promise<Store> {
+  const config =
+    kind === 'sqlite'
+      ? ({ kind: 'sqlite', sqlitePath: join(dir, 'lv.db') } as const)
+      : ({
+          kind: 'redis',
+          redisUrl,
+          clusterNodes: null,
+          keyPrefix: `ax${randomUUID().slice(0, 8)}`,
+        } as const);
+  return createStore(config, {
+    metrics: new Metrics(),
+    ...(auditMaxEvents === undefined ? {} : { auditMaxEvents }),
+  });
+}
+
+async function storedEvents(store: Store): Promise<number> {
+  let n = 0;
+  for (const shard of await store.listAuditShards()) {
+    let after: string | undefined;
+    for (;;) {
+      const page = await store.readAuditShard(shard, after, 1000);
+      n += page.length;
+      if (page.length < 1000) break;
+      after = page.at(-1)!.seq;
+    }
+  }
+  return n;
+}
+
+function exportedLines(dir: string): Record<string, unknown>[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.jsonl'))
+    .sort()
+    .flatMap((f) =>
+      readFileSync(join(dir, f), 'utf8')
+        .split('\n')
+        .filter((l) => l && !l.startsWith('{"checkpoint"'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    );
+}
+
+describe('the audit exporter: export, trim, fail closed', () => {
+  let redis: RedisServerHandle;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis.stop();
+  });
+
+  for (const kind of ['sqlite', 'redis'] as const) {
+    it(`when 20,000 events are appended on ${kind} with a retention of 1,000, then the store keeps at most 1,000 and the files all 20,000, verifiably`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), `lv-audit-export-${kind}-`));
+      const exportDir = join(dir, 'export');
+      const store = await openStore(kind, dir, redis.url);
+      const key = createSecretKey(randomBytes(32));
+      try {
+        const audit = createAudit({ store, hmacKey: key, now: Date.now });
+        const exporter = createAuditExporter({
+          store,
+          dir: exportDir,
+          key: async () => key,
+          maxStoreEvents: 1000,
+          log: silent,
+          now: Date.now,
+        });
+        let maxHeld = 0;
+        for (let round = 0; round < 10; round++) {
+          await Promise.all(
+            Array.from({ length: 2000 }, (_, i) =>
+              audit.record('token.released', {
+                tenant_id: TENANTS[i % 3],
+                link_id: `lnk_${i % 50}`,
+                service_id: 'crm-sync',
+                n: round * 2000 + i,
+              }),
+            ),
+          );
+          const pass = await exporter.runOnce();
+          assert.equal(pass.active, true);
+          maxHeld = Math.max(maxHeld, await storedEvents(store));
+          assert.ok(
+            (await storedEvents(store)) <= 1000,
+            'trimmed to the retention after each pass',
+          );
+        }
+        await exporter.stop();
+        const lines = exportedLines(exportDir);
+        assert.equal(lines.length, 20_000);
+        assert.deepEqual(
+          lines.map((l) => (l.data as { n: number }).n).sort((a, b) => a - b),
+          Array.from({ length: 20_000 }, (_, i) => i),
+          'every event exactly once',
+        );
+        assert.equal(
+          lines.some((l) => JSON.stringify(l).includes('access_token')),
+          false,
+        );
+        const report = await verifyAuditChain(exportDir, key);
+        assert.deepEqual([report.ok, report.events], [true, 20_000]);
+
+        // One byte changed: verify names the file and line (then the original is put back).
+        const first = readdirSync(exportDir)
+          .filter((f) => f.endsWith('.jsonl'))
+          .sort()[0]!;
+        const original = readFileSync(join(exportDir, first), 'utf8');
+        const tampered = original.split('\n');
+        tampered[41] = tampered[41]!.replace('"n":', '"n": ');
+        writeFileSync(join(exportDir, first), tampered.join('\n'));
+        const bad = await verifyAuditChain(exportDir, key);
+        assert.deepEqual([bad.problem?.file, bad.problem?.line], [first, 42]);
+        writeFileSync(join(exportDir, first), original);
+        assert.equal((await verifyAuditChain(exportDir, key)).ok, true);
+      } finally {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it(`when the exporter cannot write on ${kind}, then appends fail closed at the bound, before the store grows past it, and resume once it exports`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), `lv-audit-full-${kind}-`));
+      const blocked = join(dir, 'not-a-dir');
+      writeFileSync(blocked, 'a file where the export directory should be');
+      const store = await openStore(kind, dir, redis.url, 300);
+      const key = createSecretKey(randomBytes(32));
+      try {
+        const audit = createAudit({ store, hmacKey: key, now: Date.now });
+        const stuck = createAuditExporter({
+          store,
+          dir: join(blocked, 'export'),
+          key: async () => key,
+          maxStoreEvents: 100,
+          log: silent,
+          now: Date.now,
+        });
+        let stored = 0;
+        let refused = 0;
+        for (let i = 0; i < 400; i++) {
+          try {
+            await audit.record('token.released', { tenant_id: 'acme', n: i });
+            stored++;
+          } catch (err) {
+            assert.equal((err as { code?: string }).code, 'audit_unavailable');
+            refused++;
+          }
+          if (i % 50 === 0) await assert.rejects(stuck.runOnce());
+        }
+        assert.equal(stored, 300, 'appends stop at the bound');
+        assert.equal(refused, 100);
+        assert.equal(await storedEvents(store), 300, 'the store never holds more than the bound');
+        await stuck.stop();
+
+        // The directory comes back: the exporter catches up and appends are accepted again.
+        const exporter = createAuditExporter({
+          store,
+          dir: join(dir, 'export'),
+          key: async () => key,
+          maxStoreEvents: 100,
+          log: silent,
+          now: Date.now,
+        });
+        const pass = await exporter.runOnce();
+        assert.equal(pass.exported, 300);
+        assert.ok((await storedEvents(store)) <= 100);
+        await audit.record('token.released', { tenant_id: 'acme', n: 400 });
+        await exporter.stop();
+      } finally {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it(`when no export directory is set on ${kind}, then the retention keeps each shard's share and drops the rest`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), `lv-audit-retention-${kind}-`));
+      const store = await openStore(kind, dir, redis.url);
+      const key = createSecretKey(randomBytes(32));
+      try {
+        const audit = createAudit({ store, hmacKey: key, now: Date.now });
+        for (let i = 0; i < 900; i++)
+          await audit.record('token.released', { tenant_id: TENANTS[i % 3], n: i });
+        const retention = createAuditExporter({
+          store,
+          dir: null,
+          key: async () => key,
+          maxStoreEvents: 300,
+          log: silent,
+          now: Date.now,
+        });
+        const pass = await retention.runOnce();
+        await retention.stop();
+        const held = await storedEvents(store);
+        assert.ok(held <= 300, `${held} events kept`);
+        assert.equal(pass.trimmed, 900 - held);
+        // The newest stay: the last event appended is still there.
+        const newest = await store.queryAudit(
+          { tenantId: TENANTS[899 % 3]! },
+          { limit: 1, order: 'desc' },
+        );
+        assert.equal((newest.events[0]!.data as { n: number }).n, 899);
+      } finally {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it(`when audit events are queried on ${kind}, then filters narrow, pages chain and nothing repeats`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), `lv-audit-query-${kind}-`));
+      const store = await openStore(kind, dir, redis.url);
+      const key = createSecretKey(randomBytes(32));
+      try {
+        const audit = createAudit({ store, hmacKey: key, now: Date.now });
+        for (let i = 0; i < 120; i++)
+          await audit.record(i % 4 === 0 ? 'link.refreshed' : 'token.released', {
+            tenant_id: TENANTS[i % 3],
+            link_id: `lnk_${i % 6}`,
+            service_id: i % 2 === 0 ? 'crm-sync' : 'billing',
+            n: i,
+          });
+        const collect = async (
+          filter: Parameters<Store['queryAudit']>[0],
+          order: 'asc' | 'desc',
+        ) => {
+          const seen: number[] = [];
+          let after: string | undefined;
+          for (let pages = 0; pages < 100; pages++) {
+            const page = await store.queryAudit(filter, {
+              ...(after === undefined ? {} : { after }),
+              limit: 7,
+              order,
+            });
+            seen.push(...page.events.map((e) => (e.data as { n: number }).n));
+            if (!page.next) break;
+            after = page.next;
+          }
+          return seen;
+        };
+        const all = await collect({}, 'asc');
+        assert.deepEqual(
+          [...all].sort((a, b) => a - b),
+          Array.from({ length: 120 }, (_, i) => i),
+        );
+        const acme = await collect({ tenantId: 'acme' }, 'asc');
+        assert.deepEqual(
+          acme,
+          Array.from({ length: 40 }, (_, i) => i * 3),
+          'oldest first within a tenant',
+        );
+        const link = await collect({ linkId: 'lnk_3' }, 'desc');
+        assert.deepEqual(
+          link,
+          [117, 111, 105, 99, 93, 87, 81, 75, 69, 63, 57, 51, 45, 39, 33, 27, 21, 15, 9, 3],
+        );
+        const refreshesOfBilling = await collect(
+          { serviceId: 'billing', type: 'link.refreshed' },
+          'asc',
+        );
+        assert.deepEqual(refreshesOfBilling, []);
+        const billing = await collect({ serviceId: 'billing', tenantId: 'globex' }, 'asc');
+        assert.deepEqual(
+          billing,
+          Array.from({ length: 20 }, (_, i) => 1 + i * 6),
+        );
+        await assert.rejects(store.queryAudit({}, { after: 'garbage!', limit: 5, order: 'asc' }));
+      } finally {
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});
