@@ -4,7 +4,8 @@ import type { AuditQuery } from '../links/audit/audit-query.js';
 import type { AuditFilter } from '../store/store.js';
 import { checkCallerId, type Sessions } from '../links/connect/sessions.js';
 import { echoableName } from './request-shape.js';
-import type { ServiceAuth } from './service-auth.js';
+import { authenticatedService, type ServiceAuth } from './service-auth.js';
+import { mayActFor, tenantOutsideScope, tenantRequired } from '../auth/tenant-scope.js';
 import { sessionOf } from './session-bearer.js';
 import { parseStrictQuery } from './strict-query.js';
 import { createStrictRouter } from './strict-router.js';
@@ -64,6 +65,12 @@ export function createAuditRouter(deps: AuditRouterDeps): Router {
 
   router.get('/v1/audit', auth.authenticate, auth.requireRole('admin'), async (req, res) => {
     const { filter, after, limit } = parseAuditQuery(req);
+    // A tenant-scoped admin reads one of its tenants at a time (the filter keeps every event to it).
+    const caller = authenticatedService(res);
+    if (caller.tenants !== null) {
+      if (filter.tenantId === undefined) throw tenantRequired('the audit trail spans every tenant');
+      if (!mayActFor(caller, filter.tenantId)) throw tenantOutsideScope();
+    }
     const page = await auditQuery.list(filter, after, limit);
     res.setHeader('Cache-Control', 'no-store');
     res.status(200).json(page);

@@ -63,4 +63,22 @@ describe('tenant-scoped admins and webhook endpoints', () => {
       .set('Authorization', scoped);
     assert.equal(removeMine.status, 204);
   });
+
+  it('when a scoped admin reads the audit trail, then it must name one of its tenants', async () => {
+    const scoped = stack.services.bearer('acme-admin-hs');
+    const all = await request(stack.app).get('/v1/audit').set('Authorization', scoped);
+    assert.deepEqual(
+      [all.status, all.body.code, all.body.parameter],
+      [400, 'invalid_request', 'tenant_id'],
+    );
+    const other = await request(stack.app)
+      .get('/v1/audit?tenant_id=globex')
+      .set('Authorization', scoped);
+    assert.deepEqual([other.status, other.body.code], [403, 'forbidden']);
+    const mine = await request(stack.app)
+      .get('/v1/audit?tenant_id=acme')
+      .set('Authorization', scoped);
+    assert.equal(mine.status, 200);
+    assert.ok((mine.body.events as { tenant_id?: string }[]).every((e) => e.tenant_id === 'acme'));
+  });
 });
