@@ -308,6 +308,50 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, Schema>> = {
     ...ENDPOINT_PROPERTIES,
     secret: { type: 'string', pattern: '^whsec_' },
   }),
+  AuditEvent: {
+    type: 'object',
+    required: ['seq', 'shard', 'at', 'type', 'request_id', 'data'],
+    properties: {
+      seq: string,
+      shard: string,
+      at: dateTime,
+      type: string,
+      request_id: nullableString,
+      service_id: string,
+      link_id: string,
+      tenant_id: string,
+      user_id: string,
+      provider_id: string,
+      grant_id: string,
+      data: { type: 'object', description: 'The event; a token appears only as its keyed label.' },
+    },
+    additionalProperties: false,
+  },
+  AuditPage: closed(['events', 'next'], {
+    events: { type: 'array', items: ref('AuditEvent') },
+    next: nullableString,
+  }),
+  LinkActivity: closed(['summary', 'events'], {
+    summary: {
+      type: 'array',
+      items: closed(['service_id', 'purpose', 'releases', 'last_at'], {
+        service_id: string,
+        purpose: nullableString,
+        releases: count,
+        last_at: dateTime,
+      }),
+    },
+    events: {
+      type: 'array',
+      maxItems: 100,
+      items: {
+        type: 'object',
+        required: ['at', 'type'],
+        properties: { at: dateTime, type: string, service_id: string, purpose: string },
+        additionalProperties: false,
+      },
+    },
+  }),
   WebhookEndpointList: closed(['webhook_endpoints'], {
     webhook_endpoints: { type: 'array', items: ref('WebhookEndpoint') },
   }),

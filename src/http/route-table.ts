@@ -403,6 +403,43 @@ export const ROUTE_TABLE: readonly RouteSpec[] = [
     errors: ['job_not_found'],
   },
 
+  // Audit
+  {
+    method: 'GET',
+    path: '/v1/audit',
+    operationId: 'listAuditEvents',
+    summary: 'Retained audit events, filtered, oldest first after the cursor',
+    tag: 'audit',
+    security: 'service',
+    role: 'admin',
+    api: true,
+    parameters: [
+      queryParam('link_id', 'Only events of this link.'),
+      queryParam('service_id', 'Only events of this service.'),
+      queryParam('tenant_id', 'Only this tenant (required for a tenant-scoped service).'),
+      queryParam('type', 'Only this event type (e.g. `token.released`).'),
+      queryParam('after', 'The `next` cursor of the previous page.'),
+      queryParam('limit', 'Events per page (1-500, default 100).', {
+        type: 'string',
+        pattern: '^[0-9]{1,3}$',
+      }),
+    ],
+    answers: [json(200, 'A page of events', 'AuditPage')],
+    errors: [],
+  },
+  {
+    method: 'GET',
+    path: '/v1/me/links/{id}/activity',
+    operationId: 'getMyLinkActivity',
+    summary: "What was done with one of the session user's links (retained events)",
+    tag: 'audit',
+    security: 'session',
+    api: true,
+    parameters: [LINK_ID],
+    answers: [json(200, 'Who used the link, for what, how often and when', 'LinkActivity')],
+    errors: ['link_not_found'],
+  },
+
   // Grants
   {
     method: 'POST',

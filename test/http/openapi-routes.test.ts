@@ -294,6 +294,8 @@ describe('real answers validate against the OpenAPI document', () => {
     await call('DELETE', '/v1/me/links/lnk_missing', { auth: session });
     await call('GET', `/v1/me/links/${other.id}/revocation`, { auth: session });
     await call('GET', '/v1/me/links/lnk_missing/revocation', { auth: session });
+    await call('GET', `/v1/me/links/${other.id}/activity`, { auth: session });
+    await call('GET', '/v1/me/links/lnk_missing/activity', { auth: session });
 
     const job = await call('POST', '/v1/revocations', {
       auth: admin,
@@ -314,6 +316,12 @@ describe('real answers validate against the OpenAPI document', () => {
     await call('GET', '/v1/grants', { auth: billing });
     await call('DELETE', `/v1/grants/${grant.body.id}`, { auth: admin });
     await call('DELETE', '/v1/grants/grt_missing', { auth: admin });
+
+    const audit = await call('GET', '/v1/audit?limit=2', { auth: admin });
+    assert.equal(audit.status, 200);
+    await call('GET', `/v1/audit?limit=2&after=${String(audit.body.next)}`, { auth: admin });
+    await call('GET', '/v1/audit?limit=0', { auth: admin });
+    await call('GET', '/v1/audit', { auth: billing });
 
     const endpoint = await call('POST', '/v1/webhook-endpoints', {
       auth: admin,
