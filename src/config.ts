@@ -167,6 +167,8 @@ function appNameOf(env: Env): string | null {
   if (value.length > 80 || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(value))
     throw new ConfigError(
       'LINKVAULT_APP_NAME',
+  'LINKVAULT_AUDIT_EXPORT_DIR',
+  'LINKVAULT_AUDIT_STORE_MAX_EVENTS',
       'must be at most 80 printable characters (no control or format characters)',
     );
   return value;
