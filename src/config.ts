@@ -167,8 +167,6 @@ function appNameOf(env: Env): string | null {
   if (value.length > 80 || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(value))
     throw new ConfigError(
       'LINKVAULT_APP_NAME',
-  'LINKVAULT_AUDIT_EXPORT_DIR',
-  'LINKVAULT_AUDIT_STORE_MAX_EVENTS',
       'must be at most 80 printable characters (no control or format characters)',
     );
   return value;
@@ -539,6 +537,8 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'AWS_REGION',
   'LINKVAULT_ALLOW_INSECURE_PROVIDER_URLS',
   'LINKVAULT_APP_NAME',
+  'LINKVAULT_AUDIT_EXPORT_DIR',
+  'LINKVAULT_AUDIT_STORE_MAX_EVENTS',
   'LINKVAULT_AUDIENCE',
   'LINKVAULT_BACKGROUND_REFRESH',
   'LINKVAULT_BACKGROUND_REFRESH_INTERVAL_SECONDS',
