@@ -107,8 +107,20 @@ export async function runWalkthrough(base: string, devToken: string): Promise<Wa
     assert.equal(res.status, 200, path);
   }
 
-  // Pick Sandbox CRM: the connect page navigates here; sign in with any username, press Allow.
-  const start = `/v1/connect/sandbox?session=${sessionToken}`;
+  // Pick Sandbox CRM: the connect page POSTs the start with the session as a Bearer header (same
+  // origin), then navigates to the authorization URL; sign in with any username, press Allow.
+  const started = await jar.go('/v1/connect/sandbox', {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${sessionToken}`,
+      'content-type': 'application/json',
+      origin: new URL(base).origin,
+      'sec-fetch-site': 'same-origin',
+    },
+    body: '{}',
+  });
+  assert.equal(started.status, 200);
+  const start = String((await json(started)).authorization_url);
   const login = await jar.follow(await jar.go(start), start);
   assert.equal(login.res.status, 200);
   const consent = await jar.submit(await login.res.text(), '/login', { username: 'ada' });
