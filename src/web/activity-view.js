@@ -131,9 +131,9 @@ export function activityContent(activity, providerName, nowMs = Date.now()) {
           summary.map((row) => summaryItem(row, nowMs)),
         )
       : h('p', { class: 'activity-empty' }, 'No app has used this account yet.'),
-    h('h4', { class: 'activity-subtitle' }, 'Recent steps'),
+    h('h4', { class: 'activity-subtitle' }, 'Recent steps, newest first'),
     steps.length
-      ? h('ol', { class: 'activity-steps' }, steps)
+      ? h('ul', { class: 'activity-steps' }, steps)
       : h('p', { class: 'activity-empty' }, 'Nothing recorded yet.'),
   ];
 }

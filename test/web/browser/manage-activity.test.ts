@@ -180,7 +180,11 @@ test(
     );
 
     // ---- a later visit: the revoked link shows its record and guidance, fetched again ----
+    // (leave first: a goto that only changes the fragment would keep this document)
+    await page.goto('about:blank');
     const card2 = await openManagePage(page, 'u-follow');
+    assert.equal(await page.evaluate('window.__lvSamePage'), undefined, 'a new document');
+    assert.equal(await card2.locator('details.activity').getAttribute('open'), null);
     assert.equal(await card2.locator('.status').innerText(), 'Revoked');
     const guidance = card2.locator('.guidance');
     await lv.browser.explain(guidance.waitFor());
