@@ -131,6 +131,15 @@ test(
 
     const card = await openManagePage(page, 'u-follow');
     await page.evaluate('window.__lvSamePage = true');
+    // Every provider answer the page shows, in order ("still asking" first, then the outcome).
+    await page.evaluate(`(() => {
+      window.__lvShown = [];
+      const note = () => {
+        const line = document.querySelector('#links .guidance .provider-status');
+        if (line && window.__lvShown.at(-1) !== line.textContent) window.__lvShown.push(line.textContent);
+      };
+      new MutationObserver(note).observe(document.getElementById('links'), { subtree: true, childList: true, characterData: true, attributes: true });
+    })()`);
     const polls: string[] = [];
     page.on('request', (request) => {
       if (request.url().endsWith(`/v1/me/links/${linkId}/revocation`)) polls.push(request.url());
@@ -155,6 +164,10 @@ test(
     );
     assert.equal(await status.innerText(), 'Sandbox CRM confirmed that the access has ended.');
     assert.equal(await status.getAttribute('role'), 'status', 'the change is announced');
+    assert.deepEqual(await page.evaluate('window.__lvShown'), [
+      'linkvault is still asking Sandbox CRM to end the access and will keep trying. You can also remove it yourself.',
+      'Sandbox CRM confirmed that the access has ended.',
+    ]);
     assert.equal(await page.evaluate('window.__lvSamePage'), true, 'no reload');
     assert.ok(polls.length >= 1, 'followed through GET …/revocation');
     const pollsAtConfirm = polls.length;
