@@ -58,6 +58,7 @@ const ASSET_TYPES: Readonly<Record<string, string>> = {
 export const PAGE_ASSETS: readonly string[] = [
   'connect-page.js',
   'manage-page.js',
+  'activity-view.js',
   'result-page.js',
   'page-session.js',
   'popup-result.js',

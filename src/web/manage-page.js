@@ -14,12 +14,16 @@ import {
   showNotice,
   timeElement,
 } from './render-dom.js';
+import { activityContent } from './activity-view.js';
 
 /**
  * "My linked accounts" (manage_url): the user's links with status, granted access and dates;
  * Reconnect for links that need it (through the connect SDK, popup first); Revoke behind a
  * confirmation, after which the revocation record's guidance is shown: what the provider
- * confirmed, its settings page, the instructions and its privacy policy.
+ * confirmed, its settings page, the instructions and its privacy policy. The provider's answer
+ * usually comes a moment after the revoke, so the page follows the record until it is final. A
+ * link revoked earlier shows its record and guidance too. Every link has a collapsed "Activity"
+ * section: which apps used the account, for what, how often and when last, and the recent steps.
  */
 
 const notice = document.getElementById('notice');
@@ -38,6 +42,12 @@ const STATUS_LABELS = {
   pending_confirmation: 'Waiting for confirmation',
 };
 const STATUS_ORDER = { needs_reauth: 0, pending_confirmation: 1, active: 2, revoked: 3 };
+/** Provider answers after which the revocation record no longer changes. */
+const FINAL_PROVIDER_STATUSES = new Set(['confirmed', 'unsupported', 'failed']);
+/** Following a revocation: the first check after 0.5 s, doubling up to 5 s, for at most 3 minutes. */
+const FOLLOW_FIRST_DELAY_MS = 500;
+const FOLLOW_MAX_DELAY_MS = 5000;
+const FOLLOW_FOR_MS = 3 * 60 * 1000;
 const EXPIRED_TEXT =
   'For your security this page only works for a short time and not after a reload. Open your linked accounts again from the app.';
 
@@ -99,15 +109,62 @@ function providerStatusSentence(name, status) {
   }
 }
 
+function guidanceName(record, fallbackName) {
+  const guidance = (record && record.guidance) || {};
+  return typeof guidance.provider_name === 'string' && guidance.provider_name !== ''
+    ? guidance.provider_name
+    : fallbackName;
+}
+
+function providerStatusOf(record) {
+  const status =
+    record && record.provider_revocation ? record.provider_revocation.status : undefined;
+  return status === 'pending' || FINAL_PROVIDER_STATUSES.has(status) ? status : 'failed';
+}
+
+/** Shows the provider's answer in a guidance section (announced: the paragraph is a live region). */
+function showProviderStatus(section, name, status) {
+  const line = section.querySelector('.provider-status');
+  line.className = `provider-status provider-status-${status}`;
+  line.textContent = providerStatusSentence(name, status);
+}
+
+/**
+ * Polls the revocation record until the provider's answer is final (then shows it in place, with
+ * no reload), the section left the page, the session ended, or FOLLOW_FOR_MS passed (the pending
+ * sentence already says linkvault keeps trying).
+ */
+function followRevocation(linkId, section, name) {
+  const until = Date.now() + FOLLOW_FOR_MS;
+  let delay = FOLLOW_FIRST_DELAY_MS;
+  const check = async () => {
+    if (!section.isConnected) return;
+    let record;
+    try {
+      record = await callApi(`/v1/me/links/${encodeURIComponent(linkId)}/revocation`);
+    } catch (error) {
+      if (isSessionError(error)) return;
+      record = null; // a transient failure: try again later
+    }
+    if (!section.isConnected) return;
+    if (record) {
+      const status = providerStatusOf(record);
+      showProviderStatus(section, guidanceName(record, name), status);
+      if (status !== 'pending') return;
+    }
+    if (Date.now() + delay > until) return;
+    setTimeout(check, delay);
+    delay = Math.min(delay * 2, FOLLOW_MAX_DELAY_MS);
+  };
+  setTimeout(check, delay);
+  delay = Math.min(delay * 2, FOLLOW_MAX_DELAY_MS);
+}
+
 /** The revocation record's guidance, as a section with a focusable heading. */
 function guidanceSection(record, fallbackName) {
   const guidance = (record && record.guidance) || {};
-  const name =
-    typeof guidance.provider_name === 'string' && guidance.provider_name !== ''
-      ? guidance.provider_name
-      : fallbackName;
-  const providerStatus =
-    record && record.provider_revocation ? record.provider_revocation.status : 'failed';
+  const name = guidanceName(record, fallbackName);
+  const providerStatus = providerStatusOf(record);
   const headingId = `guidance-${record && record.link_id ? record.link_id : 'revoked'}`;
   const settings = externalLink(guidance.settings_url, `Open your ${name} settings`, {
     class: 'button button-secondary',
@@ -126,7 +183,7 @@ function guidanceSection(record, fallbackName) {
     ),
     h(
       'p',
-      { class: `provider-status provider-status-${providerStatus}` },
+      { class: `provider-status provider-status-${providerStatus}`, role: 'status' },
       providerStatusSentence(name, providerStatus),
     ),
     typeof guidance.instructions === 'string' && guidance.instructions !== ''
@@ -172,6 +229,72 @@ async function revoke(link, card) {
   const guidance = guidanceSection(record, name);
   actions.replaceWith(guidance);
   guidance.querySelector('.guidance-title').focus();
+  if (providerStatusOf(record) === 'pending') followRevocation(link.id, guidance, name);
+}
+
+/** A link revoked before this visit: its record and guidance, fetched into the card's slot. */
+async function showRevocationRecord(link, slot) {
+  const name = providerName(link.provider_id);
+  let record;
+  try {
+    record = await callApi(`/v1/me/links/${encodeURIComponent(link.id)}/revocation`);
+  } catch (error) {
+    if (isSessionError(error)) return sessionExpired();
+    if (!slot.isConnected) return;
+    replaceChildren(
+      slot,
+      h(
+        'p',
+        { class: 'card-text' },
+        `The details of this revocation could not be loaded. To be sure the access has ended, check your ${name} settings.`,
+      ),
+    );
+    return;
+  }
+  if (!slot.isConnected) return;
+  const guidance = guidanceSection(record, name);
+  slot.replaceWith(guidance);
+  if (providerStatusOf(record) === 'pending') followRevocation(link.id, guidance, name);
+}
+
+/** The collapsed "Activity" section; loads (again) each time it is opened. */
+function activitySection(link, name) {
+  const body = h('div', { class: 'activity-body', 'aria-live': 'polite' });
+  const details = h(
+    'details',
+    { class: 'activity' },
+    h(
+      'summary',
+      { class: 'activity-toggle' },
+      'Activity',
+      h('span', { class: 'visually-hidden' }, ` of your ${name} account`),
+    ),
+    body,
+  );
+  let loads = 0;
+  details.addEventListener('toggle', async () => {
+    if (!details.open) return;
+    const mine = ++loads;
+    details.setAttribute('aria-busy', 'true');
+    if (!body.hasChildNodes())
+      replaceChildren(body, h('p', { class: 'activity-empty' }, 'Loading\u2026'));
+    let content;
+    try {
+      const activity = await callApi(`/v1/me/links/${encodeURIComponent(link.id)}/activity`);
+      content = activityContent(activity, name);
+    } catch (error) {
+      if (isSessionError(error)) return sessionExpired();
+      content = h(
+        'p',
+        { class: 'activity-empty' },
+        'The activity could not be loaded. Close and open this section to try again.',
+      );
+    }
+    if (mine !== loads) return;
+    details.removeAttribute('aria-busy');
+    replaceChildren(body, content);
+  });
+  return details;
 }
 
 async function reconnect(link, button) {
@@ -224,6 +347,8 @@ function linkCard(link) {
     : [];
   const card = h('li', { class: `card${link.status === 'revoked' ? ' card-revoked' : ''}` });
   const actions = h('div', { class: 'card-actions' });
+  const revocationSlot =
+    link.status === 'revoked' ? h('div', { class: 'guidance-slot', 'aria-busy': 'true' }) : null;
   if (link.status === 'needs_reauth' && !requiresConfirmation) {
     // Short visible labels keep both buttons on one line; the hidden part names the provider for
     // screen readers' button lists, with the visible text kept at the start (WCAG 2.5.3 label in name).
@@ -294,7 +419,10 @@ function linkCard(link) {
         ]
       : null,
     actions.childElementCount ? actions : null,
+    revocationSlot,
+    activitySection(link, name),
   );
+  if (revocationSlot) showRevocationRecord(link, revocationSlot);
   return card;
 }
 

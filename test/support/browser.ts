@@ -1,15 +1,17 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { findChromium } from './find-chromium.js';
 
 /**
- * Real Chromium for the page tests: Debian's `chromium` driven by playwright-core, headless, with a
- * fresh profile per launch and nothing that phones home. Tests skip (with the reason) only when
- * the binary is missing and CI is not set; under CI=true a missing browser is a failure.
+ * Real Chromium for the page tests: the browser findChromium() finds (CHROMIUM_PATH, else
+ * `chromium`, `chromium-browser`, `google-chrome`… on PATH) driven by playwright-core, headless, with
+ * a fresh profile per launch and nothing that phones home. Tests skip (with the reason) only when
+ * there is no browser and CI is not set; under CI=true a missing browser is a failure.
  */
 
-export const CHROMIUM_PATH = '/usr/bin/chromium';
+export const CHROMIUM_PATH = findChromium();
 
 const ARGS = [
   '--headless',
@@ -23,9 +25,9 @@ const ARGS = [
 
 /** The reason to skip the browser tests, or false when they must run. */
 export function chromiumSkipReason(): string | false {
-  if (existsSync(CHROMIUM_PATH)) return false;
+  if (CHROMIUM_PATH !== null) return false;
   if (process.env.CI === 'true' || process.env.CI === '1') return false; // must run (and fail) in CI
-  return `Chromium is not installed at ${CHROMIUM_PATH} (apt-get install chromium); browser tests skipped. Set CI=true to make this a failure.`;
+  return 'Chromium was not found (CHROMIUM_PATH unset, no chromium, chromium-browser, google-chrome or google-chrome-stable on PATH; apt-get install chromium); browser tests skipped. Set CI=true to make this a failure.';
 }
 
 export const SCREENSHOT_DIR = resolve('test-output/screenshots');
@@ -53,6 +55,8 @@ export interface LaunchOptions {
 }
 
 export async function launchChromium(options: LaunchOptions = {}): Promise<Browser> {
+  if (CHROMIUM_PATH === null)
+    throw new Error('Chromium was not found: set CHROMIUM_PATH or put chromium on PATH');
   const profile = mkdtempSync(join(tmpdir(), 'lv-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM_PATH,
