@@ -143,10 +143,8 @@ export class ReplicaWait {
     let replicasGone = false;
     for (const node of this.#mastersOf(keys)) {
       const state = this.#masters.get(node);
-      // Not counted yet (a master promoted since the last count, or the count failed): WAIT anyway,
-      // so that an unreplicated write on it is reported rather than assumed safe.
-      if (!state || state.connectedReplicas > 0)
-        targets.push({ node, numReplicas: this.#replicas ?? 1 });
+      if (!state) continue;
+      if (state.connectedReplicas > 0) targets.push({ node, numReplicas: this.#replicas ?? 1 });
       // The replicas this master had are gone (the link died): WAIT could only time out, so do not
       // send it, but count the write as unconfirmed: this is the window a failover loses.
       else if (state.hadReplicas) replicasGone = true;
@@ -195,22 +193,24 @@ export class ReplicaWait {
 
   /**
    * The connections to the masters serving `keys`' slots, as the client routes them now (the same
-   * connections its commands went through). Every master when a slot is not mapped to a connected
-   * master here (slots being refreshed) or no key is named: a WAIT on a master the write did not
-   * touch only costs a round trip when that master's replicas are connected.
+   * connections its commands went through). Every master when a slot is not mapped to a known node
+   * (slots being refreshed) or no key is named: a WAIT on a master the write did not touch only costs
+   * a round trip when that master's replicas are connected.
    */
   #mastersOf(keys: readonly string[]): Redis[] {
     const client = this.#client;
     if (!(client instanceof Cluster)) return [client];
-    const masters = client.nodes('master');
-    if (keys.length === 0) return masters;
-    // ioredis names a node `host:port` (its getNodeKey) in `slots`.
-    const byNodeKey = new Map(masters.map((n) => [`${n.options.host}:${n.options.port}`, n]));
+    if (keys.length === 0) return client.nodes('master');
+    // ioredis names a node `host:port` (its getNodeKey) in `slots`; all nodes, since a node promoted
+    // since ioredis last read the roles takes the slot's writes before it is listed as a master.
+    const byNodeKey = new Map(
+      client.nodes('all').map((n) => [`${n.options.host}:${n.options.port}`, n]),
+    );
     const found = new Set<Redis>();
     for (const key of keys) {
       const nodeKey = client.slots[redisKeySlot(key)]?.[0];
       const node = nodeKey === undefined ? undefined : byNodeKey.get(nodeKey);
-      if (!node) return masters;
+      if (!node) return client.nodes('master');
       found.add(node);
     }
     return [...found];
