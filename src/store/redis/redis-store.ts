@@ -305,9 +305,12 @@ export class RedisStore implements Store {
     });
   }
 
-  /** After a write that must not be lost: wait for the replicas (never rejects; see replica-wait.ts). */
-  async #awaitReplicas(): Promise<void> {
-    if (this.#replicaWait) await this.#replicaWait.afterWrite();
+  /**
+   * After a write that must not be lost: wait for the replicas of the masters holding `keys`, every
+   * key the write touched (never rejects; see replica-wait.ts).
+   */
+  async #awaitReplicas(keys: readonly string[]): Promise<void> {
+    if (this.#replicaWait) await this.#replicaWait.afterWrite(keys);
   }
 
   #fail(err: LinkvaultError): LinkvaultError {
@@ -512,7 +515,9 @@ export class RedisStore implements Store {
     );
     if (result === null) return null;
     this.#remember(id, tenantId);
-    await this.#awaitReplicas();
+    await this.#awaitReplicas(
+      expectedVersion === null ? [linkKey, this.#keys.ref(id), this.#keys.tenants] : [linkKey],
+    );
     const lastUsed = String(result[1]);
     return { ...stored, lastUsedAtMs: lastUsed === '' ? null : Number(lastUsed) };
   }
@@ -845,7 +850,7 @@ export class RedisStore implements Store {
     );
     if (value === 'audit_full') throw this.#auditFull(tenantAuditShard(tenant));
     if (ok === 1) {
-      await this.#awaitReplicas();
+      await this.#awaitReplicas([this.#keys.link(tenant, linkId)]);
       return { released: true, seq: tenantSeq(value, tenant) };
     }
     if (value === 'not_active')
@@ -859,7 +864,7 @@ export class RedisStore implements Store {
 
   async putRevocation(row: RevocationRecordRow): Promise<void> {
     await this.#putDocument('rv', row.linkId, row.record);
-    await this.#awaitReplicas();
+    await this.#awaitReplicas([this.#keys.document('rv', row.linkId)]);
   }
 
   async getRevocation(linkId: string): Promise<RevocationRecordRow | null> {
@@ -899,16 +904,17 @@ export class RedisStore implements Store {
    * enumerates the shards never misses one that holds events. For events written by appendAudit
    * (not the release: commitRelease's tenant has links, so it is in the tenant set already).
    */
-  async #registerShard(tenant: string): Promise<void> {
-    if (this.#shardsKnown.has(tenant)) return;
+  async #registerShard(tenant: string): Promise<boolean> {
+    if (this.#shardsKnown.has(tenant)) return false;
     await this.#call(() => this.#client.sadd(this.#keys.auditShards, tenantShard(tenant)));
     if (this.#shardsKnown.size >= this.#tenantCacheSize) this.#shardsKnown.clear();
     this.#shardsKnown.add(tenant);
+    return true;
   }
 
   async appendAudit(event: AuditEvent): Promise<string> {
     const tenant = typeof event.data['tenant_id'] === 'string' ? event.data['tenant_id'] : null;
-    if (tenant !== null) await this.#registerShard(tenant);
+    const registered = tenant !== null && (await this.#registerShard(tenant));
     const key = tenant === null ? this.#keys.audit : this.#keys.tenantAudit(tenant);
     if (this.#auditMaxEvents !== '') {
       const held = await this.#call(() => this.#client.xlen(key));
@@ -917,7 +923,7 @@ export class RedisStore implements Store {
     }
     const id = await this.#call(() => this.#client.xadd(key, '*', 'e', auditJson(event)));
     if (id === null) throw new LinkvaultError('internal_error', { detail: 'XADD returned no id' });
-    await this.#awaitReplicas();
+    await this.#awaitReplicas(registered ? [key, this.#keys.auditShards] : [key]);
     return tenant === null ? id : tenantSeq(id, tenant);
   }
 
@@ -1103,7 +1109,7 @@ export class RedisStore implements Store {
         String(job.runAtMs),
       ),
     );
-    await this.#awaitReplicas();
+    await this.#awaitReplicas(this.#keys.queue());
   }
 
   async claimJobs(nowMs: number, limit: number, leaseMs: number): Promise<QueueJob[]> {
@@ -1157,7 +1163,7 @@ export class RedisStore implements Store {
           payloadJson,
         ),
       )) === 1;
-    if (rescheduled) await this.#awaitReplicas();
+    if (rescheduled) await this.#awaitReplicas(this.#keys.queue());
     return rescheduled;
   }
 

@@ -10,6 +10,11 @@
  * it is on the master and will reach the replicas when they catch up. The miss is counted
  * (`onMiss`) and logged at warn; the caller is answered as if the write succeeded.
  *
+ * In a Redis Cluster, WAIT goes to the master(s) of the slots the write touched, over the connection
+ * the write went through (ioredis keeps one per node): WAIT counts only that connection's writes, and
+ * only that master's replicas. A replica cut off from another master says nothing about this write,
+ * so it neither holds it up nor counts it as a miss.
+ *
  * Replicas are discovered from `INFO replication` (`connected_slaves`) on each master, at start and
  * again at most every `refreshMs` (in the background, never on the write's path). A master without
  * replicas is never sent WAIT, so a standalone Redis without replicas costs nothing extra. A master
@@ -50,6 +55,31 @@ interface MasterState {
 export function readConnectedReplicas(info: string): number {
   const match = /^connected_slaves:(\d+)/m.exec(info);
   return match ? Number(match[1]) : 0;
+}
+
+/** CRC16/XMODEM (polynomial 0x1021), the checksum Redis Cluster hashes keys with. */
+function crc16(bytes: Uint8Array): number {
+  let crc = 0;
+  for (const byte of bytes) {
+    crc ^= byte << 8;
+    for (let bit = 0; bit < 8; bit++)
+      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+/**
+ * The cluster slot of `key`, as CLUSTER KEYSLOT computes it: CRC16 of the hash tag (the bytes between
+ * the first `{` and the next `}`, when not empty) or else of the whole key, modulo 16384.
+ */
+export function redisKeySlot(key: string): number {
+  const bytes = Buffer.from(key, 'utf8');
+  const open = bytes.indexOf(0x7b);
+  if (open !== -1) {
+    const close = bytes.indexOf(0x7d, open + 1);
+    if (close > open + 1) return crc16(bytes.subarray(open + 1, close)) % 16384;
+  }
+  return crc16(bytes) % 16384;
 }
 
 export class ReplicaWait {
@@ -102,15 +132,16 @@ export class ReplicaWait {
   }
 
   /**
-   * Waits until the replicas have every write this process sent so far to the masters that have
-   * replicas. Never rejects: a miss or a failure is counted and logged, and the write stands.
+   * Waits until the replicas of the masters holding `keys` (every key the write touched; in a
+   * standalone Redis the one master) have every write this process sent them so far. Never rejects:
+   * a miss or a failure is counted and logged, and the write stands.
    */
-  async afterWrite(): Promise<void> {
+  async afterWrite(keys: readonly string[]): Promise<void> {
     if (this.#replicas === 0) return;
     this.#refreshInBackground();
     const targets: { node: Redis; numReplicas: number }[] = [];
     let replicasGone = false;
-    for (const node of this.#mastersNow()) {
+    for (const node of this.#mastersOf(keys)) {
       const state = this.#masters.get(node);
       if (!state) continue;
       if (state.connectedReplicas > 0) targets.push({ node, numReplicas: this.#replicas ?? 1 });
@@ -122,9 +153,6 @@ export class ReplicaWait {
       if (replicasGone) this.#miss({ connectedReplicas: 0 });
       return;
     }
-    // In a Cluster the write went to its slot's master over that master's one connection, and WAIT
-    // counts only the writes of the connection it is sent on: sent to a master this write did not
-    // touch, WAIT answers at once. So asking every master with replicas is correct, and cheap there.
     const results = await Promise.all(targets.map((t) => this.#waitOn(t.node, t.numReplicas)));
     const missed = results.find((r) => r !== null);
     if (missed !== undefined) this.#miss(missed);
@@ -161,6 +189,31 @@ export class ReplicaWait {
   #mastersNow(): Redis[] {
     const client = this.#client;
     return client instanceof Cluster ? client.nodes('master') : [client];
+  }
+
+  /**
+   * The connections to the masters serving `keys`' slots, as the client routes them now (the same
+   * connections its commands went through). Every master when a slot is not mapped to a known node
+   * (slots being refreshed) or no key is named: a WAIT on a master the write did not touch only costs
+   * a round trip when that master's replicas are connected.
+   */
+  #mastersOf(keys: readonly string[]): Redis[] {
+    const client = this.#client;
+    if (!(client instanceof Cluster)) return [client];
+    if (keys.length === 0) return client.nodes('master');
+    // ioredis names a node `host:port` (its getNodeKey) in `slots`; all nodes, since a node promoted
+    // since ioredis last read the roles takes the slot's writes before it is listed as a master.
+    const byNodeKey = new Map(
+      client.nodes('all').map((n) => [`${n.options.host}:${n.options.port}`, n]),
+    );
+    const found = new Set<Redis>();
+    for (const key of keys) {
+      const nodeKey = client.slots[redisKeySlot(key)]?.[0];
+      const node = nodeKey === undefined ? undefined : byNodeKey.get(nodeKey);
+      if (!node) return client.nodes('master');
+      found.add(node);
+    }
+    return [...found];
   }
 
   #refreshInBackground(): void {
