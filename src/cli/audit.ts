@@ -341,7 +341,8 @@ export const auditCommands: readonly CliCommand[] = [
     summary: 'list retained audit events, filtered (GET /v1/audit; role admin)',
     options: {
       link: { type: 'string', value: 'ID', description: 'only events of this link_id' },
-      service: { type: 'string', value: 'ID', description: 'only events of this service_id' },
+      // Not --service: that option names the calling service (API_OPTIONS), as in `grants list --for`.
+      for: { type: 'string', value: 'SERVICE', description: 'only events of this service_id' },
       tenant: { type: 'string', value: 'ID', description: 'only events of this tenant_id' },
       type: { type: 'string', value: 'TYPE', description: 'only this event type' },
       after: { type: 'string', value: 'CURSOR', description: 'the `next` of the previous page' },
@@ -357,7 +358,7 @@ export const auditCommands: readonly CliCommand[] = [
       const query = new URLSearchParams();
       for (const [option, param] of [
         ['link', 'link_id'],
-        ['service', 'service_id'],
+        ['for', 'service_id'],
         ['tenant', 'tenant_id'],
         ['type', 'type'],
         ['after', 'after'],
