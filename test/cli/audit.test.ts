@@ -86,10 +86,10 @@ describe('linkvault audit against a real SQLite store and export directory', () 
         tenant_id: 'acme',
         link_id: `lnk_${i}`,
         service_id: 'crm-sync',
-        token: new Secret(token),
+        access_token: new Secret(token),
       });
       const [event] = await store.readAuditShard('main', String(BigInt(seq) - 1n), 1);
-      appended.push({ seq, atMs: clock, token, label: event!.data.token as string });
+      appended.push({ seq, atMs: clock, token, label: event!.data.access_token as string });
     };
     // Day 1: 30 events exported into the first file; day 2: 20 more, so the first file is closed
     // by a checkpoint and a second one opened; then 10 that the exporter has not seen.
@@ -213,7 +213,7 @@ describe('linkvault audit against a real SQLite store and export directory', () 
       assert.equal(e.type, 'token.released');
       assert.equal(e.link_id, `lnk_${i}`);
       assert.equal('prev' in e, false);
-      assert.equal((e.data as Record<string, unknown>).token, appended[i]!.label);
+      assert.equal((e.data as Record<string, unknown>).access_token, appended[i]!.label);
       assert.doesNotMatch(JSON.stringify(e), new RegExp(appended[i]!.token));
     }
   });
