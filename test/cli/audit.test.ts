@@ -262,6 +262,7 @@ describe('linkvault audit against a real SQLite store and export directory', () 
       const out = await runBin(args, { cwd: dir, env });
       assert.equal(out.code, 2, args.join(' '));
       assert.equal(out.stdout, '');
+      assert.match(out.stderr, /^linkvault audit export: --(since|until|format) /, args.join(' '));
     }
   });
 
