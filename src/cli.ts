@@ -10,6 +10,7 @@ import { linkCommands } from './cli/links.js';
 import { revocationCommands } from './cli/revocations.js';
 import { webhookCommands } from './cli/webhooks.js';
 import { rewrapCommands } from './cli/rewrap.js';
+import { auditCommands } from './cli/audit.js';
 import { serveCommands } from './cli/serve.js';
 import { sessionCommands } from './cli/sessions.js';
 
@@ -59,6 +60,7 @@ const GROUPS: readonly (readonly CliCommand[])[] = [
   grantCommands,
   revocationCommands,
   webhookCommands,
+  auditCommands,
   [help],
 ];
 

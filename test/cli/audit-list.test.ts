@@ -1,0 +1,259 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../../src/config.js';
+import { createKeyProvider } from '../../src/keys/create-key-provider.js';
+import { createVault } from '../../src/keys/vault.js';
+import type { LinkRecord } from '../../src/links/link.js';
+import { Metrics } from '../../src/metrics.js';
+import { createStore } from '../../src/store/create-store.js';
+import type { Store } from '../../src/store/store.js';
+import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
+import { connectViaProvider, createTestOAuth } from '../support/provider-link.js';
+import { makeTestServices, type TestServices } from '../support/service-jwt.js';
+import {
+  startServiceProcess,
+  writeServiceConfig,
+  type ServiceProcess,
+} from '../support/service-process.js';
+import { BIN, runBin, type CliOutcome } from './run-cli.js';
+
+/**
+ * `linkvault audit list` (GET /v1/audit) and `linkvault audit fingerprint` against a real linkvault
+ * process (SQLite) that released a token through a real OAuth server's link: the label the CLI computes
+ * from the token's value is the one in the release's audit record.
+ */
+
+/** Runs the CLI with `stdin` written to it (then closed), in `env` only (plus PATH). */
+function runWithStdin(
+  args: readonly string[],
+  stdin: string,
+  env: Record<string, string>,
+): Promise<CliOutcome> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { PATH: process.env.PATH ?? '', ...env, LINKVAULT_LOG_LEVEL: 'error' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(stdin);
+  });
+}
+
+const REDIRECT = 'http://127.0.0.1:3000/v1/oauth/callback/test-as';
+const CLIENT = {
+  client_id: 'lv-cli-client',
+  client_secret: 'lv-cli-secret-0123456789',
+  redirect_uris: [REDIRECT],
+};
+
+describe('linkvault audit list and fingerprint against a running linkvault', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lv-cli-audit-list-'));
+  let oidc: OidcServer;
+  let services: TestServices;
+  let service: ServiceProcess;
+  let store: Store;
+  let connect: (tenantId: string, userId: string) => Promise<LinkRecord>;
+  let cliEnv: Record<string, string>;
+  let serviceEnv: Record<string, string>;
+  const esKeyFile = join(dir, 'crm-es.pem');
+
+  before(async () => {
+    oidc = await startOidcServer({ mode: 'oauth', clients: [CLIENT] });
+    services = makeTestServices();
+    const entry = oidc.catalogueEntry('test-as');
+    const env: Record<string, string> = {
+      ...writeServiceConfig({
+        dir,
+        services,
+        providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }],
+      }),
+      LINKVAULT_LOG_LEVEL: 'info',
+      LINKVAULT_STORE: 'sqlite',
+      LINKVAULT_SQLITE_PATH: join(dir, 'lv.db'),
+    };
+    const config = loadConfig(env, dir);
+    const metrics = new Metrics();
+    const keys = await createKeyProvider(config.keys, { metrics });
+    const vault = createVault({ keys, metrics, maxEntries: 10, maxAgeMs: 60_000 });
+    const { oauth } = createTestOAuth({
+      entry,
+      clientId: CLIENT.client_id,
+      clientSecret: CLIENT.client_secret,
+    });
+    serviceEnv = env;
+    service = await startServiceProcess({ cwd: dir, env });
+    store = await createStore(config.store, { metrics });
+    connect = (tenantId, userId) =>
+      connectViaProvider({
+        oauth,
+        completeLogin: (u, o) => oidc.completeLogin(u, o),
+        store,
+        vault,
+        providerId: 'test-as',
+        linkId: `lnk_${randomUUID()}`,
+        tenantId,
+        userId,
+        accountId: `${tenantId}-${userId}`,
+        redirectUri: REDIRECT,
+      });
+    writeFileSync(
+      esKeyFile,
+      (services.keys['crm-es']!.signingKey as import('node:crypto').KeyObject)
+        .export({ format: 'pem', type: 'pkcs8' })
+        .toString(),
+      { mode: 0o600 },
+    );
+    cliEnv = {
+      LV_TEST_CRM_SECRET: services.env.LV_TEST_CRM_SECRET!,
+      LINKVAULT_PUBLIC_URL: service.url,
+    };
+  });
+  after(async () => {
+    await service?.stop();
+    await store?.close();
+    await oidc?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const asCrm = ['--service', 'crm-sync', '--kid', 'crm-hs', '--key-env', 'LV_TEST_CRM_SECRET'];
+  const cli = (args: string[], env: Record<string, string> = {}): Promise<CliOutcome> =>
+    runBin([...args], { cwd: dir, env: { ...cliEnv, ...env } });
+  const json = (outcome: CliOutcome): Record<string, unknown> => {
+    assert.equal(outcome.stderr, '');
+    assert.equal(outcome.code, 0);
+    return JSON.parse(outcome.stdout) as Record<string, unknown>;
+  };
+  /** What linkvault itself answers the same route, for comparison. */
+  const api = async (path: string): Promise<unknown> => {
+    const res = await fetch(`${service.url}${path}`, {
+      headers: { authorization: services.bearer('crm-hs') },
+    });
+    assert.equal(res.status, 200);
+    return res.json();
+  };
+
+  test('when a token is released, then audit list shows its record and fingerprint of the token matches its label', async () => {
+    const link = await connect('acme', `audit-${randomUUID().slice(0, 6)}`);
+    json(
+      await cli([
+        'grants',
+        'create',
+        '--for',
+        'billing',
+        '--link',
+        link.id,
+        '--purpose',
+        'audit test',
+        '--json',
+        ...asCrm,
+      ]),
+    );
+    const res = await fetch(`${service.url}/v1/links/${link.id}/token`, {
+      method: 'POST',
+      headers: { authorization: services.bearer('billing-hs') },
+    });
+    assert.equal(res.status, 200);
+    const accessToken = ((await res.json()) as { access_token: string }).access_token;
+    assert.ok(accessToken.length > 10);
+
+    const listed = json(
+      await cli([
+        'audit',
+        'list',
+        '--link',
+        link.id,
+        '--type',
+        'token.released',
+        '--json',
+        ...asCrm,
+      ]),
+    );
+    assert.deepEqual(listed, await api(`/v1/audit?link_id=${link.id}&type=token.released`));
+    const events = listed.events as {
+      link_id: string;
+      service_id: string;
+      data: Record<string, unknown>;
+    }[];
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.service_id, 'billing');
+    assert.doesNotMatch(JSON.stringify(listed), new RegExp(accessToken));
+
+    // The operator holding the leaked token finds its release.
+    const fp = await runWithStdin(['audit', 'fingerprint'], `${accessToken}\n`, serviceEnv);
+    assert.equal(fp.stderr, '');
+    assert.equal(fp.code, 0);
+    assert.equal(fp.stdout, `${String(events[0]!.data.access_token)}\n`);
+    assert.match(fp.stdout, /^hmac-sha256\/128:/);
+
+    const table = await cli(['audit', 'list', '--link', link.id, ...asCrm]);
+    assert.equal(table.code, 0);
+    const lines = table.stdout.trimEnd().split('\n');
+    assert.match(lines[0]!, /^AT +TYPE +TENANT +LINK +SERVICE +REQUEST ID$/);
+    assert.ok(
+      lines.some((l) =>
+        new RegExp(`^\\S+ +token\\.released +acme +${link.id} +billing +\\S+$`).test(l),
+      ),
+      table.stdout,
+    );
+  });
+
+  test('when audit list pages with --limit, then --after continues where the page ended', async () => {
+    const first = json(await cli(['audit', 'list', '--limit', '1', '--json', ...asCrm]));
+    assert.equal((first.events as unknown[]).length, 1);
+    assert.equal(typeof first.next, 'string');
+    const table = await cli(['audit', 'list', '--limit', '1', ...asCrm]);
+    assert.match(table.stdout, new RegExp(`^more: --after ${String(first.next)}$`, 'm'));
+    const second = json(
+      await cli([
+        'audit',
+        'list',
+        '--limit',
+        '1',
+        '--after',
+        String(first.next),
+        '--json',
+        ...asCrm,
+      ]),
+    );
+    assert.deepEqual(second, await api(`/v1/audit?limit=1&after=${String(first.next)}`));
+    const [a] = first.events as { seq: string }[];
+    const [b] = second.events as { seq: string }[];
+    assert.ok(Number(b!.seq) > Number(a!.seq));
+  });
+
+  test('when audit list finds nothing or the caller is not an admin, then it says so or exits 4', async () => {
+    const none = await cli(['audit', 'list', '--tenant', 'nobody-here', ...asCrm]);
+    // --for filters by service; --service stays the calling service.
+    const forBilling = json(await cli(['audit', 'list', '--for', 'billing', '--json', ...asCrm]));
+    assert.deepEqual(forBilling, await api('/v1/audit?service_id=billing'));
+    assert.ok(
+      (forBilling.events as { service_id: string }[]).every((e) => e.service_id === 'billing'),
+    );
+    const forNobody = await cli(['audit', 'list', '--for', 'nobody', ...asCrm]);
+    assert.equal(forNobody.stdout, 'no audit events\n');
+    assert.deepEqual(none, { code: 0, stdout: 'no audit events\n', stderr: '' });
+    const refused = await cli(
+      [
+        'audit',
+        'list',
+        '--service',
+        'billing',
+        '--kid',
+        'billing-hs',
+        '--key-env',
+        'LV_TEST_BILLING_SECRET',
+      ],
+      { LV_TEST_BILLING_SECRET: services.env.LV_TEST_BILLING_SECRET! },
+    );
+    assert.equal(refused.code, 4);
+    assert.match(refused.stderr, /^linkvault: linkvault answered 403 /);
+  });
+});
