@@ -73,6 +73,12 @@ const SCALE = process.env.BENCH_SCALE !== '0';
 const SCALE_LINKS = Number(process.env.BENCH_SCALE_LINKS ?? 100_000);
 const CLUSTER = process.env.BENCH_CLUSTER !== '0';
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+// BENCH_AUDIT_EXPORT=1: the service exports its audit trail to a directory and keeps
+// BENCH_AUDIT_RETENTION (default 1,000) events in Redis (LINKVAULT_AUDIT_EXPORT_DIR /
+// LINKVAULT_AUDIT_STORE_MAX_EVENTS); compare with a run without it for the exporter's cost.
+const AUDIT_EXPORT = process.env.BENCH_AUDIT_EXPORT === '1';
+const AUDIT_RETENTION = process.env.BENCH_AUDIT_RETENTION ?? '1000';
+const auditExportDir = AUDIT_EXPORT ? mkdtempSync(join(tmpdir(), 'lv-bench-audit-')) : null;
 
 async function run(
   autocannon: Autocannon,
@@ -166,7 +172,16 @@ const clusterOptions: StartReleaseClusterOptions = {
   completeLogin: (u, o) => oidc.completeLogin(u, o),
   // A short drain, so a profiled service (BENCH_NODE_ARGS=--cpu-prof) exits and writes its profile
   // before the harness's 5 s stop timeout.
-  env: { LINKVAULT_LOG_LEVEL: LOG_LEVEL, LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS: '1' },
+  env: {
+    LINKVAULT_LOG_LEVEL: LOG_LEVEL,
+    LINKVAULT_SHUTDOWN_TIMEOUT_SECONDS: '1',
+    ...(auditExportDir
+      ? {
+          LINKVAULT_AUDIT_EXPORT_DIR: auditExportDir,
+          LINKVAULT_AUDIT_STORE_MAX_EVENTS: AUDIT_RETENTION,
+        }
+      : {}),
+  },
   // startService's development warning, written once the server listens, at info and at warn.
   ready: (line) => typeof line.msg === 'string' && line.msg.startsWith('DEVELOPMENT SETUP'),
   // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the service.
@@ -231,6 +246,15 @@ async function tokenRun(
   const keyCalls =
     sumMetric(afterText, 'linkvault_key_service_calls_total') -
     sumMetric(before, 'linkvault_key_service_calls_total');
+  const exported =
+    sumMetric(afterText, 'linkvault_audit_exported_total') -
+    sumMetric(before, 'linkvault_audit_exported_total');
+  const trimmed =
+    sumMetric(afterText, 'linkvault_audit_trimmed_total') -
+    sumMetric(before, 'linkvault_audit_trimmed_total');
+  console.log(
+    `  audit: ${exported} events exported and ${trimmed} trimmed during the run, for ${released} releases (${auditExportDir ? `export to a directory, retention ${AUDIT_RETENTION}` : 'no export directory: retention only'})`,
+  );
   console.log(
     `  key-service calls per release: ${released ? (keyCalls / released).toFixed(4) : 'n/a'} (${keyCalls} calls / ${released} releases)   target 0`,
   );
