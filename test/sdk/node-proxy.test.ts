@@ -272,6 +272,13 @@ describe('@linkvault/node proxy() against a running linkvault and a stand-in API
       client().proxy(linkId, { method: 'GET', path: '/hang' }),
       (err: unknown) => err instanceof LinkvaultApiError && err.code === 'proxy_timeout',
     );
+    // The call's own timeoutMs gives up first, on the caller's side.
+    const startedAt = Date.now();
+    await assert.rejects(
+      client().proxy(linkId, { method: 'GET', path: '/hang', timeoutMs: 200 }),
+      (err: unknown) => err instanceof Error && err.name === 'TimeoutError',
+    );
+    assert.ok(Date.now() - startedAt < 900, 'cut by the SDK, before the 1 s of linkvault');
   });
 
   test('when linkvault answers 503 with Retry-After, then GET is retried after waiting and POST and PATCH are sent once', async () => {

@@ -231,6 +231,11 @@ export interface ProxyRequest {
   readonly headers?: Readonly<Record<string, string>>;
   /** Cancels the call. */
   readonly signal?: AbortSignal;
+  /**
+   * How long to wait for the answer's headers (default: the client's `timeoutMs`); linkvault cuts a
+   * slow provider itself at LINKVAULT_PROXY_TIMEOUT_SECONDS (30 s by default).
+   */
+  readonly timeoutMs?: number;
 }
 
 export interface ProxyResponse {
@@ -433,7 +438,8 @@ export class LinkvaultClient {
    * refusals (proxy_not_allowed, proxy_target_refused, proxy_timeout, link_not_found, ...) reject
    * with LinkvaultApiError. A linkvault 429/503 with Retry-After is retried like a read for GET,
    * PUT and DELETE with a body that can be sent again; POST and PATCH are never resent.
-   * `timeoutMs` bounds the wait for the answer's headers, not the body's streaming.
+   * `timeoutMs` (the call's, else the client's) bounds the wait for the answer's headers, not the
+   * body's streaming.
    */
   async proxy(linkId: string, request: ProxyRequest): Promise<ProxyResponse> {
     const method = request.method;
@@ -469,7 +475,7 @@ export class LinkvaultClient {
       const timeout = new AbortController();
       const timer = setTimeout(
         () => timeout.abort(new DOMException('linkvault: proxy call timed out', 'TimeoutError')),
-        this.#timeoutMs,
+        request.timeoutMs ?? this.#timeoutMs,
       );
       const signal = request.signal
         ? AbortSignal.any([request.signal, timeout.signal])
