@@ -660,11 +660,14 @@ export const ROUTE_TABLE: readonly RouteSpec[] = [
 /** Errors every route of a kind can answer with, besides its own (RouteSpec.errors). */
 export function routeErrors(route: RouteSpec): ErrorCode[] {
   const codes = new Set<ErrorCode>(['internal_error']);
-  // Malformed input (json-body.ts, well-formed-input.ts) is refused on every route.
-  codes.add('invalid_request');
+  // Routes answered before Express (the proxy) pass bodies on unread: Express's body and input
+  // checks never see them, and their size limits are the route's own.
+  const express = route.servedBy !== 'node-http';
+  // Malformed input (json-body.ts, well-formed-input.ts) is refused on every Express route.
+  if (express) codes.add('invalid_request');
   if (route.method !== 'GET') {
     codes.add('payload_too_large');
-    codes.add('unsupported_media_type');
+    if (express) codes.add('unsupported_media_type');
   }
   if (route.security === 'service') {
     codes.add('unauthorized');
