@@ -3,6 +3,7 @@ import {
   listOption,
   requiredOption,
   stringOption,
+  UsageError,
   type CliCommand,
 } from './command.js';
 import { API_OPTIONS, connectApi, segment } from './linkvault-api.js';
@@ -21,6 +22,37 @@ const GRANT_COLUMNS = [
   { header: 'expires', value: (g: Grant) => g.expires_at },
   { header: 'purpose', value: (g: Grant) => g.purpose },
 ];
+
+const PROXY_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
+
+/**
+ * `--proxy-allow "GET /crm/v3/**"` → `{method, path}`. Only the shape is checked here; linkvault
+ * checks the template itself (400 invalid_request, 422 grant_never_matches) and says why.
+ */
+export function parseProxyAllow(rule: string): { method: string; path: string } {
+  const match = /^\s*([A-Za-z]+)\s+(\/\S*)\s*$/.exec(rule);
+  const method = match?.[1]!.toUpperCase();
+  if (!match || !PROXY_METHODS.includes(method!))
+    throw new UsageError(
+      `--proxy-allow takes "METHOD /path" (METHOD one of ${PROXY_METHODS.join(', ')}; * one segment, ** the rest), got "${rule}"`,
+    );
+  return { method: method!, path: match[2]! };
+}
+
+/** The printed form of a grant: its proxy rules as `METHOD /path` lines, not a JSON object. */
+function grantFields(grant: Grant): [string, unknown][] {
+  return Object.entries(grant).map(([name, value]): [string, unknown] => {
+    const rules = (value as { allow?: unknown } | null)?.allow;
+    return name === 'proxy' && Array.isArray(rules)
+      ? [
+          name,
+          (rules as { method: string; path: string }[])
+            .map((r) => `${r.method} ${r.path}`)
+            .join(', '),
+        ]
+      : [name, value];
+  });
+}
 
 export const grantCommands: readonly CliCommand[] = [
   {
@@ -45,7 +77,8 @@ export const grantCommands: readonly CliCommand[] = [
   },
   {
     name: 'grants create',
-    summary: 'let a service obtain tokens of some links (POST /v1/grants; role admin)',
+    summary:
+      "let a service obtain tokens of some links, or call their provider's API through the proxy (POST /v1/grants; role admin)",
     options: {
       for: {
         type: 'string',
@@ -67,12 +100,35 @@ export const grantCommands: readonly CliCommand[] = [
         description: 'why the service needs it (required)',
       },
       'expires-at': { type: 'string', value: 'TIME', description: 'RFC 3339 UTC expiry' },
+      'proxy-allow': {
+        type: 'string',
+        value: 'RULE',
+        multiple: true,
+        description:
+          'a call the service may make through the proxy, "METHOD /path" (* one segment, ** the rest)',
+      },
+      'no-token-release': {
+        type: 'boolean',
+        description:
+          'a proxy-only grant: the service never receives the token (needs --proxy-allow)',
+      },
       ...JSON_OPTION,
       ...API_OPTIONS,
     },
-    details: ['A grant must name a tenant or a link; everything it names must match a link.'],
+    details: [
+      'A grant must name a tenant or a link; everything it names must match a link.',
+      "With --proxy-allow the service (role proxy) may call the provider's API through",
+      'linkvault for those methods and paths; add --no-token-release so that it never',
+      'holds the token: e.g. --proxy-allow "GET /crm/v3/**" --no-token-release.',
+    ],
     async run(input, ctx) {
       const scopes = listOption(input, 'scope');
+      const allow = listOption(input, 'proxy-allow').map(parseProxyAllow);
+      const proxyOnly = input.options['no-token-release'] === true;
+      if (proxyOnly && allow.length === 0)
+        throw new UsageError(
+          '--no-token-release makes a proxy-only grant: say what it allows with --proxy-allow',
+        );
       const optional = (option: string, member: string): Record<string, string> => {
         const value = stringOption(input, option);
         return value === undefined ? {} : { [member]: value };
@@ -85,11 +141,13 @@ export const grantCommands: readonly CliCommand[] = [
         ...(scopes.length === 0 ? {} : { scopes }),
         purpose: requiredOption(input, 'purpose'),
         ...optional('expires-at', 'expires_at'),
+        ...(proxyOnly ? { token_release: false } : {}),
+        ...(allow.length === 0 ? {} : { proxy: { allow } }),
       };
       const api = await connectApi(input, ctx);
       const grant = (await api.call('POST', '/v1/grants', body)) as Grant;
       if (input.options.json === true) printJson(ctx, grant);
-      else printFields(ctx, Object.entries(grant));
+      else printFields(ctx, grantFields(grant));
       return 0;
     },
   },

@@ -65,6 +65,10 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, Schema>> = {
       request_id: string,
     },
   },
+  ProxiedBody: {
+    description:
+      "The provider's body, bytes as it sent them (the proxy route): linkvault neither reads nor reshapes it.",
+  },
   Health: closed(['status'], { status: { const: 'ok' } }),
   Readiness: closed(['status', 'checks'], {
     status: { const: 'ready' },

@@ -13,6 +13,8 @@ interface DeclaredRoute {
   readonly method: HttpMethod;
   /** Path template, `{name}` for one segment. */
   readonly path: string;
+  /** `node-http` (the proxy): the last `{name}` takes the rest of the path, and GET implies no HEAD. */
+  readonly servedBy?: 'node-http';
 }
 
 function escapeRegExp(text: string): string {
@@ -20,10 +22,13 @@ function escapeRegExp(text: string): string {
 }
 
 /** A template as an exact, case-sensitive matcher (routing is strict: strict-router.ts). */
-function templateMatcher(template: string): RegExp {
-  const source = template
-    .split(/(\{[A-Za-z_][A-Za-z0-9_]*\})/)
-    .map((part) => (/^\{.*\}$/.test(part) ? '[^/]+' : escapeRegExp(part)))
+function templateMatcher(template: string, restOfPath: boolean): RegExp {
+  const parts = template.split(/(\{[A-Za-z_][A-Za-z0-9_]*\})/);
+  const last = parts.findLastIndex((part) => /^\{.*\}$/.test(part));
+  const source = parts
+    .map((part, i) =>
+      /^\{.*\}$/.test(part) ? (restOfPath && i === last ? '.+' : '[^/]+') : escapeRegExp(part),
+    )
     .join('');
   return new RegExp(`^${source}$`);
 }
@@ -34,11 +39,14 @@ export function allowedMethodsFrom(routes: readonly DeclaredRoute[]): AllowedMet
   for (const route of routes) {
     let entry = byTemplate.get(route.path);
     if (!entry) {
-      entry = { matcher: templateMatcher(route.path), methods: new Set() };
+      entry = {
+        matcher: templateMatcher(route.path, route.servedBy === 'node-http'),
+        methods: new Set(),
+      };
       byTemplate.set(route.path, entry);
     }
     entry.methods.add(route.method);
-    if (route.method === 'GET') entry.methods.add('HEAD');
+    if (route.method === 'GET' && route.servedBy !== 'node-http') entry.methods.add('HEAD');
   }
   const entries = [...byTemplate.values()];
   return (path) => {

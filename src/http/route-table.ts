@@ -25,7 +25,8 @@ export interface RouteParameter {
 }
 
 export interface RouteAnswer {
-  readonly status: number;
+  /** The status; `default`: any status not declared otherwise (the proxy's relayed answers). */
+  readonly status: number | 'default';
   readonly description: string;
   /** A schema name in openapi-schemas.ts (application/json unless contentType says otherwise); none: no body. */
   readonly schema?: string;
@@ -46,6 +47,12 @@ export interface RouteSpec {
   readonly role?: ServiceRole;
   /** In the OpenAPI document (the public API); false for pages, assets and operations endpoints. */
   readonly api: boolean;
+  /**
+   * `node-http`: answered on node:http before Express (proxy-routes.ts), so no router mounts it;
+   * its last path parameter takes the rest of the path, slashes included, and GET does not imply
+   * HEAD (route-fallback.ts).
+   */
+  readonly servedBy?: 'node-http';
   /** Mounted only with this feature on (the sandbox provider's pages). */
   readonly only?: 'sandbox';
   readonly parameters?: readonly RouteParameter[];
@@ -323,6 +330,61 @@ export const ROUTE_TABLE: readonly RouteSpec[] = [
     ],
   },
 
+  // The proxy (proxy-routes.ts, on node:http before Express: bodies stream both ways)
+  ...(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const).map((method): RouteSpec => ({
+    method,
+    path: '/v1/links/{id}/proxy/{path}',
+    operationId: `proxy${method.charAt(0)}${method.slice(1).toLowerCase()}`,
+    summary: "Call the provider's API with the link's token, attached by linkvault",
+    tag: 'proxy',
+    security: 'service',
+    role: 'proxy',
+    api: true,
+    servedBy: 'node-http',
+    parameters: [
+      LINK_ID,
+      {
+        name: 'path',
+        in: 'path',
+        description:
+          "The API path under the provider's `api_base_url`, slashes included (`crm/v3/objects/contacts`); the query string is passed on as it is. A grant's proxy rules must allow the method and the normalised path.",
+        schema: { type: 'string', minLength: 1 },
+        required: true,
+      },
+    ],
+    answers: [
+      {
+        status: 'default',
+        description:
+          "The provider's answer as it sent it (any status, any content type; hop-by-hop and cookie headers removed, no redirect followed). Told apart from linkvault's own problem answers by `linkvault-proxy-request-id`.",
+        schema: 'ProxiedBody',
+        contentType: '*/*',
+        headers: {
+          'linkvault-proxy-request-id': "linkvault's request id: present on every relayed answer",
+          'Cache-Control': '`no-store`',
+        },
+      },
+    ],
+    // No grant at all answers proxy_not_allowed too (proxy.ts): the caller learns no more.
+    errors: [
+      'link_not_found',
+      'proxy_not_allowed',
+      'proxy_target_refused',
+      'proxy_timeout',
+      'reauth_required',
+      'refresh_not_possible',
+      'link_revoked',
+      'conflict',
+      'provider_error',
+      'invalid_token_response',
+      'provider_unavailable',
+      'provider_misconfigured',
+      'key_service_unavailable',
+      'audit_unavailable',
+      'sealed_record_invalid',
+    ],
+  })),
+
   // Revocation
   {
     method: 'DELETE',
@@ -598,11 +660,14 @@ export const ROUTE_TABLE: readonly RouteSpec[] = [
 /** Errors every route of a kind can answer with, besides its own (RouteSpec.errors). */
 export function routeErrors(route: RouteSpec): ErrorCode[] {
   const codes = new Set<ErrorCode>(['internal_error']);
-  // Malformed input (json-body.ts, well-formed-input.ts) is refused on every route.
-  codes.add('invalid_request');
+  // Routes answered before Express (the proxy) pass bodies on unread: Express's body and input
+  // checks never see them, and their size limits are the route's own.
+  const express = route.servedBy !== 'node-http';
+  // Malformed input (json-body.ts, well-formed-input.ts) is refused on every Express route.
+  if (express) codes.add('invalid_request');
   if (route.method !== 'GET') {
     codes.add('payload_too_large');
-    codes.add('unsupported_media_type');
+    if (express) codes.add('unsupported_media_type');
   }
   if (route.security === 'service') {
     codes.add('unauthorized');
@@ -620,7 +685,7 @@ export function expressPath(template: string): string {
   return template.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ':$1');
 }
 
-/** The routes mounted with the given features. */
+/** The routes served with the given features (mounted on routers, or on node:http: `servedBy`). */
 export function mountedRoutes(
   table: readonly RouteSpec[],
   features: { readonly sandbox: boolean },

@@ -15,7 +15,9 @@ import {
   ROUTE_TABLE,
   type RouteSpec,
 } from '../../src/http/route-table.js';
+import { PROXY_ROUTE } from '../../src/http/proxy-routes.js';
 import { TOKEN_ROUTE } from '../../src/http/token-endpoint.js';
+import { rawRequest, startProxyHarness } from '../links/proxy/proxy-harness.js';
 import { startStack, type Stack } from '../support/stack.js';
 import { testProviderEntry } from '../support/test-catalogue.js';
 
@@ -48,10 +50,14 @@ function mountedRouteKeys(stack: unknown, into = new Set<string>()): Set<string>
 
 const tableKeys = (routes: readonly RouteSpec[]) =>
   new Set(routes.map((r) => `${r.method} ${expressPath(r.path)}`));
+/** The routes Express mounts: all but those answered on node:http before it (the proxy). */
+const routerRoutes = (routes: readonly RouteSpec[]) =>
+  routes.filter((r) => r.servedBy !== 'node-http');
+const PROXY_METHODS = ['DELETE', 'GET', 'PATCH', 'POST', 'PUT'];
 
 describe('the route table and the mounted routes', () => {
   for (const sandbox of [false, true]) {
-    test(`when the app is built${sandbox ? ' with the sandbox' : ''}, then it mounts exactly the table's routes, and the token fast path serves one of them`, async () => {
+    test(`when the app is built${sandbox ? ' with the sandbox' : ''}, then it mounts exactly the table's routes, the token fast path serves one of them and node:http the proxy's`, async () => {
       const stack = await startStack({ sandbox });
       try {
         const mounted = mountedRouteKeys(
@@ -59,9 +65,16 @@ describe('the route table and the mounted routes', () => {
         );
         assert.deepEqual(
           [...mounted].sort(),
-          [...tableKeys(mountedRoutes(ROUTE_TABLE, { sandbox }))].sort(),
+          [...tableKeys(routerRoutes(mountedRoutes(ROUTE_TABLE, { sandbox })))].sort(),
         );
         assert.ok(tableKeys(ROUTE_TABLE).has(`POST ${TOKEN_ROUTE}`));
+        // proxy-routes.ts answers these five before Express; its `*path` is the table's `{path}`.
+        const served = mountedRoutes(ROUTE_TABLE, { sandbox }).filter(
+          (r) => r.servedBy === 'node-http',
+        );
+        assert.deepEqual(served.map((r) => r.method).sort(), PROXY_METHODS);
+        for (const route of served)
+          assert.equal(expressPath(route.path).replace(/:path$/, '*path'), PROXY_ROUTE);
       } finally {
         await stack.close();
       }
@@ -84,6 +97,15 @@ describe('the route table and the mounted routes', () => {
         assert.equal(wrong.status, 405, path);
         assert.equal(wrong.headers.allow, allow, path);
         assert.equal(wrong.body.code, 'method_not_allowed');
+      }
+      // The proxy's path takes slashes; it serves no HEAD (a GET there is a provider's call).
+      for (const path of ['/v1/links/lnk_x/proxy/crm', '/v1/links/lnk_x/proxy/crm/v3/objects/']) {
+        const options = await request(stack.listener).options(path);
+        assert.equal(options.status, 204, path);
+        assert.equal(options.headers.allow, PROXY_METHODS.join(', '), path);
+        const head = await request(stack.listener).head(path);
+        assert.equal(head.status, 405, path);
+        assert.equal(head.headers.allow, PROXY_METHODS.join(', '), path);
       }
     } finally {
       await stack.close();
@@ -129,7 +151,10 @@ describe('real answers validate against the OpenAPI document', () => {
     const bare = path.split('?')[0]!;
     const route = apiRoutes.find(
       (r) =>
-        r.method === method && new RegExp(`^${r.path.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(bare),
+        r.method === method &&
+        new RegExp(
+          `^${r.path.replace(/\{[^}]+\}$/, r.servedBy === 'node-http' ? '.+' : '[^/]+').replace(/\{[^}]+\}/g, '[^/]+')}$`,
+        ).test(bare),
     );
     if (!route) throw new Error(`no declared route for ${method} ${bare}`);
     return route;
@@ -141,7 +166,10 @@ describe('real answers validate against the OpenAPI document', () => {
   function check(method: string, path: string, res: request.Response): void {
     const route = routeFor(method, path);
     const op = paths[route.path]![method.toLowerCase()]!;
-    const declared = op.responses[String(res.status)] as Json | undefined;
+    // A relayed provider answer (the proxy) carries linkvault-proxy-request-id, whatever its status.
+    const relayed = res.headers['linkvault-proxy-request-id'] !== undefined;
+    const answerKey = relayed ? 'default' : String(res.status);
+    const declared = op.responses[answerKey] as Json | undefined;
     assert.ok(declared, `${method} ${path}: status ${res.status} is not declared`);
     const content = declared.content as Record<string, unknown> | undefined;
     if (!content) {
@@ -150,16 +178,22 @@ describe('real answers validate against the OpenAPI document', () => {
         assert.equal(res.text ?? '', '', `${method} ${path} ${res.status}: undeclared body`);
     } else {
       const [contentType] = Object.keys(content);
+      if (contentType === '*/*') {
+        assert.ok(relayed, `${method} ${path} ${res.status}: only a relayed answer is any type`);
+        const k = `${route.method} ${route.path}`;
+        checked.set(k, (checked.get(k) ?? new Set()).add(res.status));
+        return;
+      }
       assert.equal(
         String(res.headers['content-type']).split(';')[0],
         contentType,
         `${method} ${path} ${res.status}`,
       );
-      const key = `${route.path} ${method} ${res.status}`;
+      const key = `${route.path} ${method} ${answerKey}`;
       let validate = validators.get(key);
       if (!validate) {
         validate = ajv.compile({
-          $ref: `${DOC_ID}#/paths/${pointer(route.path)}/${method.toLowerCase()}/responses/${res.status}/content/${pointer(contentType!)}/schema`,
+          $ref: `${DOC_ID}#/paths/${pointer(route.path)}/${method.toLowerCase()}/responses/${answerKey}/content/${pointer(contentType!)}/schema`,
         });
         validators.set(key, validate);
       }
@@ -207,6 +241,96 @@ describe('real answers validate against the OpenAPI document', () => {
     check(method, path, res);
     return res;
   }
+
+  test('when the proxy relays a stand-in API and refuses calls, then each answer is the declared one', async () => {
+    // A real linkvault on loopback, node-oidc-provider for the link, a stand-in API (proxy-harness.ts).
+    const h = await startProxyHarness({ env: { LINKVAULT_PROXY_TIMEOUT_SECONDS: '1' } });
+    try {
+      const proxy = async (
+        method: string,
+        linkId: string,
+        path: string,
+        kid: string | null = 'worker',
+        body?: string,
+      ) => {
+        const raw = await rawRequest(
+          h.stack.publicUrl,
+          method,
+          `/v1/links/${linkId}/proxy${path}`,
+          {
+            ...(kid === null ? {} : { authorization: h.services.bearer(kid) }),
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+          body,
+        );
+        const res = { ...raw, text: raw.body } as unknown as request.Response;
+        check(method, `/v1/links/${linkId}/proxy${path}`, res);
+        return raw;
+      };
+      const link = await h.connect('lnk_openapi_proxy');
+      await h.stack.addGrant({
+        serviceId: 'worker',
+        linkId: link.id,
+        purpose: 'contact sync',
+        tokenRelease: false,
+        proxy: {
+          allow: PROXY_METHODS.map((method) => ({ method, path: '/crm/**' })).concat([
+            { method: 'GET', path: '/hang/**' },
+          ]),
+        } as never,
+      });
+      for (const method of PROXY_METHODS) {
+        const body = ['POST', 'PUT', 'PATCH'].includes(method) ? '{}' : undefined;
+        const res = await proxy(
+          method,
+          link.id,
+          '/crm/v3/objects/contacts?limit=1',
+          'worker',
+          body,
+        );
+        assert.equal(res.status, 200, `${method}: ${res.body}`);
+        assert.equal(typeof res.headers['linkvault-proxy-request-id'], 'string');
+        assert.equal(JSON.parse(res.body).path, '/crm/v3/objects/contacts?limit=1');
+      }
+      const codes: [number, string][] = [];
+      const refused = async (...args: Parameters<typeof proxy>) => {
+        const res = await proxy(...args);
+        assert.equal(res.headers['linkvault-proxy-request-id'], undefined, res.body);
+        codes.push([res.status, (JSON.parse(res.body) as { code: string }).code]);
+      };
+      await refused('GET', link.id, '/admin/users');
+      await refused('GET', link.id, '/crm/../admin');
+      await refused('GET', 'lnk_missing', '/crm/x');
+      await refused('GET', (await h.connect('lnk_openapi_proxy_nogrant')).id, '/crm/x');
+      await refused('GET', link.id, '/crm/x', null);
+      await refused('GET', link.id, '/crm/x', 'tokens-svc');
+      await refused('GET', link.id, '/hang/forever');
+      const elsewhere = await h.stack.seedLink({
+        providerId: 'acme-sf',
+        metadata: { instance_url: 'https://evil.example.com' },
+      });
+      await h.stack.addGrant({
+        serviceId: 'worker',
+        linkId: elsewhere.id,
+        purpose: 'contact sync',
+        proxy: { allow: [{ method: 'GET', path: '/**' }] } as never,
+      });
+      await refused('GET', elsewhere.id, '/services/data');
+      assert.deepEqual(codes, [
+        [403, 'proxy_not_allowed'],
+        [403, 'proxy_not_allowed'],
+        [404, 'link_not_found'],
+        // No grant at all tells the caller no more than a grant whose rules refuse (proxy.ts).
+        [403, 'proxy_not_allowed'],
+        [401, 'unauthorized'],
+        [403, 'forbidden'],
+        [504, 'proxy_timeout'],
+        [502, 'proxy_target_refused'],
+      ]);
+    } finally {
+      await h.close();
+    }
+  });
 
   test('when every API route is called for success and for its errors, then each answer matches its declared schema', async () => {
     const billing = stack.services.bearer('billing-hs');

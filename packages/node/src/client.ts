@@ -208,6 +208,53 @@ export interface WebhookDelivery {
   readonly next_attempt_at: string | null;
 }
 
+export type ProxyMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+type QueryValue = string | number | boolean;
+
+export interface ProxyRequest {
+  readonly method: ProxyMethod;
+  /**
+   * The API path under the provider's `api_base_url`, e.g. `/crm/v3/objects/contacts`: sent as
+   * written (no `?`, `#`, backslash or `.`/`..` segment; a grant's proxy rules must allow it).
+   */
+  readonly path: string;
+  /** Query parameters, appended in order (an array repeats the name). */
+  readonly query?:
+    URLSearchParams | Readonly<Record<string, QueryValue | readonly QueryValue[] | undefined>>;
+  /**
+   * The body: a string, bytes, a Blob or a ReadableStream as they are; anything else is sent as
+   * JSON (with `content-type: application/json` unless `headers` names one).
+   */
+  readonly body?: unknown;
+  /** Headers for the provider (never `authorization`: linkvault attaches the link's token). */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Cancels the call. */
+  readonly signal?: AbortSignal;
+  /**
+   * How long to wait for the answer's headers (default: the client's `timeoutMs`); linkvault cuts a
+   * slow provider itself at LINKVAULT_PROXY_TIMEOUT_SECONDS (30 s by default).
+   */
+  readonly timeoutMs?: number;
+}
+
+export interface ProxyResponse {
+  /** The provider's status, whatever it is (a 4xx or 5xx of the provider's resolves too). */
+  readonly status: number;
+  readonly headers: Headers;
+  /** linkvault's request id for this call (`linkvault-proxy-request-id`). */
+  readonly requestId: string;
+  /** The provider's body, streamed (null when there is none); read it once, or use json()/text(). */
+  readonly body: ReadableStream<Uint8Array> | null;
+  json<T = unknown>(): Promise<T>;
+  text(): Promise<string>;
+}
+
+/** Marks an answer relayed from the provider; linkvault's own refusals never carry it. */
+const PROXY_REQUEST_ID = 'linkvault-proxy-request-id';
+/** Methods the proxy may resend after a linkvault 429/503 with Retry-After: never POST or PATCH. */
+const IDEMPOTENT: ReadonlySet<ProxyMethod> = new Set(['GET', 'PUT', 'DELETE']);
+
 export interface LinkvaultClientOptions extends ServiceCredentials {
   /** linkvault's base URL, e.g. `https://vault.example.com`. */
   readonly baseUrl: string;
@@ -382,6 +429,96 @@ export class LinkvaultClient {
       if (key.startsWith(`${linkId} `)) this.#tokens.delete(key);
   }
 
+  // Proxy
+
+  /**
+   * `METHOD /v1/links/{id}/proxy/{path}` (role `proxy` and a grant whose proxy rules allow the
+   * call): linkvault calls the provider's API with the link's token, which this service never
+   * sees. Any answer relayed from the provider resolves, its 4xx and 5xx included; linkvault's own
+   * refusals (proxy_not_allowed, proxy_target_refused, proxy_timeout, link_not_found, ...) reject
+   * with LinkvaultApiError. A linkvault 429/503 with Retry-After is retried like a read for GET,
+   * PUT and DELETE with a body that can be sent again; POST and PATCH are never resent.
+   * `timeoutMs` (the call's, else the client's) bounds the wait for the answer's headers, not the
+   * body's streaming.
+   */
+  async proxy(linkId: string, request: ProxyRequest): Promise<ProxyResponse> {
+    const method = request.method;
+    if (!['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].includes(method))
+      throw new TypeError(
+        `linkvault: the proxy takes GET, POST, PUT, PATCH or DELETE, not ${method}`,
+      );
+    const url = `${this.#baseUrl}/v1/links/${segment(linkId)}/proxy${proxyPath(request.path)}${proxyQuery(request.query)}`;
+    const headers = new Headers(request.headers);
+    if (headers.has('authorization'))
+      throw new TypeError('linkvault: the proxy attaches the token; send no authorization header');
+    let body: RequestInit['body'] = null;
+    if (request.body !== undefined && request.body !== null) {
+      const raw = request.body;
+      if (
+        typeof raw === 'string' ||
+        raw instanceof Uint8Array ||
+        raw instanceof ArrayBuffer ||
+        raw instanceof Blob ||
+        raw instanceof ReadableStream ||
+        raw instanceof URLSearchParams
+      )
+        body = raw as RequestInit['body'];
+      else {
+        body = JSON.stringify(raw);
+        if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+      }
+    }
+    // A stream is read by the first attempt: it cannot be sent twice.
+    const retry = IDEMPOTENT.has(method) && !(body instanceof ReadableStream);
+    for (let attempt = 0; ; attempt++) {
+      headers.set('authorization', `Bearer ${this.#minter.token()}`);
+      const timeout = new AbortController();
+      const timer = setTimeout(
+        () => timeout.abort(new DOMException('linkvault: proxy call timed out', 'TimeoutError')),
+        request.timeoutMs ?? this.#timeoutMs,
+      );
+      const signal = request.signal
+        ? AbortSignal.any([request.signal, timeout.signal])
+        : timeout.signal;
+      let response: Response;
+      try {
+        response = await this.#fetch(url, {
+          method,
+          headers,
+          body,
+          redirect: 'manual',
+          signal,
+          ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
+        } as RequestInit);
+      } finally {
+        clearTimeout(timer);
+      }
+      const requestId = response.headers.get(PROXY_REQUEST_ID);
+      if (requestId !== null)
+        return {
+          status: response.status,
+          headers: response.headers,
+          requestId,
+          body: response.body,
+          json: <T>() => response.json() as Promise<T>,
+          text: () => response.text(),
+        };
+      const error = apiErrorOf(response, await response.text());
+      const wait = error.retryAfterSeconds;
+      if (
+        retry &&
+        (error.status === 429 || error.status === 503) &&
+        wait !== null &&
+        wait <= this.#maxRetryAfterSeconds &&
+        attempt < this.#maxRetries
+      ) {
+        await this.#sleep(wait * 1000);
+        continue;
+      }
+      throw error;
+    }
+  }
+
   // Grants
 
   /** POST /v1/grants (role `admin`). */
@@ -524,6 +661,32 @@ function segment(value: string): string {
   if (typeof value !== 'string' || value === '')
     throw new TypeError('linkvault: an id is required');
   return encodeURIComponent(value);
+}
+
+/**
+ * The proxied path, checked so that it stays under `/proxy/`: fetch resolves `.`/`..` segments
+ * (`%2e` spellings included) and reads `\\` as `/`, which would send the call to another route.
+ */
+function proxyPath(path: string): string {
+  if (typeof path !== 'string' || !path.startsWith('/'))
+    throw new TypeError('linkvault: the proxy path starts with /');
+  if (/[?#\\]/.test(path))
+    throw new TypeError('linkvault: the proxy path takes no ?, # or \\ (use query for parameters)');
+  if (path.split('/').some((s) => /^(?:\.|%2e){1,2}$/i.test(s)))
+    throw new TypeError('linkvault: the proxy path takes no . or .. segment');
+  return path;
+}
+
+function proxyQuery(values: ProxyRequest['query']): string {
+  if (values === undefined) return '';
+  const params = new URLSearchParams();
+  if (values instanceof URLSearchParams) for (const [n, v] of values) params.append(n, v);
+  else
+    for (const [name, value] of Object.entries(values))
+      if (value !== undefined)
+        for (const v of Array.isArray(value) ? value : [value]) params.append(name, String(v));
+  const text = params.toString();
+  return text === '' ? '' : `?${text}`;
 }
 
 function query(values: object): string {

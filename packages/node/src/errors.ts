@@ -41,6 +41,10 @@ export type LinkvaultErrorCode =
   | 'audit_unavailable'
   | 'shutting_down'
   | 'not_ready'
+  | 'webhook_endpoint_not_found'
+  | 'proxy_not_allowed'
+  | 'proxy_target_refused'
+  | 'proxy_timeout'
   | (string & {});
 
 export interface ProblemDetails {
