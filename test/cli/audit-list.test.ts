@@ -1,25 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadConfig } from '../../src/config.js';
-import { createKeyProvider } from '../../src/keys/create-key-provider.js';
-import { createVault } from '../../src/keys/vault.js';
 import type { LinkRecord } from '../../src/links/link.js';
-import { Metrics } from '../../src/metrics.js';
-import { createStore } from '../../src/store/create-store.js';
-import type { Store } from '../../src/store/store.js';
-import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
-import { connectViaProvider, createTestOAuth } from '../support/provider-link.js';
-import { makeTestServices, type TestServices } from '../support/service-jwt.js';
+import type { TestServices } from '../support/service-jwt.js';
+import type { ServiceProcess } from '../support/service-process.js';
 import {
-  startServiceProcess,
-  writeServiceConfig,
-  type ServiceProcess,
-} from '../support/service-process.js';
+  startServiceWithProvider,
+  type ServiceWithProvider,
+} from '../support/service-with-provider.js';
 import { BIN, runBin, type CliOutcome } from './run-cli.js';
 
 /**
@@ -55,72 +44,29 @@ const CLIENT = {
 };
 
 describe('linkvault audit list and fingerprint against a running linkvault', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'lv-cli-audit-list-'));
-  let oidc: OidcServer;
-  let services: TestServices;
+  let lv: ServiceWithProvider;
   let service: ServiceProcess;
-  let store: Store;
-  let connect: (tenantId: string, userId: string) => Promise<LinkRecord>;
+  let services: TestServices;
+  let dir: string;
   let cliEnv: Record<string, string>;
-  let serviceEnv: Record<string, string>;
-  const esKeyFile = join(dir, 'crm-es.pem');
+  let serviceEnv: Readonly<Record<string, string>>;
+  const connect = (tenantId: string, userId: string): Promise<LinkRecord> =>
+    lv.connect({ tenantId, userId });
 
   before(async () => {
-    oidc = await startOidcServer({ mode: 'oauth', clients: [CLIENT] });
-    services = makeTestServices();
-    const entry = oidc.catalogueEntry('test-as');
-    const env: Record<string, string> = {
-      ...writeServiceConfig({
-        dir,
-        services,
-        providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }],
-      }),
-      LINKVAULT_LOG_LEVEL: 'info',
-      LINKVAULT_STORE: 'sqlite',
-      LINKVAULT_SQLITE_PATH: join(dir, 'lv.db'),
-    };
-    const config = loadConfig(env, dir);
-    const metrics = new Metrics();
-    const keys = await createKeyProvider(config.keys, { metrics });
-    const vault = createVault({ keys, metrics, maxEntries: 10, maxAgeMs: 60_000 });
-    const { oauth } = createTestOAuth({
-      entry,
-      clientId: CLIENT.client_id,
-      clientSecret: CLIENT.client_secret,
+    lv = await startServiceWithProvider({
+      providerId: 'test-as',
+      client: CLIENT,
+      name: 'lv-cli-audit-list',
     });
-    serviceEnv = env;
-    service = await startServiceProcess({ cwd: dir, env });
-    store = await createStore(config.store, { metrics });
-    connect = (tenantId, userId) =>
-      connectViaProvider({
-        oauth,
-        completeLogin: (u, o) => oidc.completeLogin(u, o),
-        store,
-        vault,
-        providerId: 'test-as',
-        linkId: `lnk_${randomUUID()}`,
-        tenantId,
-        userId,
-        accountId: `${tenantId}-${userId}`,
-        redirectUri: REDIRECT,
-      });
-    writeFileSync(
-      esKeyFile,
-      (services.keys['crm-es']!.signingKey as import('node:crypto').KeyObject)
-        .export({ format: 'pem', type: 'pkcs8' })
-        .toString(),
-      { mode: 0o600 },
-    );
+    ({ service, services, dir, env: serviceEnv } = lv);
     cliEnv = {
       LV_TEST_CRM_SECRET: services.env.LV_TEST_CRM_SECRET!,
       LINKVAULT_PUBLIC_URL: service.url,
     };
   });
   after(async () => {
-    await service?.stop();
-    await store?.close();
-    await oidc?.close();
-    rmSync(dir, { recursive: true, force: true });
+    await lv?.close();
   });
 
   const asCrm = ['--service', 'crm-sync', '--kid', 'crm-hs', '--key-env', 'LV_TEST_CRM_SECRET'];

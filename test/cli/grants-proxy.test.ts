@@ -1,25 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadConfig } from '../../src/config.js';
-import { createKeyProvider } from '../../src/keys/create-key-provider.js';
-import { createVault } from '../../src/keys/vault.js';
 import type { LinkRecord } from '../../src/links/link.js';
-import { Metrics } from '../../src/metrics.js';
-import { createStore } from '../../src/store/create-store.js';
-import type { Store } from '../../src/store/store.js';
 import { CLIENT, makeProxyServices, startStandInApi } from '../links/proxy/proxy-harness.js';
 import type { StandInApi } from '../links/proxy/proxy-harness.js';
-import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
-import { connectViaProvider, createTestOAuth } from '../support/provider-link.js';
 import type { TestServices } from '../support/service-jwt.js';
+import type { ServiceProcess } from '../support/service-process.js';
 import {
-  startServiceProcess,
-  writeServiceConfig,
-  type ServiceProcess,
-} from '../support/service-process.js';
+  startServiceWithProvider,
+  type ServiceWithProvider,
+} from '../support/service-with-provider.js';
 import { runBin, type CliOutcome } from './run-cli.js';
 
 /**
@@ -31,70 +20,38 @@ import { runBin, type CliOutcome } from './run-cli.js';
 const REDIRECT = 'http://127.0.0.1:3000/v1/oauth/callback/acme';
 
 describe('linkvault grants create with proxy rules, against a running linkvault', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'lv-cli-proxy-'));
-  let oidc: OidcServer;
+  let lv: ServiceWithProvider;
   let api: StandInApi;
   let services: TestServices;
   let service: ServiceProcess;
-  let store: Store;
-  let connect: (userId: string) => Promise<LinkRecord>;
+  let dir: string;
   let cliEnv: Record<string, string>;
+  const connect = (userId: string): Promise<LinkRecord> =>
+    lv.connect({
+      tenantId: 'tenant-a',
+      userId,
+      linkId: `lnk_cli_proxy_${userId}`,
+      accountId: `acct-${userId}`,
+    });
 
   before(async () => {
-    oidc = await startOidcServer({
-      mode: 'oauth',
-      clients: [{ ...CLIENT, redirect_uris: [REDIRECT] }],
-    });
     api = await startStandInApi();
-    services = makeProxyServices();
-    const entry = oidc.catalogueEntry('acme', {
-      api_hosts: ['localhost'],
-      api_base_url: api.baseUrl,
+    lv = await startServiceWithProvider({
+      providerId: 'acme',
+      client: { ...CLIENT, redirect_uris: [REDIRECT] },
+      services: makeProxyServices(),
+      entryOverrides: { api_hosts: ['localhost'], api_base_url: api.baseUrl },
+      name: 'lv-cli-proxy',
     });
-    const env: Record<string, string> = {
-      ...writeServiceConfig({
-        dir,
-        services,
-        providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }],
-      }),
-      LINKVAULT_STORE: 'sqlite',
-      LINKVAULT_SQLITE_PATH: join(dir, 'lv.db'),
-    };
-    const config = loadConfig(env, dir);
-    const metrics = new Metrics();
-    const keys = await createKeyProvider(config.keys, { metrics });
-    const vault = createVault({ keys, metrics, maxEntries: 10, maxAgeMs: 60_000 });
-    const { oauth } = createTestOAuth({
-      entry,
-      clientId: CLIENT.client_id,
-      clientSecret: CLIENT.client_secret,
-    });
-    service = await startServiceProcess({ cwd: dir, env });
-    store = await createStore(config.store, { metrics });
-    connect = (userId) =>
-      connectViaProvider({
-        oauth,
-        completeLogin: (u, o) => oidc.completeLogin(u, o),
-        store,
-        vault,
-        providerId: 'acme',
-        linkId: `lnk_cli_proxy_${userId}`,
-        tenantId: 'tenant-a',
-        userId,
-        accountId: `acct-${userId}`,
-        redirectUri: REDIRECT,
-      });
+    ({ services, service, dir } = lv);
     cliEnv = {
       LV_PROXY_TEST_ADMIN_SVC: services.env.LV_PROXY_TEST_ADMIN_SVC!,
       LINKVAULT_PUBLIC_URL: service.url,
     };
   });
   after(async () => {
-    await service?.stop();
-    await store?.close();
+    await lv?.close();
     await api?.close();
-    await oidc?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   const asAdmin = [

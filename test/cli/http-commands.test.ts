@@ -5,21 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli } from '../../src/cli.js';
-import { loadConfig } from '../../src/config.js';
-import { createKeyProvider } from '../../src/keys/create-key-provider.js';
-import { createVault } from '../../src/keys/vault.js';
 import type { LinkRecord } from '../../src/links/link.js';
-import { Metrics } from '../../src/metrics.js';
-import { createStore } from '../../src/store/create-store.js';
-import type { Store } from '../../src/store/store.js';
-import { startOidcServer, type OidcServer } from '../support/oidc-server.js';
-import { connectViaProvider, createTestOAuth } from '../support/provider-link.js';
-import { makeTestServices, type TestServices } from '../support/service-jwt.js';
+import type { TestServices } from '../support/service-jwt.js';
+import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 import {
-  startServiceProcess,
-  writeServiceConfig,
-  type ServiceProcess,
-} from '../support/service-process.js';
+  startServiceWithProvider,
+  type ServiceWithProvider,
+} from '../support/service-with-provider.js';
 import { freePort } from '../support/free-port.js';
 import { runBin, type CliOutcome } from './run-cli.js';
 
@@ -36,53 +28,23 @@ const CLIENT = {
 };
 
 describe('linkvault operator commands against a running linkvault', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'lv-cli-http-'));
-  let oidc: OidcServer;
+  let lv: ServiceWithProvider;
   let services: TestServices;
   let service: ServiceProcess;
-  let store: Store;
-  let connect: (tenantId: string, userId: string) => Promise<LinkRecord>;
+  let dir: string;
+  let esKeyFile: string;
   let cliEnv: Record<string, string>;
-  const esKeyFile = join(dir, 'crm-es.pem');
+  const connect = (tenantId: string, userId: string): Promise<LinkRecord> =>
+    lv.connect({ tenantId, userId });
 
   before(async () => {
-    oidc = await startOidcServer({ mode: 'oauth', clients: [CLIENT] });
-    services = makeTestServices();
-    const entry = oidc.catalogueEntry('test-as');
-    const env: Record<string, string> = {
-      ...writeServiceConfig({
-        dir,
-        services,
-        providers: [{ entry, clientId: CLIENT.client_id, clientSecret: CLIENT.client_secret }],
-      }),
-      LINKVAULT_LOG_LEVEL: 'info',
-      LINKVAULT_STORE: 'sqlite',
-      LINKVAULT_SQLITE_PATH: join(dir, 'lv.db'),
-    };
-    const config = loadConfig(env, dir);
-    const metrics = new Metrics();
-    const keys = await createKeyProvider(config.keys, { metrics });
-    const vault = createVault({ keys, metrics, maxEntries: 10, maxAgeMs: 60_000 });
-    const { oauth } = createTestOAuth({
-      entry,
-      clientId: CLIENT.client_id,
-      clientSecret: CLIENT.client_secret,
+    lv = await startServiceWithProvider({
+      providerId: 'test-as',
+      client: CLIENT,
+      name: 'lv-cli-http',
     });
-    service = await startServiceProcess({ cwd: dir, env });
-    store = await createStore(config.store, { metrics });
-    connect = (tenantId, userId) =>
-      connectViaProvider({
-        oauth,
-        completeLogin: (u, o) => oidc.completeLogin(u, o),
-        store,
-        vault,
-        providerId: 'test-as',
-        linkId: `lnk_${randomUUID()}`,
-        tenantId,
-        userId,
-        accountId: `${tenantId}-${userId}`,
-        redirectUri: REDIRECT,
-      });
+    ({ services, service, dir } = lv);
+    esKeyFile = join(dir, 'crm-es.pem');
     writeFileSync(
       esKeyFile,
       (services.keys['crm-es']!.signingKey as import('node:crypto').KeyObject)
@@ -96,10 +58,7 @@ describe('linkvault operator commands against a running linkvault', () => {
     };
   });
   after(async () => {
-    await service?.stop();
-    await store?.close();
-    await oidc?.close();
-    rmSync(dir, { recursive: true, force: true });
+    await lv?.close();
   });
 
   const asCrm = ['--service', 'crm-sync', '--kid', 'crm-hs', '--key-env', 'LV_TEST_CRM_SECRET'];
