@@ -9,7 +9,7 @@ import {
   startServiceWithProvider,
   type ServiceWithProvider,
 } from '../support/service-with-provider.js';
-import { BIN, runBin, type CliOutcome } from './run-cli.js';
+import { BIN, cliAgainst, type CliAgainst, type CliOutcome } from './run-cli.js';
 
 /**
  * `linkvault audit list` (GET /v1/audit) and `linkvault audit fingerprint` against a real linkvault
@@ -48,7 +48,6 @@ describe('linkvault audit list and fingerprint against a running linkvault', () 
   let service: ServiceProcess;
   let services: TestServices;
   let dir: string;
-  let cliEnv: Record<string, string>;
   let serviceEnv: Readonly<Record<string, string>>;
   const connect = (tenantId: string, userId: string): Promise<LinkRecord> =>
     lv.connect({ tenantId, userId });
@@ -60,31 +59,21 @@ describe('linkvault audit list and fingerprint against a running linkvault', () 
       name: 'lv-cli-audit-list',
     });
     ({ service, services, dir, env: serviceEnv } = lv);
-    cliEnv = {
-      LV_TEST_CRM_SECRET: services.env.LV_TEST_CRM_SECRET!,
-      LINKVAULT_PUBLIC_URL: service.url,
-    };
+    ({ asCrm, cli, json, api } = cliAgainst({
+      dir,
+      url: service.url,
+      crmSecret: services.env.LV_TEST_CRM_SECRET!,
+      bearer: (kid) => services.bearer(kid),
+    }));
   });
   after(async () => {
     await lv?.close();
   });
 
-  const asCrm = ['--service', 'crm-sync', '--kid', 'crm-hs', '--key-env', 'LV_TEST_CRM_SECRET'];
-  const cli = (args: string[], env: Record<string, string> = {}): Promise<CliOutcome> =>
-    runBin([...args], { cwd: dir, env: { ...cliEnv, ...env } });
-  const json = (outcome: CliOutcome): Record<string, unknown> => {
-    assert.equal(outcome.stderr, '');
-    assert.equal(outcome.code, 0);
-    return JSON.parse(outcome.stdout) as Record<string, unknown>;
-  };
-  /** What linkvault itself answers the same route, for comparison. */
-  const api = async (path: string): Promise<unknown> => {
-    const res = await fetch(`${service.url}${path}`, {
-      headers: { authorization: services.bearer('crm-hs') },
-    });
-    assert.equal(res.status, 200);
-    return res.json();
-  };
+  let asCrm: readonly string[];
+  let cli: CliAgainst['cli'];
+  let json: CliAgainst['json'];
+  let api: CliAgainst['api'];
 
   test('when a token is released, then audit list shows its record and fingerprint of the token matches its label', async () => {
     const link = await connect('acme', `audit-${randomUUID().slice(0, 6)}`);

@@ -13,7 +13,7 @@ import {
   type ServiceWithProvider,
 } from '../support/service-with-provider.js';
 import { freePort } from '../support/free-port.js';
-import { runBin, type CliOutcome } from './run-cli.js';
+import { cliAgainst, runBin, type CliAgainst } from './run-cli.js';
 
 /**
  * The operator commands against a real linkvault process (SQLite), with links connected through a
@@ -56,27 +56,21 @@ describe('linkvault operator commands against a running linkvault', () => {
       LV_TEST_CRM_SECRET: services.env.LV_TEST_CRM_SECRET!,
       LINKVAULT_PUBLIC_URL: service.url,
     };
+    ({ asCrm, cli, json, api } = cliAgainst({
+      dir,
+      url: service.url,
+      crmSecret: services.env.LV_TEST_CRM_SECRET!,
+      bearer: (kid) => services.bearer(kid),
+    }));
   });
   after(async () => {
     await lv?.close();
   });
 
-  const asCrm = ['--service', 'crm-sync', '--kid', 'crm-hs', '--key-env', 'LV_TEST_CRM_SECRET'];
-  const cli = (args: string[], env: Record<string, string> = {}): Promise<CliOutcome> =>
-    runBin([...args], { cwd: dir, env: { ...cliEnv, ...env } });
-  const json = (outcome: CliOutcome): Record<string, unknown> => {
-    assert.equal(outcome.stderr, '');
-    assert.equal(outcome.code, 0);
-    return JSON.parse(outcome.stdout) as Record<string, unknown>;
-  };
-  /** What linkvault itself answers the same route, for comparison. */
-  const api = async (path: string): Promise<unknown> => {
-    const res = await fetch(`${service.url}${path}`, {
-      headers: { authorization: services.bearer('crm-hs') },
-    });
-    assert.equal(res.status, 200);
-    return res.json();
-  };
+  let asCrm: readonly string[];
+  let cli: CliAgainst['cli'];
+  let json: CliAgainst['json'];
+  let api: CliAgainst['api'];
 
   test('when sessions create is run, then linkvault mints a session and the CLI prints it (table and --json)', async () => {
     const created = json(

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -53,5 +54,42 @@ export async function startRecordingServer(): Promise<{
     url: `http://127.0.0.1:${port}`,
     requests,
     close: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+/** The CLI pointed at one running linkvault as crm-sync (HS256 key from the environment). */
+export interface CliAgainst {
+  /** `--service crm-sync --kid crm-hs --key-env LV_TEST_CRM_SECRET` */
+  readonly asCrm: readonly string[];
+  /** Runs the CLI with the linkvault's URL and the key in its environment (plus `env`). */
+  cli(args: readonly string[], env?: Record<string, string>): Promise<CliOutcome>;
+  /** The JSON a command printed; asserts it succeeded without a word on stderr. */
+  json(outcome: CliOutcome): Record<string, unknown>;
+  /** What linkvault itself answers `path` for crm-sync, to compare the CLI with. */
+  api(path: string): Promise<unknown>;
+}
+
+export function cliAgainst(target: {
+  readonly dir: string;
+  readonly url: string;
+  readonly crmSecret: string;
+  readonly bearer: (kid: string) => string;
+}): CliAgainst {
+  const env = { LV_TEST_CRM_SECRET: target.crmSecret, LINKVAULT_PUBLIC_URL: target.url };
+  return {
+    asCrm: ['--service', 'crm-sync', '--kid', 'crm-hs', '--key-env', 'LV_TEST_CRM_SECRET'],
+    cli: (args, extra = {}) => runBin([...args], { cwd: target.dir, env: { ...env, ...extra } }),
+    json(outcome) {
+      assert.equal(outcome.stderr, '');
+      assert.equal(outcome.code, 0);
+      return JSON.parse(outcome.stdout) as Record<string, unknown>;
+    },
+    async api(path) {
+      const res = await fetch(`${target.url}${path}`, {
+        headers: { authorization: target.bearer('crm-hs') },
+      });
+      assert.equal(res.status, 200);
+      return res.json();
+    },
   };
 }
