@@ -88,7 +88,7 @@ function stepWords(event, providerName) {
         h('strong', { class: 'service-id' }, service ?? 'an app'),
         ...forPurpose,
       ];
-    case 'proxy.request':
+    case 'proxy.requested':
       return [
         'Used by ',
         h('strong', { class: 'service-id' }, service ?? 'an app'),

@@ -49,7 +49,7 @@ const USER_VISIBLE = new Set([
   'link.tombstoned',
   'link.provider_revocation',
   'link.shredded',
-  'proxy.request',
+  'proxy.requested',
 ]);
 const ACTIVITY_EVENTS = 100;
 const ACTIVITY_SCAN_LIMIT = 20_000;
@@ -88,7 +88,7 @@ export function createAuditQuery(deps: {
           scanned++;
           const serviceId = typeof e.data.service_id === 'string' ? e.data.service_id : undefined;
           const purpose = typeof e.data.purpose === 'string' ? e.data.purpose : undefined;
-          if (e.type === 'token.released' || e.type === 'proxy.request') {
+          if (e.type === 'token.released' || e.type === 'proxy.requested') {
             if (serviceId !== undefined) {
               const key = `${serviceId}\u0000${purpose ?? ''}`;
               const row = summary.get(key) ?? {
