@@ -53,11 +53,19 @@ describe('when LINKVAULT_HOST is not set', () => {
       assert.equal(session.status, 201);
       const { session_token } = (await session.json()) as { session_token: string };
       // Starting a connect flow makes linkvault fetch the sandbox's discovery from its public URL.
-      const start = await fetch(`${service.url}/v1/connect/sandbox?session=${session_token}`, {
-        redirect: 'manual',
+      const start = await fetch(`${service.url}/v1/connect/sandbox`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${session_token}`,
+          'content-type': 'application/json',
+          origin: `http://localhost:${port}`,
+          'sec-fetch-site': 'same-origin',
+        },
+        body: '{}',
       });
-      assert.equal(start.status, 302, await start.text());
-      const location = new URL(start.headers.get('location')!);
+      assert.equal(start.status, 200, await start.clone().text());
+      const { authorization_url } = (await start.json()) as { authorization_url: string };
+      const location = new URL(authorization_url);
       assert.equal(location.origin, `http://localhost:${port}`);
       assert.equal(location.pathname, '/sandbox/auth');
     } finally {
