@@ -134,9 +134,10 @@ export async function buildAdapters(
     : await createStore(config.store, {
         metrics,
         log,
-        // A shard that reaches twice the retention has not been exported or trimmed for a long
-        // while: appends to it fail closed (audit_unavailable) long before the store runs out.
-        auditMaxEvents: 2 * config.audit.storeMaxEvents,
+        // A shard holding the retention plus a backlog of unexported events (as many again, at least
+        // 100,000: seconds of releases at full speed) has not been exported or trimmed for a while:
+        // appends to it fail closed (audit_unavailable) long before the store runs out.
+        auditMaxEvents: auditShardBound(config.audit.storeMaxEvents),
       });
   const baseStore = overrides.store ?? ownStore!;
   let keys: KeyProvider;
@@ -519,6 +520,11 @@ export async function buildFeatures(
     await Promise.allSettled(background.map((task) => task.stop()));
     throw err;
   }
+}
+
+/** Events one audit shard may hold before appends to it fail closed: the retention plus a backlog. */
+export function auditShardBound(storeMaxEvents: number): number {
+  return storeMaxEvents + Math.max(storeMaxEvents, 100_000);
 }
 
 /** One webhook delivery attempt, connect to answer; well inside the job worker's lease. */
