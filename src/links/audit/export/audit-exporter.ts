@@ -65,6 +65,8 @@ export interface AuditExporter {
 }
 
 const LOCK = 'linkvault:audit-exporter';
+/** Pause between passes while events keep arriving (batches fsyncs; far inside the shard bound). */
+const BUSY_PAUSE_MS = 250;
 const LOCK_TTL_MS = 30_000;
 
 /** The public AuditEvent shape (docs/api.md), with the event's place in the store as `shard` and `seq`. */
@@ -161,7 +163,12 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
       runOnce().then(
         (result) => {
           deps.onPass?.(result);
-          schedule(result.exported > 0 ? 0 : intervalMs);
+          // A full batch: a backlog, back at once. Some events: again shortly, so that each pass (a
+          // file and head fsync, a trim per shard) carries a quarter second of releases, not one
+          // release each. None: the idle interval.
+          schedule(
+            result.exported >= batchSize ? 0 : result.exported > 0 ? BUSY_PAUSE_MS : intervalMs,
+          );
         },
         (err: unknown) => {
           deps.onFailure?.();
