@@ -71,7 +71,7 @@ export function createWebhookRouter(deps: WebhookRouterDeps): Router {
   async function visibleEndpoint(res: Response, id: string): Promise<string> {
     const caller = authenticatedService(res);
     if (caller.tenants === null) return id;
-    const found = (await endpoints.list()).find((e) => e.id === id);
+    const found = await endpoints.get(id);
     if (!found || !visibleTo(caller, found)) throw new LinkvaultError('webhook_endpoint_not_found');
     return id;
   }

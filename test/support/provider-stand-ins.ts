@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 
 /**
  * Small real HTTP servers on loopback that reproduce documented provider behaviour where no real
- * server can run in a test (facts: /work/shared/reference/provider-facts.md):
+ * server can run in a test (the quirks each provider page in docs/providers/ lists):
  *
  * - {@link startSalesforceStandIn}  token answers without expires_in, with instance_url and id
  * - {@link startSlackStandIn}       oauth.v2.access: HTTP 200 with ok:false on errors, bot token at the

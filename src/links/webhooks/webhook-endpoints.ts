@@ -46,6 +46,8 @@ export interface WebhookEndpoints {
   /** Creates an endpoint; the secret is returned only here. */
   create(input: WebhookEndpointInput): Promise<{ endpoint: WebhookEndpointRecord; secret: string }>;
   list(): Promise<WebhookEndpointRecord[]>;
+  /** The endpoint, or null when absent. */
+  get(id: string): Promise<WebhookEndpointRecord | null>;
   /** Rejects webhook_endpoint_not_found when absent. */
   remove(id: string): Promise<void>;
   /** Rejects webhook_endpoint_not_found when absent. */
@@ -134,6 +136,7 @@ export function createWebhookEndpoints(deps: WebhookEndpointsDeps): WebhookEndpo
       return { endpoint, secret };
     },
     list: () => store.listWebhookEndpoints(),
+    get: (id) => store.getWebhookEndpoint(id),
     async remove(id) {
       if (!(await store.deleteWebhookEndpoint(id)))
         throw new LinkvaultError('webhook_endpoint_not_found');
