@@ -32,6 +32,7 @@ const NODE_OPTIONS = {
   enableReadyCheck: true,
   keepAlive: 10_000,
   connectionName: 'linkvault',
+  enableAutoPipelining: true,
 } satisfies RedisOptions;
 
 /** An ioredis client configured to fail fast (see the file comment). Connects in the background. */
@@ -56,6 +57,7 @@ export function createRedisClient(target: RedisTarget): RedisClient {
     retryDelayOnTryAgain: 100,
     maxRedirections: 8,
     redisOptions: NODE_OPTIONS,
+    enableAutoPipelining: true,
   };
   return new Cluster(
     target.clusterNodes.map((n) => ({ host: n.host, port: n.port })),
