@@ -424,7 +424,20 @@ export async function buildFeatures(
       revocation,
       rotations,
     });
-    const release = createTokenRelease({ store, vault, coordinator, audit, metrics, log, now });
+    const release = createTokenRelease({
+      store,
+      vault,
+      coordinator,
+      audit,
+      metrics,
+      log,
+      now,
+      // An opened token set is kept no longer than the data key that opens it (none: no cache).
+      openedTokenTtlMs: Math.min(
+        30_000,
+        config.keyCache.maxEntries > 0 ? config.keyCache.maxAgeMs : 0,
+      ),
+    });
     const proxy = createProxy({ release, catalogue, audit, metrics, log, limits: config.proxy });
     background.push({ name: 'proxy', stop: async () => proxy.close() });
     if (config.backgroundRefresh && options.startRefresher !== false) {

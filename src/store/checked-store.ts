@@ -20,6 +20,7 @@ import {
   checkTimeMs,
   checkTtlSeconds,
   MAX_LIMIT,
+  refuseExpectedGrant,
 } from './store-input.js';
 import type { Store } from './store.js';
 
@@ -198,11 +199,16 @@ export function checkedStore(inner: Store): Store {
       checkId('serviceId', serviceId);
       return inner.readForRelease(serviceId, checkId('linkId', linkId));
     },
-    async commitRelease(linkId, grantId, event) {
+    async commitRelease(linkId, grantId, event, expect) {
       checkId('linkId', linkId);
       checkId('grantId', grantId);
       checkAuditEvent(event);
-      return inner.commitRelease(linkId, grantId, event);
+      if (expect === undefined) return inner.commitRelease(linkId, grantId, event);
+      checkObject('expect', expect);
+      checkPositiveInt('expect.linkVersion', expect.linkVersion);
+      checkGrant(expect.grant);
+      if (expect.grant.id !== grantId) refuseExpectedGrant();
+      return inner.commitRelease(linkId, grantId, event, expect);
     },
 
     async enqueue(job) {

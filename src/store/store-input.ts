@@ -158,6 +158,11 @@ export function refuseAuditCursor(): never {
   refuse('afterSeq', 'is not a sequence id this store produced');
 }
 
+/** Refusal for a release expectation that names another grant than the one released under. */
+export function refuseExpectedGrant(): never {
+  refuse('expect.grant', 'must be the grant named by grantId');
+}
+
 /** Refusal for an attempt to move a link to another tenant (its tenant is part of its identity). */
 export function refuseTenantChange(): never {
   refuse('link.tenantId', 'cannot change for an existing link');

@@ -212,11 +212,26 @@ export interface ReleaseRead {
   readonly grants: readonly GrantRecord[];
 }
 
-/** What commitRelease did: stored the record, or nothing because the link is gone, not active (its status), holds no tokens, or the grant is gone. */
+/**
+ * What commitRelease did: stored the record, or nothing because the link is gone, not active (its
+ * status), holds no tokens, the grant is gone, or (only when the caller said what it expected) the
+ * link or the grant is no longer the one the caller decided on (`changed`: read again and decide again).
+ */
 export type ReleaseCommit =
   | { readonly released: true; readonly seq: string }
-  | { readonly released: false; readonly reason: 'link_not_found' | 'no_tokens' | 'grant_gone' }
+  | {
+      readonly released: false;
+      readonly reason: 'link_not_found' | 'no_tokens' | 'grant_gone' | 'changed';
+    }
   | { readonly released: false; readonly reason: 'not_active'; readonly status: string };
+
+/** What the release decided on: commitRelease stores its record only if both are still exactly these. */
+export interface ReleaseExpectation {
+  /** The version of the link whose tokens are released. */
+  readonly linkVersion: number;
+  /** The grant as readForRelease returned it (its stored form is compared, not just its id). */
+  readonly grant: GrantRecord;
+}
 
 /** The token release's two store steps (docs/architecture.md, "The store"). */
 export interface ReleaseStore {
@@ -227,8 +242,16 @@ export interface ReleaseStore {
    * tenant audit shard only if, at that instant, link `linkId` exists, is active, holds tokens, and
    * grant `grantId` still exists. A revocation, a needs_reauth write or a grant deletion that
    * completed before this call makes it refuse; one that starts after it finds the record stored.
+   * With `expect`, it also refuses (`changed`) unless the link is still at that version and the
+   * grant is stored exactly as the caller read it (replaced, narrowed, re-pointed: changed), so a
+   * release may decide on a read it holds from before and let this step confirm it.
    */
-  commitRelease(linkId: string, grantId: string, event: AuditEvent): Promise<ReleaseCommit>;
+  commitRelease(
+    linkId: string,
+    grantId: string,
+    event: AuditEvent,
+    expect?: ReleaseExpectation,
+  ): Promise<ReleaseCommit>;
 }
 
 /** The durable work queue: jobs claimed under a lease, completed or rescheduled by the lease holder. */

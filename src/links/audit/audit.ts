@@ -79,7 +79,21 @@ export function createAudit(deps: AuditDeps): Audit {
     }
   }
 
+  /**
+   * The label of a Secret object already labelled (a token released many times is one Secret in the
+   * release path's cache of opened token sets), for the key it was labelled with.
+   */
+  const labels = new WeakMap<Secret, { readonly key: KeyObject; readonly label: string }>();
+
   function label(m: KeyMaterial, secret: Secret): string {
+    const known = labels.get(secret);
+    if (known !== undefined && known.key === m.key) return known.label;
+    const fresh = computeLabel(m, secret);
+    labels.set(secret, { key: m.key, label: fresh });
+    return fresh;
+  }
+
+  function computeLabel(m: KeyMaterial, secret: Secret): string {
     const mac = createHmac('sha256', m.key)
       .update(secret.reveal(), 'utf8')
       .digest()

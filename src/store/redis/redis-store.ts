@@ -20,6 +20,7 @@ import type {
   JobStatusRecord,
   QueueJob,
   ReleaseCommit,
+  ReleaseExpectation,
   ReleaseRead,
   RevocationRecordRow,
   ScannedJob,
@@ -211,6 +212,8 @@ export class RedisStore implements Store {
    * the version it holds and gets the JSON back only when it changed). Bounded; never mutated.
    */
   readonly #releaseLinks = new Map<string, LinkRecord>();
+  /** The stored JSON of each grant readForRelease returned (commitRelease compares it). */
+  readonly #grantJson = new WeakMap<GrantRecord, string>();
   /** Tenant audit shards this process has registered (#registerShard). */
   readonly #shardsKnown = new Set<string>();
   #lastErrorLogMs = 0;
@@ -829,11 +832,22 @@ export class RedisStore implements Store {
     const link: LinkRecord =
       lastUsed === '' ? parsed : { ...parsed, lastUsedAtMs: Number(lastUsed) };
     const grants: GrantRecord[] = [];
-    for (let i = 3; i < flat.length; i++) grants.push(JSON.parse(flat[i]!) as GrantRecord);
+    for (let i = 3; i < flat.length; i++) {
+      const raw = flat[i]!;
+      const grant = JSON.parse(raw) as GrantRecord;
+      // Stored exactly as read: what commitRelease compares when the release states what it expects.
+      this.#grantJson.set(grant, raw);
+      grants.push(grant);
+    }
     return { link, grants };
   }
 
-  async commitRelease(linkId: string, grantId: string, event: AuditEvent): Promise<ReleaseCommit> {
+  async commitRelease(
+    linkId: string,
+    grantId: string,
+    event: AuditEvent,
+    expect?: ReleaseExpectation,
+  ): Promise<ReleaseCommit> {
     const tenant = await this.#tenantOf(linkId);
     // No shard registration here: a link's tenant is in the tenant set (saveLink adds it before the
     // link exists), which listAuditShards also reads. So no single-slot key is on the release path.
@@ -846,6 +860,10 @@ export class RedisStore implements Store {
         grantId,
         auditJson(event),
         this.#auditMaxEvents,
+        expect === undefined ? '' : String(expect.linkVersion),
+        expect === undefined
+          ? ''
+          : (this.#grantJson.get(expect.grant) ?? JSON.stringify(expect.grant)),
       ),
     );
     if (value === 'audit_full') throw this.#auditFull(tenantAuditShard(tenant));
@@ -855,7 +873,12 @@ export class RedisStore implements Store {
     }
     if (value === 'not_active')
       return { released: false, reason: 'not_active', status: status ?? '' };
-    if (value === 'no_tokens' || value === 'grant_gone' || value === 'link_not_found')
+    if (
+      value === 'no_tokens' ||
+      value === 'grant_gone' ||
+      value === 'link_not_found' ||
+      value === 'changed'
+    )
       return { released: false, reason: value };
     throw new LinkvaultError('internal_error', { detail: 'unexpected release commit reply' });
   }

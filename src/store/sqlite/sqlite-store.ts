@@ -36,6 +36,7 @@ import type {
   QueueJob,
   RevocationRecordRow,
   ReleaseCommit,
+  ReleaseExpectation,
   ReleaseRead,
   ScannedJob,
   Store,
@@ -106,6 +107,8 @@ export class SqliteStore implements Store {
   readonly #s: ReturnType<typeof prepareStatements>;
   readonly #webhooks: WebhookStore;
   readonly #audit: SqliteAudit;
+  /** The stored JSON of each grant readForRelease returned (commitRelease compares it). */
+  readonly #grantJson = new WeakMap<GrantRecord, string>();
   #lastAuditFullLogMs = 0;
 
   /** Opens (creating when missing) the database and applies pending migrations. Throws on failure. */
@@ -427,12 +430,26 @@ export class SqliteStore implements Store {
           tenant: link.tenantId,
           provider: link.providerId,
         })
-        .map((g) => JSON.parse(g.body) as GrantRecord);
+        .map((g) => {
+          const grant = JSON.parse(g.body) as GrantRecord;
+          // Stored exactly as read: what commitRelease compares when the release states what it expects.
+          this.#grantJson.set(grant, g.body);
+          return grant;
+        });
       return { link, grants };
     });
   }
 
-  commitRelease(linkId: string, grantId: string, event: AuditEvent): Promise<ReleaseCommit> {
+  commitRelease(
+    linkId: string,
+    grantId: string,
+    event: AuditEvent,
+    expect?: ReleaseExpectation,
+  ): Promise<ReleaseCommit> {
+    const grantJson =
+      expect === undefined
+        ? null
+        : (this.#grantJson.get(expect.grant) ?? JSON.stringify(expect.grant));
     return this.#run(() =>
       this.#db
         .transaction((): ReleaseCommit => {
@@ -444,7 +461,13 @@ export class SqliteStore implements Store {
           if (link.status !== 'active')
             return { released: false, reason: 'not_active', status: link.status };
           if (link.has_tokens !== 1) return { released: false, reason: 'no_tokens' };
-          if (!this.#s.grantExists.get(grantId)) return { released: false, reason: 'grant_gone' };
+          if (expect !== undefined) {
+            if (link.version !== expect.linkVersion) return { released: false, reason: 'changed' };
+            const grant = this.#s.getGrant.get(grantId);
+            if (!grant) return { released: false, reason: 'grant_gone' };
+            if (grant.body !== grantJson) return { released: false, reason: 'changed' };
+          } else if (!this.#s.grantExists.get(grantId))
+            return { released: false, reason: 'grant_gone' };
           return { released: true, seq: this.#audit.append(event) };
         })
         .immediate(),
@@ -855,9 +878,12 @@ function prepareStatements(db: Db) {
        SELECT body FROM grants WHERE service_id = @service AND link_id IS NULL AND tenant_id = @tenant
          AND (provider_id IS NULL OR provider_id = @provider)`,
     ),
-    releaseLinkState: prepareRead<[string], { status: string; has_tokens: number }>(
+    releaseLinkState: prepareRead<
+      [string],
+      { status: string; has_tokens: number; version: number }
+    >(
       db,
-      `SELECT status, json_extract(body, '$.tokens') IS NOT NULL AS has_tokens FROM links WHERE id = ?`,
+      `SELECT status, version, json_extract(body, '$.tokens') IS NOT NULL AS has_tokens FROM links WHERE id = ?`,
     ),
     getGrant: prepareRead<[string], { body: string }>(db, 'SELECT body FROM grants WHERE id = ?'),
     listGrants: prepareRead<[], { body: string }>(
