@@ -8,7 +8,7 @@
  *
  * Hot path: getLink, touchLink and appendAudit are one round trip each once the link's tenant is cached.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import type { Logger } from 'pino';
 import { LinkvaultError } from '../../errors.js';
@@ -212,7 +212,12 @@ export class RedisStore implements Store {
    * the version it holds and gets the JSON back only when it changed). Bounded; never mutated.
    */
   readonly #releaseLinks = new Map<string, LinkRecord>();
-  /** The stored JSON of each grant readForRelease returned (commitRelease compares it). */
+  /**
+   * The SHA-1 of the stored JSON of each grant readForRelease returned: commitRelease sends it (not
+   * the JSON) and the script compares it with the stored grant's.
+   */
+  readonly #grantDigests = new WeakMap<GrantRecord, string>();
+  /** The stored JSON of each grant readForRelease returned (digested only when a release uses it). */
   readonly #grantJson = new WeakMap<GrantRecord, string>();
   /** Tenant audit shards this process has registered (#registerShard). */
   readonly #shardsKnown = new Set<string>();
@@ -312,6 +317,17 @@ export class RedisStore implements Store {
    * After a write that must not be lost: wait for the replicas of the masters holding `keys`, every
    * key the write touched (never rejects; see replica-wait.ts).
    */
+  /** The digest commitRelease compares; a grant this store did not read is digested as it would be stored. */
+  #grantDigest(grant: GrantRecord): string {
+    let digest = this.#grantDigests.get(grant);
+    if (digest === undefined) {
+      const json = this.#grantJson.get(grant) ?? JSON.stringify(grant);
+      digest = createHash('sha1').update(json).digest('hex');
+      this.#grantDigests.set(grant, digest);
+    }
+    return digest;
+  }
+
   async #awaitReplicas(keys: readonly string[]): Promise<void> {
     if (this.#replicaWait) await this.#replicaWait.afterWrite(keys);
   }
@@ -861,9 +877,7 @@ export class RedisStore implements Store {
         auditJson(event),
         this.#auditMaxEvents,
         expect === undefined ? '' : String(expect.linkVersion),
-        expect === undefined
-          ? ''
-          : (this.#grantJson.get(expect.grant) ?? JSON.stringify(expect.grant)),
+        expect === undefined ? '' : this.#grantDigest(expect.grant),
       ),
     );
     if (value === 'audit_full') throw this.#auditFull(tenantAuditShard(tenant));

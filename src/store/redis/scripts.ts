@@ -117,7 +117,7 @@ return out
 /**
  * The release's linearisation point: KEYS[1] the link hash, KEYS[2] the tenant's grant records,
  * KEYS[3] the tenant's audit shard; ARGV grant id, event JSON, the shard's bound ('' = none), the
- * link version the caller decided on and the grant JSON it read ('' and '' = not checked). Appends
+ * link version the caller decided on and the SHA-1 (hex) of the grant JSON it read ('' and '' = not checked). Appends
  * the event only if the link is active with tokens and the grant still exists (and, when given, the
  * link is at that version and the grant stored as read: else 'changed'). Returns {1, stream id} or
  * {0, reason, status}. A link written before the release state \`s\` existed is judged from its JSON.
@@ -141,7 +141,7 @@ if ARGV[4] ~= nil and ARGV[4] ~= '' then
   if sv[2] ~= ARGV[4] then return {0, 'changed', ''} end
   local g = redis.call('HGET', KEYS[2], ARGV[1])
   if not g then return {0, 'grant_gone', ''} end
-  if g ~= ARGV[5] then return {0, 'changed', ''} end
+  if redis.sha1hex(g) ~= ARGV[5] then return {0, 'changed', ''} end
 elseif redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {0, 'grant_gone', ''} end
 if ARGV[3] ~= '' and redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[3]) then return {0, 'audit_full', ''} end
 return {1, redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])}
@@ -272,7 +272,7 @@ export interface ScriptCommands {
     event: string,
     auditMaxEvents: string,
     linkVersion: string,
-    grantJson: string,
+    grantDigest: string,
   ): Promise<[number, string, string?]>;
   linkvaultEnqueue(...args: ScriptArg[]): Promise<number>;
   linkvaultClaimJobs(...args: ScriptArg[]): Promise<(string | null)[]>;
