@@ -38,8 +38,15 @@
  * exactly alike once it has decoded the id.
  */
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -280,6 +287,17 @@ async function tokenRun(
   return { result, released, cpuUsPerRelease };
 }
 
+/** Resolves once `file` has not grown for 300 ms. */
+async function settledSize(file: string): Promise<void> {
+  let last = -1;
+  for (;;) {
+    const size = statSync(file).size;
+    if (size === last) return;
+    last = size;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+}
+
 /** Adds `count` links over `count / 100` tenants and one link grant of `serviceId` for each, straight through the store. */
 async function seedScale(rc: ReleaseCluster, serviceId: string, count: number): Promise<void> {
   const template = await rc.seedLink({ id: 'lnk_scale_template', tenantId: 'scale-template' });
@@ -335,10 +353,18 @@ async function scriptCallsByPort(ports: readonly number[]): Promise<Map<number, 
 try {
   const service = cluster.replicas[0]!;
   // From here on the service's standard output goes to the file, unparsed (the start-up lines
-  // were read by startServiceProcess to see it ready).
-  const logStream = createWriteStream(logFile);
-  service.child.stdout!.removeAllListeners('data');
-  service.child.stdout!.pipe(logStream);
+  // were read by startServiceProcess to see it ready), through a reader of its own (`cat`), as a
+  // container runtime's log collector reads a service's output. Not through this process: it is
+  // busy running autocannon, reads the pipe late, the pipe fills, and the service then holds its
+  // lines in memory and retries the write (measured: the service's CPU per release ~1.9x, all of
+  // it garbage collection and write retries, figures no deployment sees).
+  const serviceOut = service.child.stdout!;
+  serviceOut.removeAllListeners('data');
+  serviceOut.pause();
+  (serviceOut as unknown as { _handle?: { readStop?: () => number } })._handle?.readStop?.();
+  const logFd = openSync(logFile, 'w');
+  spawn('cat', [], { stdio: [serviceOut, logFd, 'inherit'] }); // ends when the service does
+  closeSync(logFd);
   if (REDIS_AOF) await enableAof(redis);
   const link = await cluster.connectLink({ linkId: 'lnk_bench' });
   const grant = await cluster.createGrant({
@@ -405,9 +431,8 @@ try {
   console.log(
     `redis: aof_enabled ${await persistenceField(redis, 'aof_enabled')}, aof_last_write_status ${await persistenceField(redis, 'aof_last_write_status')}, appendfsync ${((await redis.config('GET', 'appendfsync')) as string[])[1]}`,
   );
-  service.child.stdout!.unpipe(logStream);
-  logStream.end();
-  await once(logStream, 'close');
+  // The service's asynchronous log writes reach the file a moment after the last answer.
+  await settledSize(logFile);
   const logLines = readFileSync(logFile, 'utf8').split('\n').filter(Boolean);
   console.log(
     `service log lines written during the runs: ${logLines.length} (${logLines.filter((l) => l.includes('"msg":"request"')).length} request lines)`,

@@ -254,6 +254,42 @@ export function runReleaseStoreContract(
       }
     });
 
+    it('when a shard is trimmed through a seq keeping k, then exactly the oldest events at or before it go, down to k of them, and later events stay', async () => {
+      const seqs: string[] = [];
+      for (let i = 0; i < 10; i++)
+        seqs.push(
+          await store.appendAudit({
+            atMs: NOW + i,
+            type: 'trim.test',
+            data: { tenant_id: 'tenant-trim', i },
+          }),
+        );
+      const inShard = async (): Promise<number[]> => {
+        const all: number[] = [];
+        for (const name of await store.listAuditShards())
+          for (const e of await store.readAuditShard(name)) all.push(e.data['i'] as number);
+        return all.sort((a, b) => a - b);
+      };
+      const shardOf = async (): Promise<string> => {
+        for (const name of await store.listAuditShards())
+          if ((await store.readAuditShard(name)).some((e) => e.data['tenant_id'] === 'tenant-trim'))
+            return name;
+        throw new Error('no shard holds the events');
+      };
+      const name = await shardOf();
+      // Through the 7th event (i = 6), keeping 2 of those: i = 5, 6 stay, and 7..9 (after it).
+      assert.equal(await store.trimAuditShard(name, seqs[6]!, 2), 5);
+      assert.deepEqual(await inShard(), [5, 6, 7, 8, 9]);
+      assert.equal(await store.trimAuditShard(name, seqs[6]!, 2), 0);
+      // Any seq, keeping 3: the newest three.
+      assert.equal(await store.trimAuditShard(name, null, 3), 2);
+      assert.deepEqual(await inShard(), [7, 8, 9]);
+      assert.equal(await store.trimAuditShard(name, null, 5), 0);
+      // Keeping none through i = 8: only the later one stays.
+      assert.equal(await store.trimAuditShard(name, seqs[8]!, 0), 2);
+      assert.deepEqual(await inShard(), [9]);
+    });
+
     it('when events name tenants, then each tenant shard holds its own, readAuditShard pages it, and readAudit merges every shard exactly once', async () => {
       const appended: string[] = [];
       for (let i = 0; i < 12; i++) {

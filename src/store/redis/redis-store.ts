@@ -95,12 +95,6 @@ function tenantAuditShard(tenant: string): string {
   return tenantShard(tenant);
 }
 
-/** The smallest stream id after `id` (`ms-seq`). */
-function nextStreamId(id: string): string {
-  const [ms, n] = id.split('-') as [string, string];
-  return `${ms}-${(BigInt(n) + 1n).toString()}`;
-}
-
 /** A query cursor: the shard and the stream id of the last entry looked at, opaque to callers. */
 function encodeQueryCursor(shard: string, id: string): string {
   return Buffer.from(JSON.stringify([shard, id])).toString('base64url');
@@ -1058,12 +1052,7 @@ export class RedisStore implements Store {
       end = cursor.id;
     }
     const key = tenant === null ? this.#keys.audit : this.#keys.tenantAudit(tenant);
-    const newest = await this.#call(() => this.#client.xrevrange(key, end, '-', 'COUNT', keep + 1));
-    if (newest.length <= keep) return 0;
-    // XTRIM MINID drops entries below the threshold: the keep-th newest stays, or with keep 0
-    // everything up to and including the newest at or before `end`.
-    const threshold = keep === 0 ? nextStreamId(newest[0]![0]) : newest[keep - 1]![0];
-    return this.#call(() => this.#client.xtrim(key, 'MINID', threshold));
+    return this.#call(() => this.#scripts.linkvaultTrimAudit(key, end, keep));
   }
 
   async queryAudit(filter: AuditFilter, options: AuditQueryOptions): Promise<AuditPage> {

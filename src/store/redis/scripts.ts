@@ -227,6 +227,25 @@ return out
 `;
 
 /** ARGV id, expected payload, new payload. Replaces only an unleased job whose payload is still the expected one. */
+/**
+ * Trims an audit shard (KEYS[1], a stream) to the newest ARGV[2] of its entries at or before ARGV[1]
+ * ('+': all), leaving every entry after ARGV[1]. Reads only what it drops and what lies after
+ * ARGV[1] (the not yet exported), never the retained events: the exporter trims every quarter
+ * second, and reading the retention (100,000 events) each time cost more than the releases did.
+ * Returns how many entries were dropped.
+ */
+const TRIM_AUDIT = `
+local len = redis.call('XLEN', KEYS[1])
+local after = 0
+if ARGV[1] ~= '+' then after = #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+') end
+local drop = len - after - tonumber(ARGV[2])
+if drop <= 0 then return 0 end
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', drop)
+if #oldest == 0 then return 0 end
+local last = oldest[#oldest][1]
+return redis.call('XTRIM', KEYS[1], 'MINID', last) + redis.call('XDEL', KEYS[1], last)
+`;
+
 const REPLACE_JOB_PAYLOAD = `
 if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return 0 end
 if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -280,6 +299,7 @@ export interface ScriptCommands {
   linkvaultRescheduleJob(...args: ScriptArg[]): Promise<number>;
   linkvaultScanJobs(...args: ScriptArg[]): Promise<string[]>;
   linkvaultReplaceJobPayload(...args: ScriptArg[]): Promise<number>;
+  linkvaultTrimAudit(stream: string, through: string, keep: number): Promise<number>;
 }
 
 /** Registers every script on `client` and returns it typed with their commands. */
@@ -300,5 +320,6 @@ export function defineScripts(client: RedisClient): ScriptCommands {
   client.defineCommand('linkvaultRescheduleJob', { lua: RESCHEDULE_JOB, numberOfKeys: 6 });
   client.defineCommand('linkvaultScanJobs', { lua: SCAN_JOBS, numberOfKeys: 6 });
   client.defineCommand('linkvaultReplaceJobPayload', { lua: REPLACE_JOB_PAYLOAD, numberOfKeys: 6 });
+  client.defineCommand('linkvaultTrimAudit', { lua: TRIM_AUDIT, numberOfKeys: 1 });
   return client as unknown as ScriptCommands;
 }
