@@ -78,6 +78,8 @@ export interface TokenReleaseDeps {
    * 30 s; 0: every release decrypts). Never longer than the vault keeps the data key that opens it.
    */
   readonly openedTokenTtlMs?: number;
+  /** Whether a release may decide on the read held from the previous one (default true; false: every release reads, as bench/release-cpu.ts measures). */
+  readonly holdReads?: boolean;
 }
 
 export interface TokenRelease {
@@ -114,13 +116,14 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
    * (a grant added since) costs one more step, never a wrong answer.
    */
   const held = new Map<string, { readonly read: ReleaseRead; readonly atMs: number }>();
+  const holdReads = deps.holdReads ?? true;
 
   async function release(request: ReleaseRequest): Promise<ReleasedToken> {
     let provider = 'unknown';
     try {
       const key = `${request.service.id}\u0000${request.linkId}`;
       const kept = held.get(key);
-      if (kept !== undefined && now() - kept.atMs < HELD_READ_MS) {
+      if (kept !== undefined && holdReads && now() - kept.atMs < HELD_READ_MS) {
         provider = kept.read.link.providerId;
         const done = await releaseFromHeld(kept.read, request);
         if (done !== null) return released(done, provider, request);
