@@ -83,12 +83,20 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
     currentCall: () => calls.getStore(),
   });
 
+  /**
+   * Provider calls in flight. On Node 20 an AsyncLocalStorage that has run once keeps async hooks
+   * on for every promise of the process (measured: ~7 µs more CPU per token release, which makes no
+   * provider call), so it is disabled again whenever no provider call is in flight.
+   */
+  let inFlight = 0;
+
   async function withCall<T>(
     kind: CallKind,
     entry: ProviderEntry,
     fn: (call: ProviderCall) => Promise<T>,
   ): Promise<T> {
     const call = startProviderCall(kind, entry);
+    inFlight++;
     try {
       return await calls.run(call, () => fn(call));
     } catch (err) {
@@ -96,6 +104,8 @@ export function createOAuthClient(options: CreateOAuthClientOptions): OAuthClien
       const result = classifyFailure(err, call);
       log?.warn(failureLogFields(err, call, result), 'provider call failed');
       throw result;
+    } finally {
+      if (--inFlight === 0) calls.disable();
     }
   }
 
