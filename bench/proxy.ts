@@ -33,8 +33,12 @@
  * a zero-latency API on a few shared cores the bare proxy itself stays far below 0.7 × direct (the
  * ratio then measures a Node HTTP hop against an API that does nothing), so at zero latency read
  * proxied / bare proxy and linkvault's CPU per call.
+ * linkvault runs the audit retention as the service does (BENCH_AUDIT_RETENTION events, default
+ * 1,000); at the end the log's line count is printed, with every line that is not a 200 request
+ * line counted by level, message and status (BENCH_KEEP_LOG=1 keeps the file).
  * BENCH_NODE_ARGS passes node flags to the linkvault process, e.g.
- * `BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof"`.
+ * `BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof"`. bench/proxy-cpu.ts measures the CPU of
+ * a proxied call without HTTP in front, beside a token release.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -341,7 +345,8 @@ async function main(): Promise<void> {
         'target ≥ 0.7 × direct is read on the provider-latency series (BENCH_LATENCY=0 skipped it)',
       );
   } finally {
-    for (const child of children) {
+    // linkvault first: a call still in flight when the API went away would log a failure.
+    for (const child of children.reverse()) {
       if (child.exitCode !== null) continue;
       const exited = once(child, 'exit');
       child.kill('SIGTERM');

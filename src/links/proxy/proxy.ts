@@ -617,10 +617,14 @@ export function createProxy(deps: ProxyDeps): Proxy {
     return { status, headers, body: out };
   }
 
+  /** Completion records waiting for the end of this turn of the event loop (null: none queued). */
+  let completions: { fields: Record<string, unknown>; ctx: RelayContext }[] | null = null;
+
   /**
-   * After the answer: status and sizes, never a body or a token. Not awaited by anyone: the call
-   * has happened and the caller's answer does not wait for this record; a failure to store it is
-   * counted (linkvault_proxy_audit_failures_total) and logged.
+   * After the answer: status and sizes, never a body or a token. Nobody awaits it: the call has
+   * happened. It is written once this turn of the event loop is over (setImmediate), so that the
+   * answers ready in this turn go out first and the records of one turn reach the store together;
+   * a failure to store it is counted (linkvault_proxy_audit_failures_total) and logged.
    */
   function recordCompletion(
     ctx: RelayContext,
@@ -628,34 +632,46 @@ export function createProxy(deps: ProxyDeps): Proxy {
     responseBytes: number,
     outcome: string,
   ): void {
-    audit
-      .record(
-        'proxy.completed',
-        {
-          service_id: ctx.call.service.id,
-          grant_id: ctx.grant.id,
-          purpose: ctx.grant.purpose,
-          link_id: ctx.link.id,
-          tenant_id: ctx.link.tenantId,
-          user_id: ctx.link.userId,
-          provider_id: ctx.link.providerId,
-          method: ctx.call.method,
-          path_template: ctx.rule.path,
-          status,
-          outcome,
-          retried: ctx.retried,
-          request_bytes: ctx.exchange.requestBytes,
-          response_bytes: responseBytes,
-        },
-        ctx.call.requestId,
-      )
-      .catch((err: unknown) => {
+    const fields = {
+      service_id: ctx.call.service.id,
+      grant_id: ctx.grant.id,
+      purpose: ctx.grant.purpose,
+      link_id: ctx.link.id,
+      tenant_id: ctx.link.tenantId,
+      user_id: ctx.link.userId,
+      provider_id: ctx.link.providerId,
+      method: ctx.call.method,
+      path_template: ctx.rule.path,
+      status,
+      outcome,
+      retried: ctx.retried,
+      request_bytes: ctx.exchange.requestBytes,
+      response_bytes: responseBytes,
+    };
+    if (completions === null) {
+      completions = [];
+      setImmediate(writeCompletions);
+    }
+    completions.push({ fields, ctx });
+  }
+
+  function writeCompletions(): void {
+    const queued = completions ?? [];
+    completions = null;
+    for (const { fields, ctx } of queued) {
+      const failed = (err: unknown): void => {
         auditFailures.inc({ provider: ctx.link.providerId });
         log.error(
           { err, request_id: ctx.call.requestId, link_id: ctx.link.id },
           'audit of a completed proxied call failed',
         );
-      });
+      };
+      try {
+        audit.record('proxy.completed', fields, ctx.call.requestId).catch(failed);
+      } catch (err) {
+        failed(err);
+      }
+    }
   }
 
   return {
