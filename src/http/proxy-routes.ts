@@ -53,6 +53,11 @@ export function createProxyPath(
   const { auth, proxy, log } = deps;
   const observed: ObserveDeps = { log, metrics: deps.metrics };
   const security: HeaderList = securityHeadersFor('/v1/', deps.hsts);
+  // Ours win: the answer is served from linkvault's origin (no caching, no framing, no sniffing),
+  // so the provider's spelling of these is not relayed.
+  const ours: ReadonlySet<string> = new Set(
+    [REQUEST_ID_HEADER, ...security.map(([name]) => name)].map((name) => name.toLowerCase()),
+  );
 
   function sendProblem(
     req: IncomingMessage,
@@ -63,6 +68,8 @@ export function createProxyPath(
     const problem = toLinkvaultError(err);
     logProblem(log, problem, requestId);
     if (res.headersSent) return void res.destroy();
+    res.setHeader(REQUEST_ID_HEADER, requestId);
+    setHeaders(res, security);
     const retryAfter = retryAfterOf(problem);
     if (retryAfter !== undefined) res.setHeader('Retry-After', retryAfter);
     const body = JSON.stringify(problemBody(problem, requestId));
@@ -98,11 +105,19 @@ export function createProxyPath(
         body: hasNoContent(req.headers) ? null : req,
         requestId,
       });
-      res.statusCode = answer.status;
-      for (const [name, value] of Object.entries(answer.headers))
-        if (value !== undefined) res.setHeader(name, value);
-      // Ours win: the answer is served from linkvault's origin (no caching, no framing, no sniffing).
-      setHeaders(res, security);
+      // One header list, written at once (no per-header setHeader): the request id, the
+      // provider's headers as relayed, then ours.
+      const head: string[] = [REQUEST_ID_HEADER, requestId];
+      for (const name in answer.headers) {
+        const value = answer.headers[name];
+        if (value === undefined || ours.has(name)) continue;
+        if (Array.isArray(value)) for (const v of value) head.push(name, v);
+        else head.push(name, String(value));
+      }
+      for (const [name, value] of security) head.push(name, value);
+      res.writeHead(answer.status, head);
+      // A small answer goes out with its head in one write; a large one streams.
+      if (Buffer.isBuffer(answer.body)) return void res.end(answer.body);
       pipeline(answer.body, res, (err) => {
         if (err) log.debug({ err, request_id: requestId }, 'proxied answer cut');
       });
@@ -119,8 +134,6 @@ export function createProxyPath(
     if (!match) return false;
     const startedAt = process.hrtime.bigint();
     const requestId = requestIdFrom(req.headers['x-request-id']);
-    res.setHeader(REQUEST_ID_HEADER, requestId);
-    setHeaders(res, security);
     res.once('close', () => observeRequest(observed, req, res, PROXY_ROUTE, requestId, startedAt));
     req.once('error', () => res.destroy());
     void answer(req, res, match, requestId).catch((err: unknown) =>

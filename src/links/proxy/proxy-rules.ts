@@ -163,12 +163,13 @@ export function checkRequestPath(raw: string): CheckedPath {
   const parts = raw.slice(1).split('/');
   const segments = parts.map((part, i) => {
     if (part === '' && i !== parts.length - 1) throw refuse('it contains an empty segment ("//")');
-    let decoded: string;
-    try {
-      decoded = decodeURIComponent(part);
-    } catch {
-      throw refuse('it has malformed percent-encoding');
-    }
+    let decoded = part;
+    if (part.includes('%'))
+      try {
+        decoded = decodeURIComponent(part);
+      } catch {
+        throw refuse('it has malformed percent-encoding');
+      }
     if (decoded === '.' || decoded === '..') throw refuse('it contains a "." or ".." segment');
     if (decoded.includes('/') || decoded.includes('\\'))
       throw refuse('it contains an encoded slash or backslash');

@@ -35,17 +35,28 @@ export function resolveProxyTarget(
   entry: Pick<ProviderEntry, 'apiHosts' | 'apiBaseUrl' | 'captureMetadata' | 'insecureUrlsAllowed'>,
   metadata: Readonly<Record<string, string>>,
 ): URL {
-  let source: string | null = null;
-  let from = 'api_base_url';
+  const { source, from } = chooseSource(entry, metadata);
+  return checkTarget(entry, source, from);
+}
+
+/** Where the target comes from: the link's captured host when the entry captures one, else api_base_url. */
+function chooseSource(
+  entry: Pick<ProviderEntry, 'apiBaseUrl' | 'captureMetadata'>,
+  metadata: Readonly<Record<string, string>>,
+): { source: string | null; from: string } {
   for (const key of API_BASE_METADATA) {
     const value = metadata[key];
-    if (entry.captureMetadata.includes(key) && value !== undefined && value !== '') {
-      source = value;
-      from = `link metadata ${key}`;
-      break;
-    }
+    if (entry.captureMetadata.includes(key) && value !== undefined && value !== '')
+      return { source: value, from: `link metadata ${key}` };
   }
-  source ??= entry.apiBaseUrl;
+  return { source: entry.apiBaseUrl, from: 'api_base_url' };
+}
+
+function checkTarget(
+  entry: Pick<ProviderEntry, 'apiHosts' | 'insecureUrlsAllowed'>,
+  source: string | null,
+  from: string,
+): URL {
   if (source === null)
     throw refuse('The provider has no api_base_url in the catalogue and the link captured no host');
   let url: URL;
@@ -64,4 +75,49 @@ export function resolveProxyTarget(
   if (!isApiHost(entry, url.hostname))
     throw refuse(`The ${from} host is not one of the provider's api_hosts`);
   return url;
+}
+
+/** A checked target in the form node:http takes. */
+export interface ProxyTarget {
+  readonly secure: boolean;
+  readonly protocol: string;
+  readonly hostname: string;
+  readonly port: number | undefined;
+  /** The base's path without its trailing slashes ('' for the root): the call's path is appended. */
+  readonly basePath: string;
+}
+
+/** Targets remembered per catalogue entry (at most this many sources each: captured hosts vary per account). */
+const MAX_TARGETS_PER_ENTRY = 10_000;
+
+/**
+ * resolveProxyTarget for every call, without parsing and checking the same URL each time: the
+ * outcome depends only on the catalogue entry and the source string chosen, so a checked target is
+ * remembered per (entry object, source). The source is still chosen from the link's metadata on every
+ * call, and an entry replaced in the catalogue is a new key, so a tightened catalogue applies at once.
+ * Refusals are not remembered: they are recomputed, with their reason, on every call.
+ */
+export function createProxyTargets(): (
+  entry: Pick<ProviderEntry, 'apiHosts' | 'apiBaseUrl' | 'captureMetadata' | 'insecureUrlsAllowed'>,
+  metadata: Readonly<Record<string, string>>,
+) => ProxyTarget {
+  const byEntry = new WeakMap<object, Map<string, ProxyTarget>>();
+  return (entry, metadata) => {
+    const { source, from } = chooseSource(entry, metadata);
+    let targets = byEntry.get(entry);
+    const known = source === null ? undefined : targets?.get(source);
+    if (known) return known;
+    const url = checkTarget(entry, source, from);
+    const target: ProxyTarget = {
+      secure: url.protocol === 'https:',
+      protocol: url.protocol,
+      hostname: url.hostname,
+      port: url.port === '' ? undefined : Number(url.port),
+      basePath: url.pathname.replace(/\/+$/, ''),
+    };
+    if (!targets) byEntry.set(entry, (targets = new Map()));
+    if (targets.size >= MAX_TARGETS_PER_ENTRY) targets.clear();
+    targets.set(source!, target);
+    return target;
+  };
 }

@@ -51,7 +51,8 @@ const CHUNK = Buffer.alloc(64 * 1024, 0x61);
 
 /**
  * The stand-in API. Paths: `/hang/**` never answers; `/big/<bytes>` streams that many bytes with
- * back-pressure from one reused buffer; `/redirect` answers 302; anything else answers 200 JSON
+ * back-pressure from one reused buffer; `/cut/<bytes>` declares that many bytes and drops the
+ * connection after half of them; `/redirect` answers 302; anything else answers 200 JSON
  * echoing what it received, with rate-limit headers, a cookie and a hop-by-hop header. A request
  * whose bearer is in `rejectedTokens` gets 401 first.
  */
@@ -97,6 +98,14 @@ export async function startStandInApi(): Promise<StandInApi> {
           res.end();
         };
         return pump();
+      }
+      const cut = /^\/cut\/(\d+)$/.exec(url);
+      if (cut) {
+        // Declares that many bytes, sends half of them, then drops the connection.
+        const declared = Number(cut[1]);
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': declared });
+        res.write(CHUNK.subarray(0, Math.floor(declared / 2)), () => res.destroy());
+        return;
       }
       if (url === '/redirect') {
         res.writeHead(302, { location: `http://localhost:${port}/crm/elsewhere` });
@@ -200,7 +209,7 @@ export interface ProxyHarness {
  * names the API host, as Salesforce's does). Both allow `localhost` only.
  */
 export async function startProxyHarness(
-  options: Pick<StackOptions, 'env' | 'wrapStore' | 'log' | 'redisUrl'> & {
+  options: Pick<StackOptions, 'env' | 'wrapStore' | 'log' | 'redisUrl' | 'startAuditExporter'> & {
     /** Use this API (another process: the benchmark) as acme's api_base_url instead of the stand-in's. */
     readonly apiBaseUrl?: string;
   } = {},
