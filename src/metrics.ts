@@ -332,6 +332,14 @@ export class Metrics {
       ['provider', 'status_class'],
     ),
   );
+  /** proxy.completed records that could not be stored: the call has happened, so it is counted and logged. */
+  readonly proxyAuditFailures = this.add(
+    new Counter(
+      'linkvault_proxy_audit_failures_total',
+      'proxy.completed audit records that could not be stored (the call was made; the failure is logged)',
+      ['provider'],
+    ),
+  );
 
   /** Process and runtime metrics; main.ts starts the event-loop and GC sampling. */
   readonly runtime = this.add(new RuntimeMetrics());

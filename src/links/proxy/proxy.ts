@@ -4,7 +4,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { Logger } from 'pino';
 import { isLinkvaultError, LinkvaultError } from '../../errors.js';
-import { Counter, type Metrics } from '../../metrics.js';
+import type { Metrics } from '../../metrics.js';
 import type { Catalogue } from '../../providers/catalogue.js';
 import type { Audit } from '../audit/audit.js';
 import type { LinkRecord } from '../link.js';
@@ -247,27 +247,6 @@ class Exchange {
   }
 }
 
-/**
- * `linkvault_proxy_audit_failures_total`: `proxy.completed` records that could not be stored. The
- * call has happened by then, so the failure cannot refuse it; it is counted here and logged.
- * One counter per Metrics (registered on first use: metrics.ts is the catalogue of the rest).
- */
-const completionAuditFailures = new WeakMap<Metrics, Counter>();
-function completionAuditFailuresOf(metrics: Metrics): Counter {
-  let counter = completionAuditFailures.get(metrics);
-  if (!counter) {
-    counter = metrics.add(
-      new Counter(
-        'linkvault_proxy_audit_failures_total',
-        'proxy.completed audit records that could not be stored (the call was made; the failure is logged)',
-        ['provider'],
-      ),
-    );
-    completionAuditFailures.set(metrics, counter);
-  }
-  return counter;
-}
-
 interface Chosen {
   link?: LinkRecord;
   grant?: GrantRecord;
@@ -276,7 +255,7 @@ interface Chosen {
 
 export function createProxy(deps: ProxyDeps): Proxy {
   const { release, catalogue, audit, metrics, log, limits } = deps;
-  const auditFailures = completionAuditFailuresOf(metrics);
+  const auditFailures = metrics.proxyAuditFailures;
   const resolveTarget = createProxyTargets();
   // Provider calls reuse kept-alive connections (no DNS lookup, TCP or TLS handshake per call).
   // 'lifo' (Node's default, stated) reuses the most recently used socket, so that idle ones age

@@ -947,13 +947,11 @@ export class RedisStore implements Store {
     const tenant = typeof event.data['tenant_id'] === 'string' ? event.data['tenant_id'] : null;
     const registered = tenant !== null && (await this.#registerShard(tenant));
     const key = tenant === null ? this.#keys.audit : this.#keys.tenantAudit(tenant);
-    if (this.#auditMaxEvents !== '') {
-      const held = await this.#call(() => this.#client.xlen(key));
-      if (held >= Number(this.#auditMaxEvents))
-        throw this.#auditFull(tenant === null ? GLOBAL_AUDIT_SHARD : tenantAuditShard(tenant));
-    }
-    const id = await this.#call(() => this.#client.xadd(key, '*', 'e', auditJson(event)));
-    if (id === null) throw new LinkvaultError('internal_error', { detail: 'XADD returned no id' });
+    const id = await this.#call(() =>
+      this.#scripts.linkvaultAppendAudit(key, auditJson(event), this.#auditMaxEvents),
+    );
+    if (id === null)
+      throw this.#auditFull(tenant === null ? GLOBAL_AUDIT_SHARD : tenantAuditShard(tenant));
     await this.#awaitReplicas(registered ? [key, this.#keys.auditShards] : [key]);
     return tenant === null ? id : tenantSeq(id, tenant);
   }

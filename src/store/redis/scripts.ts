@@ -228,6 +228,16 @@ return out
 
 /** ARGV id, expected payload, new payload. Replaces only an unleased job whose payload is still the expected one. */
 /**
+ * Appends an audit event (ARGV[1], JSON) to the shard KEYS[1] unless it holds ARGV[2] events
+ * already ('' = no bound): one round trip, and the check and the append are one step.
+ * Returns the stream id, or false when the shard is full.
+ */
+const APPEND_AUDIT = `
+if ARGV[2] ~= '' and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return false end
+return redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+`;
+
+/**
  * Trims an audit shard (KEYS[1], a stream) to the newest ARGV[2] of its entries at or before ARGV[1]
  * ('+': all), leaving every entry after ARGV[1]. Reads only what it drops and what lies after
  * ARGV[1] (the not yet exported), never the retained events: the exporter trims every quarter
@@ -300,6 +310,7 @@ export interface ScriptCommands {
   linkvaultScanJobs(...args: ScriptArg[]): Promise<string[]>;
   linkvaultReplaceJobPayload(...args: ScriptArg[]): Promise<number>;
   linkvaultTrimAudit(stream: string, through: string, keep: number): Promise<number>;
+  linkvaultAppendAudit(stream: string, event: string, maxEvents: string): Promise<string | null>;
 }
 
 /** Registers every script on `client` and returns it typed with their commands. */
@@ -321,5 +332,6 @@ export function defineScripts(client: RedisClient): ScriptCommands {
   client.defineCommand('linkvaultScanJobs', { lua: SCAN_JOBS, numberOfKeys: 6 });
   client.defineCommand('linkvaultReplaceJobPayload', { lua: REPLACE_JOB_PAYLOAD, numberOfKeys: 6 });
   client.defineCommand('linkvaultTrimAudit', { lua: TRIM_AUDIT, numberOfKeys: 1 });
+  client.defineCommand('linkvaultAppendAudit', { lua: APPEND_AUDIT, numberOfKeys: 1 });
   return client as unknown as ScriptCommands;
 }
