@@ -135,9 +135,17 @@ async function serveLinkvault(apiBaseUrl: string, logFile: string): Promise<void
   const redis = await startRedis({ appendonly: true, appendfsync: 'everysec' });
   // Production's log: level info, one line per request, written asynchronously (sync: false).
   const destination = pino.destination({ dest: logFile, sync: false });
+  // On SIGTERM, as the service does: linkvault closes first (its answered calls' proxy.completed
+  // records reach the store), then the log is flushed and Redis stopped.
+  let closeLinkvault: () => Promise<void> = () => Promise.resolve();
   process.once('SIGTERM', () => {
-    destination.flushSync();
-    void redis.stop().finally(() => process.exit(0));
+    void closeLinkvault()
+      .catch(() => undefined)
+      .then(() => {
+        destination.flushSync();
+        return redis.stop();
+      })
+      .finally(() => process.exit(0));
   });
   const h = await startProxyHarness({
     apiBaseUrl,
@@ -150,6 +158,7 @@ async function serveLinkvault(apiBaseUrl: string, logFile: string): Promise<void
     startAuditExporter: true,
     env: { LINKVAULT_AUDIT_STORE_MAX_EVENTS: AUDIT_RETENTION },
   });
+  closeLinkvault = () => h.close();
   const link = await h.connect('lnk_bench_proxy');
   await h.stack.addGrant({
     serviceId: 'worker',
