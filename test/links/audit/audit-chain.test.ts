@@ -181,6 +181,27 @@ describe('audit chain files', () => {
     assert.equal((await verifyAuditChain(dir, key)).ok, true);
   });
 
+  it('when the process died after opening the next file but before writing its head, then reopening removes that file and the store resends its events once', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now, maxFileBytes: 2_000 });
+    await chain.append(eventsFor('a', 1, 20)); // past maxFileBytes: the next batch opens a new file
+    const headBefore = readFileSync(join(dir, 'audit-head.json'));
+    const filesBefore = new Set(linesOf(dir).map((l) => l.file)).size;
+    await chain.append(eventsFor('a', 21, 5)); // closes the file (checkpoint), opens the next one
+    assert.ok(new Set(linesOf(dir).map((l) => l.file)).size > filesBefore);
+    // What a crash between the new file's fsync and the head's rename leaves behind: the head as it
+    // was before the batch, and a newer file it does not name.
+    writeFileSync(join(dir, 'audit-head.json'), headBefore);
+    const reopened = await openAuditChain({ dir, key, now: Date.now, maxFileBytes: 2_000 });
+    assert.equal(reopened.highWater().get('a'), '20');
+    await reopened.append(eventsFor('a', 21, 5));
+    assert.deepEqual(
+      exportedSeqs(dir, 'a'),
+      Array.from({ length: 25 }, (_, i) => i + 1),
+    );
+    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+  });
+
   it('when the writing process is SIGKILLed mid-file, then resuming loses and duplicates nothing', async () => {
     const dir = freshDir();
     const keyHex = randomBytes(32).toString('hex');

@@ -1,6 +1,6 @@
 import { createHash, createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, stat, truncate } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -174,11 +174,17 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
   let events = 0;
   const highWater = new Map<string, string>(Object.entries(head?.high_water ?? {}));
 
+  if (head && current && head.file !== current.name) {
+    const named = files.findIndex((f) => f.name === head.file);
+    if (named < 0) throw new Error(`${dir}: ${HEAD_FILE} names ${head.file}, which is missing`);
+    // Files after the one the head names were opened by a batch whose head was never written (the
+    // process died between the two): uncommitted, like a tail after the head, so they go; the store
+    // still holds their events above the head's high water and sends them again.
+    for (const later of files.slice(named + 1)) await unlink(join(dir, later.name));
+    fsyncDir(dir);
+    current = files[named]!;
+  }
   if (head && current) {
-    if (head.file !== current.name)
-      throw new Error(
-        `${dir}: ${HEAD_FILE} names ${head.file}, the newest file is ${current.name}`,
-      );
     const size = (await stat(join(dir, current.name))).size;
     if (size < head.bytes)
       throw new Error(`${join(dir, current.name)}: shorter than its committed length (truncated)`);
