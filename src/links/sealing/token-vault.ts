@@ -126,8 +126,6 @@ function decodeTokenSet(value: unknown): TokenSet {
  */
 export interface OpenedTokenCache {
   open(vault: Vault, link: TokenSetLink, record: SealedRecord): Promise<TokenSet>;
-  /** Drops the link's entry (revocation on this node; tests). */
-  forget(linkId: string): void;
 }
 
 interface OpenedEntry {
@@ -186,9 +184,6 @@ export function createOpenedTokenCache(options: {
         if (entries.get(link.id) === entry) entries.delete(link.id);
       });
       return tokens;
-    },
-    forget(linkId) {
-      entries.delete(linkId);
     },
   };
 }
