@@ -12,8 +12,12 @@ import {
 
 type LabelValues = Readonly<Record<string, string>>;
 
+/** The series key of `values`: the values in label-name order, NUL-separated (no array per call: it runs several times per request). */
 function labelKey(names: readonly string[], values: LabelValues): string {
-  return names.map((n) => values[n] ?? '').join('\u0000');
+  if (names.length === 0) return '';
+  let key = values[names[0]!] ?? '';
+  for (let i = 1; i < names.length; i++) key += '\u0000' + (values[names[i]!] ?? '');
+  return key;
 }
 
 function escapeLabel(value: string): string {

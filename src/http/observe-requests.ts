@@ -58,7 +58,8 @@ function routeTemplateOf(req: Request): string {
 /**
  * Records one finished (or aborted) request: the HTTP metrics, and one log line with allowlisted
  * fields only (method, route template, status, duration, request id, user agent, body length).
- * Call it when the response closes; `route` is the template, never the raw path.
+ * Call it when the response closes (or, with `aborted` said, once the answer is handed to the
+ * socket); `route` is the template, never the raw path.
  */
 export function observeRequest(
   deps: ObserveDeps,
@@ -67,10 +68,10 @@ export function observeRequest(
   route: string,
   requestId: string,
   startedAt: bigint,
+  aborted: boolean = !res.writableFinished,
 ): void {
   const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
   const method = req.method !== undefined && KNOWN_METHODS.has(req.method) ? req.method : 'OTHER';
-  const aborted = !res.writableFinished;
   deps.metrics.httpRequests.inc({
     route,
     method,

@@ -62,6 +62,18 @@ export function parseTokenRequestBody(body: unknown): TokenRequestBody {
   };
 }
 
+let isoOfMs = NaN;
+let isoOfText = '';
+
+/** The ISO form of an expiry, kept for the last one: a link's token answers many releases. */
+function isoOf(ms: number): string {
+  if (ms !== isoOfMs) {
+    isoOfText = new Date(ms).toISOString();
+    isoOfMs = ms;
+  }
+  return isoOfText;
+}
+
 /** RFC 6750 names the scheme "Bearer"; other types pass through as the provider said them. */
 function displayTokenType(tokenType: string): string {
   return tokenType === 'bearer' ? 'Bearer' : tokenType;
@@ -109,8 +121,7 @@ export async function answerTokenRequest(
     return JSON.stringify({
       access_token: released.accessToken.reveal(),
       token_type: displayTokenType(released.tokenType),
-      expires_at:
-        released.expiresAtMs === null ? null : new Date(released.expiresAtMs).toISOString(),
+      expires_at: released.expiresAtMs === null ? null : isoOf(released.expiresAtMs),
       scopes: released.scopes,
       metadata: released.metadata,
     });

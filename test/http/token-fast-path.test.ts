@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import request, { type Response } from 'supertest';
 import type { Express } from 'express';
@@ -443,6 +444,83 @@ describe('token fast path with an audit log that cannot append', () => {
       assert.ok(!b!.text.includes('never-leaves-on-503'));
       assert.deepEqual(normalise(b!), normalise(a!));
     } finally {
+      await h.close();
+    }
+  });
+});
+
+describe('token fast path when the client leaves before the answer', () => {
+  it('when the client closes its connection while the release is held up, then the request is logged once, aborted, and counted aborted', async () => {
+    let hold: Promise<void> | null = null;
+    let letGo = (): void => undefined;
+    let reached = (): void => undefined;
+    const atCommit = new Promise<void>((resolve) => (reached = resolve));
+    const h = await createReleaseHarness({
+      wrapStore: (real: Store): Store =>
+        new Proxy(real, {
+          get(target, prop, receiver) {
+            if (prop === 'commitRelease')
+              return async (...a: Parameters<Store['commitRelease']>) => {
+                if (hold) {
+                  reached();
+                  await hold;
+                }
+                return target.commitRelease(...a);
+              };
+            const v: unknown = Reflect.get(target, prop, receiver);
+            return typeof v === 'function' ? v.bind(target) : v;
+          },
+        }),
+    });
+    const server = createServer(h.listener);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const link = await h.seedLink({ accessToken: 'never-reaches-a-gone-client' });
+      await h.addGrant({ serviceId: 'billing', linkId: link.id });
+      hold = new Promise<void>((resolve) => (letGo = resolve));
+      const from = h.logText().length;
+      const before = h.metrics.httpRequests.get({
+        route: '/v1/links/:id/token',
+        method: 'POST',
+        status: 'aborted',
+      });
+      const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+      await new Promise<void>((resolve) => socket.once('connect', resolve));
+      socket.write(
+        `POST /v1/links/${link.id}/token HTTP/1.1\r\nHost: x\r\nAuthorization: ${h.services.bearer('billing-hs')}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`,
+      );
+      await atCommit;
+      socket.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+      letGo();
+      const requestLines = async (): Promise<Record<string, unknown>[]> =>
+        h
+          .logText()
+          .slice(from)
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .filter((l) => l.msg === 'request');
+      for (let i = 0; i < 200 && (await requestLines()).length === 0; i++)
+        await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 50));
+      const lines = await requestLines();
+      assert.equal(lines.length, 1, 'one request line');
+      assert.equal(lines[0]!.aborted, true);
+      assert.equal(lines[0]!.route, '/v1/links/:id/token');
+      assert.equal(
+        h.metrics.httpRequests.get({
+          route: '/v1/links/:id/token',
+          method: 'POST',
+          status: 'aborted',
+        }),
+        before + 1,
+      );
+      assert.ok(!h.logText().includes('never-reaches-a-gone-client'));
+    } finally {
+      letGo();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
       await h.close();
     }
   });

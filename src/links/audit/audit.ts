@@ -29,13 +29,14 @@ export interface Audit {
   /**
    * The event `record` would append, without appending it (secrets already labelled), for a caller
    * that stores it through an atomic store step (the token release's commitRelease). Rejects
-   * audit_unavailable when the key cannot be had.
+   * audit_unavailable when the key cannot be had. Once the key is loaded the event is returned
+   * as is, not in a promise: the release awaits it either way, and pays no promise per release.
    */
   prepare(
     type: string,
     fields: Readonly<Record<string, unknown>>,
     requestId?: string | null,
-  ): Promise<AuditEvent>;
+  ): AuditEvent | Promise<AuditEvent>;
   /** The label under which `secret` appears in the audit log (for an operator's lookup). */
   fingerprint(secret: Secret): Promise<string>;
 }
@@ -106,22 +107,35 @@ export function createAudit(deps: AuditDeps): Audit {
     if (depth > 4 || value === null || typeof value !== 'object') return value;
     if (Array.isArray(value)) return value.map((v) => scrub(m, v, depth + 1));
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = scrub(m, v, depth + 1);
+    // for-in over own keys, not Object.entries: no [key, value] array per field (every release scrubs its event).
+    for (const k in value) {
+      if (Object.hasOwn(value, k))
+        out[k] = scrub(m, (value as Record<string, unknown>)[k], depth + 1);
+    }
     return out;
   }
 
-  async function prepare(
+  function eventOf(
+    m: KeyMaterial,
     type: string,
     fields: Readonly<Record<string, unknown>>,
-    requestId: string | null = null,
-  ): Promise<AuditEvent> {
-    const m = ready ?? (await material());
+    requestId: string | null,
+  ): AuditEvent {
     return {
       atMs: deps.now(),
       type,
       requestId,
       data: scrub(m, fields, 0) as Record<string, unknown>,
     };
+  }
+
+  function prepare(
+    type: string,
+    fields: Readonly<Record<string, unknown>>,
+    requestId: string | null = null,
+  ): AuditEvent | Promise<AuditEvent> {
+    if (ready) return eventOf(ready, type, fields, requestId);
+    return material().then((m) => eventOf(m, type, fields, requestId));
   }
 
   async function record(

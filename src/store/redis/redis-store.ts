@@ -323,7 +323,7 @@ export class RedisStore implements Store {
   }
 
   async #awaitReplicas(keys: readonly string[]): Promise<void> {
-    if (this.#replicaWait) await this.#replicaWait.afterWrite(keys);
+    if (this.#replicaWait?.mayWait) await this.#replicaWait.afterWrite(keys);
   }
 
   #fail(err: LinkvaultError): LinkvaultError {
@@ -858,7 +858,8 @@ export class RedisStore implements Store {
     event: AuditEvent,
     expect?: ReleaseExpectation,
   ): Promise<ReleaseCommit> {
-    const tenant = await this.#tenantOf(linkId);
+    // The cached tenant without a promise (the hot path); #tenantOf reads it when not cached.
+    const tenant = this.#tenantOfLink.get(linkId) ?? (await this.#tenantOf(linkId));
     // No shard registration here: a link's tenant is in the tenant set (saveLink adds it before the
     // link exists), which listAuditShards also reads. So no single-slot key is on the release path.
     if (tenant === null) return { released: false, reason: 'link_not_found' };
@@ -876,7 +877,8 @@ export class RedisStore implements Store {
     );
     if (value === 'audit_full') throw this.#auditFull(tenantAuditShard(tenant));
     if (ok === 1) {
-      await this.#awaitReplicas([this.#keys.link(tenant, linkId)]);
+      if (this.#replicaWait?.mayWait)
+        await this.#replicaWait.afterWrite([this.#keys.link(tenant, linkId)]);
       return { released: true, seq: tenantSeq(value, tenant) };
     }
     if (value === 'not_active')

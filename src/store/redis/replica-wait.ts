@@ -93,6 +93,8 @@ export class ReplicaWait {
   #waitAof = false;
   #refreshedAtMs = 0;
   #refreshing: Promise<void> | null = null;
+  /** Whether any master has had a replica since start: until then no write has anything to wait for. */
+  #anyReplicas = false;
   #lastWarnMs = 0;
 
   constructor(options: ReplicaWaitOptions) {
@@ -126,9 +128,21 @@ export class ReplicaWait {
         const hadReplicas =
           (this.#masters.get(node)?.hadReplicas ?? false) || connectedReplicas > 0;
         this.#masters.set(node, { connectedReplicas, hadReplicas });
+        if (hadReplicas) this.#anyReplicas = true;
       }),
     );
     this.#refreshedAtMs = Date.now();
+  }
+
+  /**
+   * Whether afterWrite could wait for (or count a miss of) anything: false while no master has had
+   * a replica since start, as with a standalone Redis. Checked before afterWrite on the hot path,
+   * so that such a deployment pays no promise per write. Keeps the replica counts re-read.
+   */
+  get mayWait(): boolean {
+    if (this.#replicas === 0) return false;
+    this.#refreshInBackground();
+    return this.#anyReplicas;
   }
 
   /**
