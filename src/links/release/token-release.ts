@@ -5,7 +5,7 @@ import type { Vault } from '../../keys/vault.js';
 import type { Metrics } from '../../metrics.js';
 import type { TokenSet } from '../../oauth/oauth-client.js';
 import type { Secret } from '../../secret.js';
-import type { ReleaseCommit, ReleaseRead, Store } from '../../store/store.js';
+import type { AuditEvent, ReleaseCommit, ReleaseRead, Store } from '../../store/store.js';
 import type { GrantRecord } from './grants.js';
 import type { LinkRecord } from '../link.js';
 import { publicMetadata } from '../link.js';
@@ -86,6 +86,30 @@ export interface TokenRelease {
   release(request: ReleaseRequest): Promise<ReleasedToken>;
 }
 
+/** A read held for the next release of the same (service, link), and the audit data it last made. */
+interface HeldRead {
+  readonly read: ReleaseRead;
+  readonly atMs: number;
+  audit: {
+    readonly grant: GrantRecord;
+    readonly link: LinkRecord;
+    readonly tokens: TokenSet;
+    readonly serviceId: string;
+    readonly data: Readonly<Record<string, unknown>>;
+  } | null;
+}
+
+const RELEASED = 'token.released';
+
+/** A release of the token to its caller with nothing asked beyond it: its audit data depends only on the link, grant and tokens. */
+function isPlain(request: ReleaseRequest): boolean {
+  return request.use === undefined && request.scopes == null && request.forceRefresh !== true;
+}
+
+function isPrimitive(value: unknown): boolean {
+  return value === null || (typeof value !== 'object' && typeof value !== 'function');
+}
+
 /** A token about to expire is of no use to a caller: by default it must live 60 s more. */
 export const DEFAULT_MIN_VALIDITY_SECONDS = 60;
 const MAX_TOUCH_ENTRIES = 50_000;
@@ -115,7 +139,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
    * or grant, a token due for refresh — reads again and decides again, so what a held read may miss
    * (a grant added since) costs one more step, never a wrong answer.
    */
-  const held = new Map<string, { readonly read: ReleaseRead; readonly atMs: number }>();
+  const held = new Map<string, HeldRead>();
   const holdReads = deps.holdReads ?? true;
 
   async function release(request: ReleaseRequest): Promise<ReleasedToken> {
@@ -125,7 +149,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       const kept = held.get(key);
       if (kept !== undefined && holdReads && now() - kept.atMs < HELD_READ_MS) {
         provider = kept.read.link.providerId;
-        const done = await releaseFromHeld(kept.read, request);
+        const done = await releaseFromHeld(kept, request);
         if (done !== null) return released(done, provider, request);
         // It no longer holds: the fresh read below replaces it.
         if (held.get(key) === kept) held.delete(key);
@@ -166,9 +190,10 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
    * Failures to open the tokens or to store the record are the caller's answer, as on a fresh read.
    */
   async function releaseFromHeld(
-    read: ReleaseRead,
+    kept: HeldRead,
     request: ReleaseRequest,
   ): Promise<FreshTokens | null> {
+    const read = kept.read;
     const link = read.link;
     const minValidityMs = (request.minValiditySeconds ?? DEFAULT_MIN_VALIDITY_SECONDS) * 1000;
     if (request.forceRefresh === true || refreshDue(link, now(), minValidityMs)) return null;
@@ -181,7 +206,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     }
     if (!link.tokens) return null;
     const fresh: FreshTokens = { link, tokens: await openLinkTokens(link) };
-    const outcome = await commitRelease(fresh, grant, request, true);
+    const outcome = await commitRelease(fresh, grant, request, kept);
     return outcome === 'released' ? fresh : null;
   }
 
@@ -190,7 +215,7 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       const oldest = held.keys().next().value;
       if (oldest !== undefined) held.delete(oldest);
     }
-    held.set(key, { read, atMs: now() });
+    held.set(key, { read, atMs: now(), audit: null });
   }
 
   function released(fresh: FreshTokens, provider: string, request: ReleaseRequest): ReleasedToken {
@@ -257,11 +282,61 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     fresh: FreshTokens,
     grant: GrantRecord,
     request: ReleaseRequest,
-    fromHeld = false,
+    kept: HeldRead | null = null,
   ): Promise<'released' | 'changed'> {
+    const fromHeld = kept !== null;
+    const event =
+      auditEventFor(fresh, grant, request, kept) ??
+      (await prepareEvent(fresh, grant, request, kept));
+    let outcome: ReleaseCommit;
+    try {
+      outcome = await store.commitRelease(fresh.link.id, grant.id, event, {
+        linkVersion: fresh.link.version,
+        grant,
+      });
+    } catch (cause) {
+      throw new LinkvaultError('audit_unavailable', { cause, retryAfterSeconds: 1 });
+    }
+    if (outcome.released) return 'released';
+    // A held read that no longer holds is read again; so is a fresh one that changed meanwhile.
+    if (fromHeld || outcome.reason === 'changed') return 'changed';
+    throw refusalFor(outcome);
+  }
+
+  /**
+   * A plain token release (no scopes asked, not forced, not the proxy's use) repeats its
+   * predecessor's audit data exactly while the grant, the link version and the opened token set
+   * are the same objects: the data made for the first is kept on the held read (frozen) and only
+   * the time and the request id are new. Null when that does not apply.
+   */
+  function auditEventFor(
+    fresh: FreshTokens,
+    grant: GrantRecord,
+    request: ReleaseRequest,
+    kept: HeldRead | null,
+  ): AuditEvent | null {
+    const memo = kept?.audit;
+    if (
+      memo == null ||
+      !isPlain(request) ||
+      memo.grant !== grant ||
+      memo.link !== fresh.link ||
+      memo.tokens !== fresh.tokens ||
+      memo.serviceId !== request.service.id
+    )
+      return null;
+    return { atMs: now(), type: RELEASED, requestId: request.requestId, data: memo.data };
+  }
+
+  async function prepareEvent(
+    fresh: FreshTokens,
+    grant: GrantRecord,
+    request: ReleaseRequest,
+    kept: HeldRead | null,
+  ): Promise<AuditEvent> {
     const { link, tokens } = fresh;
     const event = await audit.prepare(
-      request.use?.auditType ?? 'token.released',
+      request.use?.auditType ?? RELEASED,
       {
         ...request.use?.auditFields(grant),
         service_id: request.service.id,
@@ -279,19 +354,12 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
       },
       request.requestId,
     );
-    let outcome: ReleaseCommit;
-    try {
-      outcome = await store.commitRelease(link.id, grant.id, event, {
-        linkVersion: link.version,
-        grant,
-      });
-    } catch (cause) {
-      throw new LinkvaultError('audit_unavailable', { cause, retryAfterSeconds: 1 });
+    if (kept !== null && isPlain(request) && Object.values(event.data).every(isPrimitive)) {
+      const data = Object.freeze(event.data);
+      kept.audit = { grant, link, tokens, serviceId: request.service.id, data };
+      return { ...event, data };
     }
-    if (outcome.released) return 'released';
-    // A held read that no longer holds is read again; so is a fresh one that changed meanwhile.
-    if (fromHeld || outcome.reason === 'changed') return 'changed';
-    throw refusalFor(outcome);
+    return event;
   }
 
   function touchLastUsed(link: LinkRecord): void {

@@ -74,13 +74,30 @@ function randomToken(): string {
 }
 
 /** The audit event as a stream entry's `e` field (the shape every shard keeps). */
+/**
+ * The JSON of a frozen `data` object, kept per object: a token release that repeats its
+ * predecessor's audit data (token-release.ts reuses the frozen object while nothing it was made of
+ * changed) is serialised once, not on every release. Only frozen objects are kept, and those hold
+ * primitives only (the release's data does), so the kept JSON cannot go stale.
+ */
+const frozenDataJson = new WeakMap<object, string>();
+
 function auditJson(event: AuditEvent): string {
-  return JSON.stringify({
-    atMs: event.atMs,
-    type: event.type,
-    requestId: event.requestId ?? null,
-    data: event.data,
-  });
+  const data = event.data;
+  if (!Object.isFrozen(data))
+    return JSON.stringify({
+      atMs: event.atMs,
+      type: event.type,
+      requestId: event.requestId ?? null,
+      data,
+    });
+  let json = frozenDataJson.get(data);
+  if (json === undefined) {
+    json = JSON.stringify(data);
+    frozenDataJson.set(data, json);
+  }
+  // Byte for byte what JSON.stringify gives for the object above (same keys, same order).
+  return `{"atMs":${JSON.stringify(event.atMs)},"type":${JSON.stringify(event.type)},"requestId":${JSON.stringify(event.requestId ?? null)},"data":${json}}`;
 }
 
 /** The audit shard of events that name no tenant (the stream of the layout before sharding). */

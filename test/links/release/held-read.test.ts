@@ -81,6 +81,52 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.equal(await releasedCount(link.id), 11);
     });
 
+    it('when plain releases repeat, then each stores its own record (time, request id) with the same data, and a new token or a scoped or forced release makes new data', async () => {
+      const { link } = await linkWithGrant();
+      const events = async () => {
+        const out: { type: string; data: Record<string, unknown>; requestId?: string | null }[] =
+          [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await h.store.readAudit(after, 1000);
+          for (const e of page)
+            if (e.type === 'token.released' && e.data.link_id === link.id)
+              out.push({ type: e.type, data: { ...e.data }, requestId: e.requestId ?? null });
+          if (page.length < 1000) return out;
+          after = page[page.length - 1]!.seq;
+        }
+      };
+      for (let i = 0; i < 3; i++)
+        assert.equal((await token(link.id).set('X-Request-Id', `plain-${i}`)).status, 200);
+      const plain = await events();
+      assert.equal(plain.length, 3);
+      assert.deepEqual(
+        plain.map((e) => e.requestId),
+        ['plain-0', 'plain-1', 'plain-2'],
+      );
+      for (const e of plain) assert.deepEqual(e.data, plain[0]!.data);
+      assert.equal(plain[0]!.data.requested_scopes, null);
+      assert.equal(plain[0]!.data.forced, false);
+      assert.match(String(plain[0]!.data.access_token), /^hmac-sha256\/128:/);
+      // A scoped release records its scopes (not the plain data it follows).
+      const scoped = await token(link.id, { scopes: ['contacts.read'] });
+      assert.equal(scoped.status, 200);
+      assert.deepEqual((await events()).at(-1)!.data.requested_scopes, ['contacts.read']);
+      // New tokens (another replica's re-seal): the next plain record names the new token.
+      const current = (await h.store.getLink(link.id))!;
+      const sealed = await sealTokenSet(
+        h.vault,
+        current,
+        tokenSet('resealed-for-audit', 'refresh-3'),
+        current.tokens,
+      );
+      assert.ok(await h.store.saveLink({ ...current, tokens: sealed }, current.version));
+      assert.equal((await token(link.id)).body.access_token, 'resealed-for-audit');
+      const after = (await events()).at(-1)!;
+      assert.equal(after.data.requested_scopes, null);
+      assert.notEqual(after.data.access_token, plain[0]!.data.access_token);
+    });
+
     it('when another replica re-seals the link with new tokens, then the next release gives the new token', async () => {
       const { link } = await linkWithGrant();
       assert.equal((await token(link.id)).body.access_token, `access-${kind}-${n}`);
