@@ -63,6 +63,18 @@ for (const kind of ['sqlite', 'redis'] as const) {
       return { link, grant };
     }
 
+    /** What another replica's refresh leaves: the link re-sealed with new tokens, at the next version. */
+    async function resealElsewhere(linkId: string, access: string, refresh: string) {
+      const current = (await h.store.getLink(linkId))!;
+      const sealed = await sealTokenSet(
+        h.vault,
+        current,
+        tokenSet(access, refresh),
+        current.tokens,
+      );
+      assert.ok(await h.store.saveLink({ ...current, tokens: sealed }, current.version));
+    }
+
     const releasedCount = async (linkId: string) =>
       (await h.auditEvents()).filter(
         (e) => e.type === 'token.released' && e.data.link_id === linkId,
@@ -113,14 +125,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.equal(scoped.status, 200);
       assert.deepEqual((await events()).at(-1)!.data.requested_scopes, ['contacts.read']);
       // New tokens (another replica's re-seal): the next plain record names the new token.
-      const current = (await h.store.getLink(link.id))!;
-      const sealed = await sealTokenSet(
-        h.vault,
-        current,
-        tokenSet('resealed-for-audit', 'refresh-3'),
-        current.tokens,
-      );
-      assert.ok(await h.store.saveLink({ ...current, tokens: sealed }, current.version));
+      await resealElsewhere(link.id, 'resealed-for-audit', 'refresh-3');
       assert.equal((await token(link.id)).body.access_token, 'resealed-for-audit');
       const after = (await events()).at(-1)!;
       assert.equal(after.data.requested_scopes, null);
@@ -130,14 +135,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
     it('when another replica re-seals the link with new tokens, then the next release gives the new token', async () => {
       const { link } = await linkWithGrant();
       assert.equal((await token(link.id)).body.access_token, `access-${kind}-${n}`);
-      const current = (await h.store.getLink(link.id))!;
-      const sealed = await sealTokenSet(
-        h.vault,
-        current,
-        tokenSet('rotated-elsewhere', 'refresh-2'),
-        current.tokens,
-      );
-      assert.ok(await h.store.saveLink({ ...current, tokens: sealed }, current.version));
+      await resealElsewhere(link.id, 'rotated-elsewhere', 'refresh-2');
       const res = await token(link.id);
       assert.equal(res.status, 200);
       assert.equal(res.body.access_token, 'rotated-elsewhere');
