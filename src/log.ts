@@ -205,8 +205,7 @@ export class LineWriter implements DestinationStream {
     const parts: Buffer[] = [];
     if (this.#current !== null && !this.#writing) parts.push(this.#current);
     if (this.#queue.length > 0) parts.push(Buffer.from(this.#take(), 'utf8'));
-    if (this.#writing) this.#queue = [];
-    else this.#current = null;
+    if (!this.#writing) this.#current = null;
     let bytes = Buffer.concat(parts);
     while (bytes.length > 0) {
       try {

@@ -357,7 +357,6 @@ export function createTokenRelease(deps: TokenReleaseDeps): TokenRelease {
     if (kept !== null && isPlain(request) && Object.values(event.data).every(isPrimitive)) {
       const data = Object.freeze(event.data);
       kept.audit = { grant, link, tokens, serviceId: request.service.id, data };
-      return { ...event, data };
     }
     return event;
   }

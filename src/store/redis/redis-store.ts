@@ -73,7 +73,6 @@ function randomToken(): string {
   return randomBytes(18).toString('base64url');
 }
 
-/** The audit event as a stream entry's `e` field (the shape every shard keeps). */
 /**
  * The JSON of a frozen `data` object, kept per object: a token release that repeats its
  * predecessor's audit data (token-release.ts reuses the frozen object while nothing it was made of
@@ -82,6 +81,7 @@ function randomToken(): string {
  */
 const frozenDataJson = new WeakMap<object, string>();
 
+/** The audit event as a stream entry's `e` field (the shape every shard keeps). */
 function auditJson(event: AuditEvent): string {
   const data = event.data;
   if (!Object.isFrozen(data))
@@ -324,10 +324,6 @@ export class RedisStore implements Store {
     });
   }
 
-  /**
-   * After a write that must not be lost: wait for the replicas of the masters holding `keys`, every
-   * key the write touched (never rejects; see replica-wait.ts).
-   */
   /** The digest commitRelease compares; a grant this store did not read is digested as it would be stored. */
   #grantDigest(grant: GrantRecord): string {
     let digest = this.#grantDigests.get(grant);
@@ -339,8 +335,13 @@ export class RedisStore implements Store {
     return digest;
   }
 
-  async #awaitReplicas(keys: readonly string[]): Promise<void> {
-    if (this.#replicaWait?.mayWait) await this.#replicaWait.afterWrite(keys);
+  /**
+   * After a write that must not be lost: wait for the replicas of the masters holding `keys`, every
+   * key the write touched (never rejects; see replica-wait.ts). Nothing to wait for (a standalone
+   * Redis): no promise at all, since commitRelease calls this on every release.
+   */
+  #awaitReplicas(keys: readonly string[]): Promise<void> | undefined {
+    return this.#replicaWait?.mayWait ? this.#replicaWait.afterWrite(keys) : undefined;
   }
 
   #fail(err: LinkvaultError): LinkvaultError {
@@ -894,8 +895,7 @@ export class RedisStore implements Store {
     );
     if (value === 'audit_full') throw this.#auditFull(tenantAuditShard(tenant));
     if (ok === 1) {
-      if (this.#replicaWait?.mayWait)
-        await this.#replicaWait.afterWrite([this.#keys.link(tenant, linkId)]);
+      await this.#awaitReplicas([this.#keys.link(tenant, linkId)]);
       return { released: true, seq: tenantSeq(value, tenant) };
     }
     if (value === 'not_active')

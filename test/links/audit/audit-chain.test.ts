@@ -163,6 +163,26 @@ describe('audit chain files', () => {
     await assert.rejects(openAuditChain({ dir, key: other, now: Date.now }), /signature/);
   });
 
+  /**
+   * After a crash left an uncommitted batch: the chain reopens at `highWater` (the last committed
+   * seq of shard a), the store resends the 5 events after it, and the export holds 1..highWater+5
+   * once each, verifiably.
+   */
+  async function resumesWhole(
+    dir: string,
+    options: { maxFileBytes?: number },
+    highWater: number,
+  ): Promise<void> {
+    const reopened = await openAuditChain({ dir, key, now: Date.now, ...options });
+    assert.equal(reopened.highWater().get('a'), String(highWater));
+    await reopened.append(eventsFor('a', highWater + 1, 5));
+    assert.deepEqual(
+      exportedSeqs(dir, 'a'),
+      Array.from({ length: highWater + 5 }, (_, i) => i + 1),
+    );
+    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+  }
+
   it('when a batch was written but its head never was, then reopening cuts it off and the store resends it once', async () => {
     const dir = freshDir();
     const chain = await openAuditChain({ dir, key, now: Date.now });
@@ -171,14 +191,7 @@ describe('audit chain files', () => {
     // What a crash between the file's fsync and the head's rename leaves behind.
     appendFileSync(join(dir, only!.file), '{"shard":"a","seq":"11","prev":"x"}\n{"shard":"a","se');
     assert.equal((await verifyAuditChain(dir, key)).ok, false);
-    const reopened = await openAuditChain({ dir, key, now: Date.now });
-    assert.equal(reopened.highWater().get('a'), '10');
-    await reopened.append(eventsFor('a', 11, 5));
-    assert.deepEqual(
-      exportedSeqs(dir, 'a'),
-      Array.from({ length: 15 }, (_, i) => i + 1),
-    );
-    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+    await resumesWhole(dir, {}, 10);
   });
 
   it('when the process died after opening the next file but before writing its head, then reopening removes that file and the store resends its events once', async () => {
@@ -192,14 +205,7 @@ describe('audit chain files', () => {
     // What a crash between the new file's fsync and the head's rename leaves behind: the head as it
     // was before the batch, and a newer file it does not name.
     writeFileSync(join(dir, 'audit-head.json'), headBefore);
-    const reopened = await openAuditChain({ dir, key, now: Date.now, maxFileBytes: 2_000 });
-    assert.equal(reopened.highWater().get('a'), '20');
-    await reopened.append(eventsFor('a', 21, 5));
-    assert.deepEqual(
-      exportedSeqs(dir, 'a'),
-      Array.from({ length: 25 }, (_, i) => i + 1),
-    );
-    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+    await resumesWhole(dir, { maxFileBytes: 2_000 }, 20);
   });
 
   it('when the writing process is SIGKILLed mid-file, then resuming loses and duplicates nothing', async () => {
