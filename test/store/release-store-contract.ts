@@ -233,6 +233,63 @@ export function runReleaseStoreContract(
       assert.deepEqual(await store.readAudit(), []);
     });
 
+    it('when releases of several links and tenants commit together, then each is judged on its own, as if alone', async () => {
+      const make = async (tenantId: string): Promise<{ link: LinkRecord; g: GrantRecord }> => {
+        const link = await store.saveLink(makeLink({ tenantId }), null);
+        assert.ok(link);
+        const g = grant({ serviceId: 'svc-together', linkId: link.id });
+        await store.putGrant(g);
+        return { link, g };
+      };
+      const fine = await make('tenant-t1');
+      const revoked = await make('tenant-t1');
+      const grantGone = await make('tenant-t1');
+      const moved = await make('tenant-t2');
+      const other = await make('tenant-t2');
+      assert.ok(await store.saveLink({ ...revoked.link, status: 'revoked', tokens: null }, 1));
+      assert.equal(await store.deleteGrant(grantGone.g.id), true);
+      const [read] = [await store.readForRelease('svc-together', moved.link.id)];
+      assert.ok(read);
+      const movedGrant = read.grants.find((g) => g.id === moved.g.id)!;
+      // The link changes after the read the release decided on: its commit must say so.
+      assert.ok(await store.saveLink({ ...moved.link, metadata: { changed: 'yes' } }, 1));
+      // All in one turn of the event loop (a store may gather them into one store operation).
+      const outcomes = await Promise.all([
+        store.commitRelease(fine.link.id, fine.g.id, releasedEvent(fine.link, 1)),
+        store.commitRelease(revoked.link.id, revoked.g.id, releasedEvent(revoked.link, 2)),
+        store.commitRelease(grantGone.link.id, grantGone.g.id, releasedEvent(grantGone.link, 3)),
+        store.commitRelease(moved.link.id, moved.g.id, releasedEvent(moved.link, 4), {
+          linkVersion: read.link.version,
+          grant: movedGrant,
+        }),
+        store.commitRelease(other.link.id, other.g.id, releasedEvent(other.link, 5)),
+        store.commitRelease('lnk_missing_together', fine.g.id, releasedEvent(fine.link, 6)),
+        store.commitRelease(fine.link.id, fine.g.id, releasedEvent(fine.link, 7)),
+      ]);
+      assert.deepEqual(
+        outcomes.map((o) => (o.released ? 'released' : o.reason)),
+        [
+          'released',
+          'not_active',
+          'grant_gone',
+          'changed',
+          'released',
+          'link_not_found',
+          'released',
+        ],
+      );
+      assert.deepEqual(outcomes[1], { released: false, reason: 'not_active', status: 'revoked' });
+      const seqs = outcomes.flatMap((o) => (o.released ? [o.seq] : []));
+      assert.equal(new Set(seqs).size, 3, 'each stored record has its own seq');
+      const stored = await store.readAudit(undefined, 1000);
+      assert.deepEqual(
+        stored.map((e) => e.data['n']).sort(),
+        [1, 5, 7],
+        'exactly the released ones are recorded',
+      );
+      for (const e of stored) assert.ok(seqs.includes(e.seq!));
+    });
+
     it('when commitRelease races a revocation, then it either stores its record before the revocation or refuses', async () => {
       for (let round = 0; round < 20; round++) {
         const link = makeLink({ tenantId: `tenant-race-${round % 3}` });

@@ -35,6 +35,9 @@ const NODE_OPTIONS = {
   // Commands issued in one turn of the event loop go out in one write (and Redis reads them in
   // one): under load, a release's Redis CPU fell from 29 to 16 µs and the service's by ~15 %.
   enableAutoPipelining: true,
+  // The release commits are already gathered per turn by the store (one script call per tenant):
+  // sent at once, not held for the next turn by the auto-pipeline.
+  autoPipeliningIgnoredCommands: ['linkvaultCommitReleases'],
 } satisfies RedisOptions;
 
 /** An ioredis client configured to fail fast (see the file comment). Connects in the background. */
@@ -62,7 +65,11 @@ export function createRedisClient(target: RedisTarget): RedisClient {
     enableAutoPipelining: true,
     // Auto-pipelining groups a command by its first argument; these scripts take their key count
     // first (a variable number of keys), so they would be grouped with commands of other masters.
-    autoPipeliningIgnoredCommands: ['linkvaultSaveLink', 'linkvaultReleaseRead'],
+    autoPipeliningIgnoredCommands: [
+      'linkvaultSaveLink',
+      'linkvaultReleaseRead',
+      'linkvaultCommitReleases',
+    ],
   };
   return new Cluster(
     target.clusterNodes.map((n) => ({ host: n.host, port: n.port })),

@@ -115,36 +115,51 @@ return out
 `;
 
 /**
- * The release's linearisation point: KEYS[1] the link hash, KEYS[2] the tenant's grant records,
- * KEYS[3] the tenant's audit shard; ARGV grant id, event JSON, the shard's bound ('' = none), the
- * link version the caller decided on and the SHA-1 (hex) of the grant JSON it read ('' and '' = not checked). Appends
- * the event only if the link is active with tokens and the grant still exists (and, when given, the
- * link is at that version and the grant stored as read: else 'changed'). Returns {1, stream id} or
+ * The releases' linearisation point, for one or more releases of one tenant at once (the store
+ * gathers those of one event-loop turn: one script call instead of one each). Each release i
+ * (from 0) has three keys, KEYS[3i+1] its link hash, KEYS[3i+2] the tenant's grant records,
+ * KEYS[3i+3] the tenant's audit shard, and four arguments after ARGV[1] (the shard's bound, '' =
+ * none), from ARGV[4i+2]: grant id, event JSON, the link version the caller decided on and the
+ * SHA-1 (hex) of the grant JSON it read ('' and '' = not checked). Each release is judged on its
+ * own, in order, exactly as if it were alone: its event is appended only if its link is active
+ * with tokens and its grant still exists (and, when given, the link is at that version and the
+ * grant stored as read: else 'changed'). Returns three values per release: {1, stream id, ''} or
  * {0, reason, status}. A link written before the release state \`s\` existed is judged from its JSON.
  */
-const COMMIT_RELEASE = `
-local sv = redis.call('HMGET', KEYS[1], 's', 'v')
-local s = sv[1]
-if not s then
-  local j = redis.call('HGET', KEYS[1], 'j')
-  if not j then return {0, 'link_not_found', ''} end
-  local link = cjson.decode(j)
-  s = link.status
-  if link.tokens == nil or link.tokens == cjson.null then s = s .. ':empty' end
+const COMMIT_RELEASES = `
+local function commit(k1, k2, k3, grantId, event, maxEvents, version, digest)
+  local sv = redis.call('HMGET', k1, 's', 'v')
+  local s = sv[1]
+  if not s then
+    local j = redis.call('HGET', k1, 'j')
+    if not j then return 0, 'link_not_found', '' end
+    local link = cjson.decode(j)
+    s = link.status
+    if link.tokens == nil or link.tokens == cjson.null then s = s .. ':empty' end
+  end
+  if s ~= 'active' then
+    local status = string.match(s, '^[^:]*')
+    if status == 'active' then return 0, 'no_tokens', status end
+    return 0, 'not_active', status
+  end
+  if version ~= '' then
+    if sv[2] ~= version then return 0, 'changed', '' end
+    local g = redis.call('HGET', k2, grantId)
+    if not g then return 0, 'grant_gone', '' end
+    if redis.sha1hex(g) ~= digest then return 0, 'changed', '' end
+  elseif redis.call('HEXISTS', k2, grantId) == 0 then return 0, 'grant_gone', '' end
+  if maxEvents ~= '' and redis.call('XLEN', k3) >= tonumber(maxEvents) then return 0, 'audit_full', '' end
+  return 1, redis.call('XADD', k3, '*', 'e', event), ''
 end
-if s ~= 'active' then
-  local status = string.match(s, '^[^:]*')
-  if status == 'active' then return {0, 'no_tokens', status} end
-  return {0, 'not_active', status}
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local a = 4 * i + 2
+  local ok, value, status = commit(KEYS[3*i+1], KEYS[3*i+2], KEYS[3*i+3], ARGV[a], ARGV[a+1], ARGV[1], ARGV[a+2], ARGV[a+3])
+  out[#out + 1] = ok
+  out[#out + 1] = value
+  out[#out + 1] = status
 end
-if ARGV[4] ~= nil and ARGV[4] ~= '' then
-  if sv[2] ~= ARGV[4] then return {0, 'changed', ''} end
-  local g = redis.call('HGET', KEYS[2], ARGV[1])
-  if not g then return {0, 'grant_gone', ''} end
-  if redis.sha1hex(g) ~= ARGV[5] then return {0, 'changed', ''} end
-elseif redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {0, 'grant_gone', ''} end
-if ARGV[3] ~= '' and redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[3]) then return {0, 'audit_full', ''} end
-return {1, redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])}
+return out
 `;
 
 // Queue KEYS, always in this order: due, kind, payload, attempts, runat, lease.
@@ -293,16 +308,7 @@ export interface ScriptCommands {
     seen: string,
   ): Promise<number>;
   linkvaultReleaseRead(numKeys: number, ...args: ScriptArg[]): Promise<string[] | null>;
-  linkvaultCommitRelease(
-    link: string,
-    grants: string,
-    audit: string,
-    grantId: string,
-    event: string,
-    auditMaxEvents: string,
-    linkVersion: string,
-    grantDigest: string,
-  ): Promise<[number, string, string?]>;
+  linkvaultCommitReleases(numKeys: number, ...args: ScriptArg[]): Promise<(number | string)[]>;
   linkvaultEnqueue(...args: ScriptArg[]): Promise<number>;
   linkvaultClaimJobs(...args: ScriptArg[]): Promise<(string | null)[]>;
   linkvaultCompleteJob(...args: ScriptArg[]): Promise<number>;
@@ -324,7 +330,7 @@ export function defineScripts(client: RedisClient): ScriptCommands {
   client.defineCommand('linkvaultPutGrant', { lua: PUT_GRANT, numberOfKeys: 3 });
   client.defineCommand('linkvaultDeleteGrant', { lua: DELETE_GRANT, numberOfKeys: 3 });
   client.defineCommand('linkvaultReleaseRead', { lua: RELEASE_READ });
-  client.defineCommand('linkvaultCommitRelease', { lua: COMMIT_RELEASE, numberOfKeys: 3 });
+  client.defineCommand('linkvaultCommitReleases', { lua: COMMIT_RELEASES });
   client.defineCommand('linkvaultEnqueue', { lua: ENQUEUE, numberOfKeys: 6 });
   client.defineCommand('linkvaultClaimJobs', { lua: CLAIM_JOBS, numberOfKeys: 6 });
   client.defineCommand('linkvaultCompleteJob', { lua: COMPLETE_JOB, numberOfKeys: 6 });

@@ -7,7 +7,9 @@ import { createStore } from '../../../src/store/create-store.js';
 import { checkRedisPersistence } from '../../../src/store/redis/redis-persistence.js';
 import { createRedisClient, waitForRedisReady } from '../../../src/store/redis/client.js';
 import { redisTenantTag } from '../../../src/store/redis/keys.js';
-import type { Store } from '../../../src/store/store.js';
+import type { LinkRecord } from '../../../src/links/link.js';
+import type { GrantRecord } from '../../../src/links/release/grants.js';
+import type { AuditEvent, ReleaseCommit, Store } from '../../../src/store/store.js';
 import { startRedis, type RedisServerHandle } from '../../support/redis-server.js';
 import { makeLink, runStoreContract } from '../store-contract.js';
 import { runReleaseStoreContract } from '../release-store-contract.js';
@@ -54,6 +56,38 @@ function assertUnavailable(result: PromiseSettledResult<unknown>): void {
   assert.equal(reason.retryAfterSeconds, 1);
 }
 
+/**
+ * The commands a client sent Redis while `work` ran (MONITOR between two ECHO markers), each as
+ * its arguments; commands a Lua script ran show up with source "lua" and are not round trips.
+ */
+async function roundTrips(port: number, work: () => Promise<void>): Promise<string[][]> {
+  const admin = new Redis(port, { lazyConnect: true });
+  await admin.connect();
+  const monitor = await admin.monitor();
+  const marker = new Redis(port);
+  try {
+    const seen: string[][] = [];
+    let counting = false;
+    let onSentinel: () => void = () => undefined;
+    const sentinel = new Promise<void>((resolve) => (onSentinel = resolve));
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      const name = String(args[0]).toLowerCase();
+      if (name === 'echo' && args[1] === 'begin-count') counting = true;
+      else if (name === 'echo' && args[1] === 'end-count') onSentinel();
+      else if (counting && source !== 'lua') seen.push([name, ...args.slice(1).map(String)]);
+    });
+    await marker.echo('begin-count');
+    await work();
+    await marker.echo('end-count');
+    await sentinel;
+    return seen;
+  } finally {
+    marker.disconnect();
+    monitor.disconnect();
+    admin.disconnect();
+  }
+}
+
 describe('RedisStore on a standalone Redis', () => {
   let server: RedisServerHandle;
   before(async () => {
@@ -75,9 +109,6 @@ describe('RedisStore on a standalone Redis', () => {
 
   it('when the link tenant is cached, then getLink, touchLink and appendAudit are one round trip each', async () => {
     const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
-    const admin = new Redis(server.port, { lazyConnect: true });
-    await admin.connect();
-    const monitor = await admin.monitor();
     try {
       const link = makeLink();
       await store.saveLink(link, null);
@@ -85,38 +116,87 @@ describe('RedisStore on a standalone Redis', () => {
       await store.getLink(link.id);
       await store.touchLink(link.id, Date.now());
       await store.appendAudit({ atMs: Date.now(), type: 'warm.up', data: { link_id: link.id } });
-      const seen: string[] = [];
-      let counting = false;
-      let onSentinel: () => void = () => undefined;
-      const sentinel = new Promise<void>((resolve) => (onSentinel = resolve));
-      monitor.on('monitor', (_time: string, args: string[], source: string) => {
-        const name = String(args[0]).toLowerCase();
-        if (name === 'echo' && args[1] === 'begin-count') counting = true;
-        else if (name === 'echo' && args[1] === 'end-count') onSentinel();
-        // Commands a Lua script runs show up with source "lua"; they are not round trips.
-        else if (counting && source !== 'lua') seen.push(name);
+      const seen = await roundTrips(server.port, async () => {
+        for (let i = 0; i < 50; i++) {
+          await store.getLink(link.id);
+          await store.touchLink(link.id, Date.now());
+          await store.appendAudit({
+            atMs: Date.now(),
+            type: 'token.released',
+            data: { link_id: link.id },
+          });
+        }
       });
-      const marker = new Redis(server.port);
-      await marker.echo('begin-count');
-      for (let i = 0; i < 50; i++) {
-        await store.getLink(link.id);
-        await store.touchLink(link.id, Date.now());
-        await store.appendAudit({
-          atMs: Date.now(),
-          type: 'token.released',
-          data: { link_id: link.id },
-        });
-      }
-      await marker.echo('end-count');
-      await sentinel;
-      marker.disconnect();
       const calls: Record<string, number> = {};
-      for (const name of seen) calls[name] = (calls[name] ?? 0) + 1;
+      for (const [name] of seen) calls[name!] = (calls[name!] ?? 0) + 1;
       // touchLink and appendAudit (the shard's bound checked and the event added in one script) are scripts.
       assert.deepEqual(calls, { hmget: 50, evalsha: 100 });
     } finally {
-      monitor.disconnect();
-      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it('when releases commit in one turn of the event loop, then the releases of each tenant go to Redis as one script call (64 at most), each judged on its own', async () => {
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    try {
+      const links: LinkRecord[] = [];
+      for (const tenantId of ['tenant-batch-a', 'tenant-batch-b']) {
+        const link = makeLink({ tenantId });
+        assert.ok(await store.saveLink(link, null));
+        links.push(link);
+      }
+      const grantOf = (link: LinkRecord): GrantRecord => ({
+        id: `grt_batch_${link.tenantId}`,
+        serviceId: 'svc-batch',
+        tenantId: null,
+        providerId: null,
+        linkId: link.id,
+        scopes: null,
+        purpose: 'batch',
+        createdAtMs: Date.now(),
+        expiresAtMs: null,
+      });
+      for (const link of links) await store.putGrant(grantOf(link));
+      const event = (link: LinkRecord, n: number): AuditEvent => ({
+        atMs: Date.now(),
+        type: 'token.released',
+        data: { link_id: link.id, tenant_id: link.tenantId, n },
+      });
+      // Warm up: the tenant cache and the script cache (the first EVALSHA falls back to EVAL once).
+      for (const link of links)
+        await store.commitRelease(link.id, grantOf(link).id, event(link, -1));
+      let outcomes: ReleaseCommit[] = [];
+      const seen = await roundTrips(server.port, async () => {
+        // 70 releases of tenant a (over the 64 a call takes) and 5 of tenant b, in one turn.
+        outcomes = await Promise.all([
+          ...Array.from({ length: 70 }, (_, n) =>
+            store.commitRelease(links[0]!.id, grantOf(links[0]!).id, event(links[0]!, n)),
+          ),
+          ...Array.from({ length: 5 }, (_, n) =>
+            store.commitRelease(links[1]!.id, grantOf(links[1]!).id, event(links[1]!, n)),
+          ),
+        ]);
+      });
+      // EVALSHA's third argument is its key count: three keys per release.
+      assert.deepEqual(seen.map(([name, , keys]) => `${name} ${keys}`).sort(), [
+        'evalsha 15',
+        'evalsha 18',
+        'evalsha 192',
+      ]);
+      assert.ok(outcomes.every((o) => o.released));
+      const seqs = outcomes.map((o) => (o.released ? o.seq : ''));
+      assert.equal(new Set(seqs).size, 75);
+      const stored = (await store.readAudit(undefined, 1000)).filter((e) => e.data['n'] !== -1);
+      assert.equal(stored.length, 75);
+      for (const link of links) {
+        // In the order the releases were committed.
+        const ns = stored.filter((e) => e.data['link_id'] === link.id).map((e) => e.data['n']);
+        assert.deepEqual(
+          ns,
+          [...ns].sort((x, y) => Number(x) - Number(y)),
+        );
+      }
+    } finally {
       await store.close();
     }
   });
@@ -374,6 +454,54 @@ describe('RedisStore when Redis fails', () => {
       await server.kill('SIGCONT');
       await waitUntilAnswering(store);
       assert.equal((await store.getLink(link.id))?.id, link.id);
+    } finally {
+      await store.close();
+      await server.stop();
+    }
+  });
+
+  it('when Redis hangs (SIGSTOP) under releases committed together, then each of them rejects store_unavailable within 2 s, and later ones are stored', async () => {
+    const server = await startRedis();
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    try {
+      const link = makeLink({ tenantId: 'tenant-frozen' });
+      assert.ok(await store.saveLink(link, null));
+      const g: GrantRecord = {
+        id: 'grt_frozen',
+        serviceId: 'svc-frozen',
+        tenantId: 'tenant-frozen',
+        providerId: null,
+        linkId: null,
+        scopes: null,
+        purpose: 'frozen',
+        createdAtMs: Date.now(),
+        expiresAtMs: null,
+      };
+      await store.putGrant(g);
+      const event = (n: number): AuditEvent => ({
+        atMs: Date.now(),
+        type: 'token.released',
+        data: { link_id: link.id, tenant_id: link.tenantId, n },
+      });
+      assert.ok((await store.commitRelease(link.id, g.id, event(0))).released);
+      await server.kill('SIGSTOP');
+      const frozen = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          timed(store.commitRelease(link.id, g.id, event(i + 1))),
+        ),
+      );
+      for (const { elapsedMs, result } of frozen) {
+        assertUnavailable(result);
+        assert.ok(elapsedMs >= 900 && elapsedMs < 2000, `timed out after ${elapsedMs} ms`);
+      }
+      await server.kill('SIGCONT');
+      await waitUntilAnswering(store);
+      assert.ok((await store.commitRelease(link.id, g.id, event(99))).released);
+      // What a frozen Redis did with the script it had read is its own; the callers were told
+      // nothing was released, and the records before and after are there.
+      const ns = (await store.readAudit(undefined, 100)).map((e) => e.data['n']);
+      assert.equal(ns[0], 0);
+      assert.equal(ns.at(-1), 99);
     } finally {
       await store.close();
       await server.stop();
