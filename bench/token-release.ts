@@ -102,7 +102,7 @@ async function run(
   name: string,
   opts: Record<string, unknown>,
   pid?: number,
-): Promise<AutocannonResult & { cpuUsPerRequest?: number }> {
+): Promise<AutocannonResult & { cpuUsPerRequest: number | undefined }> {
   // A short warm-up (JIT, connection pools, the data-key cache) that is not measured.
   await autocannon({ ...opts, connections: CONNECTIONS, duration: 2 });
   const cpuBefore = pid === undefined ? 0 : cpuSeconds(pid);
@@ -114,7 +114,7 @@ async function run(
   console.log(
     `${name.padEnd(24)} ${result.requests.average.toFixed(0).padStart(7)} req/s   p50 ${String(result.latency.p50).padStart(3)} ms   p99 ${String(result.latency.p99).padStart(3)} ms   non-2xx ${result.non2xx}   errors ${result.errors}${cpuUsPerRequest === undefined || cpuUsPerRequest === 0 ? '' : `   CPU ${cpuUsPerRequest.toFixed(0)} µs per request`}`,
   );
-  return cpuUsPerRequest === undefined ? result : { ...result, cpuUsPerRequest };
+  return { ...result, cpuUsPerRequest };
 }
 
 /** CPU seconds a process has used, all threads (0 where /proc is missing). */

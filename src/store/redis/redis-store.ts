@@ -973,12 +973,9 @@ export class RedisStore implements Store {
     const queues = this.#commits;
     this.#commits = null;
     if (queues === null) return;
-    for (const [tenant, queue] of queues) {
-      if (queue.length <= MAX_COMMITS_PER_CALL) this.#sendCommits(tenant, queue);
-      else
-        for (let i = 0; i < queue.length; i += MAX_COMMITS_PER_CALL)
-          this.#sendCommits(tenant, queue.slice(i, i + MAX_COMMITS_PER_CALL));
-    }
+    for (const [tenant, queue] of queues)
+      for (let i = 0; i < queue.length; i += MAX_COMMITS_PER_CALL)
+        this.#sendCommits(tenant, queue.slice(i, i + MAX_COMMITS_PER_CALL));
   };
 
   #sendCommits(tenant: string, queue: readonly QueuedCommit[]): void {
