@@ -292,3 +292,120 @@ describe('the audit exporter: export, trim, fail closed', () => {
     });
   }
 });
+
+describe('the audit retention over many shards (a shard per tenant)', () => {
+  it('when a pass trims 100 shards, then up to 16 trims are in flight together, each shard is trimmed once, and the counts add up', async () => {
+    const shards = Array.from({ length: 100 }, (_, i) => `t:tenant-${i}`);
+    const trimmedShards: string[] = [];
+    let inFlight = 0;
+    let mostInFlight = 0;
+    const source = {
+      listAuditShards: async () => shards,
+      readAuditShard: async () => [],
+      // Each trim answers a turn later, as a store call does; shard i drops i events.
+      trimAuditShard: async (shard: string, throughSeq: string | null, keep: number) => {
+        assert.equal(throughSeq, null);
+        assert.equal(keep, Math.floor(10_000 / 100));
+        inFlight++;
+        mostInFlight = Math.max(mostInFlight, inFlight);
+        await new Promise((resolve) => setImmediate(resolve));
+        inFlight--;
+        trimmedShards.push(shard);
+        return Number(shard.slice('t:tenant-'.length));
+      },
+      acquireLock: async () => 'owner',
+      extendLock: async () => true,
+      releaseLock: async () => undefined,
+    };
+    const retention = createAuditExporter({
+      store: source as unknown as Parameters<typeof createAuditExporter>[0]['store'],
+      dir: null,
+      key: async () => createSecretKey(randomBytes(32)),
+      maxStoreEvents: 10_000,
+      log: silent,
+      now: Date.now,
+    });
+    const pass = await retention.runOnce();
+    await retention.stop();
+    assert.equal(mostInFlight, 16);
+    assert.deepEqual([...trimmedShards].sort(), [...shards].sort());
+    assert.equal(pass.trimmed, (99 * 100) / 2);
+  });
+});
+
+describe('the audit export over many shards', () => {
+  it('when 40 shards hold 0 to 2,496 new events, then every event is exported once, in order per shard, and the shards are trimmed through their last, 16 at a time', async () => {
+    const batchSize = 1000;
+    const shards = Array.from({ length: 40 }, (_, i) => `t:tenant-${i}`);
+    // Shard i holds i * 64 events (the last holds 2,496: three batches), seqs 1-0, 2-0, ….
+    const held = new Map(
+      shards.map((shard, i) => [
+        shard,
+        Array.from({ length: i * 64 }, (_, n) => ({
+          seq: `${n + 1}-0`,
+          atMs: 1_700_000_000_000 + n,
+          type: 'token.released',
+          data: { tenant_id: shard.slice(2), n },
+        })),
+      ]),
+    );
+    let inFlight = 0;
+    let mostInFlight = 0;
+    const trims = new Map<string, string | null>();
+    const source = {
+      listAuditShards: async () => shards,
+      readAuditShard: async (shard: string, afterSeq: string | undefined, limit: number) => {
+        const events = held.get(shard)!;
+        const from = afterSeq === undefined ? 0 : Number(afterSeq.split('-')[0]);
+        return events.slice(from, from + limit);
+      },
+      // Each trim answers a turn later, as a store call does.
+      trimAuditShard: async (shard: string, throughSeq: string | null) => {
+        inFlight++;
+        mostInFlight = Math.max(mostInFlight, inFlight);
+        await new Promise((resolve) => setImmediate(resolve));
+        inFlight--;
+        trims.set(shard, throughSeq);
+        return 0;
+      },
+      acquireLock: async () => 'owner',
+      extendLock: async () => true,
+      releaseLock: async () => undefined,
+    };
+    const dir = mkdtempSync(join(tmpdir(), 'lv-audit-many-shards-'));
+    const key = createSecretKey(randomBytes(32));
+    try {
+      const exporter = createAuditExporter({
+        store: source as unknown as Parameters<typeof createAuditExporter>[0]['store'],
+        dir,
+        key: async () => key,
+        maxStoreEvents: 100_000,
+        log: silent,
+        now: Date.now,
+        batchSize,
+      });
+      const pass = await exporter.runOnce();
+      await exporter.stop();
+      const total = shards.reduce((sum, _, i) => sum + i * 64, 0);
+      assert.equal(pass.exported, total);
+      assert.equal(mostInFlight, 16);
+      const lines = exportedLines(dir);
+      assert.equal(lines.length, total);
+      for (const [i, shard] of shards.entries()) {
+        const ns = lines.filter((l) => l.shard === shard).map((l) => (l.data as { n: number }).n);
+        assert.deepEqual(
+          ns,
+          Array.from({ length: i * 64 }, (_, n) => n),
+          shard,
+        );
+        // Trimmed through the last exported event (shards with none were not exported).
+        assert.equal(trims.get(shard), i === 0 ? undefined : `${i * 64}-0`);
+      }
+      const report = await verifyAuditChain(dir, key);
+      assert.equal(report.ok, true);
+      assert.equal(report.events, total);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
