@@ -279,6 +279,7 @@ async function tokenRun(
   const cpuBefore = cpuByThread(service.pid);
   const memBefore = memory ? await usedMemory(memory) : NaN;
   const redisCpuBefore = memory ? await redisCpu(memory) : NaN;
+  const rewritesBefore = memory ? await persistenceField(memory, 'aof_rewrites') : '';
   // With the service's pid: its CPU per answer over the measured part, as for the hello worlds.
   const result = await run(autocannon, name, opts, service.pid);
   const redisCpuAfter = memory ? await redisCpu(memory) : NaN;
@@ -316,10 +317,15 @@ async function tokenRun(
       `  service CPU per release: ${cpuUsPerRelease.toFixed(0)} µs after the warm-up (target ≤ 60); with the warm-up: ${total.toFixed(1)} s = ${((total * 1e6) / Math.max(1, released)).toFixed(0)} µs per release  [${used.map(([n, t]) => `${n} ${t.toFixed(1)}s`).join(', ')}]`,
     );
   }
-  if (memory)
+  if (memory) {
     console.log(
       `  Redis CPU per release: ${(((redisCpuAfter - redisCpuBefore) * 1e6) / Math.max(1, released)).toFixed(0)} µs (INFO cpu, incl. warm-up)`,
     );
+    // A rewrite forks Redis and writes its whole data set, on the same cores as the run.
+    const rewrites =
+      Number(await persistenceField(memory, 'aof_rewrites')) - Number(rewritesBefore);
+    if (rewrites > 0) console.log(`  AOF rewrites during the run: ${rewrites} (auto-aof-rewrite)`);
+  }
   if (memory && REDIS_STATS) {
     // Redis's own per-command counts and times for this run (then reset for the next run).
     const stats = (await memory.info('commandstats'))
