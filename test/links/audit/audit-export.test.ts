@@ -293,118 +293,128 @@ describe('the audit exporter: export, trim, fail closed', () => {
   }
 });
 
-describe('the audit retention over many shards (a shard per tenant)', () => {
-  it('when a pass trims 100 shards, then up to 16 trims are in flight together, each shard is trimmed once, and the counts add up', async () => {
-    const shards = Array.from({ length: 100 }, (_, i) => `t:tenant-${i}`);
-    const trimmedShards: string[] = [];
-    let inFlight = 0;
-    let mostInFlight = 0;
-    const source = {
-      listAuditShards: async () => shards,
-      readAuditShard: async () => [],
-      // Each trim answers a turn later, as a store call does; shard i drops i events.
-      trimAuditShard: async (shard: string, throughSeq: string | null, keep: number) => {
-        assert.equal(throughSeq, null);
-        assert.equal(keep, Math.floor(10_000 / 100));
-        inFlight++;
-        mostInFlight = Math.max(mostInFlight, inFlight);
-        await new Promise((resolve) => setImmediate(resolve));
-        inFlight--;
-        trimmedShards.push(shard);
-        return Number(shard.slice('t:tenant-'.length));
-      },
-      acquireLock: async () => 'owner',
-      extendLock: async () => true,
-      releaseLock: async () => undefined,
-    };
-    const retention = createAuditExporter({
-      store: source as unknown as Parameters<typeof createAuditExporter>[0]['store'],
-      dir: null,
-      key: async () => createSecretKey(randomBytes(32)),
-      maxStoreEvents: 10_000,
-      log: silent,
-      now: Date.now,
-    });
-    const pass = await retention.runOnce();
-    await retention.stop();
-    assert.equal(mostInFlight, 16);
-    assert.deepEqual([...trimmedShards].sort(), [...shards].sort());
-    assert.equal(pass.trimmed, (99 * 100) / 2);
+describe('the audit exporter over many shards (a shard per tenant, on Redis)', () => {
+  let redis: RedisServerHandle;
+  before(async () => {
+    redis = await startRedis();
   });
-});
+  after(async () => {
+    await redis.stop();
+  });
 
-describe('the audit export over many shards', () => {
-  it('when 40 shards hold 0 to 2,496 new events, then every event is exported once, in order per shard, and the shards are trimmed through their last, 16 at a time', async () => {
-    const batchSize = 1000;
-    const shards = Array.from({ length: 40 }, (_, i) => `t:tenant-${i}`);
-    // Shard i holds i * 64 events (the last holds 2,496: three batches), seqs 1-0, 2-0, ….
-    const held = new Map(
-      shards.map((shard, i) => [
-        shard,
-        Array.from({ length: i * 64 }, (_, n) => ({
-          seq: `${n + 1}-0`,
-          atMs: 1_700_000_000_000 + n,
-          type: 'token.released',
-          data: { tenant_id: shard.slice(2), n },
-        })),
-      ]),
-    );
+  /** The store as the exporter sees it, counting how many of its trims are in flight at once. */
+  function countingTrims(store: Store): {
+    source: Parameters<typeof createAuditExporter>[0]['store'];
+    mostInFlight: () => number;
+  } {
     let inFlight = 0;
-    let mostInFlight = 0;
-    const trims = new Map<string, string | null>();
-    const source = {
-      listAuditShards: async () => shards,
-      readAuditShard: async (shard: string, afterSeq: string | undefined, limit: number) => {
-        const events = held.get(shard)!;
-        const from = afterSeq === undefined ? 0 : Number(afterSeq.split('-')[0]);
-        return events.slice(from, from + limit);
+    let most = 0;
+    const source: Parameters<typeof createAuditExporter>[0]['store'] = {
+      listAuditShards: () => store.listAuditShards(),
+      readAuditShard: (shard, afterSeq, limit) => store.readAuditShard(shard, afterSeq, limit),
+      trimAuditShard: async (shard, throughSeq, keep) => {
+        most = Math.max(most, ++inFlight);
+        try {
+          return await store.trimAuditShard(shard, throughSeq, keep);
+        } finally {
+          inFlight--;
+        }
       },
-      // Each trim answers a turn later, as a store call does.
-      trimAuditShard: async (shard: string, throughSeq: string | null) => {
-        inFlight++;
-        mostInFlight = Math.max(mostInFlight, inFlight);
-        await new Promise((resolve) => setImmediate(resolve));
-        inFlight--;
-        trims.set(shard, throughSeq);
-        return 0;
-      },
-      acquireLock: async () => 'owner',
-      extendLock: async () => true,
-      releaseLock: async () => undefined,
+      acquireLock: (name, ttlMs) => store.acquireLock(name, ttlMs),
+      extendLock: (name, owner, ttlMs) => store.extendLock(name, owner, ttlMs),
+      releaseLock: (name, owner) => store.releaseLock(name, owner),
     };
-    const dir = mkdtempSync(join(tmpdir(), 'lv-audit-many-shards-'));
-    const key = createSecretKey(randomBytes(32));
+    return { source, mostInFlight: () => most };
+  }
+
+  /** Shard i of `count` gets i × `per` events, in order (n = 0, 1, …). */
+  async function fill(store: Store, count: number, per: number): Promise<number> {
+    const audit = createAudit({ store, hmacKey: createSecretKey(randomBytes(32)), now: Date.now });
+    let total = 0;
+    await Promise.all(
+      Array.from({ length: count }, async (_, t) => {
+        for (let n = 0; n < t * per; n++)
+          await audit.record('token.released', { tenant_id: `tenant-${t}`, n });
+        total += t * per;
+      }),
+    );
+    return total;
+  }
+
+  it('when no export directory is set and 100 shards are over their share, then up to 16 trims are in flight together and each shard keeps its newest share', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lv-audit-many-retention-'));
+    const store = await openStore('redis', dir, redis.url);
     try {
-      const exporter = createAuditExporter({
-        store: source as unknown as Parameters<typeof createAuditExporter>[0]['store'],
-        dir,
-        key: async () => key,
-        maxStoreEvents: 100_000,
+      const total = await fill(store, 100, 1); // shard i holds i events
+      const { source, mostInFlight } = countingTrims(store);
+      const retention = createAuditExporter({
+        store: source,
+        dir: null,
+        key: async () => createSecretKey(randomBytes(32)),
+        maxStoreEvents: 100 * 20, // a share of 20 per shard
         log: silent,
         now: Date.now,
-        batchSize,
+      });
+      const pass = await retention.runOnce();
+      await retention.stop();
+      assert.equal(mostInFlight(), 16);
+      const kept = Array.from({ length: 100 }, (_, t) => Math.min(t, 20));
+      assert.equal(pass.trimmed, total - kept.reduce((a, b) => a + b, 0));
+      assert.equal(await storedEvents(store), total - pass.trimmed);
+      // The newest stay: each over-full shard keeps n = t - 20 … t - 1.
+      const page = await store.queryAudit({ tenantId: 'tenant-99' }, { limit: 100, order: 'asc' });
+      assert.deepEqual(
+        page.events.map((e) => (e.data as { n: number }).n),
+        Array.from({ length: 20 }, (_, k) => 79 + k),
+      );
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('when 40 shards hold 0 to 312 new events, then every event is exported once, in order per shard, and each shard is trimmed through its last, 16 at a time', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lv-audit-many-export-'));
+    const exportDir = join(dir, 'export');
+    const store = await openStore('redis', dir, redis.url);
+    const key = createSecretKey(randomBytes(32));
+    try {
+      const total = await fill(store, 40, 8); // up to 312 events: four batches of 100
+      const { source, mostInFlight } = countingTrims(store);
+      const exporter = createAuditExporter({
+        store: source,
+        dir: exportDir,
+        key: async () => key,
+        maxStoreEvents: 40 * 5, // keep 5 exported events per shard
+        log: silent,
+        now: Date.now,
+        batchSize: 100,
       });
       const pass = await exporter.runOnce();
       await exporter.stop();
-      const total = shards.reduce((sum, _, i) => sum + i * 64, 0);
       assert.equal(pass.exported, total);
-      assert.equal(mostInFlight, 16);
-      const lines = exportedLines(dir);
+      assert.equal(mostInFlight(), 16);
+      const lines = exportedLines(exportDir);
       assert.equal(lines.length, total);
-      for (const [i, shard] of shards.entries()) {
-        const ns = lines.filter((l) => l.shard === shard).map((l) => (l.data as { n: number }).n);
+      for (let t = 0; t < 40; t++) {
+        const ns = lines
+          .filter((l) => l.tenant_id === `tenant-${t}`)
+          .map((l) => (l.data as { n: number }).n);
         assert.deepEqual(
           ns,
-          Array.from({ length: i * 64 }, (_, n) => n),
-          shard,
+          Array.from({ length: t * 8 }, (_, n) => n),
+          `tenant-${t}`,
         );
-        // Trimmed through the last exported event (shards with none were not exported).
-        assert.equal(trims.get(shard), i === 0 ? undefined : `${i * 64}-0`);
       }
-      const report = await verifyAuditChain(dir, key);
+      assert.equal(
+        await storedEvents(store),
+        Array.from({ length: 40 }, (_, t) => Math.min(t * 8, 5)).reduce((a, b) => a + b, 0),
+      );
+      const report = await verifyAuditChain(exportDir, key);
       assert.equal(report.ok, true);
       assert.equal(report.events, total);
     } finally {
+      await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
