@@ -291,17 +291,8 @@ describe('the audit exporter: export, trim, fail closed', () => {
       }
     });
   }
-});
 
-describe('the audit exporter over many shards (a shard per tenant, on Redis)', () => {
-  let redis: RedisServerHandle;
-  before(async () => {
-    redis = await startRedis();
-  });
-  after(async () => {
-    await redis.stop();
-  });
-
+  // Many shards (a shard per tenant), on Redis.
   /** The store as the exporter sees it, counting how many of its trims are in flight at once. */
   function countingTrims(store: Store): {
     source: Parameters<typeof createAuditExporter>[0]['store'];
