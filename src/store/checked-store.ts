@@ -191,6 +191,9 @@ export function checkedStore(inner: Store): Store {
       return inner.readAudit(afterSeq, checkLimit(limit, 1000));
     },
     listAuditShards: () => inner.listAuditShards(),
+    ...(inner.takeChangedAuditShards === undefined
+      ? {}
+      : { takeChangedAuditShards: () => inner.takeChangedAuditShards!() }),
     async readAuditShard(shard, afterSeq, limit) {
       return inner.readAuditShard(checkId('shard', shard), afterSeq, checkLimit(limit, 1000));
     },

@@ -164,6 +164,14 @@ export interface AuditLogStore {
   readAudit(afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
   /** Every audit shard that may hold events (a shard is registered before its first event is stored). */
   listAuditShards(): Promise<string[]>;
+  /**
+   * The shards that may hold events appended since the previous call (by any process), taken: the
+   * next call answers only later ones. Null when some were lost and every shard should be visited.
+   * A store without it (SQLite: one shard) is visited whole on every pass. Hints come after their
+   * events are stored and may be late (Redis: up to 250 ms from another process), so a reader that
+   * relies on them also visits every shard now and then (the audit exporter: every minute).
+   */
+  takeChangedAuditShards?(): Promise<string[] | null>;
   /** Events of one shard with seq strictly after `afterSeq`, oldest first, at most `limit` (seqs as readAudit returns them). */
   readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
   /**

@@ -381,5 +381,37 @@ export function runReleaseStoreContract(
         (await store.readAudit()).map((e) => e.data['i']),
       );
     });
+
+    it('when events are appended and releases committed, then takeChangedAuditShards answers each shard that changed, once, and only those (where the store tracks them)', async (t) => {
+      const take = store.takeChangedAuditShards?.bind(store);
+      if (take === undefined) {
+        // SQLite keeps one shard: the exporter reads it whole on every pass.
+        assert.equal((await store.listAuditShards()).length, 1);
+        t.skip('this store keeps one shard and gives no hints');
+        return;
+      }
+      assert.deepEqual(await take(), [], 'a new store has no hints');
+      const link = makeLink({ tenantId: 'tenant-h' });
+      assert.ok(await store.saveLink(link, null));
+      const g = grant({ serviceId: 'svc-h', linkId: link.id });
+      await store.putGrant(g);
+      assert.equal((await store.commitRelease(link.id, g.id, releasedEvent(link))).released, true);
+      await store.appendAudit({ atMs: NOW, type: 'hint.test', data: { tenant_id: 'tenant-i' } });
+      await store.appendAudit({ atMs: NOW, type: 'hint.test', data: {} });
+      const changed = await take();
+      assert.ok(changed !== null);
+      const shards = await store.listAuditShards();
+      // Exactly the three shards that got an event, each a name listAuditShards gives.
+      assert.equal(changed.length, 3);
+      for (const shard of changed) assert.ok(shards.includes(shard), shard);
+      for (const shard of changed) assert.equal((await store.readAuditShard(shard)).length, 1);
+      assert.deepEqual(await take(), [], 'taken: answered once');
+      await store.appendAudit({ atMs: NOW, type: 'hint.test', data: { tenant_id: 'tenant-h' } });
+      const again = await take();
+      assert.deepEqual(
+        again,
+        changed.filter((s) => s.includes('tenant-h')),
+      );
+    });
   });
 }

@@ -160,6 +160,15 @@ export class RedisKeys {
     return `${this.#p}:audit:shards`;
   }
 
+  /**
+   * Bucket `bucket` of the changed-shard hints (the audit shards appended to since the exporter last
+   * took them): a set of shard names. Each bucket has its own hash tag, so the buckets spread over
+   * the cluster's slots instead of one slot taking every replica's hints.
+   */
+  auditChanged(bucket: number): string {
+    return `{${this.#p}:audit:changed:${bucket}}`;
+  }
+
   /** The queue's keys in the order every queue script declares them: due, kind, payload, attempts, runat, lease. */
   queue(): string[] {
     const tag = `{${this.#p}:q}`;

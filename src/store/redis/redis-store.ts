@@ -221,6 +221,25 @@ type CommitReply = readonly [ok: number, value: string, status: string];
  */
 const MAX_COMMITS_PER_CALL = 64;
 
+/**
+ * The changed-shard hints (takeChangedAuditShards): a process adds the shards it appended to, after
+ * the events are stored, to AUDIT_HINT_BUCKETS sets (a shard's bucket by a hash of its name, each in
+ * its own slot) at most every HINT_FLUSH_MS; the exporter takes them. A hint is a shard name, or
+ * SWEEP_HINT: this process lost hints (Redis was down for long), so the exporter should visit every
+ * shard.
+ */
+const AUDIT_HINT_BUCKETS = 16;
+const HINT_FLUSH_MS = 250;
+/** Members taken by one SPOP. */
+const HINT_TAKE = 1000;
+const SWEEP_HINT = '*';
+
+function hintBucket(shard: string): number {
+  let h = 0;
+  for (let i = 0; i < shard.length; i++) h = (h * 31 + shard.charCodeAt(i)) | 0;
+  return (h >>> 0) % AUDIT_HINT_BUCKETS;
+}
+
 export class RedisStore implements Store {
   readonly kind = 'redis' as const;
   readonly #client: RedisClient;
@@ -236,6 +255,7 @@ export class RedisStore implements Store {
   readonly #replicaWait: ReplicaWait | undefined;
   readonly #webhooks: WebhookStore;
   #closed = false;
+  #closing = false;
   /** Set once this process knows every link is in the expiry index (#ensureExpiryIndex). */
   #expiryIndexBuilt = false;
   /** Set once this process knows no grant is left in the pre-index layout (#ensureGrantIndex). */
@@ -254,6 +274,11 @@ export class RedisStore implements Store {
   readonly #grantJson = new WeakMap<GrantRecord, string>();
   /** Tenant audit shards this process has registered (#registerShard). */
   readonly #shardsKnown = new Set<string>();
+  /** Audit shards this process appended to since its last hint flush (#flushHints). */
+  #changedShards = new Set<string>();
+  /** Set when hints were dropped (the set outgrew its bound while Redis was unreachable). */
+  #hintsLost = false;
+  #hintTimer: NodeJS.Timeout | null = null;
   /** Release commits waiting for the end of this event-loop turn, by tenant (null: none). */
   #commits: Map<string, QueuedCommit[]> | null = null;
   #lastErrorLogMs = 0;
@@ -405,7 +430,11 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closing) return;
+    this.#closing = true;
+    // The hints not yet flushed: without them the exporter would find these events only at its
+    // next visit of every shard.
+    await this.#flushHints();
     this.#closed = true;
     const client = this.#client;
     if (client.status === 'ready') {
@@ -987,6 +1016,9 @@ export class RedisStore implements Store {
     for (const c of queue) args.push(c.grantId, c.event, c.linkVersion, c.grantDigest);
     this.#call(() => this.#scripts.linkvaultCommitReleases(3 * queue.length, ...args)).then(
       (flat) => {
+        // After the records are stored: a hint flushed before them could send the exporter to the
+        // shard too early. (Also on a refusal or failure below, as Redis may have stored some.)
+        this.#noteChanged(tenantShard(tenant));
         if (!Array.isArray(flat) || flat.length !== 3 * queue.length) {
           const err = new LinkvaultError('internal_error', {
             detail: 'unexpected release commit reply',
@@ -1002,6 +1034,7 @@ export class RedisStore implements Store {
           ]);
       },
       (err: unknown) => {
+        this.#noteChanged(tenantShard(tenant));
         for (const c of queue) c.reject(err);
       },
     );
@@ -1068,8 +1101,91 @@ export class RedisStore implements Store {
     );
     if (id === null)
       throw this.#auditFull(tenant === null ? GLOBAL_AUDIT_SHARD : tenantAuditShard(tenant));
+    this.#noteChanged(tenant === null ? GLOBAL_AUDIT_SHARD : tenantShard(tenant));
     await this.#awaitReplicas(registered ? [key, this.#keys.auditShards] : [key]);
     return tenant === null ? id : tenantSeq(id, tenant);
+  }
+
+  /** Remembers that `shard` holds an event the exporter has not been told of; flushed within HINT_FLUSH_MS. */
+  #noteChanged(shard: string): void {
+    this.#changedShards.add(shard);
+    if (this.#hintTimer === null && !this.#closed) {
+      this.#hintTimer = setTimeout(this.#onHintTimer, HINT_FLUSH_MS);
+      this.#hintTimer.unref();
+    }
+  }
+
+  readonly #onHintTimer = (): void => {
+    void this.#flushHints();
+  };
+
+  /**
+   * Adds the shards noted since the last flush to their hint buckets (one SADD per bucket). What a
+   * failed SADD carried is noted again for the next flush; past the tenant bound the hints are
+   * dropped and replaced by SWEEP_HINT, which sends the exporter to every shard. Never rejects.
+   */
+  async #flushHints(): Promise<void> {
+    if (this.#hintTimer !== null) clearTimeout(this.#hintTimer);
+    this.#hintTimer = null;
+    const shards = this.#changedShards;
+    if (shards.size === 0 && !this.#hintsLost) return;
+    this.#changedShards = new Set();
+    const buckets = new Map<number, string[]>();
+    if (this.#hintsLost) {
+      this.#hintsLost = false;
+      buckets.set(0, [SWEEP_HINT]);
+    }
+    for (const shard of shards) {
+      const bucket = hintBucket(shard);
+      const members = buckets.get(bucket);
+      if (members === undefined) buckets.set(bucket, [shard]);
+      else members.push(shard);
+    }
+    await Promise.all(
+      [...buckets].map(async ([bucket, members]) => {
+        try {
+          await this.#call(() => this.#client.sadd(this.#keys.auditChanged(bucket), members));
+        } catch {
+          // Kept for the next flush (the failure is logged and counted by #call).
+          for (const m of members)
+            if (m === SWEEP_HINT) this.#hintsLost = true;
+            else this.#noteChanged(m);
+          if (this.#changedShards.size > this.#tenantCacheSize) {
+            this.#changedShards.clear();
+            this.#hintsLost = true;
+          }
+          if (this.#hintsLost && this.#hintTimer === null && !this.#closed) {
+            this.#hintTimer = setTimeout(this.#onHintTimer, HINT_FLUSH_MS);
+            this.#hintTimer.unref();
+          }
+        }
+      }),
+    );
+  }
+
+  /**
+   * The shards appended to since the last call, by any process (taken: each hint is answered once),
+   * or null when a process lost hints and every shard should be visited. This process's own pending
+   * hints are flushed first, so its events stored before the call are all answered; another
+   * process's are at most HINT_FLUSH_MS late.
+   */
+  async takeChangedAuditShards(): Promise<string[] | null> {
+    await this.#flushHints();
+    const shards = new Set<string>();
+    let sweep = false;
+    await Promise.all(
+      Array.from({ length: AUDIT_HINT_BUCKETS }, async (_, bucket) => {
+        const key = this.#keys.auditChanged(bucket);
+        for (;;) {
+          const members = await this.#call(() => this.#client.spop(key, HINT_TAKE));
+          for (const m of members)
+            if (m === SWEEP_HINT) sweep = true;
+            else shards.add(m);
+          if (members.length < HINT_TAKE) break;
+        }
+      }),
+    );
+    return sweep ? null : [...shards].sort();
   }
 
   /** `global`, then every tenant shard: the registered ones and every tenant that has links (a release's shard). */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createSecretKey, randomBytes, randomUUID } from 'node:crypto';
+import { createSecretKey, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -293,17 +293,35 @@ describe('the audit exporter: export, trim, fail closed', () => {
   }
 
   // Many shards (a shard per tenant), on Redis.
-  /** The store as the exporter sees it, counting how many of its trims are in flight at once. */
-  function countingTrims(store: Store): {
+  /**
+   * The store as the exporter sees it (with its changed-shard hints), recording the shards read and
+   * trimmed and how many trims are in flight at once; `failReadOnce` makes the next read throw.
+   */
+  function instrumented(store: Store): {
     source: Parameters<typeof createAuditExporter>[0]['store'];
     mostInFlight: () => number;
+    read: Set<string>;
+    trimmed: Set<string>;
+    failReadOnce: () => void;
   } {
     let inFlight = 0;
     let most = 0;
+    const read = new Set<string>();
+    const trimmed = new Set<string>();
+    let failNextRead = false;
     const source: Parameters<typeof createAuditExporter>[0]['store'] = {
       listAuditShards: () => store.listAuditShards(),
-      readAuditShard: (shard, afterSeq, limit) => store.readAuditShard(shard, afterSeq, limit),
+      takeChangedAuditShards: () => store.takeChangedAuditShards!(),
+      readAuditShard: async (shard, afterSeq, limit) => {
+        read.add(shard);
+        if (failNextRead) {
+          failNextRead = false;
+          throw new Error('injected read failure');
+        }
+        return store.readAuditShard(shard, afterSeq, limit);
+      },
       trimAuditShard: async (shard, throughSeq, keep) => {
+        trimmed.add(shard);
         most = Math.max(most, ++inFlight);
         try {
           return await store.trimAuditShard(shard, throughSeq, keep);
@@ -315,7 +333,27 @@ describe('the audit exporter: export, trim, fail closed', () => {
       extendLock: (name, owner, ttlMs) => store.extendLock(name, owner, ttlMs),
       releaseLock: (name, owner) => store.releaseLock(name, owner),
     };
-    return { source, mostInFlight: () => most };
+    return {
+      source,
+      mostInFlight: () => most,
+      read,
+      trimmed,
+      failReadOnce: () => (failNextRead = true),
+    };
+  }
+
+  /** Runs `body` on a fresh Redis store (with an export directory and an audit key), then closes and removes them. */
+  async function onFreshRedis(
+    body: (fresh: { store: Store; exportDir: string; key: KeyObject }) => Promise<void>,
+  ): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), 'lv-audit-shards-'));
+    const store = await openStore('redis', dir, redis.url);
+    try {
+      await body({ store, exportDir: join(dir, 'export'), key: createSecretKey(randomBytes(32)) });
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   /** Shard i of `count` gets i × `per` events, in order (n = 0, 1, …). */
@@ -333,11 +371,9 @@ describe('the audit exporter: export, trim, fail closed', () => {
   }
 
   it('when no export directory is set and 100 shards are over their share, then up to 16 trims are in flight together and each shard keeps its newest share', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'lv-audit-many-retention-'));
-    const store = await openStore('redis', dir, redis.url);
-    try {
+    await onFreshRedis(async ({ store }) => {
       const total = await fill(store, 100, 1); // shard i holds i events
-      const { source, mostInFlight } = countingTrims(store);
+      const { source, mostInFlight } = instrumented(store);
       const retention = createAuditExporter({
         store: source,
         dir: null,
@@ -358,20 +394,13 @@ describe('the audit exporter: export, trim, fail closed', () => {
         page.events.map((e) => (e.data as { n: number }).n),
         Array.from({ length: 20 }, (_, k) => 79 + k),
       );
-    } finally {
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('when 40 shards hold 0 to 312 new events, then every event is exported once, in order per shard, and each shard is trimmed through its last, 16 at a time', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'lv-audit-many-export-'));
-    const exportDir = join(dir, 'export');
-    const store = await openStore('redis', dir, redis.url);
-    const key = createSecretKey(randomBytes(32));
-    try {
+    await onFreshRedis(async ({ store, exportDir, key }) => {
       const total = await fill(store, 40, 8); // up to 312 events: four batches of 100
-      const { source, mostInFlight } = countingTrims(store);
+      const { source, mostInFlight } = instrumented(store);
       const exporter = createAuditExporter({
         store: source,
         dir: exportDir,
@@ -404,9 +433,86 @@ describe('the audit exporter: export, trim, fail closed', () => {
       const report = await verifyAuditChain(exportDir, key);
       assert.equal(report.ok, true);
       assert.equal(report.events, total);
-    } finally {
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
+  });
+
+  it('when 2 of 100 shards get new events after a pass, then the next pass reads and trims only those 2, and a pass after the sweep interval visits every shard', async () => {
+    await onFreshRedis(async ({ store, exportDir, key }) => {
+      const total = await fill(store, 100, 1); // tenant-1 … tenant-99 hold 1 … 99 events
+      const { source, read, trimmed } = instrumented(store);
+      let clock = Date.now();
+      const exporter = createAuditExporter({
+        store: source,
+        dir: exportDir,
+        key: async () => key,
+        maxStoreEvents: 100 * 5,
+        log: silent,
+        now: () => clock,
+        sweepIntervalMs: 60_000,
+      });
+      const first = await exporter.runOnce();
+      assert.equal(first.exported, total);
+      const every = (await store.listAuditShards()).length;
+      assert.equal(first.shards, every);
+      assert.equal(read.size, every);
+
+      const audit = createAudit({ store, hmacKey: key, now: Date.now });
+      for (let n = 0; n < 3; n++)
+        await audit.record('token.released', { tenant_id: 'tenant-5', n });
+      await audit.record('token.released', { tenant_id: 'tenant-77', n: 0 });
+      read.clear();
+      trimmed.clear();
+      clock += 1000;
+      const second = await exporter.runOnce();
+      assert.equal(second.exported, 4);
+      assert.equal(second.shards, 2);
+      assert.deepEqual([...read].sort(), ['t:tenant-5', 't:tenant-77']);
+      assert.deepEqual([...trimmed].sort(), ['t:tenant-5', 't:tenant-77']);
+      // Trimmed to its share (5) like every other shard: tenant-77 keeps its newest 5.
+      assert.equal((await store.readAuditShard('t:tenant-77')).length, 5);
+
+      read.clear();
+      const idle = await exporter.runOnce();
+      assert.deepEqual([idle.exported, idle.shards, read.size], [0, 0, 0], 'nothing changed');
+
+      clock += 60_000;
+      const sweep = await exporter.runOnce();
+      assert.equal(sweep.shards, every);
+      assert.equal(read.size, every);
+      await exporter.stop();
+      const report = await verifyAuditChain(exportDir, key);
+      assert.equal(report.ok, true);
+      assert.equal(report.events, total + 4);
+      assert.equal(exportedLines(exportDir).length, total + 4);
+    });
+  });
+
+  it('when a pass fails after taking the changed shards, then the next pass visits every shard and exports what the failed one missed', async () => {
+    await onFreshRedis(async ({ store, exportDir, key }) => {
+      const total = await fill(store, 20, 1);
+      const { source, read, failReadOnce } = instrumented(store);
+      const exporter = createAuditExporter({
+        store: source,
+        dir: exportDir,
+        key: async () => key,
+        maxStoreEvents: 100_000,
+        log: silent,
+        now: Date.now,
+      });
+      assert.equal((await exporter.runOnce()).exported, total);
+      const audit = createAudit({ store, hmacKey: key, now: Date.now });
+      await audit.record('token.released', { tenant_id: 'tenant-3', n: 3 });
+      failReadOnce();
+      await assert.rejects(exporter.runOnce(), /injected read failure/);
+      // The hint for tenant-3 was taken by the failed pass: nothing will send it again.
+      assert.deepEqual(await store.takeChangedAuditShards!(), []);
+      read.clear();
+      const next = await exporter.runOnce();
+      assert.equal(next.exported, 1);
+      assert.equal(read.size, (await store.listAuditShards()).length);
+      await exporter.stop();
+      assert.equal(exportedLines(exportDir).length, total + 1);
+      assert.equal((await verifyAuditChain(exportDir, key)).ok, true);
+    });
   });
 });

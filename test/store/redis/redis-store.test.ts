@@ -441,6 +441,34 @@ describe('RedisStore when Redis fails', () => {
     }
   });
 
+  it('when Redis is down while audit hints flush, then the hints are kept and reach Redis after a restart, where another process takes them', async () => {
+    const server = await startRedis();
+    const config = redisConfig(server.url);
+    const writer = await createStore(config, { metrics: new Metrics() });
+    const exporterSide = await createStore(config, { metrics: new Metrics() });
+    try {
+      await writer.appendAudit({ atMs: Date.now(), type: 't', data: { tenant_id: 'tenant-k' } });
+      // Down before the hint's flush (250 ms after the append), and for several flushes.
+      await server.kill('SIGKILL');
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      await server.restart();
+      await waitUntilAnswering(exporterSide);
+      // No AOF on this server: the event is gone with it, but the hint was still in the writer.
+      const taken: string[] = [];
+      for (const deadline = Date.now() + 5000; Date.now() < deadline && taken.length === 0;) {
+        const changed = await exporterSide.takeChangedAuditShards!();
+        assert.ok(changed !== null);
+        taken.push(...changed);
+        if (taken.length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.deepEqual(taken, ['t:tenant-k']);
+    } finally {
+      await writer.close();
+      await exporterSide.close();
+      await server.stop();
+    }
+  });
+
   it('when Redis hangs (SIGSTOP), then a call rejects store_unavailable within 2 s instead of hanging', async () => {
     const server = await startRedis();
     const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });

@@ -13,11 +13,20 @@ import { openAuditChain, type AuditChainWriter, type ChainEvent } from './audit-
  * Order per shard, never across: each shard is read after its high-water mark, appended and
  * fsynced, and only then trimmed in the store, so a crash anywhere loses nothing and the chain's
  * recovery (cut an uncommitted tail, resume after the head's marks) duplicates nothing.
+ *
+ * Which shards a pass visits: a store holds a shard per tenant, and a pass that read and trimmed
+ * every one would cost O(tenants) however few of them are active. Where the store tells which shards
+ * were appended to since it was last asked (takeChangedAuditShards: Redis), a pass visits those; every
+ * shard is visited on the first pass after the lock is taken, after a failed pass (the hints it took
+ * are gone) and every `sweepIntervalMs` (hints are late from other replicas, or lost with a replica
+ * that died before sending them, and each shard's share shrinks as tenants are added).
  */
 
 /** What the exporter needs of the store: its shards, reads after a seq, and trimming exported events. */
 export interface AuditExportSource {
   listAuditShards(): Promise<string[]>;
+  /** The shards appended to since the last call (null: visit every shard); without it, every pass visits every shard. */
+  takeChangedAuditShards?(): Promise<string[] | null>;
   readAuditShard(shard: string, afterSeq?: string, limit?: number): Promise<AuditEvent[]>;
   /**
    * Deletes from `shard` the oldest events with seq at or before `throughSeq` (null: any), so that
@@ -43,6 +52,8 @@ export interface AuditExporterDeps {
   readonly intervalMs?: number;
   /** Events read per store call (default 1000). */
   readonly batchSize?: number;
+  /** Longest time between two passes that visit every shard, where the store gives changed shards (default 60 s). */
+  readonly sweepIntervalMs?: number;
   /** Called after every pass with what it did (metrics). */
   readonly onPass?: (pass: ExportPass) => void;
   /** Called when a pass fails (metrics; the failure is logged). */
@@ -52,6 +63,8 @@ export interface AuditExporterDeps {
 export interface ExportPass {
   readonly exported: number;
   readonly trimmed: number;
+  /** Shards the pass visited (read or trimmed). */
+  readonly shards: number;
   /** False when another replica holds the exporter lock. */
   readonly active: boolean;
 }
@@ -68,6 +81,7 @@ const LOCK = 'linkvault:audit-exporter';
 /** Pause between passes while events keep arriving (batches fsyncs; far inside the shard bound). */
 const BUSY_PAUSE_MS = 250;
 const LOCK_TTL_MS = 30_000;
+const DEFAULT_SWEEP_INTERVAL_MS = 60_000;
 /**
  * Shards trimmed at once. A pass trims every shard (a store call each, in the shard's own slot on a
  * cluster), and a store holds a shard per tenant: one after the other, 1,000 tenants made 1,000
@@ -109,6 +123,11 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
   const { store, log, now } = deps;
   const intervalMs = deps.intervalMs ?? 1000;
   const batchSize = deps.batchSize ?? 1000;
+  const sweepIntervalMs = deps.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
+  /** When the next pass must visit every shard (0: the next pass). */
+  let sweepDueAtMs = 0;
+  /** The shards of the last full listing and every changed one since: their count sets each shard's share. */
+  let known = new Set<string>();
   let owner: string | null = null;
   let lockExpiresAtMs = 0;
   let chain: AuditChainWriter | null = null;
@@ -129,6 +148,8 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
       owner = await store.acquireLock(LOCK, LOCK_TTL_MS);
       if (owner === null) return false;
       lockExpiresAtMs = now() + LOCK_TTL_MS;
+      // Another exporter may have taken hints and stopped before using them.
+      sweepDueAtMs = 0;
     }
     // (Re)opened after a takeover or a failed pass: the head on disk is the truth.
     if (deps.dir !== null)
@@ -136,14 +157,30 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
     return true;
   }
 
+  /** The shards this pass visits, and whether they are all of them. */
+  async function shardsOfPass(): Promise<{ shards: string[]; sweep: boolean }> {
+    const take = store.takeChangedAuditShards;
+    // Taken first, on a sweep too: a hint is sent only after its event is stored, so every event
+    // a hint taken here stands for is read below, and a hint that comes later is the next pass's.
+    const changed = take === undefined ? null : await take.call(store);
+    if (changed === null || now() >= sweepDueAtMs) {
+      const shards = await store.listAuditShards();
+      known = new Set(shards);
+      sweepDueAtMs = now() + sweepIntervalMs;
+      return { shards, sweep: true };
+    }
+    for (const shard of changed) known.add(shard);
+    return { shards: changed, sweep: false };
+  }
+
   async function pass(): Promise<ExportPass> {
-    if (!(await holdLock())) return { exported: 0, trimmed: 0, active: false };
-    const shards = await store.listAuditShards();
-    const keep = Math.floor(deps.maxStoreEvents / Math.max(1, shards.length));
+    if (!(await holdLock())) return { exported: 0, trimmed: 0, shards: 0, active: false };
+    const { shards, sweep } = await shardsOfPass();
+    const keep = Math.floor(deps.maxStoreEvents / Math.max(1, known.size));
     if (deps.dir === null) {
       // Retention only: the newest `keep` of each shard stay, the rest are dropped unexported.
       const trimmed = await trimAll(shards, (shard) => store.trimAuditShard(shard, null, keep));
-      return { exported: 0, trimmed, active: true };
+      return { exported: 0, trimmed, shards: shards.length, active: true };
     }
     const writer = chain!;
     let exported = 0;
@@ -159,20 +196,33 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
         }));
         exported += await writer.append(batch);
         if (events.length < batchSize) break;
-        if (!(await holdLock())) return { exported, trimmed: 0, active: false };
+        if (!(await holdLock()))
+          return { exported, trimmed: 0, shards: shards.length, active: false };
       }
     }
-    // Only what the chain holds durably is trimmed, shard by shard, keeping an equal share each.
-    const trimmed = await trimAll([...writer.highWater()], ([shard, seq]) =>
-      store.trimAuditShard(shard, seq, keep),
-    );
-    return { exported, trimmed, active: true };
+    // Only what the chain holds durably is trimmed, shard by shard, keeping an equal share each: on
+    // a sweep every shard the chain has marks for, else the shards this pass visited.
+    const marks = writer.highWater();
+    const trims: [string, string][] = sweep
+      ? [...marks]
+      : shards.flatMap((shard) => {
+          const seq = marks.get(shard);
+          return seq === undefined ? [] : [[shard, seq] as [string, string]];
+        });
+    const trimmed = await trimAll(trims, ([shard, seq]) => store.trimAuditShard(shard, seq, keep));
+    return { exported, trimmed, shards: shards.length, active: true };
   }
 
   function runOnce(): Promise<ExportPass> {
-    running ??= pass().finally(() => {
-      running = null;
-    });
+    running ??= pass()
+      .catch((err: unknown) => {
+        // The hints the pass took are gone with it: the next pass visits every shard.
+        sweepDueAtMs = 0;
+        throw err;
+      })
+      .finally(() => {
+        running = null;
+      });
     return running;
   }
 
