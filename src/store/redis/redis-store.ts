@@ -432,17 +432,21 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
-    // The hints not yet flushed: without them the exporter would find these events only at its
-    // next visit of every shard.
-    await this.#flushHints();
-    this.#closed = true;
     const client = this.#client;
     if (client.status === 'ready') {
+      // The hints not yet flushed first (without them the exporter would find these events only at
+      // its next visit of every shard), then QUIT: both within one GUARD_MS, for a hung Redis.
+      const flushAndQuit = async (): Promise<void> => {
+        await this.#flushHints();
+        this.#closed = true;
+        await client.quit().catch(() => undefined);
+      };
       await Promise.race([
-        client.quit().catch(() => undefined),
+        flushAndQuit(),
         new Promise((resolve) => setTimeout(resolve, GUARD_MS).unref()),
       ]);
     }
+    this.#closed = true;
     client.disconnect();
     client.off('error', this.#onClientError);
   }

@@ -469,6 +469,23 @@ describe('RedisStore when Redis fails', () => {
     }
   });
 
+  it('when Redis hangs (SIGSTOP) with audit hints pending, then close still returns within 2 s', async () => {
+    const server = await startRedis();
+    const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
+    try {
+      await store.appendAudit({ atMs: Date.now(), type: 't', data: { tenant_id: 'tenant-h' } });
+      await server.kill('SIGSTOP');
+      const started = Date.now();
+      await store.close();
+      const elapsed = Date.now() - started;
+      assert.ok(elapsed < 2000, `close took ${elapsed} ms`);
+    } finally {
+      await server.kill('SIGCONT');
+      await store.close();
+      await server.stop();
+    }
+  });
+
   it('when Redis hangs (SIGSTOP), then a call rejects store_unavailable within 2 s instead of hanging', async () => {
     const server = await startRedis();
     const store = await createStore(redisConfig(server.url), { metrics: new Metrics() });
