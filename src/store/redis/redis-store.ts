@@ -1018,11 +1018,12 @@ export class RedisStore implements Store {
     for (const c of queue) args.push(c.linkKey, grants, audit);
     args.push(this.#auditMaxEvents);
     for (const c of queue) args.push(c.grantId, c.event, c.linkVersion, c.grantDigest);
+    const shard = tenantShard(tenant);
     this.#call(() => this.#scripts.linkvaultCommitReleases(3 * queue.length, ...args)).then(
       (flat) => {
         // After the records are stored: a hint flushed before them could send the exporter to the
-        // shard too early. (Also on a refusal or failure below, as Redis may have stored some.)
-        this.#noteChanged(tenantShard(tenant));
+        // shard too early. (Also on a failure below, as Redis may have stored them.)
+        this.#noteChanged(shard);
         if (!Array.isArray(flat) || flat.length !== 3 * queue.length) {
           const err = new LinkvaultError('internal_error', {
             detail: 'unexpected release commit reply',
@@ -1038,7 +1039,7 @@ export class RedisStore implements Store {
           ]);
       },
       (err: unknown) => {
-        this.#noteChanged(tenantShard(tenant));
+        this.#noteChanged(shard);
         for (const c of queue) c.reject(err);
       },
     );
@@ -1113,10 +1114,14 @@ export class RedisStore implements Store {
   /** Remembers that `shard` holds an event the exporter has not been told of; flushed within HINT_FLUSH_MS. */
   #noteChanged(shard: string): void {
     this.#changedShards.add(shard);
-    if (this.#hintTimer === null && !this.#closed) {
-      this.#hintTimer = setTimeout(this.#onHintTimer, HINT_FLUSH_MS);
-      this.#hintTimer.unref();
-    }
+    this.#armHintTimer();
+  }
+
+  /** Schedules a hint flush in HINT_FLUSH_MS unless one is scheduled (or the store is closed). */
+  #armHintTimer(): void {
+    if (this.#hintTimer !== null || this.#closed) return;
+    this.#hintTimer = setTimeout(this.#onHintTimer, HINT_FLUSH_MS);
+    this.#hintTimer.unref();
   }
 
   readonly #onHintTimer = (): void => {
@@ -1158,10 +1163,7 @@ export class RedisStore implements Store {
             this.#changedShards.clear();
             this.#hintsLost = true;
           }
-          if (this.#hintsLost && this.#hintTimer === null && !this.#closed) {
-            this.#hintTimer = setTimeout(this.#onHintTimer, HINT_FLUSH_MS);
-            this.#hintTimer.unref();
-          }
+          if (this.#hintsLost) this.#armHintTimer();
         }
       }),
     );

@@ -83,12 +83,12 @@ const BUSY_PAUSE_MS = 250;
 const LOCK_TTL_MS = 30_000;
 const DEFAULT_SWEEP_INTERVAL_MS = 60_000;
 /**
- * Shards trimmed at once. A pass trims every shard (a store call each, in the shard's own slot on a
- * cluster), and a store holds a shard per tenant: one after the other, 1,000 tenants made 1,000
- * round trips a pass, each waiting behind a loaded replica's event-loop turn. Sixteen at once go out
- * together (the client pipelines a turn's commands), and one slow shard holds up fifteen others at
- * most. (The export's reads stay one shard at a time: each pass reads every shard, and a faster pass
- * would only mean more passes a second, each as costly, where the reads' round trips now pace them.)
+ * Shards trimmed at once. A pass trims each shard it visits (a store call each, in the shard's own
+ * slot on a cluster), and a visit of every shard trims a shard per tenant: one after the other, 1,000
+ * tenants made 1,000 round trips, each waiting behind a loaded replica's event-loop turn. Sixteen at
+ * once go out together (the client pipelines a turn's commands), and one slow shard holds up fifteen
+ * others at most. (The export's reads stay one shard at a time: read sixteen at once, a pass that
+ * visited every shard was faster, which only meant more passes a second, each as costly.)
  */
 const TRIMS_AT_ONCE = 16;
 
