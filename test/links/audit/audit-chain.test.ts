@@ -194,6 +194,65 @@ describe('audit chain files', () => {
     await resumesWhole(dir, {}, 10);
   });
 
+  it('when events are staged past the write size and never committed, then the marks stay at the last commit and reopening cuts the staged lines off', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now });
+    await chain.append(eventsFor('a', 1, 10));
+    const committedBytes = readFileSync(join(dir, linesOf(dir)[0]!.file)).length;
+    // ~1.6 MB of lines: the first megabyte is written to the file without a head.
+    const big = eventsFor('a', 11, 4000).map((e) => ({
+      ...e,
+      event: { ...e.event, pad: 'x'.repeat(400) },
+    }));
+    assert.equal(await chain.stage(big), 4000);
+    assert.equal(
+      chain.highWater().get('a'),
+      '10',
+      'staged is not exported: nothing may be trimmed',
+    );
+    assert.ok(
+      readFileSync(join(dir, linesOf(dir)[0]!.file)).length > committedBytes,
+      'staged lines reached the file',
+    );
+    assert.equal(await chain.stage(eventsFor('a', 11, 5)), 0, 'staged seqs are not staged twice');
+    // The process dies here: the next open finds lines after the head.
+    await resumesWhole(dir, {}, 10);
+  });
+
+  it('when staged events are committed, then the marks move and the chain verifies', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now });
+    assert.equal(await chain.stage(eventsFor('a', 1, 300)), 300);
+    assert.equal(await chain.stage(eventsFor('b', 1, 20)), 20);
+    assert.equal(chain.highWater().get('a'), undefined);
+    await chain.commit();
+    assert.equal(chain.highWater().get('a'), '300');
+    assert.equal(chain.highWater().get('b'), '20');
+    await chain.commit(); // nothing staged: nothing to do
+    const report = await verifyAuditChain(dir, key);
+    assert.equal(report.ok, true, JSON.stringify(report.problem));
+    assert.equal(report.events, 320);
+  });
+
+  it('when 2,000 events are staged, then the event loop turns between every 256 lines', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now });
+    let turns = 0;
+    let ticking = true;
+    const tick = (): void => {
+      turns++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const before = turns;
+    await chain.stage(eventsFor('a', 1, 2000));
+    ticking = false;
+    // 2,000 lines in chunks of 256 yield 7 times; a stage that made every line in one turn of the
+    // loop, as append did before, lets a replica's releases wait behind all of them.
+    assert.ok(turns - before >= 7, `the loop turned ${turns - before} times`);
+    await chain.commit();
+  });
+
   it('when the process died after opening the next file but before writing its head, then reopening removes that file and the store resends its events once', async () => {
     const dir = freshDir();
     const chain = await openAuditChain({ dir, key, now: Date.now, maxFileBytes: 2_000 });

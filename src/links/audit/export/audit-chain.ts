@@ -1,6 +1,6 @@
-import { createHash, createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, stat, truncate, unlink } from 'node:fs/promises';
+import crypto, { createHash, createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { mkdir, open, readdir, readFile, rename, stat, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -44,10 +44,22 @@ export interface AuditChainOptions {
 }
 
 export interface AuditChainWriter {
-  /** Per shard, the last seq that is durably exported: the store resumes after it and may trim up to it. */
+  /**
+   * Per shard, the last seq that is durably exported (committed): the store resumes after it and
+   * may trim up to it. Staged events are not in it until `commit`.
+   */
   highWater(): ReadonlyMap<string, string>;
-  /** Appends the events (oldest first per shard; older or equal seqs than the high water are skipped), durably. */
+  /** Stages the events, then commits: durable when it resolves. Returns how many were new. */
   append(events: readonly ChainEvent[]): Promise<number>;
+  /**
+   * Makes the events' lines (oldest first per shard; seqs at or before the shard's last staged one
+   * are skipped) and queues them for the open file, yielding to the event loop every few hundred.
+   * Not durable until `commit`: a process that dies first leaves bytes after the head, which the next
+   * open cuts off, and the store still holds the events. Returns how many were new.
+   */
+  stage(events: readonly ChainEvent[]): Promise<number>;
+  /** Writes what is staged, fsyncs it, and moves the signed head over it. */
+  commit(): Promise<void>;
 }
 
 interface Head {
@@ -60,8 +72,20 @@ interface Head {
   readonly mac?: string;
 }
 
+/** A seq of the two plain forms, each part small enough for a double: compared without BigInt. */
+const PLAIN_SEQ = /^(\d{1,15})(?:-(\d{1,15}))?(?:\/|$)/;
+
 /** Orders two sequence ids of one shard: `123` (SQLite) or `1700000000000-4[/tenant]` (Redis stream ids). */
 export function compareSeq(a: string, b: string): number {
+  // The exporter compares every event it writes: the plain forms take no allocation but the match.
+  const ma = PLAIN_SEQ.exec(a);
+  const mb = ma && PLAIN_SEQ.exec(b);
+  if (ma && mb) {
+    const x = Number(ma[1]) - Number(mb[1]);
+    if (x !== 0) return x < 0 ? -1 : 1;
+    const y = Number(ma[2] ?? 0) - Number(mb[2] ?? 0);
+    return y < 0 ? -1 : y > 0 ? 1 : 0;
+  }
   // A Redis tenant shard's seq carries its tenant after a `/`; within one shard it is the same.
   const pa = a
     .split('/')[0]!
@@ -79,8 +103,13 @@ export function compareSeq(a: string, b: string): number {
   return 0;
 }
 
+/** crypto.hash (Node ≥ 20.12): one call, half the cost of a Hash object per line. */
+const oneShotHash = (crypto as { hash?: typeof crypto.hash }).hash;
+
 export function hashLine(line: string): string {
-  return createHash('sha256').update(line, 'utf8').digest('hex');
+  return oneShotHash !== undefined
+    ? oneShotHash('sha256', line, 'hex')
+    : createHash('sha256').update(line, 'utf8').digest('hex');
 }
 
 function macOf(key: KeyObject, body: Readonly<Record<string, unknown>>): string {
@@ -100,8 +129,17 @@ function macMatches(
   return want.length === got.length && timingSafeEqual(want, got);
 }
 
+const DAY_MS = 86_400_000;
+let dayStartMs = NaN;
+let dayText = '';
+
+/** The UTC day of `ms` as YYYYMMDD (the last one kept: the exporter asks for every event it writes). */
 function dayOf(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10).replaceAll('-', '');
+  if (!(ms >= dayStartMs && ms < dayStartMs + DAY_MS)) {
+    dayStartMs = ms - (((ms % DAY_MS) + DAY_MS) % DAY_MS);
+    dayText = new Date(ms).toISOString().slice(0, 10).replaceAll('-', '');
+  }
+  return dayText;
 }
 
 function fileName(index: number, day: string): string {
@@ -120,26 +158,36 @@ export async function listChainFiles(
     .sort((a, b) => a.index - b.index);
 }
 
-function writeAtomically(path: string, text: string): void {
+/**
+ * Replaces `path` with `text` durably (a temporary file, fsynced, renamed over it, the directory
+ * fsynced). Asynchronous: the exporter runs in a replica that is serving releases, and an fsync on
+ * the main thread stops every request for as long as the disk takes.
+ */
+async function writeAtomically(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
+  const handle = await open(tmp, 'w', 0o600);
   try {
-    writeSync(fd, text);
-    fsyncSync(fd);
+    await handle.writeFile(text);
+    await handle.sync();
   } finally {
-    closeSync(fd);
+    await handle.close();
   }
-  renameSync(tmp, path);
+  await rename(tmp, path);
 }
 
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
   try {
-    fsyncSync(fd);
+    await handle.sync();
   } finally {
-    closeSync(fd);
+    await handle.close();
   }
 }
+
+/** Lines made between two turns of the event loop (≈ 1 ms of a replica's time). */
+const EVENTS_PER_TURN = 256;
+/** Staged bytes held before they are written to the file (without an fsync: commit does that). */
+const WRITE_BYTES = 1024 * 1024;
 
 /**
  * Opens the chain in `dir` for appending (creating the directory with mode 0700), recovering from a
@@ -181,7 +229,7 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
     // process died between the two): uncommitted, like a tail after the head, so they go; the store
     // still holds their events above the head's high water and sends them again.
     for (const later of files.slice(named + 1)) await unlink(join(dir, later.name));
-    fsyncDir(dir);
+    await fsyncDir(dir);
     current = files[named]!;
   }
   if (head && current) {
@@ -200,7 +248,7 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
     }
   }
 
-  function writeHead(fileNameNow: string): void {
+  async function writeHead(fileNameNow: string): Promise<void> {
     const body: Omit<Head, 'mac'> = {
       file: fileNameNow,
       bytes,
@@ -209,25 +257,67 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
       high_water: Object.fromEntries(highWater),
       updated_at: new Date(now()).toISOString(),
     };
-    writeAtomically(
+    await writeAtomically(
       join(dir, HEAD_FILE),
       JSON.stringify({ ...body, mac: macOf(key, body) }) + '\n',
     );
-    fsyncDir(dir);
+    await fsyncDir(dir);
   }
 
-  async function appendText(name: string, text: string): Promise<void> {
+  /** Appends `data` to the file `name`, all of it (writeFile loops over short writes), fsynced or not. */
+  async function appendBytes(name: string, data: Buffer | string, sync: boolean): Promise<void> {
     const handle = await open(join(dir, name), 'a', 0o600);
     try {
-      await handle.write(text);
-      await handle.sync();
+      await handle.writeFile(data);
+      if (sync) await handle.sync();
     } finally {
       await handle.close();
     }
   }
 
+  /**
+   * Staged lines not yet written to the open file, as bytes: a pass stages thousands of lines, and
+   * kept as strings they would be copied by every young-generation collection until written.
+   */
+  let unwritten: Buffer[] = [];
+  let unwrittenBytes = 0;
+  /**
+   * Lines made since the event loop last turned, over stage calls: a store that answers without
+   * I/O (SQLite) gives the loop no turn between the pages it is read in.
+   */
+  let sinceTurn = 0;
+  /** Whether lines were staged since the head last moved. */
+  let staged = false;
+  /** The marks the head commits (what highWater() answers); `highWater` runs ahead while staging. */
+  let committedMarks = new Map(highWater);
+
+  function holdUnwritten(text: string): void {
+    if (text.length === 0) return;
+    const chunk = Buffer.from(text, 'utf8');
+    unwritten.push(chunk);
+    unwrittenBytes += chunk.length;
+  }
+
+  async function writeUnwritten(sync: boolean): Promise<void> {
+    if (!current?.name) return;
+    const chunks = unwritten;
+    unwritten = [];
+    unwrittenBytes = 0;
+    const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    if (data.length > 0 || sync) await appendBytes(current.name, data, sync);
+  }
+
+  async function commit(): Promise<void> {
+    if (!staged || !current?.name) return;
+    await writeUnwritten(true);
+    await writeHead(current.name);
+    staged = false;
+    committedMarks = new Map(highWater);
+  }
+
   function lineOf(body: Record<string, unknown>): string {
-    const line = JSON.stringify({ ...body, prev: lastHash });
+    body.prev = lastHash;
+    const line = JSON.stringify(body);
     lastHash = hashLine(line);
     lines++;
     bytes += Buffer.byteLength(line) + 1;
@@ -246,25 +336,31 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
     lastHash = hashLine(line);
     lines++;
     bytes += Buffer.byteLength(line) + 1;
-    await appendText(name, line + '\n');
-    writeHead(name);
+    await appendBytes(name, line + '\n', true);
+    await writeHead(name);
+    staged = false;
+    committedMarks = new Map(highWater);
   }
 
-  async function append(batch: readonly ChainEvent[]): Promise<number> {
+  async function stage(batch: readonly ChainEvent[]): Promise<number> {
     let written = 0;
-    let buffer = '';
-    const flush = async (): Promise<void> => {
-      if (!buffer || !current?.name) return;
-      await appendText(current.name, buffer);
-      buffer = '';
-      writeHead(current.name);
-    };
+    let text = '';
     for (const item of batch) {
+      if (++sinceTurn > EVENTS_PER_TURN) {
+        // Let the releases waiting on this replica's event loop run (only this pass appends).
+        sinceTurn = 0;
+        holdUnwritten(text);
+        text = '';
+        if (unwrittenBytes >= WRITE_BYTES) await writeUnwritten(false);
+        await nextTurn();
+      }
       const last = highWater.get(item.shard);
       if (last !== undefined && compareSeq(item.seq, last) <= 0) continue; // already exported
       const day = dayOf(now());
       if (current?.name && (current.day !== day || bytes >= maxFileBytes)) {
-        await flush();
+        holdUnwritten(text);
+        text = '';
+        await commit();
         await closeFile(current.name);
         current = { name: '', index: current.index, day: current.day };
       }
@@ -275,17 +371,25 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
         lines = 0;
         events = 0;
       }
-      buffer += lineOf({ shard: item.shard, seq: item.seq, ...item.event });
+      // Key order as always: shard, seq, the event's own members, prev (lineOf sets it last).
+      text += lineOf({ shard: item.shard, seq: item.seq, ...item.event });
+      staged = true;
       events++;
       highWater.set(item.shard, item.seq);
       written++;
-      if (buffer.length >= 1024 * 1024) await flush();
     }
-    await flush();
+    holdUnwritten(text);
+    if (unwrittenBytes >= WRITE_BYTES) await writeUnwritten(false);
     return written;
   }
 
-  return { highWater: () => new Map(highWater), append };
+  async function append(batch: readonly ChainEvent[]): Promise<number> {
+    const written = await stage(batch);
+    await commit();
+    return written;
+  }
+
+  return { highWater: () => new Map(committedMarks), append, stage, commit };
 }
 
 export interface ChainProblem {

@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AuditEvent, Store } from '../../../store/store.js';
-import { openAuditChain, type AuditChainWriter, type ChainEvent } from './audit-chain.js';
+import { openAuditChain, type AuditChainWriter } from './audit-chain.js';
 
 /**
  * Moves audit events from the store to the export directory (audit-chain.ts), then trims them from
@@ -50,7 +50,10 @@ export interface AuditExporterDeps {
   readonly now: () => number;
   /** Pause between passes when there was nothing to do (default 1 s). */
   readonly intervalMs?: number;
-  /** Events read per store call (default 1000). */
+  /**
+   * Events read per store call (default 256). A page is decoded and turned into lines in one turn of
+   * the event loop, which the replica's releases wait behind: 1,000 held it ~7 ms (bench/audit-export.ts).
+   */
   readonly batchSize?: number;
   /** Longest time between two passes that visit every shard, where the store gives changed shards (default 60 s). */
   readonly sweepIntervalMs?: number;
@@ -122,7 +125,7 @@ export function auditEventJson(shard: string, event: AuditEvent): Record<string,
 export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
   const { store, log, now } = deps;
   const intervalMs = deps.intervalMs ?? 1000;
-  const batchSize = deps.batchSize ?? 1000;
+  const batchSize = deps.batchSize ?? 256;
   const sweepIntervalMs = deps.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
   /** When the next pass must visit every shard (0: the next pass). */
   let sweepDueAtMs = 0;
@@ -183,23 +186,29 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
       return { exported: 0, trimmed, shards: shards.length, active: true };
     }
     const writer = chain!;
+    // Only this pass appends: the marks it starts from are where each shard's reading starts.
+    const from = writer.highWater();
     let exported = 0;
+    // Each page is staged as it comes (its lines made, off the JS heap) and the pass commits once
+    // at its end: a commit is a file write and two fsyncs (the lines, the head) whatever it carries,
+    // and a pass that visits many shards with a few events each would otherwise pay them per shard.
     for (const shard of shards) {
+      let after = from.get(shard);
       for (;;) {
-        const after = writer.highWater().get(shard);
         const events = await store.readAuditShard(shard, after, batchSize);
         if (events.length === 0) break;
-        const batch: ChainEvent[] = events.map((e) => ({
-          shard,
-          seq: e.seq!,
-          event: auditEventJson(shard, e),
-        }));
-        exported += await writer.append(batch);
+        exported += await writer.stage(
+          events.map((e) => ({ shard, seq: e.seq!, event: auditEventJson(shard, e) })),
+        );
+        after = events.at(-1)!.seq!;
         if (events.length < batchSize) break;
+        // What this pass staged is not committed: whoever holds the lock next exports it (so it
+        // is not counted here; a file rotated meanwhile committed some, which the count misses).
         if (!(await holdLock()))
-          return { exported, trimmed: 0, shards: shards.length, active: false };
+          return { exported: 0, trimmed: 0, shards: shards.length, active: false };
       }
     }
+    await writer.commit();
     // Only what the chain holds durably is trimmed, shard by shard, keeping an equal share each: on
     // a sweep every shard the chain has marks for, else the shards this pass visited.
     const marks = writer.highWater();
@@ -232,12 +241,11 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
       runOnce().then(
         (result) => {
           deps.onPass?.(result);
-          // A full batch: a backlog, back at once. Some events: again shortly, so that each pass (a
-          // file and head fsync, a trim per shard) carries a quarter second of releases, not one
-          // release each. None: the idle interval.
-          schedule(
-            result.exported >= batchSize ? 0 : result.exported > 0 ? BUSY_PAUSE_MS : intervalMs,
-          );
+          // A pass reads each shard it visits to the end, a backlog too. Some events: again
+          // shortly, so that each pass (a file and head fsync, a trim per shard) carries a quarter
+          // second of releases, not one release each (passes back to back, as a pass of 1,000 or
+          // more used to be followed, spent more per event). None: the idle interval.
+          schedule(result.exported > 0 ? BUSY_PAUSE_MS : intervalMs);
         },
         (err: unknown) => {
           deps.onFailure?.();
