@@ -436,7 +436,7 @@ describe('the audit exporter: export, trim, fail closed', () => {
     });
   });
 
-  it('when 2 of 100 shards get new events after a pass, then the next pass reads and trims only those 2, and a pass after the sweep interval visits every shard', async () => {
+  it('when 2 of 100 shards get new events after a pass, then the next pass reads and trims only those 2, and the passes of the next sweep interval visit every shard once, a slice each', async () => {
     await onFreshRedis(async ({ store, exportDir, key }) => {
       const total = await fill(store, 100, 1); // tenant-1 … tenant-99 hold 1 … 99 events
       const { source, read, trimmed } = instrumented(store);
@@ -462,7 +462,6 @@ describe('the audit exporter: export, trim, fail closed', () => {
       await audit.record('token.released', { tenant_id: 'tenant-77', n: 0 });
       read.clear();
       trimmed.clear();
-      clock += 1000;
       const second = await exporter.runOnce();
       assert.equal(second.exported, 4);
       assert.equal(second.shards, 2);
@@ -475,10 +474,24 @@ describe('the audit exporter: export, trim, fail closed', () => {
       const idle = await exporter.runOnce();
       assert.deepEqual([idle.exported, idle.shards, read.size], [0, 0, 0], 'nothing changed');
 
-      clock += 60_000;
-      const sweep = await exporter.runOnce();
-      assert.equal(sweep.shards, every);
-      assert.equal(read.size, every);
+      // The rolling visit: a quarter of the interval later, a quarter of the shards (rounded up),
+      // and so on; after the whole interval every shard has been read and trimmed exactly once.
+      const visits: string[] = [];
+      for (let quarter = 1; quarter <= 4; quarter++) {
+        read.clear();
+        trimmed.clear();
+        clock += 15_000;
+        const slice = await exporter.runOnce();
+        assert.equal(slice.shards, Math.ceil((every * quarter) / 4) - visits.length);
+        // Each shard read is trimmed, but for the global shard: it holds no event, so no mark.
+        assert.deepEqual(
+          [...trimmed].sort(),
+          [...read].filter((shard) => shard !== 'global').sort(),
+        );
+        visits.push(...read);
+      }
+      assert.equal(visits.length, every, 'no shard visited twice');
+      assert.deepEqual(new Set(visits), new Set(await store.listAuditShards()));
       await exporter.stop();
       const report = await verifyAuditChain(exportDir, key);
       assert.equal(report.ok, true);

@@ -17,9 +17,11 @@ import { openAuditChain, type AuditChainWriter } from './audit-chain.js';
  * Which shards a pass visits: a store holds a shard per tenant, and a pass that read and trimmed
  * every one would cost O(tenants) however few of them are active. Where the store tells which shards
  * were appended to since it was last asked (takeChangedAuditShards: Redis), a pass visits those; every
- * shard is visited on the first pass after the lock is taken, after a failed pass (the hints it took
- * are gone) and every `sweepIntervalMs` (hints are late from other replicas, or lost with a replica
- * that died before sending them, and each shard's share shrinks as tenants are added).
+ * shard is visited at once on the first pass after the lock is taken and after a failed pass (the
+ * hints it took are gone), and besides, a slice of the last listing rides along with each pass so
+ * that every shard is visited once per `sweepIntervalMs` (hints are lost with a replica that died
+ * before sending them, and each shard's share shrinks as tenants are added), spread over the passes
+ * instead of a burst of a trim per tenant.
  */
 
 /** What the exporter needs of the store: its shards, reads after a seq, and trimming exported events. */
@@ -55,7 +57,10 @@ export interface AuditExporterDeps {
    * the event loop, which the replica's releases wait behind: 1,000 held it ~7 ms (bench/audit-export.ts).
    */
   readonly batchSize?: number;
-  /** Longest time between two passes that visit every shard, where the store gives changed shards (default 60 s). */
+  /**
+   * Where the store gives changed shards: how long the rolling visit of every shard of a listing
+   * takes, so the longest time between two visits of a shard (default 60 s).
+   */
   readonly sweepIntervalMs?: number;
   /** Called after every pass with what it did (metrics). */
   readonly onPass?: (pass: ExportPass) => void;
@@ -127,9 +132,17 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
   const intervalMs = deps.intervalMs ?? 1000;
   const batchSize = deps.batchSize ?? 256;
   const sweepIntervalMs = deps.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
-  /** When the next pass must visit every shard (0: the next pass). */
-  let sweepDueAtMs = 0;
-  /** The shards of the last full listing and every changed one since: their count sets each shard's share. */
+  /** Whether the next pass must visit every shard at once. */
+  let sweepNow = true;
+  /**
+   * The rolling visit: the shards of the last listing, visited a slice per pass so that the whole
+   * list is done `sweepIntervalMs` after it was taken, then listed again. A listing is one burst of
+   * calls; a visit of every shard at once would be a trim (and a read) per tenant in one pass.
+   */
+  let round: readonly string[] = [];
+  let roundNext = 0;
+  let roundStartedMs = 0;
+  /** The shards of the last listing and every changed one since: their count sets each shard's share. */
   let known = new Set<string>();
   let owner: string | null = null;
   let lockExpiresAtMs = 0;
@@ -152,7 +165,7 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
       if (owner === null) return false;
       lockExpiresAtMs = now() + LOCK_TTL_MS;
       // Another exporter may have taken hints and stopped before using them.
-      sweepDueAtMs = 0;
+      sweepNow = true;
     }
     // (Re)opened after a takeover or a failed pass: the head on disk is the truth.
     if (deps.dir !== null)
@@ -166,14 +179,30 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
     // Taken first, on a sweep too: a hint is sent only after its event is stored, so every event
     // a hint taken here stands for is read below, and a hint that comes later is the next pass's.
     const changed = take === undefined ? null : await take.call(store);
-    if (changed === null || now() >= sweepDueAtMs) {
+    if (changed === null || sweepNow) {
       const shards = await store.listAuditShards();
       known = new Set(shards);
-      sweepDueAtMs = now() + sweepIntervalMs;
+      sweepNow = false;
+      // The rolling visit goes over this listing again through the next sweepIntervalMs.
+      round = shards;
+      roundNext = 0;
+      roundStartedMs = now();
       return { shards, sweep: true };
     }
+    if (roundNext >= round.length) {
+      round = await store.listAuditShards();
+      roundNext = 0;
+      roundStartedMs = now();
+      known = new Set(round);
+    }
+    const due = Math.min(
+      round.length,
+      Math.ceil((round.length * (now() - roundStartedMs)) / sweepIntervalMs),
+    );
+    const visit = new Set(changed);
     for (const shard of changed) known.add(shard);
-    return { shards: changed, sweep: false };
+    for (; roundNext < due; roundNext++) visit.add(round[roundNext]!);
+    return { shards: [...visit], sweep: false };
   }
 
   async function pass(): Promise<ExportPass> {
@@ -226,7 +255,7 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
     running ??= pass()
       .catch((err: unknown) => {
         // The hints the pass took are gone with it: the next pass visits every shard.
-        sweepDueAtMs = 0;
+        sweepNow = true;
         throw err;
       })
       .finally(() => {
