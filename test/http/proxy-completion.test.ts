@@ -89,14 +89,11 @@ describe('proxy completion', () => {
     assert.equal(res.status, 502, res.body);
     assert.equal((JSON.parse(res.body) as { code: string }).code, 'provider_error');
     assert.equal(res.headers['linkvault-proxy-request-id'], undefined);
-    let completed: { data: Record<string, unknown> } | undefined;
-    for (let i = 0; i < 100 && !completed; i++) {
-      completed = (await h.stack.auditEvents()).find(
-        (e) => e.type === 'proxy.completed' && e.data.link_id === link.id,
-      );
-      if (!completed) await new Promise((resolve) => setImmediate(resolve));
-    }
-    assert.ok(completed, 'proxy.completed recorded');
+    const isCompleted = (e: { type: string; data: Record<string, unknown> }): boolean =>
+      e.type === 'proxy.completed' && e.data.link_id === link.id;
+    const completed = (
+      await h.stack.auditEventsWhen((all) => all.some(isCompleted), 'proxy.completed')
+    ).find(isCompleted)!;
     assert.equal(completed.data.outcome, 'provider_aborted');
     assert.equal(completed.data.status, 200);
     assert.equal(completed.data.response_bytes, 500);

@@ -115,7 +115,13 @@ describe('proxy route', () => {
     assert.ok(!res.body.includes(token));
 
     // Audited before (fail closed) and after, with the rule that matched; never a token or a body.
-    const events = (await h.stack.auditEvents()).filter((e) => e.data.link_id === link.id);
+    // proxy.completed is written once the answer has gone out, not awaited by the caller.
+    const events = (
+      await h.stack.auditEventsWhen(
+        (all) => all.some((e) => e.type === 'proxy.completed' && e.data.link_id === link.id),
+        'proxy.completed',
+      )
+    ).filter((e) => e.data.link_id === link.id);
     const requested = events.find((e) => e.type === 'proxy.requested')!;
     assert.equal(requested.data.service_id, 'worker');
     assert.equal(requested.data.method, 'POST');
@@ -183,9 +189,14 @@ describe('proxy route', () => {
       h.api.received.slice(second).map((r) => r.headers.authorization),
       [`Bearer ${fresh}`],
     );
-    const completed = (await h.stack.auditEvents()).filter(
-      (e) => e.type === 'proxy.completed' && e.data.link_id === link.id,
-    );
+    const isCompleted = (e: { type: string; data: Record<string, unknown> }): boolean =>
+      e.type === 'proxy.completed' && e.data.link_id === link.id;
+    const completed = (
+      await h.stack.auditEventsWhen(
+        (all) => all.filter(isCompleted).length >= 2,
+        'proxy.completed for both calls',
+      )
+    ).filter(isCompleted);
     assert.deepEqual(
       completed.map((e) => [e.data.status, e.data.retried]),
       [

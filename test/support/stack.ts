@@ -115,10 +115,26 @@ export interface Stack extends Omit<Features, 'routers' | 'readiness' | 'backgro
   /** A session bearer for one user of one tenant. */
   sessionToken(tenantId: string, userId: string): Promise<string>;
   /** Every audit event so far. */
-  auditEvents(): Promise<{ type: string; data: Record<string, unknown> }[]>;
+  auditEvents(): Promise<AuditEventSeen[]>;
+  /**
+   * Every audit event so far, once `until` holds of them: for a record written after the answer,
+   * which the caller does not wait for (the proxy's proxy.completed). Reads again every 20 ms for up
+   * to `timeoutMs` (default 5 s), then rejects, naming what it waited for.
+   */
+  auditEventsWhen(
+    until: (events: AuditEventSeen[]) => boolean,
+    what: string,
+    timeoutMs?: number,
+  ): Promise<AuditEventSeen[]>;
   /** Everything logged so far (empty when a logger was given). */
   logText(): string;
   close(): Promise<void>;
+}
+
+/** An audit event as the tests read it. */
+export interface AuditEventSeen {
+  readonly type: string;
+  readonly data: Record<string, unknown>;
 }
 
 let seq = 0;
@@ -336,6 +352,17 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       return saved;
     }
 
+    async function auditEvents(): Promise<AuditEventSeen[]> {
+      const out: AuditEventSeen[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await store.readAudit(after, 1000);
+        for (const e of page) out.push({ type: e.type, data: { ...e.data } });
+        if (page.length < 1000) return out;
+        after = page[page.length - 1]!.seq;
+      }
+    }
+
     let closed: Promise<void> | undefined;
     return {
       ...built,
@@ -362,14 +389,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         const created = await built.sessions.createSession({ tenantId, userId }, 'crm-sync');
         return created.session_token;
       },
-      async auditEvents() {
-        const out: { type: string; data: Record<string, unknown> }[] = [];
-        let after: string | undefined;
-        for (;;) {
-          const page = await store.readAudit(after, 1000);
-          for (const e of page) out.push({ type: e.type, data: { ...e.data } });
-          if (page.length < 1000) return out;
-          after = page[page.length - 1]!.seq;
+      auditEvents,
+      async auditEventsWhen(until, what, timeoutMs = 5000) {
+        for (const deadline = Date.now() + timeoutMs; ;) {
+          const events = await auditEvents();
+          if (until(events)) return events;
+          if (Date.now() >= deadline)
+            throw new Error(`no audit record ${what} within ${timeoutMs} ms`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
         }
       },
       logText: () => lines.join(''),
