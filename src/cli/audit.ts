@@ -71,11 +71,12 @@ async function withAuditKey<T>(ctx: CliContext, use: (key: KeyObject) => Promise
   }
 }
 
-/** What the export directory's head commits: the newest file, its committed lines, the per-shard marks. */
+/** What the export directory's head commits: the newest file and its committed lines. */
 interface ChainHead {
   readonly file: string;
   readonly lines: number;
-  readonly high_water: Readonly<Record<string, string>>;
+  /** Every shard's mark, in heads of the first format only (audit-chain.ts). */
+  readonly high_water?: Readonly<Record<string, string>>;
 }
 
 /** The head of the chain in `dir` (audit-head.json), or null when nothing was exported there yet. */
@@ -267,7 +268,7 @@ export const auditCommands: readonly CliCommand[] = [
       const firstFromStore = new Map<string, string>();
       try {
         for (const shard of await store.listAuditShards()) {
-          let after = fromFiles.get(shard) ?? head?.high_water[shard];
+          let after = fromFiles.get(shard) ?? head?.high_water?.[shard];
           for (;;) {
             const page = await store.readAuditShard(shard, after, 1000);
             for (const event of page) {

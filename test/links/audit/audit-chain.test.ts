@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createSecretKey, randomBytes } from 'node:crypto';
+import { createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import {
   appendFileSync,
   mkdtempSync,
@@ -232,6 +232,74 @@ describe('audit chain files', () => {
     const report = await verifyAuditChain(dir, key);
     assert.equal(report.ok, true, JSON.stringify(report.problem));
     assert.equal(report.events, 320);
+  });
+
+  it('when 2,000 shards have marks and files have rotated, then the head carries no marks, and a reopened chain resumes every shard from the checkpoint and the open file', async () => {
+    const dir = freshDir();
+    const options = { dir, key, now: Date.now, maxFileBytes: 20_000 };
+    const chain = await openAuditChain(options);
+    const shards = Array.from({ length: 2000 }, (_, i) => `t:tenant-${i}`);
+    // Two events per shard, in 40 batches of 100 (each ~120 bytes: a file rotates every ~160 lines).
+    for (let i = 0; i < shards.length; i += 100)
+      await chain.append(shards.slice(i, i + 100).flatMap((s) => eventsFor(s, 1, 2)));
+    // The open file's last line holds the word a checkpoint line starts with, in its data.
+    await chain.append([
+      { shard: 't:tenant-7', seq: '3', event: { type: 'x', data: { checkpoint: 'checkpoint' } } },
+    ]);
+    const head = readFileSync(join(dir, 'audit-head.json'), 'utf8');
+    assert.ok(head.length < 400, `the head is ${head.length} bytes, whatever the shards`);
+    assert.equal((JSON.parse(head) as { high_water?: unknown }).high_water, undefined);
+
+    const reopened = await openAuditChain(options);
+    assert.equal(reopened.highWater().size, 2000);
+    for (const [i, s] of shards.entries())
+      assert.equal(reopened.highWater().get(s), i === 7 ? '3' : '2', s);
+    // Nothing already exported is written again, and what is new is.
+    assert.equal(await reopened.append(shards.flatMap((s) => eventsFor(s, 1, 3))), 1999);
+    const report = await verifyAuditChain(dir, key);
+    assert.equal(report.ok, true, JSON.stringify(report.problem));
+    assert.equal(report.events, 2000 * 3);
+  });
+
+  it('when the head is of the first format (every mark, signed as such), then the writer resumes from it and writes the new format', async () => {
+    const dir = freshDir();
+    const chain = await openAuditChain({ dir, key, now: Date.now });
+    await chain.append([...eventsFor('a', 1, 10), ...eventsFor('b', 1, 4)]);
+    // What a writer before 2026-12-04 left: the same head with every shard's mark, signed under
+    // the chain's first context (pinned here on purpose: it is a stored format).
+    const { mac: _mac, ...body } = JSON.parse(
+      readFileSync(join(dir, 'audit-head.json'), 'utf8'),
+    ) as Record<string, unknown>;
+    const old = { ...body, high_water: { a: '10', b: '4' } };
+    const oldMac = createHmac('sha256', key)
+      .update('linkvault-audit-chain-v1\n' + JSON.stringify(old))
+      .digest('base64url');
+    writeFileSync(join(dir, 'audit-head.json'), JSON.stringify({ ...old, mac: oldMac }) + '\n');
+    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+    const reopened = await openAuditChain({ dir, key, now: Date.now });
+    assert.deepEqual(Object.fromEntries(reopened.highWater()), { a: '10', b: '4' });
+    assert.equal(await reopened.append(eventsFor('a', 1, 12)), 2);
+    assert.equal(
+      (JSON.parse(readFileSync(join(dir, 'audit-head.json'), 'utf8')) as { high_water?: unknown })
+        .high_water,
+      undefined,
+    );
+    assert.equal((await verifyAuditChain(dir, key)).ok, true);
+  });
+
+  it('when the checkpoint the head builds on was edited, then the writer refuses to open', async () => {
+    const dir = freshDir();
+    const options = { dir, key, now: Date.now, maxFileBytes: 2_000 };
+    const chain = await openAuditChain(options);
+    await chain.append(eventsFor('a', 1, 20)); // past maxFileBytes: a file closes on the way
+    const first = linesOf(dir)[0]!;
+    // The checkpoint says shard a was exported through 1 only: resuming on it would export again.
+    const tampered = first.lines.map((l) =>
+      l.includes('"checkpoint"') ? l.replace(/"a":"\d+"/, '"a":"1"') : l,
+    );
+    assert.notDeepEqual(tampered, first.lines);
+    writeFileSync(join(dir, first.file), tampered.join('\n') + '\n');
+    await assert.rejects(openAuditChain(options), /checkpoint's signature does not match/);
   });
 
   it('when 2,000 events are staged, then the event loop turns between every 256 lines', async () => {

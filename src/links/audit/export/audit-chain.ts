@@ -13,19 +13,26 @@ import { join } from 'node:path';
  * shard) beside the event's own fields. A file is closed by a checkpoint line (`checkpoint`: the
  * file's name, its event count, the per-shard high-water marks) with `mac`, an HMAC-SHA256 under the
  * deployment's audit key; files rotate by size and by UTC day. `audit-head.json`, replaced atomically
- * after every batch, signs the open file's committed length, line count and last hash, so a line
- * removed from the end of the newest file is caught as surely as one edited in the middle.
+ * at every commit, signs the open file's committed length, line count and last hash, so a line
+ * removed from the end of the newest file is caught as surely as one edited in the middle. It carries
+ * no high-water marks: with a shard per tenant, every commit would write, sign and fsync a mark per
+ * tenant. A head of the first format (signed under MAC_CONTEXT, before 2026-12-04) carries every
+ * shard's mark and is read as well; a head of this one is signed under HEAD_MAC_CONTEXT, so that an
+ * older writer refuses it rather than resume without marks and export everything again.
  *
  * Exactly once. A batch is appended, fsynced, then the head moves; only then may the caller trim the
  * store. On open, bytes after the head's committed length (a batch that crashed before its head was
- * written) are cut off and those events are exported again from the store, which still has them; the
- * head's high-water marks say where each shard resumes, so nothing is written twice.
+ * written) are cut off and those events are exported again from the store, which still has them;
+ * the newest checkpoint's marks, then the committed lines of the open file after it, say where each
+ * shard resumes, so nothing is written twice.
  */
 
 export const GENESIS_HASH = '0'.repeat(64);
 const HEAD_FILE = 'audit-head.json';
 const FILE_PATTERN = /^audit-(\d{8})-(\d{8})\.jsonl$/;
 const MAC_CONTEXT = 'linkvault-audit-chain-v1\n';
+/** Heads without marks (see above); checkpoints keep MAC_CONTEXT. */
+const HEAD_MAC_CONTEXT = 'linkvault-audit-head-v2\n';
 
 /** One event to export: where it came from (shard, seq) and its public shape (AuditEvent JSON). */
 export interface ChainEvent {
@@ -67,7 +74,8 @@ interface Head {
   readonly bytes: number;
   readonly lines: number;
   readonly last_hash: string;
-  readonly high_water: Record<string, string>;
+  /** Every shard's mark: heads of the first format only. */
+  readonly high_water?: Record<string, string>;
   readonly updated_at: string;
   readonly mac?: string;
 }
@@ -112,9 +120,13 @@ export function hashLine(line: string): string {
     : createHash('sha256').update(line, 'utf8').digest('hex');
 }
 
-function macOf(key: KeyObject, body: Readonly<Record<string, unknown>>): string {
+function macOf(
+  key: KeyObject,
+  body: Readonly<Record<string, unknown>>,
+  context = MAC_CONTEXT,
+): string {
   return createHmac('sha256', key)
-    .update(MAC_CONTEXT + JSON.stringify(body))
+    .update(context + JSON.stringify(body))
     .digest('base64url');
 }
 
@@ -122,11 +134,23 @@ function macMatches(
   key: KeyObject,
   body: Readonly<Record<string, unknown>>,
   mac: unknown,
+  context = MAC_CONTEXT,
 ): boolean {
   if (typeof mac !== 'string') return false;
-  const want = Buffer.from(macOf(key, body));
+  const want = Buffer.from(macOf(key, body, context));
   const got = Buffer.from(mac);
   return want.length === got.length && timingSafeEqual(want, got);
+}
+
+/** A head of either format: with marks under MAC_CONTEXT, without under HEAD_MAC_CONTEXT. */
+function headMacMatches(
+  key: KeyObject,
+  body: Readonly<Record<string, unknown>>,
+  mac: unknown,
+): boolean {
+  return 'high_water' in body
+    ? macMatches(key, body, mac, MAC_CONTEXT)
+    : macMatches(key, body, mac, HEAD_MAC_CONTEXT);
 }
 
 const DAY_MS = 86_400_000;
@@ -190,6 +214,48 @@ const EVENTS_PER_TURN = 256;
 const WRITE_BYTES = 1024 * 1024;
 
 /**
+ * The high-water marks of the checkpoint that closes the file at `path` (its last line), checked
+ * against its signature. The line is read from the end of the file: a closed file is up to its
+ * rotation size, and its checkpoint a mark per shard.
+ */
+async function checkpointMarks(path: string, key: KeyObject): Promise<Record<string, string>> {
+  const handle = await open(path, 'r');
+  let tail = Buffer.alloc(0);
+  try {
+    const size = (await handle.stat()).size;
+    // Back from the end until the line before the last one ends (or the file starts). Bytes, not
+    // text: a newline byte is never inside a multi-byte character, a chunk boundary may be.
+    for (let end = size, chunk = 64 * 1024; end > 0; chunk *= 2) {
+      const start = Math.max(0, end - chunk);
+      const buffer = Buffer.alloc(end - start);
+      await handle.read(buffer, 0, buffer.length, start);
+      tail = Buffer.concat([buffer, tail]);
+      end = start;
+      if (tail.length >= 2 && tail.lastIndexOf(0x0a, tail.length - 2) >= 0) break;
+    }
+  } finally {
+    await handle.close();
+  }
+  const last = tail
+    .subarray(tail.length >= 2 ? tail.lastIndexOf(0x0a, tail.length - 2) + 1 : 0)
+    .toString('utf8')
+    .trimEnd();
+  let parsed: { checkpoint?: { high_water?: unknown }; mac?: unknown };
+  try {
+    parsed = JSON.parse(last) as typeof parsed;
+  } catch {
+    throw new Error(`${path}: its last line is not a checkpoint`);
+  }
+  const { mac, ...body } = parsed;
+  const marks = parsed.checkpoint?.high_water;
+  if (!macMatches(key, body, mac) || typeof marks !== 'object' || marks === null)
+    throw new Error(
+      `${path}: its checkpoint's signature does not match (edited, or another audit key)`,
+    );
+  return marks as Record<string, string>;
+}
+
+/**
  * Opens the chain in `dir` for appending (creating the directory with mode 0700), recovering from a
  * crash: an uncommitted tail after the head is cut off. Rejects when the head's signature is wrong
  * (the chain was edited, or the audit key changed): an exporter must not extend a chain it cannot vouch for.
@@ -203,7 +269,7 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
   try {
     const raw = JSON.parse(await readFile(join(dir, HEAD_FILE), 'utf8')) as Head;
     const { mac, ...body } = raw;
-    if (!macMatches(key, body, mac))
+    if (!headMacMatches(key, body, mac))
       throw new Error(
         `${join(dir, HEAD_FILE)}: signature does not match (edited, or another audit key)`,
       );
@@ -220,7 +286,8 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
   let lines = 0;
   let lastHash = GENESIS_HASH;
   let events = 0;
-  const highWater = new Map<string, string>(Object.entries(head?.high_water ?? {}));
+  /** Every shard's last staged seq (committed ones and those staged since). */
+  const highWater = new Map<string, string>();
 
   if (head && current && head.file !== current.name) {
     const named = files.findIndex((f) => f.name === head.file);
@@ -241,8 +308,30 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
     lines = head.lines;
     lastHash = head.last_hash;
     const text = await readFile(join(dir, current.name), 'utf8');
-    for (const line of text.split('\n')) if (line && !line.includes('"checkpoint"')) events++;
-    if (text.endsWith('\n') && text.trimEnd().split('\n').at(-1)?.includes('"checkpoint"')) {
+    const rows = text.split('\n');
+    // A checkpoint line starts so (JSON.stringify of { checkpoint, prev, mac }); an event line
+    // starts with its shard, and may hold the word "checkpoint" anywhere in its data.
+    const isCheckpoint = (row: string): boolean => row.startsWith('{"checkpoint":');
+    const closed = text.endsWith('\n') && isCheckpoint(rows.at(-2) ?? '');
+    // Where each shard resumes: the newest checkpoint's marks (this file's when it is closed, else
+    // the file's before it), a first-format head's, then the lines of the open file.
+    const checkpointFile = closed ? current : files[files.indexOf(current) - 1];
+    if (checkpointFile !== undefined)
+      for (const [shard, seq] of Object.entries(
+        await checkpointMarks(join(dir, checkpointFile.name), key),
+      ))
+        highWater.set(shard, seq);
+    for (const [shard, seq] of Object.entries(head.high_water ?? {})) highWater.set(shard, seq);
+    for (const [n, row] of rows.entries()) {
+      if (!row || isCheckpoint(row)) continue;
+      events++;
+      const line = JSON.parse(row) as { shard?: unknown; seq?: unknown };
+      if (typeof line.shard === 'string' && typeof line.seq === 'string')
+        highWater.set(line.shard, line.seq);
+      // Opening reads the whole open file (up to its rotation size): let the loop turn.
+      if (n % 4096 === 4095) await nextTurn();
+    }
+    if (closed) {
       // The newest file is closed: the next batch opens the next one.
       current = { name: '', index: current.index, day: current.day };
     }
@@ -254,12 +343,11 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
       bytes,
       lines,
       last_hash: lastHash,
-      high_water: Object.fromEntries(highWater),
       updated_at: new Date(now()).toISOString(),
     };
     await writeAtomically(
       join(dir, HEAD_FILE),
-      JSON.stringify({ ...body, mac: macOf(key, body) }) + '\n',
+      JSON.stringify({ ...body, mac: macOf(key, body, HEAD_MAC_CONTEXT) }) + '\n',
     );
     await fsyncDir(dir);
   }
@@ -289,7 +377,15 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
   /** Whether lines were staged since the head last moved. */
   let staged = false;
   /** The marks the head commits (what highWater() answers); `highWater` runs ahead while staging. */
-  let committedMarks = new Map(highWater);
+  const committedMarks = new Map(highWater);
+  /** The marks staged since the last commit: what a commit moves into committedMarks. */
+  const stagedMarks = new Map<string, string>();
+
+  function markCommitted(): void {
+    staged = false;
+    for (const [shard, seq] of stagedMarks) committedMarks.set(shard, seq);
+    stagedMarks.clear();
+  }
 
   function holdUnwritten(text: string): void {
     if (text.length === 0) return;
@@ -311,8 +407,7 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
     if (!staged || !current?.name) return;
     await writeUnwritten(true);
     await writeHead(current.name);
-    staged = false;
-    committedMarks = new Map(highWater);
+    markCommitted();
   }
 
   function lineOf(body: Record<string, unknown>): string {
@@ -338,8 +433,7 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
     bytes += Buffer.byteLength(line) + 1;
     await appendBytes(name, line + '\n', true);
     await writeHead(name);
-    staged = false;
-    committedMarks = new Map(highWater);
+    markCommitted();
   }
 
   async function stage(batch: readonly ChainEvent[]): Promise<number> {
@@ -376,6 +470,7 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
       staged = true;
       events++;
       highWater.set(item.shard, item.seq);
+      stagedMarks.set(item.shard, item.seq);
       written++;
     }
     holdUnwritten(text);
@@ -389,7 +484,8 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
     return written;
   }
 
-  return { highWater: () => new Map(committedMarks), append, stage, commit };
+  // A live view, which each commit moves (no copy of every tenant's mark per call).
+  return { highWater: () => committedMarks, append, stage, commit };
 }
 
 export interface ChainProblem {
@@ -506,7 +602,7 @@ export async function verifyAuditChain(dir: string, key: KeyObject | null): Prom
     if (!newest) return fail(HEAD_FILE, 0, 'names a file that does not exist');
     if (key) {
       const { mac, ...body } = head;
-      if (!macMatches(key, body, mac)) return fail(HEAD_FILE, 0, 'signature does not match');
+      if (!headMacMatches(key, body, mac)) return fail(HEAD_FILE, 0, 'signature does not match');
     }
     if (head.file !== newest.name)
       return fail(newest.name, 0, `not the file the head names (${String(head.file)})`);
