@@ -287,6 +287,29 @@ describe('audit chain files', () => {
     assert.equal((await verifyAuditChain(dir, key)).ok, true);
   });
 
+  it('when shard names look like numbers, then each checkpoint line is exactly what JSON.stringify writes of it, it verifies, and a reopened chain resumes from it', async () => {
+    const dir = freshDir();
+    const options = { dir, key, now: Date.now, maxFileBytes: 1_000 };
+    const chain = await openAuditChain(options);
+    // An object orders array-index names first and ascending: '10' after 'b' in the map, before it in JSON.
+    for (const shard of ['b', '10', '9', 'global', '0']) await chain.append(eventsFor(shard, 1, 8));
+    const checkpoints = linesOf(dir)
+      .flatMap((f) => f.lines)
+      .filter((l) => l.startsWith('{"checkpoint":'));
+    assert.ok(checkpoints.length >= 2, `${checkpoints.length} files closed`);
+    for (const line of checkpoints) assert.equal(JSON.stringify(JSON.parse(line)), line);
+    const report = await verifyAuditChain(dir, key);
+    assert.equal(report.ok, true, JSON.stringify(report.problem));
+    const reopened = await openAuditChain(options);
+    assert.deepEqual(Object.fromEntries(reopened.highWater()), {
+      0: '8',
+      9: '8',
+      10: '8',
+      b: '8',
+      global: '8',
+    });
+  });
+
   it('when the checkpoint the head builds on was edited, then the writer refuses to open', async () => {
     const dir = freshDir();
     const options = { dir, key, now: Date.now, maxFileBytes: 2_000 };

@@ -295,17 +295,20 @@ describe('the audit exporter: export, trim, fail closed', () => {
   // Many shards (a shard per tenant), on Redis.
   /**
    * The store as the exporter sees it (with its changed-shard hints), recording the shards read and
-   * trimmed and how many trims are in flight at once; `failReadOnce` makes the next read throw.
+   * trimmed and how many trims (and reads) are in flight at once; `failReadOnce` makes the next read throw.
    */
   function instrumented(store: Store): {
     source: Parameters<typeof createAuditExporter>[0]['store'];
     mostInFlight: () => number;
+    mostReadsInFlight: () => number;
     read: Set<string>;
     trimmed: Set<string>;
     failReadOnce: () => void;
   } {
     let inFlight = 0;
     let most = 0;
+    let readsInFlight = 0;
+    let mostReads = 0;
     const read = new Set<string>();
     const trimmed = new Set<string>();
     let failNextRead = false;
@@ -318,7 +321,12 @@ describe('the audit exporter: export, trim, fail closed', () => {
           failNextRead = false;
           throw new Error('injected read failure');
         }
-        return store.readAuditShard(shard, afterSeq, limit);
+        mostReads = Math.max(mostReads, ++readsInFlight);
+        try {
+          return await store.readAuditShard(shard, afterSeq, limit);
+        } finally {
+          readsInFlight--;
+        }
       },
       trimAuditShard: async (shard, throughSeq, keep) => {
         trimmed.add(shard);
@@ -336,6 +344,7 @@ describe('the audit exporter: export, trim, fail closed', () => {
     return {
       source,
       mostInFlight: () => most,
+      mostReadsInFlight: () => mostReads,
       read,
       trimmed,
       failReadOnce: () => (failNextRead = true),
@@ -397,10 +406,10 @@ describe('the audit exporter: export, trim, fail closed', () => {
     });
   });
 
-  it('when 40 shards hold 0 to 312 new events, then every event is exported once, in order per shard, and each shard is trimmed through its last, 16 at a time', async () => {
+  it('when 40 shards hold 0 to 312 new events, then every event is exported once, in order per shard, first pages are read 16 at a time and each shard is trimmed through its last, 16 at a time', async () => {
     await onFreshRedis(async ({ store, exportDir, key }) => {
       const total = await fill(store, 40, 8); // up to 312 events: four batches of 100
-      const { source, mostInFlight } = instrumented(store);
+      const { source, mostInFlight, mostReadsInFlight } = instrumented(store);
       const exporter = createAuditExporter({
         store: source,
         dir: exportDir,
@@ -414,6 +423,7 @@ describe('the audit exporter: export, trim, fail closed', () => {
       await exporter.stop();
       assert.equal(pass.exported, total);
       assert.equal(mostInFlight(), 16);
+      assert.equal(mostReadsInFlight(), 16);
       const lines = exportedLines(exportDir);
       assert.equal(lines.length, total);
       for (let t = 0; t < 40; t++) {

@@ -213,6 +213,37 @@ const EVENTS_PER_TURN = 256;
 /** Staged bytes held before they are written to the file (without an fsync: commit does that). */
 const WRITE_BYTES = 1024 * 1024;
 
+/** Whether `name` is an array index, which a JS object orders first and ascending whatever the insertion order. */
+function isArrayIndex(name: string): boolean {
+  return /^(?:0|[1-9]\d{0,9})$/.test(name) && Number(name) < 4_294_967_295;
+}
+
+/**
+ * `marks` as JSON.stringify(Object.fromEntries(marks)) writes them (array indexes first, ascending,
+ * then insertion order: the order a reader's JSON.parse gives back, which the signature is checked
+ * over), in slices of 4,096 with a turn of the loop after each.
+ */
+async function marksJson(marks: ReadonlyMap<string, string>): Promise<string[]> {
+  const indexes = [...marks.keys()].filter(isArrayIndex).sort((a, b) => Number(a) - Number(b));
+  const names =
+    indexes.length === 0
+      ? marks.keys()
+      : [...indexes, ...[...marks.keys()].filter((k) => !isArrayIndex(k))];
+  const parts: string[] = [];
+  let part = '{';
+  let n = 0;
+  for (const name of names) {
+    part += `${n === 0 ? '' : ','}${JSON.stringify(name)}:${JSON.stringify(marks.get(name))}`;
+    if (++n % 4096 === 0) {
+      parts.push(part);
+      part = '';
+      await nextTurn();
+    }
+  }
+  parts.push(part + '}');
+  return parts;
+}
+
 /**
  * The high-water marks of the checkpoint that closes the file at `path` (its last line), checked
  * against its signature. The line is read from the end of the file: a closed file is up to its
@@ -419,19 +450,39 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
     return line + '\n';
   }
 
+  /**
+   * Closes `name` with its checkpoint line. The line holds a mark per shard, so it is made, signed and
+   * hashed a slice at a time with turns of the loop between: made at once with JSON.stringify, 100,000
+   * marks held the loop ~190 ms. The text is exactly JSON.stringify's of { checkpoint, prev, mac }.
+   */
   async function closeFile(name: string): Promise<void> {
-    const checkpoint = {
-      file: name,
-      events,
-      high_water: Object.fromEntries(highWater),
-      closed_at: new Date(now()).toISOString(),
-    };
-    const body = { checkpoint, prev: lastHash };
-    const line = JSON.stringify({ ...body, mac: macOf(key, body) });
-    lastHash = hashLine(line);
+    const chunks = [
+      `{"checkpoint":{"file":${JSON.stringify(name)},"events":${events},"high_water":`,
+      ...(await marksJson(highWater)),
+      `,"closed_at":${JSON.stringify(new Date(now()).toISOString())}},"prev":${JSON.stringify(lastHash)}}`,
+    ];
+    const hmac = createHmac('sha256', key).update(MAC_CONTEXT);
+    for (const chunk of chunks) {
+      hmac.update(chunk);
+      await nextTurn();
+    }
+    // The body's closing brace gives way to the signature.
+    chunks[chunks.length - 1] =
+      chunks.at(-1)!.slice(0, -1) + `,"mac":"${hmac.digest('base64url')}"}`;
+    const hash = createHash('sha256');
+    const bytesOf: Buffer[] = [];
+    for (const chunk of chunks) {
+      const b = Buffer.from(chunk, 'utf8');
+      hash.update(b);
+      bytesOf.push(b);
+      await nextTurn();
+    }
+    lastHash = hash.digest('hex');
     lines++;
-    bytes += Buffer.byteLength(line) + 1;
-    await appendBytes(name, line + '\n', true);
+    bytesOf.push(Buffer.from('\n'));
+    const line = Buffer.concat(bytesOf);
+    bytes += line.length;
+    await appendBytes(name, line, true);
     await writeHead(name);
     markCommitted();
   }
