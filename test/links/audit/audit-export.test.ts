@@ -510,6 +510,55 @@ describe('the audit exporter: export, trim, fail closed', () => {
     });
   });
 
+  it('when the lock runs out mid-pass and is taken again, then the pass commits nothing it staged and the next pass exports every event once onto a whole chain', async () => {
+    await onFreshRedis(async ({ store, exportDir, key }) => {
+      const total = await fill(store, 40, 2); // 40 shards: three groups of sixteen reads
+      const { source } = instrumented(store);
+      let clock = Date.now();
+      let expireOnNextRenewal = false;
+      let ranOut = false;
+      const exporter = createAuditExporter({
+        store: {
+          ...source,
+          // The lock's time runs out before the renewal: the key is gone, so it can be taken again.
+          extendLock: async (name, owner, ttlMs) => {
+            if (!expireOnNextRenewal) return store.extendLock(name, owner, ttlMs);
+            expireOnNextRenewal = false;
+            await store.releaseLock(name, owner);
+            return false;
+          },
+          readAuditShard: async (shard, after, limit) => {
+            if (shard === 't:tenant-1' && !ranOut) {
+              ranOut = true;
+              clock += 20_000; // past half the lock's 30 s: the next check renews
+              expireOnNextRenewal = true;
+            }
+            return source.readAuditShard(shard, after, limit);
+          },
+        },
+        dir: exportDir,
+        key: async () => key,
+        maxStoreEvents: 100_000,
+        log: silent,
+        now: () => clock,
+      });
+      const first = await exporter.runOnce();
+      assert.deepEqual([first.active, first.exported], [false, 0]);
+      assert.equal(
+        exportedLines(exportDir).length,
+        0,
+        'nothing staged by the stale writer committed',
+      );
+      const second = await exporter.runOnce();
+      assert.equal(second.exported, total);
+      await exporter.stop();
+      assert.equal(exportedLines(exportDir).length, total);
+      const report = await verifyAuditChain(exportDir, key);
+      assert.equal(report.ok, true, JSON.stringify(report.problem));
+      assert.equal(report.events, total);
+    });
+  });
+
   it('when a pass fails after taking the changed shards, then the next pass visits every shard and exports what the failed one missed', async () => {
     await onFreshRedis(async ({ store, exportDir, key }) => {
       const total = await fill(store, 20, 1);

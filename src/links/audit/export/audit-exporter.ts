@@ -179,6 +179,15 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
     return true;
   }
 
+  /**
+   * Whether this exporter still holds the lock it started the pass with. A lock lost (its time ran
+   * out) and taken again reopens the chain from disk, where another exporter may have written
+   * meanwhile: the pass's writer is then stale, and what it staged must not be committed.
+   */
+  async function stillHolding(writer: AuditChainWriter): Promise<boolean> {
+    return (await holdLock()) && chain === writer;
+  }
+
   /** The shards this pass visits, and whether they are all of them. */
   async function shardsOfPass(): Promise<{ shards: string[]; sweep: boolean }> {
     const take = store.takeChangedAuditShards;
@@ -228,6 +237,10 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
     // at its end: a commit is a file write and two fsyncs (the lines, the head) whatever it carries,
     // and a pass that visits many shards with a few events each would otherwise pay them per shard.
     for (let i = 0; i < shards.length; i += READS_AT_ONCE) {
+      // A pass over every shard of many tenants takes seconds: the lock is renewed on the way (a
+      // store call only once half its time is gone), so that no other exporter takes over mid-pass.
+      if (i > 0 && !(await stillHolding(writer)))
+        return { exported: 0, trimmed: 0, shards: shards.length, active: false };
       const group = shards.slice(i, i + READS_AT_ONCE);
       // Small first pages: the answers of the group arrive together and are decoded in one turn
       // of the loop (sixteen pages of 256 held it ~20 ms); most shards of many tenants hold a few.
@@ -248,7 +261,7 @@ export function createAuditExporter(deps: AuditExporterDeps): AuditExporter {
           asked = batchSize;
           // What this pass staged is not committed: whoever holds the lock next exports it (so it
           // is not counted here; a file rotated meanwhile committed some, which the count misses).
-          if (!(await holdLock()))
+          if (!(await stillHolding(writer)))
             return { exported: 0, trimmed: 0, shards: shards.length, active: false };
           events = await store.readAuditShard(shard, events.at(-1)!.seq!, batchSize);
         }
