@@ -384,7 +384,7 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
   }
 
   /** Appends `data` to the file `name`, all of it (writeFile loops over short writes), fsynced or not. */
-  async function appendBytes(name: string, data: Buffer | string, sync: boolean): Promise<void> {
+  async function appendBytes(name: string, data: Buffer, sync: boolean): Promise<void> {
     const handle = await open(join(dir, name), 'a', 0o600);
     try {
       await handle.writeFile(data);
@@ -405,15 +405,12 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
    * I/O (SQLite) gives the loop no turn between the pages it is read in.
    */
   let sinceTurn = 0;
-  /** Whether lines were staged since the head last moved. */
-  let staged = false;
   /** The marks the head commits (what highWater() answers); `highWater` runs ahead while staging. */
   const committedMarks = new Map(highWater);
-  /** The marks staged since the last commit: what a commit moves into committedMarks. */
+  /** The marks staged since the last commit (none: nothing to commit): what a commit moves into committedMarks. */
   const stagedMarks = new Map<string, string>();
 
   function markCommitted(): void {
-    staged = false;
     for (const [shard, seq] of stagedMarks) committedMarks.set(shard, seq);
     stagedMarks.clear();
   }
@@ -435,7 +432,7 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
   }
 
   async function commit(): Promise<void> {
-    if (!staged || !current?.name) return;
+    if (stagedMarks.size === 0 || !current?.name) return;
     await writeUnwritten(true);
     await writeHead(current.name);
     markCommitted();
@@ -518,7 +515,6 @@ export async function openAuditChain(options: AuditChainOptions): Promise<AuditC
       }
       // Key order as always: shard, seq, the event's own members, prev (lineOf sets it last).
       text += lineOf({ shard: item.shard, seq: item.seq, ...item.event });
-      staged = true;
       events++;
       highWater.set(item.shard, item.seq);
       stagedMarks.set(item.shard, item.seq);
